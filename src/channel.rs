@@ -1,0 +1,4 @@
+//! The channel: what users hold.
+
+/// A replication channel.
+pub struct Channel {}

@@ -1,0 +1,1 @@
+//! Sans-IO protocol state machines: decoding, ack tracking, timeouts.

@@ -1,0 +1,1 @@
+//! Bounded lock-free queues and buffer pools for the hot path.

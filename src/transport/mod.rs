@@ -1,0 +1,1 @@
+//! Senders (the four replication modes) and the receiver.
