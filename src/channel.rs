@@ -1,4 +1,437 @@
-//! The channel: what users hold.
+//! The channel: what users hold. A [`ChannelBuilder`] takes the config and
+//! listeners; [`ChannelBuilder::start`] binds the receiver and starts the
+//! sender threads; [`Channel::send`] replicates a payload to members in the
+//! configured `replicationMode`; [`Channel::stop`] ends it all.
+//!
+//! ```no_run
+//! use sessionrepl::{Channel, Config};
+//! use bytes::Bytes;
+//! let ch = Channel::builder(Config::default())
+//!     .listener(|m| { println!("{} bytes from {}", m.payload.len(), m.from); Ok(()) })
+//!     .start()?;
+//! let peer = "127.0.0.1:4001".parse().unwrap();
+//! ch.send(&[peer], Bytes::from_static(b"hello"), ch.default_options())?;
+//! # Ok::<(), sessionrepl::Error>(())
+//! ```
 
-/// A replication channel.
-pub struct Channel {}
+use crate::config::{Config, ReplicationMode};
+use crate::error::{Error, Result};
+use crate::stats::{Stats, StatsSnapshot};
+use crate::transport::pump::{Dest, Outgoing, Pump};
+use crate::transport::receiver::Receiver;
+use crate::transport::sync::SyncSender;
+use crate::transport::{
+    Message, MessageListener, OutcomeListener, SendOptions, Shared, Ticket,
+};
+use crate::wire::compress::Deflater;
+use crate::wire::frame::{FrameHeader, FLAG_COMPRESSED};
+use bytes::Bytes;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+pub use crate::transport::{Delivery, Outcome};
+
+/// Collects what a channel needs before it starts.
+pub struct ChannelBuilder {
+    cfg: Config,
+    listener: Option<MessageListener>,
+    outcome: Option<OutcomeListener>,
+}
+
+impl ChannelBuilder {
+    /// Sets the message listener (called on the receiver thread, or a worker
+    /// with `tcpThreadCount > 0`; in order per connection). Returning
+    /// `Err(reason)` makes the sender see a FAIL when it asked for an ack
+    /// after delivery.
+    pub fn listener(
+        mut self,
+        f: impl Fn(&Message) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.listener = Some(Arc::new(f));
+        self
+    }
+
+    /// Sets the listener from an existing `Arc`.
+    pub fn listener_arc(mut self, l: MessageListener) -> Self {
+        self.listener = Some(l);
+        self
+    }
+
+    /// Sets the outcome listener of the asynchronous modes: called once per
+    /// message and destination with acked, sent, failed or timed out.
+    pub fn outcome_listener(
+        mut self,
+        f: impl Fn(u64, SocketAddr, &Outcome) + Send + Sync + 'static,
+    ) -> Self {
+        self.outcome = Some(Arc::new(f));
+        self
+    }
+
+    /// Starts the channel: binds the receiver, starts sender threads.
+    ///
+    /// # Errors
+    /// Invalid configuration, bind failure, thread creation failure.
+    pub fn start(self) -> Result<Channel> {
+        let cfg = self.cfg;
+        cfg.validate()?;
+        crate::driver::Backend::resolve(&cfg.io_backend)?;
+        let member_id = cfg.member_id.unwrap_or_else(random_id);
+        let shared = Arc::new(Shared {
+            cfg,
+            stats: Stats::default(),
+            member_id,
+            outcome: self.outcome,
+        });
+        let listener = self.listener.unwrap_or_else(|| Arc::new(|_: &Message| Ok(())));
+        let receiver = Receiver::start(shared.clone(), listener)?;
+        let mode = shared.cfg.replication_mode;
+        let limit = match mode {
+            ReplicationMode::Pooled => shared.cfg.max_pool_socket_limit,
+            _ => 1,
+        };
+        let fast = if mode == ReplicationMode::FastAsyncQueue {
+            Some(Pump::start(shared.clone(), "sr-fastasync")?)
+        } else {
+            None
+        };
+        Ok(Channel {
+            inner: Arc::new(Inner {
+                sync: SyncSender::new(shared.clone(), limit),
+                shared,
+                mode,
+                local: receiver.local_addr(),
+                receiver: Mutex::new(Some(receiver)),
+                fast: Mutex::new(fast.map(Arc::new)),
+                fast_ref: OnceArc::default(),
+                per_member: RwLock::new(HashMap::new()),
+                running: AtomicBool::new(true),
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+}
+
+/// A tiny write-once slot for the fastasync pump, read without a lock.
+#[derive(Default)]
+struct OnceArc(std::sync::OnceLock<Arc<Pump>>);
+
+struct Inner {
+    shared: Arc<Shared>,
+    mode: ReplicationMode,
+    local: SocketAddr,
+    receiver: Mutex<Option<Receiver>>,
+    sync: SyncSender,
+    fast: Mutex<Option<Arc<Pump>>>,
+    fast_ref: OnceArc,
+    per_member: RwLock<HashMap<SocketAddr, Arc<Pump>>>,
+    running: AtomicBool,
+    next_id: AtomicU64,
+}
+
+/// A running replication channel. Cheap to clone; all clones share it.
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<Inner>,
+}
+
+thread_local! {
+    static DEFLATER: RefCell<Option<(u32, Deflater)>> = const { RefCell::new(None) };
+}
+
+impl Channel {
+    /// A builder for a channel with `cfg`.
+    pub fn builder(cfg: Config) -> ChannelBuilder {
+        ChannelBuilder {
+            cfg,
+            listener: None,
+            outcome: None,
+        }
+    }
+
+    /// The receiver's bound address (members send here).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// This node's 16-byte member id.
+    pub fn member_id(&self) -> [u8; 16] {
+        self.inner.shared.member_id
+    }
+
+    /// The configuration the channel runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.shared.cfg
+    }
+
+    /// Send options from the config (`waitForAck`, `syncAck`, `compress`).
+    pub fn default_options(&self) -> SendOptions {
+        SendOptions::from_config(&self.inner.shared.cfg)
+    }
+
+    /// True until [`Channel::stop`].
+    pub fn is_running(&self) -> bool {
+        self.inner.running.load(Ordering::Relaxed)
+    }
+
+    /// Sends `payload` to every member in `to`.
+    ///
+    /// In `synchronous` and `pooled` modes this returns when every member
+    /// acked (or, without ack, when it was written) and fails with the first
+    /// member's error otherwise. In `asynchronous` and `fastasyncqueue`
+    /// modes it returns once queued; each destination's outcome goes to the
+    /// outcome listener. Returns the message id.
+    ///
+    /// # Errors
+    /// [`Error::NotRunning`], [`Error::QueueFull`] (async modes; the message
+    /// was not queued), [`Error::InvalidArgument`] (no destination, payload
+    /// over `maxFrameSize`), or in sync modes [`Error::Timeout`],
+    /// [`Error::RemoteFailure`], [`Error::Unreachable`].
+    pub fn send(&self, to: &[SocketAddr], payload: Bytes, opts: SendOptions) -> Result<u64> {
+        self.send_inner(to, payload, opts, None)
+    }
+
+    /// Like [`Channel::send`], returning a [`Ticket`] that completes with
+    /// every destination's outcome (in all modes).
+    ///
+    /// # Errors
+    /// As [`Channel::send`], except that per-member failures in the
+    /// synchronous modes go to the ticket instead.
+    pub fn send_with_ticket(
+        &self,
+        to: &[SocketAddr],
+        payload: Bytes,
+        opts: SendOptions,
+    ) -> Result<(u64, Arc<Ticket>)> {
+        let t = Arc::new(Ticket::new(to.len()));
+        let id = self.send_inner(to, payload, opts, Some(t.clone()))?;
+        Ok((id, t))
+    }
+
+    fn send_inner(
+        &self,
+        to: &[SocketAddr],
+        payload: Bytes,
+        opts: SendOptions,
+        ticket: Option<Arc<Ticket>>,
+    ) -> Result<u64> {
+        let inner = &*self.inner;
+        if !inner.running.load(Ordering::Relaxed) {
+            return Err(Error::NotRunning);
+        }
+        if to.is_empty() {
+            return Err(Error::InvalidArgument("no destination".into()));
+        }
+        let cfg = &inner.shared.cfg;
+        let (payload, mut flags) = self.prepare(payload, opts)?;
+        if payload.len() > cfg.max_frame_size {
+            return Err(Error::InvalidArgument(format!(
+                "payload of {} bytes exceeds maxFrameSize {}",
+                payload.len(),
+                cfg.max_frame_size
+            )));
+        }
+        flags |= opts.ack_flags();
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let ack = opts.ack != crate::config::AckMode::None;
+        match inner.mode {
+            ReplicationMode::Synchronous | ReplicationMode::Pooled => {
+                let hdr = FrameHeader::data(id, payload.len(), flags).encode();
+                if to.len() == 1 && ticket.is_none() {
+                    inner.sync.send_one(to[0], &hdr, &payload, id, ack)?;
+                    return Ok(id);
+                }
+                let results = inner.sync.send_many(to, &hdr, &payload, id, ack);
+                let d = if ack { Delivery::Acked } else { Delivery::Sent };
+                let mut first_err = None;
+                for (a, r) in results {
+                    let o = r.map(|()| d);
+                    if let (Err(e), None) = (&o, &first_err) {
+                        first_err = Some(e.clone());
+                    }
+                    if let Some(t) = &ticket {
+                        t.complete(a, o);
+                    }
+                }
+                match (first_err, &ticket) {
+                    (Some(e), None) => Err(e),
+                    _ => Ok(id),
+                }
+            }
+            ReplicationMode::FastAsyncQueue => {
+                let pump = inner.fast_pump()?;
+                let dest = if to.len() == 1 {
+                    Dest::One(to[0])
+                } else {
+                    Dest::Many(Arc::from(to))
+                };
+                pump.send(Outgoing {
+                    id,
+                    dest,
+                    payload,
+                    flags,
+                    ticket,
+                })?;
+                Ok(id)
+            }
+            ReplicationMode::Asynchronous => {
+                for &a in to {
+                    let pump = inner.member_pump(a)?;
+                    pump.send(Outgoing {
+                        id,
+                        dest: Dest::One(a),
+                        payload: payload.clone(),
+                        flags,
+                        ticket: ticket.clone(),
+                    })?;
+                }
+                Ok(id)
+            }
+        }
+    }
+
+    /// Compresses when asked and worthwhile, with this thread's reused
+    /// compressor.
+    fn prepare(&self, payload: Bytes, opts: SendOptions) -> Result<(Bytes, u8)> {
+        let cfg = &self.inner.shared.cfg;
+        if !opts.compress || payload.len() < cfg.compression_min_size {
+            return Ok((payload, 0));
+        }
+        let level = cfg.compression_level;
+        let c = DEFLATER.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.as_ref().map(|(l, _)| *l) != Some(level) {
+                *d = Some((level, Deflater::new(level)));
+            }
+            d.as_mut().map(|(_, z)| z.compress(&payload))
+        });
+        let c = c.ok_or_else(|| Error::InvalidArgument("compressor unavailable".into()))??;
+        Stats::add(&self.inner.shared.stats.compressed, 1);
+        if c.len() >= payload.len() {
+            return Ok((payload, 0));
+        }
+        Ok((c, FLAG_COMPRESSED))
+    }
+
+    /// Waits until every queued message has an outcome (asynchronous modes;
+    /// immediate in the synchronous ones).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if messages are still pending after `timeout`.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let fast_idle = self.inner.fast_ref.0.get().is_none_or(|p| p.is_idle());
+            let members_idle = self
+                .inner
+                .per_member
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .all(|p| p.is_idle());
+            if fast_idle && members_idle {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.shared.stats.snapshot()
+    }
+
+    /// Stops: no new sends; queued and unacked messages end as
+    /// [`Error::Shutdown`] (reported to the outcome listener); the receiver
+    /// closes. Idempotent.
+    pub fn stop(&self) {
+        let inner = &*self.inner;
+        if !inner.running.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(p) = inner.fast.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            stop_pump(p);
+        }
+        if let Some(p) = inner.fast_ref.0.get() {
+            stop_pump(p.clone());
+        }
+        let pumps: Vec<_> = inner
+            .per_member
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for p in pumps {
+            stop_pump(p);
+        }
+        inner.sync.close_all();
+        if let Some(mut r) = inner.receiver.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            r.stop();
+        }
+    }
+}
+
+fn stop_pump(p: Arc<Pump>) {
+    p.stop();
+}
+
+impl Inner {
+    fn fast_pump(&self) -> Result<&Arc<Pump>> {
+        if let Some(p) = self.fast_ref.0.get() {
+            return Ok(p);
+        }
+        let g = self.fast.lock().unwrap_or_else(|e| e.into_inner());
+        let p = g.as_ref().ok_or(Error::NotRunning)?.clone();
+        drop(g);
+        Ok(self.fast_ref.0.get_or_init(|| p))
+    }
+
+    fn member_pump(&self, a: SocketAddr) -> Result<Arc<Pump>> {
+        if let Some(p) = self.per_member.read().unwrap_or_else(|e| e.into_inner()).get(&a) {
+            return Ok(p.clone());
+        }
+        let mut w = self.per_member.write().unwrap_or_else(|e| e.into_inner());
+        if !self.running.load(Ordering::SeqCst) {
+            return Err(Error::NotRunning);
+        }
+        if let Some(p) = w.get(&a) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(Pump::start(self.shared.clone(), &format!("sr-async-{a}"))?);
+        w.insert(a, p.clone());
+        Ok(p)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::SeqCst);
+        if let Some(mut r) = self.receiver.get_mut().ok().and_then(|r| r.take()) {
+            r.stop();
+        }
+    }
+}
+
+/// 16 random bytes from the OS (falling back to time and pid).
+pub fn random_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        if f.read_exact(&mut id).is_ok() {
+            return id;
+        }
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    id[..16].copy_from_slice(&(t ^ ((std::process::id() as u128) << 64)).to_le_bytes());
+    id
+}

@@ -1,1 +1,16 @@
-//! Sans-IO protocol state machines: decoding, ack tracking, timeouts.
+//! Sans-IO protocol state machines: bytes and `now` in, frames, bytes to
+//! send and events out. No sockets, no clock, no threads.
+//!
+//! - [`decoder`]: splits native frames out of a read buffer, zero-copy.
+//! - [`inbound`]: the accepting side of a connection (preface, frames,
+//!   acks to send back).
+//! - [`outbound`]: the connecting side (preface answer, ACK/FAIL/PONG).
+//! - [`ack`]: the sender's tracker of messages awaiting an ack.
+
+pub mod ack;
+pub mod decoder;
+pub mod inbound;
+pub mod outbound;
+
+pub use ack::AckTracker;
+pub use decoder::{Frame, FrameDecoder};

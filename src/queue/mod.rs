@@ -1,1 +1,173 @@
-//! Bounded lock-free queues and buffer pools for the hot path.
+//! Bounded lock-free queues for the hot path.
+//!
+//! [`SendQueue`] is the fastasyncqueue: many producers push without taking
+//! a lock (a CAS on the ring); one I/O thread pops in batches. Producers make
+//! a wake-up system call only when the consumer has announced it is going to
+//! sleep. A full queue is the caller's error after `queueAddWaitTimeout`,
+//! never silent growth.
+
+use crate::error::Error;
+use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::Backoff;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Something that wakes the consumer (a mio `Waker`, an unpark).
+pub trait Wake: Send + Sync {
+    /// Wakes the consumer; may make a system call.
+    fn wake(&self);
+}
+
+/// A bounded multi-producer queue with sleep/wake hand-shaking.
+pub struct SendQueue<T> {
+    q: ArrayQueue<T>,
+    sleeping: AtomicBool,
+    waker: Box<dyn Wake>,
+}
+
+impl<T> SendQueue<T> {
+    /// A queue of `capacity` items whose consumer is woken with `waker`.
+    pub fn new(capacity: usize, waker: Box<dyn Wake>) -> Self {
+        SendQueue {
+            q: ArrayQueue::new(capacity.max(1)),
+            sleeping: AtomicBool::new(false),
+            waker,
+        }
+    }
+
+    /// Items queued now.
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    /// True if empty.
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// Capacity.
+    pub fn capacity(&self) -> usize {
+        self.q.capacity()
+    }
+
+    /// Pushes, waiting up to `wait` for room.
+    ///
+    /// # Errors
+    /// [`Error::QueueFull`] with the item given back when the queue stayed
+    /// full for `wait`.
+    pub fn push(&self, item: T, wait: Duration) -> std::result::Result<(), (Error, T)> {
+        let mut item = match self.q.push(item) {
+            Ok(()) => {
+                self.notify();
+                return Ok(());
+            }
+            Err(i) => i,
+        };
+        if wait.is_zero() {
+            return Err((Error::QueueFull, item));
+        }
+        self.wake_now();
+        let deadline = Instant::now() + wait;
+        let backoff = Backoff::new();
+        loop {
+            if backoff.is_completed() {
+                std::thread::sleep(Duration::from_micros(20));
+            } else {
+                backoff.snooze();
+            }
+            item = match self.q.push(item) {
+                Ok(()) => {
+                    self.notify();
+                    return Ok(());
+                }
+                Err(i) => i,
+            };
+            if Instant::now() >= deadline {
+                return Err((Error::QueueFull, item));
+            }
+        }
+    }
+
+    #[inline]
+    fn notify(&self) {
+        // SeqCst pairs with `prepare_sleep`: either the consumer sees our
+        // item when it re-checks, or we see its flag and wake it.
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.wake_now();
+        }
+    }
+
+    fn wake_now(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.waker.wake();
+        }
+    }
+
+    /// Pops one item.
+    #[inline]
+    pub fn pop(&self) -> Option<T> {
+        self.q.pop()
+    }
+
+    /// Consumer: announce sleep. Returns false (and cancels) if items
+    /// arrived meanwhile, in which case the consumer must not sleep.
+    pub fn prepare_sleep(&self) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        if !self.q.is_empty() {
+            self.sleeping.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Consumer: woke up (for whatever reason).
+    pub fn awake(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    struct CountWake(Arc<AtomicUsize>);
+    impl Wake for CountWake {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn full_queue_is_an_error_after_the_wait() {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let q = SendQueue::new(2, Box::new(CountWake(wakes.clone())));
+        q.push(1, Duration::ZERO).unwrap();
+        q.push(2, Duration::ZERO).unwrap();
+        let t0 = Instant::now();
+        let (e, item) = q.push(3, Duration::from_millis(20)).unwrap_err();
+        assert!(matches!(e, Error::QueueFull));
+        assert_eq!(item, 3);
+        assert!(t0.elapsed() >= Duration::from_millis(20));
+        assert!(matches!(q.push(4, Duration::ZERO), Err((Error::QueueFull, 4))));
+        assert_eq!(q.pop(), Some(1));
+        q.push(5, Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn producers_wake_only_a_sleeping_consumer() {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let q = SendQueue::new(16, Box::new(CountWake(wakes.clone())));
+        q.push(1, Duration::ZERO).unwrap();
+        q.push(2, Duration::ZERO).unwrap();
+        assert_eq!(wakes.load(Ordering::SeqCst), 0);
+        assert!(!q.prepare_sleep(), "items pending: must not sleep");
+        while q.pop().is_some() {}
+        assert!(q.prepare_sleep());
+        q.push(3, Duration::ZERO).unwrap();
+        q.push(4, Duration::ZERO).unwrap();
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,1 +1,121 @@
 //! Senders (the four replication modes) and the receiver.
+//!
+//! - [`receiver`]: a mio selector thread accepts, reads into large buffers,
+//!   decodes in place and hands the listener zero-copy slices, in order per
+//!   connection; an optional worker pool keeps that order.
+//! - [`sync`]: `synchronous` and `pooled`: the caller's thread writes on a
+//!   checked-out connection and waits for its ack there.
+//! - [`pump`]: `asynchronous` and `fastasyncqueue`: an I/O thread drains a
+//!   bounded queue in batches, writes many frames per `writev`, tracks acks,
+//!   times out, reconnects with backoff and resends.
+
+pub mod pump;
+pub mod receiver;
+pub mod sync;
+mod ticket;
+
+pub use ticket::Ticket;
+
+use crate::config::{AckMode, Config};
+use crate::error::Error;
+use crate::stats::Stats;
+use crate::wire::frame::{FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A message handed to the listener. `payload` is a zero-copy slice of the
+/// receive buffer (or of the inflated buffer); clone it to keep it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Address the connection came from.
+    pub from: SocketAddr,
+    /// Sender's member id (from its preface; zero for Tribes peers).
+    pub member_id: [u8; 16],
+    /// Message id, unique per sending channel.
+    pub id: u64,
+    /// The payload, inflated if it was compressed.
+    pub payload: Bytes,
+}
+
+/// Receives messages. Returning `Err(reason)` sends a FAIL with that reason
+/// when the sender asked for an ack after delivery.
+pub type MessageListener = Arc<dyn Fn(&Message) -> Result<(), String> + Send + Sync>;
+
+/// How a message ended for one destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Written to the socket (no ack was requested).
+    Sent,
+    /// Acknowledged by the receiver.
+    Acked,
+}
+
+/// Outcome of one message at one destination.
+pub type Outcome = Result<Delivery, Error>;
+
+/// Told each message's outcome in the asynchronous modes:
+/// `(message id, destination, outcome)`. Called on the sender I/O thread;
+/// keep it short.
+pub type OutcomeListener = Arc<dyn Fn(u64, SocketAddr, &Outcome) + Send + Sync>;
+
+/// Per-send options.
+#[derive(Debug, Clone, Copy)]
+pub struct SendOptions {
+    /// Acknowledgement requested.
+    pub ack: AckMode,
+    /// Compress (subject to `compressionMinSize`).
+    pub compress: bool,
+}
+
+impl SendOptions {
+    /// The channel defaults (`waitForAck`, `syncAck`, `compress`).
+    pub fn from_config(c: &Config) -> Self {
+        SendOptions {
+            ack: c.default_ack(),
+            compress: c.compress,
+        }
+    }
+    /// Frame flags for the ack mode.
+    pub fn ack_flags(&self) -> u8 {
+        match self.ack {
+            AckMode::None => 0,
+            AckMode::Receipt => FLAG_ACK_RECEIPT,
+            AckMode::Delivery => FLAG_ACK_DELIVERY,
+        }
+    }
+}
+
+/// State shared by a channel's transport threads.
+pub struct Shared {
+    /// Configuration (frozen at start).
+    pub cfg: Config,
+    /// Counters.
+    pub stats: Stats,
+    /// This node's member id.
+    pub member_id: [u8; 16],
+    /// Outcome listener for the asynchronous modes.
+    pub outcome: Option<OutcomeListener>,
+}
+
+impl Shared {
+    /// Reports an outcome to the listener and the ticket, and counts it.
+    pub fn report(&self, id: u64, to: SocketAddr, outcome: Outcome, ticket: Option<&Arc<Ticket>>) {
+        match &outcome {
+            Ok(Delivery::Acked) => {}
+            Ok(Delivery::Sent) => {}
+            Err(Error::Timeout) => Stats::add(&self.stats.timeouts, 1),
+            Err(_) => Stats::add(&self.stats.failures, 1),
+        }
+        if let Some(l) = &self.outcome {
+            // A panicking listener must not take the I/O thread down.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l(id, to, &outcome)));
+            if r.is_err() {
+                crate::sr_log!(Error, "outcome listener panicked for message {id}");
+            }
+        }
+        if let Some(t) = ticket {
+            t.complete(to, outcome);
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The accepting side of a native connection: preface exchange, frames in,
+//! acks and keepalive answers out.
+
+use super::decoder::{Frame, FrameDecoder};
+use crate::error::{Error, Result};
+use crate::wire::frame::{put_reason_frame, AckBatch, FrameHeader, FrameType};
+use crate::wire::preface::Preface;
+use bytes::{Buf, BytesMut};
+
+/// What the connection produced.
+#[derive(Debug)]
+pub enum InEvent {
+    /// The peer's preface arrived and was accepted; our answer is queued.
+    Open(Preface),
+    /// A DATA frame.
+    Data(Frame),
+    /// The peer is closing, with a reason.
+    GoAway(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitPreface,
+    Open,
+}
+
+/// Accepting side of one connection.
+#[derive(Debug)]
+pub struct InboundConn {
+    state: State,
+    dec: FrameDecoder,
+    local: Preface,
+    /// Peer's preface once open.
+    pub peer: Option<Preface>,
+    acks: AckBatch,
+    out: Vec<u8>,
+}
+
+impl InboundConn {
+    /// A connection that answers with `local` and accepts DATA payloads up
+    /// to `max_frame` bytes.
+    pub fn new(local: Preface, max_frame: usize) -> Self {
+        InboundConn {
+            state: State::AwaitPreface,
+            dec: FrameDecoder::new(max_frame),
+            local,
+            peer: None,
+            acks: AckBatch::default(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Bytes still needed for the frame in progress.
+    pub fn wanted(&self, buf: &BytesMut) -> usize {
+        self.dec.wanted(buf)
+    }
+
+    /// Consumes bytes from the front of `buf` and returns the next event.
+    ///
+    /// # Errors
+    /// Any protocol violation; the connection must be closed.
+    pub fn poll(&mut self, buf: &mut BytesMut) -> Result<Option<InEvent>> {
+        loop {
+            match self.state {
+                State::AwaitPreface => {
+                    let Some((p, n)) = Preface::decode(buf)? else {
+                        return Ok(None);
+                    };
+                    if p.reply {
+                        return Err(Error::Protocol("reply preface from a client".into()));
+                    }
+                    if !self.local.domain.is_empty() && p.domain != self.local.domain {
+                        return Err(Error::Protocol(format!(
+                            "cluster domain '{}' refused",
+                            String::from_utf8_lossy(&p.domain)
+                        )));
+                    }
+                    buf.advance(n);
+                    self.out.extend_from_slice(&self.local.encode());
+                    self.state = State::Open;
+                    self.peer = Some(p.clone());
+                    return Ok(Some(InEvent::Open(p)));
+                }
+                State::Open => {
+                    let Some(f) = self.dec.decode(buf)? else {
+                        return Ok(None);
+                    };
+                    match f.header.ty {
+                        FrameType::Data => return Ok(Some(InEvent::Data(f))),
+                        FrameType::Ping => {
+                            let h = FrameHeader {
+                                ty: FrameType::Pong,
+                                flags: 0,
+                                len: 0,
+                                id: f.header.id,
+                            };
+                            self.out.extend_from_slice(&h.encode());
+                        }
+                        FrameType::Pong => {}
+                        FrameType::GoAway => {
+                            return Ok(Some(InEvent::GoAway(
+                                String::from_utf8_lossy(&f.payload).into_owned(),
+                            )))
+                        }
+                        FrameType::Ack | FrameType::Fail => {
+                            return Err(Error::Protocol(format!(
+                                "{:?} frame sent to a receiver",
+                                f.header.ty
+                            )))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acknowledges a message (batched until [`InboundConn::take_output`]).
+    #[inline]
+    pub fn ack(&mut self, id: u64) {
+        self.acks.push(id);
+    }
+
+    /// Reports a failed delivery; pending acks go first to keep order.
+    pub fn fail(&mut self, id: u64, reason: &str) {
+        self.acks.flush_into(&mut self.out);
+        put_reason_frame(&mut self.out, FrameType::Fail, id, reason);
+    }
+
+    /// True if acks or other bytes are waiting to be written.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty() || !self.acks.is_empty()
+    }
+
+    /// Flushes batched acks and returns the bytes to write. The caller
+    /// removes what it wrote with `drain(..n)`.
+    pub fn take_output(&mut self) -> &mut Vec<u8> {
+        self.acks.flush_into(&mut self.out);
+        &mut self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::outbound::{OutboundConn, Reply};
+    use crate::wire::frame::{FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT};
+
+    fn data(id: u64, flags: u8, p: &[u8]) -> Vec<u8> {
+        let mut v = FrameHeader::data(id, p.len(), flags).encode().to_vec();
+        v.extend_from_slice(p);
+        v
+    }
+
+    #[test]
+    fn handshake_data_acks_and_fail_reach_the_sender_in_order() {
+        let mut rx = InboundConn::new(Preface::new([2; 16], b"d", true), 1 << 20);
+        let mut tx = OutboundConn::new(b"d".to_vec());
+        let mut wire = BytesMut::new();
+        wire.extend_from_slice(&Preface::new([1; 16], b"d", false).encode());
+        for id in 1..=4 {
+            wire.extend_from_slice(&data(id, FLAG_ACK_DELIVERY, b"x"));
+        }
+        wire.extend_from_slice(&data(5, FLAG_ACK_RECEIPT, b"y"));
+        let mut ids = Vec::new();
+        while let Some(ev) = rx.poll(&mut wire).unwrap() {
+            match ev {
+                InEvent::Open(p) => assert_eq!(p.member_id, [1; 16]),
+                InEvent::Data(f) => {
+                    ids.push(f.header.id);
+                    if f.header.id == 3 {
+                        rx.fail(3, "listener refused");
+                    } else {
+                        rx.ack(f.header.id);
+                    }
+                }
+                InEvent::GoAway(_) => unreachable!(),
+            }
+        }
+        assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+        let mut back = BytesMut::from(&rx.take_output()[..]);
+        let mut replies = Vec::new();
+        while let Some(r) = tx.poll(&mut back).unwrap() {
+            replies.push(r);
+        }
+        assert!(matches!(&replies[0], Reply::Preface(p) if p.member_id == [2; 16]));
+        let mut acked = Vec::new();
+        let mut failed = Vec::new();
+        for r in &replies[1..] {
+            match r {
+                Reply::Ack(p) => {
+                    acked.extend(crate::wire::frame::ack_ranges(p).flat_map(|(f, n)| f..f + n as u64))
+                }
+                Reply::Fail { id, reason } => failed.push((*id, reason.clone())),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(acked, vec![1, 2, 4, 5]);
+        assert_eq!(failed, vec![(3, "listener refused".to_string())]);
+    }
+
+    #[test]
+    fn foreign_domain_and_garbage_are_refused() {
+        let mut rx = InboundConn::new(Preface::new([2; 16], b"a", true), 1024);
+        let mut w = BytesMut::from(&Preface::new([1; 16], b"b", false).encode()[..]);
+        assert!(rx.poll(&mut w).is_err());
+        let mut rx = InboundConn::new(Preface::new([2; 16], b"", true), 1024);
+        let mut w = BytesMut::from(&b"\x16\x03\x01 hello tls"[..]);
+        assert!(rx.poll(&mut w).is_err());
+    }
+}
