@@ -1,0 +1,139 @@
+//! Hostile input closes only the offending connection, counted and logged;
+//! the receiver keeps serving its other connections.
+
+use bytes::Bytes;
+use sessionrepl::wire::compress::Deflater;
+use sessionrepl::wire::frame::{FrameHeader, FLAG_ACK_DELIVERY, FLAG_COMPRESSED};
+use sessionrepl::wire::Preface;
+use sessionrepl::{Channel, Config, ReplicationMode};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn good_preface() -> Vec<u8> {
+    Preface::new([9; 16], b"", false).encode()
+}
+
+/// Sends `bytes` and returns what the receiver sent back before closing.
+fn attack(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(bytes);
+    // Hang up our side: truncated input must not leave the receiver waiting.
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut back = Vec::new();
+    let _ = s.read_to_end(&mut back); // returns when the receiver closes
+    back
+}
+
+fn data_frame(id: u64, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = FrameHeader::data(id, payload.len(), flags).encode().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+#[test]
+fn hostile_connections_are_closed_and_others_keep_working() {
+    let delivered = Arc::new(AtomicU64::new(0));
+    let d2 = delivered.clone();
+    let mut cfg = Config::default();
+    cfg.max_frame_size = 64 * 1024;
+    cfg.max_decompressed_size = 256 * 1024;
+    let rx = Channel::builder(cfg)
+        .listener(move |_| {
+            d2.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let addr = rx.local_addr();
+
+    // A well-behaved sender keeps a connection open across all attacks.
+    let mut scfg = Config::default();
+    scfg.replication_mode = ReplicationMode::Synchronous;
+    let tx = Channel::builder(scfg).start().unwrap();
+    let good = |i: u32| {
+        tx.send(&[addr], Bytes::from(format!("good {i}")), tx.default_options())
+            .unwrap()
+    };
+    good(0);
+
+    let mut attacks: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("bad magic", b"SRPX\x01\x00\x00\x00".to_vec()),
+        ("bad version", {
+            let mut p = good_preface();
+            p[4] = 77;
+            p
+        }),
+    ];
+    let mut oversized = good_preface();
+    oversized.extend_from_slice(&FrameHeader::data(1, 1 << 30, 0).encode());
+    attacks.push(("oversized frame", oversized));
+    let mut unknown = good_preface();
+    unknown.extend_from_slice(&[0x7f; 16]);
+    attacks.push(("unknown frame type", unknown));
+    let mut bomb = good_preface();
+    let zeros = vec![0u8; 8 << 20];
+    let c = Deflater::new(9).compress(&zeros).unwrap();
+    assert!(c.len() < 64 * 1024, "bomb fits in a frame");
+    bomb.extend(data_frame(1, FLAG_COMPRESSED | FLAG_ACK_DELIVERY, &c));
+    attacks.push(("decompression bomb", bomb));
+    let mut corrupt = good_preface();
+    corrupt.extend(data_frame(2, FLAG_COMPRESSED, b"\x00\x01\x02 not deflate"));
+    attacks.push(("corrupt deflate", corrupt));
+
+    for (i, (name, bytes)) in attacks.iter().enumerate() {
+        let before = rx.stats().protocol_errors;
+        let back = attack(addr, bytes);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rx.stats().protocol_errors == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(rx.stats().protocol_errors, before + 1, "{name} not counted");
+        if *name == "decompression bomb" {
+            // The sender hears why before the close.
+            assert!(
+                back.windows(5).any(|w| w == b"limit"),
+                "no FAIL reason in {} bytes",
+                back.len()
+            );
+        }
+        good(i as u32 + 1);
+    }
+
+    // Truncated input: a preface cut short, then the client vanishes.
+    attack(addr, &good_preface()[..10]);
+    // Mid-frame loss: header promises 1000 bytes, 10 arrive.
+    let mut cut = good_preface();
+    cut.extend_from_slice(&FrameHeader::data(5, 1000, 0).encode());
+    cut.extend_from_slice(&[1; 10]);
+    attack(addr, &cut);
+    good(100);
+    assert_eq!(
+        delivered.load(Ordering::SeqCst),
+        attacks.len() as u64 + 2,
+        "only the good messages were delivered"
+    );
+    tx.stop();
+    rx.stop();
+}
+
+#[test]
+fn foreign_cluster_domain_is_refused() {
+    let mut cfg = Config::default();
+    cfg.set("domain", "shop").unwrap();
+    let rx = Channel::builder(cfg).start().unwrap();
+    let mut p = Preface::new([1; 16], b"bank", false).encode();
+    p.extend(data_frame(1, 0, b"x"));
+    attack(rx.local_addr(), &p);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rx.stats().protocol_errors == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(rx.stats().protocol_errors, 1);
+    assert_eq!(rx.stats().msgs_received, 0);
+    rx.stop();
+}
