@@ -71,3 +71,28 @@ fn tribes_run_is_killed_at_the_timeout() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
 }
+
+#[test]
+fn harness_is_compiled_once_per_source_version() {
+    let Some(h) = harness() else { return };
+    let root =
+        std::env::temp_dir().join(format!("sessionrepl-tribes-cache-{}", std::process::id()));
+    let h = h.with_cache_root(&root);
+    let dir = h.prepare().unwrap();
+    let class = dir.join("TribesHarness.class");
+    let compiled_at = std::fs::metadata(&class).unwrap().modified().unwrap();
+    assert_eq!(h.prepare().unwrap(), dir);
+    assert_eq!(
+        std::fs::metadata(&class).unwrap().modified().unwrap(),
+        compiled_at
+    );
+    let source = std::fs::read_to_string(dir.join("TribesHarness.java")).unwrap();
+    assert_eq!(source, tribes::HARNESS_SOURCE);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("build."))
+        .collect();
+    assert!(leftovers.is_empty());
+    std::fs::remove_dir_all(&root).unwrap();
+}

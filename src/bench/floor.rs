@@ -10,7 +10,7 @@
 //!   buffer; the floor of the no-ack scenarios S1 and S5.
 //!
 //! Both bind 127.0.0.1 on an ephemeral port, warm up with
-//! [`warmup_count`](super::warmup_count) messages, and time from the first
+//! [`warmup_count`](super::warmup_count()) messages, and time from the first
 //! timed send until the last byte has been read.
 
 use std::io::{self, IoSlice, Read, Write};
