@@ -20,9 +20,7 @@ use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::pump::{Dest, Outgoing, Pump};
 use crate::transport::receiver::Receiver;
 use crate::transport::sync::SyncSender;
-use crate::transport::{
-    Message, MessageListener, OutcomeListener, SendOptions, Shared, Ticket,
-};
+use crate::transport::{Message, MessageListener, OutcomeListener, SendOptions, Shared, Ticket};
 use crate::wire::compress::Deflater;
 use crate::wire::frame::{FrameHeader, FLAG_COMPRESSED};
 use bytes::Bytes;
@@ -86,7 +84,9 @@ impl ChannelBuilder {
             member_id,
             outcome: self.outcome,
         });
-        let listener = self.listener.unwrap_or_else(|| Arc::new(|_: &Message| Ok(())));
+        let listener = self
+            .listener
+            .unwrap_or_else(|| Arc::new(|_: &Message| Ok(())));
         let receiver = Receiver::start(shared.clone(), listener)?;
         let mode = shared.cfg.replication_mode;
         let limit = match mode {
@@ -372,7 +372,12 @@ impl Channel {
             stop_pump(p);
         }
         inner.sync.close_all();
-        if let Some(mut r) = inner.receiver.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(mut r) = inner
+            .receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             r.stop();
         }
     }
@@ -394,7 +399,12 @@ impl Inner {
     }
 
     fn member_pump(&self, a: SocketAddr) -> Result<Arc<Pump>> {
-        if let Some(p) = self.per_member.read().unwrap_or_else(|e| e.into_inner()).get(&a) {
+        if let Some(p) = self
+            .per_member
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&a)
+        {
             return Ok(p.clone());
         }
         let mut w = self.per_member.write().unwrap_or_else(|e| e.into_inner());

@@ -29,7 +29,9 @@ fn attack(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 }
 
 fn data_frame(id: u64, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut v = FrameHeader::data(id, payload.len(), flags).encode().to_vec();
+    let mut v = FrameHeader::data(id, payload.len(), flags)
+        .encode()
+        .to_vec();
     v.extend_from_slice(payload);
     v
 }
@@ -55,8 +57,12 @@ fn hostile_connections_are_closed_and_others_keep_working() {
     scfg.replication_mode = ReplicationMode::Synchronous;
     let tx = Channel::builder(scfg).start().unwrap();
     let good = |i: u32| {
-        tx.send(&[addr], Bytes::from(format!("good {i}")), tx.default_options())
-            .unwrap()
+        tx.send(
+            &[addr],
+            Bytes::from(format!("good {i}")),
+            tx.default_options(),
+        )
+        .unwrap()
     };
     good(0);
 

@@ -45,7 +45,10 @@ fn sender(mode: ReplicationMode, edit: impl FnOnce(&mut Config)) -> (Channel, Ou
                 Ok(d) => format!("{d:?}"),
                 Err(e) => format!("err:{e}"),
             };
-            assert!(o2.lock().unwrap().insert((id, to), s).is_none(), "two outcomes for {id}");
+            assert!(
+                o2.lock().unwrap().insert((id, to), s).is_none(),
+                "two outcomes for {id}"
+            );
         })
         .start()
         .unwrap();
@@ -84,9 +87,17 @@ fn run_mode(mode: ReplicationMode, ack: AckMode, compress: bool, workers: usize)
     }
     if !mode.is_synchronous() {
         let o = outcomes.lock().unwrap();
-        let want = if ack == AckMode::None { "Sent" } else { "Acked" };
+        let want = if ack == AckMode::None {
+            "Sent"
+        } else {
+            "Acked"
+        };
         for id in &ids {
-            assert_eq!(o.get(&(*id, to[0])).map(String::as_str), Some(want), "outcome of {id}");
+            assert_eq!(
+                o.get(&(*id, to[0])).map(String::as_str),
+                Some(want),
+                "outcome of {id}"
+            );
         }
     }
     if compress {
@@ -211,7 +222,11 @@ fn unreachable_member_is_reported_in_every_mode() {
             c.connect_timeout = Duration::from_millis(500);
         });
         let (_, t) = tx
-            .send_with_ticket(&[dead_addr()], Bytes::from_static(b"x"), tx.default_options())
+            .send_with_ticket(
+                &[dead_addr()],
+                Bytes::from_static(b"x"),
+                tx.default_options(),
+            )
             .unwrap();
         match t.wait_ok(Duration::from_secs(10)) {
             Err(Error::Unreachable(_)) => {}
@@ -223,7 +238,10 @@ fn unreachable_member_is_reported_in_every_mode() {
 
 #[test]
 fn ack_timeout_is_reported_when_the_listener_stalls() {
-    for mode in [ReplicationMode::Synchronous, ReplicationMode::FastAsyncQueue] {
+    for mode in [
+        ReplicationMode::Synchronous,
+        ReplicationMode::FastAsyncQueue,
+    ] {
         let gate = Arc::new(Mutex::new(()));
         let g = gate.lock().unwrap();
         let g2 = gate.clone();
@@ -236,9 +254,16 @@ fn ack_timeout_is_reported_when_the_listener_stalls() {
             .unwrap();
         let (tx, _) = sender(mode, |c| c.ack_timeout = Duration::from_millis(100));
         let (_, t) = tx
-            .send_with_ticket(&[rx.local_addr()], Bytes::from_static(b"x"), tx.default_options())
+            .send_with_ticket(
+                &[rx.local_addr()],
+                Bytes::from_static(b"x"),
+                tx.default_options(),
+            )
             .unwrap();
-        assert!(matches!(t.wait_ok(Duration::from_secs(10)), Err(Error::Timeout)), "{mode:?}");
+        assert!(
+            matches!(t.wait_ok(Duration::from_secs(10)), Err(Error::Timeout)),
+            "{mode:?}"
+        );
         assert_eq!(tx.stats().timeouts, 1);
         drop(g);
         tx.stop();
@@ -323,7 +348,11 @@ fn stop_reports_shutdown_for_what_is_queued() {
     }
     std::thread::sleep(Duration::from_millis(50));
     tx.stop();
-    assert_eq!(outcomes.lock().unwrap().len(), n, "every message has an outcome");
+    assert_eq!(
+        outcomes.lock().unwrap().len(),
+        n,
+        "every message has an outcome"
+    );
     assert!(matches!(
         tx.send(&to, payload(0, 1), tx.default_options()),
         Err(Error::NotRunning)

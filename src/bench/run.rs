@@ -25,7 +25,10 @@ pub struct BenchOptions {
     pub peer: bool,
 }
 
-fn channel_pair(mode: ReplicationMode, edit: impl FnOnce(&mut Config)) -> crate::Result<(Channel, Channel, Arc<AtomicU64>)> {
+fn channel_pair(
+    mode: ReplicationMode,
+    edit: impl FnOnce(&mut Config),
+) -> crate::Result<(Channel, Channel, Arc<AtomicU64>)> {
     let got = Arc::new(AtomicU64::new(0));
     let g2 = got.clone();
     let rx = Channel::builder(Config::default())
@@ -56,7 +59,13 @@ fn wait_for(got: &AtomicU64, n: u64, limit: Duration) -> crate::Result<()> {
 }
 
 /// One-way stream (S1, S5): `count` messages of `size` bytes, no ack.
-fn stream(s: Scenario, count: u64, size: usize, compress: bool, io: &str) -> crate::Result<BenchLine> {
+fn stream(
+    s: Scenario,
+    count: u64,
+    size: usize,
+    compress: bool,
+    io: &str,
+) -> crate::Result<BenchLine> {
     let (rx, tx, got) = channel_pair(ReplicationMode::FastAsyncQueue, |c| {
         c.compress = compress;
         c.io_backend = io.to_string();
@@ -81,12 +90,20 @@ fn stream(s: Scenario, count: u64, size: usize, compress: bool, io: &str) -> cra
     let st = tx.stats();
     tx.stop();
     rx.stop();
-    Ok(BenchLine::measured(s, "sessionrepl", count, size as u64, el)
-        .with_extra("wire_bytes", st.bytes_sent))
+    Ok(
+        BenchLine::measured(s, "sessionrepl", count, size as u64, el)
+            .with_extra("wire_bytes", st.bytes_sent),
+    )
 }
 
 /// Request/ack (S2, S3, S4): `threads` callers, each send waits for its ack.
-fn acked(s: Scenario, count: u64, size: usize, threads: usize, io: &str) -> crate::Result<BenchLine> {
+fn acked(
+    s: Scenario,
+    count: u64,
+    size: usize,
+    threads: usize,
+    io: &str,
+) -> crate::Result<BenchLine> {
     let mode = if threads > 1 {
         ReplicationMode::Pooled
     } else {
@@ -145,7 +162,8 @@ fn acked(s: Scenario, count: u64, size: usize, threads: usize, io: &str) -> crat
     debug_assert!(got.load(Ordering::Relaxed) >= n);
     tx.stop();
     rx.stop();
-    let mut line = BenchLine::measured(s, "sessionrepl", n, size as u64, el).with_latency(all.percentiles());
+    let mut line =
+        BenchLine::measured(s, "sessionrepl", n, size as u64, el).with_latency(all.percentiles());
     if threads > 1 {
         line = line.with_extra("threads", threads);
     }
@@ -181,9 +199,15 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+        let mut val = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
         match a.as_str() {
-            "--scenario" => o.scenarios = super::parse_scenarios(&val()?).map_err(|e| e.to_string())?,
+            "--scenario" => {
+                o.scenarios = super::parse_scenarios(&val()?).map_err(|e| e.to_string())?
+            }
             "--scale" => {
                 o.scale = val()?
                     .parse()
@@ -223,7 +247,11 @@ pub fn cli(args: &[String]) -> Result<(), String> {
         }
         match run_sessionrepl(s, count, &o.io) {
             Ok(Some(l)) => println!("{}", l.with_extra("io", &o.io)),
-            Ok(None) => eprintln!("{} {}: not implemented in sessionrepl yet", s.id(), s.name()),
+            Ok(None) => eprintln!(
+                "{} {}: not implemented in sessionrepl yet",
+                s.id(),
+                s.name()
+            ),
             Err(e) => return Err(format!("{} failed: {e}", s.id())),
         }
         if o.peer {

@@ -52,7 +52,6 @@ pub fn writev(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
 /// The OS error; a zero-length write is reported as `WriteZero`.
 pub fn writev_all(fd: RawFd, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
     let mut bufs = bufs;
-    IoSlice::advance_slices(&mut bufs, 0);
     while !bufs.is_empty() {
         match writev(fd, bufs) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -145,7 +145,10 @@ mod tests {
         t.track(4, t0 + Duration::from_millis(30), ());
         assert_eq!(t.next_deadline(), Some(t0 + Duration::from_millis(10)));
         let mut exp = Vec::new();
-        assert_eq!(t.expire(t0 + Duration::from_millis(30), |id, _| exp.push(id)), 2);
+        assert_eq!(
+            t.expire(t0 + Duration::from_millis(30), |id, _| exp.push(id)),
+            2
+        );
         assert_eq!(exp, vec![3, 4]);
         let mut rest = Vec::new();
         t.drain_all(|id, _| rest.push(id));

@@ -187,9 +187,8 @@ mod tests {
         let mut failed = Vec::new();
         for r in &replies[1..] {
             match r {
-                Reply::Ack(p) => {
-                    acked.extend(crate::wire::frame::ack_ranges(p).flat_map(|(f, n)| f..f + n as u64))
-                }
+                Reply::Ack(p) => acked
+                    .extend(crate::wire::frame::ack_ranges(p).flat_map(|(f, n)| f..f + n as u64)),
                 Reply::Fail { id, reason } => failed.push((*id, reason.clone())),
                 other => panic!("unexpected {other:?}"),
             }

@@ -3,7 +3,7 @@
 
 use super::decoder::FrameDecoder;
 use crate::error::{Error, Result};
-use crate::wire::frame::{FrameType, MAX_ACK_RANGES, ACK_RANGE_LEN};
+use crate::wire::frame::{FrameType, ACK_RANGE_LEN, MAX_ACK_RANGES};
 use crate::wire::preface::Preface;
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -60,10 +60,14 @@ impl OutboundConn {
                 return Ok(None);
             };
             if !p.reply {
-                return Err(Error::Protocol("receiver answered without reply flag".into()));
+                return Err(Error::Protocol(
+                    "receiver answered without reply flag".into(),
+                ));
             }
             if !self.domain.is_empty() && !p.domain.is_empty() && p.domain != self.domain {
-                return Err(Error::Protocol("receiver is in another cluster domain".into()));
+                return Err(Error::Protocol(
+                    "receiver is in another cluster domain".into(),
+                ));
             }
             buf.advance(n);
             self.got_preface = true;

@@ -126,7 +126,6 @@ impl<T> SendQueue<T> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +150,10 @@ mod tests {
         assert!(matches!(e, Error::QueueFull));
         assert_eq!(item, 3);
         assert!(t0.elapsed() >= Duration::from_millis(20));
-        assert!(matches!(q.push(4, Duration::ZERO), Err((Error::QueueFull, 4))));
+        assert!(matches!(
+            q.push(4, Duration::ZERO),
+            Err((Error::QueueFull, 4))
+        ));
         assert_eq!(q.pop(), Some(1));
         q.push(5, Duration::ZERO).unwrap();
     }

@@ -13,7 +13,9 @@ use crate::proto::AckTracker;
 use crate::queue::{SendQueue, Wake};
 use crate::sr_log;
 use crate::stats::Stats;
-use crate::wire::frame::{ack_ranges, FrameHeader, FrameType, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, HEADER_LEN};
+use crate::wire::frame::{
+    ack_ranges, FrameHeader, FrameType, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, HEADER_LEN,
+};
 use crate::wire::Preface;
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
@@ -134,7 +136,10 @@ impl Pump {
         if self.stop.load(Ordering::Relaxed) {
             return Err(Error::NotRunning);
         }
-        match self.queue.push(item, self.shared.cfg.queue_add_wait_timeout) {
+        match self
+            .queue
+            .push(item, self.shared.cfg.queue_add_wait_timeout)
+        {
             Ok(()) => Ok(()),
             Err((e, _)) => {
                 Stats::add(&self.shared.stats.queue_full, 1);
@@ -255,7 +260,11 @@ impl Engine {
                 if since.elapsed() < spin {
                     Some(Duration::ZERO)
                 } else if self.queue.prepare_sleep() {
-                    Some(self.next_timer(now).saturating_duration_since(now).max(Duration::from_micros(100)))
+                    Some(
+                        self.next_timer(now)
+                            .saturating_duration_since(now)
+                            .max(Duration::from_micros(100)),
+                    )
                 } else {
                     Some(Duration::ZERO)
                 }
@@ -363,7 +372,11 @@ impl Engine {
             let hdr = FrameHeader::data(item.id, item.payload.len(), item.flags).encode();
             let ack = item.flags & (FLAG_ACK_DELIVERY | FLAG_ACK_RECEIPT) != 0;
             for (k, &a) in dests.iter().enumerate() {
-                let i = if k < idx.len() { idx[k] } else { self.conn_index(a) };
+                let i = if k < idx.len() {
+                    idx[k]
+                } else {
+                    self.conn_index(a)
+                };
                 let c = &mut self.conns[i];
                 c.pending.push_back(Pending {
                     hdr,
@@ -388,10 +401,11 @@ impl Engine {
             Ok(mut s) => {
                 let _ = s.set_nodelay(shared.cfg.tcp_no_delay);
                 super::receiver::set_buffers(&s, &shared.cfg);
-                if let Err(e) =
-                    poll.registry()
-                        .register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)
-                {
+                if let Err(e) = poll.registry().register(
+                    &mut s,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
                     sr_log!(Warn, "cannot register connection to {}: {e}", c.addr);
                     c.state = State::Backoff(now + c.backoff);
                     return;
@@ -651,7 +665,10 @@ impl Engine {
         c.writable = false;
         c.state = State::Backoff(now + c.backoff);
         c.backoff = (c.backoff * 2).clamp(
-            shared.cfg.reconnect_backoff_min.max(Duration::from_millis(1)),
+            shared
+                .cfg
+                .reconnect_backoff_min
+                .max(Duration::from_millis(1)),
             shared.cfg.reconnect_backoff_max,
         );
     }
@@ -695,7 +712,10 @@ impl Engine {
         let quiet = c.pending.is_empty() && c.inflight.is_empty();
         let idle_for = now.saturating_duration_since(c.last_activity);
         let too_old = cfg.keep_alive_count > 0 && c.sent_on_conn >= cfg.keep_alive_count;
-        if quiet && ((!cfg.keep_alive_timeout.is_zero() && idle_for >= cfg.keep_alive_timeout) || too_old) {
+        if quiet
+            && ((!cfg.keep_alive_timeout.is_zero() && idle_for >= cfg.keep_alive_timeout)
+                || too_old)
+        {
             if let Some(mut s) = c.stream.take() {
                 let _ = self.poll.registry().deregister(&mut s);
             }
@@ -740,8 +760,9 @@ impl Engine {
         }
         for c in &mut self.conns {
             let addr = c.addr;
-            c.inflight
-                .drain_all(|id, p| shared.report(id, addr, Err(Error::Shutdown), p.ticket.as_ref()));
+            c.inflight.drain_all(|id, p| {
+                shared.report(id, addr, Err(Error::Shutdown), p.ticket.as_ref())
+            });
             for p in c.pending.drain(..) {
                 shared.report(p.id, addr, Err(Error::Shutdown), p.ticket.as_ref());
             }

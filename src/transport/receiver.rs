@@ -104,7 +104,12 @@ impl Receiver {
                 sleeping: AtomicBool::new(false),
                 stop: AtomicBool::new(false),
             });
-            let (w2, l2, r2, s2) = (ws.clone(), listener.clone(), rx_shared.clone(), shared.clone());
+            let (w2, l2, r2, s2) = (
+                ws.clone(),
+                listener.clone(),
+                rx_shared.clone(),
+                shared.clone(),
+            );
             let t = std::thread::Builder::new()
                 .name(format!("sr-worker-{i}"))
                 .spawn(move || worker_loop(w2, l2, r2, s2))?;

@@ -42,7 +42,9 @@ impl SyncConn {
         let unreachable = |e: &dyn std::fmt::Display| Error::Unreachable(format!("{addr}: {e}"));
         let mut stream =
             TcpStream::connect_timeout(&addr, cfg.connect_timeout).map_err(|e| unreachable(&e))?;
-        stream.set_nodelay(cfg.tcp_no_delay).map_err(|e| unreachable(&e))?;
+        stream
+            .set_nodelay(cfg.tcp_no_delay)
+            .map_err(|e| unreachable(&e))?;
         super::receiver::set_buffers(&stream, cfg);
         stream
             .set_read_timeout(Some(cfg.connect_timeout))
@@ -66,7 +68,8 @@ impl SyncConn {
                 None => c.fill(deadline).map_err(|e| unreachable(&e))?,
             }
         }
-        c.set_timeout(cfg.ack_timeout).map_err(|e| unreachable(&e))?;
+        c.set_timeout(cfg.ack_timeout)
+            .map_err(|e| unreachable(&e))?;
         Ok(c)
     }
 
@@ -126,10 +129,8 @@ impl SyncConn {
                 .map_err(|e| Error::Unreachable(e.to_string()))?
             {
                 match r {
-                    Reply::Ack(p) => {
-                        if ack_ranges(&p).any(|(f, n)| id >= f && id - f < n as u64) {
-                            return Ok(());
-                        }
+                    Reply::Ack(p) if ack_ranges(&p).any(|(f, n)| id >= f && id - f < n as u64) => {
+                        return Ok(());
                     }
                     Reply::Fail { id: fid, reason } if fid == id => {
                         return Err(Error::RemoteFailure(reason))
@@ -171,7 +172,12 @@ impl SyncSender {
     }
 
     fn pool(&self, addr: SocketAddr) -> Arc<Pool> {
-        if let Some(p) = self.pools.read().unwrap_or_else(|e| e.into_inner()).get(&addr) {
+        if let Some(p) = self
+            .pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr)
+        {
             return p.clone();
         }
         let mut w = self.pools.write().unwrap_or_else(|e| e.into_inner());
@@ -355,7 +361,11 @@ impl SyncSender {
         for (a, pool, c) in held.drain(..) {
             let r = match c {
                 Ok(mut c) => {
-                    let r = if ack { c.wait_ack(id, deadline) } else { Ok(()) };
+                    let r = if ack {
+                        c.wait_ack(id, deadline)
+                    } else {
+                        Ok(())
+                    };
                     match &r {
                         Ok(()) | Err(Error::RemoteFailure(_)) | Err(Error::Timeout) => {
                             self.checkin(&pool, c)
@@ -394,7 +404,10 @@ impl SyncSender {
     #[inline]
     fn count_sent(&self, payload: &Bytes) {
         Stats::add(&self.shared.stats.msgs_sent, 1);
-        Stats::add(&self.shared.stats.bytes_sent, (payload.len() + HEADER_LEN) as u64);
+        Stats::add(
+            &self.shared.stats.bytes_sent,
+            (payload.len() + HEADER_LEN) as u64,
+        );
     }
 
     /// Closes every pooled connection.

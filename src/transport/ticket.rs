@@ -78,9 +78,7 @@ impl Ticket {
             match o {
                 Ok(Delivery::Sent) => d = Delivery::Sent,
                 Ok(Delivery::Acked) => {}
-                Err(Error::Unreachable(r)) => {
-                    return Err(Error::Unreachable(format!("{to}: {r}")))
-                }
+                Err(Error::Unreachable(r)) => return Err(Error::Unreachable(format!("{to}: {r}"))),
                 Err(e) => return Err(e),
             }
         }

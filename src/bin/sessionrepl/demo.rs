@@ -48,11 +48,15 @@ pub fn run(_args: &[String]) -> Result<(), String> {
         let payload = Bytes::from(sessionrepl::bench::payload(1024));
         let t0 = Instant::now();
         for _ in 0..n {
-            a.send(&to, payload.clone(), a.default_options()).map_err(e)?;
+            a.send(&to, payload.clone(), a.default_options())
+                .map_err(e)?;
         }
         a.flush(Duration::from_secs(30)).map_err(e)?;
         let secs = t0.elapsed().as_secs_f64();
-        let opts = SendOptions { ack: AckMode::Delivery, compress: true };
+        let opts = SendOptions {
+            ack: AckMode::Delivery,
+            compress: true,
+        };
         let (_, t) = a
             .send_with_ticket(&to, Bytes::from_static(b"reject me"), opts)
             .map_err(e)?;

@@ -26,7 +26,8 @@ pub fn parse_config(args: &[String]) -> Result<Config, String> {
             "--config" => {
                 let f = it.next().ok_or("--config needs a file")?;
                 let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
-                cfg.parse_file_text(&text).map_err(|e| format!("{f}: {e}"))?;
+                cfg.parse_file_text(&text)
+                    .map_err(|e| format!("{f}: {e}"))?;
             }
             other => return Err(format!("unknown option '{other}'")),
         }
