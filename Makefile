@@ -25,7 +25,8 @@ test: deps test-rust $(EXTRA_TESTS)
 	@echo "make test: all suites passed"
 
 test-rust:
-	$(CARGO) test --all-targets -- --test-threads=2
+	$(CARGO) test --lib --bins --tests --examples -- --test-threads=2
+	$(CARGO) test --benches
 	$(CARGO) test --doc
 
 bench: release

@@ -109,6 +109,7 @@ impl Pump {
             in_flight: in_flight.clone(),
             conns: Vec::new(),
             by_addr: HashMap::new(),
+            last_lookup: None,
             held: None,
             preface: Preface::new(shared.member_id, &shared.cfg.domain, false).encode(),
             next_ping: 1,
@@ -230,6 +231,8 @@ struct Engine {
     in_flight: Arc<AtomicU64>,
     conns: Vec<TxConn>,
     by_addr: HashMap<SocketAddr, usize>,
+    /// The last address looked up (most batches go to one member).
+    last_lookup: Option<(SocketAddr, usize)>,
     /// An item that did not fit its destinations' pending queues yet.
     held: Option<Outgoing>,
     preface: Vec<u8>,
@@ -315,7 +318,13 @@ impl Engine {
     }
 
     fn conn_index(&mut self, addr: SocketAddr) -> usize {
+        if let Some((a, i)) = self.last_lookup {
+            if a == addr {
+                return i;
+            }
+        }
         if let Some(&i) = self.by_addr.get(&addr) {
+            self.last_lookup = Some((addr, i));
             return i;
         }
         let i = self.conns.len();
@@ -336,6 +345,7 @@ impl Engine {
             sent_on_conn: 0,
         });
         self.by_addr.insert(addr, i);
+        self.last_lookup = Some((addr, i));
         i
     }
 
@@ -371,20 +381,36 @@ impl Engine {
             }
             let hdr = FrameHeader::data(item.id, item.payload.len(), item.flags).encode();
             let ack = item.flags & (FLAG_ACK_DELIVERY | FLAG_ACK_RECEIPT) != 0;
-            for (k, &a) in dests.iter().enumerate() {
-                let i = if k < idx.len() {
-                    idx[k]
+            let last = dests.len() - 1;
+            let Outgoing {
+                id,
+                dest,
+                payload,
+                ticket,
+                ..
+            } = item;
+            // The payload and ticket move into the last destination's entry;
+            // earlier ones share them by reference count.
+            let mut payload = Some(payload);
+            let mut ticket = Some(ticket);
+            for (k, &a) in dest.as_slice().iter().enumerate() {
+                let i = if k < idx.len() { idx[k] } else { self.conn_index(a) };
+                let (p, t) = if k == last {
+                    (payload.take().unwrap_or_default(), ticket.take().flatten())
                 } else {
-                    self.conn_index(a)
+                    (
+                        payload.clone().unwrap_or_default(),
+                        ticket.clone().flatten(),
+                    )
                 };
                 let c = &mut self.conns[i];
                 c.pending.push_back(Pending {
                     hdr,
-                    payload: item.payload.clone(),
-                    id: item.id,
+                    payload: p,
+                    id,
                     ack,
                     attempts: 0,
-                    ticket: item.ticket.clone(),
+                    ticket: t,
                 });
                 if c.state == State::Idle {
                     Self::connect(&self.poll, &self.shared, &self.preface, i, c);
