@@ -172,7 +172,12 @@ mod tests {
     use super::*;
 
     fn text(n: usize) -> Vec<u8> {
-        b"session-attribute-".iter().cycle().take(n).copied().collect()
+        b"session-attribute-"
+            .iter()
+            .cycle()
+            .take(n)
+            .copied()
+            .collect()
     }
 
     #[test]
