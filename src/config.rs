@@ -252,14 +252,15 @@ impl Config {
         let v = value.trim();
         match k {
             "tcpListenAddress" => {
-                self.tcp_listen_address = v
-                    .parse()
-                    .map_err(|_| bad(k, "expected an IP address"))?
+                self.tcp_listen_address = v.parse().map_err(|_| bad(k, "expected an IP address"))?
             }
             "tcpListenPort" => self.tcp_listen_port = parse_u64(k, v, 0, 65535)? as u16,
             "replicationMode" => {
                 self.replication_mode = ReplicationMode::parse(v).ok_or_else(|| {
-                    bad(k, "expected synchronous, pooled, asynchronous or fastasyncqueue")
+                    bad(
+                        k,
+                        "expected synchronous, pooled, asynchronous or fastasyncqueue",
+                    )
                 })?
             }
             "waitForAck" => self.wait_for_ack = parse_bool(k, v)?,
@@ -277,9 +278,7 @@ impl Config {
             }
             "maxQueueLength" => self.max_queue_length = parse_u64(k, v, 1, 1 << 24)? as usize,
             "queueAddWaitTimeout" => self.queue_add_wait_timeout = parse_ms(k, v, 0, MAX_MS)?,
-            "maxPoolSocketLimit" => {
-                self.max_pool_socket_limit = parse_u64(k, v, 1, 1024)? as usize
-            }
+            "maxPoolSocketLimit" => self.max_pool_socket_limit = parse_u64(k, v, 1, 1024)? as usize,
             "keepAliveTimeout" => self.keep_alive_timeout = parse_ms(k, v, 0, MAX_MS)?,
             "keepAliveCount" => self.keep_alive_count = parse_u64(k, v, 0, u64::MAX)?,
             "pingInterval" => self.ping_interval = parse_ms(k, v, 0, MAX_MS)?,
@@ -328,9 +327,8 @@ impl Config {
             let (k, v) = line.split_once('=').ok_or_else(|| {
                 Error::InvalidArgument(format!("line {}: expected key=value", n + 1))
             })?;
-            self.set(k, v).map_err(|e| {
-                Error::InvalidArgument(format!("line {}: {e}", n + 1))
-            })?;
+            self.set(k, v)
+                .map_err(|e| Error::InvalidArgument(format!("line {}: {e}", n + 1)))?;
         }
         Ok(())
     }
@@ -341,7 +339,10 @@ impl Config {
     /// [`Error::InvalidConfigValue`] naming the offending key.
     pub fn validate(&self) -> Result<()> {
         if self.reconnect_backoff_min > self.reconnect_backoff_max {
-            return Err(bad("reconnectBackoffMin", "greater than reconnectBackoffMax"));
+            return Err(bad(
+                "reconnectBackoffMin",
+                "greater than reconnectBackoffMax",
+            ));
         }
         if self.max_decompressed_size > self.max_frame_size.max(1024) * 64 {
             return Err(bad(
@@ -382,7 +383,10 @@ mod tests {
     #[test]
     fn unknown_key_and_bad_values_are_refused() {
         let mut c = Config::default();
-        assert!(matches!(c.set("nope", "1"), Err(Error::UnknownConfigKey(_))));
+        assert!(matches!(
+            c.set("nope", "1"),
+            Err(Error::UnknownConfigKey(_))
+        ));
         assert!(matches!(
             c.set("ackTimeout", "-5"),
             Err(Error::InvalidConfigValue { .. })
