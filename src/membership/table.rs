@@ -420,10 +420,11 @@ impl MemberTable {
                 continue;
             }
             match e.state {
-                State::Alive if e.member.source == MemberSource::Multicast => {
-                    if now.saturating_duration_since(e.last_heard) >= self.cfg.drop_time {
-                        due.push(*k);
-                    }
+                State::Alive
+                    if e.member.source == MemberSource::Multicast
+                        && now.saturating_duration_since(e.last_heard) >= self.cfg.drop_time =>
+                {
+                    due.push(*k)
                 }
                 State::Suspect { since, checked } => {
                     if now.saturating_duration_since(since) >= self.cfg.remove_suspects_timeout {
