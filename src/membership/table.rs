@@ -169,16 +169,17 @@ impl MemberTable {
         if hb.is_shutdown() {
             if let Some(e) = self.entries.remove(&key) {
                 self.emit_removed(e, RemoveReason::Shutdown);
+            } else if let Some(k) = self.configured_at(addr) {
+                // A configured member announcing its stop: down until a
+                // ping finds it again.
+                self.drop_entry(k, RemoveReason::Shutdown);
             }
             return;
         }
         let alive = Duration::from_millis(hb.alive_ms.max(0) as u64);
         // A configured member's own heartbeats refresh its facts.
         let target = self
-            .entries
-            .iter()
-            .find(|(k, e)| k.0 == addr && e.member.source != MemberSource::Multicast)
-            .map(|(k, _)| *k)
+            .configured_at(addr)
             .or_else(|| self.entries.contains_key(&key).then_some(key));
         let entry = target.and_then(|k| self.entries.get_mut(&k));
         if let Some(e) = entry {
@@ -223,6 +224,14 @@ impl MemberTable {
             source: MemberSource::Multicast,
         };
         self.insert_alive(key, member, now);
+    }
+
+    /// The static or DNS entry at `addr`, if any.
+    fn configured_at(&self, addr: SocketAddr) -> Option<Key> {
+        self.entries
+            .iter()
+            .find(|(k, e)| k.0 == addr && e.member.source != MemberSource::Multicast)
+            .map(|(k, _)| *k)
     }
 
     fn insert_alive(&mut self, key: Key, member: Member, now: Instant) {

@@ -322,3 +322,29 @@ fn members_are_listed_longest_running_first() {
     let ports: Vec<u16> = t.members().iter().map(|m| m.addr.port()).collect();
     assert_eq!(ports, [4002, 4003, 4001]);
 }
+
+#[test]
+fn heartbeats_at_a_configured_address_refresh_it_and_shutdown_takes_it_down() {
+    let mut t = table(true, b"");
+    let t0 = Instant::now();
+    let a: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+    t.add_configured(a, None, MemberSource::Static, t0);
+    let mut m = TribesMember::decode(&blob(4001, 1, b"d", 50)).unwrap();
+    m.payload = PeerFacts::new(caps::ALL).encode().to_vec();
+    t.handle_datagram(&m.to_bytes().unwrap(), t0);
+    let listed = t.members();
+    assert_eq!(listed.len(), 1, "no second entry for the same address");
+    assert!(listed[0].is_sessionrepl());
+    assert_eq!(listed[0].source, MemberSource::Static);
+    m.command = SHUTDOWN_COMMAND.to_vec();
+    t.handle_datagram(&m.to_bytes().unwrap(), t0);
+    let ev = events(&mut t);
+    assert!(matches!(
+        &ev[..],
+        [
+            MemberEvent::Added(_),
+            MemberEvent::Removed(_, RemoveReason::Shutdown)
+        ]
+    ));
+    assert!(t.members().is_empty());
+}
