@@ -1,5 +1,23 @@
 //! Cluster membership: who is in the cluster (multicast heartbeats, static
 //! lists, DNS), failure detection, and membership events.
+//!
+//! - [`MemberTable`]: the sans-IO member list (heartbeats, probes and `now`
+//!   in; events out), tested on a virtual clock.
+//! - [`MembershipService`]: the threads and sockets around it.
+//!
+//! Heartbeats are Tribes member blobs (`wire::tribes`), so sessionrepl nodes
+//! and Apache Tribes nodes see each other; sessionrepl nodes add
+//! [`PeerFacts`] to the blob's payload to recognise one another.
 
 mod config;
-pub use config::MembershipConfig;
+mod member;
+mod service;
+mod table;
+
+pub use config::{MembershipConfig, MembershipType, StaticMember};
+pub use member::{
+    caps, derived_id, hex, LocalMemberInfo, Member, MemberEvent, MemberSource, PeerFacts,
+    RemoveReason, FACTS_LEN, FACTS_MAGIC, FACTS_VERSION,
+};
+pub use service::{MemberListener, MembershipService};
+pub use table::{MemberTable, MembershipStats, ProbeRequest, TableConfig, MAX_MEMBERS};

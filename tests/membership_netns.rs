@@ -1,0 +1,290 @@
+//! Three hosts in network namespaces, joined by veth pairs to a bridge in a
+//! fourth namespace; all created and removed by this test (names unique per
+//! process). Multicast uses TTL 1 and never leaves these namespaces.
+//!
+//! Asserts multicast membership across hosts, removal of a SIGKILLed node
+//! within the drop time (plus the TCP check), and a partitioned host (its
+//! veth down) dropped and added back once the link is up.
+//!
+//! The nodes are this test binary re-run inside each namespace
+//! (`ip netns exec`) in helper mode, running `examples/member_node.rs`.
+//! Skipped, with a printed reason, without root or `ip`.
+
+#[path = "../examples/member_node.rs"]
+#[allow(dead_code)]
+mod member_node;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+const HELPER_ENV: &str = "SR_MEMBER_NODE_ARGS";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Helper mode: when run inside a namespace by the test below.
+#[test]
+fn node_helper() {
+    if let Ok(a) = std::env::var(HELPER_ENV) {
+        let args: Vec<String> = a.split_whitespace().map(String::from).collect();
+        // End the harness's "test node_helper ... " line first.
+        println!();
+        std::process::exit(member_node::run(&args));
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The namespaces; deleted on drop, even when the test fails.
+struct Lab {
+    bridge: String,
+    hosts: Vec<String>,
+    subnet: String,
+}
+
+impl Lab {
+    fn build() -> Result<Lab, String> {
+        let tag = std::process::id() % 100_000;
+        let mut lab = Lab {
+            bridge: format!("srmb{tag}"),
+            hosts: (1..=3).map(|i| format!("srm{tag}h{i}")).collect(),
+            subnet: format!("10.213.{}", tag % 250),
+        };
+        ip(&["netns", "add", &lab.bridge])?;
+        let all = lab.hosts.clone();
+        lab.hosts.clear();
+        let b = lab.bridge.clone();
+        ip(&["-n", &b, "link", "add", "br0", "type", "bridge"])?;
+        ip(&[
+            "-n",
+            &b,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
+        ip(&["-n", &b, "link", "set", "br0", "up"])?;
+        for (i, h) in all.iter().enumerate() {
+            ip(&["netns", "add", h])?;
+            lab.hosts.push(h.clone());
+            let peer = format!("v{}", i + 1);
+            ip(&[
+                "link", "add", "eth0", "netns", h, "type", "veth", "peer", "name", &peer, "netns",
+                &b,
+            ])?;
+            ip(&["-n", &b, "link", "set", &peer, "master", "br0"])?;
+            ip(&["-n", &b, "link", "set", &peer, "up"])?;
+            let addr = format!("{}.{}/24", lab.subnet, i + 1);
+            ip(&["-n", h, "addr", "add", &addr, "dev", "eth0"])?;
+            ip(&["-n", h, "link", "set", "eth0", "up"])?;
+            ip(&["-n", h, "link", "set", "lo", "up"])?;
+        }
+        Ok(lab)
+    }
+
+    fn host_ip(&self, i: usize) -> String {
+        format!("{}.{}", self.subnet, i + 1)
+    }
+
+    /// Takes host `i`'s link to the bridge down or up.
+    fn link(&self, i: usize, up: bool) {
+        let peer = format!("v{}", i + 1);
+        ip(&[
+            "-n",
+            &self.bridge,
+            "link",
+            "set",
+            &peer,
+            if up { "up" } else { "down" },
+        ])
+        .unwrap();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for h in self.hosts.iter().chain(std::iter::once(&self.bridge)) {
+            let _ = ip(&["netns", "del", h]);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Lines {
+    v: Mutex<Vec<String>>,
+    cv: Condvar,
+}
+
+/// A node process inside a namespace; killed when dropped.
+struct Node {
+    child: Child,
+    _stdin: ChildStdin,
+    lines: Arc<Lines>,
+    addr: String,
+    id: String,
+}
+
+impl Node {
+    fn start(ns: &str, ip_addr: &str, i: usize, extra: &str) -> Node {
+        let id = format!("{:02x}", 0xA0 + i).repeat(16);
+        let addr = format!("{ip_addr}:4000");
+        let args = format!("listen={addr} id={id} {extra}");
+        let exe = std::env::current_exe().unwrap();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(exe)
+            .args(["--exact", "node_helper", "--nocapture", "--test-threads=1"])
+            .env(HELPER_ENV, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("ip netns exec");
+        let lines = Arc::new(Lines::default());
+        let out = child.stdout.take().unwrap();
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l2.v.lock().unwrap().push(line);
+                l2.cv.notify_all();
+            }
+        });
+        let stdin = child.stdin.take().unwrap();
+        let n = Node {
+            child,
+            _stdin: stdin,
+            lines,
+            addr,
+            id,
+        };
+        n.wait_n("ready", 1, |l| l.starts_with("ready "));
+        n
+    }
+
+    fn wait_n(&self, what: &str, n: usize, f: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        let mut g = self.lines.v.lock().unwrap();
+        while g.iter().filter(|l| f(l)).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{}: timed out waiting for {what}; got {:?}",
+                self.addr,
+                *g
+            );
+            g = self.lines.cv.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    fn added(&self, other: &Node, n: usize) {
+        let pat = format!("member-added id={} addr={} ", other.id, other.addr);
+        self.wait_n("member-added", n, |l| l.starts_with(&pat));
+    }
+
+    fn removed(&self, other: &Node, reason: &str, n: usize) {
+        let pat = format!(
+            "member-removed id={} addr={} reason={reason}",
+            other.id, other.addr
+        );
+        self.wait_n("member-removed", n, |l| l == pat);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn why_skip() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    match Command::new("ip").arg("-V").output() {
+        Ok(o) if o.status.success() => None,
+        _ => Some("`ip` (iproute2) not available".into()),
+    }
+}
+
+#[test]
+fn three_namespaced_hosts_join_crash_and_partition() {
+    if std::env::var(HELPER_ENV).is_ok() {
+        return;
+    }
+    if let Some(why) = why_skip() {
+        eprintln!("SKIP membership_netns: {why}");
+        return;
+    }
+    let lab = match Lab::build() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("SKIP membership_netns: cannot build namespaces: {e}");
+            return;
+        }
+    };
+    let group = format!("239.213.{}.1", std::process::id() % 250);
+    let common = |i: usize| {
+        format!(
+            "membershipType=multicast mcastAddr={group} mcastPort=45564 mcastTTL=1 \
+             mcastBindAddress={} mcastFrequency=100 mcastDropTime=1000 \
+             failureDetectorConnectTimeout=300",
+            lab.host_ip(i)
+        )
+    };
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| Node::start(&lab.hosts[i], &lab.host_ip(i), i, &common(i)))
+        .collect();
+    for (i, a) in nodes.iter().enumerate() {
+        for (j, b) in nodes.iter().enumerate() {
+            if i != j {
+                a.added(b, 1);
+            }
+        }
+    }
+    let mut nodes = nodes;
+    let (n0, rest) = nodes.split_at_mut(1);
+    let (n1, n2) = rest.split_at_mut(1);
+    let (n0, n1, n2) = (&mut n0[0], &mut n1[0], &mut n2[0]);
+
+    // Partition host 2: everyone drops everyone across the cut...
+    lab.link(2, false);
+    n0.removed(n2, "timeout", 1);
+    n1.removed(n2, "timeout", 1);
+    n2.removed(n0, "timeout", 1);
+    n2.removed(n1, "timeout", 1);
+    // ...and the link back heals it.
+    lab.link(2, true);
+    n0.added(n2, 2);
+    n1.added(n2, 2);
+    n2.added(n0, 2);
+    n2.added(n1, 2);
+
+    // SIGKILL host 1's node: dropped within drop time + TCP check.
+    let t = Instant::now();
+    n1.child.kill().unwrap();
+    let _ = n1.child.wait();
+    n0.removed(n1, "timeout", 1);
+    n2.removed(n1, "timeout", 1);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(nodes);
+    drop(lab);
+}
