@@ -15,6 +15,11 @@
 //! ```
 
 use crate::config::{Config, ReplicationMode};
+use crate::membership::{
+    LocalMemberInfo, Member, MemberEvent, MemberListener, MembershipService, MembershipType,
+};
+use crate::transport::tribes_send::TribesSender;
+use std::collections::HashSet;
 use crate::error::{Error, Result};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::pump::{Dest, Outgoing, Pump};
@@ -38,6 +43,7 @@ pub struct ChannelBuilder {
     cfg: Config,
     listener: Option<MessageListener>,
     outcome: Option<OutcomeListener>,
+    members: Option<MemberListener>,
 }
 
 impl ChannelBuilder {
@@ -69,6 +75,13 @@ impl ChannelBuilder {
         self
     }
 
+    /// Sets the membership listener: members added, removed (with the
+    /// reason) and suspected, in order, on membership's own thread.
+    pub fn member_listener(mut self, f: impl Fn(&MemberEvent) + Send + Sync + 'static) -> Self {
+        self.members = Some(Arc::new(f));
+        self
+    }
+
     /// Starts the channel: binds the receiver, starts sender threads.
     ///
     /// # Errors
@@ -83,11 +96,14 @@ impl ChannelBuilder {
             stats: Stats::default(),
             member_id,
             outcome: self.outcome,
+            local: std::sync::OnceLock::new(),
+            on_unreachable: std::sync::OnceLock::new(),
         });
         let listener = self
             .listener
             .unwrap_or_else(|| Arc::new(|_: &Message| Ok(())));
         let receiver = Receiver::start(shared.clone(), listener)?;
+        let _ = shared.local.set(receiver.local_addr());
         let mode = shared.cfg.replication_mode;
         let limit = match mode {
             ReplicationMode::Pooled => shared.cfg.max_pool_socket_limit,
@@ -98,8 +114,57 @@ impl ChannelBuilder {
         } else {
             None
         };
+        let tribes_peers: Arc<RwLock<HashSet<SocketAddr>>> = Arc::default();
+        let any_tribes_peer = Arc::new(AtomicBool::new(false));
+        let any2 = any_tribes_peer.clone();
+        let membership = if shared.cfg.membership.membership_type != MembershipType::None {
+            let peers = tribes_peers.clone();
+            let user = self.members;
+            let listener: MemberListener = Arc::new(move |ev: &MemberEvent| {
+                {
+                    let mut p = peers.write().unwrap_or_else(|e| e.into_inner());
+                    match ev {
+                        MemberEvent::Added(m) if !m.is_sessionrepl() => {
+                            p.insert(m.addr);
+                        }
+                        MemberEvent::Removed(m, _) => {
+                            p.remove(&m.addr);
+                        }
+                        _ => {}
+                    }
+                    any2.store(!p.is_empty(), Ordering::Relaxed);
+                }
+                if let Some(u) = &user {
+                    u(ev);
+                }
+            });
+            let local = LocalMemberInfo::new(
+                receiver.local_addr(),
+                shared.member_id,
+                shared.cfg.domain.clone(),
+            );
+            let svc = MembershipService::start(&shared.cfg.membership, local, listener)?;
+            Some(svc)
+        } else {
+            None
+        };
+        let membership = Arc::new(Mutex::new(membership));
+        {
+            let m = Arc::downgrade(&membership);
+            let _ = shared.on_unreachable.set(Box::new(move |addr| {
+                if let Some(m) = m.upgrade() {
+                    if let Some(svc) = m.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                        svc.report_send_failure(addr);
+                    }
+                }
+            }));
+        }
         Ok(Channel {
             inner: Arc::new(Inner {
+                tribes: TribesSender::new(shared.clone()),
+                tribes_peers,
+                any_tribes_peer,
+                membership,
                 sync: SyncSender::new(shared.clone(), limit),
                 shared,
                 mode,
@@ -121,6 +186,12 @@ struct OnceArc(std::sync::OnceLock<Arc<Pump>>);
 
 struct Inner {
     shared: Arc<Shared>,
+    tribes: TribesSender,
+    /// Members known (from membership) to be plain Tribes nodes.
+    tribes_peers: Arc<RwLock<HashSet<SocketAddr>>>,
+    /// Lock-free check for the send path: is any member a Tribes node?
+    any_tribes_peer: Arc<AtomicBool>,
+    membership: Arc<Mutex<Option<MembershipService>>>,
     mode: ReplicationMode,
     local: SocketAddr,
     receiver: Mutex<Option<Receiver>>,
@@ -149,6 +220,7 @@ impl Channel {
             cfg,
             listener: None,
             outcome: None,
+            members: None,
         }
     }
 
@@ -225,6 +297,20 @@ impl Channel {
         if to.is_empty() {
             return Err(Error::InvalidArgument("no destination".into()));
         }
+        if inner.any_tribes_peer.load(Ordering::Relaxed) {
+            return self.send_mixed(to, payload, opts, ticket);
+        }
+        self.send_native(to, payload, opts, ticket)
+    }
+
+    fn send_native(
+        &self,
+        to: &[SocketAddr],
+        payload: Bytes,
+        opts: SendOptions,
+        ticket: Option<Arc<Ticket>>,
+    ) -> Result<u64> {
+        let inner = &*self.inner;
         let cfg = &inner.shared.cfg;
         let (payload, mut flags) = self.prepare(payload, opts)?;
         if payload.len() > cfg.max_frame_size {
@@ -291,6 +377,91 @@ impl Channel {
                 Ok(id)
             }
         }
+    }
+
+    /// Some destinations may be Tribes nodes: those get Tribes framing
+    /// (synchronously, on this thread), the rest the native protocol.
+    fn send_mixed(
+        &self,
+        to: &[SocketAddr],
+        payload: Bytes,
+        opts: SendOptions,
+        ticket: Option<Arc<Ticket>>,
+    ) -> Result<u64> {
+        let (tribes, native): (Vec<SocketAddr>, Vec<SocketAddr>) = {
+            let p = self.inner.tribes_peers.read().unwrap_or_else(|e| e.into_inner());
+            to.iter().partition(|a| p.contains(a))
+        };
+        let id = if native.is_empty() {
+            self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.send_native(&native, payload.clone(), opts, ticket.clone())?
+        };
+        let mut first_err = None;
+        for a in tribes {
+            let o = self
+                .inner
+                .tribes
+                .send(a, &payload, opts.ack, opts.compress)
+                .map(|()| {
+                    if opts.ack == crate::config::AckMode::None {
+                        Delivery::Sent
+                    } else {
+                        Delivery::Acked
+                    }
+                });
+            if self.inner.mode.is_synchronous() && ticket.is_none() {
+                if let Err(e) = &o {
+                    if matches!(e, Error::Unreachable(_)) {
+                        self.inner.shared.unreachable(a);
+                    }
+                    first_err.get_or_insert_with(|| e.clone());
+                }
+            } else {
+                self.inner.shared.report(id, a, o, ticket.as_ref());
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(id),
+        }
+    }
+
+    /// Sends to Tribes members explicitly (BYTE_MESSAGE ChannelData in
+    /// Tribes framing), whatever membership knows about them.
+    ///
+    /// # Errors
+    /// The first member's failure.
+    pub fn send_tribes(&self, to: &[SocketAddr], payload: Bytes, opts: SendOptions) -> Result<()> {
+        if !self.is_running() {
+            return Err(Error::NotRunning);
+        }
+        for &a in to {
+            self.inner.tribes.send(a, &payload, opts.ack, opts.compress)?;
+        }
+        Ok(())
+    }
+
+    /// Current members (empty with `membershipType=none`), longest-running
+    /// first.
+    pub fn members(&self) -> Vec<Member> {
+        self.inner
+            .membership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|m| m.members())
+            .unwrap_or_default()
+    }
+
+    /// Sends to every current member.
+    ///
+    /// # Errors
+    /// As [`Channel::send`]; [`Error::InvalidArgument`] when there are no
+    /// members.
+    pub fn send_to_members(&self, payload: Bytes, opts: SendOptions) -> Result<u64> {
+        let to: Vec<SocketAddr> = self.members().iter().map(|m| m.addr).collect();
+        self.send(&to, payload, opts)
     }
 
     /// Compresses when asked and worthwhile, with this thread's reused
@@ -372,6 +543,10 @@ impl Channel {
             stop_pump(p);
         }
         inner.sync.close_all();
+        inner.tribes.close_all();
+        if let Some(m) = inner.membership.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            m.stop();
+        }
         if let Some(mut r) = inner
             .receiver
             .lock()

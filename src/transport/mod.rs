@@ -13,6 +13,7 @@ pub mod pump;
 pub mod receiver;
 pub mod sync;
 mod ticket;
+pub mod tribes_send;
 
 pub use ticket::Ticket;
 
@@ -28,8 +29,12 @@ use std::sync::Arc;
 /// receive buffer (or of the inflated buffer); clone it to keep it.
 #[derive(Debug, Clone)]
 pub struct Message {
-    /// Address the connection came from.
+    /// The sending member: its receiver's listen address when it announced
+    /// one (native preface, Tribes member blob), else the connection's peer
+    /// address.
     pub from: SocketAddr,
+    /// The connection's peer address.
+    pub peer: SocketAddr,
     /// Sender's member id (from its preface; zero for Tribes peers).
     pub member_id: [u8; 16],
     /// Message id, unique per sending channel.
@@ -96,16 +101,40 @@ pub struct Shared {
     pub member_id: [u8; 16],
     /// Outcome listener for the asynchronous modes.
     pub outcome: Option<OutcomeListener>,
+    /// The receiver's bound address, once bound (announced in prefaces).
+    pub local: std::sync::OnceLock<SocketAddr>,
+    /// Told of every destination found unreachable (membership's failure
+    /// detector listens here).
+    pub on_unreachable: std::sync::OnceLock<Box<dyn Fn(SocketAddr) + Send + Sync>>,
 }
 
 impl Shared {
+    /// Our preface (a reply on the accepting side).
+    pub fn preface(&self, reply: bool) -> crate::wire::Preface {
+        let mut p = crate::wire::Preface::new(self.member_id, &self.cfg.domain, reply);
+        p.listen_port = self.local.get().map_or(0, |a| a.port());
+        p
+    }
+
+    /// Tells the failure detector that `to` could not be reached.
+    pub fn unreachable(&self, to: SocketAddr) {
+        if let Some(f) = self.on_unreachable.get() {
+            f(to);
+        }
+    }
+
     /// Reports an outcome to the listener and the ticket, and counts it.
     pub fn report(&self, id: u64, to: SocketAddr, outcome: Outcome, ticket: Option<&Arc<Ticket>>) {
         match &outcome {
             Ok(Delivery::Acked) => {}
             Ok(Delivery::Sent) => {}
             Err(Error::Timeout) => Stats::add(&self.stats.timeouts, 1),
-            Err(_) => Stats::add(&self.stats.failures, 1),
+            Err(e) => {
+                Stats::add(&self.stats.failures, 1);
+                if matches!(e, Error::Unreachable(_)) {
+                    self.unreachable(to);
+                }
+            }
         }
         if let Some(l) = &self.outcome {
             // A panicking listener must not take the I/O thread down.

@@ -16,7 +16,6 @@ use crate::stats::Stats;
 use crate::wire::frame::{
     ack_ranges, FrameHeader, FrameType, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, HEADER_LEN,
 };
-use crate::wire::Preface;
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -111,7 +110,7 @@ impl Pump {
             by_addr: HashMap::new(),
             last_lookup: None,
             held: None,
-            preface: Preface::new(shared.member_id, &shared.cfg.domain, false).encode(),
+            preface: shared.preface(false).encode(),
             next_ping: 1,
         };
         let thread = std::thread::Builder::new()

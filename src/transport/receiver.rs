@@ -12,7 +12,8 @@ use crate::sr_log;
 use crate::stats::Stats;
 use crate::wire::compress::Inflater;
 use crate::wire::frame::{FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED};
-use crate::wire::{detect_dialect, Dialect, Preface};
+use crate::wire::tribes::{self, ChannelData};
+use crate::wire::{compress, detect_dialect, Dialect, Preface};
 use bytes::BytesMut;
 use crossbeam_queue::ArrayQueue;
 use mio::net::{TcpListener, TcpStream};
@@ -134,7 +135,7 @@ impl Receiver {
                 .map(|w| w.thread.as_ref().map(|t| t.thread().clone()))
                 .collect(),
             inflater: Inflater::new(shared.cfg.max_decompressed_size),
-            local_preface: Preface::new(shared.member_id, &shared.cfg.domain, true),
+            local_preface: shared.preface(true),
             again: Vec::new(),
             stalled: Vec::new(),
         };
@@ -182,12 +183,23 @@ impl Drop for Receiver {
 struct RxConn {
     stream: TcpStream,
     peer: SocketAddr,
+    /// The sending member's address (preface listen port), else `peer`.
+    from: SocketAddr,
+    /// Set once the connection turns out to speak Tribes framing.
+    tribes: Option<TribesRx>,
     buf: BytesMut,
     proto: InboundConn,
     member_id: [u8; 16],
     dialect: Dialect,
     write_interest: bool,
     stalled: Option<Job>,
+}
+
+/// Tribes side of a connection: frames in, 21-byte ACK / FAIL_ACK frames out.
+struct TribesRx {
+    dec: tribes::FrameDecoder,
+    out: Vec<u8>,
+    seq: u64,
 }
 
 struct Selector {
@@ -310,6 +322,8 @@ impl Selector {
                         RxConn {
                             stream,
                             peer,
+                            from: peer,
+                            tribes: None,
                             buf: BytesMut::with_capacity(READ_CHUNK),
                             proto: InboundConn::new(
                                 self.local_preface.clone(),
@@ -385,9 +399,12 @@ impl Selector {
                 Dialect::Unknown => return Ok(()),
                 Dialect::Native => c.dialect = Dialect::Native,
                 Dialect::Tribes => {
-                    return Err(Close::Protocol(Error::Protocol(
-                        "Tribes framing is not accepted by this receiver".into(),
-                    )))
+                    c.dialect = Dialect::Tribes;
+                    c.tribes = Some(TribesRx {
+                        dec: tribes::FrameDecoder::new(self.shared.cfg.max_frame_size),
+                        out: Vec::new(),
+                        seq: 0,
+                    });
                 }
                 Dialect::Garbage => {
                     return Err(Close::Protocol(Error::Protocol(
@@ -395,6 +412,9 @@ impl Selector {
                     )))
                 }
             }
+        }
+        if c.dialect == Dialect::Tribes {
+            return self.decode_tribes(c);
         }
         let mut delivered = 0u64;
         let result = loop {
@@ -404,7 +424,12 @@ impl Selector {
                 Err(e) => break Err(Close::Protocol(e)),
             };
             match ev {
-                InEvent::Open(p) => c.member_id = p.member_id,
+                InEvent::Open(p) => {
+                    c.member_id = p.member_id;
+                    if p.listen_port != 0 {
+                        c.from = SocketAddr::new(c.peer.ip(), p.listen_port);
+                    }
+                }
                 InEvent::GoAway(reason) => {
                     sr_log!(Debug, "{} going away: {reason}", c.peer);
                     break Err(Close::Eof);
@@ -427,7 +452,8 @@ impl Selector {
                         c.proto.ack(id);
                     }
                     let msg = Message {
-                        from: c.peer,
+                        from: c.from,
+                        peer: c.peer,
                         member_id: c.member_id,
                         id,
                         payload,
@@ -452,6 +478,76 @@ impl Selector {
         };
         Stats::add(&self.shared.stats.msgs_received, delivered);
         result
+    }
+
+    /// Tribes framing: each frame carries a ChannelData; acks follow the
+    /// message's options exactly as Tribes' NioReplicationTask does (ACK
+    /// before delivery with USE_ACK; after it, or FAIL_ACK, with
+    /// SYNCHRONIZED_ACK). Gzip-flagged bodies are inflated within bounds.
+    /// Delivery stays on the selector thread (Tribes connections are rare
+    /// and this keeps their order trivially).
+    fn decode_tribes(&mut self, c: &mut RxConn) -> std::result::Result<(), Close> {
+        use tribes::options::{GZIP, SYNCHRONIZED_ACK, USE_ACK};
+        let Some(t) = c.tribes.as_mut() else {
+            return Ok(());
+        };
+        let mut delivered = 0u64;
+        loop {
+            let payload = match t.dec.decode(&mut c.buf) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => return Err(Close::Protocol(e)),
+            };
+            let cd = ChannelData::decode(payload).map_err(Close::Protocol)?;
+            let member = cd.member().map_err(Close::Protocol)?;
+            let from = match u16::try_from(member.port) {
+                Ok(p) if p != 0 => SocketAddr::new(member.host, p),
+                _ => c.peer,
+            };
+            let member_id = member.unique_id;
+            let use_ack = cd.has(USE_ACK);
+            let sync = use_ack && cd.has(SYNCHRONIZED_ACK);
+            if use_ack && !sync {
+                t.out.extend_from_slice(&tribes::ACK_FRAME);
+            }
+            let body = if cd.has(GZIP) {
+                match compress::gunzip_bounded(&cd.message, self.shared.cfg.max_decompressed_size) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        if sync {
+                            t.out.extend_from_slice(&tribes::FAIL_ACK_FRAME);
+                        }
+                        let _ = (&c.stream).write_some(&t.out);
+                        return Err(Close::Protocol(e));
+                    }
+                }
+            } else {
+                cd.message
+            };
+            // Tribes' failure-detector probes and pings are not messages.
+            let r = if tribes::is_control_body(&body) {
+                Ok(())
+            } else {
+                t.seq += 1;
+                delivered += 1;
+                let msg = Message {
+                    from,
+                    peer: c.peer,
+                    member_id,
+                    id: t.seq,
+                    payload: body,
+                };
+                deliver(&self.listener, &msg, &self.shared)
+            };
+            if sync {
+                t.out.extend_from_slice(match r {
+                    Ok(()) => &tribes::ACK_FRAME,
+                    Err(_) => &tribes::FAIL_ACK_FRAME,
+                });
+            }
+        }
+        Stats::add(&self.shared.stats.msgs_received, delivered);
+        Ok(())
     }
 
     fn dispatch(&self, job: Job) -> std::result::Result<(), Job> {
@@ -498,10 +594,12 @@ impl Selector {
 
     /// Writes pending acks; returns false if the connection broke.
     fn flush_conn(&mut self, token: usize, c: &mut RxConn) -> bool {
-        if !c.proto.has_output() {
-            return true;
-        }
-        let out = c.proto.take_output();
+        let out = match c.tribes.as_mut() {
+            Some(t) if !t.out.is_empty() => &mut t.out,
+            Some(_) => return true,
+            None if !c.proto.has_output() => return true,
+            None => c.proto.take_output(),
+        };
         let acks_before = out.len();
         let mut written = 0;
         while written < out.len() {

@@ -10,7 +10,6 @@ use crate::error::{Error, Result};
 use crate::proto::outbound::{OutboundConn, Reply};
 use crate::stats::Stats;
 use crate::wire::frame::{ack_ranges, HEADER_LEN};
-use crate::wire::Preface;
 use bytes::{Bytes, BytesMut};
 use crossbeam_queue::ArrayQueue;
 use std::collections::HashMap;
@@ -50,7 +49,7 @@ impl SyncConn {
             .set_read_timeout(Some(cfg.connect_timeout))
             .map_err(|e| unreachable(&e))?;
         stream
-            .write_all(&Preface::new(shared.member_id, &cfg.domain, false).encode())
+            .write_all(&shared.preface(false).encode())
             .map_err(|e| unreachable(&e))?;
         let mut c = SyncConn {
             stream,
@@ -313,6 +312,10 @@ impl SyncSender {
                 Err(e) => {
                     match e {
                         Error::Timeout => Stats::add(&self.shared.stats.timeouts, 1),
+                        Error::Unreachable(_) => {
+                            Stats::add(&self.shared.stats.failures, 1);
+                            self.shared.unreachable(to);
+                        }
                         _ => Stats::add(&self.shared.stats.failures, 1),
                     }
                     return Err(match e {

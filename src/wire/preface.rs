@@ -9,7 +9,7 @@
 //! | 6 | 2 | domain length D (at most 255) |
 //! | 8 | 16 | member id |
 //! | 24 | 2 | auth length A (at most 1024; reserved, 0 today) |
-//! | 26 | 2 | reserved, zero |
+//! | 26 | 2 | listen port of the writer's receiver (0 = none) |
 //! | 28 | 4 | capabilities (bit 0 = deflate) |
 //! | 32 | D | cluster domain |
 //! | 32+D | A | authentication data |
@@ -46,6 +46,9 @@ pub struct Preface {
     pub domain: Vec<u8>,
     /// Authentication data (reserved).
     pub auth: Vec<u8>,
+    /// Port the writer's receiver listens on (0 = none), so the reader can
+    /// name the member by its address rather than the connection's.
+    pub listen_port: u16,
 }
 
 impl Preface {
@@ -58,6 +61,7 @@ impl Preface {
             caps: CAP_DEFLATE,
             domain: domain[..domain.len().min(MAX_DOMAIN)].to_vec(),
             auth: Vec::new(),
+            listen_port: 0,
         }
     }
 
@@ -70,7 +74,7 @@ impl Preface {
         b.extend_from_slice(&(self.domain.len() as u16).to_be_bytes());
         b.extend_from_slice(&self.member_id);
         b.extend_from_slice(&(self.auth.len() as u16).to_be_bytes());
-        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&self.listen_port.to_be_bytes());
         b.extend_from_slice(&self.caps.to_be_bytes());
         b.extend_from_slice(&self.domain);
         b.extend_from_slice(&self.auth);
@@ -103,9 +107,6 @@ impl Preface {
         if dlen > MAX_DOMAIN || alen > MAX_AUTH {
             return Err(Error::Protocol("preface field too long".into()));
         }
-        if buf[26] != 0 || buf[27] != 0 {
-            return Err(Error::Protocol("reserved preface bytes set".into()));
-        }
         let total = FIXED_LEN + dlen + alen;
         if buf.len() < total {
             return Ok(None);
@@ -121,6 +122,7 @@ impl Preface {
                 caps,
                 domain: buf[FIXED_LEN..FIXED_LEN + dlen].to_vec(),
                 auth: buf[FIXED_LEN + dlen..total].to_vec(),
+                listen_port: u16::from_be_bytes([buf[26], buf[27]]),
             },
             total,
         )))
@@ -133,7 +135,8 @@ mod tests {
 
     #[test]
     fn preface_round_trips_and_waits_for_bytes() {
-        let p = Preface::new([7; 16], b"shop", false);
+        let mut p = Preface::new([7; 16], b"shop", false);
+        p.listen_port = 4001;
         let b = p.encode();
         for cut in 0..b.len() {
             assert!(Preface::decode(&b[..cut]).unwrap().is_none(), "cut {cut}");

@@ -1,0 +1,191 @@
+//! Sending to Apache Tribes members: a BYTE_MESSAGE ChannelData in a
+//! `FLT2002` frame, on a blocking connection checked out per call, waiting
+//! for Tribes' 21-byte ACK (or FAIL_ACK) when an ack is requested. Used for
+//! destinations known to be Tribes nodes (membership tells) in every mode:
+//! Tribes acks carry no message id, so one message is in flight per
+//! connection, as in Tribes' own NioSender.
+
+use super::Shared;
+use crate::config::AckMode;
+use crate::error::{Error, Result};
+use crate::stats::Stats;
+use crate::wire::compress;
+use crate::wire::tribes::{self, options, ChannelData, TribesMember};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::io::{IoSlice, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The Tribes-framing sender of a channel.
+pub struct TribesSender {
+    shared: Arc<Shared>,
+    idle: Mutex<HashMap<SocketAddr, Vec<TcpStream>>>,
+    started: Instant,
+    seq: AtomicU64,
+}
+
+impl TribesSender {
+    /// A sender for `shared`'s channel.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        TribesSender {
+            shared,
+            idle: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Our member blob, as Tribes expects in every ChannelData.
+    fn member_blob(&self) -> Result<Vec<u8>> {
+        let local = self
+            .shared
+            .local
+            .get()
+            .copied()
+            .ok_or(Error::NotRunning)?;
+        let mut m = TribesMember::new(local.ip(), local.port(), self.shared.member_id);
+        m.alive_ms = self.started.elapsed().as_millis() as i64;
+        m.domain = self.shared.cfg.domain.clone();
+        m.payload = crate::membership::PeerFacts::new(crate::membership::caps::ALL)
+            .encode()
+            .to_vec();
+        m.to_bytes()
+    }
+
+    /// Sends one message to a Tribes member and, with an ack, waits for it.
+    /// `compress` sets GzipInterceptor's flag and gzips the body.
+    ///
+    /// # Errors
+    /// [`Error::Unreachable`], [`Error::Timeout`], or
+    /// [`Error::RemoteFailure`] on FAIL_ACK.
+    pub fn send(&self, to: SocketAddr, payload: &Bytes, ack: AckMode, compress: bool) -> Result<()> {
+        let mut opts = options::BYTE_MESSAGE;
+        match ack {
+            AckMode::None => {}
+            AckMode::Receipt => opts |= options::USE_ACK,
+            AckMode::Delivery => opts |= options::USE_ACK | options::SYNCHRONIZED_ACK,
+        }
+        let body = if compress {
+            opts |= options::GZIP;
+            Bytes::from(compress::gzip(payload))
+        } else {
+            payload.clone()
+        };
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut uid = self.shared.member_id;
+        for (b, x) in uid.iter_mut().zip(n.to_be_bytes().iter().cycle()) {
+            *b ^= *x;
+        }
+        let cd = ChannelData {
+            options: opts,
+            timestamp: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            unique_id: Bytes::copy_from_slice(&uid),
+            address: Bytes::from(self.member_blob()?),
+            message: body,
+        };
+        let mut head = BytesMut::with_capacity(cd.prefix_len() + tribes::FRAME_HEADER_LEN);
+        head.extend_from_slice(&tribes::frame_header(cd.encoded_len())?);
+        cd.encode_prefix(&mut head)?;
+        let mut attempt = 0;
+        loop {
+            let mut s = self.checkout(to)?;
+            let mut iov = [
+                IoSlice::new(&head),
+                IoSlice::new(&cd.message),
+                IoSlice::new(&tribes::END_DATA),
+            ];
+            let w = crate::driver::sys::writev_all(s.as_raw_fd(), &mut iov);
+            let r = match w {
+                Err(e) => Err(Error::Unreachable(format!("{to}: {e}"))),
+                Ok(()) => {
+                    Stats::add(&self.shared.stats.msgs_sent, 1);
+                    Stats::add(&self.shared.stats.bytes_sent, (head.len() + cd.message.len() + 7) as u64);
+                    if ack == AckMode::None {
+                        Ok(())
+                    } else {
+                        self.wait_ack(&mut s, to)
+                    }
+                }
+            };
+            match r {
+                Ok(()) | Err(Error::RemoteFailure(_)) => {
+                    self.checkin(to, s);
+                    if r.is_ok() && ack != AckMode::None {
+                        Stats::add(&self.shared.stats.acks_received, 1);
+                    }
+                    return r;
+                }
+                Err(Error::Unreachable(_)) if attempt < self.shared.cfg.max_retry_attempts => {
+                    attempt += 1;
+                    Stats::add(&self.shared.stats.resends, 1);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn wait_ack(&self, s: &mut TcpStream, to: SocketAddr) -> Result<()> {
+        let deadline = Instant::now() + self.shared.cfg.ack_timeout;
+        let mut buf = [0u8; 21];
+        let mut got = 0;
+        while got < buf.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout);
+            }
+            s.set_read_timeout(Some(left)).map_err(Error::Io)?;
+            match s.read(&mut buf[got..]) {
+                Ok(0) => return Err(Error::Unreachable(format!("{to}: closed before the ack"))),
+                Ok(n) => got += n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Err(Error::Timeout)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Unreachable(format!("{to}: {e}"))),
+            }
+        }
+        if buf == tribes::ACK_FRAME {
+            Ok(())
+        } else if buf == tribes::FAIL_ACK_FRAME {
+            Err(Error::RemoteFailure("Tribes member answered FAIL_ACK".into()))
+        } else {
+            Err(Error::Unreachable(format!("{to}: not a Tribes ack")))
+        }
+    }
+
+    fn checkout(&self, to: SocketAddr) -> Result<TcpStream> {
+        if let Some(s) = self
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&to)
+            .and_then(|v| v.pop())
+        {
+            return Ok(s);
+        }
+        let s = TcpStream::connect_timeout(&to, self.shared.cfg.connect_timeout)
+            .map_err(|e| Error::Unreachable(format!("{to}: {e}")))?;
+        let _ = s.set_nodelay(true);
+        Ok(s)
+    }
+
+    fn checkin(&self, to: SocketAddr, s: TcpStream) {
+        let mut g = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let v = g.entry(to).or_default();
+        if v.len() < self.shared.cfg.max_pool_socket_limit {
+            v.push(s);
+        }
+    }
+
+    /// Closes idle connections.
+    pub fn close_all(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
