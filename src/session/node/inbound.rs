@@ -158,6 +158,9 @@ impl SessionNode {
                 self.stats.applied += 1;
                 if let Some(old) = displaced {
                     self.stats.conflicts += 1;
+                    if old.writer == self.me.id {
+                        self.fail_overwritten(id, old);
+                    }
                     self.push_event(SessionEvent::Conflict {
                         id: id.clone(),
                         kept: version,
@@ -176,6 +179,7 @@ impl SessionNode {
                         by: from,
                     });
                 }
+                self.forward_to_joiners(from, id, now);
                 if self.state == NodeState::Draining {
                     // Whoever committed may not know yet that this node is
                     // leaving: pass the new state on to the next holders.
@@ -212,6 +216,21 @@ impl SessionNode {
         now: Instant,
     ) {
         let had = self.table.remove(&id, now).is_some();
+        self.forward.retain(|_, until| *until > now);
+        let joiners: Vec<MemberKey> = self
+            .forward
+            .keys()
+            .filter(|j| **j != from)
+            .copied()
+            .collect();
+        if had && !joiners.is_empty() {
+            let msg = Message::Remove {
+                id: id.clone(),
+                version: _version,
+                reason,
+            };
+            self.send(joiners, msg.encode(), None);
+        }
         if had {
             match reason {
                 RemoveReason::Expired => self.notify(SessionEvent::Expired { id, local: false }),

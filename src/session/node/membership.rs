@@ -48,8 +48,9 @@ impl SessionNode {
         self.members.remove(pos);
         self.leaving.remove(&m);
         self.recompute_live();
-        self.forget_outcomes_of(&m);
+        let waiting = self.forget_outcomes_of(&m);
         self.donations.retain(|(to, _), _| *to != m);
+        self.forward.remove(&m);
         let lost_fetches: Vec<u64> = self
             .fetches
             .iter()
@@ -61,11 +62,15 @@ impl SessionNode {
         }
         if self.cfg.mode == SessionMode::Backup {
             self.rebalance(&old_live, m, now);
+            // Before any commit counts as acked without the lost copy, the
+            // member that replaces it must have it too.
             let tickets: Vec<u64> = self.commits.keys().copied().collect();
             for t in tickets {
                 self.retarget(t, now);
-                self.finish_if_done(t);
             }
+        }
+        for t in waiting {
+            self.finish_if_done(t);
         }
         self.donor_lost(m, now);
         if let Some(d) = &mut self.drain {

@@ -313,6 +313,9 @@ pub struct SessionNode {
     pub(crate) join: Option<Join>,
     pub(crate) donations: HashMap<(MemberKey, u64), Donation>,
     pub(crate) fetches: HashMap<u64, Fetch>,
+    /// Joiners this node served, and until when remote updates are
+    /// forwarded to them (members that did not know them yet skip them).
+    pub(crate) forward: HashMap<MemberKey, Instant>,
     pub(crate) drain: Option<Drain>,
     /// Copies this node does not hold by placement, seen by the last sweep.
     pub(crate) orphans: HashSet<SessionId>,
@@ -346,6 +349,7 @@ impl SessionNode {
             join: None,
             donations: HashMap::new(),
             fetches: HashMap::new(),
+            forward: HashMap::new(),
             drain: None,
             orphans: HashSet::new(),
             stats: SessionStats::default(),
@@ -519,6 +523,7 @@ impl SessionNode {
         &mut self,
         id: SessionId,
         kind: CommitKind,
+        version: Version,
         awaiting: Vec<MemberKey>,
         token: u64,
     ) -> CommitTicket {
@@ -528,6 +533,7 @@ impl SessionNode {
         let pc = PendingCommit {
             id,
             kind,
+            version,
             awaiting,
             acked: Vec::new(),
             retries: 0,
@@ -582,9 +588,10 @@ impl SessionNode {
         s.apply(&txn.ops, &txn.meta);
         let to = self.required(&s.id);
         let payload = codec::encode_copy(CopyReason::Create, &s, now);
+        let version = s.version;
         self.table.insert_local(s);
         let token = self.send(to.clone(), payload, Some(Purpose::Other));
-        Ok(self.new_ticket(txn.id, CommitKind::Update, to, token))
+        Ok(self.new_ticket(txn.id, CommitKind::Update, version, to, token))
     }
 
     /// Commits a request's changes: applies them here and sends only what
@@ -609,6 +616,7 @@ impl SessionNode {
         s.version = base.next(me);
         s.last_access = now;
         s.last_replicated = now;
+        let version = s.version;
         let payload = if draining {
             // New holders may not have the session yet: send it whole.
             codec::encode_copy(CopyReason::Handoff, s, now)
@@ -623,7 +631,13 @@ impl SessionNode {
             .encode()
         };
         let token = self.send(to.clone(), payload, Some(Purpose::Other));
-        Ok(Some(self.new_ticket(txn.id, CommitKind::Update, to, token)))
+        Ok(Some(self.new_ticket(
+            txn.id,
+            CommitKind::Update,
+            version,
+            to,
+            token,
+        )))
     }
 
     /// Records a read-only access: refreshes the last access here and, no
@@ -662,7 +676,7 @@ impl SessionNode {
         let kind = CommitKind::Remove(RemoveReason::Invalidated, version);
         let payload = outcome::remove_message(&id, &kind);
         let token = self.send(to.clone(), payload, Some(Purpose::Other));
-        Ok(self.new_ticket(id, kind, to, token))
+        Ok(self.new_ticket(id, kind, version, to, token))
     }
 
     /// Renames a session cluster-wide (Tomcat's JvmRouteBinderValve
@@ -698,9 +712,10 @@ impl SessionNode {
         s.version = s.version.next(self.me.id);
         s.last_access = now;
         let payload = codec::encode_change_id(&old, &s, now);
+        let version = s.version;
         self.table.insert_local(s);
         let token = self.send(to.clone(), payload, Some(Purpose::Other));
-        Ok(self.new_ticket(new, CommitKind::ChangeId { old }, to, token))
+        Ok(self.new_ticket(new, CommitKind::ChangeId { old }, version, to, token))
     }
 
     /// Looks a session up for a request. In backup mode a session this node

@@ -60,6 +60,8 @@ pub(crate) enum CommitKind {
 pub(crate) struct PendingCommit {
     pub(crate) id: SessionId,
     pub(crate) kind: CommitKind,
+    /// The version the commit produced here.
+    pub(crate) version: Version,
     pub(crate) awaiting: Vec<MemberKey>,
     pub(crate) acked: Vec<MemberKey>,
     pub(crate) retries: u32,
@@ -111,7 +113,9 @@ impl SessionNode {
             Some(Purpose::Chunk { to, transfer, seq }) => {
                 self.chunk_outcome(to, transfer, seq, ok, now)
             }
-            Some(Purpose::Complete { to, transfer }) => self.complete_outcome(to, transfer, ok),
+            Some(Purpose::Complete { to, transfer }) => {
+                self.complete_outcome(to, transfer, ok, now)
+            }
             Some(Purpose::Rebalance { id, attempt }) => {
                 if !ok && attempt < self.cfg.commit_retries && self.required(&id).contains(&member)
                 {
@@ -157,7 +161,16 @@ impl SessionNode {
             return;
         }
         if pc.retries >= self.cfg.commit_retries {
-            self.fail_commit(ticket, CommitFailure::Unacknowledged);
+            let lost = self
+                .table
+                .get(&id)
+                .is_some_and(|s| s.version > pc.version && s.version.writer != self.me.id);
+            let reason = if lost {
+                CommitFailure::Conflict
+            } else {
+                CommitFailure::Unacknowledged
+            };
+            self.fail_commit(ticket, reason);
             return;
         }
         pc.retries += 1;
@@ -249,8 +262,29 @@ impl SessionNode {
         }
     }
 
-    /// Forgets a member that left: its outcomes will not come.
-    pub(crate) fn forget_outcomes_of(&mut self, m: &MemberKey) {
+    /// Commits of session `id` made here at or below `lost` were overwritten
+    /// by a concurrent winner: report them failed.
+    pub(crate) fn fail_overwritten(&mut self, id: &SessionId, lost: Version) {
+        let me = self.me.id;
+        let tickets: Vec<u64> = self
+            .commits
+            .iter()
+            .filter(|(_, pc)| {
+                matches!(pc.kind, CommitKind::Update)
+                    && pc.id == *id
+                    && pc.version.writer == me
+                    && pc.version.counter <= lost.counter
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in tickets {
+            self.fail_commit(t, CommitFailure::Conflict);
+        }
+    }
+
+    /// Forgets a member that left: its outcomes will not come. Returns the
+    /// commits that were waiting for it (the caller re-targets and finishes).
+    pub(crate) fn forget_outcomes_of(&mut self, m: &MemberKey) -> Vec<u64> {
         self.inflight.retain(|_, inf| {
             inf.waiting.retain(|w| w != m);
             !inf.waiting.is_empty()
@@ -264,8 +298,6 @@ impl SessionNode {
                 (pc.awaiting.len() != before).then_some(*t)
             })
             .collect();
-        for t in tickets {
-            self.finish_if_done(t);
-        }
+        tickets
     }
 }

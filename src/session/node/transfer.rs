@@ -19,11 +19,14 @@ use crate::session::model::{MemberKey, Session, SessionId};
 use crate::session::table::Apply;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Resends of one chunk or completion before a donor gives up (the joiner
 /// then times out and reports it).
 const MAX_TRANSFER_RETRIES: u32 = 8;
+
+/// "Until further notice" for forwarding to a joiner still being served.
+const FOREVER: Duration = Duration::from_secs(86_400);
 
 /// Progress of one donor, as the joiner sees it.
 #[derive(Debug, Default)]
@@ -44,6 +47,8 @@ pub(crate) struct Join {
 #[derive(Debug)]
 pub(crate) struct Donation {
     ids: Vec<SessionId>,
+    /// Every id ever put in `ids`, to find sessions that arrived since.
+    listed: HashSet<SessionId>,
     cursor: usize,
     next_seq: u32,
     outstanding: HashMap<u32, (usize, usize)>,
@@ -183,25 +188,32 @@ impl SessionNode {
         }
     }
 
+    /// The ids this node must send to joiner `to`, except those in `skip`.
+    fn share_for(&self, to: MemberKey, skip: &HashSet<SessionId>) -> Vec<SessionId> {
+        self.table
+            .iter()
+            .filter(|s| !skip.contains(&s.id))
+            .filter(|s| match self.cfg.mode {
+                SessionMode::Delta => true,
+                SessionMode::Backup => {
+                    let h = self.placement_of(&s.id);
+                    h.contains(&to) && h.as_slice().iter().find(|x| **x != to) == Some(&self.me)
+                }
+            })
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
     pub(crate) fn on_state_request(&mut self, from: MemberKey, transfer: u64, now: Instant) {
         // The request may overtake the membership event of the joiner.
         self.add_member(from);
-        let ids: Vec<SessionId> = match self.cfg.mode {
-            SessionMode::Delta => self.table.ids(),
-            SessionMode::Backup => self
-                .table
-                .iter()
-                .filter(|s| {
-                    let h = self.placement_of(&s.id);
-                    h.contains(&from) && h.as_slice().iter().find(|x| **x != from) == Some(&self.me)
-                })
-                .map(|s| s.id.clone())
-                .collect(),
-        };
+        let ids = self.share_for(from, &HashSet::new());
         self.donations.retain(|(to, _), _| *to != from);
+        self.forward.insert(from, now + FOREVER);
         self.donations.insert(
             (from, transfer),
             Donation {
+                listed: ids.iter().cloned().collect(),
                 ids,
                 cursor: 0,
                 next_seq: 0,
@@ -270,6 +282,15 @@ impl SessionNode {
             }
         }
         if d.cursor >= d.ids.len() && d.outstanding.is_empty() && !d.complete_sent {
+            // Sessions that reached this node during the transfer from
+            // members that did not know the joiner yet: send them too.
+            let late = self.share_for(to, &d.listed);
+            if !late.is_empty() {
+                d.listed.extend(late.iter().cloned());
+                d.ids.extend(late);
+                self.donations.insert(key, d);
+                return self.pump(to, transfer, now);
+            }
             d.complete_sent = true;
             let msg = Message::StateComplete {
                 transfer,
@@ -336,7 +357,13 @@ impl SessionNode {
         }
     }
 
-    pub(crate) fn complete_outcome(&mut self, to: MemberKey, transfer: u64, ok: bool) {
+    pub(crate) fn complete_outcome(
+        &mut self,
+        to: MemberKey,
+        transfer: u64,
+        ok: bool,
+        now: Instant,
+    ) {
         let key = (to, transfer);
         let Some(d) = self.donations.get_mut(&key) else {
             return;
@@ -344,6 +371,8 @@ impl SessionNode {
         if ok {
             self.donations.remove(&key);
             self.stats.transfers_served += 1;
+            let until = now + self.cfg.access_timeout;
+            self.forward.insert(to, until);
             return;
         }
         if d.retries >= MAX_TRANSFER_RETRIES {
@@ -410,6 +439,31 @@ impl SessionNode {
             }
         }
         self.check_ready();
+    }
+
+    /// A remote update of `id` from `from` was applied here: pass it on to
+    /// joiners this node serves (or served moments ago), whose membership
+    /// event may not have reached `from` yet, so `from` skipped them.
+    pub(crate) fn forward_to_joiners(&mut self, from: MemberKey, id: &SessionId, now: Instant) {
+        if self.forward.is_empty() {
+            return;
+        }
+        self.forward.retain(|_, until| *until > now);
+        let targets: Vec<MemberKey> = self
+            .forward
+            .keys()
+            .filter(|j| **j != from)
+            .filter(|j| self.cfg.mode == SessionMode::Delta || self.placement_of(id).contains(j))
+            .copied()
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        if let Some(s) = self.table.get(id) {
+            let payload = codec::encode_copy(codec::CopyReason::Rebalance, s, now);
+            self.stats.copies_sent += 1;
+            self.send(targets, payload, None);
+        }
     }
 
     // ------------------------------------------------------------- fetches
