@@ -1,0 +1,229 @@
+//! The data model: members, versions, sessions and the changes a request
+//! records (a [`Txn`]).
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A session id: opaque bytes (hosts usually pass the cookie value).
+pub type SessionId = Bytes;
+
+/// How the store names a cluster member: its 16-byte member id plus the
+/// address the channel reaches it at. Ordered by id first, so every node
+/// sorts members the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemberKey {
+    /// The member's 16-byte id (unique in the cluster).
+    pub id: [u8; 16],
+    /// The address the channel sends to.
+    pub addr: SocketAddr,
+}
+
+impl MemberKey {
+    /// A member key from its id and address.
+    pub fn new(id: [u8; 16], addr: SocketAddr) -> Self {
+        MemberKey { id, addr }
+    }
+}
+
+/// The version of a session: a counter bumped by every commit, plus the id
+/// of the member that wrote it. Versions are totally ordered (counter, then
+/// writer), which is how concurrent commits of one session on two nodes are
+/// resolved the same way everywhere: the higher version wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Version {
+    /// Number of commits that led to this state.
+    pub counter: u64,
+    /// Member id of the writer of this state.
+    pub writer: [u8; 16],
+}
+
+impl Version {
+    /// The version a commit by `writer` on top of `self` produces.
+    pub fn next(self, writer: [u8; 16]) -> Version {
+        Version {
+            counter: self.counter.saturating_add(1),
+            writer,
+        }
+    }
+}
+
+/// Session metadata, replicated with the attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionMeta {
+    /// Creation time as the host counts it (opaque to the store, e.g. epoch ms).
+    pub creation_time: u64,
+    /// Seconds of inactivity after which the session expires; negative: never.
+    pub max_inactive_secs: i64,
+    /// Authenticated principal, serialized by the host.
+    pub principal: Option<Bytes>,
+    /// Authentication type, serialized by the host.
+    pub auth_type: Option<Bytes>,
+}
+
+/// One replicated session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub(crate) id: SessionId,
+    pub(crate) attrs: HashMap<Bytes, Bytes>,
+    pub(crate) meta: SessionMeta,
+    pub(crate) version: Version,
+    /// Last access as this node saw it (requests here, or refreshes).
+    pub(crate) last_access: Instant,
+    /// When this node last told others about an access (refresh throttle).
+    pub(crate) last_replicated: Instant,
+}
+
+impl Session {
+    pub(crate) fn new(id: SessionId, meta: SessionMeta, version: Version, now: Instant) -> Self {
+        Session {
+            id,
+            attrs: HashMap::new(),
+            meta,
+            version,
+            last_access: now,
+            last_replicated: now,
+        }
+    }
+    /// The session id.
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+    /// One attribute's value.
+    pub fn attribute(&self, name: &[u8]) -> Option<&Bytes> {
+        self.attrs.get(name)
+    }
+    /// All attributes, in no particular order.
+    pub fn attributes(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.attrs.iter()
+    }
+    /// Number of attributes.
+    pub fn attribute_count(&self) -> usize {
+        self.attrs.len()
+    }
+    /// The metadata.
+    pub fn meta(&self) -> &SessionMeta {
+        &self.meta
+    }
+    /// The current version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+    /// When this node last saw the session accessed.
+    pub fn last_access(&self) -> Instant {
+        self.last_access
+    }
+    /// Milliseconds since the last access, as of `now`.
+    pub fn idle_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.last_access).as_millis() as u64
+    }
+    /// True if the session has been idle longer than its max inactive interval.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.meta.max_inactive_secs >= 0
+            && now.saturating_duration_since(self.last_access)
+                > Duration::from_secs(self.meta.max_inactive_secs as u64)
+    }
+    /// Applies attribute operations and metadata changes (no version change).
+    pub(crate) fn apply(&mut self, ops: &[AttrOp], meta: &MetaChange) {
+        for op in ops {
+            match op {
+                AttrOp::Set(n, v) => {
+                    self.attrs.insert(n.clone(), v.clone());
+                }
+                AttrOp::Remove(n) => {
+                    self.attrs.remove(n);
+                }
+            }
+        }
+        if let Some(m) = meta.max_inactive_secs {
+            self.meta.max_inactive_secs = m;
+        }
+        if let Some(p) = &meta.principal {
+            self.meta.principal = p.clone();
+        }
+        if let Some(a) = &meta.auth_type {
+            self.meta.auth_type = a.clone();
+        }
+    }
+}
+
+/// One attribute change recorded during a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttrOp {
+    /// Set `name` to `value` (opaque bytes the host serialized).
+    Set(Bytes, Bytes),
+    /// Remove `name`.
+    Remove(Bytes),
+}
+
+/// Metadata changes recorded during a request (`None` = unchanged).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetaChange {
+    /// New max inactive interval in seconds.
+    pub max_inactive_secs: Option<i64>,
+    /// New principal (`Some(None)` clears it).
+    pub principal: Option<Option<Bytes>>,
+    /// New auth type (`Some(None)` clears it).
+    pub auth_type: Option<Option<Bytes>>,
+}
+
+impl MetaChange {
+    /// True if nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.max_inactive_secs.is_none() && self.principal.is_none() && self.auth_type.is_none()
+    }
+}
+
+/// The changes one request makes to one session, committed at request end
+/// (Tomcat's ReplicationValve moment) with `SessionNode::commit`.
+#[derive(Debug, Clone)]
+pub struct Txn {
+    pub(crate) id: SessionId,
+    pub(crate) ops: Vec<AttrOp>,
+    pub(crate) meta: MetaChange,
+}
+
+impl Txn {
+    /// An empty transaction on session `id`.
+    pub fn new(id: impl Into<SessionId>) -> Self {
+        Txn {
+            id: id.into(),
+            ops: Vec::new(),
+            meta: MetaChange::default(),
+        }
+    }
+    /// The session this transaction changes.
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+    /// Records `name = value`.
+    pub fn set(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> &mut Self {
+        self.ops.push(AttrOp::Set(name.into(), value.into()));
+        self
+    }
+    /// Records the removal of `name`.
+    pub fn remove(&mut self, name: impl Into<Bytes>) -> &mut Self {
+        self.ops.push(AttrOp::Remove(name.into()));
+        self
+    }
+    /// Records a new max inactive interval (seconds; negative: never expire).
+    pub fn set_max_inactive(&mut self, secs: i64) -> &mut Self {
+        self.meta.max_inactive_secs = Some(secs);
+        self
+    }
+    /// Records a new principal (`None` clears it).
+    pub fn set_principal(&mut self, principal: Option<Bytes>) -> &mut Self {
+        self.meta.principal = Some(principal);
+        self
+    }
+    /// Records a new auth type (`None` clears it).
+    pub fn set_auth_type(&mut self, auth_type: Option<Bytes>) -> &mut Self {
+        self.meta.auth_type = Some(auth_type);
+        self
+    }
+    /// True if the transaction changes nothing (the request only read).
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.meta.is_empty()
+    }
+}

@@ -1,0 +1,250 @@
+//! Membership changes: re-replication after a member is lost (promotion of
+//! surviving copies, new copies until `backupCount + 1` exist again), and
+//! drain before shutdown.
+
+use super::outcome::Purpose;
+use super::{NodeState, SessionEvent, SessionNode};
+use crate::session::codec::{self, CopyReason};
+use crate::session::config::SessionMode;
+use crate::session::model::{MemberKey, SessionId};
+use crate::session::placement::Placement;
+use std::time::Instant;
+
+impl SessionNode {
+    /// A member joined (or was already known: then nothing happens). While
+    /// this node is joining in backup mode it asks the new member for its
+    /// share too.
+    pub fn member_added(&mut self, m: MemberKey, now: Instant) {
+        if m == self.me || !self.add_member(m) {
+            return;
+        }
+        if self.state == NodeState::Joining && self.cfg.mode == SessionMode::Backup {
+            self.request_from(m, now);
+        }
+    }
+
+    /// Adds a member to the view; false if it was known.
+    pub(crate) fn add_member(&mut self, m: MemberKey) -> bool {
+        match self.members.binary_search(&m) {
+            Ok(_) => false,
+            Err(pos) => {
+                self.members.insert(pos, m);
+                self.recompute_live();
+                true
+            }
+        }
+    }
+
+    /// A member left or failed. In backup mode, for every session the lost
+    /// member held, the highest-ranked surviving holder (the new primary if
+    /// the primary was lost) sends the session to the members that the new
+    /// placement adds, and pending commits are re-targeted so that an
+    /// acknowledged commit always has its full set of copies.
+    pub fn member_removed(&mut self, m: MemberKey, now: Instant) {
+        let Ok(pos) = self.members.binary_search(&m) else {
+            return;
+        };
+        let old_live = self.live.clone();
+        self.members.remove(pos);
+        self.leaving.remove(&m);
+        self.recompute_live();
+        let waiting = self.forget_outcomes_of(&m);
+        self.donations.retain(|(to, _), _| *to != m);
+        self.forward.remove(&m);
+        let lost_fetches: Vec<u64> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| f.target == m)
+            .map(|(k, _)| *k)
+            .collect();
+        for f in lost_fetches {
+            self.retry_fetch(f, now);
+        }
+        if self.cfg.mode == SessionMode::Backup {
+            self.rebalance(&old_live, m, now);
+            // Before any commit counts as acked without the lost copy, the
+            // member that replaces it must have it too.
+            let tickets: Vec<u64> = self.commits.keys().copied().collect();
+            for t in tickets {
+                self.retarget(t, now);
+            }
+        }
+        for t in waiting {
+            self.finish_if_done(t);
+        }
+        self.donor_lost(m, now);
+        if let Some(d) = &mut self.drain {
+            d.notice.retain(|x| *x != m);
+            let affected: Vec<SessionId> = d
+                .pending
+                .iter_mut()
+                .filter_map(|(id, w)| {
+                    let before = w.len();
+                    w.retain(|x| *x != m);
+                    (w.len() != before).then(|| id.clone())
+                })
+                .collect();
+            for id in affected {
+                self.hand_off(&id, now);
+            }
+            if let Some(d) = &mut self.drain {
+                let done: Vec<SessionId> = d
+                    .pending
+                    .iter()
+                    .filter(|(_, w)| w.is_empty())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in done {
+                    d.pending.remove(&id);
+                    d.handed.insert(id);
+                }
+            }
+        }
+        self.check_drained();
+    }
+
+    /// Re-replication after `removed` left the placement set `old_live`.
+    fn rebalance(&mut self, old_live: &[MemberKey], removed: MemberKey, now: Instant) {
+        if matches!(self.state, NodeState::Draining | NodeState::Drained) {
+            return;
+        }
+        let copies = self.copies();
+        let mut plan: Vec<(SessionId, Vec<MemberKey>)> = Vec::new();
+        for s in self.table.iter() {
+            let old_h = Placement::holders(&s.id, old_live, copies);
+            if !old_h.contains(&removed) {
+                continue; // rendezvous: nothing moves for this session
+            }
+            let responsible = old_h.as_slice().iter().find(|x| **x != removed);
+            if responsible != Some(&self.me) {
+                continue;
+            }
+            let new_h = Placement::holders(&s.id, &self.live, copies);
+            if old_h.primary() == Some(removed) && new_h.primary() == Some(self.me) {
+                self.stats.promotions += 1;
+            }
+            let to: Vec<MemberKey> = new_h
+                .as_slice()
+                .iter()
+                .filter(|x| **x != self.me && !old_h.contains(x))
+                .copied()
+                .collect();
+            if !to.is_empty() {
+                plan.push((s.id.clone(), to));
+            }
+        }
+        for (id, to) in plan {
+            self.send_rebalance(id, to, 0, now);
+        }
+    }
+
+    pub(crate) fn send_rebalance(
+        &mut self,
+        id: SessionId,
+        to: Vec<MemberKey>,
+        attempt: u32,
+        now: Instant,
+    ) {
+        let Some(s) = self.table.get(&id) else {
+            return;
+        };
+        let payload = codec::encode_copy(CopyReason::Rebalance, s, now);
+        self.stats.rereplications += 1;
+        self.stats.copies_sent += 1;
+        self.send(to, payload, Some(Purpose::Rebalance { id, attempt }));
+    }
+
+    /// Sends session `id` whole to the members that hold it once this
+    /// (draining) node is gone and did not hold it before.
+    pub(crate) fn hand_off(&mut self, id: &SessionId, now: Instant) {
+        if self.cfg.mode == SessionMode::Delta {
+            return;
+        }
+        let Some(s) = self.table.get(id) else {
+            return;
+        };
+        let copies = self.copies();
+        let mut with_me = self.live.clone();
+        with_me.push(self.me);
+        with_me.sort();
+        let old_h = Placement::holders(id, &with_me, copies);
+        if !old_h.contains(&self.me) {
+            return; // a fetched or stale copy: not ours to hand over
+        }
+        let new_h = Placement::holders(id, &self.live, copies);
+        let to: Vec<MemberKey> = new_h
+            .as_slice()
+            .iter()
+            .filter(|x| !old_h.contains(x))
+            .copied()
+            .collect();
+        let Some(d) = &mut self.drain else {
+            return;
+        };
+        if to.is_empty() {
+            if !d.pending.contains_key(id) {
+                d.handed.insert(id.clone());
+            }
+            return;
+        }
+        d.pending
+            .entry(id.clone())
+            .or_default()
+            .extend(to.iter().copied());
+        let payload = codec::encode_copy(CopyReason::Handoff, s, now);
+        self.stats.handoffs += 1;
+        self.stats.copies_sent += 1;
+        self.send(to, payload, Some(Purpose::Handoff { id: id.clone() }));
+    }
+
+    pub(crate) fn handoff_outcome(
+        &mut self,
+        id: SessionId,
+        member: MemberKey,
+        ok: bool,
+        now: Instant,
+    ) {
+        let Some(d) = &mut self.drain else {
+            return;
+        };
+        let Some(w) = d.pending.get_mut(&id) else {
+            return;
+        };
+        let Some(pos) = w.iter().position(|x| *x == member) else {
+            return;
+        };
+        w.swap_remove(pos);
+        let empty = w.is_empty();
+        if !ok && self.live.contains(&member) {
+            // Not acknowledged: try again while the member is alive.
+            if let Some(s) = self.table.get(&id) {
+                let payload = codec::encode_copy(CopyReason::Handoff, s, now);
+                if let Some(d) = &mut self.drain {
+                    d.pending.entry(id.clone()).or_default().push(member);
+                }
+                self.send(vec![member], payload, Some(Purpose::Handoff { id }));
+                return;
+            }
+        }
+        if empty {
+            if let Some(d) = &mut self.drain {
+                d.pending.remove(&id);
+                d.handed.insert(id);
+            }
+        }
+        self.check_drained();
+    }
+
+    pub(crate) fn check_drained(&mut self) {
+        if self.state != NodeState::Draining {
+            return;
+        }
+        let Some(d) = &self.drain else {
+            return;
+        };
+        if d.pending.is_empty() && d.notice.is_empty() && self.commits.is_empty() {
+            self.state = NodeState::Drained;
+            self.push_event(SessionEvent::Drained);
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Send outcomes: which commit, chunk or hand-off a transmit belonged to,
+//! when a commit counts as acknowledged, and the resends that repair a
+//! refused or lost copy.
+
+use super::{
+    CommitFailure, CommitTicket, NodeState, SendOutcome, SendToken, SessionEvent, SessionNode,
+};
+use crate::session::codec::{self, CopyReason, Message, RemoveReason};
+use crate::session::model::{MemberKey, SessionId, Version};
+use bytes::Bytes;
+use std::time::Instant;
+
+/// What a tracked transmit was for.
+#[derive(Debug, Clone)]
+pub(crate) enum Purpose {
+    /// Nothing follows from its outcome.
+    Other,
+    /// Carries commit `ticket`.
+    Commit { ticket: u64 },
+    /// A state-transfer request to a donor.
+    Request { transfer: u64 },
+    /// A state-transfer chunk.
+    Chunk {
+        to: MemberKey,
+        transfer: u64,
+        seq: u32,
+    },
+    /// The end of a state transfer.
+    Complete { to: MemberKey, transfer: u64 },
+    /// A re-replication copy after a member was lost.
+    Rebalance { id: SessionId, attempt: u32 },
+    /// A drain hand-off of one session.
+    Handoff { id: SessionId },
+    /// The leaving notice of a drain.
+    Leaving,
+    /// A fetch request.
+    Fetch { fetch: u64 },
+}
+
+/// A tracked transmit: its purpose and the members whose outcome is due.
+#[derive(Debug)]
+pub(crate) struct Inflight {
+    pub(crate) purpose: Purpose,
+    pub(crate) waiting: Vec<MemberKey>,
+}
+
+/// What a commit did, so a refused copy can be resent.
+#[derive(Debug, Clone)]
+pub(crate) enum CommitKind {
+    /// Attributes or metadata changed (or the session was created).
+    Update,
+    /// Expired or invalidated at this version.
+    Remove(RemoveReason, Version),
+    /// Renamed from `old` (the ticket's id is the new one).
+    ChangeId { old: SessionId },
+}
+
+/// A commit waiting for its copies.
+#[derive(Debug)]
+pub(crate) struct PendingCommit {
+    pub(crate) id: SessionId,
+    pub(crate) kind: CommitKind,
+    /// The version the commit produced here.
+    pub(crate) version: Version,
+    pub(crate) awaiting: Vec<MemberKey>,
+    pub(crate) acked: Vec<MemberKey>,
+    pub(crate) retries: u32,
+}
+
+pub(crate) fn remove_message(id: &SessionId, kind: &CommitKind) -> Bytes {
+    let (reason, version) = match kind {
+        CommitKind::Remove(r, v) => (*r, *v),
+        _ => (RemoveReason::Invalidated, Version::default()),
+    };
+    Message::Remove {
+        id: id.clone(),
+        version,
+        reason,
+    }
+    .encode()
+}
+
+impl SessionNode {
+    /// Reports the outcome of transmit `token` for `member`.
+    pub fn handle_send_outcome(
+        &mut self,
+        token: SendToken,
+        member: MemberKey,
+        outcome: SendOutcome,
+        now: Instant,
+    ) {
+        let Some(inf) = self.inflight.get_mut(&token.0) else {
+            return;
+        };
+        let Some(pos) = inf.waiting.iter().position(|m| *m == member) else {
+            return;
+        };
+        inf.waiting.swap_remove(pos);
+        let purpose = if inf.waiting.is_empty() {
+            self.inflight.remove(&token.0).map(|i| i.purpose)
+        } else {
+            Some(inf.purpose.clone())
+        };
+        let ok = outcome == SendOutcome::Acked;
+        match purpose {
+            None | Some(Purpose::Other) => {}
+            Some(Purpose::Commit { ticket }) => self.commit_outcome(ticket, member, ok, now),
+            Some(Purpose::Request { transfer }) => {
+                if !ok {
+                    self.resend_request(member, transfer);
+                }
+            }
+            Some(Purpose::Chunk { to, transfer, seq }) => {
+                self.chunk_outcome(to, transfer, seq, ok, now)
+            }
+            Some(Purpose::Complete { to, transfer }) => {
+                self.complete_outcome(to, transfer, ok, now)
+            }
+            Some(Purpose::Rebalance { id, attempt }) => {
+                if !ok && attempt < self.cfg.commit_retries && self.required(&id).contains(&member)
+                {
+                    self.send_rebalance(id, vec![member], attempt + 1, now);
+                }
+            }
+            Some(Purpose::Handoff { id }) => self.handoff_outcome(id, member, ok, now),
+            Some(Purpose::Leaving) => {
+                if let Some(d) = &mut self.drain {
+                    d.notice.retain(|m| *m != member);
+                }
+                self.check_drained();
+            }
+            Some(Purpose::Fetch { fetch }) => {
+                if !ok {
+                    self.retry_fetch(fetch, now);
+                }
+            }
+        }
+    }
+
+    fn commit_outcome(&mut self, ticket: u64, member: MemberKey, ok: bool, now: Instant) {
+        let Some(pc) = self.commits.get_mut(&ticket) else {
+            return;
+        };
+        let Some(pos) = pc.awaiting.iter().position(|m| *m == member) else {
+            return;
+        };
+        if ok {
+            pc.awaiting.swap_remove(pos);
+            pc.acked.push(member);
+            self.finish_if_done(ticket);
+            return;
+        }
+        let id = pc.id.clone();
+        let still_required = self.required(&id).contains(&member);
+        let pc = self.commits.get_mut(&ticket).expect("present");
+        if !still_required {
+            // Placement moved on: whoever holds it now must get it instead.
+            pc.awaiting.swap_remove(pos);
+            self.retarget(ticket, now);
+            self.finish_if_done(ticket);
+            return;
+        }
+        if pc.retries >= self.cfg.commit_retries {
+            let lost = self
+                .table
+                .get(&id)
+                .is_some_and(|s| s.version > pc.version && s.version.writer != self.me.id);
+            let reason = if lost {
+                CommitFailure::Conflict
+            } else {
+                CommitFailure::Unacknowledged
+            };
+            self.fail_commit(ticket, reason);
+            return;
+        }
+        pc.retries += 1;
+        if !self.resend_commit(ticket, vec![member], now) {
+            // The session is gone here (removed or renamed since): the
+            // commit was superseded, nothing left to repair.
+            if let Some(pc) = self.commits.get_mut(&ticket) {
+                pc.awaiting.retain(|m| *m != member);
+            }
+            self.finish_if_done(ticket);
+        }
+    }
+
+    /// Sends the commit's current state whole to `to`; false if there is
+    /// nothing to send any more.
+    fn resend_commit(&mut self, ticket: u64, to: Vec<MemberKey>, now: Instant) -> bool {
+        let Some(pc) = self.commits.get(&ticket) else {
+            return false;
+        };
+        let payload = match &pc.kind {
+            CommitKind::Update => match self.table.get(&pc.id) {
+                Some(s) => codec::encode_copy(CopyReason::Repair, s, now),
+                None => return false,
+            },
+            CommitKind::Remove(..) => remove_message(&pc.id, &pc.kind),
+            CommitKind::ChangeId { old } => match self.table.get(&pc.id) {
+                Some(s) => codec::encode_change_id(old, s, now),
+                None => return false,
+            },
+        };
+        if matches!(pc.kind, CommitKind::Update) {
+            self.stats.copies_sent += 1;
+        }
+        self.send(to, payload, Some(Purpose::Commit { ticket }));
+        true
+    }
+
+    /// Sends the session whole to every member that must now hold it and
+    /// has neither acknowledged nor been sent this commit (placement moved).
+    pub(crate) fn retarget(&mut self, ticket: u64, now: Instant) {
+        let Some(pc) = self.commits.get(&ticket) else {
+            return;
+        };
+        if !matches!(pc.kind, CommitKind::Update) {
+            return;
+        }
+        let extra: Vec<MemberKey> = self
+            .required(&pc.id)
+            .into_iter()
+            .filter(|m| !pc.awaiting.contains(m) && !pc.acked.contains(m))
+            .collect();
+        if !extra.is_empty() && self.resend_commit(ticket, extra.clone(), now) {
+            if let Some(pc) = self.commits.get_mut(&ticket) {
+                pc.awaiting.extend(extra);
+            }
+        }
+    }
+
+    pub(crate) fn finish_if_done(&mut self, ticket: u64) {
+        if self
+            .commits
+            .get(&ticket)
+            .is_some_and(|pc| pc.awaiting.is_empty())
+        {
+            let pc = self.commits.remove(&ticket).expect("present");
+            self.stats.commits_acked += 1;
+            self.push_event(SessionEvent::CommitAcked {
+                ticket: CommitTicket(ticket),
+                id: pc.id,
+                copies: pc.acked.len() + 1,
+            });
+            if self.state == NodeState::Draining {
+                self.check_drained();
+            }
+        }
+    }
+
+    pub(crate) fn fail_commit(&mut self, ticket: u64, reason: CommitFailure) {
+        if let Some(pc) = self.commits.remove(&ticket) {
+            self.stats.commits_failed += 1;
+            self.push_event(SessionEvent::CommitFailed {
+                ticket: CommitTicket(ticket),
+                id: pc.id,
+                reason,
+            });
+            if self.state == NodeState::Draining {
+                self.check_drained();
+            }
+        }
+    }
+
+    /// Commits of session `id` made here at or below `lost` were overwritten
+    /// by a concurrent winner: report them failed.
+    pub(crate) fn fail_overwritten(&mut self, id: &SessionId, lost: Version) {
+        let me = self.me.id;
+        let tickets: Vec<u64> = self
+            .commits
+            .iter()
+            .filter(|(_, pc)| {
+                matches!(pc.kind, CommitKind::Update)
+                    && pc.id == *id
+                    && pc.version.writer == me
+                    && pc.version.counter <= lost.counter
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in tickets {
+            self.fail_commit(t, CommitFailure::Conflict);
+        }
+    }
+
+    /// Forgets a member that left: its outcomes will not come. Returns the
+    /// commits that were waiting for it (the caller re-targets and finishes).
+    pub(crate) fn forget_outcomes_of(&mut self, m: &MemberKey) -> Vec<u64> {
+        self.inflight.retain(|_, inf| {
+            inf.waiting.retain(|w| w != m);
+            !inf.waiting.is_empty()
+        });
+        let tickets: Vec<u64> = self
+            .commits
+            .iter_mut()
+            .filter_map(|(t, pc)| {
+                let before = pc.awaiting.len();
+                pc.awaiting.retain(|w| w != m);
+                (pc.awaiting.len() != before).then_some(*t)
+            })
+            .collect();
+        tickets
+    }
+}

@@ -1,0 +1,566 @@
+//! State transfer on join (joiner and donor sides, chunked under flow
+//! control), and fetches of sessions a node does not hold (backup mode).
+//!
+//! The joiner asks; each donor snapshots the ids it must send and streams
+//! them in chunks of `sendAllSessionsSize` (or `sendAllSessionsBytes`),
+//! keeping at most `stateTransferWindow` chunks unacknowledged. A chunk
+//! counts as applied on the joiner's chunk ack or on a positive delivery
+//! ack, whichever comes first. Each session is encoded when its chunk is
+//! built, so it carries the state of that moment; commits made meanwhile
+//! reach the joiner as ordinary replication and the version rules keep the
+//! newer state whatever the arrival order. The joiner is ready only when
+//! every donor has completed and every chunk arrived.
+
+use super::outcome::Purpose;
+use super::{NodeState, SessionEvent, SessionNode, TransferFailure};
+use crate::session::codec::{self, Message, SessionImage};
+use crate::session::config::SessionMode;
+use crate::session::model::{MemberKey, Session, SessionId};
+use crate::session::table::Apply;
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Resends of one chunk or completion before a donor gives up (the joiner
+/// then times out and reports it).
+const MAX_TRANSFER_RETRIES: u32 = 8;
+
+/// "Until further notice" for forwarding to a joiner still being served.
+const FOREVER: Duration = Duration::from_secs(86_400);
+
+/// Progress of one donor, as the joiner sees it.
+#[derive(Debug, Default)]
+pub(crate) struct DonorProgress {
+    seen: HashSet<u32>,
+    complete: Option<u32>,
+}
+
+/// The joiner's side of a state transfer.
+#[derive(Debug)]
+pub(crate) struct Join {
+    transfer: u64,
+    pub(crate) deadline: Option<Instant>,
+    donors: HashMap<MemberKey, DonorProgress>,
+}
+
+/// The donor's side of a state transfer to one joiner.
+#[derive(Debug)]
+pub(crate) struct Donation {
+    ids: Vec<SessionId>,
+    /// Every id ever put in `ids`, to find sessions that arrived since.
+    listed: HashSet<SessionId>,
+    cursor: usize,
+    next_seq: u32,
+    outstanding: HashMap<u32, (usize, usize)>,
+    sent: u64,
+    complete_sent: bool,
+    retries: u32,
+}
+
+/// A fetch in flight.
+#[derive(Debug)]
+pub(crate) struct Fetch {
+    id: SessionId,
+    pub(crate) target: MemberKey,
+    tried: Vec<MemberKey>,
+    pub(crate) deadline: Instant,
+}
+
+impl SessionNode {
+    pub(crate) fn begin_join(&mut self, now: Instant) {
+        self.state = NodeState::Joining;
+        let transfer = self.nonce();
+        let donors: Vec<MemberKey> = match self.cfg.mode {
+            SessionMode::Delta => self.peers().into_iter().take(1).collect(),
+            SessionMode::Backup => self.peers(),
+        };
+        self.join = Some(Join {
+            transfer,
+            deadline: self.cfg.state_transfer_timeout.map(|t| now + t),
+            donors: HashMap::new(),
+        });
+        for d in donors {
+            self.request_from(d, now);
+        }
+        self.check_ready();
+    }
+
+    pub(crate) fn request_from(&mut self, m: MemberKey, _now: Instant) {
+        let Some(j) = &mut self.join else {
+            return;
+        };
+        j.donors.insert(m, DonorProgress::default());
+        let transfer = j.transfer;
+        self.send(
+            vec![m],
+            Message::StateRequest { transfer }.encode(),
+            Some(Purpose::Request { transfer }),
+        );
+    }
+
+    pub(crate) fn resend_request(&mut self, m: MemberKey, transfer: u64) {
+        let Some(j) = &self.join else {
+            return;
+        };
+        let pending =
+            j.transfer == transfer && j.donors.get(&m).is_some_and(|p| p.complete.is_none());
+        if pending && self.members.binary_search(&m).is_ok() {
+            self.send(
+                vec![m],
+                Message::StateRequest { transfer }.encode(),
+                Some(Purpose::Request { transfer }),
+            );
+        }
+    }
+
+    /// A donor left during the transfer: ask again.
+    pub(crate) fn donor_lost(&mut self, m: MemberKey, now: Instant) {
+        let Some(j) = &mut self.join else {
+            return;
+        };
+        if j.donors.remove(&m).is_none() {
+            return;
+        }
+        match self.cfg.mode {
+            SessionMode::Delta => {
+                if j.donors.is_empty() {
+                    if let Some(next) = self.peers().first().copied() {
+                        self.request_from(next, now);
+                    }
+                }
+            }
+            SessionMode::Backup => {
+                // The lost donor's share now falls to others: restart.
+                let transfer = self.nonce();
+                if let Some(j) = &mut self.join {
+                    j.transfer = transfer;
+                    j.donors.clear();
+                }
+                for p in self.peers() {
+                    self.request_from(p, now);
+                }
+            }
+        }
+        self.check_ready();
+    }
+
+    fn check_ready(&mut self) {
+        let Some(j) = &self.join else {
+            return;
+        };
+        let done = j.donors.values().all(|p| {
+            p.complete
+                .is_some_and(|n| p.seen.iter().filter(|s| **s < n).count() == n as usize)
+        });
+        if !done {
+            return;
+        }
+        let had_donors = !j.donors.is_empty();
+        self.join = None;
+        if self.state == NodeState::Joining {
+            self.state = NodeState::Ready;
+            if had_donors {
+                self.stats.transfers_received += 1;
+            }
+            let sessions = self.table.len();
+            self.push_event(SessionEvent::Ready { sessions });
+        }
+    }
+
+    pub(crate) fn check_transfer_timeout(&mut self, now: Instant) {
+        let Some(j) = &self.join else {
+            return;
+        };
+        if j.deadline.is_some_and(|d| now >= d) {
+            let missing = j
+                .donors
+                .values()
+                .filter(|p| p.complete.is_none())
+                .count()
+                .max(1);
+            self.join = None;
+            if self.state == NodeState::Joining {
+                self.state = NodeState::TransferFailed;
+            }
+            self.push_event(SessionEvent::TransferFailed {
+                reason: TransferFailure::Timeout { missing },
+            });
+        }
+    }
+
+    /// The ids this node must send to joiner `to`, except those in `skip`.
+    fn share_for(&self, to: MemberKey, skip: &HashSet<SessionId>) -> Vec<SessionId> {
+        self.table
+            .iter()
+            .filter(|s| !skip.contains(&s.id))
+            .filter(|s| match self.cfg.mode {
+                SessionMode::Delta => true,
+                SessionMode::Backup => {
+                    let h = self.placement_of(&s.id);
+                    h.contains(&to) && h.as_slice().iter().find(|x| **x != to) == Some(&self.me)
+                }
+            })
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    pub(crate) fn on_state_request(&mut self, from: MemberKey, transfer: u64, now: Instant) {
+        // The request may overtake the membership event of the joiner.
+        self.add_member(from);
+        let ids = self.share_for(from, &HashSet::new());
+        self.donations.retain(|(to, _), _| *to != from);
+        self.forward.insert(from, now + FOREVER);
+        self.donations.insert(
+            (from, transfer),
+            Donation {
+                listed: ids.iter().cloned().collect(),
+                ids,
+                cursor: 0,
+                next_seq: 0,
+                outstanding: HashMap::new(),
+                sent: 0,
+                complete_sent: false,
+                retries: 0,
+            },
+        );
+        self.pump(from, transfer, now);
+    }
+
+    /// Encodes the sessions of `ids[start..]` that still exist, up to the
+    /// chunk bounds; returns the payload (if any session was left) and the
+    /// end of the range consumed.
+    fn build_chunk(
+        &self,
+        ids: &[SessionId],
+        start: usize,
+        transfer: u64,
+        seq: u32,
+        now: Instant,
+    ) -> (Option<(Bytes, usize)>, usize) {
+        let mut batch: Vec<&Session> = Vec::new();
+        let mut bytes = 0usize;
+        let mut i = start;
+        while i < ids.len()
+            && batch.len() < self.cfg.send_all_sessions_size
+            && bytes < self.cfg.send_all_sessions_bytes
+        {
+            if let Some(s) = self.table.get(&ids[i]) {
+                bytes += codec::live_len(s);
+                batch.push(s);
+            }
+            i += 1;
+        }
+        if batch.is_empty() {
+            return (None, i);
+        }
+        let n = batch.len();
+        (
+            Some((codec::encode_chunk(transfer, seq, &batch, bytes, now), n)),
+            i,
+        )
+    }
+
+    fn pump(&mut self, to: MemberKey, transfer: u64, now: Instant) {
+        let key = (to, transfer);
+        let Some(mut d) = self.donations.remove(&key) else {
+            return;
+        };
+        while d.outstanding.len() < self.cfg.state_transfer_window && d.cursor < d.ids.len() {
+            let start = d.cursor;
+            let (chunk, end) = self.build_chunk(&d.ids, start, transfer, d.next_seq, now);
+            d.cursor = end;
+            if let Some((payload, n)) = chunk {
+                let seq = d.next_seq;
+                d.next_seq += 1;
+                d.sent += n as u64;
+                d.outstanding.insert(seq, (start, end));
+                self.send(
+                    vec![to],
+                    payload,
+                    Some(Purpose::Chunk { to, transfer, seq }),
+                );
+            }
+        }
+        if d.cursor >= d.ids.len() && d.outstanding.is_empty() && !d.complete_sent {
+            // Sessions that reached this node during the transfer from
+            // members that did not know the joiner yet: send them too.
+            let late = self.share_for(to, &d.listed);
+            if !late.is_empty() {
+                d.listed.extend(late.iter().cloned());
+                d.ids.extend(late);
+                self.donations.insert(key, d);
+                return self.pump(to, transfer, now);
+            }
+            d.complete_sent = true;
+            let msg = Message::StateComplete {
+                transfer,
+                chunks: d.next_seq,
+                sessions: d.sent,
+            };
+            self.send(
+                vec![to],
+                msg.encode(),
+                Some(Purpose::Complete { to, transfer }),
+            );
+        }
+        self.donations.insert(key, d);
+    }
+
+    pub(crate) fn chunk_outcome(
+        &mut self,
+        to: MemberKey,
+        transfer: u64,
+        seq: u32,
+        ok: bool,
+        now: Instant,
+    ) {
+        let key = (to, transfer);
+        let Some(d) = self.donations.get_mut(&key) else {
+            return;
+        };
+        if ok {
+            if d.outstanding.remove(&seq).is_some() {
+                self.pump(to, transfer, now);
+            }
+            return;
+        }
+        let Some(&(start, _)) = d.outstanding.get(&seq) else {
+            return;
+        };
+        if d.retries >= MAX_TRANSFER_RETRIES {
+            self.donations.remove(&key);
+            return;
+        }
+        d.retries += 1;
+        let ids = std::mem::take(&mut d.ids);
+        let (chunk, _) = self.build_chunk(&ids, start, transfer, seq, now);
+        if let Some(d) = self.donations.get_mut(&key) {
+            d.ids = ids;
+        }
+        match chunk {
+            Some((payload, _)) => {
+                self.send(
+                    vec![to],
+                    payload,
+                    Some(Purpose::Chunk { to, transfer, seq }),
+                );
+            }
+            None => {
+                // Everything in it is gone: resend it empty so the seq is seen.
+                let payload = codec::encode_chunk(transfer, seq, &[], 0, now);
+                self.send(
+                    vec![to],
+                    payload,
+                    Some(Purpose::Chunk { to, transfer, seq }),
+                );
+            }
+        }
+    }
+
+    pub(crate) fn complete_outcome(
+        &mut self,
+        to: MemberKey,
+        transfer: u64,
+        ok: bool,
+        now: Instant,
+    ) {
+        let key = (to, transfer);
+        let Some(d) = self.donations.get_mut(&key) else {
+            return;
+        };
+        if ok {
+            self.donations.remove(&key);
+            self.stats.transfers_served += 1;
+            let until = now + self.cfg.access_timeout;
+            self.forward.insert(to, until);
+            return;
+        }
+        if d.retries >= MAX_TRANSFER_RETRIES {
+            self.donations.remove(&key);
+            return;
+        }
+        d.retries += 1;
+        let msg = Message::StateComplete {
+            transfer,
+            chunks: d.next_seq,
+            sessions: d.sent,
+        };
+        self.send(
+            vec![to],
+            msg.encode(),
+            Some(Purpose::Complete { to, transfer }),
+        );
+    }
+
+    pub(crate) fn on_chunk(
+        &mut self,
+        from: MemberKey,
+        transfer: u64,
+        seq: u32,
+        sessions: Vec<SessionImage>,
+        now: Instant,
+    ) {
+        for img in sessions {
+            match self.table.apply_image(img, now) {
+                Apply::Done { .. } => {
+                    self.stats.applied += 1;
+                    self.stats.sessions_transferred += 1;
+                }
+                _ => self.stats.stale += 1,
+            }
+        }
+        if let Some(j) = &mut self.join {
+            if j.transfer == transfer {
+                if let Some(p) = j.donors.get_mut(&from) {
+                    p.seen.insert(seq);
+                }
+            }
+        }
+        self.send(
+            vec![from],
+            Message::ChunkAck { transfer, seq }.encode(),
+            None,
+        );
+        self.check_ready();
+    }
+
+    pub(crate) fn on_complete(
+        &mut self,
+        from: MemberKey,
+        transfer: u64,
+        chunks: u32,
+        _now: Instant,
+    ) {
+        if let Some(j) = &mut self.join {
+            if j.transfer == transfer {
+                if let Some(p) = j.donors.get_mut(&from) {
+                    p.complete = Some(chunks);
+                }
+            }
+        }
+        self.check_ready();
+    }
+
+    /// A remote update of `id` from `from` was applied here: pass it on to
+    /// joiners this node serves (or served moments ago), whose membership
+    /// event may not have reached `from` yet, so `from` skipped them.
+    pub(crate) fn forward_to_joiners(&mut self, from: MemberKey, id: &SessionId, now: Instant) {
+        if self.forward.is_empty() {
+            return;
+        }
+        self.forward.retain(|_, until| *until > now);
+        let targets: Vec<MemberKey> = self
+            .forward
+            .keys()
+            .filter(|j| **j != from)
+            .filter(|j| self.cfg.mode == SessionMode::Delta || self.placement_of(id).contains(j))
+            .copied()
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        if let Some(s) = self.table.get(id) {
+            let payload = codec::encode_copy(codec::CopyReason::Rebalance, s, now);
+            self.stats.copies_sent += 1;
+            self.send(targets, payload, None);
+        }
+    }
+
+    // ------------------------------------------------------------- fetches
+
+    /// Starts (or joins) a fetch of `id` from its owner; the member asked.
+    pub(crate) fn start_fetch(&mut self, id: SessionId, now: Instant) -> Option<MemberKey> {
+        if let Some(f) = self.fetches.values().find(|f| f.id == id) {
+            return Some(f.target);
+        }
+        let target = *self.placement_of(&id).others(&self.me).first()?;
+        let fetch = self.nonce();
+        self.fetches.insert(
+            fetch,
+            Fetch {
+                id: id.clone(),
+                target,
+                tried: vec![target],
+                deadline: now + self.cfg.access_timeout,
+            },
+        );
+        self.stats.fetches += 1;
+        self.send(
+            vec![target],
+            Message::FetchRequest { fetch, id }.encode(),
+            Some(Purpose::Fetch { fetch }),
+        );
+        Some(target)
+    }
+
+    /// The owner asked did not answer: ask the next holder, or give up.
+    pub(crate) fn retry_fetch(&mut self, fetch: u64, now: Instant) {
+        let Some(f) = self.fetches.get(&fetch) else {
+            return;
+        };
+        let next = self
+            .placement_of(&f.id)
+            .others(&self.me)
+            .into_iter()
+            .find(|m| !f.tried.contains(m));
+        match next {
+            Some(target) => {
+                let id = f.id.clone();
+                if let Some(f) = self.fetches.get_mut(&fetch) {
+                    f.target = target;
+                    f.tried.push(target);
+                    f.deadline = now + self.cfg.access_timeout;
+                }
+                self.send(
+                    vec![target],
+                    Message::FetchRequest { fetch, id }.encode(),
+                    Some(Purpose::Fetch { fetch }),
+                );
+            }
+            None => {
+                if let Some(f) = self.fetches.remove(&fetch) {
+                    self.push_event(SessionEvent::Fetched {
+                        id: f.id,
+                        found: false,
+                    });
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_fetch_reply(
+        &mut self,
+        fetch: u64,
+        id: SessionId,
+        session: Option<SessionImage>,
+        now: Instant,
+    ) {
+        let Some(f) = self.fetches.get(&fetch) else {
+            return;
+        };
+        if f.id != id {
+            return;
+        }
+        match session {
+            Some(img) => {
+                self.fetches.remove(&fetch);
+                self.table.apply_image(img, now);
+                let found = self.table.get(&id).is_some();
+                self.push_event(SessionEvent::Fetched { id, found });
+            }
+            None => self.retry_fetch(fetch, now),
+        }
+    }
+
+    pub(crate) fn check_fetch_timeouts(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| now >= f.deadline)
+            .map(|(k, _)| *k)
+            .collect();
+        for f in due {
+            self.retry_fetch(f, now);
+        }
+    }
+}

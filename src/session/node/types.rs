@@ -1,0 +1,253 @@
+//! The types a host sees at the node's boundary: transmits, outcomes,
+//! tickets, events, lookups and counters.
+
+use crate::session::model::{MemberKey, Session, SessionId, Version};
+use bytes::Bytes;
+
+/// Who a transmit goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// One member.
+    One(MemberKey),
+    /// Several members (the payload is shared, not copied).
+    Many(Vec<MemberKey>),
+}
+
+impl Dest {
+    /// The members, as a slice.
+    pub fn members(&self) -> &[MemberKey] {
+        match self {
+            Dest::One(m) => std::slice::from_ref(m),
+            Dest::Many(v) => v,
+        }
+    }
+}
+
+/// Identifies a transmit whose per-member outcome the node wants back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SendToken(pub u64);
+
+impl SendToken {
+    /// The token of fire-and-forget messages: send without an ack and do
+    /// not report an outcome.
+    pub const NONE: SendToken = SendToken(0);
+}
+
+/// A message the host must hand to the channel.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    /// Destination members.
+    pub to: Dest,
+    /// Encoded message.
+    pub payload: Bytes,
+    /// Report each member's outcome with [`SessionNode::handle_send_outcome`]
+    /// unless this is [`SendToken::NONE`].
+    pub token: SendToken,
+}
+
+impl Transmit {
+    /// True if the node wants acknowledgements (and outcomes) for this message.
+    pub fn needs_ack(&self) -> bool {
+        self.token != SendToken::NONE
+    }
+}
+
+/// Outcome of one transmit for one member, as the channel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The member acknowledged (with delivery acks: its `handle_message` returned `Ok`).
+    Acked,
+    /// The member refused it (its `handle_message` returned `Err`) or the send failed.
+    Failed,
+    /// No acknowledgement in time.
+    TimedOut,
+}
+
+/// Identifies one commit (or create / invalidate / id change) until it is
+/// reported acked or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CommitTicket(pub u64);
+
+/// Why a commit was not acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitFailure {
+    /// A required copy kept refusing or timing out after `commitRetries`.
+    Unacknowledged,
+    /// A concurrent commit of the same session on another node won.
+    Conflict,
+}
+
+/// Why a state transfer failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferFailure {
+    /// `stateTransferTimeout` passed before every donor completed.
+    Timeout {
+        /// Donors that had not completed.
+        missing: usize,
+    },
+}
+
+/// What the host should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A session was created by another member (or arrived by transfer).
+    Created {
+        /// Session id.
+        id: SessionId,
+        /// The member it came from.
+        by: MemberKey,
+    },
+    /// A session was changed by another member.
+    Updated {
+        /// Session id.
+        id: SessionId,
+        /// Its new version.
+        version: Version,
+        /// The member it came from.
+        by: MemberKey,
+    },
+    /// A session expired (here, or on the member that owns its expiry).
+    Expired {
+        /// Session id.
+        id: SessionId,
+        /// True if this node expired it.
+        local: bool,
+    },
+    /// A session was invalidated on another member.
+    Invalidated {
+        /// Session id.
+        id: SessionId,
+        /// The member.
+        by: MemberKey,
+    },
+    /// A session was renamed on another member.
+    IdChanged {
+        /// Old id.
+        old: SessionId,
+        /// New id.
+        new: SessionId,
+        /// The member.
+        by: MemberKey,
+    },
+    /// Every required copy acknowledged the commit.
+    CommitAcked {
+        /// The ticket `commit` returned.
+        ticket: CommitTicket,
+        /// Session id.
+        id: SessionId,
+        /// Copies that now hold it, this node included.
+        copies: usize,
+    },
+    /// The commit could not be acknowledged by every required copy.
+    CommitFailed {
+        /// The ticket.
+        ticket: CommitTicket,
+        /// Session id.
+        id: SessionId,
+        /// Why.
+        reason: CommitFailure,
+    },
+    /// Two concurrent versions of a session met; the higher one was kept.
+    Conflict {
+        /// Session id.
+        id: SessionId,
+        /// Version kept.
+        kept: Version,
+        /// Version discarded.
+        discarded: Version,
+    },
+    /// A fetch started by `get` finished.
+    Fetched {
+        /// Session id.
+        id: SessionId,
+        /// True if the session arrived (then `get` returns it).
+        found: bool,
+    },
+    /// State transfer is complete: the node holds its full share.
+    Ready {
+        /// Sessions held.
+        sessions: usize,
+    },
+    /// State transfer failed; the node is not ready.
+    TransferFailed {
+        /// Why.
+        reason: TransferFailure,
+    },
+    /// Every session this node held is handed over and acknowledged: safe to stop.
+    Drained,
+}
+
+/// Life-cycle of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    /// Created; `start` not called yet.
+    Idle,
+    /// Receiving state from the other members.
+    Joining,
+    /// Holds its share; serving.
+    Ready,
+    /// State transfer timed out; the node holds partial state.
+    TransferFailed,
+    /// Handing its sessions to the others.
+    Draining,
+    /// Everything handed over: safe to stop.
+    Drained,
+}
+
+/// What `get` found.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    /// The session is here.
+    Local(&'a Session),
+    /// Not here; it is being fetched from `owner` (a [`SessionEvent::Fetched`]
+    /// follows). The host may instead forward the request to `owner`.
+    Fetching {
+        /// The member asked.
+        owner: MemberKey,
+    },
+    /// This node gave the session away (drain): forward or redirect to `owner`.
+    Moved(MemberKey),
+    /// No such session.
+    NotFound,
+}
+
+/// Counters of one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Sessions held now.
+    pub sessions: usize,
+    /// Commits (with changes), creates, invalidations and id changes started here.
+    pub commits: u64,
+    /// Of those, acknowledged by every required copy.
+    pub commits_acked: u64,
+    /// Of those, not acknowledged.
+    pub commits_failed: u64,
+    /// Concurrent versions met (here or reported by a peer's refusal).
+    pub conflicts: u64,
+    /// Replicated changes applied here.
+    pub applied: u64,
+    /// Replicated changes ignored as older than what is here.
+    pub stale: u64,
+    /// Deltas refused for a missing base (a whole copy was then sent).
+    pub gaps: u64,
+    /// Whole copies sent (repair, rebalance, hand-off).
+    pub copies_sent: u64,
+    /// Messages that could not be decoded.
+    pub decode_errors: u64,
+    /// Sessions expired here.
+    pub expired: u64,
+    /// Sessions that became primary here after their primary left.
+    pub promotions: u64,
+    /// Copies sent to restore the configured number of copies.
+    pub rereplications: u64,
+    /// State transfers served to joiners.
+    pub transfers_served: u64,
+    /// State transfers received (as a joiner).
+    pub transfers_received: u64,
+    /// Sessions received through state transfer.
+    pub sessions_transferred: u64,
+    /// Fetches started.
+    pub fetches: u64,
+    /// Sessions handed over by drain.
+    pub handoffs: u64,
+}

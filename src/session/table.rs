@@ -1,0 +1,270 @@
+//! The sessions one node holds, and the version rules that decide whether
+//! replicated state is applied: state is only ever replaced by a strictly
+//! newer version, so replication applied out of order never reverts a
+//! session, and a removed or renamed id stays dead (tombstoned) long enough
+//! that late copies cannot resurrect it.
+
+use super::codec::{Delta, SessionImage};
+use super::model::{Session, SessionId, Version};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Most tombstones kept; the oldest go first beyond this.
+const MAX_TOMBSTONES: usize = 1 << 20;
+
+/// What applying replicated state did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Apply {
+    /// Applied. `created`: the session was new here. `displaced`: a
+    /// concurrent version held here lost against the incoming one.
+    Done {
+        created: bool,
+        displaced: Option<Version>,
+    },
+    /// Older than or equal to what is here (or the id is dead): ignored.
+    Stale,
+    /// A delta on a base this node does not have: a whole copy is needed.
+    Gap,
+    /// A concurrent version held here wins against the incoming one.
+    Lost { kept: Version },
+}
+
+/// The session table of one node.
+#[derive(Debug, Default)]
+pub struct SessionTable {
+    map: HashMap<SessionId, Session>,
+    tombstones: HashMap<SessionId, Instant>,
+    tomb_order: VecDeque<(Instant, SessionId)>,
+}
+
+/// Two versions with the same counter but different writers were made
+/// concurrently on the same base.
+fn concurrent(a: Version, b: Version) -> bool {
+    a.counter == b.counter && a.writer != b.writer
+}
+
+impl SessionTable {
+    /// Number of sessions held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    /// True if no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    /// One session.
+    pub fn get(&self, id: &[u8]) -> Option<&Session> {
+        self.map.get(id)
+    }
+    pub(crate) fn get_mut(&mut self, id: &[u8]) -> Option<&mut Session> {
+        self.map.get_mut(id)
+    }
+    /// True if `id` was removed or renamed recently.
+    pub fn is_tombstoned(&self, id: &[u8]) -> bool {
+        self.tombstones.contains_key(id)
+    }
+    /// All sessions.
+    pub fn iter(&self) -> impl Iterator<Item = &Session> {
+        self.map.values()
+    }
+    /// All session ids (a snapshot).
+    pub(crate) fn ids(&self) -> Vec<SessionId> {
+        self.map.keys().cloned().collect()
+    }
+    pub(crate) fn insert_local(&mut self, s: Session) {
+        self.tombstones.remove(&s.id);
+        self.map.insert(s.id.clone(), s);
+    }
+    /// Removes a session and remembers its id as dead.
+    pub(crate) fn remove(&mut self, id: &SessionId, now: Instant) -> Option<Session> {
+        self.tombstone(id, now);
+        self.map.remove(id)
+    }
+    /// Drops a copy without tombstoning (this node just stops holding it).
+    pub(crate) fn forget(&mut self, id: &[u8]) -> Option<Session> {
+        self.map.remove(id)
+    }
+    fn tombstone(&mut self, id: &SessionId, now: Instant) {
+        if self.tombstones.insert(id.clone(), now).is_none() {
+            self.tomb_order.push_back((now, id.clone()));
+        }
+        while self.tomb_order.len() > MAX_TOMBSTONES {
+            if let Some((_, old)) = self.tomb_order.pop_front() {
+                self.tombstones.remove(&old);
+            }
+        }
+    }
+    /// Forgets tombstones older than `retention`.
+    pub(crate) fn purge_tombstones(&mut self, now: Instant, retention: Duration) {
+        while let Some((at, _)) = self.tomb_order.front() {
+            if now.saturating_duration_since(*at) < retention {
+                break;
+            }
+            if let Some((at, id)) = self.tomb_order.pop_front() {
+                if self.tombstones.get(&id) == Some(&at) {
+                    self.tombstones.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Applies a delta if it builds on the version held here.
+    pub(crate) fn apply_delta(&mut self, d: &Delta, now: Instant) -> Apply {
+        match self.map.get_mut(&d.id) {
+            Some(s) if s.version == d.base && d.version > s.version => {
+                s.apply(&d.ops, &d.meta);
+                s.version = d.version;
+                s.last_access = now;
+                Apply::Done {
+                    created: false,
+                    displaced: None,
+                }
+            }
+            Some(s) if d.version <= s.version => {
+                if concurrent(d.version, s.version) {
+                    Apply::Lost { kept: s.version }
+                } else {
+                    Apply::Stale
+                }
+            }
+            Some(_) => Apply::Gap,
+            None if self.tombstones.contains_key(&d.id) => Apply::Stale,
+            None => Apply::Gap,
+        }
+    }
+
+    /// Applies a whole copy if it is newer than what is here.
+    pub(crate) fn apply_image(&mut self, img: SessionImage, now: Instant) -> Apply {
+        if self.tombstones.contains_key(&img.id) {
+            return Apply::Stale;
+        }
+        match self.map.get_mut(&img.id) {
+            Some(s) if img.version > s.version => {
+                let displaced = concurrent(img.version, s.version).then_some(s.version);
+                let access = s.last_access;
+                *s = img.into_session(now);
+                // A copy never makes a session look older than seen here.
+                s.last_access = s.last_access.max(access);
+                Apply::Done {
+                    created: false,
+                    displaced,
+                }
+            }
+            Some(s) => {
+                if concurrent(img.version, s.version) {
+                    Apply::Lost { kept: s.version }
+                } else {
+                    Apply::Stale
+                }
+            }
+            None => {
+                let s = img.into_session(now);
+                self.map.insert(s.id.clone(), s);
+                Apply::Done {
+                    created: true,
+                    displaced: None,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::model::{AttrOp, MetaChange, SessionMeta};
+    use bytes::Bytes;
+
+    fn img(id: &'static [u8], counter: u64, writer: u8, val: &'static [u8]) -> SessionImage {
+        SessionImage {
+            id: Bytes::from_static(id),
+            version: Version {
+                counter,
+                writer: [writer; 16],
+            },
+            meta: SessionMeta::default(),
+            idle_ms: 0,
+            attrs: vec![(Bytes::from_static(b"a"), Bytes::from_static(val))],
+        }
+    }
+
+    fn delta(base: u64, counter: u64, val: &'static [u8]) -> Delta {
+        Delta {
+            id: Bytes::from_static(b"s"),
+            base: Version {
+                counter: base,
+                writer: [1; 16],
+            },
+            version: Version {
+                counter,
+                writer: [1; 16],
+            },
+            ops: vec![AttrOp::Set(
+                Bytes::from_static(b"a"),
+                Bytes::from_static(val),
+            )],
+            meta: MetaChange::default(),
+        }
+    }
+
+    #[test]
+    fn older_copy_never_overwrites_newer_state() {
+        let now = Instant::now();
+        let mut t = SessionTable::default();
+        assert!(matches!(
+            t.apply_image(img(b"s", 5, 1, b"new"), now),
+            Apply::Done { created: true, .. }
+        ));
+        assert_eq!(t.apply_image(img(b"s", 3, 1, b"old"), now), Apply::Stale);
+        assert_eq!(&t.get(b"s").unwrap().attribute(b"a").unwrap()[..], b"new");
+    }
+
+    #[test]
+    fn delta_applies_only_on_its_base() {
+        let now = Instant::now();
+        let mut t = SessionTable::default();
+        t.apply_image(img(b"s", 1, 1, b"v1"), now);
+        assert_eq!(t.apply_delta(&delta(2, 3, b"v3"), now), Apply::Gap);
+        assert!(matches!(
+            t.apply_delta(&delta(1, 2, b"v2"), now),
+            Apply::Done { .. }
+        ));
+        assert_eq!(t.apply_delta(&delta(1, 2, b"v2"), now), Apply::Stale);
+        assert_eq!(t.get(b"s").unwrap().version().counter, 2);
+    }
+
+    #[test]
+    fn concurrent_versions_resolve_to_the_higher_writer_on_every_node() {
+        let now = Instant::now();
+        let (mut a, mut b) = (SessionTable::default(), SessionTable::default());
+        a.apply_image(img(b"s", 6, 1, b"from-1"), now);
+        b.apply_image(img(b"s", 6, 2, b"from-2"), now);
+        // Each receives the other's version.
+        assert!(matches!(
+            a.apply_image(img(b"s", 6, 2, b"from-2"), now),
+            Apply::Done {
+                displaced: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            b.apply_image(img(b"s", 6, 1, b"from-1"), now),
+            Apply::Lost { .. }
+        ));
+        assert_eq!(
+            a.get(b"s").unwrap().attribute(b"a"),
+            b.get(b"s").unwrap().attribute(b"a")
+        );
+    }
+
+    #[test]
+    fn removed_ids_are_not_resurrected_until_the_tombstone_expires() {
+        let now = Instant::now();
+        let mut t = SessionTable::default();
+        t.apply_image(img(b"s", 1, 1, b"x"), now);
+        t.remove(&Bytes::from_static(b"s"), now);
+        assert_eq!(t.apply_image(img(b"s", 9, 1, b"x"), now), Apply::Stale);
+        t.purge_tombstones(now + Duration::from_secs(10), Duration::from_secs(5));
+        assert!(!t.is_tombstoned(b"s"));
+    }
+}

@@ -1,0 +1,603 @@
+//! Replication behaviour of `SessionNode`s in the deterministic simulated
+//! cluster (virtual clock, random latency so messages overtake each other,
+//! loss, partitions, crashes). No sockets.
+
+use bytes::Bytes;
+use sessionrepl::session::sim::{sim_key, SimCluster, SimConfig};
+use sessionrepl::session::{
+    CommitFailure, CommitTicket, Lookup, NodeState, SessionConfig, SessionEvent, SessionMode,
+    TransferFailure, Txn,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn cfg(mode: SessionMode) -> SessionConfig {
+    SessionConfig {
+        mode,
+        ..SessionConfig::default()
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Creates session `id` on its primary (as seen by node 0) with `k = v`.
+fn create_on_primary(c: &mut SimCluster, id: &str, v: &str) -> usize {
+    let p = c
+        .node(c.alive()[0])
+        .placement_of(id.as_bytes())
+        .primary()
+        .unwrap();
+    let i = (0..c.len()).find(|i| sim_key(*i) == p).unwrap();
+    let mut t = Txn::new(id.to_string());
+    t.set("k", v.to_string());
+    c.with(i, |n, now| n.create(t, 1, now)).unwrap();
+    i
+}
+
+fn commit(c: &mut SimCluster, i: usize, id: &str, v: &str) -> CommitTicket {
+    let mut t = Txn::new(id.to_string());
+    t.set("k", v.to_string());
+    c.with(i, |n, now| n.commit(t, now)).unwrap().unwrap()
+}
+
+fn acked(c: &SimCluster, i: usize, ticket: CommitTicket) -> Option<usize> {
+    c.events(i).iter().find_map(|e| match e {
+        SessionEvent::CommitAcked {
+            ticket: t, copies, ..
+        } if *t == ticket => Some(*copies),
+        _ => None,
+    })
+}
+
+fn failed(c: &SimCluster, i: usize, ticket: CommitTicket) -> Option<CommitFailure> {
+    c.events(i).iter().find_map(|e| match e {
+        SessionEvent::CommitFailed {
+            ticket: t, reason, ..
+        } if *t == ticket => Some(*reason),
+        _ => None,
+    })
+}
+
+fn val(c: &SimCluster, i: usize, id: &str) -> Option<Bytes> {
+    c.value(i, id.as_bytes(), b"k")
+}
+
+#[test]
+fn backup_commit_is_acked_once_the_backup_holds_it() {
+    let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Backup), 4);
+    let p = create_on_primary(&mut c, "s1", "v0");
+    let t = commit(&mut c, p, "s1", "v1");
+    assert_eq!(acked(&c, p, t), None, "acked before any ack arrived");
+    c.run_for(ms(20));
+    assert_eq!(acked(&c, p, t), Some(2));
+    let holders = c.holders_of(b"s1");
+    assert_eq!(holders.len(), 2, "primary + 1 backup, no proxies");
+    for h in holders {
+        assert_eq!(val(&c, h, "s1").as_deref(), Some(&b"v1"[..]));
+    }
+    assert_eq!(c.node(p).stats().commits_acked, 2);
+}
+
+#[test]
+fn delta_commit_reaches_every_member_and_only_then_is_acked() {
+    let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Delta), 3);
+    let mut t = Txn::new("s");
+    t.set("k", "a");
+    let ticket = c.with(1, |n, now| n.create(t, 1, now)).unwrap();
+    c.partition(1, 2);
+    c.run_for(ms(30));
+    assert_eq!(acked(&c, 1, ticket), None, "member 2 never acked");
+    c.heal();
+    c.run_for(ms(300));
+    assert_eq!(acked(&c, 1, ticket), Some(3));
+    assert_eq!(c.holders_of(b"s"), vec![0, 1, 2]);
+}
+
+#[test]
+fn out_of_order_delivery_never_reverts_state() {
+    let net = SimConfig {
+        latency_min: ms(0),
+        latency_max: ms(30),
+        seed: 7,
+        ..SimConfig::default()
+    };
+    for mode in [SessionMode::Delta, SessionMode::Backup] {
+        let mut c = SimCluster::started(net.clone(), cfg(mode), 3);
+        let p = create_on_primary(&mut c, "s", "0");
+        let mut tickets = Vec::new();
+        for i in 1..=40 {
+            tickets.push(commit(&mut c, p, "s", &i.to_string()));
+            c.run_for(Duration::from_micros(500));
+        }
+        c.run_for(ms(500));
+        for t in &tickets {
+            assert!(acked(&c, p, *t).is_some(), "{mode:?}: commit not acked");
+        }
+        for h in c.holders_of(b"s") {
+            assert_eq!(
+                val(&c, h, "s").as_deref(),
+                Some(&b"40"[..]),
+                "{mode:?} node {h}"
+            );
+            assert_eq!(c.node(h).peek(b"s").unwrap().version().counter, 41);
+        }
+        let gaps: u64 = (0..3).map(|i| c.node(i).stats().gaps).sum();
+        let stale: u64 = (0..3).map(|i| c.node(i).stats().stale).sum();
+        assert!(gaps + stale > 0, "{mode:?}: the network never reordered");
+    }
+}
+
+#[test]
+fn concurrent_commits_resolve_to_one_winner_everywhere() {
+    let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Delta), 3);
+    let mut t = Txn::new("s");
+    t.set("k", "base");
+    c.with(0, |n, now| n.create(t, 1, now)).unwrap();
+    c.run_for(ms(50));
+    let ta = commit(&mut c, 0, "s", "from-0");
+    let tb = commit(&mut c, 1, "s", "from-1");
+    c.run_for(ms(500));
+    let v0 = val(&c, 0, "s");
+    assert!(v0.is_some());
+    for i in 1..3 {
+        assert_eq!(val(&c, i, "s"), v0, "node {i} diverged");
+    }
+    // The higher (version, writer) wins: node 1's id is larger.
+    assert_eq!(v0.as_deref(), Some(&b"from-1"[..]));
+    assert_eq!(failed(&c, 0, ta), Some(CommitFailure::Conflict));
+    assert!(acked(&c, 0, ta).is_none());
+    assert!(acked(&c, 1, tb).is_some());
+    let conflicts: u64 = (0..3).map(|i| c.node(i).stats().conflicts).sum();
+    assert!(conflicts >= 1);
+    assert!(c
+        .events(0)
+        .iter()
+        .any(|e| matches!(e, SessionEvent::Conflict { .. })));
+}
+
+fn tables_equal(c: &SimCluster, a: usize, b: usize) {
+    let mut ia = c.ids(a);
+    let mut ib = c.ids(b);
+    ia.sort();
+    ib.sort();
+    assert_eq!(ia.len(), ib.len(), "session counts differ");
+    assert_eq!(ia, ib);
+    for id in ia {
+        let (sa, sb) = (c.node(a).peek(&id).unwrap(), c.node(b).peek(&id).unwrap());
+        assert_eq!(sa.version(), sb.version());
+        assert_eq!(sa.attribute(b"k"), sb.attribute(b"k"));
+    }
+}
+
+#[test]
+fn joiner_gets_every_session_and_every_racing_commit() {
+    let session = SessionConfig {
+        mode: SessionMode::Delta,
+        send_all_sessions_size: 50,
+        state_transfer_window: 2,
+        ..SessionConfig::default()
+    };
+    let net = SimConfig {
+        latency_max: ms(5),
+        ..SimConfig::default()
+    };
+    let mut c = SimCluster::started(net, session, 2);
+    for i in 0..1000 {
+        let mut t = Txn::new(format!("s{i}"));
+        t.set("k", "0");
+        c.with(i % 2, |n, now| n.create(t, 1, now)).unwrap();
+    }
+    c.run_for(ms(100));
+    let j = c.add_node();
+    assert_eq!(c.node(j).state(), NodeState::Joining);
+    // Commits, creates and invalidations race with the transfer.
+    let mut step = 0;
+    while c.node(j).state() == NodeState::Joining && step < 400 {
+        let i = (step * 7) % 1000;
+        let mut t = Txn::new(format!("s{i}"));
+        t.set("k", format!("during-{step}"));
+        // Invalidated sessions refuse commits: that is expected here.
+        let _ = c.with(step % 2, |n, now| n.commit(t, now));
+        let mut t = Txn::new(format!("new{step}"));
+        t.set("k", "n");
+        c.with(step % 2, |n, now| n.create(t, 1, now)).unwrap();
+        if step % 10 == 0 {
+            let id = format!("s{}", (step * 13 + 1) % 1000);
+            c.with(0, |n, now| n.invalidate(id.as_bytes(), now)).ok();
+        }
+        c.run_for(Duration::from_micros(300));
+        step += 1;
+    }
+    assert!(step > 5, "transfer finished before any race");
+    c.run_for(ms(500));
+    assert!(c.node(j).is_ready());
+    let ready: Vec<_> = c
+        .events(j)
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Ready { .. }))
+        .collect();
+    assert_eq!(ready.len(), 1);
+    tables_equal(&c, 0, j);
+    tables_equal(&c, 1, j);
+    assert!(c.node(j).stats().sessions_transferred >= 900);
+}
+
+#[test]
+fn state_transfer_timeout_is_an_error_not_silent_partial_state() {
+    let session = SessionConfig {
+        mode: SessionMode::Delta,
+        state_transfer_timeout: Some(ms(300)),
+        ..SessionConfig::default()
+    };
+    let mut c = SimCluster::started(SimConfig::default(), session, 2);
+    for i in 0..10 {
+        let mut t = Txn::new(format!("s{i}"));
+        t.set("k", "v");
+        c.with(0, |n, now| n.create(t, 1, now)).unwrap();
+    }
+    c.run_for(ms(20));
+    let j = c.add_node();
+    c.partition(0, j);
+    c.partition(1, j);
+    c.run_for(ms(1000));
+    assert_eq!(c.node(j).state(), NodeState::TransferFailed);
+    assert!(!c.node(j).is_ready());
+    assert!(c.events(j).iter().any(|e| matches!(
+        e,
+        SessionEvent::TransferFailed {
+            reason: TransferFailure::Timeout { .. }
+        }
+    )));
+    assert!(!c
+        .events(j)
+        .iter()
+        .any(|e| matches!(e, SessionEvent::Ready { .. })));
+    // The host may retry once the network is back.
+    c.heal();
+    c.with(j, |n, now| n.start(now));
+    c.run_for(ms(300));
+    assert!(c.node(j).is_ready());
+    tables_equal(&c, 0, j);
+}
+
+#[test]
+fn backup_joiner_receives_exactly_the_sessions_placement_assigns_it() {
+    let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Backup), 3);
+    for i in 0..300 {
+        create_on_primary(&mut c, &format!("s{i}"), "v");
+    }
+    c.run_for(ms(100));
+    let j = c.add_node();
+    assert!(c.run_until(ms(2000), |c| c.node(j).is_ready()));
+    c.run_for(ms(3000)); // sweeps drop copies no longer placed
+    let mut assigned = 0;
+    for i in 0..300 {
+        let id = format!("s{i}");
+        let h = c.node(0).placement_of(id.as_bytes());
+        let want: Vec<usize> = h
+            .as_slice()
+            .iter()
+            .map(|m| (0..c.len()).find(|i| sim_key(*i) == *m).unwrap())
+            .collect();
+        let mut have = c.holders_of(id.as_bytes());
+        have.sort();
+        let mut want_sorted = want.clone();
+        want_sorted.sort();
+        assert_eq!(have, want_sorted, "{id}");
+        if want.contains(&j) {
+            assigned += 1;
+            assert_eq!(val(&c, j, &id).as_deref(), Some(&b"v"[..]));
+        }
+    }
+    assert!(assigned > 50, "joiner got only {assigned} sessions");
+}
+
+#[test]
+fn lost_primary_is_replaced_and_copies_are_restored() {
+    for backups in [1usize, 2] {
+        let session = SessionConfig {
+            backup_count: backups,
+            ..cfg(SessionMode::Backup)
+        };
+        let mut c = SimCluster::started(SimConfig::default(), session, 5);
+        for i in 0..200 {
+            create_on_primary(&mut c, &format!("s{i}"), &format!("v{i}"));
+        }
+        c.run_for(ms(100));
+        c.kill(2);
+        c.run_for(ms(3000));
+        let promotions: u64 = c
+            .alive()
+            .iter()
+            .map(|i| c.node(*i).stats().promotions)
+            .sum();
+        let rerep: u64 = c
+            .alive()
+            .iter()
+            .map(|i| c.node(*i).stats().rereplications)
+            .sum();
+        assert!(promotions > 0 && rerep > 0);
+        for i in 0..200 {
+            let id = format!("s{i}");
+            let holders = c.holders_of(id.as_bytes());
+            assert_eq!(holders.len(), backups + 1, "{id} has {holders:?}");
+            for h in holders {
+                assert_eq!(val(&c, h, &id), Some(Bytes::from(format!("v{i}"))));
+            }
+        }
+    }
+}
+
+#[test]
+fn drain_hands_everything_over_while_commits_race() {
+    let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Backup), 4);
+    let ids: Vec<String> = (0..120).map(|i| format!("s{i}")).collect();
+    for id in &ids {
+        create_on_primary(&mut c, id, "0");
+    }
+    c.run_for(ms(100));
+    c.with(0, |n, now| n.drain(now));
+    assert_eq!(c.node(0).state(), NodeState::Draining);
+    // Commits keep coming, on the draining node and elsewhere.
+    let mut last: HashMap<String, (usize, CommitTicket, String)> = HashMap::new();
+    for round in 0..5 {
+        for id in &ids {
+            let holders = c.holders_of(id.as_bytes());
+            let Some(&i) = holders.first() else { continue };
+            let v = format!("r{round}");
+            if let Ok(Some(t)) = {
+                let mut tx = Txn::new(id.clone());
+                tx.set("k", v.clone());
+                c.with(i, |n, now| n.commit(tx, now))
+            } {
+                last.insert(id.clone(), (i, t, v));
+            }
+        }
+        c.run_for(Duration::from_micros(700));
+    }
+    assert!(c.run_until(ms(2000), |c| c.node(0).state() == NodeState::Drained));
+    assert!(c.events(0).contains(&SessionEvent::Drained));
+    c.run_for(ms(100));
+    for id in &ids {
+        match c.with(0, |n, now| match n.get(id.as_bytes(), now) {
+            Lookup::Moved(owner) => Some(owner),
+            _ => None,
+        }) {
+            Some(owner) => {
+                let o = (0..c.len()).find(|i| sim_key(*i) == owner).unwrap();
+                assert!(
+                    c.node(o).peek(id.as_bytes()).is_some(),
+                    "{id}: owner lacks it"
+                );
+            }
+            None => panic!("{id}: drained node did not answer Moved"),
+        }
+    }
+    c.kill(0);
+    c.run_for(ms(2000));
+    for (id, (node, ticket, v)) in &last {
+        if acked(&c, *node, *ticket).is_none() {
+            continue;
+        }
+        let holders = c.holders_of(id.as_bytes());
+        assert!(holders.len() >= 2, "{id}: {holders:?}");
+        for h in holders {
+            assert_eq!(val(&c, h, id), Some(Bytes::from(v.clone())), "{id} on {h}");
+        }
+    }
+}
+
+#[test]
+fn id_change_leaves_no_node_with_both_or_neither() {
+    for mode in [SessionMode::Delta, SessionMode::Backup] {
+        let net = SimConfig {
+            latency_max: ms(10),
+            ..SimConfig::default()
+        };
+        let mut c = SimCluster::started(net, cfg(mode), 4);
+        let p = create_on_primary(&mut c, "old", "x");
+        // Rename right away: the rename may overtake the create.
+        let t = c.with(p, |n, now| n.change_id(b"old", "new", now)).unwrap();
+        c.run_for(ms(500));
+        assert!(acked(&c, p, t).is_some(), "{mode:?}");
+        assert!(c.holders_of(b"old").is_empty(), "{mode:?}: old id survives");
+        let holders = c.holders_of(b"new");
+        let want = match mode {
+            SessionMode::Delta => 4,
+            SessionMode::Backup => 2,
+        };
+        assert!(holders.len() >= want, "{mode:?}: {holders:?}");
+        for h in holders {
+            assert_eq!(val(&c, h, "new").as_deref(), Some(&b"x"[..]));
+        }
+        if mode == SessionMode::Delta {
+            for i in 0..4 {
+                if i != p {
+                    assert!(c
+                        .events(i)
+                        .iter()
+                        .any(|e| matches!(e, SessionEvent::IdChanged { .. })));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn expiry_propagates_and_access_keeps_sessions_alive() {
+    let session = SessionConfig {
+        mode: SessionMode::Delta,
+        max_inactive_interval: 1,
+        expire_check_interval: ms(100),
+        ..SessionConfig::default()
+    };
+    let mut c = SimCluster::started(SimConfig::default(), session, 3);
+    for id in ["idle", "busy"] {
+        let mut t = Txn::new(id);
+        t.set("k", "v");
+        c.with(0, |n, now| n.create(t, 1, now)).unwrap();
+    }
+    c.run_for(ms(50));
+    for _ in 0..10 {
+        c.run_for(ms(200));
+        // Read-only requests on a member that does not own expiry.
+        let owner = c.node(0).placement_of(b"busy").primary().unwrap();
+        let reader = (0..3).find(|i| sim_key(*i) != owner).unwrap();
+        c.with(reader, |n, now| n.access(b"busy", now)).unwrap();
+    }
+    assert!(c.holders_of(b"idle").is_empty(), "idle session survived");
+    assert_eq!(c.holders_of(b"busy").len(), 3, "accessed session expired");
+    let local: usize = (0..3)
+        .map(|i| {
+            c.events(i)
+                .iter()
+                .filter(|e| matches!(e, SessionEvent::Expired { local: true, .. }))
+                .count()
+        })
+        .sum();
+    let remote: usize = (0..3)
+        .map(|i| {
+            c.events(i)
+                .iter()
+                .filter(|e| matches!(e, SessionEvent::Expired { local: false, .. }))
+                .count()
+        })
+        .sum();
+    assert_eq!(local, 1, "exactly one member owns the expiry");
+    assert_eq!(remote, 2, "the others hear about it");
+}
+
+#[test]
+fn non_holder_fetches_the_session_from_its_owner() {
+    let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Backup), 4);
+    create_on_primary(&mut c, "s", "hello");
+    c.run_for(ms(50));
+    let outsider = (0..4).find(|i| c.node(*i).peek(b"s").is_none()).unwrap();
+    let owner = c.with(outsider, |n, now| match n.get(b"s", now) {
+        Lookup::Fetching { owner } => owner,
+        other => panic!("expected a fetch, got {other:?}"),
+    });
+    assert_eq!(Some(owner), c.node(0).placement_of(b"s").primary());
+    c.run_for(ms(50));
+    assert!(c.events(outsider).contains(&SessionEvent::Fetched {
+        id: Bytes::from_static(b"s"),
+        found: true
+    }));
+    assert_eq!(val(&c, outsider, "s").as_deref(), Some(&b"hello"[..]));
+    // A commit on the fetched copy reaches the holders.
+    let t = commit(&mut c, outsider, "s", "changed");
+    c.run_for(ms(50));
+    assert_eq!(acked(&c, outsider, t), Some(3));
+    let o = (0..4).find(|i| sim_key(*i) == owner).unwrap();
+    assert_eq!(val(&c, o, "s").as_deref(), Some(&b"changed"[..]));
+    // A session nobody has is reported missing.
+    let missing = c.with(outsider, |n, now| {
+        matches!(n.get(b"nope", now), Lookup::Fetching { .. })
+    });
+    c.run_for(ms(50));
+    assert!(
+        !missing
+            || c.events(outsider).contains(&SessionEvent::Fetched {
+                id: Bytes::from_static(b"nope"),
+                found: false
+            })
+    );
+}
+
+#[test]
+fn garbage_from_a_member_is_refused_and_counted() {
+    let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Backup), 2);
+    let r = c.with(0, |n, now| {
+        n.handle_message(sim_key(1), Bytes::from_static(b"\xd5\x01\x03\xff"), now)
+    });
+    assert!(r.is_err());
+    assert_eq!(c.node(0).stats().decode_errors, 1);
+}
+
+/// The core promise: with N backups and at most N members lost at once, no
+/// acknowledged commit is lost.
+#[test]
+fn acked_commits_survive_up_to_backup_count_failures() {
+    for seed in 1..=6u64 {
+        for backups in [1usize, 2] {
+            run_durability(seed, backups);
+        }
+    }
+}
+
+fn run_durability(seed: u64, backups: usize) {
+    let net = SimConfig {
+        seed,
+        latency_min: ms(0),
+        latency_max: ms(4),
+        loss: 0.01,
+        ..SimConfig::default()
+    };
+    let session = SessionConfig {
+        backup_count: backups,
+        ..cfg(SessionMode::Backup)
+    };
+    let mut c = SimCluster::started(net, session, 6);
+    let ids: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+    for id in &ids {
+        create_on_primary(&mut c, id, "0");
+    }
+    c.run_for(ms(300));
+    // ticket -> (node, id, version)
+    let mut pending: Vec<(usize, CommitTicket, String, u64)> = Vec::new();
+    let mut kills = 0;
+    for round in 0..60u64 {
+        for _ in 0..8 {
+            let k = c.rng().below(ids.len() as u64) as usize;
+            let id = &ids[k];
+            let alive = c.alive();
+            let Some(&i) = alive.iter().find(|i| {
+                c.node(**i).is_primary_for(id.as_bytes())
+                    && c.node(**i).peek(id.as_bytes()).is_some()
+            }) else {
+                continue;
+            };
+            let mut t = Txn::new(id.clone());
+            t.set("k", round.to_string());
+            if let Ok(Some(ticket)) = c.with(i, |n, now| n.commit(t, now)) {
+                let v = c.node(i).peek(id.as_bytes()).unwrap().version().counter;
+                pending.push((i, ticket, id.clone(), v));
+            }
+        }
+        c.run_for(ms(5));
+        if round % 15 == 7 && kills + backups < 5 {
+            // Up to `backups` members at once, then time to re-replicate.
+            let n = 1 + c.rng().below(backups as u64) as usize;
+            for _ in 0..n {
+                let alive = c.alive();
+                let v = alive[c.rng().below(alive.len() as u64) as usize];
+                c.kill(v);
+                kills += 1;
+            }
+        }
+    }
+    c.run_for(ms(3000));
+    let mut best: HashMap<String, u64> = HashMap::new();
+    let mut acked_count = 0;
+    for (i, ticket, id, v) in &pending {
+        if acked(&c, *i, *ticket).is_some() {
+            acked_count += 1;
+            let e = best.entry(id.clone()).or_default();
+            *e = (*e).max(*v);
+        }
+    }
+    assert!(acked_count > 50, "seed {seed}: only {acked_count} acked");
+    for (id, v) in best {
+        let have = c
+            .alive()
+            .iter()
+            .filter_map(|i| c.node(*i).peek(id.as_bytes()).map(|s| s.version().counter))
+            .max();
+        assert!(
+            have.is_some_and(|h| h >= v),
+            "seed {seed} backups {backups}: {id} acked at version {v}, survivors have {have:?}"
+        );
+    }
+}
