@@ -81,27 +81,7 @@ pub fn run(args: &[String]) -> i32 {
     let addr = listener.local_addr().unwrap_or(listen);
     // Accept and drop connections (failure-detector probes).
     std::thread::spawn(move || for _ in listener.incoming() {});
-    let print = Arc::new(|e: &MemberEvent| {
-        let m = e.member();
-        match e {
-            MemberEvent::Added(_) => say(&format!(
-                "member-added id={} addr={} domain={} sessionrepl={}",
-                m.id_hex(),
-                m.addr,
-                String::from_utf8_lossy(&m.domain),
-                m.is_sessionrepl()
-            )),
-            MemberEvent::Removed(_, r) => say(&format!(
-                "member-removed id={} addr={} reason={}",
-                m.id_hex(),
-                m.addr,
-                r.as_str()
-            )),
-            MemberEvent::Suspect(_) => {
-                say(&format!("member-suspect id={} addr={}", m.id_hex(), m.addr))
-            }
-        }
-    });
+    let print = Arc::new(|e: &MemberEvent| say(&e.to_string()));
     let svc = match MembershipService::start(&cfg, LocalMemberInfo::new(addr, id, ""), print) {
         Ok(s) => s,
         Err(e) => {

@@ -174,6 +174,36 @@ impl RemoveReason {
     }
 }
 
+impl std::fmt::Display for MemberEvent {
+    /// One line, as `sessionrepl node` prints it:
+    /// `member-added id=<hex> addr=<host:port> domain=<d> sessionrepl=<bool>`,
+    /// `member-removed id=<hex> addr=<host:port> reason=<reason>`,
+    /// `member-suspect id=<hex> addr=<host:port>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.member();
+        match self {
+            MemberEvent::Added(_) => write!(
+                f,
+                "member-added id={} addr={} domain={} sessionrepl={}",
+                m.id_hex(),
+                m.addr,
+                String::from_utf8_lossy(&m.domain),
+                m.is_sessionrepl()
+            ),
+            MemberEvent::Removed(_, r) => write!(
+                f,
+                "member-removed id={} addr={} reason={}",
+                m.id_hex(),
+                m.addr,
+                r.as_str()
+            ),
+            MemberEvent::Suspect(_) => {
+                write!(f, "member-suspect id={} addr={}", m.id_hex(), m.addr)
+            }
+        }
+    }
+}
+
 /// A change of the member list, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberEvent {

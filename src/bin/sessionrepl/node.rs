@@ -35,6 +35,14 @@ pub fn parse_config(args: &[String]) -> Result<Config, String> {
     Ok(cfg)
 }
 
+/// One line to stdout, flushed at once (tests and scripts read it live).
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 pub fn run(args: &[String]) -> Result<(), String> {
     let cfg = parse_config(args)?;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -44,16 +52,21 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let ch = Channel::builder(cfg)
         .listener(|m| {
-            println!("message from={} bytes={}", m.from, m.payload.len());
+            say(&format!(
+                "message from={} bytes={}",
+                m.from,
+                m.payload.len()
+            ));
             Ok(())
         })
+        .member_listener(|ev| say(&ev.to_string()))
         .start()
         .map_err(|e| e.to_string())?;
-    println!("ready addr={}", ch.local_addr());
+    say(&format!("ready addr={}", ch.local_addr()));
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
     }
     ch.stop();
-    println!("stopped");
+    say("stopped");
     Ok(())
 }

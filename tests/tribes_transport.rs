@@ -1,0 +1,255 @@
+//! Transport interop with a real Apache Tribes node (Debian's
+//! libtomcat10-java): Tribes → sessionrepl and sessionrepl → Tribes, with and
+//! without ack (on receipt and after delivery), with and without
+//! GzipInterceptor. Skipped, with a printed reason, when javac or the jars
+//! are absent.
+
+use bytes::Bytes;
+use sessionrepl::config::AckMode;
+use sessionrepl::transport::SendOptions;
+use sessionrepl::{Channel, Config, Error};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const TRIBES_JAR: &str = "/usr/share/java/tomcat10-tribes.jar";
+const JULI_JAR: &str = "/usr/share/java/tomcat10-juli.jar";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn compile() -> Result<PathBuf, String> {
+    for jar in [TRIBES_JAR, JULI_JAR] {
+        if !Path::new(jar).exists() {
+            return Err(format!(
+                "{jar} missing (apt-get install -y libtomcat10-java)"
+            ));
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("sr-tribes-tp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("java/TribesTransportPeer.java");
+    let st = Command::new("javac")
+        .args(["-nowarn", "-cp", &format!("{TRIBES_JAR}:{JULI_JAR}"), "-d"])
+        .arg(&dir)
+        .arg(&src)
+        .status()
+        .map_err(|e| format!("javac not runnable: {e}"))?;
+    if !st.success() {
+        return Err(format!("javac failed: {st}"));
+    }
+    Ok(dir)
+}
+
+struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    port: u16,
+}
+
+impl Peer {
+    fn start(classes: &Path, gzip: bool) -> Peer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new("java")
+            .arg("-Djava.net.preferIPv4Stack=true")
+            .arg("-cp")
+            .arg(format!("{}:{TRIBES_JAR}:{JULI_JAR}", classes.display()))
+            .arg("TribesTransportPeer")
+            .arg(port.to_string())
+            .arg(gzip.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("java");
+        let stdin = child.stdin.take().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = Peer {
+            child,
+            stdin,
+            lines: rx,
+            port: 0,
+        };
+        let l = p.expect("started");
+        p.port = l
+            .split("port=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        p
+    }
+    fn expect(&mut self, prefix: &str) -> String {
+        loop {
+            let l = self
+                .lines
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|_| panic!("no '{prefix}' line"));
+            if l.starts_with(prefix) {
+                return l;
+            }
+        }
+    }
+    fn cmd(&mut self, c: &str) {
+        writeln!(self.stdin, "{c}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const USE_ACK: u32 = 0x2;
+const SYNC_ACK: u32 = 0x4;
+const BYTE_MESSAGE: u32 = 0x1;
+
+fn node() -> (Channel, Arc<Mutex<Vec<(SocketAddr, String)>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g2 = got.clone();
+    let ch = Channel::builder(Config::default())
+        .listener(move |m| {
+            let text = String::from_utf8_lossy(&m.payload).into_owned();
+            g2.lock().unwrap().push((m.from, text.clone()));
+            if text == "please fail" {
+                return Err("refused".into());
+            }
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    (ch, got)
+}
+
+#[test]
+fn tribes_sends_to_sessionrepl_with_every_ack_mode_and_gzip() {
+    let classes = match compile() {
+        Ok(c) => c,
+        Err(why) => {
+            println!("SKIP tribes_transport: {why}");
+            return;
+        }
+    };
+    for gzip in [false, true] {
+        let mut peer = Peer::start(&classes, gzip);
+        let (ch, got) = node();
+        let a = ch.local_addr();
+        let id = "0102030405060708090a0b0c0d0e0f10";
+        for (i, opts) in [
+            BYTE_MESSAGE,
+            BYTE_MESSAGE | USE_ACK,
+            BYTE_MESSAGE | USE_ACK | SYNC_ACK,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let text = format!("hello-{gzip}-{i}-{}", "session-attribute-".repeat(20));
+            peer.cmd(&format!("send {} {} {id} {opts} {text}", a.ip(), a.port()));
+            assert_eq!(peer.expect("sent"), "sent ok", "options {opts} gzip {gzip}");
+            // Without an ack the send returns before delivery: wait for it.
+            let deadline = std::time::Instant::now() + WAIT;
+            while !got.lock().unwrap().iter().any(|(_, t)| *t == text) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "message {i} not delivered"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let from = got
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, t)| *t == text)
+                .unwrap()
+                .0;
+            assert_eq!(
+                from,
+                peer.addr(),
+                "from names the Tribes member's listen address"
+            );
+        }
+        // A listener failure under SYNCHRONIZED_ACK reaches the Tribes sender.
+        peer.cmd(&format!(
+            "send {} {} {id} {} please fail",
+            a.ip(),
+            a.port(),
+            BYTE_MESSAGE | USE_ACK | SYNC_ACK
+        ));
+        let l = peer.expect("sent");
+        assert!(l.starts_with("sent error"), "{l}");
+        // ... but not under plain USE_ACK (acked on receipt, as Tribes does).
+        peer.cmd(&format!(
+            "send {} {} {id} {} please fail",
+            a.ip(),
+            a.port(),
+            BYTE_MESSAGE | USE_ACK
+        ));
+        assert_eq!(peer.expect("sent"), "sent ok");
+        assert_eq!(ch.stats().protocol_errors, 0);
+        peer.cmd("stop");
+        ch.stop();
+    }
+}
+
+#[test]
+fn sessionrepl_sends_to_tribes_and_waits_for_its_ack() {
+    let classes = match compile() {
+        Ok(c) => c,
+        Err(why) => {
+            println!("SKIP tribes_transport: {why}");
+            return;
+        }
+    };
+    for gzip in [false, true] {
+        let mut peer = Peer::start(&classes, gzip);
+        let (ch, _) = node();
+        let to = [peer.addr()];
+        for ack in [AckMode::None, AckMode::Receipt, AckMode::Delivery] {
+            let text = format!("to-tribes-{ack:?}-{gzip}");
+            let opts = SendOptions {
+                ack,
+                compress: gzip,
+            };
+            ch.send_tribes(&to, Bytes::from(text.clone()), opts)
+                .unwrap();
+            let l = peer.expect("received");
+            assert!(l.contains(&format!("text={text} ")), "{l}");
+            assert!(l.ends_with(&format!("from={}", ch.local_addr())), "{l}");
+        }
+        let opts = SendOptions {
+            ack: AckMode::Delivery,
+            compress: gzip,
+        };
+        match ch.send_tribes(&to, Bytes::from_static(b"please fail"), opts) {
+            Err(Error::RemoteFailure(_)) => {}
+            other => panic!("expected FAIL_ACK, got {other:?}"),
+        }
+        peer.cmd("stop");
+        ch.stop();
+    }
+}
