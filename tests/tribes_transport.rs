@@ -129,7 +129,9 @@ const USE_ACK: u32 = 0x2;
 const SYNC_ACK: u32 = 0x4;
 const BYTE_MESSAGE: u32 = 0x1;
 
-fn node() -> (Channel, Arc<Mutex<Vec<(SocketAddr, String)>>>) {
+type Received = Arc<Mutex<Vec<(SocketAddr, String)>>>;
+
+fn node() -> (Channel, Received) {
     let got = Arc::new(Mutex::new(Vec::new()));
     let g2 = got.clone();
     let ch = Channel::builder(Config::default())
