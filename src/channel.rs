@@ -26,7 +26,7 @@ use crate::transport::sync::SyncSender;
 use crate::transport::tribes_send::TribesSender;
 use crate::transport::{Message, MessageListener, OutcomeListener, SendOptions, Shared, Ticket};
 use crate::wire::compress::Deflater;
-use crate::wire::frame::{FrameHeader, FLAG_COMPRESSED};
+use crate::wire::frame::{FrameHeader, FLAG_COMPRESSED, FLAG_INTERNAL_DEFLATE};
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -312,7 +312,15 @@ impl Channel {
     ) -> Result<u64> {
         let inner = &*self.inner;
         let cfg = &inner.shared.cfg;
-        let (payload, mut flags) = self.prepare(payload, opts)?;
+        // The asynchronous modes compress on the I/O thread, many messages
+        // per deflate stream (BATCH frames); the synchronous ones here.
+        let (payload, mut flags) = if inner.mode.is_synchronous() {
+            self.prepare(payload, opts)?
+        } else if opts.compress && payload.len() >= cfg.compression_min_size {
+            (payload, FLAG_INTERNAL_DEFLATE)
+        } else {
+            (payload, 0)
+        };
         if payload.len() > cfg.max_frame_size {
             return Err(Error::InvalidArgument(format!(
                 "payload of {} bytes exceeds maxFrameSize {}",

@@ -87,6 +87,20 @@ fn hostile_connections_are_closed_and_others_keep_working() {
     assert!(c.len() < 64 * 1024, "bomb fits in a frame");
     bomb.extend(data_frame(1, FLAG_COMPRESSED | FLAG_ACK_DELIVERY, &c));
     attacks.push(("decompression bomb", bomb));
+    // A BATCH whose inflated body holds a frame cut short.
+    let mut batch_body = FrameHeader::data(3, 100, 0).encode().to_vec();
+    batch_body.extend_from_slice(&[1; 10]);
+    let z = Deflater::new(1).compress(&batch_body).unwrap();
+    let mut bad_batch = good_preface();
+    let h = sessionrepl::wire::frame::FrameHeader {
+        ty: sessionrepl::wire::FrameType::Batch,
+        flags: FLAG_COMPRESSED,
+        len: z.len() as u32,
+        id: 3,
+    };
+    bad_batch.extend_from_slice(&h.encode());
+    bad_batch.extend_from_slice(&z);
+    attacks.push(("truncated frame inside a batch", bad_batch));
     let mut corrupt = good_preface();
     corrupt.extend(data_frame(2, FLAG_COMPRESSED, b"\x00\x01\x02 not deflate"));
     attacks.push(("corrupt deflate", corrupt));

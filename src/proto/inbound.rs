@@ -14,6 +14,9 @@ pub enum InEvent {
     Open(Preface),
     /// A DATA frame.
     Data(Frame),
+    /// A BATCH frame (deflated run of DATA frames; see
+    /// `wire::frame::batch_frames`).
+    Batch(Frame),
     /// The peer is closing, with a reason.
     GoAway(String),
 }
@@ -87,6 +90,7 @@ impl InboundConn {
                     };
                     match f.header.ty {
                         FrameType::Data => return Ok(Some(InEvent::Data(f))),
+                        FrameType::Batch => return Ok(Some(InEvent::Batch(f))),
                         FrameType::Ping => {
                             let h = FrameHeader {
                                 ty: FrameType::Pong,
@@ -173,7 +177,7 @@ mod tests {
                         rx.ack(f.header.id);
                     }
                 }
-                InEvent::GoAway(_) => unreachable!(),
+                InEvent::GoAway(_) | InEvent::Batch(_) => unreachable!(),
             }
         }
         assert_eq!(ids, vec![1, 2, 3, 4, 5]);

@@ -85,7 +85,7 @@ impl OutboundConn {
             },
             FrameType::Pong => Reply::Pong(f.header.id),
             FrameType::GoAway => Reply::GoAway(text(&f.payload)),
-            FrameType::Data | FrameType::Ping => {
+            FrameType::Data | FrameType::Ping | FrameType::Batch => {
                 return Err(Error::Protocol(format!(
                     "{:?} frame from a receiver",
                     f.header.ty

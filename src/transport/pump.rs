@@ -13,8 +13,10 @@ use crate::proto::AckTracker;
 use crate::queue::{SendQueue, Wake};
 use crate::sr_log;
 use crate::stats::Stats;
+use crate::wire::compress::Deflater;
 use crate::wire::frame::{
-    ack_ranges, FrameHeader, FrameType, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, HEADER_LEN,
+    ack_ranges, FrameHeader, FrameType, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED,
+    FLAG_INTERNAL_DEFLATE, HEADER_LEN,
 };
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
@@ -112,6 +114,8 @@ impl Pump {
             held: None,
             preface: shared.preface(false).encode(),
             next_ping: 1,
+            deflater: Deflater::new(shared.cfg.compression_level),
+            scratch: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name(name.to_string())
@@ -188,7 +192,16 @@ struct Pending {
     ack: bool,
     attempts: u32,
     ticket: Option<Arc<Ticket>>,
+    /// To be compressed into a BATCH with its neighbours before writing.
+    deflate: bool,
+    /// Set on a BATCH entry: the messages it carries (payload uncompressed,
+    /// kept for acks and resend).
+    batch: Option<Box<Vec<Pending>>>,
 }
+
+/// Most messages and raw bytes per BATCH frame.
+const MAX_BATCH_MSGS: usize = 256;
+const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -236,6 +249,10 @@ struct Engine {
     held: Option<Outgoing>,
     preface: Vec<u8>,
     next_ping: u64,
+    /// Compressor for BATCH frames, state reused across batches.
+    deflater: Deflater,
+    /// Scratch buffer where a batch's frames are laid out before deflate.
+    scratch: Vec<u8>,
 }
 
 impl Engine {
@@ -378,7 +395,9 @@ impl Engine {
                 self.held = Some(item);
                 break;
             }
-            let hdr = FrameHeader::data(item.id, item.payload.len(), item.flags).encode();
+            let deflate = item.flags & FLAG_INTERNAL_DEFLATE != 0;
+            let wire_flags = item.flags & !FLAG_INTERNAL_DEFLATE;
+            let hdr = FrameHeader::data(item.id, item.payload.len(), wire_flags).encode();
             let ack = item.flags & (FLAG_ACK_DELIVERY | FLAG_ACK_RECEIPT) != 0;
             let last = dests.len() - 1;
             let Outgoing {
@@ -414,6 +433,8 @@ impl Engine {
                     ack,
                     attempts: 0,
                     ticket: t,
+                    deflate,
+                    batch: None,
                 });
                 if c.state == State::Idle {
                     Self::connect(&self.poll, &self.shared, &self.preface, i, c);
@@ -512,6 +533,8 @@ impl Engine {
             let Some(fd) = c.stream.as_ref().map(|s| s.as_raw_fd()) else {
                 return progressed;
             };
+            self.batch_window(i);
+            let c = &mut self.conns[i];
             let mut iov = [sys::EMPTY_IOVEC; sys::IOV_MAX];
             let mut n = 0;
             if !c.ctl.is_empty() {
@@ -556,6 +579,71 @@ impl Engine {
         }
     }
 
+    /// Compresses every run of to-be-deflated messages in the next writev
+    /// window into BATCH frames: one compressor reset per batch instead of
+    /// one per message, and a dictionary shared by the batch.
+    fn batch_window(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let mut k = usize::from(c.head_off > 0);
+        let shared = &self.shared;
+        while k < c.pending.len().min(FRAMES_PER_WRITEV) {
+            if !(c.pending[k].deflate && c.pending[k].batch.is_none()) {
+                k += 1;
+                continue;
+            }
+            let (mut end, mut raw) = (k, 0usize);
+            while end < c.pending.len()
+                && end - k < MAX_BATCH_MSGS
+                && raw < MAX_BATCH_BYTES
+                && c.pending[end].deflate
+                && c.pending[end].batch.is_none()
+            {
+                raw += HEADER_LEN + c.pending[end].payload.len();
+                end += 1;
+            }
+            self.scratch.clear();
+            for p in c.pending.range(k..end) {
+                self.scratch.extend_from_slice(&p.hdr);
+                self.scratch.extend_from_slice(&p.payload);
+            }
+            let z = match self.deflater.compress(&self.scratch) {
+                Ok(z) if z.len() + HEADER_LEN < raw && z.len() <= shared.cfg.max_frame_size => z,
+                // Incompressible or too large: send the messages plain.
+                _ => {
+                    for p in c.pending.range_mut(k..end) {
+                        p.deflate = false;
+                    }
+                    k = end;
+                    continue;
+                }
+            };
+            let items: Vec<Pending> = c.pending.drain(k..end).collect();
+            Stats::add(&shared.stats.compressed, items.len() as u64);
+            let first = items[0].id;
+            let hdr = FrameHeader {
+                ty: FrameType::Batch,
+                flags: FLAG_COMPRESSED,
+                len: z.len() as u32,
+                id: first,
+            }
+            .encode();
+            c.pending.insert(
+                k,
+                Pending {
+                    hdr,
+                    payload: z,
+                    id: first,
+                    ack: false,
+                    attempts: 0,
+                    ticket: None,
+                    deflate: false,
+                    batch: Some(Box::new(items)),
+                },
+            );
+            k += 1;
+        }
+    }
+
     /// Accounts `written` bytes: control bytes first, then frames.
     fn advance(&mut self, i: usize, mut written: usize, now: Instant) {
         let shared = self.shared.clone();
@@ -577,12 +665,14 @@ impl Engine {
             written -= left;
             c.head_off = 0;
             let p = c.pending.pop_front().expect("front exists");
-            msgs += 1;
             bytes += size as u64;
-            if p.ack {
-                c.inflight.track(p.id, now + ack_timeout, p);
-            } else {
-                shared.report(p.id, c.addr, Ok(Delivery::Sent), p.ticket.as_ref());
+            for p in Items::of(p) {
+                msgs += 1;
+                if p.ack {
+                    c.inflight.track(p.id, now + ack_timeout, p);
+                } else {
+                    shared.report(p.id, c.addr, Ok(Delivery::Sent), p.ticket.as_ref());
+                }
             }
         }
         c.sent_on_conn += msgs;
@@ -686,7 +776,7 @@ impl Engine {
         };
         c.inflight.drain_all(|_, p| keep(p, &mut retry));
         for p in c.pending.drain(..) {
-            keep(p, &mut retry);
+            Items::of(p).for_each(|p| keep(p, &mut retry));
         }
         c.pending = retry;
         c.head_off = 0;
@@ -793,12 +883,40 @@ impl Engine {
                 shared.report(id, addr, Err(Error::Shutdown), p.ticket.as_ref())
             });
             for p in c.pending.drain(..) {
-                shared.report(p.id, addr, Err(Error::Shutdown), p.ticket.as_ref());
+                for p in Items::of(p) {
+                    shared.report(p.id, addr, Err(Error::Shutdown), p.ticket.as_ref());
+                }
             }
             if let Some(mut s) = c.stream.take() {
                 let _ = self.poll.registry().deregister(&mut s);
             }
         }
         self.idle.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The messages of a written entry: itself, or a BATCH's items, without
+/// allocating in the common single case.
+enum Items {
+    One(Option<Pending>),
+    Many(std::vec::IntoIter<Pending>),
+}
+
+impl Items {
+    fn of(mut p: Pending) -> Items {
+        match p.batch.take() {
+            Some(items) => Items::Many(items.into_iter()),
+            None => Items::One(Some(p)),
+        }
+    }
+}
+
+impl Iterator for Items {
+    type Item = Pending;
+    fn next(&mut self) -> Option<Pending> {
+        match self {
+            Items::One(p) => p.take(),
+            Items::Many(it) => it.next(),
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::proto::inbound::{InEvent, InboundConn};
 use crate::sr_log;
 use crate::stats::Stats;
 use crate::wire::compress::Inflater;
-use crate::wire::frame::{FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED};
+use crate::wire::frame::{batch_frames, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED};
 use crate::wire::tribes::{self, ChannelData};
 use crate::wire::{compress, detect_dialect, Dialect, Preface};
 use bytes::BytesMut;
@@ -192,7 +192,8 @@ struct RxConn {
     member_id: [u8; 16],
     dialect: Dialect,
     write_interest: bool,
-    stalled: Option<Job>,
+    /// Messages decoded but not yet taken by a full worker queue.
+    stalled: std::collections::VecDeque<Job>,
 }
 
 /// Tribes side of a connection: frames in, 21-byte ACK / FAIL_ACK frames out.
@@ -332,7 +333,7 @@ impl Selector {
                             member_id: [0; 16],
                             dialect: Dialect::Unknown,
                             write_interest: false,
-                            stalled: None,
+                            stalled: std::collections::VecDeque::new(),
                         },
                     );
                 }
@@ -360,17 +361,17 @@ impl Selector {
     }
 
     fn service_conn(&mut self, token: usize, c: &mut RxConn) -> std::result::Result<(), Close> {
-        // A paused connection first hands over its held job.
-        if let Some(job) = c.stalled.take() {
+        // A paused connection first hands over its held jobs.
+        while let Some(job) = c.stalled.pop_front() {
             if let Err(job) = self.dispatch(job) {
-                c.stalled = Some(job);
+                c.stalled.push_front(job);
                 self.stalled.push(token);
                 return Ok(());
             }
         }
         // Frames decoded from bytes already buffered.
         self.decode(token, c)?;
-        if c.stalled.is_some() {
+        if !c.stalled.is_empty() {
             return Ok(());
         }
         let fd = c.stream.as_raw_fd();
@@ -384,7 +385,7 @@ impl Selector {
                 Err(e) => return Err(Close::Io(e)),
             }
             self.decode(token, c)?;
-            if c.stalled.is_some() {
+            if !c.stalled.is_empty() {
                 return Ok(());
             }
         }
@@ -435,8 +436,7 @@ impl Selector {
                     break Err(Close::Eof);
                 }
                 InEvent::Data(f) => {
-                    let id = f.header.id;
-                    let flags = f.header.flags;
+                    let (id, flags) = (f.header.id, f.header.flags);
                     let payload = if flags & FLAG_COMPRESSED != 0 {
                         match self.inflater.inflate(&f.payload) {
                             Ok(p) => p,
@@ -448,36 +448,77 @@ impl Selector {
                     } else {
                         f.payload
                     };
-                    if flags & FLAG_ACK_RECEIPT != 0 {
-                        c.proto.ack(id);
-                    }
-                    let msg = Message {
-                        from: c.from,
-                        peer: c.peer,
-                        member_id: c.member_id,
-                        id,
-                        payload,
-                    };
                     delivered += 1;
-                    let ack = flags & FLAG_ACK_DELIVERY != 0;
-                    if self.workers.is_empty() {
-                        let r = deliver(&self.listener, &msg, &self.shared);
-                        if ack {
-                            match r {
-                                Ok(()) => c.proto.ack(id),
-                                Err(reason) => c.proto.fail(id, &reason),
+                    self.on_data(token, c, id, flags, payload);
+                }
+                InEvent::Batch(f) => {
+                    let body = if f.header.flags & FLAG_COMPRESSED != 0 {
+                        match self.inflater.inflate(&f.payload) {
+                            Ok(b) => b,
+                            Err(e) => break Err(Close::Protocol(e)),
+                        }
+                    } else {
+                        f.payload
+                    };
+                    let max = self.shared.cfg.max_frame_size;
+                    let mut bad = None;
+                    for r in batch_frames(&body, max) {
+                        match r {
+                            Ok((h, p)) => {
+                                delivered += 1;
+                                self.on_data(token, c, h.id, h.flags, p);
+                            }
+                            Err(e) => {
+                                bad = Some(e);
+                                break;
                             }
                         }
-                    } else if let Err(job) = self.dispatch(Job { token, msg, ack }) {
-                        c.stalled = Some(job);
-                        self.stalled.push(token);
-                        break Ok(());
+                    }
+                    if let Some(e) = bad {
+                        break Err(Close::Protocol(e));
                     }
                 }
+            }
+            if !c.stalled.is_empty() {
+                break Ok(());
             }
         };
         Stats::add(&self.shared.stats.msgs_received, delivered);
         result
+    }
+
+    /// One message: ack on receipt, deliver (here or on the connection's
+    /// worker), ack or FAIL after delivery. A full worker queue parks the
+    /// message on the connection, which stops reading until it drains.
+    fn on_data(&mut self, token: usize, c: &mut RxConn, id: u64, flags: u8, payload: bytes::Bytes) {
+        if flags & FLAG_ACK_RECEIPT != 0 {
+            c.proto.ack(id);
+        }
+        let msg = Message {
+            from: c.from,
+            peer: c.peer,
+            member_id: c.member_id,
+            id,
+            payload,
+        };
+        let ack = flags & FLAG_ACK_DELIVERY != 0;
+        if self.workers.is_empty() {
+            let r = deliver(&self.listener, &msg, &self.shared);
+            if ack {
+                match r {
+                    Ok(()) => c.proto.ack(id),
+                    Err(reason) => c.proto.fail(id, &reason),
+                }
+            }
+            return;
+        }
+        let job = Job { token, msg, ack };
+        if !c.stalled.is_empty() {
+            c.stalled.push_back(job);
+        } else if let Err(job) = self.dispatch(job) {
+            c.stalled.push_back(job);
+            self.stalled.push(token);
+        }
     }
 
     /// Tribes framing: each frame carries a ChannelData; acks follow the

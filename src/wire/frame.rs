@@ -21,6 +21,9 @@ pub const FLAG_ACK_RECEIPT: u8 = 0x02;
 /// (Tribes `USE_ACK|SYNCHRONIZED_ACK`).
 pub const FLAG_ACK_DELIVERY: u8 = 0x04;
 const DATA_FLAGS: u8 = FLAG_COMPRESSED | FLAG_ACK_RECEIPT | FLAG_ACK_DELIVERY;
+/// Not a wire flag: marks a queued DATA frame that the I/O thread is to
+/// compress (in a BATCH with its neighbours). Never written.
+pub const FLAG_INTERNAL_DEFLATE: u8 = 0x80;
 
 /// Size of one ACK range on the wire: first id (8) + count (4).
 pub const ACK_RANGE_LEN: usize = 12;
@@ -45,6 +48,11 @@ pub enum FrameType {
     Pong = 5,
     /// Orderly close with a reason.
     GoAway = 6,
+    /// A container: its payload, deflated (flag COMPRESSED), is a run of
+    /// complete DATA frames. The sender's I/O thread batches messages this
+    /// way so one deflate stream (one reset of the compressor) serves many
+    /// small messages.
+    Batch = 7,
 }
 
 impl FrameType {
@@ -56,6 +64,7 @@ impl FrameType {
             4 => Self::Ping,
             5 => Self::Pong,
             6 => Self::GoAway,
+            7 => Self::Batch,
             _ => return None,
         })
     }
@@ -111,7 +120,11 @@ impl FrameHeader {
         }
         let len = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
         let id = u64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
-        let allowed = if ty == FrameType::Data { DATA_FLAGS } else { 0 };
+        let allowed = match ty {
+            FrameType::Data => DATA_FLAGS,
+            FrameType::Batch => FLAG_COMPRESSED,
+            _ => 0,
+        };
         if flags & !allowed != 0 {
             return Err(Error::Protocol(format!(
                 "flags {flags:#04x} not allowed on {ty:?}"
@@ -119,7 +132,7 @@ impl FrameHeader {
         }
         let l = len as usize;
         match ty {
-            FrameType::Data => {
+            FrameType::Data | FrameType::Batch => {
                 if l > max_frame {
                     return Err(Error::FrameTooLarge {
                         size: l as u64,
@@ -145,6 +158,46 @@ impl FrameHeader {
         }
         Ok(FrameHeader { ty, flags, len, id })
     }
+}
+
+/// Iterates the DATA frames inside an (inflated) BATCH payload, zero-copy.
+/// Each item is `(header, payload)`; an inner frame that is not plain DATA
+/// (compressed, or another type), oversized, or cut short is an error.
+pub fn batch_frames(
+    body: &bytes::Bytes,
+    max_frame: usize,
+) -> impl Iterator<Item = Result<(FrameHeader, bytes::Bytes)>> + '_ {
+    let mut off = 0usize;
+    std::iter::from_fn(move || {
+        if off >= body.len() {
+            return None;
+        }
+        let r = (|| {
+            let rest = &body[off..];
+            if rest.len() < HEADER_LEN {
+                return Err(Error::Protocol("BATCH ends inside a frame header".into()));
+            }
+            let mut hb = [0u8; HEADER_LEN];
+            hb.copy_from_slice(&rest[..HEADER_LEN]);
+            let h = FrameHeader::decode(&hb, max_frame)?;
+            if h.ty != FrameType::Data || h.flags & FLAG_COMPRESSED != 0 {
+                return Err(Error::Protocol(
+                    "BATCH may hold only plain DATA frames".into(),
+                ));
+            }
+            let end = off + HEADER_LEN + h.len as usize;
+            if end > body.len() {
+                return Err(Error::Protocol("BATCH ends inside a frame".into()));
+            }
+            let p = body.slice(off + HEADER_LEN..end);
+            off = end;
+            Ok((h, p))
+        })();
+        if r.is_err() {
+            off = body.len();
+        }
+        Some(r)
+    })
 }
 
 /// Appends one ACK range (`first`, `count`) to an ACK payload.
@@ -251,6 +304,30 @@ mod tests {
         let mut ack = FrameHeader::data(0, 13, 0);
         ack.ty = FrameType::Ack;
         assert!(FrameHeader::decode(&ack.encode(), 4096).is_err());
+    }
+
+    #[test]
+    fn batch_frames_yields_inner_data_and_refuses_bad_inner_frames() {
+        let mut body = Vec::new();
+        for (id, p) in [(1u64, &b"one"[..]), (2, b""), (3, b"three")] {
+            body.extend_from_slice(&FrameHeader::data(id, p.len(), FLAG_ACK_DELIVERY).encode());
+            body.extend_from_slice(p);
+        }
+        let b = bytes::Bytes::from(body.clone());
+        let got: Vec<_> = batch_frames(&b, 1024).map(|r| r.unwrap()).collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!((got[2].0.id, &got[2].1[..]), (3, &b"three"[..]));
+        // cut short
+        let cut = bytes::Bytes::from(body[..body.len() - 2].to_vec());
+        assert!(batch_frames(&cut, 1024).any(|r| r.is_err()));
+        // nested compression is refused
+        let mut nested = FrameHeader::data(9, 1, FLAG_COMPRESSED).encode().to_vec();
+        nested.push(0);
+        let n = bytes::Bytes::from(nested);
+        assert!(batch_frames(&n, 1024).next().unwrap().is_err());
+        // an inner frame over the limit is refused
+        let big = bytes::Bytes::from(FrameHeader::data(1, 5000, 0).encode().to_vec());
+        assert!(batch_frames(&big, 1024).next().unwrap().is_err());
     }
 
     #[test]
