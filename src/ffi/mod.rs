@@ -273,3 +273,35 @@ pub(crate) unsafe fn write_text(
 pub(crate) fn millis(ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(ms)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundary_turns_a_panic_into_sr_panic_with_detail() {
+        let r = ffi_result(|| panic!("boom"));
+        assert_eq!(r, sr_result::SR_PANIC);
+        let v = ffi_value(7u32, || panic!("bang"));
+        assert_eq!(v, 7);
+        let mut buf = [0 as c_char; 128];
+        let mut n = 0;
+        // SAFETY: valid buffer and out-parameter.
+        let r = unsafe { sr_last_error_message(buf.as_mut_ptr(), buf.len(), &mut n) };
+        assert_eq!(r, sr_result::SR_OK);
+        // SAFETY: NUL-terminated on SR_OK.
+        let s = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
+        assert_eq!(s, "internal error (panic): bang");
+    }
+
+    #[test]
+    fn result_codes_are_unique_and_described() {
+        let mut seen = std::collections::HashSet::new();
+        for r in sr_result::ALL {
+            assert!(seen.insert(*r as i32), "{r:?} reuses a number");
+            // SAFETY: static NUL-terminated strings.
+            let m = unsafe { CStr::from_ptr(sr_result_message(*r as i32)) };
+            assert_ne!(m.to_str().unwrap(), "unknown result code", "{r:?}");
+        }
+    }
+}
