@@ -6,8 +6,9 @@
 #   ffi-header        regenerate include/sessionrepl.h with cbindgen
 #   ffi-header-check  fail if the checked-in header is stale; compile it as
 #                     C99 and C++ with -Wall -Wextra -Werror
-#   install           PREFIX=/usr/local (DESTDIR too): the .so with its
-#                     soname links, the .a, the header, sessionrepl.pc
+#   install           ffi-lib, then into PREFIX=/usr/local (DESTDIR too): the
+#                     .so with its soname links, the .a, the header,
+#                     sessionrepl.pc
 #   ffi-test          install into build/ffi/stage, build ffi-tests/*.c
 #                     against it with pkg-config, run them under ASan+UBSan
 #                     (static lib) and valgrind (release .so), check exports
@@ -57,10 +58,7 @@ ffi-header-check:
 	$(FFI_CXX) -std=c++11 -pedantic $(FFI_WARN) -Iinclude -c $(FFI_BUILD)/hdr.cpp -o $(FFI_BUILD)/hdr_cpp.o
 	@echo "header: up to date, compiles as C99 and C++11"
 
-# Installs what `make ffi-lib` built (it does not rebuild, so that
-# `sudo make install` needs no toolchain): run `make ffi-lib` first.
-install:
-	@test -f $(FFI_REL)/libsessionrepl.so || { echo "run 'make ffi-lib' first"; exit 1; }
+install: ffi-lib
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	install -m 0755 $(FFI_REL)/libsessionrepl.so $(DESTDIR)$(LIBDIR)/libsessionrepl.so.$(FFI_VERSION)
 	ln -sf libsessionrepl.so.$(FFI_VERSION) $(DESTDIR)$(LIBDIR)/libsessionrepl.so.$(FFI_MAJOR)
@@ -71,7 +69,7 @@ install:
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(FFI_VERSION)|' \
 	    sessionrepl.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/sessionrepl.pc
 
-ffi-stage: ffi-lib
+ffi-stage:
 	rm -rf $(FFI_STAGE)
 	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) --no-print-directory install PREFIX=$(FFI_STAGE) DESTDIR=
 
@@ -86,13 +84,13 @@ ffi-test: ffi-stage ffi-header-check
 	  $(FFI_CC) -std=c99 -g $(FFI_WARN) $(FFI_SAN) $$($(FFI_PKG) --cflags sessionrepl) \
 	    ffi-tests/$$t.c -o $(FFI_BUILD)/$$t-asan \
 	    $(FFI_STAGE)/lib/libsessionrepl.a $$($(FFI_PKG) --libs-only-l --static sessionrepl | sed 's/-lsessionrepl//'); \
-	  (cd $(FFI_BUILD) && $(FFI_ASAN_ENV) ./$$t-asan $(CURDIR)/ffi-tests); \
+	  (cd $(FFI_BUILD) && $(FFI_ASAN_ENV) ./$$t-asan); \
 	  echo "== $$t: valgrind, shared library"; \
 	  $(FFI_CC) -std=c99 -g $(FFI_WARN) $$($(FFI_PKG) --cflags sessionrepl) \
 	    ffi-tests/$$t.c -o $(FFI_BUILD)/$$t $$($(FFI_PKG) --libs sessionrepl) -lpthread; \
 	  (cd $(FFI_BUILD) && LD_LIBRARY_PATH=$(FFI_STAGE)/lib $(VALGRIND) -q --error-exitcode=99 \
 	    --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite \
-	    ./$$t $(CURDIR)/ffi-tests); \
+	    ./$$t); \
 	done
 
 c-examples-test: ffi-stage

@@ -12,7 +12,7 @@
 //!   needed length of a buffer that was too small, documented where it
 //!   applies).
 //! - Every export checks its pointers for NULL (`SR_NULL_PARAMETER`) and
-//!   catches panics (`SR_PANIC`) through [`ffi_result`] or [`ffi_value`], so
+//!   catches panics (`SR_PANIC`) through `ffi_result` or `ffi_value`, so
 //!   nothing unwinds into C.
 //! - Callbacks take `void *userdata` first.
 //!
