@@ -1,0 +1,102 @@
+# C library targets of sessionrepl. Included by the top-level Makefile
+# (`include mk/ffi.mk`); also usable alone: `make -f mk/ffi.mk ffi-test`.
+# Run from the repository root.
+#
+#   ffi-lib           cargo build --release --lib (libsessionrepl.so and .a)
+#   ffi-header        regenerate include/sessionrepl.h with cbindgen
+#   ffi-header-check  fail if the checked-in header is stale; compile it as
+#                     C99 and C++ with -Wall -Wextra -Werror
+#   install           ffi-lib, then into PREFIX=/usr/local (DESTDIR too): the
+#                     .so with its soname links, the .a, the header,
+#                     sessionrepl.pc
+#   ffi-test          install into build/ffi/stage, build ffi-tests/*.c
+#                     against it with pkg-config, run them under ASan+UBSan
+#                     (static lib) and valgrind (release .so), check exports
+#   c-examples-test   build c-examples/*.c with pkg-config and run them
+
+FFI_CARGO      ?= cargo
+FFI_CC         ?= cc
+FFI_CXX        ?= c++
+CBINDGEN       ?= $(shell command -v cbindgen 2>/dev/null || echo $(HOME)/.cargo/bin/cbindgen)
+VALGRIND       ?= valgrind
+PREFIX         ?= /usr/local
+LIBDIR         ?= $(PREFIX)/lib
+INCLUDEDIR     ?= $(PREFIX)/include
+PKGCONFIGDIR   ?= $(LIBDIR)/pkgconfig
+
+FFI_VERSION    := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
+FFI_MAJOR      := $(firstword $(subst ., ,$(FFI_VERSION)))
+FFI_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+FFI_REL        := $(FFI_TARGET_DIR)/release
+FFI_BUILD      := build/ffi
+FFI_STAGE      := $(CURDIR)/$(FFI_BUILD)/stage
+FFI_WARN       := -Wall -Wextra -Werror
+FFI_PKG        = PKG_CONFIG_PATH=$(FFI_STAGE)/lib/pkgconfig pkg-config
+FFI_SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+FFI_ASAN_ENV   := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
+                  LSAN_OPTIONS=suppressions=$(CURDIR)/ffi-tests/lsan.supp:print_suppressions=0 \
+                  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+FFI_TESTS      := $(basename $(notdir $(wildcard ffi-tests/*.c)))
+FFI_EXAMPLES   := $(basename $(notdir $(wildcard c-examples/*.c)))
+
+.PHONY: ffi-lib ffi-header ffi-header-check install ffi-stage ffi-test c-examples-test
+
+ffi-lib:
+	$(FFI_CARGO) build --release --lib
+
+ffi-header:
+	$(CBINDGEN) --quiet --config cbindgen.toml --output include/sessionrepl.h src/ffi/mod.rs
+
+ffi-header-check:
+	@mkdir -p $(FFI_BUILD)
+	$(CBINDGEN) --quiet --config cbindgen.toml --output $(FFI_BUILD)/sessionrepl.h src/ffi/mod.rs
+	@diff -u include/sessionrepl.h $(FFI_BUILD)/sessionrepl.h \
+	  || { echo "include/sessionrepl.h is stale: run 'make ffi-header' and commit it"; exit 1; }
+	printf '#include "sessionrepl.h"\nint main(void) { return sr_version() == 0; }\n' > $(FFI_BUILD)/hdr.c
+	cp $(FFI_BUILD)/hdr.c $(FFI_BUILD)/hdr.cpp
+	$(FFI_CC) -std=c99 -pedantic $(FFI_WARN) -Iinclude -c $(FFI_BUILD)/hdr.c -o $(FFI_BUILD)/hdr_c.o
+	$(FFI_CXX) -std=c++11 -pedantic $(FFI_WARN) -Iinclude -c $(FFI_BUILD)/hdr.cpp -o $(FFI_BUILD)/hdr_cpp.o
+	@echo "header: up to date, compiles as C99 and C++11"
+
+install: ffi-lib
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 0755 $(FFI_REL)/libsessionrepl.so $(DESTDIR)$(LIBDIR)/libsessionrepl.so.$(FFI_VERSION)
+	ln -sf libsessionrepl.so.$(FFI_VERSION) $(DESTDIR)$(LIBDIR)/libsessionrepl.so.$(FFI_MAJOR)
+	ln -sf libsessionrepl.so.$(FFI_MAJOR) $(DESTDIR)$(LIBDIR)/libsessionrepl.so
+	install -m 0644 $(FFI_REL)/libsessionrepl.a $(DESTDIR)$(LIBDIR)/libsessionrepl.a
+	install -m 0644 include/sessionrepl.h $(DESTDIR)$(INCLUDEDIR)/sessionrepl.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(FFI_VERSION)|' \
+	    sessionrepl.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/sessionrepl.pc
+
+ffi-stage:
+	rm -rf $(FFI_STAGE)
+	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) --no-print-directory install PREFIX=$(FFI_STAGE) DESTDIR=
+
+ffi-test: ffi-stage ffi-header-check
+	@set -e; lib=$(FFI_STAGE)/lib; \
+	nm -D --defined-only $$lib/libsessionrepl.so | awk '{print $$3}' | grep -v '^sr_' > $(FFI_BUILD)/extra-exports || true; \
+	if [ -s $(FFI_BUILD)/extra-exports ]; then echo "non-sr_ exports:"; cat $(FFI_BUILD)/extra-exports; exit 1; fi; \
+	readelf -d $$lib/libsessionrepl.so.$(FFI_VERSION) | grep -q 'SONAME.*libsessionrepl.so.$(FFI_MAJOR)\]'; \
+	echo "exports: only sr_*, soname libsessionrepl.so.$(FFI_MAJOR)"
+	@set -e; for t in $(FFI_TESTS); do \
+	  echo "== $$t: ASan+UBSan, static library"; \
+	  $(FFI_CC) -std=c99 -g $(FFI_WARN) $(FFI_SAN) $$($(FFI_PKG) --cflags sessionrepl) \
+	    ffi-tests/$$t.c -o $(FFI_BUILD)/$$t-asan \
+	    $(FFI_STAGE)/lib/libsessionrepl.a $$($(FFI_PKG) --libs-only-l --static sessionrepl | sed 's/-lsessionrepl//'); \
+	  (cd $(FFI_BUILD) && $(FFI_ASAN_ENV) ./$$t-asan); \
+	  echo "== $$t: valgrind, shared library"; \
+	  $(FFI_CC) -std=c99 -g $(FFI_WARN) $$($(FFI_PKG) --cflags sessionrepl) \
+	    ffi-tests/$$t.c -o $(FFI_BUILD)/$$t $$($(FFI_PKG) --libs sessionrepl) -lpthread; \
+	  (cd $(FFI_BUILD) && LD_LIBRARY_PATH=$(FFI_STAGE)/lib $(VALGRIND) -q --error-exitcode=99 \
+	    --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite \
+	    ./$$t); \
+	done
+
+c-examples-test: ffi-stage
+	@set -e; for e in $(FFI_EXAMPLES); do \
+	  echo "== $$e"; \
+	  $(FFI_CC) -std=c99 $(FFI_WARN) $$($(FFI_PKG) --cflags sessionrepl) c-examples/$$e.c \
+	    -o $(FFI_BUILD)/$$e $$($(FFI_PKG) --libs sessionrepl) -lpthread; \
+	  LD_LIBRARY_PATH=$(FFI_STAGE)/lib ./$(FFI_BUILD)/$$e; \
+	done
