@@ -21,7 +21,7 @@ demo: release
 
 ## Every test: Rust (unit, integration, loopback, hostile input, interop,
 ## namespaces), C (FFI tests under sanitizers and valgrind, examples), Java.
-test: deps test-rust $(EXTRA_TESTS)
+test: deps test-rust ffi-header-check ffi-test c-examples-test
 	@echo "make test: all suites passed"
 
 test-rust:

@@ -20,19 +20,32 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+/// cbindgen:ignore
 pub mod bench;
+/// cbindgen:ignore
 pub mod channel;
+/// cbindgen:ignore
 pub mod config;
+/// cbindgen:ignore
 pub mod driver;
+/// cbindgen:ignore
 pub mod error;
 pub mod ffi;
+/// cbindgen:ignore
 pub mod log;
+/// cbindgen:ignore
 pub mod membership;
+/// cbindgen:ignore
 pub mod proto;
+/// cbindgen:ignore
 pub mod queue;
+/// cbindgen:ignore
 pub mod session;
+/// cbindgen:ignore
 pub mod stats;
+/// cbindgen:ignore
 pub mod transport;
+/// cbindgen:ignore
 pub mod wire;
 
 pub use channel::Channel;

@@ -42,7 +42,7 @@ fn unknown_key_is_refused_with_its_name() {
 
 #[test]
 fn null_arguments_give_null_parameter_and_leave_outputs_alone() {
-    let sentinel = 0x1usize as *mut sr_channel;
+    let sentinel = std::ptr::dangling_mut::<sr_channel>();
     let mut ch = sentinel;
     // SAFETY: NULL is allowed everywhere; ch is a valid out-parameter.
     unsafe {

@@ -131,10 +131,8 @@ impl Sim {
                             .ack_range(f, n, |id, _| results.push((id, Outcome::Acked)));
                     }
                 }
-                Reply::Fail { id, reason } => {
-                    if self.tracker.take(id).is_some() {
-                        results.push((id, Outcome::Failed(reason)));
-                    }
+                Reply::Fail { id, reason } if self.tracker.take(id).is_some() => {
+                    results.push((id, Outcome::Failed(reason)));
                 }
                 _ => {}
             }

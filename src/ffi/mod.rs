@@ -222,7 +222,7 @@ pub(crate) unsafe fn arg_slice<'a, T>(p: *const T, n: usize, name: &str) -> Resu
         return Err(Fail::null(name));
     }
     if n.checked_mul(std::mem::size_of::<T>())
-        .map_or(true, |b| b > isize::MAX as usize)
+        .is_none_or(|b| b > isize::MAX as usize)
     {
         return Err(Fail::invalid(format!(
             "argument '{name}': length {n} is too large"
