@@ -25,6 +25,7 @@ test: deps test-rust ffi-header-check ffi-test c-examples-test
 	@echo "make test: all suites passed"
 
 test-rust:
+	$(CARGO) build --lib    # the cdylib that tests/ffi_symbols.rs inspects
 	$(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --benches
 	$(CARGO) test --doc

@@ -14,6 +14,9 @@ const WAIT: Duration = Duration::from_secs(20);
 struct Node {
     child: Child,
     lines: Receiver<String>,
+    /// Lines read but not yet matched (events of different members may
+    /// arrive in any order).
+    seen: std::cell::RefCell<Vec<String>>,
 }
 
 impl Node {
@@ -37,15 +40,23 @@ impl Node {
                 }
             }
         });
-        Node { child, lines: rx }
+        Node {
+            child,
+            lines: rx,
+            seen: Default::default(),
+        }
     }
     fn expect(&self, what: impl Fn(&str) -> bool, label: &str) -> String {
+        let mut seen = self.seen.borrow_mut();
+        if let Some(i) = seen.iter().position(|l| what(l)) {
+            return seen.remove(i);
+        }
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(l) if what(&l) => return l,
-                Ok(_) => {}
+                Ok(l) => seen.push(l),
                 Err(_) => panic!("no line for {label}"),
             }
         }
