@@ -3,7 +3,7 @@ CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 RELEASE_BIN := target/release/sessionrepl
 
-.PHONY: all build release demo test test-rust bench deps fmt lint clean
+.PHONY: all build release demo test test-rust bench deps fmt lint clean fuzz-smoke
 
 all: build
 
@@ -21,7 +21,7 @@ demo: release
 
 ## Every test: Rust (unit, integration, loopback, hostile input, interop,
 ## namespaces), C (FFI tests under sanitizers and valgrind, examples), Java.
-test: deps test-rust ffi-header-check ffi-test c-examples-test
+test: deps test-rust ffi-header-check ffi-test c-examples-test fuzz-smoke
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -29,6 +29,17 @@ test-rust:
 	$(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --benches
 	$(CARGO) test --doc
+
+## The frame-decoder fuzz target: built, then run briefly (FUZZ_SECS).
+## cargo-fuzz wants nightly for its sanitizer flags; with `-s none` only
+## unstable-option parsing remains, which RUSTC_BOOTSTRAP=1 allows on stable.
+FUZZ_SECS ?= 20
+fuzz-smoke:
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none frame_decoder
+	@mkdir -p build
+	@cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none frame_decoder -- \
+	  -max_total_time=$(FUZZ_SECS) -rss_limit_mb=2048 -print_final_stats=1 \
+	  > ../build/fuzz.log 2>&1; rc=$$?; tail -n 8 ../build/fuzz.log; exit $$rc
 
 bench: release
 	$(RELEASE_BIN) bench $(BENCH_ARGS)

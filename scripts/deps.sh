@@ -27,4 +27,8 @@ if ! command -v cbindgen >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cbindgen" ]
   echo "deps: cargo install cbindgen"
   cargo install --quiet --locked cbindgen --version 0.29.4
 fi
+if ! command -v cargo-fuzz >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo-fuzz" ]; then
+  echo "deps: cargo install cargo-fuzz"
+  cargo install --quiet --locked cargo-fuzz --version 0.13.2
+fi
 echo "deps: ok"
