@@ -31,13 +31,13 @@ fn channel_pair(
 ) -> crate::Result<(Channel, Channel, Arc<AtomicU64>)> {
     let got = Arc::new(AtomicU64::new(0));
     let g2 = got.clone();
-    let rx = Channel::builder(Config::default())
+    let rx = Channel::builder(bench_config()?)
         .listener(move |_| {
             g2.fetch_add(1, Ordering::Relaxed);
             Ok(())
         })
         .start()?;
-    let mut cfg = Config::default();
+    let mut cfg = bench_config()?;
     cfg.replication_mode = mode;
     cfg.queue_add_wait_timeout = Duration::from_secs(60);
     cfg.ack_timeout = Duration::from_secs(30);
@@ -45,6 +45,22 @@ fn channel_pair(
     edit(&mut cfg);
     let tx = Channel::builder(cfg).start()?;
     Ok((rx, tx, got))
+}
+
+/// `--set key=value` pairs of the bench command, applied to every channel
+/// the scenarios start (tuning experiments: `idleSpinMicros`, buffers, ...).
+static BENCH_SETS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// A default config with the bench's `--set` pairs applied.
+///
+/// # Errors
+/// A pair the config refuses.
+pub fn bench_config() -> crate::Result<Config> {
+    let mut cfg = Config::default();
+    for (k, v) in BENCH_SETS.get().map(Vec::as_slice).unwrap_or_default() {
+        cfg.set(k, v)?;
+    }
+    Ok(cfg)
 }
 
 fn wait_for(got: &AtomicU64, n: u64, limit: Duration) -> crate::Result<()> {
@@ -197,6 +213,7 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
         floor: true,
         peer: true,
     };
+    let mut sets = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || {
@@ -221,10 +238,17 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
                 o.io = v;
             }
             "--no-peer" => o.peer = false,
+            "--set" => {
+                let kv = val()?;
+                let (k, v) = kv.split_once('=').ok_or("--set takes key=value")?;
+                Config::default().set(k, v).map_err(|e| e.to_string())?;
+                sets.push((k.to_string(), v.to_string()));
+            }
             "--no-floor" => o.floor = false,
             other => return Err(format!("unknown bench option '{other}'")),
         }
     }
+    let _ = BENCH_SETS.set(sets);
     Ok(o)
 }
 
