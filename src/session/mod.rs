@@ -22,6 +22,7 @@ mod model;
 mod node;
 mod placement;
 pub mod sim;
+mod store;
 mod table;
 
 pub use codec::{CodecLimits, CopyReason, DecodeError, Delta, Message, RemoveReason, SessionImage};
@@ -33,3 +34,4 @@ pub use node::{
 };
 pub use placement::{Holders, Placement};
 pub use table::SessionTable;
+pub use store::{member_key, CommitHandle, EventListener, SessionStore, SessionStoreBuilder, StoreLookup};
