@@ -15,22 +15,22 @@
 //! ```
 
 use crate::config::{Config, ReplicationMode};
+use crate::error::{Error, Result};
 use crate::membership::{
     LocalMemberInfo, Member, MemberEvent, MemberListener, MembershipService, MembershipType,
 };
-use crate::transport::tribes_send::TribesSender;
-use std::collections::HashSet;
-use crate::error::{Error, Result};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::pump::{Dest, Outgoing, Pump};
 use crate::transport::receiver::Receiver;
 use crate::transport::sync::SyncSender;
+use crate::transport::tribes_send::TribesSender;
 use crate::transport::{Message, MessageListener, OutcomeListener, SendOptions, Shared, Ticket};
 use crate::wire::compress::Deflater;
 use crate::wire::frame::{FrameHeader, FLAG_COMPRESSED};
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -389,7 +389,11 @@ impl Channel {
         ticket: Option<Arc<Ticket>>,
     ) -> Result<u64> {
         let (tribes, native): (Vec<SocketAddr>, Vec<SocketAddr>) = {
-            let p = self.inner.tribes_peers.read().unwrap_or_else(|e| e.into_inner());
+            let p = self
+                .inner
+                .tribes_peers
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
             to.iter().partition(|a| p.contains(a))
         };
         let id = if native.is_empty() {
@@ -437,7 +441,9 @@ impl Channel {
             return Err(Error::NotRunning);
         }
         for &a in to {
-            self.inner.tribes.send(a, &payload, opts.ack, opts.compress)?;
+            self.inner
+                .tribes
+                .send(a, &payload, opts.ack, opts.compress)?;
         }
         Ok(())
     }
@@ -544,7 +550,12 @@ impl Channel {
         }
         inner.sync.close_all();
         inner.tribes.close_all();
-        if let Some(m) = inner.membership.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(m) = inner
+            .membership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             m.stop();
         }
         if let Some(mut r) = inner

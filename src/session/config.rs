@@ -145,9 +145,7 @@ impl SessionConfig {
             }
             "commitRetries" => self.commit_retries = parse_u64(k, v, 0, 100)? as u32,
             "tombstoneRetention" => self.tombstone_retention = parse_ms(k, v, 1, MAX_MS)?,
-            "memberDiscoveryTime" => {
-                self.member_discovery_time = Some(parse_ms(k, v, 0, MAX_MS)?)
-            }
+            "memberDiscoveryTime" => self.member_discovery_time = Some(parse_ms(k, v, 0, MAX_MS)?),
             _ => return Ok(false),
         }
         Ok(true)

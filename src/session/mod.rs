@@ -33,5 +33,7 @@ pub use node::{
     SessionEvent, SessionNode, SessionStats, TransferFailure, Transmit,
 };
 pub use placement::{Holders, Placement};
+pub use store::{
+    member_key, CommitHandle, EventListener, SessionStore, SessionStoreBuilder, StoreLookup,
+};
 pub use table::SessionTable;
-pub use store::{member_key, CommitHandle, EventListener, SessionStore, SessionStoreBuilder, StoreLookup};

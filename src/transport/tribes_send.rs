@@ -41,12 +41,7 @@ impl TribesSender {
 
     /// Our member blob, as Tribes expects in every ChannelData.
     fn member_blob(&self) -> Result<Vec<u8>> {
-        let local = self
-            .shared
-            .local
-            .get()
-            .copied()
-            .ok_or(Error::NotRunning)?;
+        let local = self.shared.local.get().copied().ok_or(Error::NotRunning)?;
         let mut m = TribesMember::new(local.ip(), local.port(), self.shared.member_id);
         m.alive_ms = self.started.elapsed().as_millis() as i64;
         m.domain = self.shared.cfg.domain.clone();
@@ -62,7 +57,13 @@ impl TribesSender {
     /// # Errors
     /// [`Error::Unreachable`], [`Error::Timeout`], or
     /// [`Error::RemoteFailure`] on FAIL_ACK.
-    pub fn send(&self, to: SocketAddr, payload: &Bytes, ack: AckMode, compress: bool) -> Result<()> {
+    pub fn send(
+        &self,
+        to: SocketAddr,
+        payload: &Bytes,
+        ack: AckMode,
+        compress: bool,
+    ) -> Result<()> {
         let mut opts = options::BYTE_MESSAGE;
         match ack {
             AckMode::None => {}
@@ -106,7 +107,10 @@ impl TribesSender {
                 Err(e) => Err(Error::Unreachable(format!("{to}: {e}"))),
                 Ok(()) => {
                     Stats::add(&self.shared.stats.msgs_sent, 1);
-                    Stats::add(&self.shared.stats.bytes_sent, (head.len() + cd.message.len() + 7) as u64);
+                    Stats::add(
+                        &self.shared.stats.bytes_sent,
+                        (head.len() + cd.message.len() + 7) as u64,
+                    );
                     if ack == AckMode::None {
                         Ok(())
                     } else {
@@ -144,7 +148,12 @@ impl TribesSender {
             match s.read(&mut buf[got..]) {
                 Ok(0) => return Err(Error::Unreachable(format!("{to}: closed before the ack"))),
                 Ok(n) => got += n,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Err(Error::Timeout)
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -154,7 +163,9 @@ impl TribesSender {
         if buf == tribes::ACK_FRAME {
             Ok(())
         } else if buf == tribes::FAIL_ACK_FRAME {
-            Err(Error::RemoteFailure("Tribes member answered FAIL_ACK".into()))
+            Err(Error::RemoteFailure(
+                "Tribes member answered FAIL_ACK".into(),
+            ))
         } else {
             Err(Error::Unreachable(format!("{to}: not a Tribes ack")))
         }

@@ -33,7 +33,11 @@ impl Node {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("SR_DEBUG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .map_err(|e| format!("cannot start {name}: {e}"))?;
         let stdin = child.stdin.take().ok_or("no stdin")?;
@@ -137,8 +141,16 @@ struct Tally {
 }
 
 impl Tally {
-    fn bulk(&mut self, n: &mut Node, what: &str, prefix: &str, value: &str) -> Result<String, String> {
-        let r = n.ask(&format!("bulk {what} {prefix} 0 {PER_NODE} v {value} {SIZE}"))?;
+    fn bulk(
+        &mut self,
+        n: &mut Node,
+        what: &str,
+        prefix: &str,
+        value: &str,
+    ) -> Result<String, String> {
+        let r = n.ask(&format!(
+            "bulk {what} {prefix} 0 {PER_NODE} v {value} {SIZE}"
+        ))?;
         self.commits += num(&r, "acked");
         if num(&r, "failed") > 0 {
             return Err(format!("{}: {r}", n.name));
@@ -163,11 +175,20 @@ pub fn run(_args: &[String]) -> Result<(), String> {
         nodes.push(Node::start(&format!("node{i}"), &set)?);
     }
     let addrs: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
-    println!("3 nodes started (pids {}, {}, {}) at {}", nodes[0].child.id(), nodes[1].child.id(), nodes[2].child.id(), addrs.join(", "));
+    println!(
+        "3 nodes started (pids {}, {}, {}) at {}",
+        nodes[0].child.id(),
+        nodes[1].child.id(),
+        nodes[2].child.id(),
+        addrs.join(", ")
+    );
     for n in nodes.iter_mut() {
         n.ask("waitmembers 2 10000")?;
     }
-    let mut tally = Tally { commits: 0, lost: 0 };
+    let mut tally = Tally {
+        commits: 0,
+        lost: 0,
+    };
     let t = Instant::now();
     for (i, n) in nodes.iter_mut().enumerate() {
         tally.bulk(n, "create", &format!("s{}-", i + 1), "1")?;
@@ -179,7 +200,11 @@ pub fn run(_args: &[String]) -> Result<(), String> {
             tally.bulk(n, "set", &format!("s{}-", i + 1), v)?;
         }
     }
-    println!("each node updated its sessions twice: {} more commits, all acknowledged, in {} ms", 6 * PER_NODE, t.elapsed().as_millis());
+    println!(
+        "each node updated its sessions twice: {} more commits, all acknowledged, in {} ms",
+        6 * PER_NODE,
+        t.elapsed().as_millis()
+    );
     let login = nodes[0].ask("create login-0 user=alice")?;
     let _ = login;
     nodes[0].ask("chid login-0 login-1")?;
@@ -227,7 +252,10 @@ pub fn run(_args: &[String]) -> Result<(), String> {
     let ok = tally.check(&mut n4, "s1-", "4")?
         + tally.check(&mut n4, "s2-", "5")?
         + tally.check(&mut n4, "s3-", "4")?;
-    println!("after the kill, node4 finds {ok} of {} sessions with their last acknowledged value", 3 * PER_NODE);
+    println!(
+        "after the kill, node4 finds {ok} of {} sessions with their last acknowledged value",
+        3 * PER_NODE
+    );
 
     // node3 drains while node1 keeps committing.
     let t = Instant::now();

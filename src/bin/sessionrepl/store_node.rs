@@ -37,12 +37,12 @@ fn padded(value: &str, size: usize) -> Vec<u8> {
 }
 
 fn matches(stored: &[u8], value: &str) -> bool {
-    stored.starts_with(value.as_bytes())
-        && stored[value.len()..].iter().all(|b| *b == b'#')
+    stored.starts_with(value.as_bytes()) && stored[value.len()..].iter().all(|b| *b == b'#')
 }
 
 fn kv(s: &str) -> Result<(&str, &str), String> {
-    s.split_once('=').ok_or_else(|| format!("expected name=value, got {s}"))
+    s.split_once('=')
+        .ok_or_else(|| format!("expected name=value, got {s}"))
 }
 
 fn lookup(store: &SessionStore, id: &str) -> String {
@@ -73,12 +73,7 @@ fn hold(store: &SessionStore, id: &str) -> Result<(), String> {
     }
 }
 
-fn one(
-    store: &SessionStore,
-    what: &str,
-    id: &str,
-    attr: Option<&str>,
-) -> Result<usize, String> {
+fn one(store: &SessionStore, what: &str, id: &str, attr: Option<&str>) -> Result<usize, String> {
     let e = |e: sessionrepl::Error| e.to_string();
     let h = match what {
         "create" | "set" => {
@@ -118,6 +113,12 @@ fn bulk(store: &SessionStore, w: &[&str]) -> Result<String, String> {
     let t0 = Instant::now();
     let mut handles = Vec::new();
     let mut failed = 0;
+    let mut first: Option<String> = None;
+    let mut note = |e: String| {
+        if first.is_none() {
+            first = Some(e);
+        }
+    };
     for i in from..to {
         let id = format!("{prefix}{i}");
         let mut txn = store.begin(id.clone().into_bytes());
@@ -127,26 +128,36 @@ fn bulk(store: &SessionStore, w: &[&str]) -> Result<String, String> {
         } else {
             match hold(store, &id) {
                 Ok(()) => store.commit(txn),
-                Err(_) => {
+                Err(e) => {
+                    note(format!("{id}:{}", e.replace(' ', "_")));
                     failed += 1;
                     continue;
                 }
             }
         };
         match r {
-            Ok(h) => handles.push(h),
-            Err(_) => failed += 1,
+            Ok(h) => handles.push((id, h)),
+            Err(e) => {
+                note(format!("{id}:{}", e.to_string().replace(' ', "_")));
+                failed += 1
+            }
         }
     }
     let mut acked = 0;
-    for h in handles {
+    for (id, h) in handles {
         match h.wait(WAIT) {
             Ok(_) => acked += 1,
-            Err(_) => failed += 1,
+            Err(e) => {
+                note(format!("{id}:{}", e.to_string().replace(' ', "_")));
+                failed += 1
+            }
         }
     }
+    let first = first
+        .map(|e| format!(" first_error={e}"))
+        .unwrap_or_default();
     Ok(format!(
-        "bulk n={} acked={acked} failed={failed} secs={:.3}",
+        "bulk n={} acked={acked} failed={failed} secs={:.3}{first}",
         to - from,
         t0.elapsed().as_secs_f64()
     ))

@@ -292,18 +292,26 @@ impl Core {
             .node
             .handle_message(member_key(m.from), m.payload.clone(), now);
         self.flush(&mut g, now);
+        if let Err(e) = &r {
+            if std::env::var_os("SR_DEBUG").is_some() {
+                eprintln!("{} rejects from {}: {e}", g.node.me().addr, m.from);
+            }
+        }
         r.map_err(|e| e.to_string())
     }
 
     /// The channel's outcome listener (sender thread): queue, never block.
     pub(crate) fn on_outcome(&self, id: u64, to: SocketAddr, o: &Outcome) {
-        let o = match o {
+        let so = match o {
             Ok(crate::transport::Delivery::Acked) => SendOutcome::Acked,
             Ok(crate::transport::Delivery::Sent) => return,
             Err(crate::error::Error::Timeout) => SendOutcome::TimedOut,
             Err(_) => SendOutcome::Failed,
         };
-        self.push(Input::Outcome(id, to, o));
+        if let (Err(e), true) = (o, std::env::var_os("SR_DEBUG").is_some()) {
+            eprintln!("outcome of {id} to {to}: {e}");
+        }
+        self.push(Input::Outcome(id, to, so));
     }
 
     /// The driver thread: timers, the deferred start, inbox work nobody
@@ -321,7 +329,10 @@ impl Core {
                 }
                 if now >= st.next_timer {
                     st.node.handle_timeout(now);
-                    st.next_timer = st.node.poll_timeout().unwrap_or(now + Duration::from_secs(1));
+                    st.next_timer = st
+                        .node
+                        .poll_timeout()
+                        .unwrap_or(now + Duration::from_secs(1));
                 }
                 let mut next = st.next_timer;
                 if let Some(at) = st.start_at {

@@ -28,8 +28,8 @@
 mod core;
 mod handle;
 
-use self::core::{Core, Input};
 pub use self::core::{member_key, EventListener};
+use self::core::{Core, Input};
 pub use handle::CommitHandle;
 use handle::{Slot, SlotResult};
 
@@ -90,16 +90,16 @@ impl SessionStoreBuilder {
         if cfg.replication_mode.is_synchronous() {
             cfg.replication_mode = ReplicationMode::FastAsyncQueue;
         }
-        let discovery = cfg
-            .session
-            .member_discovery_time
-            .unwrap_or(match cfg.membership.membership_type {
-                MembershipType::Multicast => {
-                    cfg.membership.mcast_frequency * 2 + Duration::from_millis(50)
-                }
-                MembershipType::Dns => Duration::from_secs(1),
-                MembershipType::Static | MembershipType::None => Duration::ZERO,
-            });
+        let discovery =
+            cfg.session
+                .member_discovery_time
+                .unwrap_or(match cfg.membership.membership_type {
+                    MembershipType::Multicast => {
+                        cfg.membership.mcast_frequency * 2 + Duration::from_millis(50)
+                    }
+                    MembershipType::Dns => Duration::from_secs(1),
+                    MembershipType::Static | MembershipType::None => Duration::ZERO,
+                });
         let access_timeout = cfg.session.access_timeout;
         let session_cfg = cfg.session.clone();
         let core = Arc::new(Core::new(self.listener, cfg.compress));
@@ -322,16 +322,25 @@ impl SessionStore {
     /// [`Error::Timeout`] if the owner did not answer within `timeout`.
     pub fn get_timeout(&self, id: &[u8], timeout: Duration) -> Result<StoreLookup> {
         let deadline = Instant::now() + timeout;
-        for _ in 0..3 {
-            let r = self.core.with(|st, now| match st.node.get(id, now) {
-                Lookup::Local(s) => Ok(StoreLookup::Local(s.clone())),
-                Lookup::Moved(m) => Ok(StoreLookup::Moved(m.addr)),
-                Lookup::NotFound => Ok(StoreLookup::NotFound),
-                Lookup::Fetching { .. } => {
+        for round in 0..3 {
+            let r = self.core.with(|st, now| {
+                // A cached copy may be stale: refresh it from the holders once.
+                if round == 0 && st.node.is_cached_copy(id) && st.node.refresh(id, now).is_some() {
                     let slot = Slot::new();
                     let key = SessionId::copy_from_slice(id);
                     st.fetches.entry(key).or_default().push(slot.clone());
-                    Err(slot)
+                    return Err(slot);
+                }
+                match st.node.get(id, now) {
+                    Lookup::Local(s) => Ok(StoreLookup::Local(s.clone())),
+                    Lookup::Moved(m) => Ok(StoreLookup::Moved(m.addr)),
+                    Lookup::NotFound => Ok(StoreLookup::NotFound),
+                    Lookup::Fetching { .. } => {
+                        let slot = Slot::new();
+                        let key = SessionId::copy_from_slice(id);
+                        st.fetches.entry(key).or_default().push(slot.clone());
+                        Err(slot)
+                    }
                 }
             });
             let slot = match r {
@@ -340,7 +349,7 @@ impl SessionStore {
             };
             match slot.wait_until(deadline) {
                 None => return Err(Error::Timeout),
-                Some(SlotResult::Fetched(false)) => return Ok(StoreLookup::NotFound),
+                Some(SlotResult::Fetched(false)) if round > 0 => return Ok(StoreLookup::NotFound),
                 Some(SlotResult::Closed) => return Err(Error::Shutdown),
                 Some(_) => {}
             }
