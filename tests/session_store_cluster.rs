@@ -190,6 +190,6 @@ fn state_transfer_timeout_surfaces_from_wait_ready() {
         "{r:?}"
     );
     assert!(!joiner.is_ready());
-    assert_eq!(joiner.wait_ready(Duration::from_millis(10)).is_err(), true);
+    assert!(joiner.wait_ready(Duration::from_millis(10)).is_err());
     silent.stop();
 }
