@@ -205,8 +205,7 @@ pub fn run(_args: &[String]) -> Result<(), String> {
         6 * PER_NODE,
         t.elapsed().as_millis()
     );
-    let login = nodes[0].ask("create login-0 user=alice")?;
-    let _ = login;
+    nodes[0].ask("create login-0 user=alice")?;
     nodes[0].ask("chid login-0 login-1")?;
     let seen = nodes[2].ask("get login-1")?;
     let old = nodes[2].ask("get login-0")?;
