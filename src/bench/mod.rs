@@ -37,6 +37,7 @@ pub mod floor;
 mod latency;
 mod line;
 mod scenario;
+mod session;
 pub mod tribes;
 
 pub use latency::{percentile_of_sorted, LatencyRecorder, Percentiles};
@@ -94,4 +95,4 @@ mod tests {
 }
 
 mod run;
-pub use run::{cli, parse_args, run_sessionrepl, BenchOptions};
+pub use run::{cli, parse_args, run_sessionrepl, run_sessionrepl_lines, BenchOptions};

@@ -197,8 +197,25 @@ pub fn run_sessionrepl(s: Scenario, count: u64, io: &str) -> crate::Result<Optio
         Scenario::S5 => stream(s, count, size, true, io)?,
         Scenario::S2 | Scenario::S4 => acked(s, count, size, 1, io)?,
         Scenario::S3 => acked(s, count, size, s.threads(), io)?,
-        _ => return Ok(None),
+        Scenario::S6 => match super::session::s6(count, io)?.into_iter().next() {
+            Some(l) => l,
+            None => return Ok(None),
+        },
+        Scenario::S7 => super::session::s7(count, size, io)?,
     }))
+}
+
+/// Every line sessionrepl prints for a scenario: S6 has three workloads
+/// (1 KiB deltas, 100 × 1 KiB attributes, one 100 KiB attribute), the
+/// others one line.
+///
+/// # Errors
+/// Whatever failed in the channel or the stores.
+pub fn run_sessionrepl_lines(s: Scenario, count: u64, io: &str) -> crate::Result<Vec<BenchLine>> {
+    match s {
+        Scenario::S6 => super::session::s6(count, io),
+        _ => Ok(run_sessionrepl(s, count, io)?.into_iter().collect()),
+    }
 }
 
 /// Parses `sessionrepl bench` arguments.
@@ -269,9 +286,13 @@ pub fn cli(args: &[String]) -> Result<(), String> {
                 Err(e) => eprintln!("{} floor failed: {e}", s.id()),
             }
         }
-        match run_sessionrepl(s, count, &o.io) {
-            Ok(Some(l)) => println!("{}", l.with_extra("io", &o.io)),
-            Ok(None) => eprintln!(
+        match run_sessionrepl_lines(s, count, &o.io) {
+            Ok(lines) if !lines.is_empty() => {
+                for l in lines {
+                    println!("{}", l.with_extra("io", &o.io));
+                }
+            }
+            Ok(_) => eprintln!(
                 "{} {}: not implemented in sessionrepl yet",
                 s.id(),
                 s.name()

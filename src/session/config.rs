@@ -54,6 +54,12 @@ pub struct SessionConfig {
     /// `tombstoneRetention` in ms: how long removed or renamed ids are
     /// remembered so late copies do not resurrect them (default 120000).
     pub tombstone_retention: Duration,
+    /// `memberDiscoveryTime` in ms: how long a starting store listens for
+    /// members before it asks them for state (default: twice
+    /// `mcastFrequency` plus 50 ms with multicast, 1 s with DNS, 0 with a
+    /// static list). Too short, and a joiner that heard nobody yet starts
+    /// alone, empty.
+    pub member_discovery_time: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -72,6 +78,7 @@ impl Default for SessionConfig {
             max_active_sessions: None,
             commit_retries: 2,
             tombstone_retention: Duration::from_millis(120_000),
+            member_discovery_time: None,
         }
     }
 }
@@ -138,6 +145,7 @@ impl SessionConfig {
             }
             "commitRetries" => self.commit_retries = parse_u64(k, v, 0, 100)? as u32,
             "tombstoneRetention" => self.tombstone_retention = parse_ms(k, v, 1, MAX_MS)?,
+            "memberDiscoveryTime" => self.member_discovery_time = Some(parse_ms(k, v, 0, MAX_MS)?),
             _ => return Ok(false),
         }
         Ok(true)

@@ -22,6 +22,7 @@ mod model;
 mod node;
 mod placement;
 pub mod sim;
+mod store;
 mod table;
 
 pub use codec::{CodecLimits, CopyReason, DecodeError, Delta, Message, RemoveReason, SessionImage};
@@ -32,4 +33,7 @@ pub use node::{
     SessionEvent, SessionNode, SessionStats, TransferFailure, Transmit,
 };
 pub use placement::{Holders, Placement};
+pub use store::{
+    member_key, CommitHandle, EventListener, SessionStore, SessionStoreBuilder, StoreLookup,
+};
 pub use table::SessionTable;

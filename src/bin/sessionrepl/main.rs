@@ -2,6 +2,7 @@
 
 mod demo;
 mod node;
+mod store_node;
 
 use std::process::ExitCode;
 
@@ -12,6 +13,9 @@ commands:
   demo                      a small cluster on loopback, with an account of what happened
   node [--set key=value]... [--config FILE]
                             run one node until SIGINT/SIGTERM, one line per event
+  store-node [--events] [--set key=value]...
+                            one session-store node driven by commands on stdin
+                            (see src/bin/sessionrepl/store_node.rs)
   bench [--scenario S1,S4] [--scale N] [--io mio|uring] [--no-peer] [--no-floor]
                             benchmark scenarios of bench/SCENARIOS.md
   help                      this text
@@ -27,6 +31,7 @@ fn main() -> ExitCode {
     let r = match cmd.as_str() {
         "demo" => demo::run(rest),
         "node" => node::run(rest),
+        "store-node" => store_node::run(rest),
         "bench" => sessionrepl::bench::cli(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

@@ -122,6 +122,7 @@ impl SessionNode {
             Message::Leaving => {
                 if self.members.binary_search(&from).is_ok() && self.leaving.insert(from) {
                     self.recompute_live();
+                    self.view_changed = Some(now);
                 }
                 Ok(())
             }

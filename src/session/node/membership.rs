@@ -18,6 +18,7 @@ impl SessionNode {
         if m == self.me || !self.add_member(m) {
             return;
         }
+        self.view_changed = Some(now);
         if self.state == NodeState::Joining && self.cfg.mode == SessionMode::Backup {
             self.request_from(m, now);
         }
@@ -48,6 +49,7 @@ impl SessionNode {
         self.members.remove(pos);
         self.leaving.remove(&m);
         self.recompute_live();
+        self.view_changed = Some(now);
         let waiting = self.forget_outcomes_of(&m);
         self.donations.retain(|(to, _), _| *to != m);
         self.forward.remove(&m);

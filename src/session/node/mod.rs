@@ -74,6 +74,9 @@ pub struct SessionNode {
     /// Copies this node does not hold by placement, seen by the last sweep.
     pub(crate) orphans: HashSet<SessionId>,
     next_sweep: Instant,
+    /// When the placement set last changed (join, loss, leaving notice):
+    /// copies may be in flight to new holders for a while after.
+    pub(crate) view_changed: Option<Instant>,
     pub(crate) stats: SessionStats,
 }
 
@@ -106,6 +109,7 @@ impl SessionNode {
             forward: HashMap::new(),
             drain: None,
             orphans: HashSet::new(),
+            view_changed: None,
             stats: SessionStats::default(),
         }
     }
@@ -505,14 +509,44 @@ impl SessionNode {
             return Lookup::NotFound;
         }
         let holders = self.placement_of(id);
-        if holders.contains(&self.me) && self.state == NodeState::Ready {
-            // Authoritative: a ready holder that lacks it means it does not exist.
+        if holders.contains(&self.me) && self.state == NodeState::Ready && self.view_settled(now) {
+            // Authoritative: a ready holder that lacks it, with no copies in
+            // flight after a view change, means it does not exist.
             return Lookup::NotFound;
         }
         match self.start_fetch(Bytes::copy_from_slice(id), now) {
             Some(owner) => Lookup::Fetching { owner },
             None => Lookup::NotFound,
         }
+    }
+
+    /// True if no member is leaving and the placement set has not changed
+    /// for `accessTimeout`: no re-replication or hand-off copy can still be
+    /// on its way to a new holder.
+    pub(crate) fn view_settled(&self, now: Instant) -> bool {
+        self.leaving.is_empty()
+            && self
+                .view_changed
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.access_timeout)
+    }
+
+    /// True if this node holds `id` only as a cached copy (backup mode, not
+    /// a holder by placement: fetched for a request, or kept after the
+    /// placement moved on). Other members may have committed newer versions
+    /// of it since: refresh it with [`SessionNode::refresh`] before a
+    /// request uses it.
+    pub fn is_cached_copy(&self, id: &[u8]) -> bool {
+        self.cfg.mode == SessionMode::Backup
+            && self.state == NodeState::Ready
+            && self.table.get(id).is_some()
+            && !self.placement_of(id).contains(&self.me)
+    }
+
+    /// Fetches the holders' current version of `id` (a cached copy); a
+    /// [`SessionEvent::Fetched`] follows. Returns the member asked, `None`
+    /// if there is none.
+    pub fn refresh(&mut self, id: &[u8], now: Instant) -> Option<MemberKey> {
+        self.start_fetch(Bytes::copy_from_slice(id), now)
     }
 
     /// Hands every session this node holds to the members that hold it once
@@ -525,6 +559,7 @@ impl SessionNode {
         }
         self.state = NodeState::Draining;
         self.recompute_live();
+        self.view_changed = Some(now);
         let notice = self.members.clone();
         self.drain = Some(Drain {
             notice: notice.clone(),

@@ -473,7 +473,7 @@ impl SessionNode {
         if let Some(f) = self.fetches.values().find(|f| f.id == id) {
             return Some(f.target);
         }
-        let target = *self.placement_of(&id).others(&self.me).first()?;
+        let target = *self.fetch_candidates(&id).first()?;
         let fetch = self.nonce();
         self.fetches.insert(
             fetch,
@@ -493,14 +493,24 @@ impl SessionNode {
         Some(target)
     }
 
+    /// Whom to ask for `id`, in order: its holders by placement, then
+    /// members that are leaving (a draining member holds its sessions
+    /// until every hand-off is acknowledged).
+    fn fetch_candidates(&self, id: &[u8]) -> Vec<MemberKey> {
+        let mut c = self.placement_of(id).others(&self.me);
+        let mut leaving: Vec<MemberKey> = self.leaving.iter().copied().collect();
+        leaving.sort();
+        c.extend(leaving.into_iter().filter(|m| *m != self.me));
+        c
+    }
+
     /// The owner asked did not answer: ask the next holder, or give up.
     pub(crate) fn retry_fetch(&mut self, fetch: u64, now: Instant) {
         let Some(f) = self.fetches.get(&fetch) else {
             return;
         };
         let next = self
-            .placement_of(&f.id)
-            .others(&self.me)
+            .fetch_candidates(&f.id)
             .into_iter()
             .find(|m| !f.tried.contains(m));
         match next {

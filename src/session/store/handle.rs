@@ -1,0 +1,145 @@
+//! [`CommitHandle`]: waits for one commit's acknowledged replication, and
+//! the one-shot slot behind it (also used for fetches).
+
+use crate::error::{Error, Result};
+use crate::session::node::CommitFailure;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How a slot ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotResult {
+    /// Acknowledged by every required copy; copies that hold it now.
+    Acked(usize),
+    /// Not acknowledged.
+    Failed(CommitFailure),
+    /// A fetch finished: found or not.
+    Fetched(bool),
+    /// The store closed first.
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    result: Option<(SlotResult, Instant)>,
+    waiting: bool,
+}
+
+/// A one-shot result, completed by whoever holds the node's lock and waited
+/// for by a host thread. The condvar is signalled only when someone waits,
+/// so a commit nobody waits for costs no wake-up.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    state: Mutex<SlotState>,
+    cv: Condvar,
+}
+
+impl Slot {
+    pub(crate) fn new() -> Arc<Slot> {
+        Arc::new(Slot::default())
+    }
+
+    pub(crate) fn done(r: SlotResult) -> Arc<Slot> {
+        let s = Slot::new();
+        s.complete(r);
+        s
+    }
+
+    pub(crate) fn complete(&self, r: SlotResult) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if g.result.is_none() {
+            g.result = Some((r, Instant::now()));
+            if g.waiting {
+                self.cv.notify_all();
+            }
+        }
+    }
+
+    pub(crate) fn peek(&self) -> Option<(SlotResult, Instant)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).result
+    }
+
+    /// Waits until completed or `deadline`; `None` on timeout.
+    pub(crate) fn wait_until(&self, deadline: Instant) -> Option<SlotResult> {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some((r, _)) = g.result {
+                return Some(r);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            g.waiting = true;
+            g = self
+                .cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// One commit (or create, invalidation, id change) on its way to the
+/// members that must hold a copy. [`CommitHandle::wait`] returns once every
+/// one of them acknowledged it: from then on the change survives the loss
+/// of up to `backupCount` nodes.
+#[derive(Debug, Clone)]
+pub struct CommitHandle {
+    slot: Arc<Slot>,
+    started: Instant,
+}
+
+impl CommitHandle {
+    pub(crate) fn new(slot: Arc<Slot>, started: Instant) -> Self {
+        CommitHandle { slot, started }
+    }
+
+    /// Waits up to `timeout` for the acknowledgement; returns how many
+    /// copies now hold the change, this node's included.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if still pending after `timeout` (it may still
+    /// complete later), [`Error::RemoteFailure`] if a required copy refused
+    /// or never answered after `commitRetries`, [`Error::Conflict`] if a
+    /// concurrent commit on another node won, [`Error::Shutdown`] if the
+    /// store closed first.
+    pub fn wait(&self, timeout: Duration) -> Result<usize> {
+        match self.slot.wait_until(Instant::now() + timeout) {
+            None => Err(Error::Timeout),
+            Some(r) => result_of(r),
+        }
+    }
+
+    /// The outcome if known: `None` while pending.
+    pub fn try_result(&self) -> Option<Result<usize>> {
+        self.slot.peek().map(|(r, _)| result_of(r))
+    }
+
+    /// True once acknowledged or failed.
+    pub fn is_done(&self) -> bool {
+        self.slot.peek().is_some()
+    }
+
+    /// Time from the commit call until its outcome was known (`None` while
+    /// pending): the replication latency a benchmark reports.
+    pub fn latency(&self) -> Option<Duration> {
+        self.slot
+            .peek()
+            .map(|(_, at)| at.saturating_duration_since(self.started))
+    }
+}
+
+fn result_of(r: SlotResult) -> Result<usize> {
+    match r {
+        SlotResult::Acked(n) => Ok(n),
+        SlotResult::Fetched(_) => Ok(1),
+        SlotResult::Failed(CommitFailure::Conflict) => Err(Error::Conflict(
+            "a concurrent commit on another member won".into(),
+        )),
+        SlotResult::Failed(CommitFailure::Unacknowledged) => Err(Error::RemoteFailure(
+            "a required copy did not acknowledge the commit".into(),
+        )),
+        SlotResult::Closed => Err(Error::Shutdown),
+    }
+}
