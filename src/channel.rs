@@ -124,7 +124,13 @@ impl ChannelBuilder {
                 {
                     let mut p = peers.write().unwrap_or_else(|e| e.into_inner());
                     match ev {
-                        MemberEvent::Added(m) if !m.is_sessionrepl() => {
+                        // Only a multicast heartbeat without sessionrepl's
+                        // facts marks a plain Tribes node; static and DNS
+                        // members carry no facts and speak the native protocol.
+                        MemberEvent::Added(m)
+                            if m.source == crate::membership::MemberSource::Multicast
+                                && !m.is_sessionrepl() =>
+                        {
                             p.insert(m.addr);
                         }
                         MemberEvent::Removed(m, _) => {

@@ -33,7 +33,7 @@ impl Node {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("SR_DEBUG").is_some() {
+            .stderr(if std::env::var_os("SESSIONREPL_LOG").is_some() {
                 Stdio::inherit()
             } else {
                 Stdio::null()

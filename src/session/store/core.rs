@@ -293,9 +293,12 @@ impl Core {
             .handle_message(member_key(m.from), m.payload.clone(), now);
         self.flush(&mut g, now);
         if let Err(e) = &r {
-            if std::env::var_os("SR_DEBUG").is_some() {
-                eprintln!("{} rejects from {}: {e}", g.node.me().addr, m.from);
-            }
+            crate::sr_log!(
+                Debug,
+                "{} rejects a message from {}: {e}",
+                g.node.me().addr,
+                m.from
+            );
         }
         r.map_err(|e| e.to_string())
     }
@@ -308,8 +311,8 @@ impl Core {
             Err(crate::error::Error::Timeout) => SendOutcome::TimedOut,
             Err(_) => SendOutcome::Failed,
         };
-        if let (Err(e), true) = (o, std::env::var_os("SR_DEBUG").is_some()) {
-            eprintln!("outcome of {id} to {to}: {e}");
+        if let Err(e) = o {
+            crate::sr_log!(Debug, "outcome of message {id} to {to}: {e}");
         }
         self.push(Input::Outcome(id, to, so));
     }
