@@ -255,7 +255,8 @@ impl Channel {
         self.inner.running.load(Ordering::Relaxed)
     }
 
-    /// Sends `payload` to every member in `to`.
+    /// Sends `payload` to every member in `to`; an empty `to` means every
+    /// current member (as membership knows them).
     ///
     /// In `synchronous` and `pooled` modes this returns when every member
     /// acked (or, without ack, when it was written) and fails with the first
@@ -265,7 +266,8 @@ impl Channel {
     ///
     /// # Errors
     /// [`Error::NotRunning`], [`Error::QueueFull`] (async modes; the message
-    /// was not queued), [`Error::InvalidArgument`] (no destination, payload
+    /// was not queued), [`Error::InvalidArgument`] (no destination and no
+    /// members, payload
     /// over `maxFrameSize`), or in sync modes [`Error::Timeout`],
     /// [`Error::RemoteFailure`], [`Error::Unreachable`].
     pub fn send(&self, to: &[SocketAddr], payload: Bytes, opts: SendOptions) -> Result<u64> {
@@ -284,9 +286,24 @@ impl Channel {
         payload: Bytes,
         opts: SendOptions,
     ) -> Result<(u64, Arc<Ticket>)> {
+        let to = self.destinations(to)?;
         let t = Arc::new(Ticket::new(to.len()));
-        let id = self.send_inner(to, payload, opts, Some(t.clone()))?;
+        let id = self.send_inner(&to, payload, opts, Some(t.clone()))?;
         Ok((id, t))
+    }
+
+    /// `to`, or every current member when `to` is empty.
+    fn destinations<'a>(&self, to: &'a [SocketAddr]) -> Result<std::borrow::Cow<'a, [SocketAddr]>> {
+        if !to.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(to));
+        }
+        let all: Vec<SocketAddr> = self.members().iter().map(|m| m.addr).collect();
+        if all.is_empty() {
+            return Err(Error::InvalidArgument(
+                "no destination given and no current members".into(),
+            ));
+        }
+        Ok(std::borrow::Cow::Owned(all))
     }
 
     fn send_inner(
@@ -301,7 +318,8 @@ impl Channel {
             return Err(Error::NotRunning);
         }
         if to.is_empty() {
-            return Err(Error::InvalidArgument("no destination".into()));
+            let all = self.destinations(to)?;
+            return self.send_inner(&all, payload, opts, ticket);
         }
         if inner.any_tribes_peer.load(Ordering::Relaxed) {
             return self.send_mixed(to, payload, opts, ticket);
@@ -480,8 +498,7 @@ impl Channel {
     /// As [`Channel::send`]; [`Error::InvalidArgument`] when there are no
     /// members.
     pub fn send_to_members(&self, payload: Bytes, opts: SendOptions) -> Result<u64> {
-        let to: Vec<SocketAddr> = self.members().iter().map(|m| m.addr).collect();
-        self.send(&to, payload, opts)
+        self.send(&[], payload, opts)
     }
 
     /// Compresses when asked and worthwhile, with this thread's reused

@@ -2,7 +2,8 @@
 //! fourth namespace; all created and removed by this test (names unique per
 //! process). Multicast uses TTL 1 and never leaves these namespaces.
 //!
-//! Asserts multicast membership across hosts, removal of a SIGKILLed node
+//! Asserts multicast membership across hosts, no spurious drop while TCP
+//! streams saturate the links, removal of a SIGKILLed node
 //! within the drop time (plus the TCP check), and a partitioned host (its
 //! veth down) dropped and added back once the link is up.
 //!
@@ -30,6 +31,78 @@ fn node_helper() {
         // End the harness's "test node_helper ... " line first.
         println!();
         std::process::exit(member_node::run(&args));
+    }
+}
+
+const BLAST_ENV: &str = "SR_NETNS_BLAST";
+
+/// Helper mode: a TCP traffic generator run inside a namespace. `sink ADDR`
+/// accepts one connection and reads everything; `send ADDR SECS` writes as
+/// fast as it can for SECS seconds.
+#[test]
+fn blast_helper() {
+    let Ok(a) = std::env::var(BLAST_ENV) else {
+        return;
+    };
+    use std::io::{Read, Write};
+    let v: Vec<&str> = a.split_whitespace().collect();
+    println!();
+    match v.as_slice() {
+        ["sink", addr] => {
+            let l = std::net::TcpListener::bind(addr).unwrap();
+            println!("sink-ready");
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+            println!("sink-done bytes={total}");
+        }
+        ["send", addr, secs] => {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            let buf = vec![7u8; 1 << 20];
+            let end = Instant::now() + Duration::from_secs(secs.parse().unwrap());
+            while Instant::now() < end {
+                if c.write_all(&buf).is_err() {
+                    break;
+                }
+            }
+            println!("send-done");
+        }
+        _ => panic!("bad blast args {a}"),
+    }
+    std::process::exit(0);
+}
+
+/// Runs this test binary in blast helper mode inside namespace `ns`.
+fn blast(ns: &str, args: &str) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "blast_helper", "--nocapture", "--test-threads=1"])
+        .env(BLAST_ENV, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ip netns exec")
+}
+
+fn wait_line(c: &mut Child, prefix: &str) -> String {
+    let out = c.stdout.as_mut().unwrap();
+    let mut r = BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("blast helper ended before '{prefix}'");
+        }
+        if line.starts_with(prefix) {
+            return line.trim().to_string();
+        }
     }
 }
 
@@ -260,6 +333,40 @@ fn three_namespaced_hosts_join_crash_and_partition() {
             }
         }
     }
+    // Load: saturate the bridge with TCP streams host0 -> host1 and
+    // host1 -> host2 for 3 s; heartbeats share the links, and no member may
+    // be dropped meanwhile.
+    let mut sinks = Vec::new();
+    let mut senders = Vec::new();
+    for (from, to) in [(0usize, 1usize), (1, 2)] {
+        let addr = format!("{}:5000", lab.host_ip(to));
+        let mut sink = blast(&lab.hosts[to], &format!("sink {addr}"));
+        wait_line(&mut sink, "sink-ready");
+        senders.push(blast(&lab.hosts[from], &format!("send {addr} 3")));
+        sinks.push(sink);
+    }
+    for mut s in senders {
+        let _ = s.wait();
+    }
+    for mut s in sinks {
+        let done = wait_line(&mut s, "sink-done");
+        let bytes: u64 = done.trim_start_matches("sink-done bytes=").parse().unwrap();
+        assert!(bytes > 10 << 20, "the load was real: {bytes} bytes");
+        let _ = s.wait();
+    }
+    for n in &nodes {
+        let g = n.lines.v.lock().unwrap();
+        let dropped: Vec<_> = g
+            .iter()
+            .filter(|l| l.starts_with("member-removed"))
+            .collect();
+        assert!(
+            dropped.is_empty(),
+            "{}: spurious drop under load: {dropped:?}",
+            n.addr
+        );
+    }
+
     let mut nodes = nodes;
     let (n0, rest) = nodes.split_at_mut(1);
     let (n1, n2) = rest.split_at_mut(1);
