@@ -3,20 +3,19 @@
 
 use bytes::Bytes;
 use sessionrepl::{Channel, Config, ReplicationMode};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+mod common;
+use common::{stdout_lines, Log};
+use std::sync::Arc;
+
 struct Node {
     child: Child,
-    lines: Receiver<String>,
-    /// Lines read but not yet matched (events of different members may
-    /// arrive in any order).
-    seen: std::cell::RefCell<Vec<String>>,
+    lines: Arc<Log<String>>,
 }
 
 impl Node {
@@ -31,35 +30,13 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Node {
-            child,
-            lines: rx,
-            seen: Default::default(),
-        }
+        let lines = stdout_lines(&mut child, WAIT);
+        Node { child, lines }
     }
+    /// A line matching `what` (events of different members may come in any
+    /// order, so this searches everything printed so far).
     fn expect(&self, what: impl Fn(&str) -> bool, label: &str) -> String {
-        let mut seen = self.seen.borrow_mut();
-        if let Some(i) = seen.iter().position(|l| what(l)) {
-            return seen.remove(i);
-        }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if what(&l) => return l,
-                Ok(l) => seen.push(l),
-                Err(_) => panic!("no line for {label}"),
-            }
-        }
+        self.lines.wait(label, |l| what(l))
     }
     fn ready(&self) -> SocketAddr {
         let l = self.expect(|l| l.starts_with("ready addr="), "ready");

@@ -15,9 +15,12 @@
 #[allow(dead_code)]
 mod member_node;
 
+mod common;
+use common::{stdout_lines, Log};
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const HELPER_ENV: &str = "SR_MEMBER_NODE_ARGS";
@@ -199,17 +202,11 @@ impl Drop for Lab {
     }
 }
 
-#[derive(Default)]
-struct Lines {
-    v: Mutex<Vec<String>>,
-    cv: Condvar,
-}
-
 /// A node process inside a namespace; killed when dropped.
 struct Node {
     child: Child,
     _stdin: ChildStdin,
-    lines: Arc<Lines>,
+    lines: Arc<Log<String>>,
     addr: String,
     id: String,
 }
@@ -230,15 +227,7 @@ impl Node {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("ip netns exec");
-        let lines = Arc::new(Lines::default());
-        let out = child.stdout.take().unwrap();
-        let l2 = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                l2.v.lock().unwrap().push(line);
-                l2.cv.notify_all();
-            }
-        });
+        let lines = stdout_lines(&mut child, WAIT);
         let stdin = child.stdin.take().unwrap();
         let n = Node {
             child,
@@ -252,18 +241,8 @@ impl Node {
     }
 
     fn wait_n(&self, what: &str, n: usize, f: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        let mut g = self.lines.v.lock().unwrap();
-        while g.iter().filter(|l| f(l)).count() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "{}: timed out waiting for {what}; got {:?}",
-                self.addr,
-                *g
-            );
-            g = self.lines.cv.wait_timeout(g, left).unwrap().0;
-        }
+        self.lines
+            .wait_n(&format!("{}: {what}", self.addr), n, |l| f(l));
     }
 
     fn added(&self, other: &Node, n: usize) {
@@ -355,7 +334,7 @@ fn three_namespaced_hosts_join_crash_and_partition() {
         let _ = s.wait();
     }
     for n in &nodes {
-        let g = n.lines.v.lock().unwrap();
+        let g = n.lines.snapshot();
         let dropped: Vec<_> = g
             .iter()
             .filter(|l| l.starts_with("member-removed"))

@@ -4,11 +4,11 @@
 //!
 //! Skipped, with a printed reason, when javac or the jars are absent.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sessionrepl::membership::{
@@ -16,40 +16,15 @@ use sessionrepl::membership::{
 };
 use sessionrepl::wire::tribes::{TribesMember, SHUTDOWN_COMMAND};
 
-const TRIBES_JAR: &str = "/usr/share/java/tomcat10-tribes.jar";
-const JULI_JAR: &str = "/usr/share/java/tomcat10-juli.jar";
+mod common;
+use common::{compile_java, stdout_lines, Log, JULI_JAR, TRIBES_JAR};
 const WAIT: Duration = Duration::from_secs(30);
-
-#[derive(Default)]
-struct Lines {
-    v: Mutex<Vec<String>>,
-    cv: Condvar,
-}
-
-impl Lines {
-    fn wait(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        let mut g = self.v.lock().unwrap();
-        loop {
-            if let Some(l) = g.iter().find(|l| f(l)) {
-                return l.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out waiting for {what}; got {:?}",
-                *g
-            );
-            g = self.cv.wait_timeout(g, left).unwrap().0;
-        }
-    }
-}
 
 /// A running TribesPeer; killed when dropped.
 struct JavaPeer {
     child: Child,
     stdin: Option<ChildStdin>,
-    lines: Arc<Lines>,
+    lines: Arc<Log<String>>,
     port: u16,
 }
 
@@ -71,15 +46,7 @@ impl JavaPeer {
             .stderr(Stdio::null())
             .spawn()
             .expect("java");
-        let lines = Arc::new(Lines::default());
-        let out = child.stdout.take().unwrap();
-        let l2 = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                l2.v.lock().unwrap().push(line);
-                l2.cv.notify_all();
-            }
-        });
+        let lines = stdout_lines(&mut child, WAIT);
         let stdin = child.stdin.take();
         JavaPeer {
             child,
@@ -136,57 +103,12 @@ fn free_tcp_port() -> u16 {
 
 /// Compiles java/TribesPeer.java into a fresh temp dir, or says why not.
 fn compile_peer() -> Result<PathBuf, String> {
-    for jar in [TRIBES_JAR, JULI_JAR] {
-        if !Path::new(jar).exists() {
-            return Err(format!(
-                "{jar} missing (apt-get install -y libtomcat10-java)"
-            ));
-        }
-    }
-    let dir = std::env::temp_dir().join(format!("sr-tribes-peer-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("java/TribesPeer.java");
-    let st = Command::new("javac")
-        .args(["-nowarn", "-cp", &format!("{TRIBES_JAR}:{JULI_JAR}"), "-d"])
-        .arg(&dir)
-        .arg(&src)
-        .status()
-        .map_err(|e| format!("javac not runnable: {e}"))?;
-    if !st.success() {
-        return Err(format!("javac failed: {st}"));
-    }
-    Ok(dir)
-}
-
-#[derive(Default)]
-struct Events {
-    v: Mutex<Vec<MemberEvent>>,
-    cv: Condvar,
-}
-
-impl Events {
-    fn wait(&self, what: &str, f: impl Fn(&MemberEvent) -> bool) -> MemberEvent {
-        let deadline = Instant::now() + WAIT;
-        let mut g = self.v.lock().unwrap();
-        loop {
-            if let Some(e) = g.iter().find(|e| f(e)) {
-                return e.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out waiting for {what}; saw {:?}",
-                *g
-            );
-            g = self.cv.wait_timeout(g, left).unwrap().0;
-        }
-    }
+    compile_java("TribesPeer.java")
 }
 
 struct RustNode {
     svc: Option<MembershipService>,
-    events: Arc<Events>,
+    events: Arc<Log<MemberEvent>>,
     addr: SocketAddr,
     id: [u8; 16],
     _listener: TcpListener,
@@ -196,14 +118,13 @@ fn rust_node(cfg: &MembershipConfig, n: u8) -> RustNode {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let id = [n; 16];
-    let events = Arc::new(Events::default());
+    let events = Log::new(WAIT);
     let ev = events.clone();
     let svc = MembershipService::start(
         cfg,
         LocalMemberInfo::new(addr, id, ""),
         Arc::new(move |e: &MemberEvent| {
-            ev.v.lock().unwrap().push(e.clone());
-            ev.cv.notify_all();
+            ev.push(e.clone());
         }),
     )
     .unwrap();

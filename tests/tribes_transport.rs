@@ -8,46 +8,28 @@ use bytes::Bytes;
 use sessionrepl::config::AckMode;
 use sessionrepl::transport::SendOptions;
 use sessionrepl::{Channel, Config, Error};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const TRIBES_JAR: &str = "/usr/share/java/tomcat10-tribes.jar";
-const JULI_JAR: &str = "/usr/share/java/tomcat10-juli.jar";
+mod common;
+use common::{compile_java, stdout_lines, Log, JULI_JAR, TRIBES_JAR};
+
 const WAIT: Duration = Duration::from_secs(30);
 
-fn compile() -> Result<PathBuf, String> {
-    for jar in [TRIBES_JAR, JULI_JAR] {
-        if !Path::new(jar).exists() {
-            return Err(format!(
-                "{jar} missing (apt-get install -y libtomcat10-java)"
-            ));
-        }
-    }
-    let dir = std::env::temp_dir().join(format!("sr-tribes-tp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("java/TribesTransportPeer.java");
-    let st = Command::new("javac")
-        .args(["-nowarn", "-cp", &format!("{TRIBES_JAR}:{JULI_JAR}"), "-d"])
-        .arg(&dir)
-        .arg(&src)
-        .status()
-        .map_err(|e| format!("javac not runnable: {e}"))?;
-    if !st.success() {
-        return Err(format!("javac failed: {st}"));
-    }
-    Ok(dir)
+fn compile() -> Result<std::path::PathBuf, String> {
+    compile_java("TribesTransportPeer.java")
 }
 
 struct Peer {
     child: Child,
     stdin: ChildStdin,
-    lines: Receiver<String>,
+    lines: Arc<Log<String>>,
+    /// Lines already matched by `expect` (each is consumed once).
+    used: usize,
     port: u16,
 }
 
@@ -71,19 +53,12 @@ impl Peer {
             .spawn()
             .expect("java");
         let stdin = child.stdin.take().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child, WAIT);
         let mut p = Peer {
             child,
             stdin,
-            lines: rx,
+            lines,
+            used: 0,
             port: 0,
         };
         let l = p.expect("started");
@@ -98,16 +73,13 @@ impl Peer {
             .unwrap();
         p
     }
+    /// The next line (after the last one expected) starting with `prefix`.
     fn expect(&mut self, prefix: &str) -> String {
-        loop {
-            let l = self
-                .lines
-                .recv_timeout(WAIT)
-                .unwrap_or_else(|_| panic!("no '{prefix}' line"));
-            if l.starts_with(prefix) {
-                return l;
-            }
-        }
+        let (i, line) = self
+            .lines
+            .wait_from(prefix, self.used, |l| l.starts_with(prefix));
+        self.used = i + 1;
+        line
     }
     fn cmd(&mut self, c: &str) {
         writeln!(self.stdin, "{c}").unwrap();

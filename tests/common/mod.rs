@@ -1,0 +1,129 @@
+//! Helpers shared by the integration tests: a waitable log of lines or
+//! events, a child process whose stdout lines land in such a log, and
+//! compiling the project's Java peers against Debian's Tribes jar.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Debian's Tribes jar (package libtomcat10-java).
+pub const TRIBES_JAR: &str = "/usr/share/java/tomcat10-tribes.jar";
+/// The logging jar Tribes needs.
+pub const JULI_JAR: &str = "/usr/share/java/tomcat10-juli.jar";
+
+/// Things that happened, in order, waitable with a generous deadline.
+pub struct Log<T> {
+    v: Mutex<Vec<T>>,
+    cv: Condvar,
+    wait: Duration,
+}
+
+impl<T: Clone + std::fmt::Debug> Log<T> {
+    /// An empty log whose waits give up after `wait`.
+    pub fn new(wait: Duration) -> Arc<Log<T>> {
+        Arc::new(Log {
+            v: Mutex::new(Vec::new()),
+            cv: Condvar::new(),
+            wait,
+        })
+    }
+
+    /// Appends one item and wakes waiters.
+    pub fn push(&self, t: T) {
+        self.v.lock().unwrap().push(t);
+        self.cv.notify_all();
+    }
+
+    /// A copy of everything so far.
+    pub fn snapshot(&self) -> Vec<T> {
+        self.v.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` items match `f`; returns the last of them.
+    pub fn wait_n(&self, what: &str, n: usize, f: impl Fn(&T) -> bool) -> T {
+        let deadline = Instant::now() + self.wait;
+        let mut g = self.v.lock().unwrap();
+        loop {
+            let hits: Vec<&T> = g.iter().filter(|t| f(t)).collect();
+            if hits.len() >= n {
+                return hits[n - 1].clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; got {:?}",
+                *g
+            );
+            g = self.cv.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    /// Waits for the first item at index `from` or later that matches `f`;
+    /// returns its index and the item (a cursor for reading in order).
+    pub fn wait_from(&self, what: &str, from: usize, f: impl Fn(&T) -> bool) -> (usize, T) {
+        let deadline = Instant::now() + self.wait;
+        let mut g = self.v.lock().unwrap();
+        loop {
+            if let Some(i) = (from..g.len()).find(|&i| f(&g[i])) {
+                return (i, g[i].clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; got {:?}",
+                *g
+            );
+            g = self.cv.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    /// Waits until an item matches `f`; returns the first that does.
+    pub fn wait(&self, what: &str, f: impl Fn(&T) -> bool) -> T {
+        self.wait_n(what, 1, f)
+    }
+}
+
+/// Forwards the child's stdout, line by line, into a new log.
+pub fn stdout_lines(child: &mut Child, wait: Duration) -> Arc<Log<String>> {
+    let log = Log::new(wait);
+    let out = child.stdout.take().expect("stdout piped");
+    let l2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            l2.push(line);
+        }
+    });
+    log
+}
+
+/// Compiles `java/<file>` against the Tribes jars into a fresh temp dir, or
+/// says why it cannot (no jar, no javac) so the caller can skip.
+pub fn compile_java(file: &str) -> Result<PathBuf, String> {
+    for jar in [TRIBES_JAR, JULI_JAR] {
+        if !Path::new(jar).exists() {
+            return Err(format!(
+                "{jar} missing (apt-get install -y libtomcat10-java)"
+            ));
+        }
+    }
+    let stem = file.trim_end_matches(".java");
+    let dir = std::env::temp_dir().join(format!("sr-{stem}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("java")
+        .join(file);
+    let st = Command::new("javac")
+        .args(["-nowarn", "-cp", &format!("{TRIBES_JAR}:{JULI_JAR}"), "-d"])
+        .arg(&dir)
+        .arg(&src)
+        .status()
+        .map_err(|e| format!("javac not runnable: {e}"))?;
+    if !st.success() {
+        return Err(format!("javac failed: {st}"));
+    }
+    Ok(dir)
+}
