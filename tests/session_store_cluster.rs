@@ -175,7 +175,7 @@ fn drain_with_racing_commits_loses_and_reverts_nothing() {
 
 #[test]
 fn state_transfer_timeout_surfaces_from_wait_ready() {
-    let cfg = cluster_settings(&["stateTransferTimeout=500", "memberDiscoveryTime=400"]);
+    let cfg = cluster_settings(&["stateTransferTimeout=0.5", "memberDiscoveryTime=400"]);
     // A member that speaks sessionrepl but is no session store: it acks the
     // state request and never sends the state.
     let silent = Channel::builder(config(&cfg))

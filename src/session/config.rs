@@ -30,8 +30,9 @@ pub struct SessionConfig {
     /// `stateTransferWindow`: chunks in flight before the donor waits for a
     /// chunk ack (default 4).
     pub state_transfer_window: usize,
-    /// `stateTransferTimeout` in milliseconds (default 60000; `-1` waits
-    /// forever, stored as `None`). Note: Tomcat counts this key in seconds.
+    /// `stateTransferTimeout` in seconds, as in Tomcat (default 60; a
+    /// fraction such as `0.5` is accepted; `-1` waits forever, stored as
+    /// `None`).
     pub state_transfer_timeout: Option<Duration>,
     /// `maxInactiveInterval` in seconds for new sessions (default 1800;
     /// negative: never expire).
@@ -126,7 +127,12 @@ impl SessionConfig {
                 self.state_transfer_timeout = if v == "-1" {
                     None
                 } else {
-                    Some(parse_ms(k, v, 1, MAX_MS)?)
+                    let secs: f64 = v
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| s.is_finite() && *s >= 0.001 && *s <= (MAX_MS / 1000) as f64)
+                        .ok_or_else(|| bad(k, "expected seconds (0.001 or more) or -1"))?;
+                    Some(Duration::from_secs_f64(secs))
                 }
             }
             "maxInactiveInterval" => {
