@@ -272,37 +272,22 @@ typedef enum sr_session_event_kind {
      */
     SR_SESSION_ID_CHANGED = 4,
     /**
-     * Every required copy acknowledged a commit of `id`; `count` is the
-     * number of copies, this node's included.
-     */
-    SR_SESSION_COMMIT_ACKED = 5,
-    /**
-     * A commit of `id` failed: `result` is `SR_REMOTE_FAILURE` (a copy
-     * did not acknowledge) or `SR_CONFLICT` (another member's concurrent
-     * commit won).
-     */
-    SR_SESSION_COMMIT_FAILED = 6,
-    /**
      * Two concurrent versions of `id` met: `version` was kept,
      * `discarded_version` dropped.
      */
-    SR_SESSION_CONFLICT = 7,
-    /**
-     * A fetch of `id` finished; `flag` is non-zero if it was found.
-     */
-    SR_SESSION_FETCHED = 8,
+    SR_SESSION_CONFLICT = 5,
     /**
      * State transfer is complete; `count` sessions are held here.
      */
-    SR_SESSION_READY = 9,
+    SR_SESSION_READY = 6,
     /**
      * State transfer timed out with `count` donors incomplete.
      */
-    SR_SESSION_TRANSFER_FAILED = 10,
+    SR_SESSION_TRANSFER_FAILED = 7,
     /**
      * Every session this node held is handed over: safe to stop.
      */
-    SR_SESSION_DRAINED = 11,
+    SR_SESSION_DRAINED = 8,
 } sr_session_event_kind;
 
 /**
@@ -721,7 +706,7 @@ typedef struct sr_session_info {
 /**
  * One session-store event, passed to the event callback; it and the bytes
  * it points at are valid only until the callback returns. Fields that do
- * not apply to `kind` are zero (NULL pointers, `by.family` 0, `SR_OK`).
+ * not apply to `kind` are zero (NULL pointers, `by.family` 0).
  */
 typedef struct sr_session_event {
     /**
@@ -758,18 +743,13 @@ typedef struct sr_session_event {
      */
     uint64_t discarded_version;
     /**
-     * Copies (commit acked), sessions (ready), or donors missing
-     * (transfer failed).
+     * Sessions held (ready), or donors missing (transfer failed).
      */
     uint64_t count;
     /**
-     * Expired here (expired), found (fetched).
+     * Non-zero if this node expired the session (expired).
      */
     int flag;
-    /**
-     * Why a commit failed (commit failed); `SR_OK` otherwise.
-     */
-    enum sr_result result;
 } sr_session_event;
 
 /**

@@ -1,7 +1,7 @@
 //! `sr_session_event`: what the session store tells its event callback.
 
-use super::{sr_addr, sr_result, Userdata};
-use crate::session::{CommitFailure, MemberKey, SessionEvent, TransferFailure};
+use super::{sr_addr, Userdata};
+use crate::session::{MemberKey, SessionEvent, TransferFailure};
 use std::ffi::{c_int, c_void};
 
 /// What an `sr_session_event` reports.
@@ -20,29 +20,20 @@ pub enum sr_session_event_kind {
     SR_SESSION_INVALIDATED = 3,
     /// Another member (`by`) renamed session `id` to `new_id`.
     SR_SESSION_ID_CHANGED = 4,
-    /// Every required copy acknowledged a commit of `id`; `count` is the
-    /// number of copies, this node's included.
-    SR_SESSION_COMMIT_ACKED = 5,
-    /// A commit of `id` failed: `result` is `SR_REMOTE_FAILURE` (a copy
-    /// did not acknowledge) or `SR_CONFLICT` (another member's concurrent
-    /// commit won).
-    SR_SESSION_COMMIT_FAILED = 6,
     /// Two concurrent versions of `id` met: `version` was kept,
     /// `discarded_version` dropped.
-    SR_SESSION_CONFLICT = 7,
-    /// A fetch of `id` finished; `flag` is non-zero if it was found.
-    SR_SESSION_FETCHED = 8,
+    SR_SESSION_CONFLICT = 5,
     /// State transfer is complete; `count` sessions are held here.
-    SR_SESSION_READY = 9,
+    SR_SESSION_READY = 6,
     /// State transfer timed out with `count` donors incomplete.
-    SR_SESSION_TRANSFER_FAILED = 10,
+    SR_SESSION_TRANSFER_FAILED = 7,
     /// Every session this node held is handed over: safe to stop.
-    SR_SESSION_DRAINED = 11,
+    SR_SESSION_DRAINED = 8,
 }
 
 /// One session-store event, passed to the event callback; it and the bytes
 /// it points at are valid only until the callback returns. Fields that do
-/// not apply to `kind` are zero (NULL pointers, `by.family` 0, `SR_OK`).
+/// not apply to `kind` are zero (NULL pointers, `by.family` 0).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct sr_session_event {
@@ -63,13 +54,10 @@ pub struct sr_session_event {
     pub version: u64,
     /// The dropped version counter (conflict).
     pub discarded_version: u64,
-    /// Copies (commit acked), sessions (ready), or donors missing
-    /// (transfer failed).
+    /// Sessions held (ready), or donors missing (transfer failed).
     pub count: u64,
-    /// Expired here (expired), found (fetched).
+    /// Non-zero if this node expired the session (expired).
     pub flag: c_int,
-    /// Why a commit failed (commit failed); `SR_OK` otherwise.
-    pub result: sr_result,
 }
 
 /// Called for each session-store event (see `sr_session_event_kind`), in
@@ -112,7 +100,6 @@ impl EventCallback {
             discarded_version: 0,
             count: 0,
             flag: 0,
-            result: sr_result::SR_OK,
         };
         let set_id = |ev: &mut sr_session_event, id: &[u8]| {
             ev.id = id.as_ptr();
@@ -148,19 +135,11 @@ impl EventCallback {
                 ev.new_id_len = new.len();
                 ev.by = by(m);
             }
-            SessionEvent::CommitAcked { id, copies, .. } => {
-                ev.kind = SR_SESSION_COMMIT_ACKED;
-                set_id(&mut ev, id);
-                ev.count = *copies as u64;
-            }
-            SessionEvent::CommitFailed { id, reason, .. } => {
-                ev.kind = SR_SESSION_COMMIT_FAILED;
-                set_id(&mut ev, id);
-                ev.result = match reason {
-                    CommitFailure::Unacknowledged => sr_result::SR_REMOTE_FAILURE,
-                    CommitFailure::Conflict => sr_result::SR_CONFLICT,
-                };
-            }
+            // The store completes commit and fetch waits with these; it
+            // does not pass them to listeners.
+            SessionEvent::CommitAcked { .. }
+            | SessionEvent::CommitFailed { .. }
+            | SessionEvent::Fetched { .. } => return,
             SessionEvent::Conflict {
                 id,
                 kept,
@@ -170,11 +149,6 @@ impl EventCallback {
                 set_id(&mut ev, id);
                 ev.version = kept.counter;
                 ev.discarded_version = discarded.counter;
-            }
-            SessionEvent::Fetched { id, found } => {
-                ev.kind = SR_SESSION_FETCHED;
-                set_id(&mut ev, id);
-                ev.flag = *found as c_int;
             }
             SessionEvent::Ready { sessions } => {
                 ev.kind = SR_SESSION_READY;
