@@ -41,8 +41,14 @@ fn committed_attributes_read_back_from_a_snapshot_in_name_order() {
             sr_session_store_begin(st, b"s1".as_ptr(), 2, &mut txn),
             sr_result::SR_OK
         );
-        assert_eq!(sr_txn_set(txn, c"b".as_ptr(), b"2".as_ptr(), 1), sr_result::SR_OK);
-        assert_eq!(sr_txn_set(txn, c"a".as_ptr(), b"1".as_ptr(), 1), sr_result::SR_OK);
+        assert_eq!(
+            sr_txn_set(txn, c"b".as_ptr(), b"2".as_ptr(), 1),
+            sr_result::SR_OK
+        );
+        assert_eq!(
+            sr_txn_set(txn, c"a".as_ptr(), b"1".as_ptr(), 1),
+            sr_result::SR_OK
+        );
         let mut copies = 0usize;
         assert_eq!(
             sr_session_store_create(st, txn, 30_000, &mut copies),
