@@ -31,6 +31,11 @@
 #define SR_ADDR_IPV6 6
 
 /**
+ * Longest domain `sr_member_info` holds, NUL included.
+ */
+#define SR_MEMBER_DOMAIN_MAX 64
+
+/**
  * Major version of the library (Cargo.toml's).
  */
 #define SESSIONREPL_VERSION_MAJOR 0
@@ -135,6 +140,10 @@ typedef enum sr_result {
      */
     SR_PENDING = 210,
     /**
+     * There is no member to send to.
+     */
+    SR_NO_MEMBERS = 300,
+    /**
      * A session was not found.
      */
     SR_NOT_FOUND = 400,
@@ -142,6 +151,11 @@ typedef enum sr_result {
      * A conflicting operation (for example a session id already in use).
      */
     SR_CONFLICT = 401,
+    /**
+     * The session was handed to another member (this node drained); its
+     * address was reported.
+     */
+    SR_MOVED = 402,
 } sr_result;
 
 /**
@@ -166,6 +180,115 @@ typedef enum sr_log_level {
      */
     SR_LOG_DEBUG = 4,
 } sr_log_level;
+
+/**
+ * What happened to a member (`sr_member_event.kind`).
+ */
+typedef enum sr_member_event_kind {
+    /**
+     * The member joined (or a static/DNS member became reachable again).
+     */
+    SR_MEMBER_ADDED = 0,
+    /**
+     * The member left; `sr_member_event.reason` says why.
+     */
+    SR_MEMBER_REMOVED = 1,
+    /**
+     * The member went silent but still accepts connections: it stays in
+     * the list, flagged, until heard from again or removed.
+     */
+    SR_MEMBER_SUSPECT = 2,
+} sr_member_event_kind;
+
+/**
+ * Why a member left (`sr_member_event.reason`).
+ */
+typedef enum sr_remove_reason {
+    /**
+     * Not a removal (`SR_MEMBER_ADDED`, `SR_MEMBER_SUSPECT`).
+     */
+    SR_REMOVE_NONE = 0,
+    /**
+     * Its heartbeats stopped, it left the DNS answer, or it stayed
+     * suspect too long.
+     */
+    SR_REMOVE_TIMEOUT = 1,
+    /**
+     * It announced its shutdown.
+     */
+    SR_REMOVE_SHUTDOWN = 2,
+    /**
+     * A send to it failed and a connection check confirmed it unreachable.
+     */
+    SR_REMOVE_FAILURE = 3,
+    /**
+     * Another member appeared at its address (the process restarted).
+     */
+    SR_REMOVE_RESTARTED = 4,
+} sr_remove_reason;
+
+/**
+ * How a member became known (`sr_member.source`).
+ */
+typedef enum sr_member_source {
+    /**
+     * Multicast heartbeats.
+     */
+    SR_SOURCE_MULTICAST = 0,
+    /**
+     * The `staticMembers` list.
+     */
+    SR_SOURCE_STATIC = 1,
+    /**
+     * A DNS answer.
+     */
+    SR_SOURCE_DNS = 2,
+} sr_member_source;
+
+/**
+ * What an `sr_session_event` reports.
+ */
+typedef enum sr_session_event_kind {
+    /**
+     * Another member created session `id` (or it arrived by transfer);
+     * `by` is that member.
+     */
+    SR_SESSION_CREATED = 0,
+    /**
+     * Another member (`by`) changed session `id`; `version` is its new
+     * version counter.
+     */
+    SR_SESSION_UPDATED = 1,
+    /**
+     * Session `id` expired; `flag` is non-zero if this node expired it.
+     */
+    SR_SESSION_EXPIRED = 2,
+    /**
+     * Another member (`by`) invalidated session `id`.
+     */
+    SR_SESSION_INVALIDATED = 3,
+    /**
+     * Another member (`by`) renamed session `id` to `new_id`.
+     */
+    SR_SESSION_ID_CHANGED = 4,
+    /**
+     * Two concurrent versions of `id` met: `version` was kept,
+     * `discarded_version` dropped.
+     */
+    SR_SESSION_CONFLICT = 5,
+    /**
+     * State transfer is complete; `count` sessions are held here.
+     */
+    SR_SESSION_READY = 6,
+    /**
+     * State transfer timed out with `count` donors incomplete.
+     */
+    SR_SESSION_TRANSFER_FAILED = 7,
+    /**
+     * Every session this node held is handed over: safe to stop.
+     */
+    SR_SESSION_DRAINED = 8,
+} sr_session_event_kind;
 
 /**
  * `replicationMode`: who writes a message and when `sr_channel_send`
@@ -245,6 +368,28 @@ typedef struct sr_config sr_config;
 typedef struct sr_message sr_message;
 
 /**
+ * A snapshot of one session: its id, attributes, metadata and version as
+ * `sr_session_store_get` found them. It does not change when the session
+ * does; get it again for a fresh one. Every pointer it hands out stays
+ * valid until `sr_session_free`.
+ *
+ * Thread safety: read-only; may be read from any thread, by several at
+ * once, and freed from any thread once.
+ */
+typedef struct sr_session sr_session;
+
+/**
+ * A replicated session store on one node: a channel with membership plus
+ * the session replication on top (`docs/SESSIONS.md`). Made (and
+ * started) by `sr_session_store_open`, freed by `sr_session_store_free`.
+ *
+ * Thread safety: every `sr_session_store_*` function may be called from
+ * any thread, concurrently (request threads share one store), except
+ * `sr_session_store_free`, which must be the last call on the handle.
+ */
+typedef struct sr_session_store sr_session_store;
+
+/**
  * A waitable handle on one message's outcomes at all its destinations,
  * made by `sr_channel_send_ticket`, freed by `sr_ticket_free`.
  *
@@ -252,6 +397,17 @@ typedef struct sr_message sr_message;
  * once; free it once, when no other thread uses it.
  */
 typedef struct sr_ticket sr_ticket;
+
+/**
+ * The changes one request makes to one session, recorded with
+ * `sr_txn_set`, `sr_txn_remove`, ... and applied by
+ * `sr_session_store_commit` (or `_create`), which consumes it. Made by
+ * `sr_session_store_begin`; `sr_txn_free` abandons one not committed.
+ *
+ * Thread safety: not synchronised; one thread at a time per txn (it may
+ * be handed from thread to thread).
+ */
+typedef struct sr_txn sr_txn;
 
 /**
  * An IP address and port, passed by value. Fill it with
@@ -411,6 +567,281 @@ typedef void (*sr_log_callback)(void *userdata,
                                 enum sr_log_level level,
                                 const char *target,
                                 const char *message);
+
+/**
+ * A member as the member callback sees it: a view valid only until the
+ * callback returns (`domain` points into the library's memory). Copy what
+ * you need to keep.
+ */
+typedef struct sr_member {
+    /**
+     * The member's 16-byte unique id.
+     */
+    uint8_t id[16];
+    /**
+     * Its receiver's address (where sends go).
+     */
+    struct sr_addr addr;
+    /**
+     * Its cluster domain (not NUL-terminated; may be NULL when
+     * `domain_len` is 0).
+     */
+    const uint8_t *domain;
+    /**
+     * Length of `domain` in bytes.
+     */
+    size_t domain_len;
+    /**
+     * Non-zero if it announced itself as a sessionrepl node; zero for a
+     * plain Tomcat Tribes node (or a static/DNS member).
+     */
+    int is_sessionrepl;
+    /**
+     * How it became known.
+     */
+    enum sr_member_source source;
+    /**
+     * How long its membership service had run at its last heartbeat, in
+     * milliseconds (0 for static and DNS members).
+     */
+    uint64_t alive_ms;
+} sr_member;
+
+/**
+ * One membership change, passed to the member callback; valid only until
+ * the callback returns.
+ */
+typedef struct sr_member_event {
+    /**
+     * Added, removed or suspect.
+     */
+    enum sr_member_event_kind kind;
+    /**
+     * Why it was removed; `SR_REMOVE_NONE` for the other kinds.
+     */
+    enum sr_remove_reason reason;
+    /**
+     * The member.
+     */
+    struct sr_member member;
+} sr_member_event;
+
+/**
+ * Called for each membership change of a channel, in order, on the
+ * channel's membership thread (never the caller's, never concurrently for
+ * one channel). `ev` and everything it points at are valid until the
+ * callback returns. Keep it short; it must not call `sr_channel_stop`,
+ * `sr_channel_start` or `sr_channel_free` of its own channel (they return
+ * `SR_IN_CALLBACK`).
+ */
+typedef void (*sr_member_callback)(void *userdata, const struct sr_member_event *ev);
+
+/**
+ * A member as `sr_channel_members` copies it: a plain value owned by the
+ * caller.
+ */
+typedef struct sr_member_info {
+    /**
+     * The member's 16-byte unique id.
+     */
+    uint8_t id[16];
+    /**
+     * Its receiver's address.
+     */
+    struct sr_addr addr;
+    /**
+     * Its cluster domain, NUL-terminated, cut to
+     * `SR_MEMBER_DOMAIN_MAX - 1` bytes.
+     */
+    char domain[SR_MEMBER_DOMAIN_MAX];
+    /**
+     * The domain's full length (more than `SR_MEMBER_DOMAIN_MAX - 1`
+     * means `domain` was cut).
+     */
+    size_t domain_len;
+    /**
+     * Non-zero for a sessionrepl node.
+     */
+    int is_sessionrepl;
+    /**
+     * How it became known.
+     */
+    enum sr_member_source source;
+    /**
+     * How long its membership service had run, in milliseconds.
+     */
+    uint64_t alive_ms;
+} sr_member_info;
+
+/**
+ * A session's version and metadata (`sr_session_info`).
+ */
+typedef struct sr_session_info {
+    /**
+     * The version counter: the number of commits that led to this state.
+     */
+    uint64_t version;
+    /**
+     * The member id of the node that wrote this version.
+     */
+    uint8_t writer[16];
+    /**
+     * Creation time in milliseconds since the Unix epoch.
+     */
+    uint64_t creation_time_ms;
+    /**
+     * Seconds of inactivity before it expires; negative: never.
+     */
+    int64_t max_inactive_secs;
+    /**
+     * Milliseconds since this node last saw it accessed.
+     */
+    uint64_t idle_ms;
+    /**
+     * Number of attributes.
+     */
+    size_t attribute_count;
+} sr_session_info;
+
+/**
+ * One session-store event, passed to the event callback; it and the bytes
+ * it points at are valid only until the callback returns. Fields that do
+ * not apply to `kind` are zero (NULL pointers, `by.family` 0).
+ */
+typedef struct sr_session_event {
+    /**
+     * What happened.
+     */
+    enum sr_session_event_kind kind;
+    /**
+     * The session id (the old id for `SR_SESSION_ID_CHANGED`).
+     */
+    const uint8_t *id;
+    /**
+     * Length of `id`.
+     */
+    size_t id_len;
+    /**
+     * The new id (`SR_SESSION_ID_CHANGED`).
+     */
+    const uint8_t *new_id;
+    /**
+     * Length of `new_id`.
+     */
+    size_t new_id_len;
+    /**
+     * The member the change came from (created, updated, invalidated, id
+     * changed); `family` 0 otherwise.
+     */
+    struct sr_addr by;
+    /**
+     * The version counter (updated: the new one; conflict: the kept one).
+     */
+    uint64_t version;
+    /**
+     * The dropped version counter (conflict).
+     */
+    uint64_t discarded_version;
+    /**
+     * Sessions held (ready), or donors missing (transfer failed).
+     */
+    uint64_t count;
+    /**
+     * Non-zero if this node expired the session (expired).
+     */
+    int flag;
+} sr_session_event;
+
+/**
+ * Called for each session-store event (see `sr_session_event_kind`), in
+ * order, on the store's driver thread. `ev` is valid until the callback
+ * returns. The callback may call the store's non-blocking functions
+ * (`begin`, `commit`/`create`/`invalidate`/`change_id` with `wait_ms` 0,
+ * `access`, `stats`, ...); the blocking ones (`get`, `wait_ready`,
+ * `drain`, a wait for a commit, `free`) return `SR_IN_CALLBACK`, since
+ * the driver they would wait for is the thread running the callback.
+ */
+typedef void (*sr_session_event_callback)(void *userdata, const struct sr_session_event *ev);
+
+/**
+ * A session store's counters (`sr_session_store_stats`). Fields are only
+ * ever appended; pass `sizeof(sr_session_stats)`.
+ */
+typedef struct sr_session_stats {
+    /**
+     * Sessions held now.
+     */
+    uint64_t sessions;
+    /**
+     * Commits (with changes), creates, invalidations and id changes
+     * started here.
+     */
+    uint64_t commits;
+    /**
+     * Of those, acknowledged by every required copy.
+     */
+    uint64_t commits_acked;
+    /**
+     * Of those, not acknowledged.
+     */
+    uint64_t commits_failed;
+    /**
+     * Concurrent versions met.
+     */
+    uint64_t conflicts;
+    /**
+     * Replicated changes applied here.
+     */
+    uint64_t applied;
+    /**
+     * Replicated changes ignored as older than what is here.
+     */
+    uint64_t stale;
+    /**
+     * Deltas refused for a missing base (a whole copy was then sent).
+     */
+    uint64_t gaps;
+    /**
+     * Whole copies sent (repair, rebalance, hand-off).
+     */
+    uint64_t copies_sent;
+    /**
+     * Messages that could not be decoded.
+     */
+    uint64_t decode_errors;
+    /**
+     * Sessions expired here.
+     */
+    uint64_t expired;
+    /**
+     * Sessions that became primary here after their primary left.
+     */
+    uint64_t promotions;
+    /**
+     * Copies sent to restore the configured number of copies.
+     */
+    uint64_t rereplications;
+    /**
+     * State transfers served to joiners.
+     */
+    uint64_t transfers_served;
+    /**
+     * State transfers received (as a joiner).
+     */
+    uint64_t transfers_received;
+    /**
+     * Sessions received through state transfer.
+     */
+    uint64_t sessions_transferred;
+    /**
+     * Fetches started.
+     */
+    uint64_t fetches;
+    /**
+     * Sessions handed over by drain.
+     */
+    uint64_t handoffs;
+} sr_session_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -859,6 +1290,89 @@ enum sr_result sr_config_set_worker_threads(struct sr_config *cfg, uint32_t n);
 enum sr_result sr_set_log_callback(sr_log_callback cb, void *userdata, int level);
 
 /**
+ * Sets the callback that sees every membership change of the channel
+ * from its next `sr_channel_start` on (NULL removes it). `userdata` is
+ * passed to it and must stay valid until `sr_channel_stop` or
+ * `sr_channel_free` returns; after that it is not called any more.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` (`ch`) or `SR_ALREADY_RUNNING`
+ * (set it before starting, or stop first).
+ *
+ * Thread safety: any thread, not concurrently with `sr_channel_start`.
+ *
+ * # Safety
+ * `ch` is NULL or a live `sr_channel`; `cb` is NULL or a valid function.
+ */
+enum sr_result sr_channel_set_member_callback(struct sr_channel *ch,
+                                              sr_member_callback cb,
+                                              void *userdata);
+
+/**
+ * Copies the current members (never this node), longest-running first,
+ * into `out[0..cap]` and their number into `*out_n`. Empty with
+ * `membershipType=none`.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` (`ch`, `out_n`, or `out` with
+ * `cap > 0`), `SR_NOT_RUNNING` or `SR_INSUFFICIENT_SIZE`: then `*out_n`
+ * is the number of members and `out` is unchanged; call with `NULL, 0` to
+ * ask for the number first (members come and go, so allow some slack).
+ *
+ * Thread safety: any thread, including the member callback.
+ *
+ * # Safety
+ * `ch` is NULL or a live `sr_channel`; `out` is NULL or writable for
+ * `cap` entries; `out_n` is NULL or writable.
+ */
+enum sr_result sr_channel_members(const struct sr_channel *ch,
+                                  struct sr_member_info *out,
+                                  size_t cap,
+                                  size_t *out_n);
+
+/**
+ * Sends a copy of `buf[0..len]` to every current member, with `opts`
+ * (NULL: the channel's defaults); like `sr_channel_send` with the member
+ * list as destinations. `*out_id` (NULL allowed) gets the message id.
+ *
+ * Returns as `sr_channel_send`, and `SR_NO_MEMBERS` when the channel has
+ * no member now. `*out_id` is written only on `SR_OK`.
+ *
+ * Thread safety: any thread, concurrently with other sends.
+ *
+ * # Safety
+ * `ch` is NULL or a live `sr_channel`; `buf` is NULL or readable for `len`
+ * bytes; `opts` is NULL or readable; `out_id` is NULL or writable.
+ */
+enum sr_result sr_channel_send_to_members(struct sr_channel *ch,
+                                          const uint8_t *buf,
+                                          size_t len,
+                                          const struct sr_send_options *opts,
+                                          uint64_t *out_id);
+
+/**
+ * Formats a membership event as one line, the way `sessionrepl node`
+ * prints it (`member-added id=<hex> addr=<ip:port> domain=<d>
+ * sessionrepl=<bool>`, `member-removed id=.. addr=.. reason=<reason>`,
+ * `member-suspect id=.. addr=..`), into `buf`, NUL-terminated; `*out_n`
+ * gets its length without the NUL.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER`, `SR_INVALID_ARGUMENT` (a bad
+ * `sr_addr` family or enum value, a NULL `domain` with `domain_len > 0`)
+ * or `SR_INSUFFICIENT_SIZE` (then `*out_n` is the needed length and `buf`
+ * is unchanged).
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `ev` is NULL or a readable `sr_member_event` whose `member.domain` is
+ * readable for `member.domain_len` bytes; `buf` is NULL or writable for
+ * `len` bytes; `out_n` is NULL or writable.
+ */
+enum sr_result sr_member_event_format(const struct sr_member_event *ev,
+                                      char *buf,
+                                      size_t len,
+                                      size_t *out_n);
+
+/**
  * The payload's first byte (valid for `sr_message_len` bytes while `msg`
  * is). NULL if `msg` is NULL; may be non-NULL for an empty payload.
  *
@@ -963,6 +1477,533 @@ const char *sr_result_message(int result);
  * for writing a `size_t`.
  */
 enum sr_result sr_last_error_message(char *buf, size_t len, size_t *out_n);
+
+/**
+ * Records `name = value[0..len]` (a copy; the value is opaque bytes the
+ * host serialized). Setting a name twice keeps the last value.
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER` (`txn`, `name`, or `value` with
+ * `len > 0`).
+ *
+ * Thread safety: see `sr_txn`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`; `name` is NULL or NUL-terminated;
+ * `value` is NULL or readable for `len` bytes.
+ */
+enum sr_result sr_txn_set(struct sr_txn *txn, const char *name, const uint8_t *value, size_t len);
+
+/**
+ * Records the removal of attribute `name` (nothing happens at commit if
+ * it does not exist).
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER`.
+ *
+ * Thread safety: see `sr_txn`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`; `name` is NULL or NUL-terminated.
+ */
+enum sr_result sr_txn_remove(struct sr_txn *txn, const char *name);
+
+/**
+ * Records a new max inactive interval in seconds (negative: never
+ * expire).
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER`.
+ *
+ * Thread safety: see `sr_txn`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`.
+ */
+enum sr_result sr_txn_set_max_inactive(struct sr_txn *txn, int64_t secs);
+
+/**
+ * Records the principal (serialized by the host) as `data[0..len]`;
+ * `data` NULL (with `len` 0) clears it.
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER` (`txn`, or `data` NULL with
+ * `len > 0`).
+ *
+ * Thread safety: see `sr_txn`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`; `data` is NULL or readable for `len`
+ * bytes.
+ */
+enum sr_result sr_txn_set_principal(struct sr_txn *txn, const uint8_t *data, size_t len);
+
+/**
+ * Records the authentication type as `data[0..len]`; `data` NULL (with
+ * `len` 0) clears it.
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER` (`txn`, or `data` NULL with
+ * `len > 0`).
+ *
+ * Thread safety: see `sr_txn`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`; `data` is NULL or readable for `len`
+ * bytes.
+ */
+enum sr_result sr_txn_set_auth_type(struct sr_txn *txn, const uint8_t *data, size_t len);
+
+/**
+ * Abandons a transaction that was not committed. NULL does nothing.
+ *
+ * Thread safety: the last call on `txn`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn` (not yet committed or freed).
+ */
+void sr_txn_free(struct sr_txn *txn);
+
+/**
+ * Frees a session snapshot. NULL does nothing.
+ *
+ * Thread safety: the last call on `s`; the pointers it handed out become
+ * invalid.
+ *
+ * # Safety
+ * `s` is NULL or a live `sr_session` not yet freed.
+ */
+void sr_session_free(struct sr_session *s);
+
+/**
+ * Writes a pointer to the session id (not NUL-terminated) to `*out_data`
+ * and its length to `*out_len`; valid until `sr_session_free`.
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER`.
+ *
+ * Thread safety: see `sr_session`.
+ *
+ * # Safety
+ * `s` is NULL or a live `sr_session`; the out-pointers are NULL or
+ * writable.
+ */
+enum sr_result sr_session_id(const struct sr_session *s, const uint8_t **out_data, size_t *out_len);
+
+/**
+ * Looks attribute `name` up: writes a pointer to its value to
+ * `*out_data` and the value's length to `*out_len` (valid until
+ * `sr_session_free`).
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` or `SR_NOT_FOUND` (no such
+ * attribute; the out-parameters are unchanged).
+ *
+ * Thread safety: see `sr_session`.
+ *
+ * # Safety
+ * `s` is NULL or a live `sr_session`; `name` is NULL or NUL-terminated;
+ * the out-pointers are NULL or writable.
+ */
+enum sr_result sr_session_get(const struct sr_session *s,
+                              const char *name,
+                              const uint8_t **out_data,
+                              size_t *out_len);
+
+/**
+ * The number of attributes; 0 if `s` is NULL.
+ *
+ * Thread safety: see `sr_session`.
+ *
+ * # Safety
+ * `s` is NULL or a live `sr_session`.
+ */
+size_t sr_session_attribute_count(const struct sr_session *s);
+
+/**
+ * The attribute at `index` (0 to `sr_session_attribute_count - 1`, in
+ * byte order of the names): writes pointers to its name and value and
+ * their lengths (names are not NUL-terminated), valid until
+ * `sr_session_free`.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` or `SR_INVALID_ARGUMENT` (`index`
+ * out of range).
+ *
+ * Thread safety: see `sr_session`.
+ *
+ * # Safety
+ * `s` is NULL or a live `sr_session`; the out-pointers are NULL or
+ * writable.
+ */
+enum sr_result sr_session_attribute_at(const struct sr_session *s,
+                                       size_t index,
+                                       const uint8_t **out_name,
+                                       size_t *out_name_len,
+                                       const uint8_t **out_value,
+                                       size_t *out_value_len);
+
+/**
+ * Writes the session's version and metadata to `*out`.
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER`.
+ *
+ * Thread safety: see `sr_session`.
+ *
+ * # Safety
+ * `s` is NULL or a live `sr_session`; `out` is NULL or writable.
+ */
+enum sr_result sr_session_info_get(const struct sr_session *s, struct sr_session_info *out);
+
+/**
+ * Writes a pointer to the principal (as the host serialized it) and its
+ * length, valid until `sr_session_free`.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` or `SR_NOT_FOUND` (none set).
+ *
+ * Thread safety: see `sr_session`.
+ *
+ * # Safety
+ * `s` is NULL or a live `sr_session`; the out-pointers are NULL or
+ * writable.
+ */
+enum sr_result sr_session_principal(const struct sr_session *s,
+                                    const uint8_t **out_data,
+                                    size_t *out_len);
+
+/**
+ * Writes a pointer to the authentication type and its length, valid
+ * until `sr_session_free`.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` or `SR_NOT_FOUND` (none set).
+ *
+ * Thread safety: see `sr_session`.
+ *
+ * # Safety
+ * `s` is NULL or a live `sr_session`; the out-pointers are NULL or
+ * writable.
+ */
+enum sr_result sr_session_auth_type(const struct sr_session *s,
+                                    const uint8_t **out_data,
+                                    size_t *out_len);
+
+/**
+ * Opens a session store with a copy of `cfg` (channel keys plus the
+ * session keys of `docs/SESSIONS.md`: `sessionMode`, `backupCount`,
+ * `accessTimeout`, ...) into `*out`: binds the receiver, starts
+ * membership and begins state transfer. Call `sr_session_store_wait_ready`
+ * before serving requests. `on_event` (NULL allowed) receives the store's
+ * events with `userdata`, which must stay valid until
+ * `sr_session_store_free` returns.
+ *
+ * A `replicationMode` of `synchronous` or `pooled` is replaced by
+ * `fastasyncqueue` (the store needs per-message outcomes).
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER`, `SR_INVALID_CONFIG_VALUE` or
+ * `SR_IO` (bind or multicast join failed); `*out` is written only on
+ * `SR_OK`.
+ *
+ * Thread safety: any thread; `cfg` is only read.
+ *
+ * # Safety
+ * `cfg` is NULL or a live `sr_config`; `on_event` is NULL or a valid
+ * function; `out` is NULL or writable.
+ */
+enum sr_result sr_session_store_open(const struct sr_config *cfg,
+                                     sr_session_event_callback on_event,
+                                     void *userdata,
+                                     struct sr_session_store **out);
+
+/**
+ * Closes the store (as `sr_session_store_close`) and frees it. NULL does
+ * nothing. Called from the store's own event callback it would wait for
+ * itself, so it logs an error and does nothing.
+ *
+ * Thread safety: the last call on `store`.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store` not yet freed.
+ */
+void sr_session_store_free(struct sr_session_store *store);
+
+/**
+ * Stops the store: the driver and the channel stop (membership announces
+ * the shutdown), pending commits fail with `SR_SHUTDOWN`, and later calls
+ * fail with `SR_SHUTDOWN` (reads of a closed store may answer
+ * `SR_NOT_FOUND`). Without `sr_session_store_drain` first, the other
+ * members re-replicate this node's sessions from their copies, as after
+ * a crash. When it returns, the event callback is not running and will
+ * not run again. Idempotent.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` or `SR_IN_CALLBACK`.
+ *
+ * Thread safety: any thread except the store's event callback.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`.
+ */
+enum sr_result sr_session_store_close(struct sr_session_store *store);
+
+/**
+ * Waits up to `timeout_ms` until state transfer is complete: this node
+ * holds every session placement gives it and may serve requests.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER`, `SR_TIMEOUT` (not yet; it may
+ * still become ready), `SR_REMOTE_FAILURE` (`stateTransferTimeout`
+ * passed: the node holds partial state), `SR_SHUTDOWN` (closed) or
+ * `SR_IN_CALLBACK`.
+ *
+ * Thread safety: any thread except the store's event callback.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`.
+ */
+enum sr_result sr_session_store_wait_ready(const struct sr_session_store *store,
+                                           uint64_t timeout_ms);
+
+/**
+ * 1 once state transfer completed, else 0 (also for NULL).
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`.
+ */
+int sr_session_store_is_ready(const struct sr_session_store *store);
+
+/**
+ * 1 if this node is the primary holder of session `id[0..len]` now,
+ * else 0 (also for NULL arguments or an empty id). A host that chooses
+ * session ids can draw ids until this holds, so that new sessions start
+ * out local to the node serving them.
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `id` is NULL or readable
+ * for `len` bytes.
+ */
+int sr_session_store_is_primary_for(const struct sr_session_store *store,
+                                    const uint8_t *id,
+                                    size_t len);
+
+/**
+ * Writes the address other members reach this store at to `*out`.
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER`.
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `out` is NULL or
+ * writable.
+ */
+enum sr_result sr_session_store_local_addr(const struct sr_session_store *store,
+                                           struct sr_addr *out);
+
+/**
+ * Copies the addresses of the other members the store places sessions
+ * on into `out[0..cap]` and their number into `*out_n`.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` (`store`, `out_n`, or `out` with
+ * `cap > 0`) or `SR_INSUFFICIENT_SIZE`: then `*out_n` is the number of
+ * members and `out` is unchanged (call with `NULL, 0` to ask).
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `out` is NULL or
+ * writable for `cap` entries; `out_n` is NULL or writable.
+ */
+enum sr_result sr_session_store_members(const struct sr_session_store *store,
+                                        struct sr_addr *out,
+                                        size_t cap,
+                                        size_t *out_n);
+
+/**
+ * Starts recording a request's changes to session `id[0..len]` (copied)
+ * into a new `*out`, to fill with `sr_txn_set` and friends and hand to
+ * `sr_session_store_commit` or `sr_session_store_create`.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` or `SR_INVALID_ARGUMENT` (`len`
+ * 0); `*out` is written only on `SR_OK`.
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `id` is NULL or readable
+ * for `len` bytes; `out` is NULL or writable.
+ */
+enum sr_result sr_session_store_begin(const struct sr_session_store *store,
+                                      const uint8_t *id,
+                                      size_t len,
+                                      struct sr_txn **out);
+
+/**
+ * Commits a request's changes (the end of a request): applied here, then
+ * only the changes go to the members that hold the session. `txn` is
+ * consumed on every path, failures and NULL arguments included.
+ *
+ * With `wait_ms > 0` it waits that long for every holder to acknowledge
+ * (from then on the change survives the loss of up to `backupCount`
+ * nodes); with `wait_ms` 0 it does not wait and returns `SR_PENDING`
+ * unless the outcome is already known (an empty `txn` records an access
+ * and is complete at once).
+ *
+ * Returns `SR_OK` (`*out_copies`, NULL allowed, gets the number of copies
+ * that hold the change, this node's included), `SR_NULL_PARAMETER`,
+ * `SR_NOT_FOUND` (this node holds no copy: `sr_session_store_get` first,
+ * it fetches the session), `SR_PENDING`, `SR_TIMEOUT` (not acknowledged
+ * within `wait_ms`; it may still be), `SR_REMOTE_FAILURE` (a holder
+ * refused or never answered), `SR_CONFLICT` (a concurrent commit on
+ * another member won), `SR_SHUTDOWN` (drained or closed) or
+ * `SR_IN_CALLBACK` (`wait_ms > 0` inside the event callback).
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `txn` is NULL or a live
+ * `sr_txn` that is not used afterwards; `out_copies` is NULL or writable.
+ */
+enum sr_result sr_session_store_commit(const struct sr_session_store *store,
+                                       struct sr_txn *txn,
+                                       uint64_t wait_ms,
+                                       size_t *out_copies);
+
+/**
+ * Creates the session `txn` names, with `txn`'s changes, and replicates
+ * it; waits as `sr_session_store_commit`. `txn` is consumed on every
+ * path.
+ *
+ * Returns as `sr_session_store_commit`, except that `SR_CONFLICT` means
+ * the id exists or was removed recently, and `SR_INVALID_ARGUMENT` that
+ * `maxActiveSessions` is reached.
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * As `sr_session_store_commit`.
+ */
+enum sr_result sr_session_store_create(const struct sr_session_store *store,
+                                       struct sr_txn *txn,
+                                       uint64_t wait_ms,
+                                       size_t *out_copies);
+
+/**
+ * Looks session `id[0..len]` up and writes a snapshot of it to `*out`
+ * (free it with `sr_session_free`). When this node holds no copy it
+ * fetches one from a holder, waiting up to `timeout_ms` (0: the
+ * configured `accessTimeout`); a cached copy is refreshed from the
+ * holders first, so the request never works on a stale one.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` (`store`, `id`, `out`),
+ * `SR_INVALID_ARGUMENT` (`len` 0), `SR_NOT_FOUND` (no such session in
+ * the cluster), `SR_MOVED` (this node drained and handed it to the member
+ * at the address written to `*out_moved`, if not NULL: forward or
+ * redirect the request), `SR_TIMEOUT` (the holder did not answer in
+ * time), `SR_SHUTDOWN` or `SR_IN_CALLBACK`. `*out` is written only on
+ * `SR_OK`, `*out_moved` only on `SR_MOVED`.
+ *
+ * Thread safety: any thread except the store's event callback.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `id` is NULL or readable
+ * for `len` bytes; `out` and `out_moved` are NULL or writable.
+ */
+enum sr_result sr_session_store_get(const struct sr_session_store *store,
+                                    const uint8_t *id,
+                                    size_t len,
+                                    uint64_t timeout_ms,
+                                    struct sr_session **out,
+                                    struct sr_addr *out_moved);
+
+/**
+ * Records a read-only request on session `id[0..len]`: refreshes its
+ * last access here and, at most once per quarter of its max inactive
+ * interval, on its holders.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER`, `SR_INVALID_ARGUMENT` (`len` 0)
+ * or `SR_NOT_FOUND` (no copy here).
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `id` is NULL or readable
+ * for `len` bytes.
+ */
+enum sr_result sr_session_store_access(const struct sr_session_store *store,
+                                       const uint8_t *id,
+                                       size_t len);
+
+/**
+ * Invalidates session `id[0..len]` cluster-wide (logout); waits as
+ * `sr_session_store_commit`.
+ *
+ * Returns as `sr_session_store_commit` (`SR_NOT_FOUND`: no copy here),
+ * plus `SR_INVALID_ARGUMENT` (`len` 0).
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `id` is NULL or readable
+ * for `len` bytes; `out_copies` is NULL or writable.
+ */
+enum sr_result sr_session_store_invalidate(const struct sr_session_store *store,
+                                           const uint8_t *id,
+                                           size_t len,
+                                           uint64_t wait_ms,
+                                           size_t *out_copies);
+
+/**
+ * Renames session `old[0..old_len]` to `new_id[0..new_len]` cluster-wide
+ * (session-fixation protection after a login); every member applies it
+ * as one step. Waits as `sr_session_store_commit`.
+ *
+ * Returns as `sr_session_store_commit` (`SR_NOT_FOUND`: `old` not held
+ * here; `SR_CONFLICT`: `new_id` in use or removed recently), plus
+ * `SR_INVALID_ARGUMENT` (an empty id).
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `old` and `new_id` are
+ * NULL or readable for their lengths; `out_copies` is NULL or writable.
+ */
+enum sr_result sr_session_store_change_id(const struct sr_session_store *store,
+                                          const uint8_t *old,
+                                          size_t old_len,
+                                          const uint8_t *new_id,
+                                          size_t new_len,
+                                          uint64_t wait_ms,
+                                          size_t *out_copies);
+
+/**
+ * Hands every session this node holds to the members that hold it once
+ * this node is gone, and returns when all of them acknowledged: then
+ * `sr_session_store_free` is safe. Commits made meanwhile are forwarded,
+ * not lost; afterwards `sr_session_store_get` answers `SR_MOVED` and
+ * writes fail with `SR_SHUTDOWN`.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER`, `SR_TIMEOUT` (hand-offs still
+ * unacknowledged after `timeout_ms`: stopping now could lose the sessions
+ * not yet handed over) or `SR_IN_CALLBACK`.
+ *
+ * Thread safety: any thread except the store's event callback.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`.
+ */
+enum sr_result sr_session_store_drain(const struct sr_session_store *store, uint64_t timeout_ms);
+
+/**
+ * Copies the store's counters into `*out`, of which the caller has
+ * `size` bytes (pass `sizeof(sr_session_stats)`): the first
+ * `min(size, sizeof(sr_session_stats))` bytes, whole counters only.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` or `SR_INVALID_ARGUMENT` (`size`
+ * smaller than one counter or not a multiple of 8).
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `out` is NULL or writable
+ * for `size` bytes.
+ */
+enum sr_result sr_session_store_stats(const struct sr_session_store *store,
+                                      struct sr_session_stats *out,
+                                      size_t size);
 
 /**
  * Waits up to `timeout_ms` for every destination's outcome.

@@ -12,7 +12,9 @@
 #   ffi-test          install into build/ffi/stage, build ffi-tests/*.c
 #                     against it with pkg-config, run them under ASan+UBSan
 #                     (static lib) and valgrind (release .so), check exports
-#   c-examples-test   build c-examples/*.c with pkg-config and run them
+#   c-examples-test   build c-examples/*.c with pkg-config and run them; an
+#                     example with a c-examples/<name>.test.sh is run by
+#                     that script instead (given the binary's path)
 
 FFI_CARGO      ?= cargo
 FFI_CC         ?= cc
@@ -98,5 +100,9 @@ c-examples-test: ffi-stage
 	  echo "== $$e"; \
 	  $(FFI_CC) -std=c99 $(FFI_WARN) $$($(FFI_PKG) --cflags sessionrepl) c-examples/$$e.c \
 	    -o $(FFI_BUILD)/$$e $$($(FFI_PKG) --libs sessionrepl) -lpthread; \
-	  LD_LIBRARY_PATH=$(FFI_STAGE)/lib ./$(FFI_BUILD)/$$e; \
+	  if [ -f c-examples/$$e.test.sh ]; then \
+	    LD_LIBRARY_PATH=$(FFI_STAGE)/lib sh c-examples/$$e.test.sh ./$(FFI_BUILD)/$$e; \
+	  else \
+	    LD_LIBRARY_PATH=$(FFI_STAGE)/lib ./$(FFI_BUILD)/$$e; \
+	  fi; \
 	done

@@ -43,6 +43,11 @@ fn shared_library_exports_only_the_c_api() {
         "sr_channel_send",
         "sr_config_set",
         "sr_last_error_message",
+        "sr_channel_set_member_callback",
+        "sr_channel_members",
+        "sr_session_store_open",
+        "sr_session_store_commit",
+        "sr_session_get",
     ] {
         assert!(names.contains(&must), "{must} not exported");
     }

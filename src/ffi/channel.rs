@@ -1,10 +1,11 @@
 //! `sr_channel`: start, send in every mode, stop, stats.
 
+use super::member::MemberCallback;
 use super::message::lend;
 use super::{
     arg_ref, arg_ref_plain, arg_slice, ffi_result, ffi_value, free_handle, into_handle, millis,
-    set_last_error, sr_ack_mode, sr_addr, sr_config, sr_message, sr_result, sr_ticket, write_text,
-    Fail, Handle, Out,
+    set_last_error, sr_ack_mode, sr_addr, sr_config, sr_message, sr_result, sr_ticket,
+    write_counters, write_text, Fail, Handle, Out,
 };
 use crate::stats::StatsSnapshot;
 use crate::transport::SendOptions;
@@ -175,10 +176,12 @@ struct Callbacks {
 pub(crate) struct ChannelHandle {
     cfg: Config,
     callbacks: Callbacks,
+    /// The membership callback, set before start.
+    pub(super) on_member: Mutex<Option<MemberCallback>>,
     /// Serialises start, stop and free.
-    lifecycle: Mutex<()>,
+    pub(super) lifecycle: Mutex<()>,
     /// The running channel; senders clone it (an `Arc`) under a read lock.
-    running: RwLock<Option<Channel>>,
+    pub(super) running: RwLock<Option<Channel>>,
     /// The channel last stopped, for its final counters.
     last: Mutex<Option<Channel>>,
 }
@@ -188,11 +191,11 @@ impl Handle for sr_channel {
 }
 
 impl ChannelHandle {
-    fn key(&self) -> usize {
+    pub(super) fn key(&self) -> usize {
         self as *const Self as usize
     }
 
-    fn running(&self) -> Result<Channel, Fail> {
+    pub(super) fn running(&self) -> Result<Channel, Fail> {
         self.running
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -201,7 +204,7 @@ impl ChannelHandle {
     }
 
     /// The running channel, or the one last stopped.
-    fn current(&self) -> Result<Channel, Fail> {
+    pub(super) fn current(&self) -> Result<Channel, Fail> {
         self.running().or_else(|f| {
             self.last
                 .lock()
@@ -231,7 +234,7 @@ thread_local! {
 }
 
 /// Runs a C callback of channel `key`, marking this thread as inside it.
-fn in_callback_of<R>(key: usize, f: impl FnOnce() -> R) -> R {
+pub(crate) fn in_callback_of<R>(key: usize, f: impl FnOnce() -> R) -> R {
     struct Leave(usize);
     impl Drop for Leave {
         fn drop(&mut self) {
@@ -248,13 +251,13 @@ fn in_callback_of<R>(key: usize, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-fn is_in_callback_of(key: usize) -> bool {
+pub(crate) fn is_in_callback_of(key: usize) -> bool {
     IN_CALLBACK
         .try_with(|v| v.borrow().contains(&key))
         .unwrap_or(false)
 }
 
-fn refuse_in_callback(h: &ChannelHandle, what: &str) -> Result<(), Fail> {
+pub(super) fn refuse_in_callback(h: &ChannelHandle, what: &str) -> Result<(), Fail> {
     if is_in_callback_of(h.key()) {
         return Err(Fail::new(
             sr_result::SR_IN_CALLBACK,
@@ -299,6 +302,7 @@ pub unsafe extern "C" fn sr_channel_new(
                 on_outcome,
                 userdata: Userdata(userdata),
             },
+            on_member: Mutex::new(None),
             lifecycle: Mutex::new(()),
             running: RwLock::new(None),
             last: Mutex::new(None),
@@ -363,6 +367,10 @@ pub unsafe extern "C" fn sr_channel_start(ch: *mut sr_channel) -> sr_result {
                 // `dest` lives for the call.
                 in_callback_of(key, || unsafe { f(ud, id, &dest, code) });
             });
+        }
+        let on_member = *h.on_member.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = on_member {
+            b = b.member_listener(move |ev| in_callback_of(key, || m.call(ev)));
         }
         let channel = b.start()?;
         *h.running.write().unwrap_or_else(|e| e.into_inner()) = Some(channel);
@@ -539,17 +547,28 @@ unsafe fn send_args<'a>(
     if dests.is_empty() {
         return Err(Fail::invalid("no destination (n_dests is 0)"));
     }
-    let opts = if opts.is_null() {
-        SendOptions::from_config(&h.cfg)
-    } else {
-        // SAFETY: non-NULL and readable (the caller's promise).
-        unsafe { arg_ref_plain(opts, "opts") }?.to_rust()?
-    };
+    // SAFETY: forwarded from the caller.
+    let opts = unsafe { send_opts(h, opts) }?;
     Ok(SendArgs {
         channel: h.running()?,
         dests,
         opts,
     })
+}
+
+/// The options of a send: `opts`, or the channel's defaults when NULL.
+///
+/// # Safety
+/// `opts` is NULL or readable.
+pub(super) unsafe fn send_opts(
+    h: &ChannelHandle,
+    opts: *const sr_send_options,
+) -> Result<SendOptions, Fail> {
+    if opts.is_null() {
+        return Ok(SendOptions::from_config(&h.cfg));
+    }
+    // SAFETY: non-NULL and readable (the caller's promise).
+    unsafe { arg_ref_plain(opts, "opts") }?.to_rust()
 }
 
 /// Converts the destinations, on the stack for up to 8 of them.
@@ -621,7 +640,7 @@ pub unsafe extern "C" fn sr_channel_send(
     })
 }
 
-fn write_id(out_id: *mut u64, id: u64) {
+pub(super) fn write_id(out_id: *mut u64, id: u64) {
     if !out_id.is_null() {
         // SAFETY: non-NULL and writable (the sends' contract).
         unsafe { out_id.write(id) }
@@ -796,22 +815,9 @@ pub unsafe extern "C" fn sr_channel_stats(
         if out.is_null() {
             return Err(Fail::null("out"));
         }
-        if size < 8 || size % 8 != 0 {
-            return Err(Fail::invalid(format!(
-                "size {size}: pass sizeof(sr_stats) ({})",
-                std::mem::size_of::<sr_stats>()
-            )));
-        }
         let s = sr_stats::from(h.current()?.stats());
-        let n = size.min(std::mem::size_of::<sr_stats>());
-        // SAFETY: `out` is non-NULL and writable for `size` >= `n` bytes (the
-        // caller's promise); the source is our own value of at least `n`
-        // bytes. Byte copy: `out` may be unaligned memory of an older,
-        // shorter struct.
-        unsafe {
-            std::ptr::copy_nonoverlapping((&s as *const sr_stats).cast::<u8>(), out.cast::<u8>(), n)
-        };
-        Ok(())
+        // SAFETY: forwarded from the caller.
+        unsafe { write_counters(&s, out, size) }
     })
 }
 

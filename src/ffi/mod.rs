@@ -2,8 +2,8 @@
 //!
 //! Conventions (written out for C developers in `docs/C-API.md`):
 //!
-//! - Opaque handles (`sr_config`, `sr_channel`, `sr_message`, `sr_ticket`)
-//!   are zero-sized types on the C side; `_new` hands one out through an
+//! - Opaque handles (`sr_config`, `sr_channel`, `sr_message`, `sr_ticket`,
+//!   `sr_session_store`, `sr_txn`, `sr_session`) are zero-sized types on the C side; `_new` hands one out through an
 //!   out-parameter, `_free` takes it back and `_free(NULL)` does nothing.
 //! - Every fallible function returns one [`sr_result`]; `SR_OK` is 0 and the
 //!   numbers never change or get reused. The thread-local detail of the last
@@ -29,8 +29,12 @@ mod addr;
 mod channel;
 mod config;
 mod log;
+mod member;
 mod message;
 mod result;
+mod session;
+mod store;
+mod store_event;
 mod ticket;
 mod version;
 
@@ -38,8 +42,12 @@ pub use addr::*;
 pub use channel::*;
 pub use config::*;
 pub use log::*;
+pub use member::*;
 pub use message::*;
 pub use result::*;
+pub use session::*;
+pub use store::*;
+pub use store_event::*;
 pub use ticket::*;
 pub use version::*;
 
@@ -172,6 +180,44 @@ pub(crate) unsafe fn free_handle<H: Handle>(p: *mut H) {
         // freed once (the caller's promise).
         drop(unsafe { Box::from_raw(p.cast::<H::Inner>()) });
     }
+}
+
+/// Takes back a handle to consume its value; NULL gives `None`.
+///
+/// # Safety
+/// As [`free_handle`].
+pub(crate) unsafe fn take_handle<H: Handle>(p: *mut H) -> Option<H::Inner> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` came from `Box::into_raw` in `into_handle::<H>` and is
+    // taken back once (the caller's promise).
+    Some(*unsafe { Box::from_raw(p.cast::<H::Inner>()) })
+}
+
+/// Copies a counters struct into a caller's struct of `size` bytes (pass
+/// `sizeof` of it): the first `min(size, size_of::<T>())` bytes, whole
+/// 8-byte counters only, so a caller built against an older, shorter
+/// struct gets the fields it knows.
+///
+/// # Safety
+/// A non-NULL `out` is writable for `size` bytes.
+pub(crate) unsafe fn write_counters<T: Copy>(v: &T, out: *mut T, size: usize) -> Result<(), Fail> {
+    if out.is_null() {
+        return Err(Fail::null("out"));
+    }
+    if size < 8 || size % 8 != 0 {
+        return Err(Fail::invalid(format!(
+            "size {size}: pass sizeof of the struct ({})",
+            std::mem::size_of::<T>()
+        )));
+    }
+    let n = size.min(std::mem::size_of::<T>());
+    // SAFETY: `out` is non-NULL and writable for `size` >= `n` bytes (the
+    // caller's promise); the source is our own value of at least `n` bytes.
+    // Byte copy: `out` may be unaligned memory of an older, shorter struct.
+    unsafe { std::ptr::copy_nonoverlapping((v as *const T).cast::<u8>(), out.cast::<u8>(), n) };
+    Ok(())
 }
 
 /// A checked, non-NULL out-parameter; written only on success.

@@ -55,10 +55,15 @@ pub enum sr_result {
     SR_DECOMPRESS = 209,
     /// A ticket's outcomes are not all known yet.
     SR_PENDING = 210,
+    /// There is no member to send to.
+    SR_NO_MEMBERS = 300,
     /// A session was not found.
     SR_NOT_FOUND = 400,
     /// A conflicting operation (for example a session id already in use).
     SR_CONFLICT = 401,
+    /// The session was handed to another member (this node drained); its
+    /// address was reported.
+    SR_MOVED = 402,
 }
 
 impl sr_result {
@@ -109,8 +114,10 @@ impl sr_result {
             SR_FRAME_TOO_LARGE,
             SR_DECOMPRESS,
             SR_PENDING,
+            SR_NO_MEMBERS,
             SR_NOT_FOUND,
             SR_CONFLICT,
+            SR_MOVED,
         ]
     };
 
@@ -140,8 +147,10 @@ impl sr_result {
             SR_FRAME_TOO_LARGE => "frame too large\0",
             SR_DECOMPRESS => "decompression failed\0",
             SR_PENDING => "outcome pending\0",
+            SR_NO_MEMBERS => "no members\0",
             SR_NOT_FOUND => "not found\0",
             SR_CONFLICT => "conflict\0",
+            SR_MOVED => "session moved to another member\0",
         }
     }
 }

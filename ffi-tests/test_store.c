@@ -1,0 +1,659 @@
+/* Exercises the membership and session-store exports: NULL arguments,
+ * wrong lengths and sizes, the member callback (added, removed with its
+ * reason), the member list and sends to members, and a three-store cluster
+ * on 127.0.0.1 (multicast on 127.0.0.1, TTL 1, a group of this process
+ * only) committing, fetching, renaming, invalidating and draining sessions
+ * through C, with the event callback. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "check.h"
+
+#define WAIT_MS 30000
+
+static unsigned next_group;
+
+/* A config in a private multicast group: group n of this process. */
+static sr_config *cluster_config(unsigned group) {
+    sr_config *cfg = NULL;
+    char addr[32], port[16], domain[64];
+    unsigned pid = (unsigned)getpid();
+    snprintf(addr, sizeof addr, "239.252.%u.%u", pid % 250, group % 250 + 1);
+    snprintf(port, sizeof port, "%u", 23000 + (pid * 7 + group * 131) % 20000);
+    snprintf(domain, sizeof domain, "ffi-store-%u-%u", pid, group);
+    CHECK_RC(sr_config_new(&cfg), SR_OK);
+    CHECK_RC(sr_config_set_listen(cfg, "127.0.0.1", 0), SR_OK);
+    CHECK_RC(sr_config_set(cfg, "membershipType", "multicast"), SR_OK);
+    CHECK_RC(sr_config_set(cfg, "mcastAddr", addr), SR_OK);
+    CHECK_RC(sr_config_set(cfg, "mcastPort", port), SR_OK);
+    CHECK_RC(sr_config_set(cfg, "mcastBindAddress", "127.0.0.1"), SR_OK);
+    CHECK_RC(sr_config_set(cfg, "mcastTTL", "1"), SR_OK);
+    CHECK_RC(sr_config_set(cfg, "mcastFrequency", "100"), SR_OK);
+    CHECK_RC(sr_config_set(cfg, "mcastDropTime", "2000"), SR_OK);
+    CHECK_RC(sr_config_set(cfg, "domain", domain), SR_OK);
+    return cfg;
+}
+
+/* ---- membership ---- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    int added, removed, suspect;
+    sr_remove_reason last_reason;
+    uint8_t last_id[16];
+    char last_line[256];
+    sr_result reenter_stop;
+    sr_channel *self;
+    int received;
+} members_state;
+
+static void on_member(void *userdata, const sr_member_event *ev) {
+    members_state *s = userdata;
+    char line[256];
+    size_t n = 0;
+    line[0] = 0;
+    sr_member_event_format(ev, line, sizeof line, &n);
+    pthread_mutex_lock(&s->mu);
+    memcpy(s->last_id, ev->member.id, 16);
+    snprintf(s->last_line, sizeof s->last_line, "%s", line);
+    if (ev->kind == SR_MEMBER_ADDED) {
+        s->added++;
+        /* Stopping one's own channel from its callback is refused. */
+        s->reenter_stop = sr_channel_stop(s->self);
+    } else if (ev->kind == SR_MEMBER_REMOVED) {
+        s->removed++;
+        s->last_reason = ev->reason;
+    } else {
+        s->suspect++;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int on_member_message(void *userdata, const sr_message *msg) {
+    members_state *s = userdata;
+    (void)msg;
+    pthread_mutex_lock(&s->mu);
+    s->received++;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+static int member_count(members_state *s, const int *field) {
+    int v;
+    pthread_mutex_lock(&s->mu);
+    v = *field;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+static int wait_member_count(members_state *s, const int *field, int want) {
+    int i;
+    for (i = 0; i < WAIT_MS / 10; i++) {
+        if (member_count(s, field) >= want) {
+            return 1;
+        }
+        sleep_ms(10);
+    }
+    return 0;
+}
+
+static void test_member_api_arguments(void) {
+    sr_config *cfg = cluster_config(next_group++);
+    sr_channel *ch = NULL;
+    sr_member_info info[2];
+    size_t n = 99;
+    uint64_t id = 7;
+    char buf[256];
+    sr_member_event ev;
+
+    CHECK_RC(sr_channel_set_member_callback(NULL, on_member, NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_channel_members(NULL, info, 2, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_channel_send_to_members(NULL, (const uint8_t *)"x", 1, NULL, &id),
+             SR_NULL_PARAMETER);
+    CHECK_RC(sr_channel_new(cfg, NULL, NULL, NULL, &ch), SR_OK);
+    /* Not running: no member list, no sends. */
+    CHECK_RC(sr_channel_members(ch, info, 2, &n), SR_NOT_RUNNING);
+    CHECK_RC(sr_channel_members(ch, info, 2, NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_channel_members(ch, NULL, 2, &n), SR_NULL_PARAMETER);
+    CHECK(n == 99);
+    CHECK_RC(sr_channel_send_to_members(ch, (const uint8_t *)"x", 1, NULL, &id), SR_NOT_RUNNING);
+    CHECK_RC(sr_channel_set_member_callback(ch, on_member, NULL), SR_OK);
+    CHECK_RC(sr_channel_set_member_callback(ch, NULL, NULL), SR_OK);
+    CHECK_RC(sr_channel_start(ch), SR_OK);
+    CHECK_RC(sr_channel_set_member_callback(ch, on_member, NULL), SR_ALREADY_RUNNING);
+    /* Alone in its group: no members. */
+    CHECK_RC(sr_channel_members(ch, NULL, 0, &n), SR_OK);
+    CHECK(n == 0);
+    CHECK_RC(sr_channel_send_to_members(ch, (const uint8_t *)"x", 1, NULL, &id), SR_NO_MEMBERS);
+    CHECK(id == 7);
+    CHECK_RC(sr_channel_send_to_members(ch, NULL, 1, NULL, &id), SR_NULL_PARAMETER);
+
+    /* Formatting a hand-made event; bad fields are refused. */
+    memset(&ev, 0, sizeof ev);
+    ev.kind = SR_MEMBER_REMOVED;
+    ev.reason = SR_REMOVE_TIMEOUT;
+    CHECK_RC(sr_addr_parse("127.0.0.1:4000", &ev.member.addr), SR_OK);
+    ev.member.id[0] = 0xab;
+    CHECK_RC(sr_member_event_format(&ev, buf, sizeof buf, &n), SR_OK);
+    CHECK(strcmp(buf, "member-removed id=ab000000000000000000000000000000 addr=127.0.0.1:4000 "
+                      "reason=timeout") == 0);
+    CHECK(n == strlen(buf));
+    CHECK_RC(sr_member_event_format(&ev, buf, 10, &n), SR_INSUFFICIENT_SIZE);
+    CHECK(n == strlen("member-removed id=ab000000000000000000000000000000 addr=127.0.0.1:4000 "
+                      "reason=timeout"));
+    CHECK_RC(sr_member_event_format(NULL, buf, sizeof buf, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_member_event_format(&ev, buf, sizeof buf, NULL), SR_NULL_PARAMETER);
+    ev.reason = SR_REMOVE_NONE;
+    CHECK_RC(sr_member_event_format(&ev, buf, sizeof buf, &n), SR_INVALID_ARGUMENT);
+    ev.kind = SR_MEMBER_ADDED;
+    ev.member.domain = (const uint8_t *)"shop";
+    ev.member.domain_len = 4;
+    ev.member.is_sessionrepl = 1;
+    CHECK_RC(sr_member_event_format(&ev, buf, sizeof buf, &n), SR_OK);
+    CHECK(strstr(buf, "member-added") == buf && strstr(buf, "domain=shop sessionrepl=true"));
+    ev.member.domain = NULL;
+    CHECK_RC(sr_member_event_format(&ev, buf, sizeof buf, &n), SR_NULL_PARAMETER);
+    ev.member.domain_len = 0;
+    ev.member.addr.family = 5;
+    CHECK_RC(sr_member_event_format(&ev, buf, sizeof buf, &n), SR_INVALID_ARGUMENT);
+    sr_channel_free(ch);
+    sr_config_free(cfg);
+}
+
+/* A watcher sees two members join, lists them, sends to them, and sees
+ * them leave with the reason "shutdown". */
+static void test_member_events(void) {
+    sr_config *cfg = cluster_config(next_group++);
+    members_state s, rx;
+    sr_channel *watcher = NULL, *a = NULL, *b = NULL;
+    sr_member_info info[4];
+    uint8_t a_id[16];
+    size_t n = 0;
+    uint64_t msg_id = 0;
+    int i, found_a = 0;
+
+    memset(&s, 0, sizeof s);
+    memset(&rx, 0, sizeof rx);
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_mutex_init(&rx.mu, NULL);
+    CHECK_RC(sr_channel_new(cfg, NULL, NULL, NULL, &watcher), SR_OK);
+    s.self = watcher;
+    CHECK_RC(sr_channel_set_member_callback(watcher, on_member, &s), SR_OK);
+    CHECK_RC(sr_channel_start(watcher), SR_OK);
+    CHECK_RC(sr_channel_new(cfg, on_member_message, NULL, &rx, &a), SR_OK);
+    CHECK_RC(sr_channel_new(cfg, on_member_message, NULL, &rx, &b), SR_OK);
+    CHECK_RC(sr_channel_start(a), SR_OK);
+    CHECK_RC(sr_channel_start(b), SR_OK);
+    CHECK_RC(sr_channel_member_id(a, a_id), SR_OK);
+    CHECK(wait_member_count(&s, &s.added, 2));
+    pthread_mutex_lock(&s.mu);
+    CHECK(s.reenter_stop == SR_IN_CALLBACK);
+    pthread_mutex_unlock(&s.mu);
+
+    /* Too small a buffer: the count, and the buffer untouched. */
+    memset(info, 0x5a, sizeof info);
+    CHECK_RC(sr_channel_members(watcher, info, 1, &n), SR_INSUFFICIENT_SIZE);
+    CHECK(n == 2);
+    CHECK(info[0].id[0] == 0x5a && info[0].domain_len == (size_t)0x5a5a5a5a5a5a5a5aULL);
+    CHECK_RC(sr_channel_members(watcher, info, 4, &n), SR_OK);
+    CHECK(n == 2);
+    for (i = 0; i < (int)n && i < 4; i++) {
+        CHECK(info[i].is_sessionrepl == 1);
+        CHECK(info[i].source == SR_SOURCE_MULTICAST);
+        CHECK(info[i].addr.family == SR_ADDR_IPV4 && info[i].addr.ip[0] == 127);
+        CHECK(strncmp(info[i].domain, "ffi-store-", 10) == 0);
+        CHECK(info[i].domain_len == strlen(info[i].domain));
+        if (memcmp(info[i].id, a_id, 16) == 0) {
+            found_a = 1;
+        }
+    }
+    CHECK(found_a);
+
+    CHECK_RC(sr_channel_send_to_members(watcher, (const uint8_t *)"hi", 2, NULL, &msg_id), SR_OK);
+    CHECK(msg_id != 0);
+    CHECK(wait_member_count(&rx, &rx.received, 2));
+
+    sr_channel_free(a);
+    CHECK(wait_member_count(&s, &s.removed, 1));
+    pthread_mutex_lock(&s.mu);
+    CHECK(s.last_reason == SR_REMOVE_SHUTDOWN);
+    CHECK(memcmp(s.last_id, a_id, 16) == 0);
+    CHECK(strstr(s.last_line, "member-removed") == s.last_line);
+    CHECK(strstr(s.last_line, "reason=shutdown") != NULL);
+    pthread_mutex_unlock(&s.mu);
+    CHECK_RC(sr_channel_members(watcher, info, 4, &n), SR_OK);
+    CHECK(n == 1);
+    sr_channel_free(b);
+    CHECK(wait_member_count(&s, &s.removed, 2));
+    /* After the stop no callback runs: the counts stay. */
+    CHECK_RC(sr_channel_stop(watcher), SR_OK);
+    i = member_count(&s, &s.added) + member_count(&s, &s.removed);
+    sleep_ms(300);
+    CHECK(member_count(&s, &s.added) + member_count(&s, &s.removed) == i);
+    sr_channel_free(watcher);
+    sr_config_free(cfg);
+    pthread_mutex_destroy(&s.mu);
+    pthread_mutex_destroy(&rx.mu);
+}
+
+/* ---- session store ---- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    int events[16];
+    int ready;
+    char last_created[64];
+    sr_session_store *self;
+    sr_result reenter_get;
+    size_t ready_sessions;
+} store_state;
+
+static void on_event(void *userdata, const sr_session_event *ev) {
+    store_state *s = userdata;
+    pthread_mutex_lock(&s->mu);
+    if ((int)ev->kind >= 0 && (int)ev->kind < 16) {
+        s->events[ev->kind]++;
+    }
+    if (ev->kind == SR_SESSION_CREATED && ev->id_len < sizeof s->last_created) {
+        memcpy(s->last_created, ev->id, ev->id_len);
+        s->last_created[ev->id_len] = 0;
+    }
+    if (ev->kind == SR_SESSION_READY) {
+        s->ready = 1;
+        s->ready_sessions = (size_t)ev->count;
+        if (s->self != NULL) {
+            sr_session *x = NULL;
+            /* Blocking calls from the event callback are refused. */
+            s->reenter_get = sr_session_store_get(s->self, (const uint8_t *)"x", 1, 0, &x, NULL);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int event_count(store_state *s, sr_session_event_kind k) {
+    int v;
+    pthread_mutex_lock(&s->mu);
+    v = s->events[k];
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+static int wait_event(store_state *s, sr_session_event_kind k, int want) {
+    int i;
+    for (i = 0; i < WAIT_MS / 10; i++) {
+        if (event_count(s, k) >= want) {
+            return 1;
+        }
+        sleep_ms(10);
+    }
+    return 0;
+}
+
+static int wait_store_members(sr_session_store *st, size_t want) {
+    int i;
+    for (i = 0; i < WAIT_MS / 10; i++) {
+        size_t n = 0;
+        sr_session_store_members(st, NULL, 0, &n);
+        if (n == want) {
+            return 1;
+        }
+        sleep_ms(10);
+    }
+    return 0;
+}
+
+static int commit_value(sr_session_store *st, const char *id, const char *name, const char *v,
+                        int create, size_t *copies) {
+    sr_txn *txn = NULL;
+    sr_result r = sr_session_store_begin(st, (const uint8_t *)id, strlen(id), &txn);
+    if (r != SR_OK) {
+        return r;
+    }
+    CHECK_RC(sr_txn_set(txn, name, (const uint8_t *)v, strlen(v)), SR_OK);
+    return create ? sr_session_store_create(st, txn, WAIT_MS, copies)
+                  : sr_session_store_commit(st, txn, WAIT_MS, copies);
+}
+
+/* The value of attribute `name` of `id` as `st` finds it, into out. */
+static sr_result value_of(sr_session_store *st, const char *id, const char *name, char *out,
+                          size_t cap) {
+    sr_session *s = NULL;
+    const uint8_t *v = NULL;
+    size_t len = 0;
+    sr_result r = sr_session_store_get(st, (const uint8_t *)id, strlen(id), WAIT_MS, &s, NULL);
+    out[0] = 0;
+    if (r != SR_OK) {
+        return r;
+    }
+    r = sr_session_get(s, name, &v, &len);
+    if (r == SR_OK && len < cap) {
+        memcpy(out, v, len);
+        out[len] = 0;
+    }
+    sr_session_free(s);
+    return r;
+}
+
+static void test_store_arguments(void) {
+    sr_config *cfg = cluster_config(next_group++);
+    sr_session_store *st = NULL;
+    sr_txn *txn = NULL;
+    sr_session *s = (sr_session *)&txn; /* a sentinel: must stay unchanged */
+    sr_session *s0 = s;
+    sr_addr a, moved;
+    sr_session_stats stats;
+    size_t n = 99, copies = 99;
+    const uint8_t *p = NULL;
+    int64_t ones[2] = {-1, -1};
+
+    CHECK_RC(sr_session_store_open(NULL, NULL, NULL, &st), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_open(cfg, NULL, NULL, NULL), SR_NULL_PARAMETER);
+    CHECK(st == NULL);
+    sr_session_store_free(NULL);
+    sr_txn_free(NULL);
+    sr_session_free(NULL);
+    CHECK_RC(sr_session_store_close(NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_wait_ready(NULL, 10), SR_NULL_PARAMETER);
+    CHECK(sr_session_store_is_ready(NULL) == 0);
+    CHECK(sr_session_store_is_primary_for(NULL, (const uint8_t *)"a", 1) == 0);
+    CHECK_RC(sr_session_store_local_addr(NULL, &a), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_members(NULL, NULL, 0, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_begin(NULL, (const uint8_t *)"a", 1, &txn), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_commit(NULL, NULL, 0, NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_create(NULL, NULL, 0, NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_get(NULL, (const uint8_t *)"a", 1, 0, &s, NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_access(NULL, (const uint8_t *)"a", 1), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_invalidate(NULL, (const uint8_t *)"a", 1, 0, NULL),
+             SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_change_id(NULL, (const uint8_t *)"a", 1, (const uint8_t *)"b", 1, 0,
+                                        NULL),
+             SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_drain(NULL, 10), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_stats(NULL, &stats, sizeof stats), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_set(NULL, "a", (const uint8_t *)"1", 1), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_remove(NULL, "a"), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_set_max_inactive(NULL, 5), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_set_principal(NULL, NULL, 0), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_set_auth_type(NULL, NULL, 0), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_id(NULL, &p, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_get(NULL, "a", &p, &n), SR_NULL_PARAMETER);
+    CHECK(sr_session_attribute_count(NULL) == 0);
+    CHECK_RC(sr_session_attribute_at(NULL, 0, &p, &n, &p, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_info_get(NULL, NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_principal(NULL, &p, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_auth_type(NULL, &p, &n), SR_NULL_PARAMETER);
+
+    /* A store alone in its group: ready at once. */
+    CHECK_RC(sr_session_store_open(cfg, NULL, NULL, &st), SR_OK);
+    sr_config_free(cfg);
+    CHECK_RC(sr_session_store_wait_ready(st, WAIT_MS), SR_OK);
+    CHECK(sr_session_store_is_ready(st) == 1);
+    CHECK_RC(sr_session_store_local_addr(st, &a), SR_OK);
+    CHECK(a.family == SR_ADDR_IPV4 && a.ip[0] == 127 && a.port != 0);
+    CHECK_RC(sr_session_store_local_addr(st, NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_members(st, NULL, 0, &n), SR_OK);
+    CHECK(n == 0);
+    CHECK_RC(sr_session_store_members(st, NULL, 3, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_members(st, &a, 1, NULL), SR_NULL_PARAMETER);
+    CHECK(sr_session_store_is_primary_for(st, (const uint8_t *)"a", 1) == 1);
+    CHECK(sr_session_store_is_primary_for(st, (const uint8_t *)"a", 0) == 0);
+    CHECK(sr_session_store_is_primary_for(st, NULL, 1) == 0);
+
+    /* Ids: NULL or empty refused, out-parameter untouched. */
+    CHECK_RC(sr_session_store_begin(st, NULL, 1, &txn), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_begin(st, (const uint8_t *)"a", 0, &txn), SR_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "empty session id") != NULL);
+    CHECK_RC(sr_session_store_begin(st, (const uint8_t *)"a", 1, NULL), SR_NULL_PARAMETER);
+    CHECK(txn == NULL);
+    CHECK_RC(sr_session_store_get(st, (const uint8_t *)"a", 0, 0, &s, NULL), SR_INVALID_ARGUMENT);
+    CHECK_RC(sr_session_store_get(st, NULL, 1, 0, &s, NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_get(st, (const uint8_t *)"a", 1, 0, NULL, NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_get(st, (const uint8_t *)"nope", 4, 2000, &s, &moved), SR_NOT_FOUND);
+    CHECK(s == s0);
+    CHECK_RC(sr_session_store_access(st, (const uint8_t *)"nope", 4), SR_NOT_FOUND);
+    CHECK_RC(sr_session_store_access(st, (const uint8_t *)"nope", 0), SR_INVALID_ARGUMENT);
+    CHECK_RC(sr_session_store_invalidate(st, (const uint8_t *)"nope", 4, 0, &copies),
+             SR_NOT_FOUND);
+    CHECK_RC(sr_session_store_invalidate(st, NULL, 4, 0, &copies), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_change_id(st, (const uint8_t *)"nope", 4, (const uint8_t *)"x", 0,
+                                        0, &copies),
+             SR_INVALID_ARGUMENT);
+    CHECK(copies == 99);
+
+    /* A txn: NULL names and values refused; NULL txn or store consumed. */
+    CHECK_RC(sr_session_store_begin(st, (const uint8_t *)"s1", 2, &txn), SR_OK);
+    CHECK_RC(sr_txn_set(txn, NULL, (const uint8_t *)"1", 1), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_set(txn, "a", NULL, 1), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_set(txn, "empty", NULL, 0), SR_OK);
+    CHECK_RC(sr_txn_set(txn, "a", (const uint8_t *)"1", 1), SR_OK);
+    CHECK_RC(sr_txn_set(txn, "b", (const uint8_t *)"22", 2), SR_OK);
+    CHECK_RC(sr_txn_set(txn, "gone", (const uint8_t *)"x", 1), SR_OK);
+    CHECK_RC(sr_txn_remove(txn, "gone"), SR_OK);
+    CHECK_RC(sr_txn_remove(txn, NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_set_max_inactive(txn, 600), SR_OK);
+    CHECK_RC(sr_txn_set_principal(txn, (const uint8_t *)"alice", 5), SR_OK);
+    CHECK_RC(sr_txn_set_principal(txn, NULL, 3), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_set_auth_type(txn, (const uint8_t *)"FORM", 4), SR_OK);
+    CHECK_RC(sr_txn_set_auth_type(txn, NULL, 2), SR_NULL_PARAMETER);
+    /* Committing a session nobody created: not found, the txn consumed. */
+    {
+        sr_txn *other = NULL;
+        CHECK_RC(sr_session_store_begin(st, (const uint8_t *)"s2", 2, &other), SR_OK);
+        CHECK_RC(sr_session_store_commit(st, other, WAIT_MS, &copies), SR_NOT_FOUND);
+        CHECK_RC(sr_session_store_begin(st, (const uint8_t *)"s2", 2, &other), SR_OK);
+        CHECK_RC(sr_session_store_commit(NULL, other, 0, NULL), SR_NULL_PARAMETER);
+        CHECK_RC(sr_session_store_begin(st, (const uint8_t *)"s2", 2, &other), SR_OK);
+        sr_txn_free(other); /* abandoned */
+    }
+    CHECK_RC(sr_session_store_create(st, txn, WAIT_MS, &copies), SR_OK);
+    CHECK(copies == 1); /* alone: this node's copy */
+    CHECK_RC(commit_value(st, "s1", "a", "x", 1, &copies), SR_CONFLICT);
+
+    /* The snapshot. */
+    CHECK_RC(sr_session_store_get(st, (const uint8_t *)"s1", 2, 0, &s, NULL), SR_OK);
+    if (s != s0) {
+        const uint8_t *name = NULL, *v = NULL;
+        size_t name_len = 0, len = 0;
+        sr_session_info info;
+        CHECK_RC(sr_session_id(s, &p, &n), SR_OK);
+        CHECK(n == 2 && memcmp(p, "s1", 2) == 0);
+        CHECK_RC(sr_session_id(s, NULL, &n), SR_NULL_PARAMETER);
+        CHECK(sr_session_attribute_count(s) == 3);
+        CHECK_RC(sr_session_get(s, "b", &v, &len), SR_OK);
+        CHECK(len == 2 && memcmp(v, "22", 2) == 0);
+        CHECK_RC(sr_session_get(s, "empty", &v, &len), SR_OK);
+        CHECK(len == 0);
+        v = NULL;
+        CHECK_RC(sr_session_get(s, "gone", &v, &len), SR_NOT_FOUND);
+        CHECK(v == NULL);
+        CHECK_RC(sr_session_get(s, NULL, &v, &len), SR_NULL_PARAMETER);
+        CHECK_RC(sr_session_get(s, "b", NULL, &len), SR_NULL_PARAMETER);
+        CHECK_RC(sr_session_get(s, "b", &v, NULL), SR_NULL_PARAMETER);
+        /* Iteration in name order: a, b, empty. */
+        CHECK_RC(sr_session_attribute_at(s, 0, &name, &name_len, &v, &len), SR_OK);
+        CHECK(name_len == 1 && name[0] == 'a' && len == 1 && v[0] == '1');
+        CHECK_RC(sr_session_attribute_at(s, 2, &name, &name_len, &v, &len), SR_OK);
+        CHECK(name_len == 5 && memcmp(name, "empty", 5) == 0);
+        CHECK_RC(sr_session_attribute_at(s, 3, &name, &name_len, &v, &len), SR_INVALID_ARGUMENT);
+        CHECK_RC(sr_session_attribute_at(s, 0, NULL, &name_len, &v, &len), SR_NULL_PARAMETER);
+        CHECK_RC(sr_session_attribute_at(s, 0, &name, &name_len, &v, NULL), SR_NULL_PARAMETER);
+        CHECK_RC(sr_session_info_get(s, &info), SR_OK);
+        CHECK(info.version >= 1 && info.max_inactive_secs == 600 && info.attribute_count == 3);
+        CHECK(info.creation_time_ms > 1600000000000ULL);
+        CHECK_RC(sr_session_info_get(s, NULL), SR_NULL_PARAMETER);
+        CHECK_RC(sr_session_principal(s, &p, &n), SR_OK);
+        CHECK(n == 5 && memcmp(p, "alice", 5) == 0);
+        CHECK_RC(sr_session_auth_type(s, &p, &n), SR_OK);
+        CHECK(n == 4 && memcmp(p, "FORM", 4) == 0);
+        CHECK_RC(sr_session_auth_type(s, NULL, &n), SR_NULL_PARAMETER);
+        sr_session_free(s);
+        s = s0;
+    }
+    /* Clearing the principal; an empty txn is an access, complete at once. */
+    CHECK_RC(sr_session_store_begin(st, (const uint8_t *)"s1", 2, &txn), SR_OK);
+    CHECK_RC(sr_txn_set_principal(txn, NULL, 0), SR_OK);
+    CHECK_RC(sr_session_store_commit(st, txn, WAIT_MS, NULL), SR_OK);
+    CHECK_RC(sr_session_store_begin(st, (const uint8_t *)"s1", 2, &txn), SR_OK);
+    CHECK_RC(sr_session_store_commit(st, txn, 0, &copies), SR_OK);
+    CHECK_RC(sr_session_store_get(st, (const uint8_t *)"s1", 2, 0, &s, NULL), SR_OK);
+    if (s != s0) {
+        p = NULL;
+        CHECK_RC(sr_session_principal(s, &p, &n), SR_NOT_FOUND);
+        CHECK(p == NULL);
+        sr_session_free(s);
+        s = s0;
+    }
+    CHECK_RC(sr_session_store_access(st, (const uint8_t *)"s1", 2), SR_OK);
+
+    /* Stats: sizes checked, a short struct gets its prefix only. */
+    memset(&stats, 0, sizeof stats);
+    CHECK_RC(sr_session_store_stats(st, &stats, sizeof stats), SR_OK);
+    CHECK(stats.sessions == 1 && stats.commits >= 2 && stats.commits_acked >= 2);
+    CHECK_RC(sr_session_store_stats(st, NULL, sizeof stats), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_stats(st, &stats, 4), SR_INVALID_ARGUMENT);
+    CHECK_RC(sr_session_store_stats(st, &stats, 12), SR_INVALID_ARGUMENT);
+    CHECK_RC(sr_session_store_stats(st, (sr_session_stats *)(void *)ones, 8), SR_OK);
+    CHECK(ones[0] == 1 && ones[1] == -1);
+
+    /* Rename, then invalidate. */
+    CHECK_RC(sr_session_store_change_id(st, (const uint8_t *)"s1", 2, (const uint8_t *)"s1b", 3,
+                                        WAIT_MS, &copies),
+             SR_OK);
+    CHECK_RC(sr_session_store_get(st, (const uint8_t *)"s1", 2, 2000, &s, NULL), SR_NOT_FOUND);
+    CHECK_RC(sr_session_store_invalidate(st, (const uint8_t *)"s1b", 3, WAIT_MS, &copies), SR_OK);
+    CHECK_RC(sr_session_store_get(st, (const uint8_t *)"s1b", 3, 2000, &s, NULL), SR_NOT_FOUND);
+    CHECK(s == s0);
+
+    /* Alone, draining has nobody to hand to and completes; then closed. */
+    CHECK_RC(sr_session_store_drain(st, WAIT_MS), SR_OK);
+    CHECK_RC(sr_session_store_close(st), SR_OK);
+    CHECK_RC(sr_session_store_close(st), SR_OK);
+    CHECK_RC(sr_session_store_begin(st, (const uint8_t *)"s3", 2, &txn), SR_OK);
+    CHECK_RC(sr_session_store_create(st, txn, WAIT_MS, &copies), SR_SHUTDOWN);
+    sr_session_store_free(st);
+}
+
+/* Three stores on 127.0.0.1 committing and reading sessions through C. */
+static void test_store_cluster(void) {
+    sr_config *cfg = cluster_config(next_group++);
+    sr_session_store *st[3] = {NULL, NULL, NULL};
+    store_state ev[3];
+    char v[64], id[32];
+    size_t copies = 0, n = 0;
+    int i, created = 0;
+    sr_addr addrs[4];
+
+    CHECK_RC(sr_config_set(cfg, "backupCount", "1"), SR_OK);
+    for (i = 0; i < 3; i++) {
+        memset(&ev[i], 0, sizeof ev[i]);
+        pthread_mutex_init(&ev[i].mu, NULL);
+        CHECK_RC(sr_session_store_open(cfg, on_event, &ev[i], &st[i]), SR_OK);
+        if (st[i] == NULL) {
+            sr_config_free(cfg);
+            return;
+        }
+        CHECK_RC(sr_session_store_wait_ready(st[i], WAIT_MS), SR_OK);
+    }
+    sr_config_free(cfg);
+    for (i = 0; i < 3; i++) {
+        CHECK(wait_store_members(st[i], 2));
+        CHECK(wait_event(&ev[i], SR_SESSION_READY, 1));
+    }
+    CHECK_RC(sr_session_store_members(st[0], addrs, 1, &n), SR_INSUFFICIENT_SIZE);
+    CHECK(n == 2);
+    CHECK_RC(sr_session_store_members(st[0], addrs, 4, &n), SR_OK);
+    CHECK(n == 2 && addrs[0].ip[0] == 127 && addrs[1].ip[0] == 127);
+
+    /* A session primary on store 0, with one backup. */
+    for (i = 0; i < 1000 && !created; i++) {
+        snprintf(id, sizeof id, "c-session-%d", i);
+        created = sr_session_store_is_primary_for(st[0], (const uint8_t *)id, strlen(id));
+    }
+    CHECK(created);
+    CHECK_RC(commit_value(st[0], id, "cart", "1 item", 1, &copies), SR_OK);
+    CHECK(copies == 2);
+    CHECK_RC(commit_value(st[0], id, "cart", "2 items", 0, &copies), SR_OK);
+    CHECK(copies == 2);
+    /* Every store reads the latest value (a non-holder fetches it). */
+    for (i = 0; i < 3; i++) {
+        CHECK_RC(value_of(st[i], id, "cart", v, sizeof v), SR_OK);
+        CHECK(strcmp(v, "2 items") == 0);
+    }
+    /* A commit on another store, then read back on store 0. */
+    CHECK_RC(commit_value(st[2], id, "cart", "3 items", 0, &copies), SR_OK);
+    CHECK_RC(value_of(st[0], id, "cart", v, sizeof v), SR_OK);
+    CHECK(strcmp(v, "3 items") == 0);
+    CHECK_RC(sr_session_store_get(st[1], (const uint8_t *)"no-such", 7, 5000, NULL, NULL),
+             SR_NULL_PARAMETER);
+    {
+        sr_session *s = NULL;
+        CHECK_RC(sr_session_store_get(st[1], (const uint8_t *)"no-such", 7, 5000, &s, NULL),
+                 SR_NOT_FOUND);
+        CHECK(s == NULL);
+    }
+    /* A holder other than store 0 heard of the creation. */
+    CHECK(event_count(&ev[1], SR_SESSION_CREATED) + event_count(&ev[2], SR_SESSION_CREATED) >= 1);
+    /* Store 0, the primary, heard of store 2's commit. */
+    CHECK(wait_event(&ev[0], SR_SESSION_UPDATED, 1));
+
+    /* Store 0 drains: the others keep the session; store 0 says moved. */
+    CHECK_RC(sr_session_store_drain(st[0], WAIT_MS), SR_OK);
+    CHECK(wait_event(&ev[0], SR_SESSION_DRAINED, 1));
+    {
+        sr_session *s = NULL;
+        sr_addr moved;
+        memset(&moved, 0, sizeof moved);
+        CHECK_RC(sr_session_store_get(st[0], (const uint8_t *)id, strlen(id), 5000, &s, &moved),
+                 SR_MOVED);
+        CHECK(s == NULL && moved.family == SR_ADDR_IPV4 && moved.port != 0);
+    }
+    sr_session_store_free(st[0]);
+    for (i = 1; i < 3; i++) {
+        CHECK(wait_store_members(st[i], 1));
+        CHECK_RC(value_of(st[i], id, "cart", v, sizeof v), SR_OK);
+        CHECK(strcmp(v, "3 items") == 0);
+    }
+    CHECK_RC(commit_value(st[1], id, "cart", "4 items", 0, &copies), SR_OK);
+    CHECK(copies == 2);
+    CHECK_RC(value_of(st[2], id, "cart", v, sizeof v), SR_OK);
+    CHECK(strcmp(v, "4 items") == 0);
+
+    /* The event callback may not block on its own store. */
+    {
+        store_state late;
+        sr_config *c2 = cluster_config(next_group++);
+        sr_session_store *solo = NULL;
+        memset(&late, 0, sizeof late);
+        pthread_mutex_init(&late.mu, NULL);
+        late.reenter_get = SR_OK;
+        /* The callback reads `self` under the lock; set it before ready. */
+        pthread_mutex_lock(&late.mu);
+        CHECK_RC(sr_session_store_open(c2, on_event, &late, &solo), SR_OK);
+        late.self = solo;
+        pthread_mutex_unlock(&late.mu);
+        CHECK_RC(sr_session_store_wait_ready(solo, WAIT_MS), SR_OK);
+        CHECK(wait_event(&late, SR_SESSION_READY, 1));
+        pthread_mutex_lock(&late.mu);
+        CHECK(late.reenter_get == SR_IN_CALLBACK);
+        pthread_mutex_unlock(&late.mu);
+        sr_session_store_free(solo);
+        sr_config_free(c2);
+        pthread_mutex_destroy(&late.mu);
+    }
+
+    for (i = 1; i < 3; i++) {
+        sr_session_store_free(st[i]);
+    }
+    for (i = 0; i < 3; i++) {
+        pthread_mutex_destroy(&ev[i].mu);
+    }
+}
+
+int main(void) {
+    test_member_api_arguments();
+    test_member_events();
+    test_store_arguments();
+    test_store_cluster();
+    return report("test_store");
+}
