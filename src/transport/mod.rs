@@ -11,6 +11,7 @@
 
 pub mod pump;
 pub mod receiver;
+mod rx_core;
 pub mod sync;
 mod ticket;
 
