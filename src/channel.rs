@@ -18,9 +18,10 @@ use crate::config::{Config, ReplicationMode};
 use crate::error::{Error, Result};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::pump::{Dest, Outgoing, Pump};
-use crate::transport::receiver::Receiver;
 use crate::transport::sync::SyncSender;
-use crate::transport::{Message, MessageListener, OutcomeListener, SendOptions, Shared, Ticket};
+use crate::transport::{
+    AnyReceiver, Message, MessageListener, OutcomeListener, SendOptions, Shared, Ticket,
+};
 use crate::wire::compress::Deflater;
 use crate::wire::frame::{FrameHeader, FLAG_COMPRESSED};
 use bytes::Bytes;
@@ -76,7 +77,7 @@ impl ChannelBuilder {
     pub fn start(self) -> Result<Channel> {
         let cfg = self.cfg;
         cfg.validate()?;
-        crate::driver::Backend::resolve(&cfg.io_backend)?;
+        let backend = crate::driver::Backend::resolve(&cfg.io_backend)?;
         let member_id = cfg.member_id.unwrap_or_else(random_id);
         let shared = Arc::new(Shared {
             cfg,
@@ -87,7 +88,7 @@ impl ChannelBuilder {
         let listener = self
             .listener
             .unwrap_or_else(|| Arc::new(|_: &Message| Ok(())));
-        let receiver = Receiver::start(shared.clone(), listener)?;
+        let receiver = AnyReceiver::start(backend, shared.clone(), listener)?;
         let mode = shared.cfg.replication_mode;
         let limit = match mode {
             ReplicationMode::Pooled => shared.cfg.max_pool_socket_limit,
@@ -123,7 +124,7 @@ struct Inner {
     shared: Arc<Shared>,
     mode: ReplicationMode,
     local: SocketAddr,
-    receiver: Mutex<Option<Receiver>>,
+    receiver: Mutex<Option<AnyReceiver>>,
     sync: SyncSender,
     fast: Mutex<Option<Arc<Pump>>>,
     fast_ref: OnceArc,

@@ -12,6 +12,53 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+thread_local! {
+    static IO: std::cell::RefCell<&'static str> = const { std::cell::RefCell::new("mio") };
+}
+
+/// A default config for the driver under test.
+fn io_cfg() -> Config {
+    let mut c = Config::default();
+    c.io_backend = IO.with(|io| io.borrow().to_string());
+    c
+}
+
+/// Runs `f` with every channel on driver `io`; the io_uring run is skipped
+/// (with the reason printed) only where the kernel refuses io_uring.
+fn with_io(io: &'static str, f: fn()) {
+    if io == "uring" {
+        if let Err(why) = sessionrepl::driver::uring::probe() {
+            eprintln!("skipped: io_uring unavailable here: {why}");
+            return;
+        }
+    }
+    IO.with(|c| *c.borrow_mut() = io);
+    f();
+}
+
+/// Generates `<test>::mio` and `<test>::uring` for each test body.
+macro_rules! on_both_drivers {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn mio() {
+                    super::with_io("mio", super::$name);
+                }
+                #[test]
+                fn uring() {
+                    super::with_io("uring", super::$name);
+                }
+            }
+        )*
+    };
+}
+
+on_both_drivers!(
+    hostile_connections_are_closed_and_others_keep_working,
+    foreign_cluster_domain_is_refused,
+);
+
 fn good_preface() -> Vec<u8> {
     Preface::new([9; 16], b"", false).encode()
 }
@@ -36,11 +83,10 @@ fn data_frame(id: u64, flags: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-#[test]
 fn hostile_connections_are_closed_and_others_keep_working() {
     let delivered = Arc::new(AtomicU64::new(0));
     let d2 = delivered.clone();
-    let mut cfg = Config::default();
+    let mut cfg = io_cfg();
     cfg.max_frame_size = 64 * 1024;
     cfg.max_decompressed_size = 256 * 1024;
     let rx = Channel::builder(cfg)
@@ -53,7 +99,7 @@ fn hostile_connections_are_closed_and_others_keep_working() {
     let addr = rx.local_addr();
 
     // A well-behaved sender keeps a connection open across all attacks.
-    let mut scfg = Config::default();
+    let mut scfg = io_cfg();
     scfg.replication_mode = ReplicationMode::Synchronous;
     let tx = Channel::builder(scfg).start().unwrap();
     let good = |i: u32| {
@@ -127,9 +173,8 @@ fn hostile_connections_are_closed_and_others_keep_working() {
     rx.stop();
 }
 
-#[test]
 fn foreign_cluster_domain_is_refused() {
-    let mut cfg = Config::default();
+    let mut cfg = io_cfg();
     cfg.set("domain", "shop").unwrap();
     let rx = Channel::builder(cfg).start().unwrap();
     let mut p = Preface::new([1; 16], b"bank", false).encode();

@@ -14,8 +14,12 @@ pub mod receiver;
 mod rx_core;
 pub mod sync;
 mod ticket;
+#[cfg(target_os = "linux")]
+pub mod uring_rx;
 
 pub use ticket::Ticket;
+
+use crate::driver::Backend;
 
 use crate::config::{AckMode, Config};
 use crate::error::Error;
@@ -117,6 +121,53 @@ impl Shared {
         }
         if let Some(t) = ticket {
             t.complete(to, outcome);
+        }
+    }
+}
+
+/// The receiver of whichever driver runs.
+pub enum AnyReceiver {
+    /// mio selector thread.
+    Mio(receiver::Receiver),
+    /// io_uring ring thread.
+    #[cfg(target_os = "linux")]
+    Uring(uring_rx::UringReceiver),
+}
+
+impl AnyReceiver {
+    /// Starts the receiver of `backend`.
+    ///
+    /// # Errors
+    /// Bind, ring or thread failures.
+    pub fn start(
+        backend: Backend,
+        shared: Arc<Shared>,
+        listener: MessageListener,
+    ) -> crate::Result<AnyReceiver> {
+        Ok(match backend {
+            Backend::Mio => AnyReceiver::Mio(receiver::Receiver::start(shared, listener)?),
+            #[cfg(target_os = "linux")]
+            Backend::Uring => AnyReceiver::Uring(uring_rx::UringReceiver::start(shared, listener)?),
+            #[cfg(not(target_os = "linux"))]
+            Backend::Uring => AnyReceiver::Mio(receiver::Receiver::start(shared, listener)?),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        match self {
+            AnyReceiver::Mio(r) => r.local_addr(),
+            #[cfg(target_os = "linux")]
+            AnyReceiver::Uring(r) => r.local_addr(),
+        }
+    }
+
+    /// Stops it. Idempotent.
+    pub fn stop(&mut self) {
+        match self {
+            AnyReceiver::Mio(r) => r.stop(),
+            #[cfg(target_os = "linux")]
+            AnyReceiver::Uring(r) => r.stop(),
         }
     }
 }

@@ -394,7 +394,11 @@ impl Engine {
             let mut payload = Some(payload);
             let mut ticket = Some(ticket);
             for (k, &a) in dest.as_slice().iter().enumerate() {
-                let i = if k < idx.len() { idx[k] } else { self.conn_index(a) };
+                let i = if k < idx.len() {
+                    idx[k]
+                } else {
+                    self.conn_index(a)
+                };
                 let (p, t) = if k == last {
                     (payload.take().unwrap_or_default(), ticket.take().flatten())
                 } else {

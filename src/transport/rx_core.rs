@@ -152,11 +152,6 @@ impl RxCore {
         }
     }
 
-    /// True when delivery runs on workers.
-    pub(crate) fn has_workers(&self) -> bool {
-        !self.workers.is_empty()
-    }
-
     /// Decodes and delivers every complete frame in `buf`. Returns true if
     /// a full worker queue stalled the connection (the caller retries it
     /// later with [`RxCore::unstall`] before decoding more).

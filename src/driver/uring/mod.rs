@@ -28,6 +28,18 @@ mod ring;
 mod slab;
 
 pub use bufring::BufRing;
-pub use op::{Gather, Op};
+pub use op::{recv_filled, Gather, Op};
 pub use probe::{force_unavailable, probe};
 pub use ring::{Completion, OpId, Ring, RingWaker};
+
+/// Takes ownership of a descriptor an accept completion returned.
+///
+/// # Panics
+/// If `fd` is negative (an error result, which callers check first).
+pub fn owned_fd(fd: i32) -> std::os::fd::OwnedFd {
+    assert!(fd >= 0, "not a descriptor: {fd}");
+    use std::os::fd::FromRawFd;
+    // SAFETY: the kernel just created `fd` for this completion; nothing
+    // else owns it.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}

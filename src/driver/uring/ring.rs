@@ -28,6 +28,9 @@ pub struct Completion {
     pub flags: u32,
     /// The operation with its buffers, on its last completion only.
     pub op: Option<Op>,
+    /// The op was cancelled; reported only because the completion
+    /// consumed a provided buffer that must go back to its ring.
+    pub orphan: bool,
 }
 
 impl Completion {
@@ -239,7 +242,12 @@ impl Ring {
                 self.unsubmitted = 0;
                 Ok(())
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ETIME | libc::EBUSY)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::ETIME | libc::EBUSY)
+                ) =>
+            {
                 self.unsubmitted = 0;
                 Ok(())
             }
@@ -271,8 +279,12 @@ impl Ring {
                 }
                 let orphan = f.orphan;
                 let tag = f.tag;
-                let op = if more { None } else { self.ops.remove(ud).map(|f| f.op) };
-                if orphan {
+                let op = if more {
+                    None
+                } else {
+                    self.ops.remove(ud).map(|f| f.op)
+                };
+                if orphan && cqueue::buffer_select(cqe.flags()).is_none() {
                     // Its buffers (if final) drop here, after the kernel is done.
                     continue;
                 }
@@ -281,7 +293,8 @@ impl Ring {
                     id: ud,
                     res: cqe.result(),
                     flags: cqe.flags(),
-                    op,
+                    op: if orphan { None } else { op },
+                    orphan,
                 });
             }
         }
