@@ -9,6 +9,7 @@
 //!   bounded queue in batches, writes many frames per `writev`, tracks acks,
 //!   times out, reconnects with backoff and resends.
 
+mod link;
 pub mod pump;
 pub mod receiver;
 mod rx_core;
