@@ -15,12 +15,13 @@
 //! ```
 
 use crate::config::{Config, ReplicationMode};
+use crate::driver::Backend;
 use crate::error::{Error, Result};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::transport::pump::{Dest, Outgoing, Pump};
+use crate::transport::pump::{Dest, Outgoing};
 use crate::transport::sync::SyncSender;
 use crate::transport::{
-    AnyReceiver, Message, MessageListener, OutcomeListener, SendOptions, Shared, Ticket,
+    AnyPump, AnyReceiver, Message, MessageListener, OutcomeListener, SendOptions, Shared, Ticket,
 };
 use crate::wire::compress::Deflater;
 use crate::wire::frame::{FrameHeader, FLAG_COMPRESSED};
@@ -95,7 +96,7 @@ impl ChannelBuilder {
             _ => 1,
         };
         let fast = if mode == ReplicationMode::FastAsyncQueue {
-            Some(Pump::start(shared.clone(), "sr-fastasync")?)
+            Some(AnyPump::start(backend, shared.clone(), "sr-fastasync")?)
         } else {
             None
         };
@@ -104,6 +105,7 @@ impl ChannelBuilder {
                 sync: SyncSender::new(shared.clone(), limit),
                 shared,
                 mode,
+                backend,
                 local: receiver.local_addr(),
                 receiver: Mutex::new(Some(receiver)),
                 fast: Mutex::new(fast.map(Arc::new)),
@@ -118,17 +120,18 @@ impl ChannelBuilder {
 
 /// A tiny write-once slot for the fastasync pump, read without a lock.
 #[derive(Default)]
-struct OnceArc(std::sync::OnceLock<Arc<Pump>>);
+struct OnceArc(std::sync::OnceLock<Arc<AnyPump>>);
 
 struct Inner {
     shared: Arc<Shared>,
     mode: ReplicationMode,
+    backend: Backend,
     local: SocketAddr,
     receiver: Mutex<Option<AnyReceiver>>,
     sync: SyncSender,
-    fast: Mutex<Option<Arc<Pump>>>,
+    fast: Mutex<Option<Arc<AnyPump>>>,
     fast_ref: OnceArc,
-    per_member: RwLock<HashMap<SocketAddr, Arc<Pump>>>,
+    per_member: RwLock<HashMap<SocketAddr, Arc<AnyPump>>>,
     running: AtomicBool,
     next_id: AtomicU64,
 }
@@ -384,12 +387,12 @@ impl Channel {
     }
 }
 
-fn stop_pump(p: Arc<Pump>) {
+fn stop_pump(p: Arc<AnyPump>) {
     p.stop();
 }
 
 impl Inner {
-    fn fast_pump(&self) -> Result<&Arc<Pump>> {
+    fn fast_pump(&self) -> Result<&Arc<AnyPump>> {
         if let Some(p) = self.fast_ref.0.get() {
             return Ok(p);
         }
@@ -399,7 +402,7 @@ impl Inner {
         Ok(self.fast_ref.0.get_or_init(|| p))
     }
 
-    fn member_pump(&self, a: SocketAddr) -> Result<Arc<Pump>> {
+    fn member_pump(&self, a: SocketAddr) -> Result<Arc<AnyPump>> {
         if let Some(p) = self
             .per_member
             .read()
@@ -415,7 +418,11 @@ impl Inner {
         if let Some(p) = w.get(&a) {
             return Ok(p.clone());
         }
-        let p = Arc::new(Pump::start(self.shared.clone(), &format!("sr-async-{a}"))?);
+        let p = Arc::new(AnyPump::start(
+            self.backend,
+            self.shared.clone(),
+            &format!("sr-async-{a}"),
+        )?);
         w.insert(a, p.clone());
         Ok(p)
     }

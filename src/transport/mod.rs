@@ -16,6 +16,8 @@ mod rx_core;
 pub mod sync;
 mod ticket;
 #[cfg(target_os = "linux")]
+pub mod uring_pump;
+#[cfg(target_os = "linux")]
 pub mod uring_rx;
 
 pub use ticket::Ticket;
@@ -169,6 +171,77 @@ impl AnyReceiver {
             AnyReceiver::Mio(r) => r.stop(),
             #[cfg(target_os = "linux")]
             AnyReceiver::Uring(r) => r.stop(),
+        }
+    }
+}
+
+/// The asynchronous engine of whichever driver runs.
+pub enum AnyPump {
+    /// mio.
+    Mio(pump::Pump),
+    /// io_uring.
+    #[cfg(target_os = "linux")]
+    Uring(uring_pump::UringPump),
+}
+
+impl AnyPump {
+    /// Starts the engine of `backend` on a thread named `name`.
+    ///
+    /// # Errors
+    /// Poll, ring or thread failures.
+    pub fn start(backend: Backend, shared: Arc<Shared>, name: &str) -> crate::Result<AnyPump> {
+        Ok(match backend {
+            #[cfg(target_os = "linux")]
+            Backend::Uring => AnyPump::Uring(uring_pump::UringPump::start(shared, name)?),
+            _ => AnyPump::Mio(pump::Pump::start(shared, name)?),
+        })
+    }
+
+    /// Queues a message; see [`pump::Pump::send`].
+    ///
+    /// # Errors
+    /// [`Error::QueueFull`], [`Error::NotRunning`].
+    pub fn send(&self, item: pump::Outgoing) -> crate::Result<()> {
+        match self {
+            AnyPump::Mio(p) => p.send(item),
+            #[cfg(target_os = "linux")]
+            AnyPump::Uring(p) => p.send(item),
+        }
+    }
+
+    /// Messages queued and not yet taken by the I/O thread.
+    pub fn queue_len(&self) -> usize {
+        match self {
+            AnyPump::Mio(p) => p.queue_len(),
+            #[cfg(target_os = "linux")]
+            AnyPump::Uring(p) => p.queue_len(),
+        }
+    }
+
+    /// Messages taken by the I/O thread that have no outcome yet.
+    pub fn in_flight(&self) -> u64 {
+        match self {
+            AnyPump::Mio(p) => p.in_flight(),
+            #[cfg(target_os = "linux")]
+            AnyPump::Uring(p) => p.in_flight(),
+        }
+    }
+
+    /// True when nothing is queued, pending or awaiting an ack.
+    pub fn is_idle(&self) -> bool {
+        match self {
+            AnyPump::Mio(p) => p.is_idle(),
+            #[cfg(target_os = "linux")]
+            AnyPump::Uring(p) => p.is_idle(),
+        }
+    }
+
+    /// Stops the engine; see [`pump::Pump::stop`]. Idempotent.
+    pub fn stop(&self) {
+        match self {
+            AnyPump::Mio(p) => p.stop(),
+            #[cfg(target_os = "linux")]
+            AnyPump::Uring(p) => p.stop(),
         }
     }
 }
