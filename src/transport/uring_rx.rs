@@ -165,6 +165,8 @@ impl UringReceiver {
                     core,
                     stop: stop2,
                     stalled: Vec::new(),
+                    low_water: LOW_WATER.min(tuning.ring_buffers as usize / 2).max(1),
+                    ring_buffers: tuning.ring_buffers as usize,
                     rearm: Vec::new(),
                     flush: Vec::new(),
                     done: Vec::new(),
@@ -239,6 +241,9 @@ struct RingRx {
     core: RxCore,
     stop: Arc<AtomicBool>,
     stalled: Vec<usize>,
+    /// Free buffers needed to arm a multishot receive.
+    low_water: usize,
+    ring_buffers: usize,
     /// Connections whose receive ended and must be re-armed.
     rearm: Vec<usize>,
     /// Connections with acks to write.
@@ -266,7 +271,7 @@ impl RingRx {
                 }
                 did = true;
             }
-            if self.bufs.provided() < RING_BUFFERS as usize {
+            if self.bufs.provided() < self.ring_buffers {
                 self.bufs.replenish();
             }
             for t in std::mem::take(&mut self.rearm) {
@@ -418,7 +423,7 @@ impl RingRx {
             return;
         }
         let fd = c.sock.as_raw_fd();
-        let op = if self.bufs.provided() >= LOW_WATER {
+        let op = if self.bufs.provided() >= self.low_water {
             Op::RecvMulti {
                 fd,
                 group: self.bufs.group(),
@@ -450,7 +455,7 @@ impl RingRx {
         if last {
             c.recv = None;
         }
-        if let Some(op) = cq.op {
+        if let Some(op @ Op::Recv { .. }) = cq.op {
             // A plain receive: its buffer is the connection's carry.
             match recv_filled(op, cq.res) {
                 Some(buf) => c.carry = buf,

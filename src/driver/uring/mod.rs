@@ -30,7 +30,7 @@ mod slab;
 pub use bufring::BufRing;
 pub use op::{recv_filled, Gather, Op};
 pub use probe::{force_unavailable, probe};
-pub use ring::{Completion, OpId, Ring, RingWaker};
+pub use ring::{leaked_ops, live_ops, Completion, OpId, Ring, RingWaker};
 
 /// Takes ownership of a descriptor an accept completion returned.
 ///

@@ -6,9 +6,31 @@ use super::slab::Slab;
 use io_uring::{cqueue, opcode, types, IoUring};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Operations in flight in every ring of the process.
+static LIVE_OPS: AtomicUsize = AtomicUsize::new(0);
+/// Operations whose buffers were leaked by a ring that could not drain.
+static LEAKED_OPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Operations in flight in all rings of this process (the wake-up reads of
+/// running rings included): zero once every ring has stopped.
+pub fn live_ops() -> usize {
+    LIVE_OPS.load(Ordering::SeqCst)
+}
+
+/// Operations ever leaked because a ring could not drain (should stay 0).
+pub fn leaked_ops() -> usize {
+    LEAKED_OPS.load(Ordering::SeqCst)
+}
+
+fn take_op(ops: &mut Slab<InFlight>, id: OpId) -> Option<Op> {
+    let f = ops.remove(id)?;
+    LIVE_OPS.fetch_sub(1, Ordering::SeqCst);
+    Some(f.op)
+}
 
 /// `user_data` of completions nobody waits for (cancel requests).
 const IGNORED: u64 = u64::MAX;
@@ -164,6 +186,7 @@ impl Ring {
             tag,
             orphan: false,
         });
+        LIVE_OPS.fetch_add(1, Ordering::SeqCst);
         let entry = self
             .ops
             .get_mut(id)
@@ -171,7 +194,7 @@ impl Ring {
             .expect("just inserted")
             .user_data(id);
         if let Err(e) = self.push_entry(&entry) {
-            self.ops.remove(id);
+            self.remove(id);
             return Err(e);
         }
         Ok(id)
@@ -191,6 +214,10 @@ impl Ring {
             self.ring.submit()?;
             self.unsubmitted = 0;
         }
+    }
+
+    fn remove(&mut self, id: OpId) -> Option<Op> {
+        take_op(&mut self.ops, id)
     }
 
     /// Cancels `id`: its buffers are dropped when its last completion
@@ -272,7 +299,7 @@ impl Ring {
                 let Some(f) = self.ops.get(ud) else { continue };
                 if f.tag == IGNORED - 1 {
                     if !more {
-                        self.ops.remove(ud);
+                        take_op(&mut self.ops, ud);
                         rearm = true;
                     }
                     continue;
@@ -282,7 +309,7 @@ impl Ring {
                 let op = if more {
                     None
                 } else {
-                    self.ops.remove(ud).map(|f| f.op)
+                    take_op(&mut self.ops, ud)
                 };
                 if orphan && cqueue::buffer_select(cqe.flags()).is_none() {
                     // Its buffers (if final) drop here, after the kernel is done.
@@ -335,7 +362,10 @@ impl Ring {
                 "io_uring: {} operations did not complete; leaking their buffers",
                 self.ops.len()
             );
-            std::mem::forget(self.ops.take_all());
+            let left = self.ops.take_all();
+            LEAKED_OPS.fetch_add(left.len(), Ordering::SeqCst);
+            LIVE_OPS.fetch_sub(left.len(), Ordering::SeqCst);
+            std::mem::forget(left);
         }
         clean
     }
