@@ -38,10 +38,10 @@ use std::time::{Duration, Instant};
 const ACCEPT_TAG: u64 = 0;
 const FIRST_CONN: usize = 1;
 /// Provided buffers in the ring, and their size.
-const RING_BUFFERS: u16 = 256;
-const BUFFER_SIZE: usize = 64 * 1024;
+const RING_BUFFERS: u16 = 64;
+const BUFFER_SIZE: usize = 256 * 1024;
 /// Buffers allocated at most (provided plus lent to listeners).
-const MAX_BUFFERS: usize = 1024;
+const MAX_BUFFERS: usize = 256;
 /// Below this many free buffers new receives are plain ones into `carry`.
 const LOW_WATER: usize = 8;
 /// Bytes a fallback plain receive reserves.

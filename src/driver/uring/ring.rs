@@ -129,6 +129,7 @@ impl Ring {
             .setup_coop_taskrun()
             .setup_taskrun_flag()
             .setup_single_issuer()
+            .setup_defer_taskrun()
             .build(entries)?;
         // SAFETY: plain syscall; the result is checked before use.
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
