@@ -217,3 +217,68 @@ fn stop_under_load_drains_every_operation() {
             || p.ends_with(b"session-attribute-session-")
             || p.windows(18).any(|w| w == b"session-attribute-")));
 }
+
+#[test]
+fn zero_copy_sends_deliver_intact_and_stop_drains_them() {
+    use sessionrepl::transport::pump::{Dest, Outgoing};
+    use sessionrepl::transport::uring_pump::{UringPump, UringPumpTuning};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !available() {
+        return;
+    }
+    let leaked_before = uring::leaked_ops();
+    let got: Arc<Mutex<Vec<Bytes>>> = Arc::new(Mutex::new(Vec::new()));
+    let g2 = got.clone();
+    let rx = Channel::builder(uring_cfg())
+        .listener(move |m| {
+            g2.lock().unwrap().push(m.payload.clone());
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let shared = Arc::new(Shared {
+        cfg: uring_cfg(),
+        stats: Stats::default(),
+        member_id: [4; 16],
+        outcome: None,
+    });
+    let tuning = UringPumpTuning {
+        zc_min: 64 * 1024,
+        zc_loopback: true,
+    };
+    let sizes = |i: usize| if i % 3 == 0 { 200 * 1024 + i } else { 100 + i };
+    let body = |i: usize| Bytes::from(vec![(i % 251) as u8; sizes(i)]);
+    let to = rx.local_addr();
+    // Run to completion: every frame arrives intact and in order.
+    let pump = UringPump::start_tuned(shared.clone(), "zc-test", tuning).unwrap();
+    let n = 300;
+    for i in 0..n {
+        let item = Outgoing {
+            id: i as u64 + 1,
+            dest: Dest::One(to),
+            payload: body(i),
+            flags: 0,
+            ticket: None,
+        };
+        pump.send(item).unwrap();
+    }
+    assert!(wait_for(|| got.lock().unwrap().len() == n, 20));
+    for (i, p) in got.lock().unwrap().iter().enumerate() {
+        assert_eq!(p, &body(i), "frame {i}");
+    }
+    // Then stop with zero-copy sends in flight.
+    for i in 0..n {
+        let item = Outgoing {
+            id: (n + i) as u64 + 1,
+            dest: Dest::One(to),
+            payload: body(i),
+            flags: 0,
+            ticket: None,
+        };
+        let _ = pump.send(item);
+    }
+    pump.stop();
+    rx.stop();
+    assert!(wait_for(|| uring::live_ops() == 0, 10), "ops in flight");
+    assert_eq!(uring::leaked_ops(), leaked_before);
+}
