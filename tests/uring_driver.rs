@@ -90,6 +90,11 @@ fn exhausted_buffer_ring_loses_nothing() {
     if !available() {
         return;
     }
+    exhaust(true);
+    exhaust(false);
+}
+
+fn exhaust(incremental: bool) {
     // 8 buffers of 4 KiB, at most 16 ever: a listener that keeps every
     // payload pins them all within a few messages.
     let shared = Arc::new(Shared {
@@ -108,6 +113,7 @@ fn exhausted_buffer_ring_loses_nothing() {
         ring_buffers: 8,
         buffer_size: 4096,
         max_buffers: 16,
+        incremental,
     };
     let mut rx = UringReceiver::start_tuned(shared.clone(), listener, tuning).unwrap();
     let mut scfg = uring_cfg();

@@ -19,7 +19,9 @@
 
 use super::rx_core::{self, Close, ConnCore, RxCore, WorkerHandle, MAX_CONNECTIONS};
 use super::{MessageListener, Shared};
-use crate::driver::uring::{recv_filled, BufRing, Completion, Op, OpId, Ring, RingWaker};
+use crate::driver::uring::{
+    recv_filled, BufRing, Completion, Filled, Op, OpId, Ring, RingWaker,
+};
 use crate::error::Result;
 use crate::queue::Wake;
 use crate::sr_log;
@@ -73,6 +75,9 @@ pub struct UringRxTuning {
     pub buffer_size: usize,
     /// Most buffers allocated (provided plus lent).
     pub max_buffers: usize,
+    /// Ask for incremental buffer consumption (kernel 6.12+), so a frame
+    /// received in two pieces is usually contiguous in one buffer.
+    pub incremental: bool,
 }
 
 impl Default for UringRxTuning {
@@ -81,6 +86,7 @@ impl Default for UringRxTuning {
             ring_buffers: RING_BUFFERS,
             buffer_size: BUFFER_SIZE,
             max_buffers: MAX_BUFFERS,
+            incremental: true,
         }
     }
 }
@@ -126,12 +132,13 @@ impl UringReceiver {
             .spawn(move || {
                 let setup = (|| -> io::Result<(Ring, BufRing)> {
                     let ring = Ring::new(256)?;
-                    let bufs = BufRing::new(
+                    let bufs = BufRing::with_mode(
                         &ring,
                         1,
                         tuning.ring_buffers,
                         tuning.buffer_size,
                         tuning.max_buffers,
+                        tuning.incremental,
                     )?;
                     Ok((ring, bufs))
                 })();
@@ -142,6 +149,13 @@ impl UringReceiver {
                         return;
                     }
                 };
+                sr_log!(
+                    Info,
+                    "io_uring receiver: {} provided buffers of {} KiB, incremental={}",
+                    tuning.ring_buffers,
+                    tuning.buffer_size / 1024,
+                    bufs.incremental()
+                );
                 let waker = ring.waker();
                 let (core, workers) = match rx_core::start_workers(
                     &s2,
@@ -222,8 +236,13 @@ struct UConn {
     core: ConnCore,
     /// Bytes of a frame straddling buffers (or all bytes, in fallback).
     carry: BytesMut,
-    /// Buffers received while stalled, in order.
-    queued: VecDeque<Bytes>,
+    /// Buffers received while stalled, in order (with their buffer view
+    /// in incremental mode).
+    queued: VecDeque<(Bytes, Option<Bytes>)>,
+    /// Incremental mode: the start of an incomplete frame, left in place
+    /// in its buffer (with the buffer's view) in case the next chunk
+    /// continues right after it.
+    tail: Option<(Bytes, Bytes)>,
     recv: Option<OpId>,
     send: Option<OpId>,
     /// The output buffer swapped out of the protocol for the next send.
@@ -336,7 +355,7 @@ impl RingRx {
         if c.orphan {
             // A cancelled receive consumed a buffer: give it back.
             if let Some(bid) = c.buffer() {
-                drop(self.bufs.take(bid, 0));
+                drop(self.bufs.filled(bid, c.res.max(0) as usize, c.flags));
             }
             return;
         }
@@ -353,7 +372,7 @@ impl RingRx {
         let token = c.tag as usize;
         let Some(mut conn) = self.conns.remove(&token) else {
             if let Some(bid) = c.buffer() {
-                drop(self.bufs.take(bid, 0));
+                drop(self.bufs.filled(bid, c.res.max(0) as usize, c.flags));
             }
             return;
         };
@@ -406,6 +425,7 @@ impl RingRx {
                 core,
                 carry: BytesMut::new(),
                 queued: VecDeque::new(),
+                tail: None,
                 recv: None,
                 send: None,
                 spare: Vec::new(),
@@ -429,6 +449,9 @@ impl RingRx {
                 group: self.bufs.group(),
             }
         } else {
+            if let Some((t, _)) = c.tail.take() {
+                c.carry.extend_from_slice(&t);
+            }
             let mut buf = std::mem::take(&mut c.carry);
             let want = c.core.proto.wanted_after(buf.len()).max(PLAIN_CHUNK);
             buf.reserve(want);
@@ -476,11 +499,11 @@ impl RingRx {
             let Some(bid) = cq.buffer() else {
                 return Err(Close::Io(io::Error::other("receive without a buffer")));
             };
-            let Some(chunk) = self.bufs.take(bid, cq.res as usize) else {
+            let Some(f) = self.bufs.filled(bid, cq.res as usize, cq.flags) else {
                 return Err(Close::Io(io::Error::other("unknown provided buffer")));
             };
             Stats::add(&self.core.shared.stats.bytes_received, cq.res as u64);
-            self.feed(token, c, chunk)?;
+            self.feed(token, c, f.chunk, f.buffer)?;
         } else if cq.res == 0 {
             return Err(Close::Eof);
         } else if cq.res != -libc::ENOBUFS {
@@ -492,21 +515,35 @@ impl RingRx {
         Ok(())
     }
 
-    /// Decodes one filled buffer: completes a straddling frame in `carry`
-    /// first, then slices the rest in place; leftovers go to `carry`.
+    /// Decodes one filled chunk: joins it to the tail left in the same
+    /// buffer or completes a straddling frame in `carry` first, then
+    /// slices the rest in place; an incomplete frame stays in place as the
+    /// tail (incremental mode) or goes to `carry`.
     fn feed(
         &mut self,
         token: usize,
         c: &mut UConn,
         mut chunk: Bytes,
+        buffer: Option<Bytes>,
     ) -> std::result::Result<(), Close> {
         if c.core.stalled.is_some() || !c.queued.is_empty() {
-            c.queued.push_back(chunk);
+            c.queued.push_back((chunk, buffer));
             return Ok(());
+        }
+        if let Some((t, tbuf)) = c.tail.take() {
+            match Filled::join(&t, &tbuf, &chunk) {
+                Some(joined) => chunk = joined,
+                None => {
+                    // The frame continues elsewhere: copy its start.
+                    let w = c.core.proto.wanted_after(t.len());
+                    c.carry.reserve(t.len() + w);
+                    c.carry.extend_from_slice(&t);
+                }
+            }
         }
         while !c.carry.is_empty() {
             if self.core.decode(token, &mut c.core, &mut c.carry)? {
-                c.queued.push_back(chunk);
+                c.queued.push_back((chunk, buffer));
                 self.stalled.push(token);
                 return Ok(());
             }
@@ -529,14 +566,19 @@ impl RingRx {
             return Ok(());
         }
         if self.core.decode(token, &mut c.core, &mut chunk)? {
-            c.queued.push_back(chunk);
+            c.queued.push_back((chunk, buffer));
             self.stalled.push(token);
             return Ok(());
         }
         if !chunk.is_empty() {
-            let w = c.core.proto.wanted_after(chunk.len());
-            c.carry.reserve(chunk.len() + w);
-            c.carry.extend_from_slice(&chunk);
+            match buffer {
+                Some(b) => c.tail = Some((chunk, b)),
+                None => {
+                    let w = c.core.proto.wanted_after(chunk.len());
+                    c.carry.reserve(chunk.len() + w);
+                    c.carry.extend_from_slice(&chunk);
+                }
+            }
         }
         Ok(())
     }
@@ -560,9 +602,8 @@ impl RingRx {
                 self.stalled.push(token);
                 return Ok(());
             }
-            for (i, chunk) in it.by_ref().enumerate() {
-                let _ = i;
-                self.feed(token, &mut c, chunk)?;
+            for (chunk, buffer) in it.by_ref() {
+                self.feed(token, &mut c, chunk, buffer)?;
                 if c.core.stalled.is_some() {
                     c.queued.extend(it);
                     return Ok(());

@@ -43,6 +43,38 @@ impl Drop for Lent {
     }
 }
 
+/// `IOU_PBUF_RING_INC` (6.12): buffers are consumed incrementally.
+const PBUF_RING_INC: u16 = 2;
+/// `IORING_CQE_F_BUF_MORE`: the kernel keeps filling this buffer.
+const CQE_F_BUF_MORE: u32 = 1 << 4;
+
+/// A chunk the kernel filled, as zero-copy `Bytes`.
+pub struct Filled {
+    /// The bytes received.
+    pub chunk: Bytes,
+    /// In incremental mode, a view of the whole buffer the chunk lies in:
+    /// the next chunk of the same connection may continue right after
+    /// this one in it, and [`Filled::join`] can then make one slice of
+    /// both without a copy.
+    pub buffer: Option<Bytes>,
+}
+
+impl Filled {
+    /// One slice covering `head` followed by `next`, when both lie back to
+    /// back inside `buffer` (the view `head` came with).
+    pub fn join(head: &Bytes, buffer: &Bytes, next: &Bytes) -> Option<Bytes> {
+        let base = buffer.as_ptr() as usize;
+        let h = head.as_ptr() as usize;
+        let n = next.as_ptr() as usize;
+        let end = base + buffer.len();
+        if h < base || h + head.len() != n || n + next.len() > end {
+            return None;
+        }
+        let start = h - base;
+        Some(buffer.slice(start..start + head.len() + next.len()))
+    }
+}
+
 /// A registered ring of provided buffers.
 pub struct BufRing {
     group: u16,
@@ -56,6 +88,11 @@ pub struct BufRing {
     allocated: usize,
     max_buffers: usize,
     provided: usize,
+    /// Incremental consumption registered.
+    inc: bool,
+    /// Per buffer id in incremental mode: the view of the buffer being
+    /// filled and how far the kernel got.
+    filling: Vec<Option<(Bytes, usize)>>,
 }
 
 impl BufRing {
@@ -72,21 +109,45 @@ impl BufRing {
         buf_size: usize,
         max_buffers: usize,
     ) -> io::Result<BufRing> {
+        Self::with_mode(ring, group, entries, buf_size, max_buffers, false)
+    }
+
+    /// As [`BufRing::new`]; with `incremental`, asks for incremental
+    /// consumption (kernel 6.12+: one large buffer takes several receives
+    /// back to back) and falls back to whole-buffer mode where refused.
+    ///
+    /// # Errors
+    /// Registration failures (kernels before 5.19).
+    pub fn with_mode(
+        ring: &Ring,
+        group: u16,
+        entries: u16,
+        buf_size: usize,
+        max_buffers: usize,
+        incremental: bool,
+    ) -> io::Result<BufRing> {
         assert!(entries.is_power_of_two());
         let bytes = entries as usize * std::mem::size_of::<BufRingEntry>();
         let mem = memmap2::MmapMut::map_anon(bytes.max(4096))?;
-        // SAFETY: `mem` is page-aligned memory of `entries` ring entries that
-        // this value owns; it outlives the registration because `Drop`
-        // callers unregister (or drop the ring) before dropping it — the
-        // receiver keeps the ring declared before its buffer ring, and the
-        // kernel unpins the pages when the ring closes.
-        unsafe {
-            ring.raw().submitter().register_buf_ring_with_flags(
-                mem.as_ptr() as u64,
-                entries,
-                group,
-                0,
-            )?;
+        let register = |flags: u16| {
+            // SAFETY: `mem` is page-aligned memory of `entries` ring entries
+            // that this value owns; it outlives the registration: the
+            // receiver declares its ring before its buffer ring, so the ring
+            // is drained and closed (releasing the registration) first.
+            unsafe {
+                ring.raw().submitter().register_buf_ring_with_flags(
+                    mem.as_ptr() as u64,
+                    entries,
+                    group,
+                    flags,
+                )
+            }
+        };
+        let mut inc = false;
+        if incremental && register(PBUF_RING_INC).is_ok() {
+            inc = true;
+        } else {
+            register(0)?;
         }
         let mut b = BufRing {
             group,
@@ -100,6 +161,8 @@ impl BufRing {
             allocated: 0,
             max_buffers: max_buffers.max(entries as usize),
             provided: 0,
+            inc,
+            filling: (0..entries).map(|_| None).collect(),
         };
         b.replenish();
         Ok(b)
@@ -175,6 +238,51 @@ impl BufRing {
         // after the entries it covers.
         let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(base) as *mut u16) };
         tail.store(self.tail, Ordering::Release);
+    }
+
+    /// True if buffers are consumed incrementally.
+    pub fn incremental(&self) -> bool {
+        self.inc
+    }
+
+    /// The chunk a receive completion with `flags` put in buffer `bid`
+    /// (`len` bytes). In whole-buffer mode the buffer leaves the ring;
+    /// in incremental mode it leaves once the kernel is done with it.
+    pub fn filled(&mut self, bid: u16, len: usize, flags: u32) -> Option<Filled> {
+        if !self.inc {
+            return self.take(bid, len).map(|chunk| Filled {
+                chunk,
+                buffer: None,
+            });
+        }
+        let more = flags & CQE_F_BUF_MORE != 0;
+        let slot = self.filling.get_mut(bid as usize)?;
+        if slot.is_none() {
+            let buf = self.slots.get_mut(bid as usize)?.take()?;
+            let size = buf.len();
+            let view = Bytes::from_owner(Lent {
+                buf: Some(buf),
+                len: size,
+                home: self.home.clone(),
+            });
+            *slot = Some((view, 0));
+        }
+        let (view, off) = slot.as_mut()?;
+        let start = *off;
+        let end = (start + len).min(view.len());
+        *off = end;
+        let f = Filled {
+            chunk: view.slice(start..end),
+            buffer: Some(view.clone()),
+        };
+        if !more {
+            // The kernel moved on: refill the slot.
+            *slot = None;
+            self.provided -= 1;
+            self.empty.push(bid);
+            self.replenish();
+        }
+        Some(f)
     }
 
     /// Takes buffer `bid`, which the kernel filled with `len` bytes, as a

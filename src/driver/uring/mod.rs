@@ -27,7 +27,7 @@ pub mod probe;
 mod ring;
 mod slab;
 
-pub use bufring::BufRing;
+pub use bufring::{BufRing, Filled};
 pub use op::{recv_filled, Gather, Op};
 pub use probe::{force_unavailable, probe};
 pub use ring::{leaked_ops, live_ops, Completion, OpId, Ring, RingWaker};
