@@ -34,7 +34,7 @@ pub enum Backend {
 impl Backend {
     /// Resolves the `ioBackend` setting. `mio` gives mio; `uring` gives
     /// io_uring if the kernel offers what the driver needs (see
-    /// [`uring::probe`]) and fails otherwise; `auto` gives io_uring when
+    /// [`uring::probe()`]) and fails otherwise; `auto` gives io_uring when
     /// available and mio when not. The choice is logged.
     ///
     /// # Errors

@@ -1,7 +1,7 @@
 //! The receiver on io_uring: one ring thread with a multishot accept, a
 //! multishot receive per connection on a shared provided-buffer ring, acks
 //! written back batched (one send in flight per connection, taking every
-//! ack queued meanwhile), delivery on the same [`RxCore`] as the mio
+//! ack queued meanwhile), delivery on the same `RxCore` as the mio
 //! receiver.
 //!
 //! Zero-copy choice: each filled provided buffer becomes a `Bytes` and the
@@ -19,9 +19,7 @@
 
 use super::rx_core::{self, Close, ConnCore, RxCore, WorkerHandle, MAX_CONNECTIONS};
 use super::{MessageListener, Shared};
-use crate::driver::uring::{
-    recv_filled, BufRing, Completion, Filled, Op, OpId, Ring, RingWaker,
-};
+use crate::driver::uring::{recv_filled, BufRing, Completion, Filled, Op, OpId, Ring, RingWaker};
 use crate::error::Result;
 use crate::queue::Wake;
 use crate::sr_log;
@@ -40,10 +38,10 @@ use std::time::{Duration, Instant};
 const ACCEPT_TAG: u64 = 0;
 const FIRST_CONN: usize = 1;
 /// Provided buffers in the ring, and their size.
-const RING_BUFFERS: u16 = 64;
-const BUFFER_SIZE: usize = 256 * 1024;
+const RING_BUFFERS: u16 = 32;
+const BUFFER_SIZE: usize = 1024 * 1024;
 /// Buffers allocated at most (provided plus lent to listeners).
-const MAX_BUFFERS: usize = 256;
+const MAX_BUFFERS: usize = 128;
 /// Below this many free buffers new receives are plain ones into `carry`.
 const LOW_WATER: usize = 8;
 /// Bytes a fallback plain receive reserves.

@@ -1,6 +1,6 @@
 //! The io_uring driver: completions instead of readiness.
 //!
-//! - [`ring`]: the ring. Every operation ([`Op`]) is moved into a slab at
+//! - `ring`: the [`Ring`]. Every operation ([`Op`]) is moved into a slab at
 //!   submission and its `user_data` is the slab index (plus a generation);
 //!   the op owns every buffer the kernel may touch until its last
 //!   completion. An op cancelled (or left behind by a closed connection)
@@ -8,9 +8,9 @@
 //!   kernel's final completion, then drop. [`Ring::drain`] cancels and
 //!   waits for everything; a ring that cannot drain leaks rather than
 //!   frees memory under the kernel.
-//! - [`bufring`]: the provided-buffer ring multishot receives fill, lent
+//! - `bufring`: the provided-buffer ring ([`BufRing`]) multishot receives fill, lent
 //!   to listeners as zero-copy `Bytes`.
-//! - [`probe`]: what must be there before `auto` picks this driver.
+//! - [`probe()`]: what must be there before `auto` picks this driver.
 //!
 //! Choices, measured on the 2-vCPU reference VM: no SQPOLL (its kernel
 //! thread spins a whole core, which on two cores takes half the machine
