@@ -392,3 +392,120 @@ pub(crate) fn intake<L: Links>(
     }
     n
 }
+
+/// The caller-side half of an engine (mio or io_uring): the queue and the
+/// flags the engine thread publishes.
+pub(crate) struct PumpHandle {
+    pub(crate) queue: Arc<crate::queue::SendQueue<super::pump::Outgoing>>,
+    pub(crate) stop: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) idle: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) in_flight: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl PumpHandle {
+    pub(crate) fn new(shared: Arc<Shared>, waker: Box<dyn crate::queue::Wake>) -> PumpHandle {
+        PumpHandle {
+            queue: Arc::new(crate::queue::SendQueue::new(
+                shared.cfg.max_queue_length,
+                waker,
+            )),
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            idle: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            in_flight: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            shared,
+        }
+    }
+
+    pub(crate) fn send(&self, item: super::pump::Outgoing) -> crate::Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(Error::NotRunning);
+        }
+        match self
+            .queue
+            .push(item, self.shared.cfg.queue_add_wait_timeout)
+        {
+            Ok(()) => Ok(()),
+            Err((e, _)) => {
+                Stats::add(&self.shared.stats.queue_full, 1);
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.idle.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Publishes idleness, in-flight count and queue depth (engine side).
+    pub(crate) fn publish<'a>(&self, held: bool, links: impl Iterator<Item = &'a Link> + Clone) {
+        use std::sync::atomic::Ordering;
+        let idle = !held && self.queue.is_empty() && links.clone().all(|l| l.load() == 0);
+        self.idle.store(idle, Ordering::SeqCst);
+        let n: usize = links.map(|l| l.load()).sum();
+        self.in_flight.store(n as u64, Ordering::Relaxed);
+        self.shared
+            .stats
+            .queue_depth
+            .store((self.queue.len() + n) as u64, Ordering::Relaxed);
+    }
+
+    /// Reports everything still queued (and `held`) as shut down.
+    pub(crate) fn report_unsent(&self, held: &mut Option<super::pump::Outgoing>) {
+        while let Some(item) = held.take().or_else(|| self.queue.pop()) {
+            for &a in item.dest.as_slice() {
+                self.shared
+                    .report(item.id, a, Err(Error::Shutdown), item.ticket.as_ref());
+            }
+        }
+    }
+
+    /// A second handle on the same queue and flags (for the engine).
+    pub(crate) fn clone_ref(&self) -> PumpHandle {
+        PumpHandle {
+            queue: self.queue.clone(),
+            stop: self.stop.clone(),
+            idle: self.idle.clone(),
+            in_flight: self.in_flight.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Address to link index, with the last lookup cached (most batches go
+/// to one member).
+#[derive(Default)]
+pub(crate) struct LinkIndex {
+    by_addr: std::collections::HashMap<SocketAddr, usize>,
+    last: Option<(SocketAddr, usize)>,
+}
+
+impl LinkIndex {
+    /// The index of `addr`, or `next` (recorded) when new; the bool says
+    /// whether it is new.
+    pub(crate) fn lookup(&mut self, addr: SocketAddr, next: usize) -> (usize, bool) {
+        if let Some((a, i)) = self.last {
+            if a == addr {
+                return (i, false);
+            }
+        }
+        let (i, new) = match self.by_addr.get(&addr) {
+            Some(&i) => (i, false),
+            None => {
+                self.by_addr.insert(addr, next);
+                (next, true)
+            }
+        };
+        self.last = Some((addr, i));
+        (i, new)
+    }
+}

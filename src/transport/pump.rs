@@ -5,10 +5,9 @@
 //! times out, reconnects with backoff and resends. `fastasyncqueue` runs one
 //! pump for all members; `asynchronous` one pump (and queue) per member.
 
-use super::link::{self, KeepAlive, Link, Links, State};
+use super::link::{self, KeepAlive, Link, LinkIndex, Links, PumpHandle, State};
 use super::{Shared, Ticket};
 use crate::driver::sys;
-use crate::error::Error;
 use crate::queue::{SendQueue, Wake};
 use crate::sr_log;
 use crate::stats::Stats;
@@ -17,11 +16,10 @@ use crate::wire::Preface;
 use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -73,13 +71,9 @@ impl Wake for MioWake {
 
 /// A running pump.
 pub struct Pump {
-    queue: Arc<SendQueue<Outgoing>>,
-    stop: Arc<AtomicBool>,
+    h: PumpHandle,
     waker: Arc<Waker>,
-    idle: Arc<AtomicBool>,
-    in_flight: Arc<AtomicU64>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
-    shared: Arc<Shared>,
 }
 
 impl Pump {
@@ -90,23 +84,16 @@ impl Pump {
     pub fn start(shared: Arc<Shared>, name: &str) -> crate::Result<Pump> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let queue = Arc::new(SendQueue::new(
-            shared.cfg.max_queue_length,
-            Box::new(MioWake(waker.clone())),
-        ));
-        let stop = Arc::new(AtomicBool::new(false));
-        let idle = Arc::new(AtomicBool::new(true));
-        let in_flight = Arc::new(AtomicU64::new(0));
+        let h = PumpHandle::new(shared.clone(), Box::new(MioWake(waker.clone())));
         let mut eng = Engine {
             poll,
-            queue: queue.clone(),
+            queue: h.queue.clone(),
             shared: shared.clone(),
-            stop: stop.clone(),
-            idle: idle.clone(),
-            in_flight: in_flight.clone(),
+            stop: h.stop.clone(),
+            idle: h.idle.clone(),
+            h: h.clone_ref(),
             conns: Vec::new(),
-            by_addr: HashMap::new(),
-            last_lookup: None,
+            index: LinkIndex::default(),
             held: None,
             preface: Preface::new(shared.member_id, &shared.cfg.domain, false).encode(),
             next_ping: 1,
@@ -115,56 +102,40 @@ impl Pump {
             .name(name.to_string())
             .spawn(move || eng.run())?;
         Ok(Pump {
-            queue,
-            stop,
+            h,
             waker,
-            idle,
-            in_flight,
             thread: std::sync::Mutex::new(Some(thread)),
-            shared,
         })
     }
 
     /// Queues a message, waiting up to `queueAddWaitTimeout` for room.
     ///
     /// # Errors
-    /// [`Error::QueueFull`] (the message was not queued and has no other
-    /// outcome), [`Error::NotRunning`] after stop.
+    /// [`crate::Error::QueueFull`] (the message was not queued and has no other
+    /// outcome), [`crate::Error::NotRunning`] after stop.
     pub fn send(&self, item: Outgoing) -> crate::Result<()> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Err(Error::NotRunning);
-        }
-        match self
-            .queue
-            .push(item, self.shared.cfg.queue_add_wait_timeout)
-        {
-            Ok(()) => Ok(()),
-            Err((e, _)) => {
-                Stats::add(&self.shared.stats.queue_full, 1);
-                Err(e)
-            }
-        }
+        self.h.send(item)
     }
 
     /// Messages queued and not yet taken by the I/O thread.
     pub fn queue_len(&self) -> usize {
-        self.queue.len()
+        self.h.queue_len()
     }
 
     /// Messages taken by the I/O thread that have no outcome yet.
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.h.in_flight()
     }
 
     /// True when nothing is queued, pending or awaiting an ack.
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.idle.load(Ordering::SeqCst)
+        self.h.is_idle()
     }
 
     /// Stops the thread; whatever has no outcome yet ends as
-    /// [`Error::Shutdown`] (reported). Idempotent.
+    /// [`crate::Error::Shutdown`] (reported). Idempotent.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.h.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
         let t = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(t) = t {
@@ -187,15 +158,13 @@ struct TxConn {
 
 struct Engine {
     poll: Poll,
+    h: PumpHandle,
     queue: Arc<SendQueue<Outgoing>>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     idle: Arc<AtomicBool>,
-    in_flight: Arc<AtomicU64>,
     conns: Vec<TxConn>,
-    by_addr: HashMap<SocketAddr, usize>,
-    /// The last address looked up (most batches go to one member).
-    last_lookup: Option<(SocketAddr, usize)>,
+    index: LinkIndex,
     /// An item that did not fit its destinations' pending queues yet.
     held: Option<Outgoing>,
     preface: Vec<u8>,
@@ -261,16 +230,8 @@ impl Engine {
     }
 
     fn publish_idle(&self) {
-        let idle = self.held.is_none()
-            && self.queue.is_empty()
-            && self.conns.iter().all(|c| c.link.load() == 0);
-        self.idle.store(idle, Ordering::SeqCst);
-        let n: usize = self.conns.iter().map(|c| c.link.load()).sum();
-        self.in_flight.store(n as u64, Ordering::Relaxed);
-        self.shared
-            .stats
-            .queue_depth
-            .store((self.queue.len() + n) as u64, Ordering::Relaxed);
+        self.h
+            .publish(self.held.is_some(), self.conns.iter().map(|c| &c.link));
     }
 
     /// Moves queued items to their connections' pending queues.
@@ -454,11 +415,7 @@ impl Engine {
 
     fn shutdown(&mut self) {
         let shared = self.shared.clone();
-        while let Some(item) = self.held.take().or_else(|| self.queue.pop()) {
-            for &a in item.dest.as_slice() {
-                shared.report(item.id, a, Err(Error::Shutdown), item.ticket.as_ref());
-            }
-        }
+        self.h.report_unsent(&mut self.held);
         for i in 0..self.conns.len() {
             self.conns[i].link.shutdown(&shared);
             self.drop_socket(i);
@@ -469,23 +426,15 @@ impl Engine {
 
 impl Links for Engine {
     fn index(&mut self, addr: SocketAddr) -> usize {
-        if let Some((a, i)) = self.last_lookup {
-            if a == addr {
-                return i;
-            }
-        }
-        if let Some(&i) = self.by_addr.get(&addr) {
-            self.last_lookup = Some((addr, i));
+        let (i, new) = self.index.lookup(addr, self.conns.len());
+        if !new {
             return i;
         }
-        let i = self.conns.len();
         self.conns.push(TxConn {
             link: Link::new(addr, &self.shared),
             stream: None,
             writable: false,
         });
-        self.by_addr.insert(addr, i);
-        self.last_lookup = Some((addr, i));
         i
     }
 

@@ -9,22 +9,20 @@
 //! Replies (ACK/FAIL/PONG) are read with a plain receive into the link's
 //! buffer, re-armed after each completion.
 
-use super::link::{self, KeepAlive, Link, Links, State};
+use super::link::{self, KeepAlive, Link, LinkIndex, Links, PumpHandle, State};
 use super::pump::{Outgoing, INTAKE_BATCH};
 use super::Shared;
 use crate::driver::uring::{recv_filled, Completion, Gather, Op, OpId, Ring, RingWaker};
-use crate::error::Error;
 use crate::queue::{SendQueue, Wake};
 use crate::sr_log;
 use crate::stats::Stats;
 use crate::wire::frame::HEADER_LEN;
 use crate::wire::Preface;
 use socket2::Socket;
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -71,13 +69,9 @@ impl Wake for LateWake {
 
 /// A running io_uring pump; same interface as [`Pump`](super::pump::Pump).
 pub struct UringPump {
-    queue: Arc<SendQueue<Outgoing>>,
-    stop: Arc<AtomicBool>,
+    h: PumpHandle,
     waker: Arc<RingWaker>,
-    idle: Arc<AtomicBool>,
-    in_flight: Arc<AtomicU64>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
-    shared: Arc<Shared>,
 }
 
 impl UringPump {
@@ -99,21 +93,9 @@ impl UringPump {
         tuning: UringPumpTuning,
     ) -> crate::Result<UringPump> {
         let late = Arc::new(OnceLock::new());
-        let queue = Arc::new(SendQueue::new(
-            shared.cfg.max_queue_length,
-            Box::new(LateWake(late.clone())),
-        ));
-        let stop = Arc::new(AtomicBool::new(false));
-        let idle = Arc::new(AtomicBool::new(true));
-        let in_flight = Arc::new(AtomicU64::new(0));
+        let h = PumpHandle::new(shared.clone(), Box::new(LateWake(late.clone())));
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let (q2, s2, st2, i2, f2) = (
-            queue.clone(),
-            shared.clone(),
-            stop.clone(),
-            idle.clone(),
-            in_flight.clone(),
-        );
+        let eh = h.clone_ref();
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
@@ -127,17 +109,17 @@ impl UringPump {
                 let waker = ring.waker();
                 let _ = late.set(waker.clone());
                 let _ = tx.send(Ok(waker));
+                let s2 = eh.shared.clone();
                 let preface = Preface::new(s2.member_id, &s2.cfg.domain, false).encode();
                 let mut eng = Engine {
                     ring,
-                    queue: q2,
+                    queue: eh.queue.clone(),
                     shared: s2,
-                    stop: st2,
-                    idle: i2,
-                    in_flight: f2,
+                    stop: eh.stop.clone(),
+                    idle: eh.idle.clone(),
+                    h: eh,
                     conns: Vec::new(),
-                    by_addr: HashMap::new(),
-                    last_lookup: None,
+                    index: LinkIndex::default(),
                     held: None,
                     preface,
                     next_ping: 1,
@@ -159,56 +141,40 @@ impl UringPump {
             }
         };
         Ok(UringPump {
-            queue,
-            stop,
+            h,
             waker,
-            idle,
-            in_flight,
             thread: std::sync::Mutex::new(Some(thread)),
-            shared,
         })
     }
 
     /// Queues a message, waiting up to `queueAddWaitTimeout` for room.
     ///
     /// # Errors
-    /// [`Error::QueueFull`], [`Error::NotRunning`] after stop.
+    /// [`crate::Error::QueueFull`], [`crate::Error::NotRunning`] after stop.
     pub fn send(&self, item: Outgoing) -> crate::Result<()> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Err(Error::NotRunning);
-        }
-        match self
-            .queue
-            .push(item, self.shared.cfg.queue_add_wait_timeout)
-        {
-            Ok(()) => Ok(()),
-            Err((e, _)) => {
-                Stats::add(&self.shared.stats.queue_full, 1);
-                Err(e)
-            }
-        }
+        self.h.send(item)
     }
 
     /// Messages queued and not yet taken by the I/O thread.
     pub fn queue_len(&self) -> usize {
-        self.queue.len()
+        self.h.queue_len()
     }
 
     /// Messages taken by the I/O thread that have no outcome yet.
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.h.in_flight()
     }
 
     /// True when nothing is queued, pending or awaiting an ack.
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.idle.load(Ordering::SeqCst)
+        self.h.is_idle()
     }
 
     /// Stops the thread: whatever has no outcome yet ends as
-    /// [`Error::Shutdown`]; every operation in flight is cancelled and its
+    /// [`crate::Error::Shutdown`]; every operation in flight is cancelled and its
     /// completion awaited before the buffers are freed. Idempotent.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.h.stop.store(true, Ordering::SeqCst);
         self.waker.wake_now();
         let t = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(t) = t {
@@ -233,14 +199,13 @@ struct UConn {
 
 struct Engine {
     ring: Ring,
+    h: PumpHandle,
     queue: Arc<SendQueue<Outgoing>>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     idle: Arc<AtomicBool>,
-    in_flight: Arc<AtomicU64>,
     conns: Vec<UConn>,
-    by_addr: HashMap<SocketAddr, usize>,
-    last_lookup: Option<(SocketAddr, usize)>,
+    index: LinkIndex,
     held: Option<Outgoing>,
     preface: Vec<u8>,
     next_ping: u64,
@@ -303,16 +268,8 @@ impl Engine {
     }
 
     fn publish_idle(&self) {
-        let idle = self.held.is_none()
-            && self.queue.is_empty()
-            && self.conns.iter().all(|c| c.link.load() == 0);
-        self.idle.store(idle, Ordering::SeqCst);
-        let n: usize = self.conns.iter().map(|c| c.link.load()).sum();
-        self.in_flight.store(n as u64, Ordering::Relaxed);
-        self.shared
-            .stats
-            .queue_depth
-            .store((self.queue.len() + n) as u64, Ordering::Relaxed);
+        self.h
+            .publish(self.held.is_some(), self.conns.iter().map(|c| &c.link));
     }
 
     fn on_completion(&mut self, cq: Completion) {
@@ -515,11 +472,7 @@ impl Engine {
 
     fn shutdown(&mut self) {
         let shared = self.shared.clone();
-        while let Some(item) = self.held.take().or_else(|| self.queue.pop()) {
-            for &a in item.dest.as_slice() {
-                shared.report(item.id, a, Err(Error::Shutdown), item.ticket.as_ref());
-            }
-        }
+        self.h.report_unsent(&mut self.held);
         for i in 0..self.conns.len() {
             self.conns[i].link.shutdown(&shared);
             self.drop_socket(i);
@@ -533,16 +486,10 @@ impl Engine {
 
 impl Links for Engine {
     fn index(&mut self, addr: SocketAddr) -> usize {
-        if let Some((a, i)) = self.last_lookup {
-            if a == addr {
-                return i;
-            }
-        }
-        if let Some(&i) = self.by_addr.get(&addr) {
-            self.last_lookup = Some((addr, i));
+        let (i, new) = self.index.lookup(addr, self.conns.len());
+        if !new {
             return i;
         }
-        let i = self.conns.len();
         self.conns.push(UConn {
             link: Link::new(addr, &self.shared),
             sock: None,
@@ -550,8 +497,6 @@ impl Links for Engine {
             send: None,
             recv: None,
         });
-        self.by_addr.insert(addr, i);
-        self.last_lookup = Some((addr, i));
         i
     }
 
