@@ -5,54 +5,16 @@ use bytes::Bytes;
 use sessionrepl::wire::compress::Deflater;
 use sessionrepl::wire::frame::{FrameHeader, FLAG_ACK_DELIVERY, FLAG_COMPRESSED};
 use sessionrepl::wire::Preface;
-use sessionrepl::{Channel, Config, ReplicationMode};
+use sessionrepl::{Channel, ReplicationMode};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-thread_local! {
-    static IO: std::cell::RefCell<&'static str> = const { std::cell::RefCell::new("mio") };
-}
-
-/// A default config for the driver under test.
-fn io_cfg() -> Config {
-    let mut c = Config::default();
-    c.io_backend = IO.with(|io| io.borrow().to_string());
-    c
-}
-
-/// Runs `f` with every channel on driver `io`; the io_uring run is skipped
-/// (with the reason printed) only where the kernel refuses io_uring.
-fn with_io(io: &'static str, f: fn()) {
-    if io == "uring" {
-        if let Err(why) = sessionrepl::driver::uring::probe() {
-            eprintln!("skipped: io_uring unavailable here: {why}");
-            return;
-        }
-    }
-    IO.with(|c| *c.borrow_mut() = io);
-    f();
-}
-
-/// Generates `<test>::mio` and `<test>::uring` for each test body.
-macro_rules! on_both_drivers {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn mio() {
-                    super::with_io("mio", super::$name);
-                }
-                #[test]
-                fn uring() {
-                    super::with_io("uring", super::$name);
-                }
-            }
-        )*
-    };
-}
+#[macro_use]
+mod common;
+use common::io_cfg;
 
 on_both_drivers!(
     hostile_connections_are_closed_and_others_keep_working,
