@@ -15,16 +15,18 @@
 //! ```
 
 use crate::config::{Config, ReplicationMode};
+use crate::driver::Backend;
 use crate::error::{Error, Result};
 use crate::membership::{
     LocalMemberInfo, Member, MemberEvent, MemberListener, MembershipService, MembershipType,
 };
 use crate::stats::{Stats, StatsSnapshot};
-use crate::transport::pump::{Dest, Outgoing, Pump};
-use crate::transport::receiver::Receiver;
+use crate::transport::pump::{Dest, Outgoing};
 use crate::transport::sync::SyncSender;
 use crate::transport::tribes_send::TribesSender;
-use crate::transport::{Message, MessageListener, OutcomeListener, SendOptions, Shared, Ticket};
+use crate::transport::{
+    AnyPump, AnyReceiver, Message, MessageListener, OutcomeListener, SendOptions, Shared, Ticket,
+};
 use crate::wire::compress::Deflater;
 use crate::wire::frame::{FrameHeader, FLAG_COMPRESSED, FLAG_INTERNAL_DEFLATE};
 use bytes::Bytes;
@@ -89,20 +91,13 @@ impl ChannelBuilder {
     pub fn start(self) -> Result<Channel> {
         let cfg = self.cfg;
         cfg.validate()?;
-        crate::driver::Backend::resolve(&cfg.io_backend)?;
+        let backend = crate::driver::Backend::resolve(&cfg.io_backend)?;
         let member_id = cfg.member_id.unwrap_or_else(random_id);
-        let shared = Arc::new(Shared {
-            cfg,
-            stats: Stats::default(),
-            member_id,
-            outcome: self.outcome,
-            local: std::sync::OnceLock::new(),
-            on_unreachable: std::sync::OnceLock::new(),
-        });
+        let shared = Arc::new(Shared::new(cfg, member_id, self.outcome));
         let listener = self
             .listener
             .unwrap_or_else(|| Arc::new(|_: &Message| Ok(())));
-        let receiver = Receiver::start(shared.clone(), listener)?;
+        let receiver = AnyReceiver::start(backend, shared.clone(), listener)?;
         let _ = shared.local.set(receiver.local_addr());
         let mode = shared.cfg.replication_mode;
         let limit = match mode {
@@ -110,7 +105,7 @@ impl ChannelBuilder {
             _ => 1,
         };
         let fast = if mode == ReplicationMode::FastAsyncQueue {
-            Some(Pump::start(shared.clone(), "sr-fastasync")?)
+            Some(AnyPump::start(backend, shared.clone(), "sr-fastasync")?)
         } else {
             None
         };
@@ -174,6 +169,7 @@ impl ChannelBuilder {
                 sync: SyncSender::new(shared.clone(), limit),
                 shared,
                 mode,
+                backend,
                 local: receiver.local_addr(),
                 receiver: Mutex::new(Some(receiver)),
                 fast: Mutex::new(fast.map(Arc::new)),
@@ -188,7 +184,7 @@ impl ChannelBuilder {
 
 /// A tiny write-once slot for the fastasync pump, read without a lock.
 #[derive(Default)]
-struct OnceArc(std::sync::OnceLock<Arc<Pump>>);
+struct OnceArc(std::sync::OnceLock<Arc<AnyPump>>);
 
 struct Inner {
     shared: Arc<Shared>,
@@ -199,12 +195,13 @@ struct Inner {
     any_tribes_peer: Arc<AtomicBool>,
     membership: Arc<Mutex<Option<MembershipService>>>,
     mode: ReplicationMode,
+    backend: Backend,
     local: SocketAddr,
-    receiver: Mutex<Option<Receiver>>,
+    receiver: Mutex<Option<AnyReceiver>>,
     sync: SyncSender,
-    fast: Mutex<Option<Arc<Pump>>>,
+    fast: Mutex<Option<Arc<AnyPump>>>,
     fast_ref: OnceArc,
-    per_member: RwLock<HashMap<SocketAddr, Arc<Pump>>>,
+    per_member: RwLock<HashMap<SocketAddr, Arc<AnyPump>>>,
     running: AtomicBool,
     next_id: AtomicU64,
 }
@@ -600,12 +597,12 @@ impl Channel {
     }
 }
 
-fn stop_pump(p: Arc<Pump>) {
+fn stop_pump(p: Arc<AnyPump>) {
     p.stop();
 }
 
 impl Inner {
-    fn fast_pump(&self) -> Result<&Arc<Pump>> {
+    fn fast_pump(&self) -> Result<&Arc<AnyPump>> {
         if let Some(p) = self.fast_ref.0.get() {
             return Ok(p);
         }
@@ -615,7 +612,7 @@ impl Inner {
         Ok(self.fast_ref.0.get_or_init(|| p))
     }
 
-    fn member_pump(&self, a: SocketAddr) -> Result<Arc<Pump>> {
+    fn member_pump(&self, a: SocketAddr) -> Result<Arc<AnyPump>> {
         if let Some(p) = self
             .per_member
             .read()
@@ -631,7 +628,11 @@ impl Inner {
         if let Some(p) = w.get(&a) {
             return Ok(p.clone());
         }
-        let p = Arc::new(Pump::start(self.shared.clone(), &format!("sr-async-{a}"))?);
+        let p = Arc::new(AnyPump::start(
+            self.backend,
+            self.shared.clone(),
+            &format!("sr-async-{a}"),
+        )?);
         w.insert(a, p.clone());
         Ok(p)
     }

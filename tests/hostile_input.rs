@@ -5,12 +5,21 @@ use bytes::Bytes;
 use sessionrepl::wire::compress::Deflater;
 use sessionrepl::wire::frame::{FrameHeader, FLAG_ACK_DELIVERY, FLAG_COMPRESSED};
 use sessionrepl::wire::Preface;
-use sessionrepl::{Channel, Config, ReplicationMode};
+use sessionrepl::{Channel, ReplicationMode};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[macro_use]
+mod common;
+use common::io_cfg;
+
+on_both_drivers!(
+    hostile_connections_are_closed_and_others_keep_working,
+    foreign_cluster_domain_is_refused,
+);
 
 fn good_preface() -> Vec<u8> {
     Preface::new([9; 16], b"", false).encode()
@@ -36,11 +45,10 @@ fn data_frame(id: u64, flags: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-#[test]
 fn hostile_connections_are_closed_and_others_keep_working() {
     let delivered = Arc::new(AtomicU64::new(0));
     let d2 = delivered.clone();
-    let mut cfg = Config::default();
+    let mut cfg = io_cfg();
     cfg.max_frame_size = 64 * 1024;
     cfg.max_decompressed_size = 256 * 1024;
     let rx = Channel::builder(cfg)
@@ -53,7 +61,7 @@ fn hostile_connections_are_closed_and_others_keep_working() {
     let addr = rx.local_addr();
 
     // A well-behaved sender keeps a connection open across all attacks.
-    let mut scfg = Config::default();
+    let mut scfg = io_cfg();
     scfg.replication_mode = ReplicationMode::Synchronous;
     let tx = Channel::builder(scfg).start().unwrap();
     let good = |i: u32| {
@@ -141,9 +149,8 @@ fn hostile_connections_are_closed_and_others_keep_working() {
     rx.stop();
 }
 
-#[test]
 fn foreign_cluster_domain_is_refused() {
-    let mut cfg = Config::default();
+    let mut cfg = io_cfg();
     cfg.set("domain", "shop").unwrap();
     let rx = Channel::builder(cfg).start().unwrap();
     let mut p = Preface::new([1; 16], b"bank", false).encode();

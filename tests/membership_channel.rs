@@ -3,8 +3,14 @@
 //! member listener sees them.
 
 use bytes::Bytes;
+
+#[macro_use]
+mod common;
+use common::io_cfg;
+
+on_both_drivers!(static_members_get_native_messages_with_acks);
 use sessionrepl::membership::MemberEvent;
-use sessionrepl::{Channel, Config, ReplicationMode};
+use sessionrepl::{Channel, ReplicationMode};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,13 +22,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
 fn static_members_get_native_messages_with_acks() {
     let (pa, pb) = (free_port(), free_port());
     let got = Arc::new(Mutex::new(Vec::new()));
     let events = Arc::new(Mutex::new(Vec::new()));
     let start = |port: u16, peer: u16, mode: ReplicationMode| {
-        let mut cfg = Config::default();
+        let mut cfg = io_cfg();
         cfg.replication_mode = mode;
         cfg.set("tcpListenPort", &port.to_string()).unwrap();
         cfg.set("membershipType", "static").unwrap();

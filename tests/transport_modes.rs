@@ -10,10 +10,34 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[macro_use]
+mod common;
+use common::io_cfg;
+
+on_both_drivers!(
+    synchronous_mode_with_ack_after_delivery,
+    synchronous_mode_ack_on_receipt_compressed,
+    synchronous_mode_without_ack,
+    pooled_mode_with_ack_and_worker_pool,
+    pooled_mode_compressed_without_ack,
+    asynchronous_mode_with_ack,
+    asynchronous_mode_compressed_without_ack,
+    fastasyncqueue_with_ack_after_delivery,
+    fastasyncqueue_compressed_ack_on_receipt_with_workers,
+    fastasyncqueue_without_ack,
+    pooled_concurrent_callers_all_get_acks,
+    listener_failure_comes_back_as_fail_in_every_mode,
+    unreachable_member_is_reported_in_every_mode,
+    ack_timeout_is_reported_when_the_listener_stalls,
+    full_queue_is_an_error_the_caller_sees,
+    one_message_to_many_members_reaches_each,
+    stop_reports_shutdown_for_what_is_queued,
+);
+
 type Log = Arc<Mutex<Vec<(u64, Bytes)>>>;
 
 fn receiver(cfg_edit: impl FnOnce(&mut Config)) -> (Channel, Log) {
-    let mut cfg = Config::default();
+    let mut cfg = io_cfg();
     cfg_edit(&mut cfg);
     let log: Log = Arc::new(Mutex::new(Vec::new()));
     let l2 = log.clone();
@@ -33,7 +57,7 @@ fn receiver(cfg_edit: impl FnOnce(&mut Config)) -> (Channel, Log) {
 type Outcomes = Arc<Mutex<HashMap<(u64, SocketAddr), String>>>;
 
 fn sender(mode: ReplicationMode, edit: impl FnOnce(&mut Config)) -> (Channel, Outcomes) {
-    let mut cfg = Config::default();
+    let mut cfg = io_cfg();
     cfg.replication_mode = mode;
     cfg.ack_timeout = Duration::from_secs(5);
     edit(&mut cfg);
@@ -107,48 +131,37 @@ fn run_mode(mode: ReplicationMode, ack: AckMode, compress: bool, workers: usize)
     rx.stop();
 }
 
-#[test]
 fn synchronous_mode_with_ack_after_delivery() {
     run_mode(ReplicationMode::Synchronous, AckMode::Delivery, false, 0);
 }
-#[test]
 fn synchronous_mode_ack_on_receipt_compressed() {
     run_mode(ReplicationMode::Synchronous, AckMode::Receipt, true, 0);
 }
-#[test]
 fn synchronous_mode_without_ack() {
     run_mode(ReplicationMode::Synchronous, AckMode::None, false, 0);
 }
-#[test]
 fn pooled_mode_with_ack_and_worker_pool() {
     run_mode(ReplicationMode::Pooled, AckMode::Delivery, false, 2);
 }
-#[test]
 fn pooled_mode_compressed_without_ack() {
     run_mode(ReplicationMode::Pooled, AckMode::None, true, 0);
 }
-#[test]
 fn asynchronous_mode_with_ack() {
     run_mode(ReplicationMode::Asynchronous, AckMode::Delivery, false, 0);
 }
-#[test]
 fn asynchronous_mode_compressed_without_ack() {
     run_mode(ReplicationMode::Asynchronous, AckMode::None, true, 1);
 }
-#[test]
 fn fastasyncqueue_with_ack_after_delivery() {
     run_mode(ReplicationMode::FastAsyncQueue, AckMode::Delivery, false, 0);
 }
-#[test]
 fn fastasyncqueue_compressed_ack_on_receipt_with_workers() {
     run_mode(ReplicationMode::FastAsyncQueue, AckMode::Receipt, true, 2);
 }
-#[test]
 fn fastasyncqueue_without_ack() {
     run_mode(ReplicationMode::FastAsyncQueue, AckMode::None, false, 0);
 }
 
-#[test]
 fn pooled_concurrent_callers_all_get_acks() {
     let (rx, log) = receiver(|_| {});
     let (tx, _) = sender(ReplicationMode::Pooled, |c| c.max_pool_socket_limit = 4);
@@ -168,7 +181,6 @@ fn pooled_concurrent_callers_all_get_acks() {
     assert_eq!(tx.stats().acks_received, 2000);
 }
 
-#[test]
 fn listener_failure_comes_back_as_fail_in_every_mode() {
     for mode in [
         ReplicationMode::Synchronous,
@@ -209,7 +221,6 @@ fn dead_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-#[test]
 fn unreachable_member_is_reported_in_every_mode() {
     for mode in [
         ReplicationMode::Synchronous,
@@ -236,7 +247,6 @@ fn unreachable_member_is_reported_in_every_mode() {
     }
 }
 
-#[test]
 fn ack_timeout_is_reported_when_the_listener_stalls() {
     for mode in [
         ReplicationMode::Synchronous,
@@ -245,7 +255,7 @@ fn ack_timeout_is_reported_when_the_listener_stalls() {
         let gate = Arc::new(Mutex::new(()));
         let g = gate.lock().unwrap();
         let g2 = gate.clone();
-        let rx = Channel::builder(Config::default())
+        let rx = Channel::builder(io_cfg())
             .listener(move |_| {
                 drop(g2.lock().unwrap());
                 Ok(())
@@ -271,12 +281,11 @@ fn ack_timeout_is_reported_when_the_listener_stalls() {
     }
 }
 
-#[test]
 fn full_queue_is_an_error_the_caller_sees() {
     let gate = Arc::new(Mutex::new(()));
     let g = gate.lock().unwrap();
     let g2 = gate.clone();
-    let rx = Channel::builder(Config::default())
+    let rx = Channel::builder(io_cfg())
         .listener(move |_| {
             drop(g2.lock().unwrap());
             Ok(())
@@ -305,7 +314,6 @@ fn full_queue_is_an_error_the_caller_sees() {
     rx.stop();
 }
 
-#[test]
 fn one_message_to_many_members_reaches_each() {
     let rxs: Vec<_> = (0..3).map(|_| receiver(|_| {})).collect();
     let to: Vec<_> = rxs.iter().map(|(c, _)| c.local_addr()).collect();
@@ -328,12 +336,11 @@ fn one_message_to_many_members_reaches_each() {
     }
 }
 
-#[test]
 fn stop_reports_shutdown_for_what_is_queued() {
     let gate = Arc::new(Mutex::new(()));
     let g = gate.lock().unwrap();
     let g2 = gate.clone();
-    let rx = Channel::builder(Config::default())
+    let rx = Channel::builder(io_cfg())
         .listener(move |_| {
             drop(g2.lock().unwrap());
             Ok(())

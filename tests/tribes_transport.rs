@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use sessionrepl::config::AckMode;
 use sessionrepl::transport::SendOptions;
-use sessionrepl::{Channel, Config, Error};
+use sessionrepl::{Channel, Error};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,8 +15,14 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[macro_use]
 mod common;
-use common::{compile_java, stdout_lines, Log, JULI_JAR, TRIBES_JAR};
+use common::{compile_java, io_cfg, stdout_lines, Log, JULI_JAR, TRIBES_JAR};
+
+on_both_drivers!(
+    tribes_sends_to_sessionrepl_with_every_ack_mode_and_gzip,
+    sessionrepl_sends_to_tribes_and_waits_for_its_ack,
+);
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -106,7 +112,7 @@ type Received = Arc<Mutex<Vec<(SocketAddr, String)>>>;
 fn node() -> (Channel, Received) {
     let got = Arc::new(Mutex::new(Vec::new()));
     let g2 = got.clone();
-    let ch = Channel::builder(Config::default())
+    let ch = Channel::builder(io_cfg())
         .listener(move |m| {
             let text = String::from_utf8_lossy(&m.payload).into_owned();
             g2.lock().unwrap().push((m.from, text.clone()));
@@ -120,7 +126,6 @@ fn node() -> (Channel, Received) {
     (ch, got)
 }
 
-#[test]
 fn tribes_sends_to_sessionrepl_with_every_ack_mode_and_gzip() {
     let classes = match compile() {
         Ok(c) => c,
@@ -190,7 +195,6 @@ fn tribes_sends_to_sessionrepl_with_every_ack_mode_and_gzip() {
     }
 }
 
-#[test]
 fn sessionrepl_sends_to_tribes_and_waits_for_its_ack() {
     let classes = match compile() {
         Ok(c) => c,

@@ -13,32 +13,69 @@
 //! 3. wake a sleeping I/O thread with one syscall only when it sleeps;
 //! 4. on stop, cancel and drain everything in flight with no leak.
 //!
-//! Today the one backend is mio (readiness, epoll on Linux); the raw system
-//! calls both the transport and a future io_uring backend need live in
-//! [`sys`], the only place of this layer with `unsafe`.
+//! Two backends meet it: mio (readiness, epoll on Linux; raw system calls
+//! in [`sys`]) and io_uring ([`uring`], Linux only: completions, multishot
+//! accept and receive on a provided-buffer ring, batched `sendmsg`). This
+//! layer is the only one with `unsafe`.
 
 pub mod sys;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 /// Which backend runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     /// mio (epoll).
     Mio,
+    /// io_uring.
+    Uring,
 }
 
 impl Backend {
-    /// Resolves the `ioBackend` setting. `auto` and `mio` give mio; `uring`
-    /// is refused until the io_uring driver exists.
+    /// Resolves the `ioBackend` setting. `mio` gives mio; `uring` gives
+    /// io_uring if the kernel offers what the driver needs (see
+    /// [`uring::probe()`]) and fails otherwise; `auto` gives io_uring when
+    /// available and mio when not. The choice is logged.
     ///
     /// # Errors
-    /// `uring` while the io_uring driver is not built.
+    /// `uring` where io_uring is missing or forbidden; an unknown name.
     pub fn resolve(setting: &str) -> crate::Result<Backend> {
-        match setting {
-            "auto" | "mio" => Ok(Backend::Mio),
-            other => Err(crate::config::bad(
-                "ioBackend",
-                &format!("backend '{other}' is not available in this build"),
-            )),
-        }
+        let b = match setting {
+            "mio" => Backend::Mio,
+            "uring" => match uring_probe() {
+                Ok(()) => Backend::Uring,
+                Err(why) => {
+                    return Err(crate::config::bad(
+                        "ioBackend",
+                        &format!("io_uring is not available: {why}"),
+                    ))
+                }
+            },
+            "auto" => match uring_probe() {
+                Ok(()) => Backend::Uring,
+                Err(why) => {
+                    crate::sr_log!(Info, "io_uring unavailable ({why}); falling back to mio");
+                    Backend::Mio
+                }
+            },
+            other => {
+                return Err(crate::config::bad(
+                    "ioBackend",
+                    &format!("unknown backend '{other}'"),
+                ))
+            }
+        };
+        crate::sr_log!(Info, "I/O driver: {b:?} (ioBackend={setting})");
+        Ok(b)
     }
+}
+
+#[cfg(target_os = "linux")]
+fn uring_probe() -> Result<(), String> {
+    uring::probe()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn uring_probe() -> Result<(), String> {
+    Err("io_uring exists on Linux only".into())
 }

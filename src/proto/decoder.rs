@@ -13,6 +13,38 @@ pub struct Frame {
     pub payload: Bytes,
 }
 
+/// A read buffer frames are split from without copying: the mio driver's
+/// per-connection `BytesMut`, or a `Bytes` view of an io_uring provided
+/// buffer.
+pub trait FrameBuf: std::ops::Deref<Target = [u8]> {
+    /// Drops `n` bytes from the front.
+    fn skip(&mut self, n: usize);
+    /// Splits the first `n` bytes off as a shared, zero-copy slice.
+    fn split_frame(&mut self, n: usize) -> Bytes;
+}
+
+impl FrameBuf for BytesMut {
+    #[inline]
+    fn skip(&mut self, n: usize) {
+        self.advance(n);
+    }
+    #[inline]
+    fn split_frame(&mut self, n: usize) -> Bytes {
+        self.split_to(n).freeze()
+    }
+}
+
+impl FrameBuf for Bytes {
+    #[inline]
+    fn skip(&mut self, n: usize) {
+        self.advance(n);
+    }
+    #[inline]
+    fn split_frame(&mut self, n: usize) -> Bytes {
+        self.split_to(n)
+    }
+}
+
 /// Incremental frame decoder bounded by a maximum frame size.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
@@ -33,9 +65,14 @@ impl FrameDecoder {
     /// Bytes still needed to complete the frame in progress (0 if unknown),
     /// so the driver can reserve room for a large frame in one go.
     pub fn wanted(&self, buf: &BytesMut) -> usize {
+        self.wanted_after(buf.len())
+    }
+
+    /// As [`FrameDecoder::wanted`], given how many bytes are buffered.
+    pub fn wanted_after(&self, buffered: usize) -> usize {
         match self.pending {
-            Some(h) => (h.len as usize).saturating_sub(buf.len()),
-            None => HEADER_LEN.saturating_sub(buf.len()),
+            Some(h) => (h.len as usize).saturating_sub(buffered),
+            None => HEADER_LEN.saturating_sub(buffered),
         }
     }
 
@@ -44,7 +81,7 @@ impl FrameDecoder {
     /// # Errors
     /// A header that fails validation; the connection must then be closed.
     #[inline]
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>> {
+    pub fn decode<B: FrameBuf>(&mut self, buf: &mut B) -> Result<Option<Frame>> {
         let header = match self.pending {
             Some(h) => h,
             None => {
@@ -54,7 +91,7 @@ impl FrameDecoder {
                 let mut hb = [0u8; HEADER_LEN];
                 hb.copy_from_slice(&buf[..HEADER_LEN]);
                 let h = FrameHeader::decode(&hb, self.max_frame)?;
-                buf.advance(HEADER_LEN);
+                buf.skip(HEADER_LEN);
                 h
             }
         };
@@ -64,7 +101,7 @@ impl FrameDecoder {
             return Ok(None);
         }
         self.pending = None;
-        let payload = buf.split_to(len).freeze();
+        let payload = buf.split_frame(len);
         Ok(Some(Frame { header, payload }))
     }
 }

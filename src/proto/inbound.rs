@@ -1,11 +1,11 @@
 //! The accepting side of a native connection: preface exchange, frames in,
 //! acks and keepalive answers out.
 
-use super::decoder::{Frame, FrameDecoder};
+use super::decoder::{Frame, FrameBuf, FrameDecoder};
 use crate::error::{Error, Result};
 use crate::wire::frame::{put_reason_frame, AckBatch, FrameHeader, FrameType};
 use crate::wire::preface::Preface;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 
 /// What the connection produced.
 #[derive(Debug)]
@@ -58,11 +58,22 @@ impl InboundConn {
         self.dec.wanted(buf)
     }
 
+    /// True once the peer's preface was accepted.
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Bytes still needed for the frame in progress given `buffered` bytes
+    /// (0 if unknown).
+    pub fn wanted_after(&self, buffered: usize) -> usize {
+        self.dec.wanted_after(buffered)
+    }
+
     /// Consumes bytes from the front of `buf` and returns the next event.
     ///
     /// # Errors
     /// Any protocol violation; the connection must be closed.
-    pub fn poll(&mut self, buf: &mut BytesMut) -> Result<Option<InEvent>> {
+    pub fn poll<B: FrameBuf>(&mut self, buf: &mut B) -> Result<Option<InEvent>> {
         loop {
             match self.state {
                 State::AwaitPreface => {
@@ -78,7 +89,7 @@ impl InboundConn {
                             String::from_utf8_lossy(&p.domain)
                         )));
                     }
-                    buf.advance(n);
+                    buf.skip(n);
                     self.out.extend_from_slice(&self.local.encode());
                     self.state = State::Open;
                     self.peer = Some(p.clone());
@@ -128,6 +139,13 @@ impl InboundConn {
     pub fn fail(&mut self, id: u64, reason: &str) {
         self.acks.flush_into(&mut self.out);
         put_reason_frame(&mut self.out, FrameType::Fail, id, reason);
+    }
+
+    /// Queues bytes to write as they are (a Tribes-dialect connection's
+    /// 21-byte ACK frames use the same output path as native acks).
+    pub fn push_raw(&mut self, b: &[u8]) {
+        self.acks.flush_into(&mut self.out);
+        self.out.extend_from_slice(b);
     }
 
     /// True if acks or other bytes are waiting to be written.

@@ -13,4 +13,4 @@ pub mod inbound;
 pub mod outbound;
 
 pub use ack::AckTracker;
-pub use decoder::{Frame, FrameDecoder};
+pub use decoder::{Frame, FrameBuf, FrameDecoder};

@@ -130,7 +130,9 @@ impl SessionConfig {
                     let secs: f64 = v
                         .parse()
                         .ok()
-                        .filter(|s: &f64| s.is_finite() && *s >= 0.001 && *s <= (MAX_MS / 1000) as f64)
+                        .filter(|s: &f64| {
+                            s.is_finite() && *s >= 0.001 && *s <= (MAX_MS / 1000) as f64
+                        })
                         .ok_or_else(|| bad(k, "expected seconds (0.001 or more) or -1"))?;
                     Some(Duration::from_secs_f64(secs))
                 }

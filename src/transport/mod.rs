@@ -9,13 +9,21 @@
 //!   bounded queue in batches, writes many frames per `writev`, tracks acks,
 //!   times out, reconnects with backoff and resends.
 
+mod link;
 pub mod pump;
 pub mod receiver;
+mod rx_core;
 pub mod sync;
 mod ticket;
 pub mod tribes_send;
+#[cfg(target_os = "linux")]
+pub mod uring_pump;
+#[cfg(target_os = "linux")]
+pub mod uring_rx;
 
 pub use ticket::Ticket;
+
+use crate::driver::Backend;
 
 use crate::config::{AckMode, Config};
 use crate::error::Error;
@@ -109,6 +117,18 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Shared state for a channel with `cfg`, member id and outcome listener.
+    pub fn new(cfg: Config, member_id: [u8; 16], outcome: Option<OutcomeListener>) -> Shared {
+        Shared {
+            cfg,
+            stats: Stats::default(),
+            member_id,
+            outcome,
+            local: std::sync::OnceLock::new(),
+            on_unreachable: std::sync::OnceLock::new(),
+        }
+    }
+
     /// Our preface (a reply on the accepting side).
     pub fn preface(&self, reply: bool) -> crate::wire::Preface {
         let mut p = crate::wire::Preface::new(self.member_id, &self.cfg.domain, reply);
@@ -145,6 +165,124 @@ impl Shared {
         }
         if let Some(t) = ticket {
             t.complete(to, outcome);
+        }
+    }
+}
+
+/// The receiver of whichever driver runs.
+pub enum AnyReceiver {
+    /// mio selector thread.
+    Mio(receiver::Receiver),
+    /// io_uring ring thread.
+    #[cfg(target_os = "linux")]
+    Uring(uring_rx::UringReceiver),
+}
+
+impl AnyReceiver {
+    /// Starts the receiver of `backend`.
+    ///
+    /// # Errors
+    /// Bind, ring or thread failures.
+    pub fn start(
+        backend: Backend,
+        shared: Arc<Shared>,
+        listener: MessageListener,
+    ) -> crate::Result<AnyReceiver> {
+        Ok(match backend {
+            Backend::Mio => AnyReceiver::Mio(receiver::Receiver::start(shared, listener)?),
+            #[cfg(target_os = "linux")]
+            Backend::Uring => AnyReceiver::Uring(uring_rx::UringReceiver::start(shared, listener)?),
+            #[cfg(not(target_os = "linux"))]
+            Backend::Uring => AnyReceiver::Mio(receiver::Receiver::start(shared, listener)?),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        match self {
+            AnyReceiver::Mio(r) => r.local_addr(),
+            #[cfg(target_os = "linux")]
+            AnyReceiver::Uring(r) => r.local_addr(),
+        }
+    }
+
+    /// Stops it. Idempotent.
+    pub fn stop(&mut self) {
+        match self {
+            AnyReceiver::Mio(r) => r.stop(),
+            #[cfg(target_os = "linux")]
+            AnyReceiver::Uring(r) => r.stop(),
+        }
+    }
+}
+
+/// The asynchronous engine of whichever driver runs.
+pub enum AnyPump {
+    /// mio.
+    Mio(pump::Pump),
+    /// io_uring.
+    #[cfg(target_os = "linux")]
+    Uring(uring_pump::UringPump),
+}
+
+impl AnyPump {
+    /// Starts the engine of `backend` on a thread named `name`.
+    ///
+    /// # Errors
+    /// Poll, ring or thread failures.
+    pub fn start(backend: Backend, shared: Arc<Shared>, name: &str) -> crate::Result<AnyPump> {
+        Ok(match backend {
+            #[cfg(target_os = "linux")]
+            Backend::Uring => AnyPump::Uring(uring_pump::UringPump::start(shared, name)?),
+            _ => AnyPump::Mio(pump::Pump::start(shared, name)?),
+        })
+    }
+
+    /// Queues a message; see [`pump::Pump::send`].
+    ///
+    /// # Errors
+    /// [`Error::QueueFull`], [`Error::NotRunning`].
+    pub fn send(&self, item: pump::Outgoing) -> crate::Result<()> {
+        match self {
+            AnyPump::Mio(p) => p.send(item),
+            #[cfg(target_os = "linux")]
+            AnyPump::Uring(p) => p.send(item),
+        }
+    }
+
+    /// Messages queued and not yet taken by the I/O thread.
+    pub fn queue_len(&self) -> usize {
+        match self {
+            AnyPump::Mio(p) => p.queue_len(),
+            #[cfg(target_os = "linux")]
+            AnyPump::Uring(p) => p.queue_len(),
+        }
+    }
+
+    /// Messages taken by the I/O thread that have no outcome yet.
+    pub fn in_flight(&self) -> u64 {
+        match self {
+            AnyPump::Mio(p) => p.in_flight(),
+            #[cfg(target_os = "linux")]
+            AnyPump::Uring(p) => p.in_flight(),
+        }
+    }
+
+    /// True when nothing is queued, pending or awaiting an ack.
+    pub fn is_idle(&self) -> bool {
+        match self {
+            AnyPump::Mio(p) => p.is_idle(),
+            #[cfg(target_os = "linux")]
+            AnyPump::Uring(p) => p.is_idle(),
+        }
+    }
+
+    /// Stops the engine; see [`pump::Pump::stop`]. Idempotent.
+    pub fn stop(&self) {
+        match self {
+            AnyPump::Mio(p) => p.stop(),
+            #[cfg(target_os = "linux")]
+            AnyPump::Uring(p) => p.stop(),
         }
     }
 }

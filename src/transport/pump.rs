@@ -5,34 +5,27 @@
 //! times out, reconnects with backoff and resends. `fastasyncqueue` runs one
 //! pump for all members; `asynchronous` one pump (and queue) per member.
 
-use super::{Delivery, Shared, Ticket};
+use super::link::{self, Batcher, KeepAlive, Link, LinkIndex, Links, PumpHandle, State};
+use super::{Shared, Ticket};
 use crate::driver::sys;
-use crate::error::Error;
-use crate::proto::outbound::{OutboundConn, Reply};
-use crate::proto::AckTracker;
 use crate::queue::{SendQueue, Wake};
 use crate::sr_log;
 use crate::stats::Stats;
-use crate::wire::compress::Deflater;
-use crate::wire::frame::{
-    ack_ranges, FrameHeader, FrameType, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED,
-    FLAG_INTERNAL_DEFLATE, HEADER_LEN,
-};
-use bytes::{Bytes, BytesMut};
+use crate::wire::frame::HEADER_LEN;
+use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
-use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(usize::MAX);
 /// Items taken off the queue per turn.
-const INTAKE_BATCH: usize = 1024;
+pub(crate) const INTAKE_BATCH: usize = 1024;
 /// Frames per `writev` (two iovecs each, plus one for control bytes).
 const FRAMES_PER_WRITEV: usize = (sys::IOV_MAX - 2) / 2;
 
@@ -46,7 +39,7 @@ pub enum Dest {
 }
 
 impl Dest {
-    fn as_slice(&self) -> &[SocketAddr] {
+    pub(crate) fn as_slice(&self) -> &[SocketAddr] {
         match self {
             Dest::One(a) => std::slice::from_ref(a),
             Dest::Many(v) => v,
@@ -68,7 +61,7 @@ pub struct Outgoing {
     pub ticket: Option<Arc<Ticket>>,
 }
 
-struct MioWake(Arc<Waker>);
+pub(crate) struct MioWake(pub(crate) Arc<Waker>);
 impl Wake for MioWake {
     fn wake(&self) {
         let _ = self.0.wake();
@@ -77,13 +70,9 @@ impl Wake for MioWake {
 
 /// A running pump.
 pub struct Pump {
-    queue: Arc<SendQueue<Outgoing>>,
-    stop: Arc<AtomicBool>,
+    h: PumpHandle,
     waker: Arc<Waker>,
-    idle: Arc<AtomicBool>,
-    in_flight: Arc<AtomicU64>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
-    shared: Arc<Shared>,
 }
 
 impl Pump {
@@ -94,83 +83,59 @@ impl Pump {
     pub fn start(shared: Arc<Shared>, name: &str) -> crate::Result<Pump> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let queue = Arc::new(SendQueue::new(
-            shared.cfg.max_queue_length,
-            Box::new(MioWake(waker.clone())),
-        ));
-        let stop = Arc::new(AtomicBool::new(false));
-        let idle = Arc::new(AtomicBool::new(true));
-        let in_flight = Arc::new(AtomicU64::new(0));
+        let h = PumpHandle::new(shared.clone(), Box::new(MioWake(waker.clone())));
         let mut eng = Engine {
             poll,
-            queue: queue.clone(),
+            queue: h.queue.clone(),
             shared: shared.clone(),
-            stop: stop.clone(),
-            idle: idle.clone(),
-            in_flight: in_flight.clone(),
+            stop: h.stop.clone(),
+            idle: h.idle.clone(),
+            h: h.clone_ref(),
             conns: Vec::new(),
-            by_addr: HashMap::new(),
-            last_lookup: None,
+            index: LinkIndex::default(),
             held: None,
             preface: shared.preface(false).encode(),
+            batcher: Batcher::new(&shared),
             next_ping: 1,
-            deflater: Deflater::new(shared.cfg.compression_level),
-            scratch: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || eng.run())?;
         Ok(Pump {
-            queue,
-            stop,
+            h,
             waker,
-            idle,
-            in_flight,
             thread: std::sync::Mutex::new(Some(thread)),
-            shared,
         })
     }
 
     /// Queues a message, waiting up to `queueAddWaitTimeout` for room.
     ///
     /// # Errors
-    /// [`Error::QueueFull`] (the message was not queued and has no other
-    /// outcome), [`Error::NotRunning`] after stop.
+    /// [`crate::Error::QueueFull`] (the message was not queued and has no other
+    /// outcome), [`crate::Error::NotRunning`] after stop.
     pub fn send(&self, item: Outgoing) -> crate::Result<()> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Err(Error::NotRunning);
-        }
-        match self
-            .queue
-            .push(item, self.shared.cfg.queue_add_wait_timeout)
-        {
-            Ok(()) => Ok(()),
-            Err((e, _)) => {
-                Stats::add(&self.shared.stats.queue_full, 1);
-                Err(e)
-            }
-        }
+        self.h.send(item)
     }
 
     /// Messages queued and not yet taken by the I/O thread.
     pub fn queue_len(&self) -> usize {
-        self.queue.len()
+        self.h.queue_len()
     }
 
     /// Messages taken by the I/O thread that have no outcome yet.
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.h.in_flight()
     }
 
     /// True when nothing is queued, pending or awaiting an ack.
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.idle.load(Ordering::SeqCst)
+        self.h.is_idle()
     }
 
     /// Stops the thread; whatever has no outcome yet ends as
-    /// [`Error::Shutdown`] (reported). Idempotent.
+    /// [`crate::Error::Shutdown`] (reported). Idempotent.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.h.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
         let t = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(t) = t {
@@ -185,76 +150,27 @@ impl Drop for Pump {
     }
 }
 
-struct Pending {
-    hdr: [u8; HEADER_LEN],
-    payload: Bytes,
-    id: u64,
-    ack: bool,
-    attempts: u32,
-    ticket: Option<Arc<Ticket>>,
-    /// To be compressed into a BATCH with its neighbours before writing.
-    deflate: bool,
-    /// Set on a BATCH entry: the messages it carries (payload uncompressed,
-    /// kept for acks and resend). Boxed so that the common, unbatched entry
-    /// stays one pointer wider, not three.
-    #[allow(clippy::box_collection)]
-    batch: Option<Box<Vec<Pending>>>,
-}
-
-/// Most messages and raw bytes per BATCH frame.
-const MAX_BATCH_MSGS: usize = 256;
-const MAX_BATCH_BYTES: usize = 256 * 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// No socket.
-    Idle,
-    /// Non-blocking connect in progress.
-    Connecting(Instant),
-    /// Connected; frames may be written.
-    Open,
-    /// Waiting before reconnecting.
-    Backoff(Instant),
-}
-
 struct TxConn {
-    addr: SocketAddr,
+    link: Link,
     stream: Option<TcpStream>,
-    state: State,
-    proto: OutboundConn,
-    rbuf: BytesMut,
-    /// Control bytes (preface, PING) written before frames.
-    ctl: Vec<u8>,
-    pending: VecDeque<Pending>,
-    /// Bytes of `pending[0]` already written.
-    head_off: usize,
-    inflight: AckTracker<Pending>,
-    backoff: Duration,
     writable: bool,
-    last_activity: Instant,
-    ping_deadline: Option<Instant>,
-    sent_on_conn: u64,
 }
 
 struct Engine {
     poll: Poll,
+    h: PumpHandle,
     queue: Arc<SendQueue<Outgoing>>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     idle: Arc<AtomicBool>,
-    in_flight: Arc<AtomicU64>,
     conns: Vec<TxConn>,
-    by_addr: HashMap<SocketAddr, usize>,
-    /// The last address looked up (most batches go to one member).
-    last_lookup: Option<(SocketAddr, usize)>,
+    index: LinkIndex,
     /// An item that did not fit its destinations' pending queues yet.
     held: Option<Outgoing>,
     preface: Vec<u8>,
     next_ping: u64,
-    /// Compressor for BATCH frames, state reused across batches.
-    deflater: Deflater,
-    /// Scratch buffer where a batch's frames are laid out before deflate.
-    scratch: Vec<u8>,
+    /// Compresses runs of messages into BATCH frames before writing.
+    batcher: Batcher,
 }
 
 impl Engine {
@@ -316,174 +232,24 @@ impl Engine {
     }
 
     fn publish_idle(&self) {
-        let idle = self.held.is_none()
-            && self.queue.is_empty()
-            && self
-                .conns
-                .iter()
-                .all(|c| c.pending.is_empty() && c.inflight.is_empty());
-        self.idle.store(idle, Ordering::SeqCst);
-        let n: usize = self
-            .conns
-            .iter()
-            .map(|c| c.pending.len() + c.inflight.len())
-            .sum();
-        self.in_flight.store(n as u64, Ordering::Relaxed);
-        self.shared
-            .stats
-            .queue_depth
-            .store((self.queue.len() + n) as u64, Ordering::Relaxed);
-    }
-
-    fn conn_index(&mut self, addr: SocketAddr) -> usize {
-        if let Some((a, i)) = self.last_lookup {
-            if a == addr {
-                return i;
-            }
-        }
-        if let Some(&i) = self.by_addr.get(&addr) {
-            self.last_lookup = Some((addr, i));
-            return i;
-        }
-        let i = self.conns.len();
-        self.conns.push(TxConn {
-            addr,
-            stream: None,
-            state: State::Idle,
-            proto: OutboundConn::new(self.shared.cfg.domain.clone()),
-            rbuf: BytesMut::new(),
-            ctl: Vec::new(),
-            pending: VecDeque::new(),
-            head_off: 0,
-            inflight: AckTracker::new(),
-            backoff: self.shared.cfg.reconnect_backoff_min,
-            writable: false,
-            last_activity: Instant::now(),
-            ping_deadline: None,
-            sent_on_conn: 0,
-        });
-        self.by_addr.insert(addr, i);
-        self.last_lookup = Some((addr, i));
-        i
+        self.h
+            .publish(self.held.is_some(), self.conns.iter().map(|c| &c.link));
     }
 
     /// Moves queued items to their connections' pending queues.
     fn intake(&mut self) -> usize {
         let cap = self.shared.cfg.max_queue_length;
-        let mut n = 0;
-        while n < INTAKE_BATCH {
-            let item = match self.held.take() {
-                Some(i) => i,
-                None => {
-                    // Clear `idle` before popping so `is_idle` cannot see an
-                    // empty queue and a stale idle flag at once.
-                    self.idle.store(false, Ordering::SeqCst);
-                    match self.queue.pop() {
-                        Some(i) => i,
-                        None => break,
-                    }
-                }
-            };
-            let dests = item.dest.as_slice();
-            let mut idx = [0usize; 8];
-            let fits = dests.iter().enumerate().all(|(k, &a)| {
-                let i = self.conn_index(a);
-                if k < idx.len() {
-                    idx[k] = i;
-                }
-                self.conns[i].pending.len() < cap
-            });
-            if !fits {
-                self.held = Some(item);
-                break;
-            }
-            let deflate = item.flags & FLAG_INTERNAL_DEFLATE != 0;
-            let wire_flags = item.flags & !FLAG_INTERNAL_DEFLATE;
-            let hdr = FrameHeader::data(item.id, item.payload.len(), wire_flags).encode();
-            let ack = item.flags & (FLAG_ACK_DELIVERY | FLAG_ACK_RECEIPT) != 0;
-            let last = dests.len() - 1;
-            let Outgoing {
-                id,
-                dest,
-                payload,
-                ticket,
-                ..
-            } = item;
-            // The payload and ticket move into the last destination's entry;
-            // earlier ones share them by reference count.
-            let mut payload = Some(payload);
-            let mut ticket = Some(ticket);
-            for (k, &a) in dest.as_slice().iter().enumerate() {
-                let i = if k < idx.len() {
-                    idx[k]
-                } else {
-                    self.conn_index(a)
-                };
-                let (p, t) = if k == last {
-                    (payload.take().unwrap_or_default(), ticket.take().flatten())
-                } else {
-                    (
-                        payload.clone().unwrap_or_default(),
-                        ticket.clone().flatten(),
-                    )
-                };
-                let c = &mut self.conns[i];
-                c.pending.push_back(Pending {
-                    hdr,
-                    payload: p,
-                    id,
-                    ack,
-                    attempts: 0,
-                    ticket: t,
-                    deflate,
-                    batch: None,
-                });
-                if c.state == State::Idle {
-                    Self::connect(&self.poll, &self.shared, &self.preface, i, c);
-                }
-            }
-            n += 1;
-        }
+        let queue = self.queue.clone();
+        let idle = self.idle.clone();
+        let mut held = self.held.take();
+        let n = link::intake(self, &queue, &mut held, &idle, cap, INTAKE_BATCH);
+        self.held = held;
         n
-    }
-
-    fn connect(poll: &Poll, shared: &Shared, preface: &[u8], i: usize, c: &mut TxConn) {
-        let now = Instant::now();
-        match TcpStream::connect(c.addr) {
-            Ok(mut s) => {
-                let _ = s.set_nodelay(shared.cfg.tcp_no_delay);
-                super::receiver::set_buffers(&s, &shared.cfg);
-                if let Err(e) = poll.registry().register(
-                    &mut s,
-                    Token(i),
-                    Interest::READABLE | Interest::WRITABLE,
-                ) {
-                    sr_log!(Warn, "cannot register connection to {}: {e}", c.addr);
-                    c.state = State::Backoff(now + c.backoff);
-                    return;
-                }
-                c.stream = Some(s);
-                c.state = State::Connecting(now + shared.cfg.connect_timeout);
-                c.proto = OutboundConn::new(shared.cfg.domain.clone());
-                c.rbuf.clear();
-                c.ctl.clear();
-                c.ctl.extend_from_slice(preface);
-                c.head_off = 0;
-                c.writable = false;
-                c.sent_on_conn = 0;
-                c.ping_deadline = None;
-                c.last_activity = now;
-            }
-            Err(e) => {
-                sr_log!(Debug, "connect to {} failed: {e}", c.addr);
-                c.state = State::Backoff(now + c.backoff);
-            }
-        }
     }
 
     fn on_writable(&mut self, i: usize) {
         let c = &mut self.conns[i];
-        if let State::Connecting(_) = c.state {
+        if let State::Connecting(_) = c.link.state {
             let Some(s) = c.stream.as_ref() else { return };
             match s.take_error() {
                 Ok(None) => {}
@@ -493,10 +259,7 @@ impl Engine {
                 }
             }
             match s.peer_addr() {
-                Ok(_) => {
-                    c.state = State::Open;
-                    c.backoff = self.shared.cfg.reconnect_backoff_min;
-                }
+                Ok(_) => c.link.opened(&self.shared),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => {
                     self.broken(i, &format!("connect failed: {e}"));
@@ -512,8 +275,7 @@ impl Engine {
         let mut wrote = false;
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
-            if c.state == State::Open && c.writable && (!c.pending.is_empty() || !c.ctl.is_empty())
-            {
+            if c.link.state == State::Open && c.writable && c.link.has_output() {
                 wrote |= self.write_conn(i);
             }
         }
@@ -526,47 +288,39 @@ impl Engine {
         let mut progressed = false;
         loop {
             let c = &mut self.conns[i];
-            if c.state != State::Open || !c.writable {
-                return progressed;
-            }
-            if c.pending.is_empty() && c.ctl.is_empty() {
+            if c.link.state != State::Open || !c.writable || !c.link.has_output() {
                 return progressed;
             }
             let Some(fd) = c.stream.as_ref().map(|s| s.as_raw_fd()) else {
                 return progressed;
             };
-            self.batch_window(i);
-            let c = &mut self.conns[i];
+            c.link
+                .batch_window(&mut self.batcher, &self.shared, FRAMES_PER_WRITEV);
+            let l = &c.link;
             let mut iov = [sys::EMPTY_IOVEC; sys::IOV_MAX];
             let mut n = 0;
-            if !c.ctl.is_empty() {
-                iov[n] = sys::iovec(&c.ctl);
+            if !l.ctl.is_empty() {
+                iov[n] = sys::iovec(&l.ctl);
                 n += 1;
             }
-            let mut total = 0usize;
-            for (k, p) in c.pending.iter().take(FRAMES_PER_WRITEV).enumerate() {
-                let skip = if k == 0 { c.head_off } else { 0 };
+            for (k, p) in l.pending.iter().take(FRAMES_PER_WRITEV).enumerate() {
+                let skip = if k == 0 { l.head_off } else { 0 };
                 if skip < HEADER_LEN {
                     iov[n] = sys::iovec(&p.hdr[skip..]);
                     n += 1;
-                    total += HEADER_LEN - skip;
                     if !p.payload.is_empty() {
                         iov[n] = sys::iovec(&p.payload);
                         n += 1;
-                        total += p.payload.len();
                     }
                 } else {
-                    let off = skip - HEADER_LEN;
-                    iov[n] = sys::iovec(&p.payload[off..]);
+                    iov[n] = sys::iovec(&p.payload[skip - HEADER_LEN..]);
                     n += 1;
-                    total += p.payload.len() - off;
                 }
             }
-            let _ = total;
             match sys::writev_iovecs(fd, &iov[..n]) {
                 Ok(written) => {
                     progressed = true;
-                    self.advance(i, written, now);
+                    self.conns[i].link.advance(written, now, &self.shared);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.conns[i].writable = false;
@@ -581,119 +335,17 @@ impl Engine {
         }
     }
 
-    /// Compresses every run of to-be-deflated messages in the next writev
-    /// window into BATCH frames: one compressor reset per batch instead of
-    /// one per message, and a dictionary shared by the batch.
-    fn batch_window(&mut self, i: usize) {
-        let c = &mut self.conns[i];
-        let mut k = usize::from(c.head_off > 0);
-        let shared = &self.shared;
-        while k < c.pending.len().min(FRAMES_PER_WRITEV) {
-            if !(c.pending[k].deflate && c.pending[k].batch.is_none()) {
-                k += 1;
-                continue;
-            }
-            let (mut end, mut raw) = (k, 0usize);
-            while end < c.pending.len()
-                && end - k < MAX_BATCH_MSGS
-                && raw < MAX_BATCH_BYTES
-                && c.pending[end].deflate
-                && c.pending[end].batch.is_none()
-            {
-                raw += HEADER_LEN + c.pending[end].payload.len();
-                end += 1;
-            }
-            self.scratch.clear();
-            for p in c.pending.range(k..end) {
-                self.scratch.extend_from_slice(&p.hdr);
-                self.scratch.extend_from_slice(&p.payload);
-            }
-            let z = match self.deflater.compress(&self.scratch) {
-                Ok(z) if z.len() + HEADER_LEN < raw && z.len() <= shared.cfg.max_frame_size => z,
-                // Incompressible or too large: send the messages plain.
-                _ => {
-                    for p in c.pending.range_mut(k..end) {
-                        p.deflate = false;
-                    }
-                    k = end;
-                    continue;
-                }
-            };
-            let items: Vec<Pending> = c.pending.drain(k..end).collect();
-            Stats::add(&shared.stats.compressed, items.len() as u64);
-            let first = items[0].id;
-            let hdr = FrameHeader {
-                ty: FrameType::Batch,
-                flags: FLAG_COMPRESSED,
-                len: z.len() as u32,
-                id: first,
-            }
-            .encode();
-            c.pending.insert(
-                k,
-                Pending {
-                    hdr,
-                    payload: z,
-                    id: first,
-                    ack: false,
-                    attempts: 0,
-                    ticket: None,
-                    deflate: false,
-                    batch: Some(Box::new(items)),
-                },
-            );
-            k += 1;
-        }
-    }
-
-    /// Accounts `written` bytes: control bytes first, then frames.
-    fn advance(&mut self, i: usize, mut written: usize, now: Instant) {
-        let shared = self.shared.clone();
-        let ack_timeout = shared.cfg.ack_timeout;
-        let c = &mut self.conns[i];
-        c.last_activity = now;
-        let ctl = written.min(c.ctl.len());
-        c.ctl.drain(..ctl);
-        written -= ctl;
-        let (mut msgs, mut bytes) = (0u64, 0u64);
-        while written > 0 {
-            let Some(p) = c.pending.front() else { break };
-            let size = HEADER_LEN + p.payload.len();
-            let left = size - c.head_off;
-            if written < left {
-                c.head_off += written;
-                break;
-            }
-            written -= left;
-            c.head_off = 0;
-            let p = c.pending.pop_front().expect("front exists");
-            bytes += size as u64;
-            for p in Items::of(p) {
-                msgs += 1;
-                if p.ack {
-                    c.inflight.track(p.id, now + ack_timeout, p);
-                } else {
-                    shared.report(p.id, c.addr, Ok(Delivery::Sent), p.ticket.as_ref());
-                }
-            }
-        }
-        c.sent_on_conn += msgs;
-        Stats::add(&shared.stats.msgs_sent, msgs);
-        Stats::add(&shared.stats.bytes_sent, bytes);
-    }
-
     fn on_readable(&mut self, i: usize) {
-        let shared = self.shared.clone();
         loop {
             let c = &mut self.conns[i];
             let Some(fd) = c.stream.as_ref().map(|s| s.as_raw_fd()) else {
                 return;
             };
-            if matches!(c.state, State::Connecting(_)) {
+            if matches!(c.link.state, State::Connecting(_)) {
                 // Readable before writable: let the writable path decide.
                 return;
             }
-            match sys::read_into(fd, &mut c.rbuf, 16 * 1024) {
+            match sys::read_into(fd, &mut c.link.rbuf, 16 * 1024) {
                 Ok(0) => {
                     self.broken(i, "connection closed by member");
                     return;
@@ -706,219 +358,119 @@ impl Engine {
                     return;
                 }
             }
-            c.last_activity = Instant::now();
-            let mut acked = 0u64;
-            loop {
-                let c = &mut self.conns[i];
-                let r = match c.proto.poll(&mut c.rbuf) {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(e) => {
-                        self.broken(i, &format!("bad reply: {e}"));
-                        return;
-                    }
-                };
-                match r {
-                    Reply::Preface(_) => {}
-                    Reply::Ack(p) => {
-                        let addr = c.addr;
-                        for (first, count) in ack_ranges(&p) {
-                            acked += c.inflight.ack_range(first, count, |id, p| {
-                                shared.report(id, addr, Ok(Delivery::Acked), p.ticket.as_ref())
-                            }) as u64;
-                        }
-                    }
-                    Reply::Fail { id, reason } => {
-                        if let Some(p) = c.inflight.take(id) {
-                            shared.report(
-                                id,
-                                c.addr,
-                                Err(Error::RemoteFailure(reason)),
-                                p.ticket.as_ref(),
-                            );
-                        }
-                    }
-                    Reply::Pong(_) => c.ping_deadline = None,
-                    Reply::GoAway(r) => {
-                        self.broken(i, &format!("member going away: {r}"));
-                        return;
-                    }
-                }
+            if let Err(why) = c.link.on_replies(&self.shared) {
+                self.broken(i, &why);
+                return;
             }
-            Stats::add(&shared.stats.acks_received, acked);
         }
     }
 
-    /// The connection is lost: resend what may not have arrived (up to
-    /// `maxRetryAttempts`), fail the rest, and back off before reconnecting.
-    fn broken(&mut self, i: usize, why: &str) {
-        let shared = self.shared.clone();
-        let max = shared.cfg.max_retry_attempts;
-        let now = Instant::now();
-        let c = &mut self.conns[i];
-        if let Some(mut s) = c.stream.take() {
+    fn drop_socket(&mut self, i: usize) {
+        if let Some(mut s) = self.conns[i].stream.take() {
             let _ = self.poll.registry().deregister(&mut s);
         }
-        sr_log!(Info, "connection to {} lost: {why}", c.addr);
-        let mut retry: VecDeque<Pending> = VecDeque::new();
-        let addr = c.addr;
-        let keep = |mut p: Pending, retry: &mut VecDeque<Pending>| {
-            if p.attempts < max {
-                p.attempts += 1;
-                Stats::add(&shared.stats.resends, 1);
-                retry.push_back(p);
-            } else {
-                shared.report(
-                    p.id,
-                    addr,
-                    Err(Error::Unreachable(format!("{addr}: {why}"))),
-                    p.ticket.as_ref(),
-                );
-            }
-        };
-        c.inflight.drain_all(|_, p| keep(p, &mut retry));
-        for p in c.pending.drain(..) {
-            Items::of(p).for_each(|p| keep(p, &mut retry));
-        }
-        c.pending = retry;
-        c.head_off = 0;
-        c.ctl.clear();
-        c.writable = false;
-        c.state = State::Backoff(now + c.backoff);
-        c.backoff = (c.backoff * 2).clamp(
-            shared
-                .cfg
-                .reconnect_backoff_min
-                .max(Duration::from_millis(1)),
-            shared.cfg.reconnect_backoff_max,
-        );
+        self.conns[i].writable = false;
+    }
+
+    /// The connection is lost: see [`Link::broken`].
+    fn broken(&mut self, i: usize, why: &str) {
+        self.drop_socket(i);
+        self.conns[i].link.broken(&self.shared, why);
     }
 
     fn sweep(&mut self, now: Instant) {
         let shared = self.shared.clone();
         for i in 0..self.conns.len() {
-            let c = &mut self.conns[i];
-            let addr = c.addr;
-            c.inflight.expire(now, |id, p| {
-                shared.report(id, addr, Err(Error::Timeout), p.ticket.as_ref())
-            });
-            match c.state {
+            self.conns[i].link.expire(now, &shared);
+            match self.conns[i].link.state {
                 State::Connecting(d) if now >= d => {
                     self.broken(i, "connect timed out");
                 }
                 State::Backoff(until) if now >= until => {
-                    let c = &mut self.conns[i];
-                    if c.pending.is_empty() {
-                        c.state = State::Idle;
+                    if self.conns[i].link.pending.is_empty() {
+                        self.conns[i].link.state = State::Idle;
                     } else {
-                        Self::connect(&self.poll, &shared, &self.preface, i, c);
+                        Links::connect(self, i);
                         Stats::add(&shared.stats.reconnects, 1);
                     }
                 }
-                State::Open => self.keepalive(i, now),
+                State::Open => {
+                    match self.conns[i]
+                        .link
+                        .keepalive(now, &shared, &mut self.next_ping)
+                    {
+                        KeepAlive::Nothing => {}
+                        KeepAlive::Close => self.drop_socket(i),
+                        KeepAlive::Broken => self.broken(i, "no answer to keepalive ping"),
+                        KeepAlive::Ping => {
+                            self.write_conn(i);
+                        }
+                    }
+                }
                 _ => {}
             }
-        }
-    }
-
-    fn keepalive(&mut self, i: usize, now: Instant) {
-        let cfg = &self.shared.cfg;
-        let c = &mut self.conns[i];
-        if let Some(d) = c.ping_deadline {
-            if now >= d {
-                self.broken(i, "no answer to keepalive ping");
-            }
-            return;
-        }
-        let quiet = c.pending.is_empty() && c.inflight.is_empty();
-        let idle_for = now.saturating_duration_since(c.last_activity);
-        let too_old = cfg.keep_alive_count > 0 && c.sent_on_conn >= cfg.keep_alive_count;
-        if quiet
-            && ((!cfg.keep_alive_timeout.is_zero() && idle_for >= cfg.keep_alive_timeout)
-                || too_old)
-        {
-            if let Some(mut s) = c.stream.take() {
-                let _ = self.poll.registry().deregister(&mut s);
-            }
-            c.state = State::Idle;
-            return;
-        }
-        if !cfg.ping_interval.is_zero() && idle_for >= cfg.ping_interval {
-            let h = FrameHeader {
-                ty: FrameType::Ping,
-                flags: 0,
-                len: 0,
-                id: self.next_ping,
-            };
-            self.next_ping += 1;
-            c.ctl.extend_from_slice(&h.encode());
-            c.ping_deadline = Some(now + cfg.ack_timeout);
-            c.last_activity = now;
-            self.write_conn(i);
         }
     }
 
     fn next_timer(&self, now: Instant) -> Instant {
-        let mut t = now + Duration::from_millis(250);
-        for c in &self.conns {
-            if let Some(d) = c.inflight.next_deadline() {
-                t = t.min(d);
-            }
-            match c.state {
-                State::Connecting(d) | State::Backoff(d) => t = t.min(d),
-                _ => {}
-            }
-        }
-        t
+        let t = now + Duration::from_millis(250);
+        self.conns.iter().fold(t, |t, c| c.link.next_timer(t))
     }
 
     fn shutdown(&mut self) {
         let shared = self.shared.clone();
-        while let Some(item) = self.held.take().or_else(|| self.queue.pop()) {
-            for &a in item.dest.as_slice() {
-                shared.report(item.id, a, Err(Error::Shutdown), item.ticket.as_ref());
-            }
-        }
-        for c in &mut self.conns {
-            let addr = c.addr;
-            c.inflight.drain_all(|id, p| {
-                shared.report(id, addr, Err(Error::Shutdown), p.ticket.as_ref())
-            });
-            for p in c.pending.drain(..) {
-                for p in Items::of(p) {
-                    shared.report(p.id, addr, Err(Error::Shutdown), p.ticket.as_ref());
-                }
-            }
-            if let Some(mut s) = c.stream.take() {
-                let _ = self.poll.registry().deregister(&mut s);
-            }
+        self.h.report_unsent(&mut self.held);
+        for i in 0..self.conns.len() {
+            self.conns[i].link.shutdown(&shared);
+            self.drop_socket(i);
         }
         self.idle.store(true, Ordering::SeqCst);
     }
 }
 
-/// The messages of a written entry: itself, or a BATCH's items, without
-/// allocating in the common single case.
-enum Items {
-    One(Option<Pending>),
-    Many(std::vec::IntoIter<Pending>),
-}
-
-impl Items {
-    fn of(mut p: Pending) -> Items {
-        match p.batch.take() {
-            Some(items) => Items::Many(items.into_iter()),
-            None => Items::One(Some(p)),
+impl Links for Engine {
+    fn index(&mut self, addr: SocketAddr) -> usize {
+        let (i, new) = self.index.lookup(addr, self.conns.len());
+        if !new {
+            return i;
         }
+        self.conns.push(TxConn {
+            link: Link::new(addr, &self.shared),
+            stream: None,
+            writable: false,
+        });
+        i
     }
-}
 
-impl Iterator for Items {
-    type Item = Pending;
-    fn next(&mut self) -> Option<Pending> {
-        match self {
-            Items::One(p) => p.take(),
-            Items::Many(it) => it.next(),
+    fn link(&mut self, i: usize) -> &mut Link {
+        &mut self.conns[i].link
+    }
+
+    fn connect(&mut self, i: usize) {
+        let now = Instant::now();
+        let shared = &self.shared;
+        let c = &mut self.conns[i];
+        match TcpStream::connect(c.link.addr) {
+            Ok(mut s) => {
+                let _ = s.set_nodelay(shared.cfg.tcp_no_delay);
+                super::receiver::set_buffers(&s, &shared.cfg);
+                if let Err(e) = self.poll.registry().register(
+                    &mut s,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    sr_log!(Warn, "cannot register connection to {}: {e}", c.link.addr);
+                    c.link.state = State::Backoff(now + c.link.backoff);
+                    return;
+                }
+                c.stream = Some(s);
+                c.writable = false;
+                c.link.connecting(shared, &self.preface, now);
+            }
+            Err(e) => {
+                sr_log!(Debug, "connect to {} failed: {e}", c.link.addr);
+                c.link.state = State::Backoff(now + c.link.backoff);
+            }
         }
     }
 }

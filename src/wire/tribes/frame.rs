@@ -1,7 +1,7 @@
 //! Tribes TCP framing (`XByteBuffer`): `FLT2002` ‖ int32 length ‖ payload ‖
 //! `TLF2003`.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 
 use super::{ACK_COMMAND, END_DATA, FAIL_ACK_COMMAND, START_DATA};
 use crate::error::{Error, Result};
@@ -98,7 +98,7 @@ impl FrameDecoder {
     /// length is negative, or `TLF2003` is not where the length says;
     /// [`Error::FrameTooLarge`] above the bound. The buffer is left as it
     /// was on error.
-    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Bytes>> {
+    pub fn decode<B: crate::proto::FrameBuf>(&self, buf: &mut B) -> Result<Option<Bytes>> {
         let n = buf.len().min(START_DATA.len());
         if buf[..n] != START_DATA[..n] {
             return Err(Error::Protocol(
@@ -130,9 +130,9 @@ impl FrameDecoder {
                 "tribes: frame trailer is not TLF2003".into(),
             ));
         }
-        buf.advance(FRAME_HEADER_LEN);
-        let payload = buf.split_to(len).freeze();
-        buf.advance(END_DATA.len());
+        buf.skip(FRAME_HEADER_LEN);
+        let payload = buf.split_frame(len);
+        buf.skip(END_DATA.len());
         Ok(Some(payload))
     }
 
@@ -154,6 +154,7 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     #[test]
     fn ack_frames_are_byte_exact() {

@@ -1,0 +1,279 @@
+//! io_uring-specific behaviour: probe fallback, buffer-ring exhaustion
+//! without loss, and stop under load with every operation drained and no
+//! payload slice left dangling.
+
+#![cfg(target_os = "linux")]
+
+use bytes::Bytes;
+use sessionrepl::config::AckMode;
+use sessionrepl::driver::uring;
+use sessionrepl::driver::Backend;
+use sessionrepl::transport::uring_rx::{UringReceiver, UringRxTuning};
+use sessionrepl::transport::{Message, SendOptions, Shared};
+use sessionrepl::{Channel, Config, Error, ReplicationMode};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The leak counters are process-wide: run these tests one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn available() -> bool {
+    match uring::probe() {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("skipped: io_uring unavailable here: {why}");
+            false
+        }
+    }
+}
+
+fn uring_cfg() -> Config {
+    let mut c = Config::default();
+    c.io_backend = "uring".into();
+    c
+}
+
+fn payload(i: usize, size: usize) -> Bytes {
+    let mut v: Vec<u8> = format!("{i:08}-").into_bytes();
+    v.extend(b"session-attribute-".iter().cycle().take(size));
+    Bytes::from(v)
+}
+
+fn wait_for(mut f: impl FnMut() -> bool, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f()
+}
+
+#[test]
+fn auto_falls_back_to_mio_when_io_uring_is_refused() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    uring::force_unavailable(true);
+    assert_eq!(Backend::resolve("auto").unwrap(), Backend::Mio);
+    let e = Backend::resolve("uring").unwrap_err().to_string();
+    assert!(e.contains("io_uring is not available"), "{e}");
+    assert!(Channel::builder(uring_cfg()).start().is_err());
+    // A channel on `auto` still works, on mio.
+    let got = Arc::new(Mutex::new(0usize));
+    let g2 = got.clone();
+    let rx = Channel::builder(Config::default())
+        .listener(move |_| {
+            *g2.lock().unwrap() += 1;
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let mut scfg = Config::default();
+    scfg.replication_mode = ReplicationMode::Synchronous;
+    let tx = Channel::builder(scfg).start().unwrap();
+    tx.send(&[rx.local_addr()], payload(1, 10), tx.default_options())
+        .unwrap();
+    assert_eq!(*got.lock().unwrap(), 1);
+    uring::force_unavailable(false);
+    tx.stop();
+    rx.stop();
+    if available() {
+        assert_eq!(Backend::resolve("auto").unwrap(), Backend::Uring);
+    }
+}
+
+#[test]
+fn exhausted_buffer_ring_loses_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !available() {
+        return;
+    }
+    exhaust(true);
+    exhaust(false);
+}
+
+fn exhaust(incremental: bool) {
+    // 8 buffers of 4 KiB, at most 16 ever: a listener that keeps every
+    // payload pins them all within a few messages.
+    let shared = Arc::new(Shared::new(uring_cfg(), [3; 16], None));
+    let kept: Arc<Mutex<Vec<(u64, Bytes)>>> = Arc::new(Mutex::new(Vec::new()));
+    let k2 = kept.clone();
+    let listener = Arc::new(move |m: &Message| {
+        k2.lock().unwrap().push((m.id, m.payload.clone()));
+        Ok(())
+    });
+    let tuning = UringRxTuning {
+        ring_buffers: 8,
+        buffer_size: 4096,
+        max_buffers: 16,
+        incremental,
+    };
+    let mut rx = UringReceiver::start_tuned(shared.clone(), listener, tuning).unwrap();
+    let mut scfg = uring_cfg();
+    scfg.replication_mode = ReplicationMode::FastAsyncQueue;
+    let tx = Channel::builder(scfg).start().unwrap();
+    let to = [rx.local_addr()];
+    let n = 3000;
+    let opts = SendOptions {
+        ack: AckMode::Delivery,
+        compress: false,
+    };
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(tx.send(&to, payload(i, 200 + i % 1500), opts).unwrap());
+    }
+    tx.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(tx.stats().acks_received, n as u64);
+    let got = kept.lock().unwrap().clone();
+    assert_eq!(got.len(), n);
+    for (i, (id, p)) in got.iter().enumerate() {
+        assert_eq!(*id, ids[i], "order broken at {i}");
+        assert_eq!(p, &payload(i, 200 + i % 1500), "payload {i} differs");
+    }
+    tx.stop();
+    rx.stop();
+    // Slices handed out stay valid after the ring is gone.
+    let kept = std::mem::take(&mut *kept.lock().unwrap());
+    for (i, (_, p)) in kept.iter().enumerate() {
+        assert_eq!(p, &payload(i, 200 + i % 1500));
+    }
+    assert_eq!(shared.stats.snapshot().protocol_errors, 0);
+}
+
+#[test]
+fn stop_under_load_drains_every_operation() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !available() {
+        return;
+    }
+    let leaked_before = uring::leaked_ops();
+    let kept: Arc<Mutex<Vec<Bytes>>> = Arc::new(Mutex::new(Vec::new()));
+    let k2 = kept.clone();
+    let rx = Channel::builder(uring_cfg())
+        .listener(move |m| {
+            let mut k = k2.lock().unwrap();
+            if k.len() < 10_000 {
+                k.push(m.payload.clone());
+            }
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let outcomes: Arc<Mutex<HashMap<u64, String>>> = Arc::new(Mutex::new(HashMap::new()));
+    let o2 = outcomes.clone();
+    let mut scfg = uring_cfg();
+    scfg.replication_mode = ReplicationMode::FastAsyncQueue;
+    scfg.max_queue_length = 100_000;
+    let tx = Channel::builder(scfg)
+        .outcome_listener(move |id, _, o| {
+            let s = match o {
+                Ok(d) => format!("{d:?}"),
+                Err(Error::Shutdown) => "shutdown".into(),
+                Err(e) => format!("err:{e}"),
+            };
+            assert!(o2.lock().unwrap().insert(id, s).is_none(), "two outcomes");
+        })
+        .start()
+        .unwrap();
+    let to = [rx.local_addr()];
+    let opts = tx.default_options();
+    // Small frames and large ones (zero-copy sends) in flight together.
+    let big = Bytes::from(vec![5u8; 256 * 1024]);
+    let mut sent = 0usize;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(150) {
+        let p = if sent % 50 == 0 {
+            big.clone()
+        } else {
+            payload(sent, 1024)
+        };
+        if tx.send(&to, p, opts).is_ok() {
+            sent += 1;
+        }
+    }
+    // Stop both ends while data is still moving.
+    tx.stop();
+    rx.stop();
+    let o = outcomes.lock().unwrap();
+    assert_eq!(o.len(), sent, "every queued message has one outcome");
+    assert!(
+        o.values().all(|s| s == "Acked" || s == "shutdown"),
+        "unexpected outcome"
+    );
+    drop(o);
+    assert!(
+        wait_for(|| uring::live_ops() == 0, 10),
+        "{} io_uring operations still in flight after stop",
+        uring::live_ops()
+    );
+    assert_eq!(uring::leaked_ops(), leaked_before, "buffers leaked");
+    // Payload slices of provided buffers outlive the receiver intact.
+    let k = kept.lock().unwrap();
+    assert!(!k.is_empty());
+    assert!(k
+        .iter()
+        .all(|p| p.len() == 256 * 1024 && p.iter().all(|&b| b == 5)
+            || p.ends_with(b"session-attribute-session-")
+            || p.windows(18).any(|w| w == b"session-attribute-")));
+}
+
+#[test]
+fn zero_copy_sends_deliver_intact_and_stop_drains_them() {
+    use sessionrepl::transport::pump::{Dest, Outgoing};
+    use sessionrepl::transport::uring_pump::{UringPump, UringPumpTuning};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !available() {
+        return;
+    }
+    let leaked_before = uring::leaked_ops();
+    let got: Arc<Mutex<Vec<Bytes>>> = Arc::new(Mutex::new(Vec::new()));
+    let g2 = got.clone();
+    let rx = Channel::builder(uring_cfg())
+        .listener(move |m| {
+            g2.lock().unwrap().push(m.payload.clone());
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let shared = Arc::new(Shared::new(uring_cfg(), [4; 16], None));
+    let tuning = UringPumpTuning {
+        zc_min: 64 * 1024,
+        zc_loopback: true,
+    };
+    let sizes = |i: usize| if i % 3 == 0 { 200 * 1024 + i } else { 100 + i };
+    let body = |i: usize| Bytes::from(vec![(i % 251) as u8; sizes(i)]);
+    let to = rx.local_addr();
+    // Run to completion: every frame arrives intact and in order.
+    let pump = UringPump::start_tuned(shared.clone(), "zc-test", tuning).unwrap();
+    let n = 300;
+    for i in 0..n {
+        let item = Outgoing {
+            id: i as u64 + 1,
+            dest: Dest::One(to),
+            payload: body(i),
+            flags: 0,
+            ticket: None,
+        };
+        pump.send(item).unwrap();
+    }
+    assert!(wait_for(|| got.lock().unwrap().len() == n, 20));
+    for (i, p) in got.lock().unwrap().iter().enumerate() {
+        assert_eq!(p, &body(i), "frame {i}");
+    }
+    // Then stop with zero-copy sends in flight.
+    for i in 0..n {
+        let item = Outgoing {
+            id: (n + i) as u64 + 1,
+            dest: Dest::One(to),
+            payload: body(i),
+            flags: 0,
+            ticket: None,
+        };
+        let _ = pump.send(item);
+    }
+    pump.stop();
+    rx.stop();
+    assert!(wait_for(|| uring::live_ops() == 0, 10), "ops in flight");
+    assert_eq!(uring::leaked_ops(), leaked_before);
+}
