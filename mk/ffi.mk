@@ -87,10 +87,10 @@ ffi-test: ffi-stage ffi-header-check
 	    ffi-tests/$$t.c -o $(FFI_BUILD)/$$t-asan \
 	    $(FFI_STAGE)/lib/libsessionrepl.a $$($(FFI_PKG) --libs-only-l --static sessionrepl | sed 's/-lsessionrepl//'); \
 	  (cd $(FFI_BUILD) && $(FFI_ASAN_ENV) ./$$t-asan); \
-	  echo "== $$t: valgrind, shared library"; \
+	  echo "== $$t: valgrind, shared library (mio: valgrind cannot follow io_uring)"; \
 	  $(FFI_CC) -std=c99 -g $(FFI_WARN) $$($(FFI_PKG) --cflags sessionrepl) \
 	    ffi-tests/$$t.c -o $(FFI_BUILD)/$$t $$($(FFI_PKG) --libs sessionrepl) -lpthread; \
-	  (cd $(FFI_BUILD) && LD_LIBRARY_PATH=$(FFI_STAGE)/lib $(VALGRIND) -q --error-exitcode=99 \
+	  (cd $(FFI_BUILD) && SESSIONREPL_IO_BACKEND=mio LD_LIBRARY_PATH=$(FFI_STAGE)/lib $(VALGRIND) -q --error-exitcode=99 \
 	    --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite \
 	    ./$$t); \
 	done

@@ -37,9 +37,19 @@ impl Backend {
     /// [`uring::probe()`]) and fails otherwise; `auto` gives io_uring when
     /// available and mio when not. The choice is logged.
     ///
+    /// With `auto`, the environment variable `SESSIONREPL_IO_BACKEND`
+    /// (`mio` or `uring`), when set, decides instead.
+    ///
     /// # Errors
     /// `uring` where io_uring is missing or forbidden; an unknown name.
     pub fn resolve(setting: &str) -> crate::Result<Backend> {
+        // The environment may narrow `auto` (for tools that cannot follow
+        // io_uring, such as valgrind): SESSIONREPL_IO_BACKEND=mio.
+        let env = std::env::var("SESSIONREPL_IO_BACKEND").ok();
+        let setting = match (setting, env.as_deref()) {
+            ("auto", Some(e @ ("mio" | "uring"))) => e,
+            _ => setting,
+        };
         let b = match setting {
             "mio" => Backend::Mio,
             "uring" => match uring_probe() {
