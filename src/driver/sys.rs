@@ -27,6 +27,35 @@ pub fn read_into(fd: RawFd, buf: &mut BytesMut, min_spare: usize) -> io::Result<
     Ok(n as usize)
 }
 
+/// Like [`read_into`] but never blocks, even on a blocking socket
+/// (`recv` with `MSG_DONTWAIT`): `WouldBlock` when nothing is there yet.
+///
+/// # Errors
+/// The OS error.
+pub fn try_read_into(fd: RawFd, buf: &mut BytesMut, min_spare: usize) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < min_spare {
+        buf.reserve(min_spare);
+    }
+    let spare = buf.chunk_mut();
+    let cap = spare.len();
+    // SAFETY: as in `read_into`: the kernel writes at most `cap` bytes into
+    // memory `buf` owns, and we advance by exactly what it wrote.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            spare.as_mut_ptr() as *mut libc::c_void,
+            cap,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised `n <= cap` bytes.
+    unsafe { buf.advance_mut(n as usize) };
+    Ok(n as usize)
+}
+
 /// Most iovecs one `writev` takes on Linux.
 pub const IOV_MAX: usize = 1024;
 

@@ -28,6 +28,8 @@ pub struct SyncConn {
     read_timeout: Duration,
     /// Messages sent on this connection.
     pub sent: u64,
+    /// How long to poll for a reply before blocking (`idleSpinMicros`).
+    spin: Duration,
     opened: Instant,
 }
 
@@ -57,6 +59,7 @@ impl SyncConn {
             proto: OutboundConn::new(cfg.domain.clone()),
             read_timeout: cfg.connect_timeout,
             sent: 0,
+            spin: cfg.idle.spin,
             opened: Instant::now(),
         };
         let deadline = Instant::now() + cfg.connect_timeout;
@@ -83,6 +86,27 @@ impl SyncConn {
 
     /// Reads once, honouring `deadline`.
     fn fill(&mut self, deadline: Instant) -> Result<()> {
+        // Poll briefly before blocking: an ack usually comes back within
+        // microseconds, and a thread woken from a blocking read pays the
+        // scheduler's wake-up latency (tens of µs on a busy VM).
+        if !self.spin.is_zero() {
+            let fd = self.stream.as_raw_fd();
+            let until = Instant::now() + self.spin;
+            loop {
+                match crate::driver::sys::try_read_into(fd, &mut self.rbuf, 4096) {
+                    Ok(0) => return Err(Error::Unreachable("connection closed by member".into())),
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if Instant::now() >= until {
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::Unreachable(e.to_string())),
+                }
+            }
+        }
         loop {
             match crate::driver::sys::read_into(self.stream.as_raw_fd(), &mut self.rbuf, 4096) {
                 Ok(0) => return Err(Error::Unreachable("connection closed by member".into())),
