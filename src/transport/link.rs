@@ -120,6 +120,9 @@ pub(crate) struct Link {
     pub(crate) last_activity: Instant,
     pub(crate) ping_deadline: Option<Instant>,
     pub(crate) sent_on_conn: u64,
+    /// Pending entries still marked to be deflated (so `batch_window` costs
+    /// nothing on links that never compress).
+    pub(crate) to_deflate: usize,
 }
 
 impl Link {
@@ -137,6 +140,7 @@ impl Link {
             last_activity: Instant::now(),
             ping_deadline: None,
             sent_on_conn: 0,
+            to_deflate: 0,
         }
     }
 
@@ -169,6 +173,9 @@ impl Link {
     /// instead of one per message, and a dictionary shared by the batch.
     /// Call only while no write of these entries is in flight.
     pub(crate) fn batch_window(&mut self, b: &mut Batcher, shared: &Shared, window: usize) {
+        if self.to_deflate == 0 {
+            return;
+        }
         let mut k = usize::from(self.head_off > 0);
         while k < self.pending.len().min(window) {
             if !(self.pending[k].deflate && self.pending[k].batch.is_none()) {
@@ -185,6 +192,7 @@ impl Link {
                 raw += HEADER_LEN + self.pending[end].payload.len();
                 end += 1;
             }
+            self.to_deflate = self.to_deflate.saturating_sub(end - k);
             b.scratch.clear();
             for p in self.pending.range(k..end) {
                 b.scratch.extend_from_slice(&p.hdr);
@@ -332,6 +340,7 @@ impl Link {
             Items::of(p).for_each(|p| keep(p, &mut retry));
         }
         self.pending = retry;
+        self.to_deflate = self.pending.iter().filter(|p| p.deflate).count();
         self.head_off = 0;
         self.ctl.clear();
         self.state = State::Backoff(now + self.backoff);
@@ -415,6 +424,7 @@ impl Link {
                 shared.report(p.id, addr, Err(Error::Shutdown), p.ticket.as_ref());
             }
         }
+        self.to_deflate = 0;
     }
 
     /// Messages pending or awaiting an ack.
@@ -500,6 +510,7 @@ pub(crate) fn intake<L: Links>(
                 )
             };
             let link = l.link(i);
+            link.to_deflate += usize::from(deflate);
             link.pending.push_back(Pending {
                 hdr,
                 payload: p,
