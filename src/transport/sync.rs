@@ -28,7 +28,8 @@ pub struct SyncConn {
     read_timeout: Duration,
     /// Messages sent on this connection.
     pub sent: u64,
-    /// How long to poll for a reply before blocking (`idleSpinMicros`).
+    /// How long to poll for a reply before blocking (`idleSpinMicros`, or
+    /// zero when other callers already spin on every spare core).
     spin: Duration,
     opened: Instant,
 }
@@ -181,15 +182,23 @@ struct Pool {
 pub struct SyncSender {
     shared: Arc<Shared>,
     limit: usize,
+    /// Callers waiting for an ack now; only the first `spin_slots` of them
+    /// poll their socket, the rest block (more spinners than cores would
+    /// take the CPU from the threads that answer them).
+    waiting: AtomicUsize,
+    spin_slots: usize,
     pools: RwLock<HashMap<SocketAddr, Arc<Pool>>>,
 }
 
 impl SyncSender {
     /// A sender with at most `limit` connections per member.
     pub fn new(shared: Arc<Shared>, limit: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         SyncSender {
             shared,
             limit: limit.max(1),
+            waiting: AtomicUsize::new(0),
+            spin_slots: (cores / 2).max(1),
             pools: RwLock::new(HashMap::new()),
         }
     }
@@ -306,7 +315,7 @@ impl SyncSender {
                 let r = c.write_frame(hdr, payload).and_then(|()| {
                     self.count_sent(payload);
                     if ack {
-                        c.wait_ack(id, deadline)
+                        self.wait_ack(&mut c, id, deadline)
                     } else {
                         Ok(())
                     }
@@ -389,7 +398,7 @@ impl SyncSender {
             let r = match c {
                 Ok(mut c) => {
                     let r = if ack {
-                        c.wait_ack(id, deadline)
+                        self.wait_ack(&mut c, id, deadline)
                     } else {
                         Ok(())
                     };
@@ -426,6 +435,19 @@ impl SyncSender {
             out.push((a, r));
         }
         out
+    }
+
+    /// Waits for an ack, polling first if a spin slot is free.
+    fn wait_ack(&self, c: &mut SyncConn, id: u64, deadline: Instant) -> Result<()> {
+        let n = self.waiting.fetch_add(1, Ordering::Relaxed);
+        c.spin = if n < self.spin_slots {
+            self.shared.cfg.idle.spin
+        } else {
+            Duration::ZERO
+        };
+        let r = c.wait_ack(id, deadline);
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        r
     }
 
     #[inline]
