@@ -149,9 +149,17 @@ impl TribesHarness {
             .join("tribes-harness")
             .join(format!("{:016x}", fnv1a(HARNESS_SOURCE.as_bytes())));
         fs::create_dir_all(&dir)?;
+        // Unique per call, not per process: tests prepare from several
+        // threads of one process at once.
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tag = format!(
+            "{}.{}",
+            std::process::id(),
+            CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let source = dir.join(format!("{HARNESS_CLASS}.java"));
         if fs::read_to_string(&source).ok().as_deref() != Some(HARNESS_SOURCE) {
-            let tmp = dir.join(format!("{HARNESS_CLASS}.java.{}", std::process::id()));
+            let tmp = dir.join(format!("{HARNESS_CLASS}.java.{tag}"));
             fs::write(&tmp, HARNESS_SOURCE)?;
             fs::rename(&tmp, &source)?;
         }
@@ -159,7 +167,7 @@ impl TribesHarness {
         if is_newer(&main_class, &source) {
             return Ok(dir);
         }
-        let out = dir.join(format!("build.{}", std::process::id()));
+        let out = dir.join(format!("build.{tag}"));
         let _ = fs::remove_dir_all(&out);
         fs::create_dir_all(&out)?;
         let output = Command::new(&self.javac)
