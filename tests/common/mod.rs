@@ -110,7 +110,10 @@ pub fn compile_java(file: &str) -> Result<PathBuf, String> {
         }
     }
     let stem = file.trim_end_matches(".java");
-    let dir = std::env::temp_dir().join(format!("sr-{stem}-{}", std::process::id()));
+    // Unique per call: tests of one binary compile from several threads.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("sr-{stem}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
