@@ -26,6 +26,8 @@ pub struct TribesSender {
     idle: Mutex<HashMap<SocketAddr, Vec<TcpStream>>>,
     started: Instant,
     seq: AtomicU64,
+    /// Our member blob, encoded once (every ChannelData carries it).
+    blob: std::sync::OnceLock<Bytes>,
 }
 
 impl TribesSender {
@@ -36,11 +38,16 @@ impl TribesSender {
             idle: Mutex::new(HashMap::new()),
             started: Instant::now(),
             seq: AtomicU64::new(0),
+            blob: std::sync::OnceLock::new(),
         }
     }
 
-    /// Our member blob, as Tribes expects in every ChannelData.
-    fn member_blob(&self) -> Result<Vec<u8>> {
+    /// Our member blob, as Tribes expects in every ChannelData (its alive
+    /// time is the first send's; receivers only need a valid blob).
+    fn member_blob(&self) -> Result<Bytes> {
+        if let Some(b) = self.blob.get() {
+            return Ok(b.clone());
+        }
         let local = self.shared.local.get().copied().ok_or(Error::NotRunning)?;
         let mut m = TribesMember::new(local.ip(), local.port(), self.shared.member_id);
         m.alive_ms = self.started.elapsed().as_millis() as i64;
@@ -48,7 +55,8 @@ impl TribesSender {
         m.payload = crate::membership::PeerFacts::new(crate::membership::caps::ALL)
             .encode()
             .to_vec();
-        m.to_bytes()
+        let b = Bytes::from(m.to_bytes()?);
+        Ok(self.blob.get_or_init(|| b).clone())
     }
 
     /// Sends one message to a Tribes member and, with an ack, waits for it.
@@ -88,7 +96,7 @@ impl TribesSender {
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
             unique_id: Bytes::copy_from_slice(&uid),
-            address: Bytes::from(self.member_blob()?),
+            address: self.member_blob()?,
             message: body,
         };
         let mut head = BytesMut::with_capacity(cd.prefix_len() + tribes::FRAME_HEADER_LEN);
