@@ -24,6 +24,7 @@ fn ping_pong_floor_measures_round_trips() {
     let line = floor::ping_pong(Scenario::S2, 2_000, 1024).unwrap();
     println!("{line}");
     assert_consistent(&line, Scenario::S2, 2_000, 1024);
+    assert_eq!(line.extra("floor"), Some("pingpong_spin"));
     assert!(line.p50_us > 0.0, "{line}");
     assert!(line.p99_us >= line.p50_us, "{line}");
     // Each round trip is a p50-ish latency, so the rate cannot exceed what
@@ -49,14 +50,19 @@ fn stream_floor_measures_one_way_throughput() {
     println!("{line}");
     assert_consistent(&line, Scenario::S1, 2_000, 1024);
     assert_eq!((line.p50_us, line.p99_us), (0.0, 0.0));
-    assert_eq!(line.extra("batch"), Some("64"));
+    assert_eq!(line.extra("batch"), Some("512"));
+    assert_eq!(line.extra("floor"), Some("stream_max"));
+    assert!(
+        matches!(line.extra("rbuf"), Some("262144" | "1048576")),
+        "{line}"
+    );
 }
 
 #[test]
 fn stream_floor_handles_a_partial_last_batch() {
-    // 100 = one whole batch of 64 and 36 more; odd sizes too.
-    let line = floor::stream(Scenario::S5, 100, 1000).unwrap();
-    assert_consistent(&line, Scenario::S5, 100, 1000);
+    // 1100 = two whole batches of 512 and 76 more; odd sizes too.
+    let line = floor::stream(Scenario::S5, 1100, 1000).unwrap();
+    assert_consistent(&line, Scenario::S5, 1100, 1000);
     let line = floor::stream(Scenario::S1, 1, 1).unwrap();
     assert_consistent(&line, Scenario::S1, 1, 1);
 }
