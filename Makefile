@@ -26,9 +26,9 @@ test: deps test-rust ffi-header-check ffi-test c-examples-test fuzz-smoke
 
 test-rust:
 	$(CARGO) build --lib    # the cdylib that tests/ffi_symbols.rs inspects
-	$(CARGO) test --lib --bins --tests --examples -- --test-threads=2
-	$(CARGO) test --benches
-	$(CARGO) test --doc
+	$(CARGO) test --workspace --lib --bins --tests --examples -- --test-threads=2
+	$(CARGO) test --workspace --benches
+	$(CARGO) test --workspace --doc
 
 ## The frame-decoder fuzz target: built, then run briefly (FUZZ_SECS).
 ## cargo-fuzz wants nightly for its sanitizer flags; with `-s none` only

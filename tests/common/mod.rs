@@ -116,9 +116,14 @@ pub fn compile_java(file: &str) -> Result<PathBuf, String> {
     let dir = std::env::temp_dir().join(format!("sr-{stem}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("java")
-        .join(file);
+    // The repository root: this package's, or its parent for the cli crate.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = if manifest.join("java").is_dir() {
+        manifest
+    } else {
+        manifest.parent().unwrap_or(manifest)
+    };
+    let src = root.join("java").join(file);
     let st = Command::new("javac")
         .args(["-nowarn", "-cp", &format!("{TRIBES_JAR}:{JULI_JAR}"), "-d"])
         .arg(&dir)

@@ -2,10 +2,10 @@
 //! command that prints floor, sessionrepl and Tribes lines from one run.
 
 use super::{floor, tribes, warmup_count, BenchLine, LatencyRecorder, Scenario};
-use crate::config::AckMode;
-use crate::transport::SendOptions;
-use crate::{Channel, Config, ReplicationMode};
 use bytes::Bytes;
+use sessionrepl::config::AckMode;
+use sessionrepl::transport::SendOptions;
+use sessionrepl::{Channel, Config, ReplicationMode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ pub struct BenchOptions {
 fn channel_pair(
     mode: ReplicationMode,
     edit: impl FnOnce(&mut Config),
-) -> crate::Result<(Channel, Channel, Arc<AtomicU64>)> {
+) -> sessionrepl::Result<(Channel, Channel, Arc<AtomicU64>)> {
     let got = Arc::new(AtomicU64::new(0));
     let g2 = got.clone();
     let rx = Channel::builder(bench_config()?)
@@ -55,7 +55,7 @@ static BENCH_SETS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceL
 ///
 /// # Errors
 /// A pair the config refuses.
-pub fn bench_config() -> crate::Result<Config> {
+pub fn bench_config() -> sessionrepl::Result<Config> {
     let mut cfg = Config::default();
     for (k, v) in BENCH_SETS.get().map(Vec::as_slice).unwrap_or_default() {
         cfg.set(k, v)?;
@@ -63,11 +63,11 @@ pub fn bench_config() -> crate::Result<Config> {
     Ok(cfg)
 }
 
-fn wait_for(got: &AtomicU64, n: u64, limit: Duration) -> crate::Result<()> {
+fn wait_for(got: &AtomicU64, n: u64, limit: Duration) -> sessionrepl::Result<()> {
     let deadline = Instant::now() + limit;
     while got.load(Ordering::Relaxed) < n {
         if Instant::now() > deadline {
-            return Err(crate::Error::Timeout);
+            return Err(sessionrepl::Error::Timeout);
         }
         std::thread::sleep(Duration::from_micros(50));
     }
@@ -81,7 +81,7 @@ fn stream(
     size: usize,
     compress: bool,
     io: &str,
-) -> crate::Result<BenchLine> {
+) -> sessionrepl::Result<BenchLine> {
     let (rx, tx, got) = channel_pair(ReplicationMode::FastAsyncQueue, |c| {
         c.compress = compress;
         c.io_backend = io.to_string();
@@ -119,7 +119,7 @@ fn acked(
     size: usize,
     threads: usize,
     io: &str,
-) -> crate::Result<BenchLine> {
+) -> sessionrepl::Result<BenchLine> {
     let mode = if threads > 1 {
         ReplicationMode::Pooled
     } else {
@@ -134,7 +134,7 @@ fn acked(
     let payload = Bytes::from(super::payload(size));
     let per = count / threads as u64;
     let warm = warmup_count(count) / threads as u64;
-    let run = |n: u64, rec: &mut Option<LatencyRecorder>| -> crate::Result<()> {
+    let run = |n: u64, rec: &mut Option<LatencyRecorder>| -> sessionrepl::Result<()> {
         for _ in 0..n {
             let t = Instant::now();
             tx.send(&to, payload.clone(), opts)?;
@@ -147,11 +147,11 @@ fn acked(
     let mut recs = Vec::new();
     let mut el = Duration::ZERO;
     let barrier = std::sync::Barrier::new(threads + 1);
-    std::thread::scope(|sc| -> crate::Result<()> {
+    std::thread::scope(|sc| -> sessionrepl::Result<()> {
         let hs: Vec<_> = (0..threads)
             .map(|_| {
                 let (run, barrier) = (&run, &barrier);
-                sc.spawn(move || -> crate::Result<LatencyRecorder> {
+                sc.spawn(move || -> sessionrepl::Result<LatencyRecorder> {
                     run(warm, &mut None)?;
                     barrier.wait();
                     let mut r = Some(LatencyRecorder::with_capacity(per as usize));
@@ -166,7 +166,7 @@ fn acked(
         barrier.wait();
         el = t0.elapsed();
         for h in hs {
-            recs.push(h.join().map_err(|_| crate::Error::Shutdown)??);
+            recs.push(h.join().map_err(|_| sessionrepl::Error::Shutdown)??);
         }
         Ok(())
     })?;
@@ -190,7 +190,11 @@ fn acked(
 ///
 /// # Errors
 /// Whatever failed in the channel.
-pub fn run_sessionrepl(s: Scenario, count: u64, io: &str) -> crate::Result<Option<BenchLine>> {
+pub fn run_sessionrepl(
+    s: Scenario,
+    count: u64,
+    io: &str,
+) -> sessionrepl::Result<Option<BenchLine>> {
     let size = s.default_size();
     Ok(Some(match s {
         Scenario::S1 => stream(s, count, size, false, io)?,
@@ -211,7 +215,11 @@ pub fn run_sessionrepl(s: Scenario, count: u64, io: &str) -> crate::Result<Optio
 ///
 /// # Errors
 /// Whatever failed in the channel or the stores.
-pub fn run_sessionrepl_lines(s: Scenario, count: u64, io: &str) -> crate::Result<Vec<BenchLine>> {
+pub fn run_sessionrepl_lines(
+    s: Scenario,
+    count: u64,
+    io: &str,
+) -> sessionrepl::Result<Vec<BenchLine>> {
     match s {
         Scenario::S6 => super::session::s6(count, io),
         _ => Ok(run_sessionrepl(s, count, io)?.into_iter().collect()),
@@ -251,7 +259,7 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
             }
             "--io" => {
                 let v = val()?;
-                crate::driver::Backend::resolve(&v).map_err(|e| e.to_string())?;
+                sessionrepl::driver::Backend::resolve(&v).map_err(|e| e.to_string())?;
                 o.io = v;
             }
             "--no-peer" => o.peer = false,

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// [`merge`](LatencyRecorder::merge) after the run).
 ///
 /// ```
-/// use sessionrepl::bench::LatencyRecorder;
+/// use sessionrepl_cli::bench::LatencyRecorder;
 /// use std::time::Duration;
 ///
 /// let mut rec = LatencyRecorder::with_capacity(100);
@@ -110,7 +110,7 @@ impl LatencyRecorder {
 /// empty slice.
 ///
 /// ```
-/// use sessionrepl::bench::percentile_of_sorted;
+/// use sessionrepl_cli::bench::percentile_of_sorted;
 /// assert_eq!(percentile_of_sorted(&[10, 20, 30, 40], 0.5), 20);
 /// assert_eq!(percentile_of_sorted(&[10, 20, 30, 40], 0.99), 40);
 /// ```

@@ -19,7 +19,7 @@
 //!   harness when a JDK and the Tribes jar are present.
 //!
 //! ```
-//! use sessionrepl::bench::{parse_scenarios, BenchLine, Scenario};
+//! use sessionrepl_cli::bench::{parse_scenarios, BenchLine, Scenario};
 //! use std::time::Duration;
 //!
 //! let picked = parse_scenarios("S1,S4").unwrap();
@@ -50,7 +50,7 @@ pub const PAYLOAD_PATTERN: &[u8] = b"session-attribute-";
 /// A payload of `size` bytes cycling through [`PAYLOAD_PATTERN`].
 ///
 /// ```
-/// assert_eq!(sessionrepl::bench::payload(20), b"session-attribute-se");
+/// assert_eq!(sessionrepl_cli::bench::payload(20), b"session-attribute-se");
 /// ```
 pub fn payload(size: usize) -> Vec<u8> {
     let mut buf = vec![0; size];

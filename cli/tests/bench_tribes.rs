@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use sessionrepl::bench::tribes::{self, TribesHarness};
-use sessionrepl::bench::Scenario;
+use sessionrepl_cli::bench::tribes::{self, TribesHarness};
+use sessionrepl_cli::bench::Scenario;
 
 fn harness() -> Option<TribesHarness> {
     match TribesHarness::discover() {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 use common::{stdout_lines, Log};
 use std::sync::Arc;

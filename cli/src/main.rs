@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         "demo" => demo::run(rest),
         "node" => node::run(rest),
         "store-node" => store_node::run(rest),
-        "bench" => sessionrepl::bench::cli(rest),
+        "bench" => sessionrepl_cli::bench::cli(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -94,7 +94,7 @@ impl Scenario {
     /// 0 counts as 1), never below one per thread.
     ///
     /// ```
-    /// use sessionrepl::bench::Scenario;
+    /// use sessionrepl_cli::bench::Scenario;
     /// assert_eq!(Scenario::S1.scaled_count(100), 10_000);
     /// assert_eq!(Scenario::S3.scaled_count(u64::MAX), 4);
     /// ```
@@ -150,7 +150,7 @@ impl FromStr for Scenario {
 /// [`ParseScenarioError`] naming the first item that is no scenario.
 ///
 /// ```
-/// use sessionrepl::bench::{parse_scenarios, Scenario};
+/// use sessionrepl_cli::bench::{parse_scenarios, Scenario};
 /// assert_eq!(parse_scenarios("s4, S1,S4").unwrap(), vec![Scenario::S4, Scenario::S1]);
 /// assert_eq!(parse_scenarios("all").unwrap().len(), 7);
 /// assert!(parse_scenarios("S8").is_err());

@@ -1,7 +1,7 @@
 //! The raw-socket floor runs end to end with tiny counts and reports
 //! plausible, self-consistent figures.
 
-use sessionrepl::bench::{floor, BenchLine, Scenario};
+use sessionrepl_cli::bench::{floor, BenchLine, Scenario};
 
 fn assert_consistent(line: &BenchLine, scenario: Scenario, count: u64, size: u64) {
     assert_eq!(line.id, scenario.id());

@@ -3,9 +3,9 @@
 //! this run's own).
 
 use super::{payload, BenchLine, LatencyRecorder, Scenario};
-use crate::session::{CommitHandle, SessionStore};
-use crate::Config;
 use bytes::Bytes;
+use sessionrepl::session::{CommitHandle, SessionStore};
+use sessionrepl::Config;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ const WINDOW: usize = 256;
 /// Sessions the commits cycle over.
 const SESSIONS: usize = 100;
 
-fn config(io: &str, run: u32) -> crate::Result<Config> {
+fn config(io: &str, run: u32) -> sessionrepl::Result<Config> {
     let pid = std::process::id();
     let mut c = Config::default();
     for (k, v) in [
@@ -43,7 +43,7 @@ fn config(io: &str, run: u32) -> crate::Result<Config> {
     Ok(c)
 }
 
-fn pair(io: &str, run: u32) -> crate::Result<(SessionStore, SessionStore)> {
+fn pair(io: &str, run: u32) -> sessionrepl::Result<(SessionStore, SessionStore)> {
     let a = SessionStore::open(config(io, run)?)?;
     a.wait_ready(WAIT)?;
     let b = SessionStore::open(config(io, run)?)?;
@@ -51,7 +51,7 @@ fn pair(io: &str, run: u32) -> crate::Result<(SessionStore, SessionStore)> {
     let deadline = Instant::now() + WAIT;
     while a.members().is_empty() || b.members().is_empty() {
         if Instant::now() > deadline {
-            return Err(crate::Error::Timeout);
+            return Err(sessionrepl::Error::Timeout);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -66,7 +66,7 @@ fn commits(
     attrs: usize,
     size: usize,
     window: usize,
-) -> crate::Result<BenchLine> {
+) -> sessionrepl::Result<BenchLine> {
     let value = Bytes::from(payload(size));
     let names: Vec<Bytes> = (0..attrs)
         .map(|i| Bytes::from(format!("attr{i}")))
@@ -85,7 +85,7 @@ fn commits(
             ids.push(id);
         }
     }
-    let run = |n: u64, lat: &mut LatencyRecorder| -> crate::Result<Duration> {
+    let run = |n: u64, lat: &mut LatencyRecorder| -> sessionrepl::Result<Duration> {
         let mut inflight: VecDeque<CommitHandle> = VecDeque::with_capacity(window);
         let t0 = Instant::now();
         for i in 0..n {
@@ -128,7 +128,7 @@ fn commits(
 ///
 /// # Errors
 /// Whatever failed in the stores.
-pub fn s6(count: u64, io: &str) -> crate::Result<Vec<BenchLine>> {
+pub fn s6(count: u64, io: &str) -> sessionrepl::Result<Vec<BenchLine>> {
     let (a, b) = pair(io, 6)?;
     let lines = vec![
         commits(&a, "delta-1k", count * 10, 1, 1024, WINDOW)?,
@@ -146,7 +146,7 @@ pub fn s6(count: u64, io: &str) -> crate::Result<Vec<BenchLine>> {
 ///
 /// # Errors
 /// Whatever failed in the stores.
-pub fn s7(count: u64, size: usize, io: &str) -> crate::Result<BenchLine> {
+pub fn s7(count: u64, size: usize, io: &str) -> sessionrepl::Result<BenchLine> {
     let a = SessionStore::open(config(io, 7)?)?;
     a.wait_ready(WAIT)?;
     let value = Bytes::from(payload(size));
@@ -166,7 +166,7 @@ pub fn s7(count: u64, size: usize, io: &str) -> crate::Result<BenchLine> {
     a.close();
     b.close();
     if got < count {
-        return Err(crate::Error::Protocol(format!(
+        return Err(sessionrepl::Error::Protocol(format!(
             "joiner received {got} of {count} sessions"
         )));
     }

@@ -2,6 +2,7 @@
 //! with SIGKILL: with N backups and at most N nodes lost at once, no
 //! acknowledged commit is lost.
 
+#[path = "../../tests/store_util/mod.rs"]
 mod store_util;
 
 use std::io::{BufRead, BufReader, Write};

@@ -31,7 +31,7 @@ use super::{BenchLine, Scenario};
 
 /// The harness source, embedded so that it is found at run time wherever the
 /// binary runs.
-pub const HARNESS_SOURCE: &str = include_str!("../../bench/tribes/TribesHarness.java");
+pub const HARNESS_SOURCE: &str = include_str!("../../../bench/tribes/TribesHarness.java");
 
 /// The harness's main class.
 pub const HARNESS_CLASS: &str = "TribesHarness";
