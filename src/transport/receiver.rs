@@ -5,9 +5,10 @@
 //! order, and a full worker queue pauses reading that connection instead of
 //! blocking the selector.
 
-use super::rx_core::{self, Close, ConnCore, RxCore, WorkerHandle, MAX_CONNECTIONS};
+use super::rx_core::{self, Close, ConnCore, RxCore, WorkerHandle};
 use super::{MessageListener, Shared};
 use crate::error::Result;
+use crate::proto::limits::Admit;
 use crate::queue::Wake;
 use crate::sr_log;
 use crate::stats::Stats;
@@ -129,6 +130,9 @@ struct Selector {
     stalled: Vec<usize>,
 }
 
+/// Longest sleep of an idle selector.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
 impl Selector {
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
@@ -143,7 +147,8 @@ impl Selector {
                     Some(t) if t.elapsed() >= spin => {
                         self.core.rx.sleeping.store(true, Ordering::SeqCst);
                         if self.core.rx.acks.is_empty() {
-                            Some(Duration::from_millis(500))
+                            // Until the next handshake or ack-write deadline.
+                            Some(self.core.sleep_for(IDLE_POLL))
                         } else {
                             Some(Duration::ZERO)
                         }
@@ -174,6 +179,7 @@ impl Selector {
                 }
             }
             did |= self.drain_worker_acks();
+            did |= self.enforce_limits();
             if !self.stalled.is_empty() {
                 for t in std::mem::take(&mut self.stalled) {
                     self.service(t);
@@ -197,27 +203,58 @@ impl Selector {
         }
     }
 
+    /// Closes connections past their deadlines and resumes those waiting
+    /// for receive memory once some was released. Returns true if it did
+    /// anything.
+    fn enforce_limits(&mut self) -> bool {
+        let mut did = false;
+        for (t, why) in self.core.expired() {
+            if let Some(c) = self.conns.remove(&t) {
+                self.close(t, c, why);
+                did = true;
+            }
+        }
+        for t in self.core.memory_waiters() {
+            if let Some(c) = self.conns.get_mut(&t) {
+                if self.core.unhold_memory(&mut c.core) {
+                    self.again.push(t);
+                    did = true;
+                }
+            }
+        }
+        did
+    }
+
     fn accept(&mut self) {
         loop {
             match self.tcp.accept() {
                 Ok((mut stream, peer)) => {
-                    if self.conns.len() >= MAX_CONNECTIONS {
-                        sr_log!(Warn, "refusing {peer}: {MAX_CONNECTIONS} connections open");
-                        continue;
+                    let token = self.next_token;
+                    self.next_token += 1;
+                    match self.core.admit(token, peer) {
+                        Admit::Accept => {}
+                        Admit::Evict(old) => {
+                            if let Some(c) = self.conns.remove(&old) {
+                                let why = Close::Limit(
+                                    "maxConnections reached: oldest connection without a preface makes room",
+                                );
+                                self.close(old, c, why);
+                            }
+                        }
+                        Admit::Refuse => continue,
                     }
                     let _ = stream.set_nodelay(self.core.shared.cfg.tcp_no_delay);
                     set_buffers(&stream, &self.core.shared.cfg);
-                    let token = self.next_token;
-                    self.next_token += 1;
+                    let core = self.core.new_conn(token, peer);
                     if let Err(e) =
                         self.poll
                             .registry()
                             .register(&mut stream, Token(token), Interest::READABLE)
                     {
                         sr_log!(Warn, "cannot register {peer}: {e}");
+                        self.core.on_close(&core, &Close::Io(e));
                         continue;
                     }
-                    let core = self.core.new_conn(peer);
                     self.conns.insert(
                         token,
                         RxConn {
@@ -251,15 +288,28 @@ impl Selector {
         }
     }
 
+    /// Queues a paused connection for its retry: next turn for a full
+    /// worker queue or a spent inflate budget; a connection held for its
+    /// output or for memory waits for that event instead.
+    fn park(&mut self, token: usize, c: &RxConn) {
+        if !c.core.stalled.is_empty() {
+            self.stalled.push(token);
+        } else if c.core.retry_next_turn() {
+            self.again.push(token);
+        }
+    }
+
     fn service_conn(&mut self, token: usize, c: &mut RxConn) -> std::result::Result<(), Close> {
+        self.core.begin_turn(&mut c.core);
         // A paused connection first hands over its held job.
         if !self.core.unstall(&mut c.core) {
             self.stalled.push(token);
             return Ok(());
         }
         // Frames decoded from bytes already buffered.
-        if self.core.decode(token, &mut c.core, &mut c.buf)? {
-            self.stalled.push(token);
+        self.core.decode(token, &mut c.core, &mut c.buf)?;
+        if c.core.paused() {
+            self.park(token, c);
             return Ok(());
         }
         let fd = c.stream.as_raw_fd();
@@ -272,8 +322,9 @@ impl Selector {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Close::Io(e)),
             }
-            if self.core.decode(token, &mut c.core, &mut c.buf)? {
-                self.stalled.push(token);
+            self.core.decode(token, &mut c.core, &mut c.buf)?;
+            if c.core.paused() {
+                self.park(token, c);
                 return Ok(());
             }
         }
@@ -334,6 +385,9 @@ impl Selector {
             Stats::add(&self.core.shared.stats.acks_sent, 1);
         }
         let want_write = !out.is_empty();
+        if self.core.output_drained(&mut c.core) {
+            self.again.push(token);
+        }
         if want_write != c.write_interest {
             let interest = if want_write {
                 Interest::READABLE | Interest::WRITABLE
@@ -354,7 +408,7 @@ impl Selector {
     }
 
     fn close(&mut self, _token: usize, mut c: RxConn, why: Close) {
-        self.core.log_close(c.core.peer, &why);
+        self.core.on_close(&c.core, &why);
         if let Close::Protocol(_) = why {
             // Best effort: tell the peer why (FAIL frames queued above).
             let out = c.core.proto.take_output();

@@ -17,10 +17,11 @@
 //! multishot receive ends with `ENOBUFS` and the connection falls back to
 //! plain receives into `carry`, so nothing is lost and nothing waits.
 
-use super::rx_core::{self, Close, ConnCore, RxCore, WorkerHandle, MAX_CONNECTIONS};
+use super::rx_core::{self, Close, ConnCore, RxCore, WorkerHandle};
 use super::{MessageListener, Shared};
 use crate::driver::uring::{recv_filled, BufRing, Completion, Filled, Op, OpId, Ring, RingWaker};
 use crate::error::Result;
+use crate::proto::limits::Admit;
 use crate::queue::Wake;
 use crate::sr_log;
 use crate::stats::Stats;
@@ -242,6 +243,11 @@ struct UConn {
     /// continues right after it.
     tail: Option<(Bytes, Bytes)>,
     recv: Option<OpId>,
+    /// The receive in flight is multishot (stopped when the connection is
+    /// held, so that it does not keep filling buffers).
+    multishot: bool,
+    /// A stop was asked for the multishot receive in flight.
+    stopping: bool,
     send: Option<OpId>,
     /// The output buffer swapped out of the protocol for the next send.
     spare: Vec<u8>,
@@ -282,6 +288,7 @@ impl RingRx {
             self.done = done;
             let mut did = n > 0;
             did |= self.drain_worker_acks();
+            did |= self.enforce_limits();
             if !self.stalled.is_empty() {
                 for t in std::mem::take(&mut self.stalled) {
                     self.resume(t);
@@ -308,7 +315,8 @@ impl RingRx {
                 waker.sleeping.store(true, Ordering::SeqCst);
                 self.core.rx.sleeping.store(true, Ordering::SeqCst);
                 let r = if self.core.rx.acks.is_empty() && !self.stop.load(Ordering::SeqCst) {
-                    self.ring.wait(Duration::from_millis(500))
+                    // Until the next handshake or ack-write deadline.
+                    self.ring.wait(self.core.sleep_for(Duration::from_millis(500)))
                 } else {
                     self.ring.submit()
                 };
@@ -324,6 +332,41 @@ impl RingRx {
             }
         }
         self.shutdown();
+    }
+
+    /// Closes connections past their deadlines and resumes those waiting
+    /// for receive memory once some was released. Returns true if it did
+    /// anything.
+    fn enforce_limits(&mut self) -> bool {
+        let mut did = false;
+        for (t, why) in self.core.expired() {
+            if let Some(c) = self.conns.remove(&t) {
+                self.close(c, why);
+                did = true;
+            }
+        }
+        for t in self.core.memory_waiters() {
+            if let Some(c) = self.conns.get_mut(&t) {
+                if self.core.unhold_memory(&mut c.core) {
+                    self.stalled.push(t);
+                    did = true;
+                }
+            }
+        }
+        did
+    }
+
+    /// A connection that just paused: retried next turn (full worker
+    /// queue, inflate budget spent), or, held for its output or for
+    /// memory, its multishot receive is stopped so that it pins no more
+    /// buffers until the hold ends.
+    fn park(&mut self, token: usize, c: &mut UConn) {
+        if c.core.retry_next_turn() {
+            self.stalled.push(token);
+        } else if let (Some(id), true, false) = (c.recv, c.multishot, c.stopping) {
+            self.ring.stop(id);
+            c.stopping = true;
+        }
     }
 
     fn shutdown(&mut self) {
@@ -375,7 +418,11 @@ impl RingRx {
             return;
         };
         let r = if conn.send == Some(c.id) {
-            self.on_sent(&mut conn, c)
+            let r = self.on_sent(&mut conn, c);
+            if r.is_ok() && conn.send.is_none() && self.core.output_drained(&mut conn.core) {
+                self.stalled.push(token);
+            }
+            r
         } else {
             self.on_recv(token, &mut conn, c)
         };
@@ -406,16 +453,24 @@ impl RingRx {
             Some(p) => p,
             None => return,
         };
-        if self.conns.len() >= MAX_CONNECTIONS {
-            sr_log!(Warn, "refusing {peer}: {MAX_CONNECTIONS} connections open");
-            return;
+        let token = self.next_token;
+        self.next_token += 1;
+        match self.core.admit(token, peer) {
+            Admit::Accept => {}
+            Admit::Evict(old) => {
+                if let Some(c) = self.conns.remove(&old) {
+                    let why = Close::Limit(
+                        "maxConnections reached: oldest connection without a preface makes room",
+                    );
+                    self.close(c, why);
+                }
+            }
+            Admit::Refuse => return,
         }
         let cfg = &self.core.shared.cfg;
         let _ = sock.set_nodelay(cfg.tcp_no_delay);
         super::receiver::set_buffers(&sock, cfg);
-        let token = self.next_token;
-        self.next_token += 1;
-        let core = self.core.new_conn(peer);
+        let core = self.core.new_conn(token, peer);
         self.conns.insert(
             token,
             UConn {
@@ -425,6 +480,8 @@ impl RingRx {
                 queued: VecDeque::new(),
                 tail: None,
                 recv: None,
+                multishot: false,
+                stopping: false,
                 send: None,
                 spare: Vec::new(),
             },
@@ -437,11 +494,13 @@ impl RingRx {
         let Some(c) = self.conns.get_mut(&token) else {
             return;
         };
-        if c.recv.is_some() || !c.core.stalled.is_empty() || !c.queued.is_empty() {
+        if c.recv.is_some() || c.core.paused() || !c.queued.is_empty() {
             return;
         }
         let fd = c.sock.as_raw_fd();
-        let op = if self.bufs.provided() >= self.low_water {
+        c.multishot = self.bufs.provided() >= self.low_water;
+        c.stopping = false;
+        let op = if c.multishot {
             Op::RecvMulti {
                 fd,
                 group: self.bufs.group(),
@@ -476,6 +535,9 @@ impl RingRx {
         if last {
             c.recv = None;
         }
+        if !c.core.paused() && c.queued.is_empty() {
+            self.core.begin_turn(&mut c.core);
+        }
         if let Some(op @ Op::Recv { .. }) = cq.op {
             // A plain receive: its buffer is the connection's carry.
             match recv_filled(op, cq.res) {
@@ -486,8 +548,9 @@ impl RingRx {
                 return Err(Close::Eof);
             }
             Stats::add(&self.core.shared.stats.bytes_received, cq.res as u64);
-            if self.core.decode(token, &mut c.core, &mut c.carry)? {
-                self.stalled.push(token);
+            self.core.decode(token, &mut c.core, &mut c.carry)?;
+            if c.core.paused() {
+                self.park(token, c);
                 return Ok(());
             }
             self.rearm.push(token);
@@ -504,7 +567,7 @@ impl RingRx {
             self.feed(token, c, f.chunk, f.buffer)?;
         } else if cq.res == 0 {
             return Err(Close::Eof);
-        } else if cq.res != -libc::ENOBUFS {
+        } else if cq.res != -libc::ENOBUFS && !(cq.res == -libc::ECANCELED && c.stopping) {
             return Err(Close::Io(io::Error::from_raw_os_error(-cq.res)));
         }
         if last {
@@ -524,7 +587,7 @@ impl RingRx {
         mut chunk: Bytes,
         buffer: Option<Bytes>,
     ) -> std::result::Result<(), Close> {
-        if !c.core.stalled.is_empty() || !c.queued.is_empty() {
+        if c.core.paused() || !c.queued.is_empty() {
             c.queued.push_back((chunk, buffer));
             return Ok(());
         }
@@ -540,9 +603,10 @@ impl RingRx {
             }
         }
         while !c.carry.is_empty() {
-            if self.core.decode(token, &mut c.core, &mut c.carry)? {
+            self.core.decode(token, &mut c.core, &mut c.carry)?;
+            if c.core.paused() {
                 c.queued.push_back((chunk, buffer));
-                self.stalled.push(token);
+                self.park(token, c);
                 return Ok(());
             }
             if c.carry.is_empty() {
@@ -563,9 +627,10 @@ impl RingRx {
         if chunk.is_empty() {
             return Ok(());
         }
-        if self.core.decode(token, &mut c.core, &mut chunk)? {
+        self.core.decode(token, &mut c.core, &mut chunk)?;
+        if c.core.paused() {
             c.queued.push_back((chunk, buffer));
-            self.stalled.push(token);
+            self.park(token, c);
             return Ok(());
         }
         if !chunk.is_empty() {
@@ -581,11 +646,18 @@ impl RingRx {
         Ok(())
     }
 
-    /// Retries a connection stalled on a full worker queue.
+    /// Retries a paused connection (a full worker queue, its inflate
+    /// budget spent, or a hold that ended).
     fn resume(&mut self, token: usize) {
         let Some(mut c) = self.conns.remove(&token) else {
             return;
         };
+        self.core.begin_turn(&mut c.core);
+        if c.core.hold.is_some() {
+            // Still held (for output or memory): its event resumes it.
+            self.conns.insert(token, c);
+            return;
+        }
         if !self.core.unstall(&mut c.core) {
             self.stalled.push(token);
             self.conns.insert(token, c);
@@ -595,14 +667,17 @@ impl RingRx {
             let queued = std::mem::take(&mut c.queued);
             let mut it = queued.into_iter();
             // Frames already in carry go first.
-            if !c.carry.is_empty() && self.core.decode(token, &mut c.core, &mut c.carry)? {
-                c.queued.extend(it);
-                self.stalled.push(token);
-                return Ok(());
+            if !c.carry.is_empty() {
+                self.core.decode(token, &mut c.core, &mut c.carry)?;
+                if c.core.paused() {
+                    c.queued.extend(it);
+                    self.park(token, &mut c);
+                    return Ok(());
+                }
             }
             for (chunk, buffer) in it.by_ref() {
                 self.feed(token, &mut c, chunk, buffer)?;
-                if !c.core.stalled.is_empty() {
+                if c.core.paused() {
                     c.queued.extend(it);
                     return Ok(());
                 }
@@ -699,7 +774,7 @@ impl RingRx {
     }
 
     fn close(&mut self, mut c: UConn, why: Close) {
-        self.core.log_close(c.core.peer, &why);
+        self.core.on_close(&c.core, &why);
         if let Close::Protocol(_) = why {
             // Best effort: tell the peer why (FAIL frames queued above).
             let out = c.core.proto.take_output();
