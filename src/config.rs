@@ -399,9 +399,11 @@ pub struct RxLimitKeys {
     /// `maxPendingAckBytes` this long is closed (default 10 s).
     pub ack_write_timeout: Duration,
     /// `maxReceiveMemory`: bytes of frames in progress (received partly or
-    /// reserved) across all inbound connections; a frame that does not fit
-    /// waits, its connection unread, until memory frees (default 128 MiB;
-    /// at least `maxFrameSize`).
+    /// reserved) across all inbound connections, and on io_uring its pool
+    /// of provided receive buffers (at most what is left after one largest
+    /// frame, up to 128 MiB); a frame that does not fit waits, its
+    /// connection unread, until memory frees (default 256 MiB; at least
+    /// `maxFrameSize`).
     pub max_receive_memory: usize,
     /// `maxInflatePerTurn`: inflated bytes one connection may produce
     /// before the receiver turns to the others (default 4 MiB).
@@ -415,7 +417,7 @@ impl Default for RxLimitKeys {
             handshake_timeout: Duration::from_millis(10_000),
             max_pending_ack_bytes: 1 << 20,
             ack_write_timeout: Duration::from_millis(10_000),
-            max_receive_memory: 128 << 20,
+            max_receive_memory: 256 << 20,
             max_inflate_per_turn: 4 << 20,
         }
     }

@@ -282,7 +282,11 @@ mod tests {
             "reported once"
         );
         l.closed(1, 0);
-        assert_eq!(l.next_deadline(), None, "an idle receiver has nothing to wake for");
+        assert_eq!(
+            l.next_deadline(),
+            None,
+            "an idle receiver has nothing to wake for"
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl Receiver {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let stop = Arc::new(AtomicBool::new(false));
         let (core, workers) =
-            rx_core::start_workers(&shared, listener, Box::new(MioWake(waker.clone())))?;
+            rx_core::start_workers(&shared, listener, Box::new(MioWake(waker.clone())), 0)?;
         let mut sel = Selector {
             poll,
             tcp,

@@ -136,25 +136,33 @@ pub(crate) struct RxCore {
     limits: RxLimits,
 }
 
-/// The receiver bounds from the config.
-fn limits_config(cfg: &crate::config::Config) -> RxLimitsConfig {
+/// The receiver bounds from the config, `driver_pool` bytes of the memory
+/// bound being the driver's (never below one largest frame).
+fn limits_config(cfg: &crate::config::Config, driver_pool: usize) -> RxLimitsConfig {
     let k = &cfg.rx_limits;
+    let frames = k
+        .max_receive_memory
+        .saturating_sub(driver_pool)
+        .max(cfg.max_frame_size);
     RxLimitsConfig {
         max_connections: k.max_connections,
         handshake_timeout: k.handshake_timeout,
         max_pending_output: k.max_pending_ack_bytes,
         output_stall_timeout: k.ack_write_timeout,
-        max_receive_memory: k.max_receive_memory,
+        max_receive_memory: frames,
         inflate_per_turn: k.max_inflate_per_turn,
     }
 }
 
 /// Starts `tcpThreadCount` workers; returns the core for the I/O thread and
-/// the handles to stop them with.
+/// the handles to stop them with. `driver_pool` bytes of `maxReceiveMemory`
+/// are the driver's own receive buffers (io_uring's provided buffers); the
+/// rest bounds frames in progress.
 pub(crate) fn start_workers(
     shared: &Arc<Shared>,
     listener: MessageListener,
     waker: Box<dyn Wake>,
+    driver_pool: usize,
 ) -> io::Result<(RxCore, Vec<WorkerHandle>)> {
     let nworkers = shared.cfg.tcp_thread_count;
     let rx = Arc::new(RxShared {
@@ -189,7 +197,7 @@ pub(crate) fn start_workers(
             .map(|w| w.thread.as_ref().map(|t| t.thread().clone()))
             .collect(),
         rx,
-        limits: RxLimits::new(limits_config(&shared.cfg)),
+        limits: RxLimits::new(limits_config(&shared.cfg, driver_pool)),
     };
     Ok((core, handles))
 }
@@ -389,8 +397,11 @@ impl RxCore {
             let ev = match c.proto.poll(buf) {
                 Ok(Some(ev)) => ev,
                 Ok(None) => {
-                    if let Some(len) = c.proto.frame_in_progress() {
-                        self.need_frame(c, len);
+                    // PINGs are answered inside `poll`: check their PONGs.
+                    if !self.over_bounds(c) {
+                        if let Some(len) = c.proto.frame_in_progress() {
+                            self.need_frame(c, len);
+                        }
                     }
                     break Ok(());
                 }

@@ -90,6 +90,22 @@ impl Default for UringRxTuning {
     }
 }
 
+/// Fits the provided-buffer pool into `maxReceiveMemory`: at most what is
+/// left after one largest frame (at least 8 buffers), so that the pool and
+/// the frames in progress together stay within the bound.
+fn fit_pool(mut t: UringRxTuning, cfg: &crate::config::Config) -> UringRxTuning {
+    let left = cfg
+        .rx_limits
+        .max_receive_memory
+        .saturating_sub(cfg.max_frame_size);
+    let most = (left / t.buffer_size.max(1)).max(8);
+    t.max_buffers = t.max_buffers.min(most);
+    let ring = (t.ring_buffers as usize).min(t.max_buffers);
+    // The ring's size is a power of two.
+    t.ring_buffers = 1 << (usize::BITS - 1 - ring.max(1).leading_zeros());
+    t
+}
+
 impl UringReceiver {
     /// Binds `tcpListenAddress:tcpListenPort` and starts the ring (and
     /// worker) threads.
@@ -122,6 +138,8 @@ impl UringReceiver {
             .local_addr()?
             .as_socket()
             .ok_or_else(|| io::Error::other("listener has no inet address"))?;
+        let tuning = fit_pool(tuning, &shared.cfg);
+        let pool = tuning.max_buffers * tuning.buffer_size;
         let stop = Arc::new(AtomicBool::new(false));
         // The ring is created on its own thread (single issuer).
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -160,6 +178,7 @@ impl UringReceiver {
                     &s2,
                     listener,
                     Box::new(RingWake(waker.clone())),
+                    pool,
                 ) {
                     Ok(v) => v,
                     Err(e) => {
@@ -316,7 +335,8 @@ impl RingRx {
                 self.core.rx.sleeping.store(true, Ordering::SeqCst);
                 let r = if self.core.rx.acks.is_empty() && !self.stop.load(Ordering::SeqCst) {
                     // Until the next handshake or ack-write deadline.
-                    self.ring.wait(self.core.sleep_for(Duration::from_millis(500)))
+                    self.ring
+                        .wait(self.core.sleep_for(Duration::from_millis(500)))
                 } else {
                     self.ring.submit()
                 };
