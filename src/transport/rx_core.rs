@@ -58,6 +58,7 @@ pub(crate) struct WorkerHandle {
 }
 
 /// Why a connection is being closed.
+#[derive(Debug)]
 pub(crate) enum Close {
     Eof,
     Io(io::Error),
@@ -703,3 +704,7 @@ fn worker_loop(w: Arc<WorkerShared>, l: MessageListener, rx: Arc<RxShared>, shar
         }
     }
 }
+
+#[cfg(test)]
+#[path = "rx_core_tests.rs"]
+mod tests;

@@ -17,6 +17,8 @@
 //! multishot receive ends with `ENOBUFS` and the connection falls back to
 //! plain receives into `carry`, so nothing is lost and nothing waits.
 
+mod tuning;
+
 use super::rx_core::{self, Close, ConnCore, RxCore, WorkerHandle};
 use super::{MessageListener, Shared};
 use crate::driver::uring::{recv_filled, BufRing, Completion, Filled, Op, OpId, Ring, RingWaker};
@@ -35,6 +37,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tuning::fit_pool;
+pub use tuning::UringRxTuning;
 
 const ACCEPT_TAG: u64 = 0;
 const FIRST_CONN: usize = 1;
@@ -63,47 +67,6 @@ impl Wake for RingWake {
     fn wake(&self) {
         self.0.wake_now();
     }
-}
-
-/// Test and tuning knobs of the io_uring receiver.
-#[derive(Debug, Clone, Copy)]
-pub struct UringRxTuning {
-    /// Provided buffers in the ring (a power of two).
-    pub ring_buffers: u16,
-    /// Size of each provided buffer.
-    pub buffer_size: usize,
-    /// Most buffers allocated (provided plus lent).
-    pub max_buffers: usize,
-    /// Ask for incremental buffer consumption (kernel 6.12+), so a frame
-    /// received in two pieces is usually contiguous in one buffer.
-    pub incremental: bool,
-}
-
-impl Default for UringRxTuning {
-    fn default() -> Self {
-        UringRxTuning {
-            ring_buffers: RING_BUFFERS,
-            buffer_size: BUFFER_SIZE,
-            max_buffers: MAX_BUFFERS,
-            incremental: true,
-        }
-    }
-}
-
-/// Fits the provided-buffer pool into `maxReceiveMemory`: at most what is
-/// left after one largest frame (at least 8 buffers), so that the pool and
-/// the frames in progress together stay within the bound.
-fn fit_pool(mut t: UringRxTuning, cfg: &crate::config::Config) -> UringRxTuning {
-    let left = cfg
-        .rx_limits
-        .max_receive_memory
-        .saturating_sub(cfg.max_frame_size);
-    let most = (left / t.buffer_size.max(1)).max(8);
-    t.max_buffers = t.max_buffers.min(most);
-    let ring = (t.ring_buffers as usize).min(t.max_buffers);
-    // The ring's size is a power of two.
-    t.ring_buffers = 1 << (usize::BITS - 1 - ring.max(1).leading_zeros());
-    t
 }
 
 impl UringReceiver {
