@@ -556,7 +556,7 @@ typedef struct sr_stats {
     uint64_t listener_errors;
     /**
      * Inbound connections closed by a receiver limit (handshakeTimeout,
-     * maxConnections, ackWriteTimeout).
+     * maxConnections, ackWriteTimeout, connectionUploadTimeout).
      */
     uint64_t rx_limit_closes;
 } sr_stats;

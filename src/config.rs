@@ -405,6 +405,11 @@ pub struct RxLimitKeys {
     /// connection unread, until memory frees (default 256 MiB; at least
     /// `maxFrameSize`).
     pub max_receive_memory: usize,
+    /// `connectionUploadTimeout` (Tomcat's connector name): a frame that
+    /// reserved receive memory must arrive in full within this, else its
+    /// connection is closed, so a peer that stops mid-frame cannot hold
+    /// memory (default 300 s).
+    pub connection_upload_timeout: Duration,
     /// `maxInflatePerTurn`: inflated bytes one connection may produce
     /// before the receiver turns to the others (default 4 MiB).
     pub max_inflate_per_turn: usize,
@@ -418,6 +423,7 @@ impl Default for RxLimitKeys {
             max_pending_ack_bytes: 1 << 20,
             ack_write_timeout: Duration::from_millis(10_000),
             max_receive_memory: 256 << 20,
+            connection_upload_timeout: Duration::from_millis(300_000),
             max_inflate_per_turn: 4 << 20,
         }
     }
@@ -438,6 +444,9 @@ impl RxLimitKeys {
             "ackWriteTimeout" => self.ack_write_timeout = parse_ms(k, v, 1, MAX_MS)?,
             "maxReceiveMemory" => {
                 self.max_receive_memory = parse_u64(k, v, 1 << 16, 1 << 40)? as usize
+            }
+            "connectionUploadTimeout" => {
+                self.connection_upload_timeout = parse_ms(k, v, 1, MAX_MS)?
             }
             "maxInflatePerTurn" => {
                 self.max_inflate_per_turn = parse_u64(k, v, 1024, 1 << 30)? as usize
@@ -490,6 +499,11 @@ mod tests {
         c.set("maxPendingAckBytes", "65536").unwrap();
         c.set("ackWriteTimeout", "1000").unwrap();
         c.set("maxInflatePerTurn", "1048576").unwrap();
+        c.set("connectionUploadTimeout", "2000").unwrap();
+        assert_eq!(
+            c.rx_limits.connection_upload_timeout,
+            Duration::from_secs(2)
+        );
         assert_eq!(c.rx_limits.max_connections, 64);
         assert_eq!(c.rx_limits.handshake_timeout, Duration::from_millis(500));
         assert_eq!(c.rx_limits.max_pending_ack_bytes, 65536);

@@ -75,7 +75,7 @@ counters! {
     /// Listener calls that reported an error.
     listener_errors,
     /// Inbound connections closed by a receiver limit (handshakeTimeout,
-    /// maxConnections, ackWriteTimeout).
+    /// maxConnections, ackWriteTimeout, connectionUploadTimeout).
     rx_limit_closes,
 }
 

@@ -34,12 +34,13 @@ on_both_drivers!(
 );
 
 /// Keys this change added; left out when measuring an older binary.
-const NEW_KEYS: [&str; 6] = [
+const NEW_KEYS: [&str; 7] = [
     "maxConnections",
     "handshakeTimeout",
     "maxPendingAckBytes",
     "ackWriteTimeout",
     "maxReceiveMemory",
+    "connectionUploadTimeout",
     "maxInflatePerTurn",
 ];
 
@@ -330,7 +331,7 @@ fn silent_connection_is_closed_after_handshake_timeout() {
 }
 
 fn large_partial_frames_are_held_to_the_memory_bound() {
-    let node = Node::start(&["maxReceiveMemory=33554432"]);
+    let node = Node::start(&["maxReceiveMemory=33554432", "connectionUploadTimeout=1500"]);
     let base = node.rss_kb();
     let stop = Arc::new(AtomicBool::new(false));
     let frame = 16usize << 20;
@@ -346,18 +347,31 @@ fn large_partial_frames_are_held_to_the_memory_bound() {
             (&s).write_all(&head).unwrap();
             let body = vec![0x5a; 256 * 1024];
             let mut left = frame - 1;
+            let mut closed = false;
             while left > 0 && !stop.load(Ordering::Relaxed) {
                 match (&s).write(&body[..left.min(body.len())]) {
                     Ok(n) => left -= n,
                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                    Err(_) => break,
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
                 }
             }
             // Hold the connection (and its partial frame) until told.
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            let mut sink = [0u8; 256];
             while !stop.load(Ordering::Relaxed) {
+                // Reads the node's preface answer, then sees its close.
+                closed = closed
+                    || match (&s).read(&mut sink) {
+                        Ok(0) => true,
+                        Ok(_) => false,
+                        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+                    };
                 std::thread::sleep(Duration::from_millis(20));
             }
-            frame - 1 - left
+            (frame - 1 - left, closed)
         }));
     }
     // Let the attackers push what the node takes, watching its RSS.
@@ -370,15 +384,19 @@ fn large_partial_frames_are_held_to_the_memory_bound() {
     let acked = member_sends(node.addr, 20);
     peak = peak.max(node.rss_kb());
     stop.store(true, Ordering::Relaxed);
-    let written: usize = attackers.into_iter().map(|t| t.join().unwrap()).sum();
+    let ends: Vec<(usize, bool)> = attackers.into_iter().map(|t| t.join().unwrap()).collect();
+    let written: usize = ends.iter().map(|e| e.0).sum();
+    let closed = ends.iter().filter(|e| e.1).count();
     println!(
-        "figure: {} 30 connections each holding a 16 MiB frame minus one byte, maxReceiveMemory=32 MiB: node RSS {} MB -> peak {} MB, {} MB written by the attackers, member acked {acked}/20",
+        "figure: {} 30 connections each holding a 16 MiB frame minus one byte, maxReceiveMemory=32 MiB: node RSS {} MB -> peak {} MB, {} MB written by the attackers, {closed} closed at connectionUploadTimeout=1.5 s, member acked {acked}/20",
         io_cfg().io_backend,
         base / 1024,
         peak / 1024,
         written >> 20
     );
     assert_eq!(acked, 20, "the member was not served");
+    // Memory held mid-frame is taken back: the first holders were closed.
+    assert!(closed >= 2, "no holder of receive memory was closed");
     assert!(
         peak < base + (32 + 16) * 1024,
         "node RSS grew from {base} kB to {peak} kB (bound 32 MiB)"

@@ -121,7 +121,7 @@ pub struct sr_stats {
     /// Listener calls that reported an error.
     pub listener_errors: u64,
     /// Inbound connections closed by a receiver limit (handshakeTimeout,
-    /// maxConnections, ackWriteTimeout).
+    /// maxConnections, ackWriteTimeout, connectionUploadTimeout).
     pub rx_limit_closes: u64,
 }
 

@@ -23,6 +23,9 @@ pub struct RxLimitsConfig {
     pub output_stall_timeout: Duration,
     /// `maxReceiveMemory`: bytes of frames in progress across connections.
     pub max_receive_memory: usize,
+    /// `connectionUploadTimeout`: time a frame that reserved receive
+    /// memory may take to arrive in full.
+    pub upload_timeout: Duration,
     /// `maxInflatePerTurn`: inflated bytes per connection before the
     /// receiver turns to other connections.
     pub inflate_per_turn: usize,
@@ -51,6 +54,9 @@ pub enum Expiry {
     Handshake,
     /// Acks unsent above `maxPendingAckBytes` for `ackWriteTimeout`.
     OutputStalled,
+    /// A frame holding receive memory did not complete within
+    /// `connectionUploadTimeout`.
+    Upload,
 }
 
 /// Bookkeeping of one receiver thread's connections against its bounds.
@@ -63,6 +69,8 @@ pub struct RxLimits {
     handshaking: BTreeMap<usize, Instant>,
     /// Connections above the output bound: token → deadline.
     stalled_output: BTreeMap<usize, Instant>,
+    /// Connections holding a reservation: token → deadline of its frame.
+    uploads: BTreeMap<usize, Instant>,
     mem_used: usize,
     /// Connections waiting for receive memory, in arrival order.
     mem_waiters: VecDeque<usize>,
@@ -78,6 +86,7 @@ impl RxLimits {
             conns: 0,
             handshaking: BTreeMap::new(),
             stalled_output: BTreeMap::new(),
+            uploads: BTreeMap::new(),
             mem_used: 0,
             mem_waiters: VecDeque::new(),
             freed: false,
@@ -124,8 +133,9 @@ impl RxLimits {
         self.conns = self.conns.saturating_sub(1);
         self.handshaking.remove(&token);
         self.stalled_output.remove(&token);
+        self.uploads.remove(&token);
         self.mem_waiters.retain(|&t| t != token);
-        self.release(reserved);
+        self.release_memory(reserved);
     }
 
     /// Connections counted now.
@@ -155,10 +165,14 @@ impl RxLimits {
     /// [`RxLimits::next_waiter`] once memory frees. First fit: a frame that
     /// fits is served even while a larger one waits, so connections stuck
     /// on their reservations cannot block smaller frames that fit.
-    pub fn reserve(&mut self, token: usize, n: usize) -> bool {
+    /// A granted frame must then complete within `connectionUploadTimeout`
+    /// from `now`, so memory cannot be held hostage by a peer that stops
+    /// mid-frame.
+    pub fn reserve(&mut self, token: usize, n: usize, now: Instant) -> bool {
         if self.mem_used + n <= self.cfg.max_receive_memory {
             self.mem_waiters.retain(|&t| t != token);
             self.mem_used += n;
+            self.uploads.insert(token, now + self.cfg.upload_timeout);
             return true;
         }
         if !self.mem_waiters.contains(&token) {
@@ -167,8 +181,13 @@ impl RxLimits {
         false
     }
 
-    /// Returns `n` reserved bytes to the pool.
-    pub fn release(&mut self, n: usize) {
+    /// `token`'s frame completed: its `n` reserved bytes return to the pool.
+    pub fn release(&mut self, token: usize, n: usize) {
+        self.uploads.remove(&token);
+        self.release_memory(n);
+    }
+
+    fn release_memory(&mut self, n: usize) {
         self.freed |= n > 0;
         self.mem_used = self.mem_used.saturating_sub(n);
     }
@@ -214,17 +233,22 @@ impl RxLimits {
             }
             !due
         });
+        self.uploads.retain(|&t, &mut d| {
+            let due = d <= now;
+            if due {
+                out.push((t, Expiry::Upload));
+            }
+            !due
+        });
         out
     }
 
     /// The earliest deadline, so an idle driver sleeps exactly until then.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let h = self.handshaking.values().min().copied();
-        let o = self.stalled_output.values().min().copied();
-        match (h, o) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [&self.handshaking, &self.stalled_output, &self.uploads]
+            .iter()
+            .filter_map(|m| m.values().min().copied())
+            .min()
     }
 }
 
@@ -239,6 +263,7 @@ mod tests {
             max_pending_output: 100,
             output_stall_timeout: Duration::from_secs(5),
             max_receive_memory: 1000,
+            upload_timeout: Duration::from_secs(30),
             inflate_per_turn: 1 << 20,
         }
     }
@@ -310,19 +335,23 @@ mod tests {
 
     #[test]
     fn receive_memory_is_bounded_and_waiters_come_back_when_it_frees() {
+        let t0 = Instant::now();
         let mut l = RxLimits::new(cfg());
-        assert!(l.reserve(1, 600));
-        assert!(!l.reserve(2, 600), "would exceed the bound");
-        assert!(l.reserve(3, 300), "first fit: a frame that fits is served");
+        assert!(l.reserve(1, 600, t0));
+        assert!(!l.reserve(2, 600, t0), "would exceed the bound");
+        assert!(
+            l.reserve(3, 300, t0),
+            "first fit: a frame that fits is served"
+        );
         assert_eq!(l.memory_used(), 900);
-        assert!(!l.reserve(4, 200));
+        assert!(!l.reserve(4, 200, t0));
         assert!(l.has_waiters());
         // Nothing released: waiters are not retried.
         assert!(l.take_waiters().is_empty());
-        l.release(600);
+        l.release(1, 600);
         assert_eq!(l.take_waiters(), vec![2, 4]);
-        assert!(l.reserve(2, 600));
-        assert!(!l.reserve(4, 200));
+        assert!(l.reserve(2, 600, t0));
+        assert!(!l.reserve(4, 200, t0));
         assert_eq!(l.memory_used(), 900);
         // A closed connection gives its reservation back and leaves the queue.
         l.closed(4, 0);
@@ -331,5 +360,23 @@ mod tests {
         l.closed(3, 300);
         assert_eq!(l.memory_used(), 0);
         assert!(l.take_waiters().is_empty());
+    }
+
+    #[test]
+    fn a_reserved_frame_must_complete_within_the_upload_timeout() {
+        let t0 = Instant::now();
+        let mut l = RxLimits::new(cfg());
+        assert!(l.reserve(1, 500, t0));
+        assert!(l.reserve(2, 500, t0 + Duration::from_secs(10)));
+        assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(30)));
+        // Connection 2 completes its frame in time; 1 stalls mid-frame.
+        l.release(2, 500);
+        assert_eq!(
+            l.expired(t0 + Duration::from_secs(30)),
+            vec![(1, Expiry::Upload)]
+        );
+        l.closed(1, 500);
+        assert_eq!(l.memory_used(), 0);
+        assert_eq!(l.next_deadline(), None);
     }
 }

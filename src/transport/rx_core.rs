@@ -151,6 +151,7 @@ fn limits_config(cfg: &crate::config::Config, driver_pool: usize) -> RxLimitsCon
         max_pending_output: k.max_pending_ack_bytes,
         output_stall_timeout: k.ack_write_timeout,
         max_receive_memory: frames,
+        upload_timeout: k.connection_upload_timeout,
         inflate_per_turn: k.max_inflate_per_turn,
     }
 }
@@ -300,6 +301,9 @@ impl RxCore {
                     Expiry::OutputStalled => {
                         Close::Limit("acks unread past maxPendingAckBytes for ackWriteTimeout")
                     }
+                    Expiry::Upload => {
+                        Close::Limit("frame not complete within connectionUploadTimeout")
+                    }
                 };
                 (t, why)
             })
@@ -333,7 +337,7 @@ impl RxCore {
     /// A frame completed: its reservation returns to the pool.
     fn frame_done(&mut self, c: &mut ConnCore) {
         if c.reserved > 0 {
-            self.limits.release(c.reserved);
+            self.limits.release(c.token, c.reserved);
             c.reserved = 0;
         }
     }
@@ -345,7 +349,7 @@ impl RxCore {
             return;
         }
         let need = len.min(self.limits.config().max_receive_memory);
-        if self.limits.reserve(c.token, need) {
+        if self.limits.reserve(c.token, need, Instant::now()) {
             c.reserved = need;
         } else {
             c.hold = Some(Hold::Memory);
