@@ -6,9 +6,9 @@
 //! blocking the selector.
 
 use super::rx_core::{self, Close, ConnCore, RxCore, WorkerHandle};
+use super::rx_engine::{self, RxDriver};
 use super::{MessageListener, Shared};
 use crate::error::Result;
-use crate::proto::limits::Admit;
 use crate::queue::Wake;
 use crate::sr_log;
 use crate::stats::Stats;
@@ -179,7 +179,7 @@ impl Selector {
                 }
             }
             did |= self.drain_worker_acks();
-            did |= self.enforce_limits();
+            did |= rx_engine::enforce_limits(self);
             if !self.stalled.is_empty() {
                 for t in std::mem::take(&mut self.stalled) {
                     self.service(t);
@@ -203,45 +203,14 @@ impl Selector {
         }
     }
 
-    /// Closes connections past their deadlines and resumes those waiting
-    /// for receive memory once some was released. Returns true if it did
-    /// anything.
-    fn enforce_limits(&mut self) -> bool {
-        let mut did = false;
-        for (t, why) in self.core.expired() {
-            if let Some(c) = self.conns.remove(&t) {
-                self.close(t, c, why);
-                did = true;
-            }
-        }
-        for t in self.core.memory_waiters() {
-            if let Some(c) = self.conns.get_mut(&t) {
-                if self.core.unhold_memory(&mut c.core) {
-                    self.again.push(t);
-                    did = true;
-                }
-            }
-        }
-        did
-    }
-
     fn accept(&mut self) {
         loop {
             match self.tcp.accept() {
                 Ok((mut stream, peer)) => {
                     let token = self.next_token;
                     self.next_token += 1;
-                    match self.core.admit(token, peer) {
-                        Admit::Accept => {}
-                        Admit::Evict(old) => {
-                            if let Some(c) = self.conns.remove(&old) {
-                                let why = Close::Limit(
-                                    "maxConnections reached: oldest connection without a preface makes room",
-                                );
-                                self.close(old, c, why);
-                            }
-                        }
-                        Admit::Refuse => continue,
+                    if !rx_engine::admit(self, token, peer) {
+                        continue;
                     }
                     let _ = stream.set_nodelay(self.core.shared.cfg.tcp_no_delay);
                     set_buffers(&stream, &self.core.shared.cfg);
@@ -288,17 +257,6 @@ impl Selector {
         }
     }
 
-    /// Queues a paused connection for its retry: next turn for a full
-    /// worker queue or a spent inflate budget; a connection held for its
-    /// output or for memory waits for that event instead.
-    fn park(&mut self, token: usize, c: &RxConn) {
-        if !c.core.stalled.is_empty() {
-            self.stalled.push(token);
-        } else if c.core.retry_next_turn() {
-            self.again.push(token);
-        }
-    }
-
     fn service_conn(&mut self, token: usize, c: &mut RxConn) -> std::result::Result<(), Close> {
         self.core.begin_turn(&mut c.core);
         // A paused connection first hands over its held job.
@@ -309,7 +267,7 @@ impl Selector {
         // Frames decoded from bytes already buffered.
         self.core.decode(token, &mut c.core, &mut c.buf)?;
         if c.core.paused() {
-            self.park(token, c);
+            rx_engine::park(self, token, c);
             return Ok(());
         }
         let fd = c.stream.as_raw_fd();
@@ -324,7 +282,7 @@ impl Selector {
             }
             self.core.decode(token, &mut c.core, &mut c.buf)?;
             if c.core.paused() {
-                self.park(token, c);
+                rx_engine::park(self, token, c);
                 return Ok(());
             }
         }
@@ -385,9 +343,7 @@ impl Selector {
             Stats::add(&self.core.shared.stats.acks_sent, 1);
         }
         let want_write = !out.is_empty();
-        if self.core.output_drained(&mut c.core) {
-            self.again.push(token);
-        }
+        rx_engine::output_written(self, token, c);
         if want_write != c.write_interest {
             let interest = if want_write {
                 Interest::READABLE | Interest::WRITABLE
@@ -416,6 +372,38 @@ impl Selector {
         }
         let _ = self.poll.registry().deregister(&mut c.stream);
     }
+}
+
+/// Readiness: a paused connection is simply not read; its unread bytes
+/// wait in the socket.
+impl RxDriver for Selector {
+    type Conn = RxConn;
+
+    fn core(&mut self) -> &mut RxCore {
+        &mut self.core
+    }
+
+    fn conn_core(c: &mut RxConn) -> &mut ConnCore {
+        &mut c.core
+    }
+
+    fn take_conn(&mut self, token: usize) -> Option<RxConn> {
+        self.conns.remove(&token)
+    }
+
+    fn put_conn(&mut self, token: usize, c: RxConn) {
+        self.conns.insert(token, c);
+    }
+
+    fn close_conn(&mut self, token: usize, c: RxConn, why: Close) {
+        self.close(token, c, why);
+    }
+
+    fn retry_next_turn(&mut self, token: usize) {
+        self.again.push(token);
+    }
+
+    fn stop_reading(&mut self, _c: &mut RxConn) {}
 }
 
 /// Applies `rxBufSize` / `txBufSize` to a socket.

@@ -20,10 +20,10 @@
 mod tuning;
 
 use super::rx_core::{self, Close, ConnCore, RxCore, WorkerHandle};
+use super::rx_engine::{self, RxDriver};
 use super::{MessageListener, Shared};
 use crate::driver::uring::{recv_filled, BufRing, Completion, Filled, Op, OpId, Ring, RingWaker};
 use crate::error::Result;
-use crate::proto::limits::Admit;
 use crate::queue::Wake;
 use crate::sr_log;
 use crate::stats::Stats;
@@ -270,7 +270,7 @@ impl RingRx {
             self.done = done;
             let mut did = n > 0;
             did |= self.drain_worker_acks();
-            did |= self.enforce_limits();
+            did |= rx_engine::enforce_limits(self);
             if !self.stalled.is_empty() {
                 for t in std::mem::take(&mut self.stalled) {
                     self.resume(t);
@@ -315,41 +315,6 @@ impl RingRx {
             }
         }
         self.shutdown();
-    }
-
-    /// Closes connections past their deadlines and resumes those waiting
-    /// for receive memory once some was released. Returns true if it did
-    /// anything.
-    fn enforce_limits(&mut self) -> bool {
-        let mut did = false;
-        for (t, why) in self.core.expired() {
-            if let Some(c) = self.conns.remove(&t) {
-                self.close(c, why);
-                did = true;
-            }
-        }
-        for t in self.core.memory_waiters() {
-            if let Some(c) = self.conns.get_mut(&t) {
-                if self.core.unhold_memory(&mut c.core) {
-                    self.stalled.push(t);
-                    did = true;
-                }
-            }
-        }
-        did
-    }
-
-    /// A connection that just paused: retried next turn (full worker
-    /// queue, inflate budget spent), or, held for its output or for
-    /// memory, its multishot receive is stopped so that it pins no more
-    /// buffers until the hold ends.
-    fn park(&mut self, token: usize, c: &mut UConn) {
-        if c.core.retry_next_turn() {
-            self.stalled.push(token);
-        } else if let (Some(id), true, false) = (c.recv, c.multishot, c.stopping) {
-            self.ring.stop(id);
-            c.stopping = true;
-        }
     }
 
     fn shutdown(&mut self) {
@@ -402,8 +367,8 @@ impl RingRx {
         };
         let r = if conn.send == Some(c.id) {
             let r = self.on_sent(&mut conn, c);
-            if r.is_ok() && conn.send.is_none() && self.core.output_drained(&mut conn.core) {
-                self.stalled.push(token);
+            if r.is_ok() && conn.send.is_none() {
+                rx_engine::output_written(self, token, &mut conn);
             }
             r
         } else {
@@ -438,17 +403,8 @@ impl RingRx {
         };
         let token = self.next_token;
         self.next_token += 1;
-        match self.core.admit(token, peer) {
-            Admit::Accept => {}
-            Admit::Evict(old) => {
-                if let Some(c) = self.conns.remove(&old) {
-                    let why = Close::Limit(
-                        "maxConnections reached: oldest connection without a preface makes room",
-                    );
-                    self.close(c, why);
-                }
-            }
-            Admit::Refuse => return,
+        if !rx_engine::admit(self, token, peer) {
+            return;
         }
         let cfg = &self.core.shared.cfg;
         let _ = sock.set_nodelay(cfg.tcp_no_delay);
@@ -533,7 +489,7 @@ impl RingRx {
             Stats::add(&self.core.shared.stats.bytes_received, cq.res as u64);
             self.core.decode(token, &mut c.core, &mut c.carry)?;
             if c.core.paused() {
-                self.park(token, c);
+                rx_engine::park(self, token, c);
                 return Ok(());
             }
             self.rearm.push(token);
@@ -589,7 +545,7 @@ impl RingRx {
             self.core.decode(token, &mut c.core, &mut c.carry)?;
             if c.core.paused() {
                 c.queued.push_back((chunk, buffer));
-                self.park(token, c);
+                rx_engine::park(self, token, c);
                 return Ok(());
             }
             if c.carry.is_empty() {
@@ -613,7 +569,7 @@ impl RingRx {
         self.core.decode(token, &mut c.core, &mut chunk)?;
         if c.core.paused() {
             c.queued.push_back((chunk, buffer));
-            self.park(token, c);
+            rx_engine::park(self, token, c);
             return Ok(());
         }
         if !chunk.is_empty() {
@@ -654,7 +610,7 @@ impl RingRx {
                 self.core.decode(token, &mut c.core, &mut c.carry)?;
                 if c.core.paused() {
                     c.queued.extend(it);
-                    self.park(token, &mut c);
+                    rx_engine::park(self, token, &mut c);
                     return Ok(());
                 }
             }
@@ -766,5 +722,43 @@ impl RingRx {
                 .send_with_flags(out, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
         }
         self.release(c);
+    }
+}
+
+/// Completions: a paused connection's multishot receive is stopped (not
+/// orphaned: what it already received is kept, in order) so that it pins
+/// no more provided buffers; the retry re-arms it.
+impl RxDriver for RingRx {
+    type Conn = UConn;
+
+    fn core(&mut self) -> &mut RxCore {
+        &mut self.core
+    }
+
+    fn conn_core(c: &mut UConn) -> &mut ConnCore {
+        &mut c.core
+    }
+
+    fn take_conn(&mut self, token: usize) -> Option<UConn> {
+        self.conns.remove(&token)
+    }
+
+    fn put_conn(&mut self, token: usize, c: UConn) {
+        self.conns.insert(token, c);
+    }
+
+    fn close_conn(&mut self, _token: usize, c: UConn, why: Close) {
+        self.close(c, why);
+    }
+
+    fn retry_next_turn(&mut self, token: usize) {
+        self.stalled.push(token);
+    }
+
+    fn stop_reading(&mut self, c: &mut UConn) {
+        if let (Some(id), true, false) = (c.recv, c.multishot, c.stopping) {
+            self.ring.stop(id);
+            c.stopping = true;
+        }
     }
 }
