@@ -179,17 +179,33 @@ fn attack_chunk(kind: &str) -> Vec<u8> {
 }
 
 fn peer_that_never_reads_its_acks_is_paused_then_closed() {
+    // Delivery on the I/O thread, then on workers (acks come back from them).
+    never_reading_peer(
+        "tcpThreadCount=0",
+        &[
+            "ping flood",
+            "ack requests, repeated ids",
+            "compressed BATCH of ack requests",
+        ],
+    );
+    never_reading_peer(
+        "tcpThreadCount=2",
+        &[
+            "ack requests, repeated ids",
+            "compressed BATCH of ack requests",
+        ],
+    );
+}
+
+fn never_reading_peer(workers: &str, kinds: &[&str]) {
     let node = Node::start(&[
         "maxPendingAckBytes=65536",
         "ackWriteTimeout=1000",
         "txBufSize=65536",
+        workers,
     ]);
     let base = node.rss_kb();
-    for kind in [
-        "ping flood",
-        "ack requests, repeated ids",
-        "compressed BATCH of ack requests",
-    ] {
+    for &kind in kinds {
         let s = TcpStream::connect(node.addr).unwrap();
         socket2::SockRef::from(&s)
             .set_recv_buffer_size(4096)
@@ -230,7 +246,7 @@ fn peer_that_never_reads_its_acks_is_paused_then_closed() {
         }
         let acked = member.join().unwrap();
         println!(
-            "figure: {} {kind}: node RSS {} MB -> peak {} MB, {} MB written by the attacker, closed by the node after {:?}, member acked {acked}/20",
+            "figure: {} {workers} {kind}: node RSS {} MB -> peak {} MB, {} MB written by the attacker, closed by the node after {:?}, member acked {acked}/20",
             io_cfg().io_backend,
             base / 1024,
             peak / 1024,

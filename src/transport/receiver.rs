@@ -295,12 +295,10 @@ impl Selector {
         let mut touched = Vec::new();
         while let Some(a) = self.core.pop_ack() {
             if let Some(c) = self.conns.get_mut(&a.token) {
-                match a.err {
-                    None => c.core.proto.ack(a.id),
-                    Some(r) => c.core.proto.fail(a.id, &r),
-                }
-                if touched.last() != Some(&a.token) {
-                    touched.push(a.token);
+                let t = a.token;
+                self.core.worker_ack(&mut c.core, a);
+                if touched.last() != Some(&t) {
+                    touched.push(t);
                 }
             }
         }

@@ -11,7 +11,9 @@ use crate::queue::Wake;
 use crate::sr_log;
 use crate::stats::Stats;
 use crate::wire::compress::Inflater;
-use crate::wire::frame::{batch_frames, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED};
+use crate::wire::frame::{
+    batch_frames, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED, HEADER_LEN,
+};
 use crate::wire::tribes::{self, ChannelData};
 use crate::wire::{compress, detect_dialect, Dialect, Preface};
 use bytes::Bytes;
@@ -102,6 +104,10 @@ pub(crate) struct ConnCore {
     inflated: usize,
     /// The handshake completed (native preface, or a first Tribes frame).
     opened: bool,
+    /// The inner frames of a BATCH not delivered yet: a batch stops where
+    /// a bound pauses the connection and goes on when it resumes, so one
+    /// batch cannot queue a million jobs or acks at once.
+    batch_rest: Option<Bytes>,
 }
 
 impl ConnCore {
@@ -250,6 +256,7 @@ impl RxCore {
             reserved: 0,
             inflated: 0,
             opened: false,
+            batch_rest: None,
         }
     }
 
@@ -272,6 +279,19 @@ impl RxCore {
             return true;
         }
         false
+    }
+
+    /// An ack or failure a worker handed back after delivery; a peer that
+    /// does not read them reaches the output bound here too.
+    pub(crate) fn worker_ack(&mut self, c: &mut ConnCore, a: AckReturn) {
+        match a.err {
+            None => c.proto.ack(a.id),
+            Some(r) => c.proto.fail(a.id, &r),
+        }
+        if c.hold != Some(Hold::Output) && self.limits.output_over(c.proto.pending_output()) {
+            c.hold = Some(Hold::Output);
+            self.limits.output_blocked(c.token, Instant::now());
+        }
     }
 
     /// Connections waiting for receive memory that may retry now (memory
@@ -399,6 +419,15 @@ impl RxCore {
         }
         let mut delivered = 0u64;
         let result = loop {
+            if let Some(rest) = c.batch_rest.take() {
+                match self.run_batch(token, c, rest) {
+                    Ok(n) => delivered += n,
+                    Err(e) => break Err(e),
+                }
+                if c.paused() {
+                    break Ok(());
+                }
+            }
             let ev = match c.proto.poll(buf) {
                 Ok(Some(ev)) => ev,
                 Ok(None) => {
@@ -457,22 +486,9 @@ impl RxCore {
                     } else {
                         f.payload
                     };
-                    let max = self.shared.cfg.max_frame_size;
-                    let mut bad = None;
-                    for r in batch_frames(&body, max) {
-                        match r {
-                            Ok((h, p)) => {
-                                delivered += 1;
-                                self.on_data(token, c, h.id, h.flags, p);
-                            }
-                            Err(e) => {
-                                bad = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    if let Some(e) = bad {
-                        break Err(Close::Protocol(e));
+                    match self.run_batch(token, c, body) {
+                        Ok(n) => delivered += n,
+                        Err(e) => break Err(e),
                     }
                 }
             }
@@ -482,6 +498,28 @@ impl RxCore {
         };
         Stats::add(&self.shared.stats.msgs_received, delivered);
         result
+    }
+
+    /// Delivers the inner frames of a BATCH body until a bound pauses the
+    /// connection; the rest waits in `batch_rest`. Returns how many were
+    /// delivered.
+    fn run_batch(&mut self, token: usize, c: &mut ConnCore, body: Bytes) -> Result<u64, Close> {
+        let max = self.shared.cfg.max_frame_size;
+        let mut off = 0usize;
+        let mut n = 0u64;
+        for r in batch_frames(&body, max) {
+            let (h, p) = r.map_err(Close::Protocol)?;
+            off += HEADER_LEN + p.len();
+            n += 1;
+            self.on_data(token, c, h.id, h.flags, p);
+            if !c.stalled.is_empty() || self.over_bounds(c) {
+                if off < body.len() {
+                    c.batch_rest = Some(body.slice(off..));
+                }
+                break;
+            }
+        }
+        Ok(n)
     }
 
     /// One message: ack on receipt, deliver (here or on the connection's

@@ -149,3 +149,42 @@ fn a_frame_that_does_not_fit_receive_memory_waits_for_it() {
         "only the third's frame"
     );
 }
+
+#[test]
+fn a_batch_stops_at_the_output_bound_and_goes_on_when_acks_drain() {
+    let mut cfg = Config::default();
+    cfg.rx_limits.max_pending_ack_bytes = 1024;
+    let (mut rx, delivered) = core(cfg);
+    let mut c = rx.new_conn(1, peer());
+    // 1000 ack requests with ids that never merge into one range.
+    let mut body = Vec::new();
+    for i in 0..1000u64 {
+        body.extend_from_slice(&data(i * 2, FLAG_ACK_RECEIPT, b""));
+    }
+    let z = Deflater::new(1).compress(&body).unwrap();
+    let mut buf = BytesMut::from(&preface()[..]);
+    let h = FrameHeader {
+        ty: FrameType::Batch,
+        flags: FLAG_COMPRESSED,
+        len: z.len() as u32,
+        id: 0,
+    };
+    buf.extend_from_slice(&h.encode());
+    buf.extend_from_slice(&z);
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    let first = delivered.load(Ordering::SeqCst);
+    assert_eq!(c.hold, Some(Hold::Output));
+    assert!(first < 100, "{first} delivered past the bound");
+    assert!(c.proto.pending_output() <= 1024 + 12 + 16);
+    // Each time the peer reads its acks, the batch goes on from where it stopped.
+    let mut rounds = 0;
+    while delivered.load(Ordering::SeqCst) < 1000 {
+        c.proto.take_output().clear();
+        assert!(rx.output_drained(&mut c));
+        rx.decode(1, &mut c, &mut buf).unwrap();
+        rounds += 1;
+        assert!(rounds < 100, "no progress");
+    }
+    assert!(rounds > 5);
+    assert!(c.batch_rest.is_none());
+}

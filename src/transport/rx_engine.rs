@@ -16,7 +16,7 @@
 //! in flight), wake-ups and the wait for events; with those behind the
 //! trait, the two run loops become one.
 
-use super::rx_core::{Close, ConnCore, RxCore};
+use super::rx_core::{Close, ConnCore, Hold, RxCore};
 use crate::proto::limits::Admit;
 use std::net::SocketAddr;
 
@@ -97,13 +97,17 @@ pub(crate) fn enforce_limits<D: RxDriver>(d: &mut D) -> bool {
     did
 }
 
-/// A connection that just paused: retried on the next turn (a full worker
-/// queue, its inflate budget spent), or, held for its output or for
-/// memory, no more bytes are taken until the event that ends the hold.
+/// A connection that just paused: retried on the next turn if a full
+/// worker queue or its spent inflate budget paused it; and unless only its
+/// turn is over, it takes no more bytes until the pause ends.
 pub(crate) fn park<D: RxDriver>(d: &mut D, token: usize, c: &mut D::Conn) {
-    if D::conn_core(c).retry_next_turn() {
+    let core = D::conn_core(c);
+    let retry = core.retry_next_turn();
+    let only_turn = core.stalled.is_empty() && core.hold == Some(Hold::Turn);
+    if retry {
         d.retry_next_turn(token);
-    } else {
+    }
+    if !only_turn {
         d.stop_reading(c);
     }
 }

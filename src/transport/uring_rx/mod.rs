@@ -605,8 +605,8 @@ impl RingRx {
         let r = (|| {
             let queued = std::mem::take(&mut c.queued);
             let mut it = queued.into_iter();
-            // Frames already in carry go first.
-            if !c.carry.is_empty() {
+            // Frames already in carry (or the rest of a batch) go first.
+            {
                 self.core.decode(token, &mut c.core, &mut c.carry)?;
                 if c.core.paused() {
                     c.queued.extend(it);
@@ -640,12 +640,10 @@ impl RingRx {
         while let Some(a) = self.core.pop_ack() {
             any = true;
             if let Some(c) = self.conns.get_mut(&a.token) {
-                match a.err {
-                    None => c.core.proto.ack(a.id),
-                    Some(r) => c.core.proto.fail(a.id, &r),
-                }
-                if c.send.is_none() && self.flush.last() != Some(&a.token) {
-                    self.flush.push(a.token);
+                let t = a.token;
+                self.core.worker_ack(&mut c.core, a);
+                if c.send.is_none() && self.flush.last() != Some(&t) {
+                    self.flush.push(t);
                 }
             }
         }
