@@ -162,7 +162,7 @@ impl RxLimits {
 
     /// Reserves `n` bytes of receive memory for `token`'s frame in
     /// progress. On refusal the connection is queued and handed back by
-    /// [`RxLimits::next_waiter`] once memory frees. First fit: a frame that
+    /// [`RxLimits::take_waiters`] once memory frees. First fit: a frame that
     /// fits is served even while a larger one waits, so connections stuck
     /// on their reservations cannot block smaller frames that fit.
     /// A granted frame must then complete within `connectionUploadTimeout`
