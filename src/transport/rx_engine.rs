@@ -10,11 +10,21 @@
 //! carry it out on their sockets. The frames themselves already go through
 //! one decoder ([`RxCore::decode`]).
 //!
-//! What is left for the full contract: reading into owned buffers (mio
-//! reads into a per-connection `BytesMut`, io_uring fills provided
-//! buffers), writing output (a `write` until `EWOULDBLOCK` against one send
-//! in flight), wake-ups and the wait for events; with those behind the
-//! trait, the two run loops become one.
+//! What is left for the full contract (proposal): with these behind the
+//! trait, the two run loops become one engine loop.
+//!
+//! - `poll(&mut self, timeout, out: &mut Vec<Event>)`: wait (at most until
+//!   [`RxCore::sleep_for`]) and report `Accepted(token, peer)`,
+//!   `Bytes(token, chunk)` (an owned chunk: a slice of a provided buffer,
+//!   or of the connection's read buffer after a readiness-driven `read`),
+//!   `Written(token, n)`, `Closed(token, why)`, `Woken`. Readiness drivers
+//!   do their `read`/`write` calls inside `poll`; completion drivers reap.
+//! - `write(&mut self, token, bytes)`: queue output, many frames per call
+//!   (one `writev` / one send in flight, the rest kept in order).
+//! - `waker(&self) -> Arc<dyn Wake>` for the workers' ack hand-back.
+//!
+//! The `carry` / `tail` bookkeeping of a frame straddling two chunks then
+//! moves out of the io_uring receiver into the engine, shared by both.
 
 use super::rx_core::{Close, ConnCore, Hold, RxCore};
 use crate::proto::limits::Admit;
