@@ -31,7 +31,26 @@ on_both_drivers!(
     half_open_connections_beyond_the_slot_limit_leave_room_for_members,
     silent_connection_is_closed_after_handshake_timeout,
     large_partial_frames_are_held_to_the_memory_bound,
+    inflating_peer_does_not_monopolise_the_receiver,
 );
+
+/// A member that sends `n` messages, each acked after delivery, to
+/// `addr`; returns how many were acked and the slowest round trip.
+fn member_round_trips(addr: SocketAddr, n: usize) -> (usize, Duration) {
+    let mut cfg = io_cfg();
+    cfg.replication_mode = ReplicationMode::Synchronous;
+    cfg.ack_timeout = Duration::from_secs(20);
+    let tx = Channel::builder(cfg).start().unwrap();
+    let (mut acked, mut worst) = (0, Duration::ZERO);
+    for i in 0..n {
+        let t = Instant::now();
+        let r = tx.send(&[addr], Bytes::from(format!("m{i}")), tx.default_options());
+        worst = worst.max(t.elapsed());
+        acked += usize::from(r.is_ok());
+    }
+    tx.stop();
+    (acked, worst)
+}
 
 /// Keys this change added; left out when measuring an older binary.
 const NEW_KEYS: [&str; 7] = [
@@ -417,4 +436,50 @@ fn large_partial_frames_are_held_to_the_memory_bound() {
         peak < base + (32 + 16) * 1024,
         "node RSS grew from {base} kB to {peak} kB (bound 32 MiB)"
     );
+}
+
+fn inflating_peer_does_not_monopolise_the_receiver() {
+    let node = Node::start(&["maxInflatePerTurn=1048576"]);
+    // Frames cheap to send (2 KiB deflated), costly to take (2 MiB inflated).
+    let z = Deflater::new(9).compress(&vec![0u8; 2 << 20]).unwrap();
+    let mut frame = FrameHeader::data(1, z.len(), FLAG_COMPRESSED)
+        .encode()
+        .to_vec();
+    frame.extend_from_slice(&z);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (addr, stop2) = (node.addr, stop.clone());
+    let attacker = std::thread::spawn(move || {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_write_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        (&s).write_all(&preface()).unwrap();
+        let mut sent = 0u64;
+        let burst: Vec<u8> = frame
+            .iter()
+            .copied()
+            .cycle()
+            .take(frame.len() * 64)
+            .collect();
+        let mut at = 0;
+        while !stop2.load(Ordering::Relaxed) {
+            match (&s).write(&burst[at..]) {
+                Ok(n) => {
+                    sent += n as u64;
+                    at = (at + n) % burst.len();
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        sent / frame.len() as u64
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (acked, worst) = member_round_trips(node.addr, 10);
+    stop.store(true, Ordering::Relaxed);
+    let frames = attacker.join().unwrap();
+    println!(
+        "figure: {} a peer sending 2 KiB frames that inflate to 2 MiB ({frames} sent): member acked {acked}/10, slowest round trip {worst:?}",
+        io_cfg().io_backend
+    );
+    assert_eq!(acked, 10, "the member was starved");
 }
