@@ -188,3 +188,36 @@ fn a_batch_stops_at_the_output_bound_and_goes_on_when_acks_drain() {
     assert!(rounds > 5);
     assert!(c.batch_rest.is_none());
 }
+
+#[test]
+fn a_tribes_peer_that_does_not_read_its_acks_is_held_too() {
+    use crate::wire::tribes::{options, ChannelData, TribesMember};
+    let mut cfg = Config::default();
+    cfg.rx_limits.max_pending_ack_bytes = 1024;
+    let (mut rx, delivered) = core(cfg);
+    let mut c = rx.new_conn(1, peer());
+    let mut blob = BytesMut::new();
+    TribesMember::new("127.0.0.1".parse().unwrap(), 4000, [5; 16])
+        .encode(&mut blob)
+        .unwrap();
+    let mut buf = BytesMut::new();
+    for i in 0..200u8 {
+        let cd = ChannelData {
+            options: options::BYTE_MESSAGE | options::USE_ACK,
+            timestamp: 0,
+            unique_id: Bytes::copy_from_slice(&[i; 16]),
+            address: blob.clone().freeze(),
+            message: Bytes::from_static(b"attr"),
+        };
+        cd.encode_framed(&mut buf).unwrap();
+    }
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    // 21-byte ACK frames: held once past 1 KiB, the rest unread.
+    assert_eq!(c.hold, Some(Hold::Output));
+    let n = delivered.load(Ordering::SeqCst);
+    assert!((48..=50).contains(&n), "{n} delivered");
+    c.proto.take_output().clear();
+    assert!(rx.output_drained(&mut c));
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    assert!(delivered.load(Ordering::SeqCst) > n);
+}
