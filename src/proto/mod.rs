@@ -6,10 +6,13 @@
 //!   acks to send back).
 //! - [`outbound`]: the connecting side (preface answer, ACK/FAIL/PONG).
 //! - [`ack`]: the sender's tracker of messages awaiting an ack.
+//! - [`limits`]: the receiver's bounds (slots, handshake and ack-write
+//!   deadlines, receive memory).
 
 pub mod ack;
 pub mod decoder;
 pub mod inbound;
+pub mod limits;
 pub mod outbound;
 
 pub use ack::AckTracker;

@@ -13,6 +13,7 @@ mod link;
 pub mod pump;
 pub mod receiver;
 mod rx_core;
+mod rx_engine;
 pub mod sync;
 mod ticket;
 pub mod tribes_send;

@@ -225,12 +225,16 @@ pub struct AckBatch {
 }
 
 impl AckBatch {
-    /// Adds one id, extending the last range when contiguous.
+    /// Adds one id, extending the last range when contiguous; an id the
+    /// last range already holds (a repeated id) adds nothing.
     #[inline]
     pub fn push(&mut self, id: u64) {
         if let Some(last) = self.ranges.last_mut() {
             if last.0.wrapping_add(last.1 as u64) == id && last.1 < u32::MAX {
                 last.1 += 1;
+                return;
+            }
+            if id.wrapping_sub(last.0) < last.1 as u64 {
                 return;
             }
         }
@@ -239,6 +243,11 @@ impl AckBatch {
     /// True if nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
+    }
+    /// Bytes the pending ranges take once encoded (headers included).
+    pub fn encoded_len(&self) -> usize {
+        let n = self.ranges.len();
+        n * ACK_RANGE_LEN + n.div_ceil(MAX_ACK_RANGES) * HEADER_LEN
     }
     /// Encodes pending ranges as ACK frames (header + payload) into `out`
     /// and clears the batch.
@@ -333,15 +342,19 @@ mod tests {
     #[test]
     fn ack_batch_merges_contiguous_ids() {
         let mut a = AckBatch::default();
-        for id in [5, 6, 7, 9, 10] {
+        // Repeated ids (a hostile sender's) add nothing.
+        for id in [5, 6, 7, 7, 6, 9, 10, 10] {
             a.push(id);
         }
+        let want = a.encoded_len();
         let mut out = Vec::new();
         a.flush_into(&mut out);
+        assert_eq!(out.len(), want);
         let h = FrameHeader::decode(out[..16].try_into().unwrap(), 0).unwrap();
         assert_eq!(h.ty, FrameType::Ack);
         let r: Vec<_> = ack_ranges(&out[16..]).collect();
         assert_eq!(r, vec![(5, 3), (9, 2)]);
+
         assert!(a.is_empty());
     }
 }

@@ -17,7 +17,10 @@
 //! multishot receive ends with `ENOBUFS` and the connection falls back to
 //! plain receives into `carry`, so nothing is lost and nothing waits.
 
-use super::rx_core::{self, Close, ConnCore, RxCore, WorkerHandle, MAX_CONNECTIONS};
+mod tuning;
+
+use super::rx_core::{self, Close, ConnCore, RxCore, WorkerHandle};
+use super::rx_engine::{self, RxDriver};
 use super::{MessageListener, Shared};
 use crate::driver::uring::{recv_filled, BufRing, Completion, Filled, Op, OpId, Ring, RingWaker};
 use crate::error::Result;
@@ -34,6 +37,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tuning::fit_pool;
+pub use tuning::UringRxTuning;
 
 const ACCEPT_TAG: u64 = 0;
 const FIRST_CONN: usize = 1;
@@ -61,31 +66,6 @@ struct RingWake(Arc<RingWaker>);
 impl Wake for RingWake {
     fn wake(&self) {
         self.0.wake_now();
-    }
-}
-
-/// Test and tuning knobs of the io_uring receiver.
-#[derive(Debug, Clone, Copy)]
-pub struct UringRxTuning {
-    /// Provided buffers in the ring (a power of two).
-    pub ring_buffers: u16,
-    /// Size of each provided buffer.
-    pub buffer_size: usize,
-    /// Most buffers allocated (provided plus lent).
-    pub max_buffers: usize,
-    /// Ask for incremental buffer consumption (kernel 6.12+), so a frame
-    /// received in two pieces is usually contiguous in one buffer.
-    pub incremental: bool,
-}
-
-impl Default for UringRxTuning {
-    fn default() -> Self {
-        UringRxTuning {
-            ring_buffers: RING_BUFFERS,
-            buffer_size: BUFFER_SIZE,
-            max_buffers: MAX_BUFFERS,
-            incremental: true,
-        }
     }
 }
 
@@ -121,6 +101,8 @@ impl UringReceiver {
             .local_addr()?
             .as_socket()
             .ok_or_else(|| io::Error::other("listener has no inet address"))?;
+        let tuning = fit_pool(tuning, &shared.cfg);
+        let pool = tuning.max_buffers * tuning.buffer_size;
         let stop = Arc::new(AtomicBool::new(false));
         // The ring is created on its own thread (single issuer).
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -159,6 +141,7 @@ impl UringReceiver {
                     &s2,
                     listener,
                     Box::new(RingWake(waker.clone())),
+                    pool,
                 ) {
                     Ok(v) => v,
                     Err(e) => {
@@ -242,6 +225,11 @@ struct UConn {
     /// continues right after it.
     tail: Option<(Bytes, Bytes)>,
     recv: Option<OpId>,
+    /// The receive in flight is multishot (stopped when the connection is
+    /// held, so that it does not keep filling buffers).
+    multishot: bool,
+    /// A stop was asked for the multishot receive in flight.
+    stopping: bool,
     send: Option<OpId>,
     /// The output buffer swapped out of the protocol for the next send.
     spare: Vec<u8>,
@@ -282,6 +270,7 @@ impl RingRx {
             self.done = done;
             let mut did = n > 0;
             did |= self.drain_worker_acks();
+            did |= rx_engine::enforce_limits(self);
             if !self.stalled.is_empty() {
                 for t in std::mem::take(&mut self.stalled) {
                     self.resume(t);
@@ -308,7 +297,9 @@ impl RingRx {
                 waker.sleeping.store(true, Ordering::SeqCst);
                 self.core.rx.sleeping.store(true, Ordering::SeqCst);
                 let r = if self.core.rx.acks.is_empty() && !self.stop.load(Ordering::SeqCst) {
-                    self.ring.wait(Duration::from_millis(500))
+                    // Until the next handshake or ack-write deadline.
+                    self.ring
+                        .wait(self.core.sleep_for(Duration::from_millis(500)))
                 } else {
                     self.ring.submit()
                 };
@@ -375,7 +366,11 @@ impl RingRx {
             return;
         };
         let r = if conn.send == Some(c.id) {
-            self.on_sent(&mut conn, c)
+            let r = self.on_sent(&mut conn, c);
+            if r.is_ok() && conn.send.is_none() {
+                rx_engine::output_written(self, token, &mut conn);
+            }
+            r
         } else {
             self.on_recv(token, &mut conn, c)
         };
@@ -406,16 +401,15 @@ impl RingRx {
             Some(p) => p,
             None => return,
         };
-        if self.conns.len() >= MAX_CONNECTIONS {
-            sr_log!(Warn, "refusing {peer}: {MAX_CONNECTIONS} connections open");
+        let token = self.next_token;
+        self.next_token += 1;
+        if !rx_engine::admit(self, token, peer) {
             return;
         }
         let cfg = &self.core.shared.cfg;
         let _ = sock.set_nodelay(cfg.tcp_no_delay);
         super::receiver::set_buffers(&sock, cfg);
-        let token = self.next_token;
-        self.next_token += 1;
-        let core = self.core.new_conn(peer);
+        let core = self.core.new_conn(token, peer);
         self.conns.insert(
             token,
             UConn {
@@ -425,6 +419,8 @@ impl RingRx {
                 queued: VecDeque::new(),
                 tail: None,
                 recv: None,
+                multishot: false,
+                stopping: false,
                 send: None,
                 spare: Vec::new(),
             },
@@ -437,11 +433,13 @@ impl RingRx {
         let Some(c) = self.conns.get_mut(&token) else {
             return;
         };
-        if c.recv.is_some() || !c.core.stalled.is_empty() || !c.queued.is_empty() {
+        if c.recv.is_some() || c.core.paused() || !c.queued.is_empty() {
             return;
         }
         let fd = c.sock.as_raw_fd();
-        let op = if self.bufs.provided() >= self.low_water {
+        c.multishot = self.bufs.provided() >= self.low_water;
+        c.stopping = false;
+        let op = if c.multishot {
             Op::RecvMulti {
                 fd,
                 group: self.bufs.group(),
@@ -476,6 +474,9 @@ impl RingRx {
         if last {
             c.recv = None;
         }
+        if !c.core.paused() && c.queued.is_empty() {
+            self.core.begin_turn(&mut c.core);
+        }
         if let Some(op @ Op::Recv { .. }) = cq.op {
             // A plain receive: its buffer is the connection's carry.
             match recv_filled(op, cq.res) {
@@ -486,8 +487,9 @@ impl RingRx {
                 return Err(Close::Eof);
             }
             Stats::add(&self.core.shared.stats.bytes_received, cq.res as u64);
-            if self.core.decode(token, &mut c.core, &mut c.carry)? {
-                self.stalled.push(token);
+            self.core.decode(token, &mut c.core, &mut c.carry)?;
+            if c.core.paused() {
+                rx_engine::park(self, token, c);
                 return Ok(());
             }
             self.rearm.push(token);
@@ -504,7 +506,7 @@ impl RingRx {
             self.feed(token, c, f.chunk, f.buffer)?;
         } else if cq.res == 0 {
             return Err(Close::Eof);
-        } else if cq.res != -libc::ENOBUFS {
+        } else if cq.res != -libc::ENOBUFS && !(cq.res == -libc::ECANCELED && c.stopping) {
             return Err(Close::Io(io::Error::from_raw_os_error(-cq.res)));
         }
         if last {
@@ -524,7 +526,7 @@ impl RingRx {
         mut chunk: Bytes,
         buffer: Option<Bytes>,
     ) -> std::result::Result<(), Close> {
-        if !c.core.stalled.is_empty() || !c.queued.is_empty() {
+        if c.core.paused() || !c.queued.is_empty() {
             c.queued.push_back((chunk, buffer));
             return Ok(());
         }
@@ -540,9 +542,10 @@ impl RingRx {
             }
         }
         while !c.carry.is_empty() {
-            if self.core.decode(token, &mut c.core, &mut c.carry)? {
+            self.core.decode(token, &mut c.core, &mut c.carry)?;
+            if c.core.paused() {
                 c.queued.push_back((chunk, buffer));
-                self.stalled.push(token);
+                rx_engine::park(self, token, c);
                 return Ok(());
             }
             if c.carry.is_empty() {
@@ -563,9 +566,10 @@ impl RingRx {
         if chunk.is_empty() {
             return Ok(());
         }
-        if self.core.decode(token, &mut c.core, &mut chunk)? {
+        self.core.decode(token, &mut c.core, &mut chunk)?;
+        if c.core.paused() {
             c.queued.push_back((chunk, buffer));
-            self.stalled.push(token);
+            rx_engine::park(self, token, c);
             return Ok(());
         }
         if !chunk.is_empty() {
@@ -581,11 +585,18 @@ impl RingRx {
         Ok(())
     }
 
-    /// Retries a connection stalled on a full worker queue.
+    /// Retries a paused connection (a full worker queue, its inflate
+    /// budget spent, or a hold that ended).
     fn resume(&mut self, token: usize) {
         let Some(mut c) = self.conns.remove(&token) else {
             return;
         };
+        self.core.begin_turn(&mut c.core);
+        if c.core.hold.is_some() {
+            // Still held (for output or memory): its event resumes it.
+            self.conns.insert(token, c);
+            return;
+        }
         if !self.core.unstall(&mut c.core) {
             self.stalled.push(token);
             self.conns.insert(token, c);
@@ -594,15 +605,18 @@ impl RingRx {
         let r = (|| {
             let queued = std::mem::take(&mut c.queued);
             let mut it = queued.into_iter();
-            // Frames already in carry go first.
-            if !c.carry.is_empty() && self.core.decode(token, &mut c.core, &mut c.carry)? {
-                c.queued.extend(it);
-                self.stalled.push(token);
-                return Ok(());
+            // Frames already in carry (or the rest of a batch) go first.
+            {
+                self.core.decode(token, &mut c.core, &mut c.carry)?;
+                if c.core.paused() {
+                    c.queued.extend(it);
+                    rx_engine::park(self, token, &mut c);
+                    return Ok(());
+                }
             }
             for (chunk, buffer) in it.by_ref() {
                 self.feed(token, &mut c, chunk, buffer)?;
-                if !c.core.stalled.is_empty() {
+                if c.core.paused() {
                     c.queued.extend(it);
                     return Ok(());
                 }
@@ -626,12 +640,10 @@ impl RingRx {
         while let Some(a) = self.core.pop_ack() {
             any = true;
             if let Some(c) = self.conns.get_mut(&a.token) {
-                match a.err {
-                    None => c.core.proto.ack(a.id),
-                    Some(r) => c.core.proto.fail(a.id, &r),
-                }
-                if c.send.is_none() && self.flush.last() != Some(&a.token) {
-                    self.flush.push(a.token);
+                let t = a.token;
+                self.core.worker_ack(&mut c.core, a);
+                if c.send.is_none() && self.flush.last() != Some(&t) {
+                    self.flush.push(t);
                 }
             }
         }
@@ -699,7 +711,7 @@ impl RingRx {
     }
 
     fn close(&mut self, mut c: UConn, why: Close) {
-        self.core.log_close(c.core.peer, &why);
+        self.core.on_close(&c.core, &why);
         if let Close::Protocol(_) = why {
             // Best effort: tell the peer why (FAIL frames queued above).
             let out = c.core.proto.take_output();
@@ -708,5 +720,43 @@ impl RingRx {
                 .send_with_flags(out, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
         }
         self.release(c);
+    }
+}
+
+/// Completions: a paused connection's multishot receive is stopped (not
+/// orphaned: what it already received is kept, in order) so that it pins
+/// no more provided buffers; the retry re-arms it.
+impl RxDriver for RingRx {
+    type Conn = UConn;
+
+    fn core(&mut self) -> &mut RxCore {
+        &mut self.core
+    }
+
+    fn conn_core(c: &mut UConn) -> &mut ConnCore {
+        &mut c.core
+    }
+
+    fn take_conn(&mut self, token: usize) -> Option<UConn> {
+        self.conns.remove(&token)
+    }
+
+    fn put_conn(&mut self, token: usize, c: UConn) {
+        self.conns.insert(token, c);
+    }
+
+    fn close_conn(&mut self, _token: usize, c: UConn, why: Close) {
+        self.close(c, why);
+    }
+
+    fn retry_next_turn(&mut self, token: usize) {
+        self.stalled.push(token);
+    }
+
+    fn stop_reading(&mut self, c: &mut UConn) {
+        if let (Some(id), true, false) = (c.recv, c.multishot, c.stopping) {
+            self.ring.stop(id);
+            c.stopping = true;
+        }
     }
 }
