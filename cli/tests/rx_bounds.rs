@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[macro_use]
+#[path = "../../tests/common/mod.rs"]
 mod common;
 use common::{io_cfg, stdout_lines};
 
