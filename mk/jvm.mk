@@ -1,0 +1,70 @@
+# JVM binding of sessionrepl. Included by the top-level Makefile.
+#
+#   jvm-lib       cargo build --release -p sessionrepl-jni (libsessionrepl_jni.so)
+#   jvm-jar       javac + jar: build/jvm/sessionrepl.jar (io.sessionrepl and
+#                 io.sessionrepl.tomcat), compiled against Debian's Tomcat
+#                 jars (libtomcat10-java), no Maven
+#   jvm-install   part of `make install`: PREFIX/share/java/sessionrepl.jar
+#                 and LIBDIR/libsessionrepl_jni.so (skipped with a warning
+#                 when there is no JDK, unless CI=true)
+#   java-test     the Java tests against the installed stage
+#                 (build/ffi/stage): the io.sessionrepl API tests, then the
+#                 Tomcat drop-in tests. Without javac they fail under
+#                 CI=true and are skipped (loudly) otherwise.
+
+JAVAC          ?= javac
+JAR            ?= jar
+JAVA           ?= java
+JVM_BUILD      := build/jvm
+TOMCAT_JARS    := $(addprefix /usr/share/java/tomcat10-,catalina.jar catalina-ha.jar tribes.jar coyote.jar \
+                  util.jar util-scan.jar juli.jar api.jar servlet-api.jar jaspic-api.jar annotations-api.jar \
+                  el-api.jar jsp-api.jar)
+TOMCAT_CP      := $(subst $(eval) ,:,$(TOMCAT_JARS))
+JVM_SOURCES    := $(shell find java/io -name '*.java' 2>/dev/null)
+JVM_TESTS      := $(shell find java/test -name '*.java' 2>/dev/null)
+JVM_HAVE_JDK   := $(shell command -v $(JAVAC) >/dev/null 2>&1 && command -v $(JAR) >/dev/null 2>&1 && echo yes)
+JVM_JOPTS      := -Djava.net.preferIPv4Stack=true -Xss512k -XX:+UseSerialGC -XX:TieredStopAtLevel=1
+DATADIR        ?= $(PREFIX)/share
+
+.PHONY: jvm-lib jvm-jar jvm-install java-test
+
+jvm-lib:
+	$(FFI_CARGO) build --release -p sessionrepl-jni
+
+jvm-jar: $(JVM_BUILD)/sessionrepl.jar
+
+$(JVM_BUILD)/sessionrepl.jar: $(JVM_SOURCES)
+	@rm -rf $(JVM_BUILD)/classes && mkdir -p $(JVM_BUILD)/classes
+	$(JAVAC) --release 11 -Xlint:all,-options -Xdoclint:all/protected -Werror -encoding UTF-8 \
+	  -cp $(TOMCAT_CP) -d $(JVM_BUILD)/classes $(JVM_SOURCES)
+	$(JAR) --create --file $@ -C $(JVM_BUILD)/classes .
+
+ifeq ($(JVM_HAVE_JDK),yes)
+jvm-install: jvm-lib jvm-jar
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DATADIR)/java
+	install -m 0755 $(FFI_REL)/libsessionrepl_jni.so $(DESTDIR)$(LIBDIR)/libsessionrepl_jni.so
+	install -m 0644 $(JVM_BUILD)/sessionrepl.jar $(DESTDIR)$(DATADIR)/java/sessionrepl.jar
+else ifeq ($(CI),true)
+jvm-install:
+	@echo "jvm-install: javac/jar not found (apt-get install default-jdk-headless)"; exit 1
+else
+jvm-install:
+	@echo "jvm-install: WARNING: no JDK (javac/jar); sessionrepl.jar and libsessionrepl_jni.so not installed"
+endif
+
+install: jvm-install
+
+ifeq ($(JVM_HAVE_JDK),yes)
+java-test: ffi-stage
+	@rm -rf $(JVM_BUILD)/testclasses && mkdir -p $(JVM_BUILD)/testclasses
+	$(JAVAC) --release 11 -encoding UTF-8 -cp $(FFI_STAGE)/share/java/sessionrepl.jar:$(TOMCAT_CP) \
+	  -d $(JVM_BUILD)/testclasses $(JVM_TESTS)
+	$(JAVA) $(JVM_JOPTS) -Djava.library.path=$(FFI_STAGE)/lib \
+	  -cp $(FFI_STAGE)/share/java/sessionrepl.jar:$(JVM_BUILD)/testclasses io.sessionrepl.ApiTest
+else ifeq ($(CI),true)
+java-test:
+	@echo "java-test: FAILED: javac not found (apt-get install default-jdk-headless)"; exit 1
+else
+java-test:
+	@echo "java-test: SKIPPED: javac not found (apt-get install default-jdk-headless); CI=true fails here"
+endif
