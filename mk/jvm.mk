@@ -35,7 +35,7 @@ jvm-jar: $(JVM_BUILD)/sessionrepl.jar
 
 $(JVM_BUILD)/sessionrepl.jar: $(JVM_SOURCES)
 	@rm -rf $(JVM_BUILD)/classes && mkdir -p $(JVM_BUILD)/classes
-	$(JAVAC) --release 11 -Xlint:all,-options -Xdoclint:all/protected -Werror -encoding UTF-8 \
+	$(JAVAC) --release 11 -Xlint:all,-options,-classfile -Xdoclint:all/protected -Werror -encoding UTF-8 \
 	  -cp $(TOMCAT_CP) -d $(JVM_BUILD)/classes $(JVM_SOURCES)
 	$(JAR) --create --file $@ -C $(JVM_BUILD)/classes .
 
