@@ -61,6 +61,10 @@ java-test: ffi-stage
 	  -d $(JVM_BUILD)/testclasses $(JVM_TESTS)
 	$(JAVA) $(JVM_JOPTS) -Djava.library.path=$(FFI_STAGE)/lib \
 	  -cp $(FFI_STAGE)/share/java/sessionrepl.jar:$(JVM_BUILD)/testclasses io.sessionrepl.ApiTest
+	$(JAVA) $(JVM_JOPTS) -Djava.library.path=$(FFI_STAGE)/lib \
+	  -cp $(FFI_STAGE)/share/java/sessionrepl.jar:$(TOMCAT_CP):$(JVM_BUILD)/testclasses \
+	  io.sessionrepl.tomcat.TomcatTest $(FFI_STAGE)/share/java/sessionrepl.jar $(FFI_STAGE)/lib \
+	  $(TOMCAT_CP) $(JVM_BUILD)/testclasses $(JVM_BUILD)/tomcat
 else ifeq ($(CI),true)
 java-test:
 	@echo "java-test: FAILED: javac not found (apt-get install default-jdk-headless)"; exit 1

@@ -81,29 +81,45 @@ final class Attributes {
         }
     }
 
-    /** Checks every value and applies the mapped ones to {@code cfg}. */
+    /** Marks a Tomcat attribute the Java side handles itself (e.g. {@code autoBind}). */
+    static final String HANDLED = "";
+
+    /**
+     * Checks every value and applies the mapped ones to {@code cfg}: first
+     * Tomcat's attributes, then sessionrepl keys, so an explicit
+     * sessionrepl key wins over a Tomcat attribute that maps to it.
+     */
     void applyTo(Config cfg) throws IOException {
         for (Map.Entry<String, String> e : values.entrySet()) {
-            String name = e.getKey();
-            String v = e.getValue().trim();
-            Known k = known.get(name);
-            try {
-                if (k == null) {
-                    cfg.set(name, v);
-                    continue;
-                }
-                String checked = check(name, k.type, v);
-                if (k.key == null) {
-                    if (LOGGED.add(component + "." + name)) {
-                        log.info(component + " attribute '" + name + "' has no meaning for the native "
-                            + "engine and is ignored");
-                    }
-                } else if (checked != null) {
-                    cfg.set(k.key, checked);
-                }
-            } catch (SessionReplException x) {
-                throw new IOException(component + " attribute '" + name + "'=\"" + v + "\": " + x.detail(), x);
+            Known k = known.get(e.getKey());
+            if (k != null) {
+                apply(cfg, e.getKey(), e.getValue().trim(), k);
             }
+        }
+        for (Map.Entry<String, String> e : values.entrySet()) {
+            if (!known.containsKey(e.getKey())) {
+                apply(cfg, e.getKey(), e.getValue().trim(), null);
+            }
+        }
+    }
+
+    private void apply(Config cfg, String name, String v, Known k) throws IOException {
+        try {
+            if (k == null) {
+                cfg.set(name, v);
+                return;
+            }
+            String checked = check(name, k.type, v);
+            if (k.key == null) {
+                if (LOGGED.add(component + "." + name)) {
+                    log.info(component + " attribute '" + name + "' has no meaning for the native "
+                        + "engine and is ignored");
+                }
+            } else if (!k.key.isEmpty() && checked != null) {
+                cfg.set(k.key, checked);
+            }
+        } catch (SessionReplException x) {
+            throw new IOException(component + " attribute '" + name + "'=\"" + v + "\": " + x.detail(), x);
         }
     }
 

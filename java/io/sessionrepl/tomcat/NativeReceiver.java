@@ -23,9 +23,10 @@ import org.apache.catalina.tribes.MessageListener;
  * <p>It accepts every attribute of Tomcat's {@code NioReceiver}:
  * {@code address}/{@code host}/{@code bind} (listen address; {@code auto}:
  * this host's address), {@code port}, {@code autoBind} (how many ports
- * from {@code port} to try), {@code rxBufSize}, {@code txBufSize} and
- * {@code tcpNoDelay} are mapped; the rest ({@code selectorTimeout},
- * {@code maxThreads}, {@code minThreads}, ...) are checked and logged once
+ * from {@code port} to try), {@code maxThreads} (worker threads that run
+ * the listener, {@code tcpThreadCount}; default 6), {@code rxBufSize},
+ * {@code txBufSize} and {@code tcpNoDelay} are mapped; the rest
+ * ({@code selectorTimeout}, {@code minThreads}, ...) are checked and logged once
  * as not applicable. Any sessionrepl key ({@code replicationMode},
  * {@code ackTimeout}, {@code compress}, {@code ioBackend}, ...) is accepted
  * too. A bad value fails {@link #start()} with a message naming the
@@ -36,15 +37,15 @@ public class NativeReceiver implements ChannelReceiver {
         "address", ADDR, "tcpListenAddress",
         "host", ADDR, "tcpListenAddress",
         "bind", ADDR, "tcpListenAddress",
-        "port", INT, null,
-        "autoBind", INT, null,
+        "port", INT, Attributes.HANDLED,
+        "autoBind", INT, Attributes.HANDLED,
         "rxBufSize", INT, "rxBufSize",
         "txBufSize", INT, "txBufSize",
         "tcpNoDelay", BOOL, "tcpNoDelay",
         "securePort", INT, null,
         "udpPort", INT, null,
         "selectorTimeout", LONG, null,
-        "maxThreads", INT, null,
+        "maxThreads", INT, "tcpThreadCount",
         "minThreads", INT, null,
         "maxIdleTime", LONG, null,
         "ooBInline", BOOL, null,
@@ -68,8 +69,14 @@ public class NativeReceiver implements ChannelReceiver {
     private volatile Channel channel;
     private volatile NativeCluster cluster;
 
-    /** A receiver with every attribute at its default (port 4000, autoBind 100). */
+    /**
+     * A receiver with every attribute at its default: port 4000, autoBind
+     * 100, and 6 worker threads ({@code maxThreads}): like Tribes'
+     * NioReceiver, a listener that blocks (an RPC waiting for its reply)
+     * holds up only its own connection.
+     */
     public NativeReceiver() {
+        attrs.set("maxThreads", "6");
         attrs.set("port", "4000");
         attrs.set("autoBind", "100");
         attrs.set("address", "auto");
