@@ -2,6 +2,7 @@ package io.sessionrepl.tomcat;
 
 import java.io.File;
 import java.io.IOException;
+import java.io.Serializable;
 import java.net.InetAddress;
 import java.net.ServerSocket;
 import java.nio.charset.StandardCharsets;
@@ -10,6 +11,13 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+
+import org.apache.catalina.tribes.Channel;
+import org.apache.catalina.tribes.ChannelException;
+import org.apache.catalina.tribes.ChannelListener;
+import org.apache.catalina.tribes.Member;
+import org.apache.catalina.tribes.RemoteProcessException;
+import org.apache.catalina.tribes.group.GroupChannel;
 
 /**
  * The Tomcat drop-in, end to end: real Tomcat processes (Debian's jars,
@@ -52,6 +60,25 @@ public final class TomcatTest {
         };
         int passed = 0;
         int failed = 0;
+        Object[][] unit = {
+            {"tribes_channel_envelope_sync_ack_and_fail_ack", (Body) TomcatTest::envelope},
+            {"tribes_attributes_checked_and_bad_value_named", (Body) TomcatTest::attributes},
+        };
+        for (Object[] t : unit) {
+            if (!((String) t[0]).contains(filter)) {
+                continue;
+            }
+            long t0 = System.nanoTime();
+            try {
+                ((Body) t[1]).run();
+                passed++;
+                System.out.printf("test %s ... ok (%d ms)%n", t[0], (System.nanoTime() - t0) / 1_000_000);
+            } catch (Throwable e) {
+                failed++;
+                System.out.printf("test %s ... FAILED: %s%n", t[0], e);
+                e.printStackTrace(System.out);
+            }
+        }
         for (String[] t : tests) {
             if (!t[0].contains(filter)) {
                 continue;
@@ -81,6 +108,153 @@ public final class TomcatTest {
         }
         System.out.printf("tomcat: %d passed, %d failed%n", passed, failed);
         System.exit(failed == 0 && passed > 0 ? 0 : 1);
+    }
+
+    interface Body {
+        void run() throws Exception;
+    }
+
+    /** A Tribes GroupChannel whose receiver, sender and membership are the native classes. */
+    static GroupChannel nativeChannel(String mcast, int mport, String domain, ChannelListener l) throws Exception {
+        GroupChannel ch = new GroupChannel();
+        NativeMembershipService m = new NativeMembershipService();
+        m.setProperty("address", mcast);
+        m.setProperty("port", String.valueOf(mport));
+        m.setProperty("bind", "127.0.0.1");
+        m.setProperty("ttl", "1");
+        m.setProperty("frequency", "100");
+        m.setProperty("dropTime", "1500");
+        m.setProperty("domain", domain);
+        NativeReceiver r = new NativeReceiver();
+        r.setProperty("address", "127.0.0.1");
+        r.setProperty("port", String.valueOf(freePort()));
+        NativeSender s = new NativeSender();
+        s.setProperty("ackTimeout", "10000");
+        ch.setMembershipService(m);
+        ch.setChannelReceiver(r);
+        ch.setChannelSender(s);
+        if (l != null) {
+            ch.addChannelListener(l);
+        }
+        ch.start(Channel.DEFAULT);
+        return ch;
+    }
+
+    static void waitFor(java.util.function.BooleanSupplier c, String what) throws InterruptedException {
+        long end = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(WAIT_MS);
+        while (!c.getAsBoolean()) {
+            check(System.nanoTime() < end, "timed out waiting for " + what);
+            Thread.sleep(20);
+        }
+    }
+
+    /** Records messages; refuses (throws) "refuse". */
+    static final class Recorder implements ChannelListener {
+        final List<Object[]> got = new java.util.concurrent.CopyOnWriteArrayList<>();
+
+        @Override
+        public void messageReceived(Serializable msg, Member sender) {
+            if ("refuse".equals(msg)) {
+                throw new IllegalStateException("refused by the test listener");
+            }
+            got.add(new Object[] {msg, sender});
+        }
+
+        @Override
+        public boolean accept(Serializable msg, Member sender) {
+            return true;
+        }
+    }
+
+    static void envelope() throws Exception {
+        int c = ++clusterNo;
+        long pid = ProcessHandle.current().pid();
+        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
+        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
+        String domain = "tribes-unit-" + pid + "-" + c;
+        Recorder rb = new Recorder();
+        GroupChannel a = nativeChannel(mcast, mport, domain, null);
+        GroupChannel b = nativeChannel(mcast, mport, domain, rb);
+        try {
+            waitFor(() -> a.getMembers().length == 1 && b.getMembers().length == 1, "members");
+            Member mb = a.getMembers()[0];
+            check(mb.equals(b.getLocalMember(false)), "a's member " + mb + " is b's local member "
+                + b.getLocalMember(false));
+            int sync = Channel.SEND_OPTIONS_USE_ACK | Channel.SEND_OPTIONS_SYNCHRONIZED_ACK;
+            a.send(new Member[] {mb}, "hello", sync);
+            // synchronized ack: delivered before send returned
+            check(rb.got.size() == 1, "delivered before the sync ack: " + rb.got.size());
+            check("hello".equals(rb.got.get(0)[0]), "payload " + rb.got.get(0)[0]);
+            check(a.getLocalMember(false).equals(rb.got.get(0)[1]), "sender member carried in the envelope: "
+                + rb.got.get(0)[1]);
+            a.send(new Member[] {mb}, "receipt", Channel.SEND_OPTIONS_USE_ACK);
+            a.send(new Member[] {mb}, "no-ack", 0);
+            waitFor(() -> rb.got.size() == 3, "receipt-acked and unacked messages");
+            try {
+                a.send(new Member[] {mb}, "refuse", sync);
+                throw new AssertionError("listener exception did not reach the sender");
+            } catch (ChannelException e) {
+                ChannelException.FaultyMember[] f = e.getFaultyMembers();
+                check(f.length == 1 && f[0].getMember().equals(mb), "faulty member is b: " + e);
+                check(f[0].getCause() instanceof RemoteProcessException, "FAIL_ACK cause: " + f[0].getCause());
+            }
+            check(rb.got.size() == 3, "refused message not recorded");
+            b.stop(Channel.DEFAULT);
+            try {
+                a.send(new Member[] {mb}, "to the dead", sync);
+                throw new AssertionError("send to a stopped member succeeded");
+            } catch (ChannelException e) {
+                check(e.getFaultyMembers().length == 1, "dead member faulty: " + e);
+            }
+        } finally {
+            a.stop(Channel.DEFAULT);
+            b.stop(Channel.DEFAULT);
+        }
+    }
+
+    static void attributes() throws Exception {
+        NativeReceiver r = new NativeReceiver();
+        check(r.setProperty("selectorTimeout", "5000"), "stock NioReceiver attribute accepted");
+        check(r.setProperty("replicationMode", "pooled"), "sessionrepl key accepted");
+        check(!r.setProperty("noSuchAttribute", "1"), "unknown attribute refused");
+        NativeSender s = new NativeSender();
+        check(s.setProperty("maxRetryAttempts", "2") && s.setProperty("throwOnFailedAck", "true"),
+            "stock sender attributes accepted");
+        NativeMembershipService m = new NativeMembershipService();
+        check(m.setProperty("recoveryEnabled", "true") && m.setProperty("dropTime", "3000"),
+            "stock McastService attributes accepted");
+        String[][] bad = {
+            {"receiver", "selectorTimeout", "soon"},
+            {"receiver", "replicationMode", "carrier-pigeon"},
+            {"sender", "timeout", "-x"},
+            {"membership", "ttl", "lots"},
+        };
+        for (String[] b : bad) {
+            GroupChannel ch = new GroupChannel();
+            NativeMembershipService mm = new NativeMembershipService();
+            mm.setProperty("membershipType", "none");
+            NativeReceiver rr = new NativeReceiver();
+            rr.setProperty("address", "127.0.0.1");
+            rr.setProperty("port", "0");
+            NativeSender ss = new NativeSender();
+            (b[0].equals("receiver") ? (java.util.function.BiFunction<String, String, Boolean>) rr::setProperty
+                : b[0].equals("sender") ? (java.util.function.BiFunction<String, String, Boolean>) ss::setProperty
+                : (java.util.function.BiFunction<String, String, Boolean>) mm::setProperty).apply(b[1], b[2]);
+            ch.setMembershipService(mm);
+            ch.setChannelReceiver(rr);
+            ch.setChannelSender(ss);
+            try {
+                ch.start(Channel.DEFAULT);
+                ch.stop(Channel.DEFAULT);
+                throw new AssertionError("start accepted " + b[1] + "=" + b[2]);
+            } catch (ChannelException e) {
+                StringBuilder all = new StringBuilder();
+                for (Throwable t = e; t != null; t = t.getCause()) {
+                    all.append(t.getMessage()).append(" | ");
+                }
+                check(all.toString().contains("'" + b[1] + "'"), "error names " + b[1] + ": " + all);
+            }
+        }
     }
 
     static void check(boolean ok, String what) {
