@@ -36,7 +36,7 @@ import org.apache.juli.logging.LogFactory;
  * <p>Attributes of Tomcat's {@code McastService} are mapped:
  * {@code address} ({@code mcastAddr}), {@code port} ({@code mcastPort}),
  * {@code frequency}, {@code dropTime}/{@code mcastDropTime},
- * {@code bind}/{@code mcastBindAddress}, {@code ttl}, {@code domain}; the
+ * {@code bind}/{@code mcastBindAddress}, {@code ttl}, {@code domain} ({@code mcastClusterDomain}); the
  * rest ({@code soTimeout}, {@code recovery*}, {@code localLoopbackDisabled})
  * are checked and logged once as not applicable; any sessionrepl key
  * ({@code membershipType=static}, {@code staticMembers}, ...) is accepted
@@ -59,7 +59,7 @@ public class NativeMembershipService implements MembershipService {
         "memberDropTime", LONG, "mcastDropTime",
         "bind", ADDR, "mcastBindAddress",
         "ttl", INT, "mcastTTL",
-        "domain", STRING, "domain",
+        "domain", STRING, "mcastClusterDomain",
         "soTimeout", INT, null,
         "recoveryCounter", INT, null,
         "recoveryEnabled", BOOL, null,
