@@ -72,3 +72,18 @@ else
 java-test:
 	@echo "java-test: SKIPPED: javac not found (apt-get install default-jdk-headless); CI=true fails here"
 endif
+
+## S8 (bench/SCENARIOS.md): the native channel from Java through JNI
+## against Tribes' GroupChannel in one JVM, after the Rust S2 of the same
+## run (the sync-ack p50 goal is a ratio to it). JVM_BENCH_COUNT fastasync
+## messages, JVM_BENCH_ACKS sync-ack messages, 1 KiB each.
+JVM_BENCH_COUNT ?= 200000
+JVM_BENCH_ACKS  ?= 20000
+.PHONY: bench-jvm
+bench-jvm: release jvm-lib jvm-jar
+	$(RELEASE_BIN) bench --scenario S2 --scale 10 --no-peer --no-floor
+	@mkdir -p $(JVM_BUILD)/bench
+	$(JAVAC) --release 11 -encoding UTF-8 -cp $(JVM_BUILD)/sessionrepl.jar:$(TOMCAT_CP) \
+	  -d $(JVM_BUILD)/bench bench/jvm/JvmBench.java
+	$(JAVA) -Djava.net.preferIPv4Stack=true -Djava.library.path=$(FFI_REL) \
+	  -cp $(JVM_BUILD)/sessionrepl.jar:$(TOMCAT_CP):$(JVM_BUILD)/bench JvmBench $(JVM_BENCH_COUNT) $(JVM_BENCH_ACKS)

@@ -297,9 +297,11 @@ fn payload(
         if off.checked_add(len).is_none_or(|end| end > n) {
             return Err(Fail::arg("offset and length exceed the array"));
         }
-        let mut v = vec![0i8; len];
-        env.get_byte_array_region(arr, off as i32, &mut v)?;
-        let v: Vec<u8> = v.into_iter().map(|b| b as u8).collect();
+        let mut v = vec![0u8; len];
+        // SAFETY: u8 and i8 (jbyte) have the same size and alignment; the
+        // slice covers exactly `v`'s initialized `len` bytes.
+        let as_jbytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<i8>(), len) };
+        env.get_byte_array_region(arr, off as i32, as_jbytes)?;
         return Ok(bytes::Bytes::from(v));
     }
     if buf.is_null() {

@@ -3,6 +3,7 @@ package io.sessionrepl;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -83,6 +84,8 @@ public final class Channel implements AutoCloseable {
     private final Guard guard;
     private final InetSocketAddress local;
     private final byte[] memberId;
+    /** The last destination array and its encoding (senders reuse their arrays). */
+    private volatile Object[] lastDests = {null, null};
 
     /**
      * @param cfg the configuration
@@ -102,6 +105,18 @@ public final class Channel implements AutoCloseable {
         Wire.In in = new Wire.In(guard.with(Native::channelInfo));
         this.local = in.addr();
         this.memberId = in.fixed(16);
+    }
+
+    private byte[] dests(InetSocketAddress[] to) {
+        Object[] last = lastDests;
+        if (last[0] == to && to != null && Arrays.equals((InetSocketAddress[]) last[2], to)) {
+            return (byte[]) last[1];
+        }
+        byte[] enc = Wire.addrs(to);
+        if (to != null) {
+            lastDests = new Object[] {to, enc, to.clone()};
+        }
+        return enc;
     }
 
     /** @return the receiver's bound address (members send here) */
@@ -145,7 +160,7 @@ public final class Channel implements AutoCloseable {
      * @throws SessionReplException as the other {@code send}
      */
     public long send(InetSocketAddress[] to, byte[] payload, int off, int len, SendOptions opts) {
-        byte[] d = Wire.addrs(to);
+        byte[] d = dests(to);
         int o = opts.bits();
         return guard.with(h -> Native.channelSend(h, d, payload, null, off, len, o, false));
     }
@@ -166,7 +181,7 @@ public final class Channel implements AutoCloseable {
         if (!payload.isDirect()) {
             throw new SessionReplException("SR_INVALID_ARGUMENT", "not a direct ByteBuffer");
         }
-        byte[] d = Wire.addrs(to);
+        byte[] d = dests(to);
         int o = opts.bits();
         int off = payload.position();
         int len = payload.remaining();
@@ -185,7 +200,7 @@ public final class Channel implements AutoCloseable {
      * @throws SessionReplException when nothing could be sent at all
      */
     public Ticket sendWithTicket(InetSocketAddress[] to, byte[] payload, SendOptions opts) {
-        byte[] d = Wire.addrs(to);
+        byte[] d = dests(to);
         int o = opts.bits();
         int len = payload == null ? 0 : payload.length;
         return new Ticket(guard.with(h -> Native.channelSend(h, d, payload, null, 0, len, o, true)));
@@ -205,7 +220,7 @@ public final class Channel implements AutoCloseable {
         if (!payload.isDirect()) {
             throw new SessionReplException("SR_INVALID_ARGUMENT", "not a direct ByteBuffer");
         }
-        byte[] d = Wire.addrs(to);
+        byte[] d = dests(to);
         int o = opts.bits();
         int off = payload.position();
         int len = payload.remaining();
