@@ -142,6 +142,11 @@ pub struct Config {
     pub member_id: Option<[u8; 16]>,
     /// `ioBackend`: `auto`, `mio` or `uring` (default auto).
     pub io_backend: String,
+    /// `tribesEnvelope`: payloads are whole Tribes ChannelData packages (the
+    /// JVM's Tomcat drop-in): a message from a Tribes member is delivered as
+    /// its whole ChannelData, gzip left to the host, and a send to a Tribes
+    /// member puts the payload in a Tribes frame as is (default false).
+    pub tribes_envelope: bool,
     /// Membership settings (`mcastAddr`, `staticMembers`, ...).
     pub membership: MembershipConfig,
     /// Session-store settings (`sendAllSessionsSize`, ...).
@@ -182,6 +187,7 @@ impl Default for Config {
             domain: Vec::new(),
             member_id: None,
             io_backend: "auto".into(),
+            tribes_envelope: false,
             membership: MembershipConfig::default(),
             session: SessionConfig::default(),
         }
@@ -303,6 +309,7 @@ impl Config {
                 "auto" | "mio" | "uring" => self.io_backend = v.to_string(),
                 _ => return Err(bad(k, "expected auto, mio or uring")),
             },
+            "tribesEnvelope" => self.tribes_envelope = parse_bool(k, v)?,
             _ => {
                 if self.membership.set(k, v)? || self.session.set(k, v)? {
                     return Ok(());
