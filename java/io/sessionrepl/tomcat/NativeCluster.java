@@ -39,6 +39,9 @@ final class NativeCluster {
         SessionReplException last = null;
         for (int i = 0; i < tries; i++) {
             Config cfg = new Config();
+            // Payloads are Tomcat's whole ChannelData; to and from stock
+            // Tribes members they travel in Tribes framing as is.
+            cfg.set("tribesEnvelope", "true");
             if (nm != null) {
                 cfg.set("membershipType", "multicast");
                 nm.attributes().applyTo(cfg);

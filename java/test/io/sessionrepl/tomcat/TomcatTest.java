@@ -57,6 +57,7 @@ public final class TomcatTest {
         String[][] tests = {
             {"tomcat_deltamanager_native_transport", "org.apache.catalina.ha.session.DeltaManager"},
             {"tomcat_backupmanager_native_transport", "org.apache.catalina.ha.session.BackupManager"},
+            {"tomcat_mixed_stock_and_native_deltamanager", "org.apache.catalina.ha.session.DeltaManager"},
         };
         int passed = 0;
         int failed = 0;
@@ -86,7 +87,11 @@ public final class TomcatTest {
             long t0 = System.nanoTime();
             List<Node> nodes = new ArrayList<>();
             try {
-                counterScenario(t[0], t[1], nodes);
+                if (t[0].contains("mixed")) {
+                    mixedScenario(t[0], t[1], nodes);
+                } else {
+                    counterScenario(t[0], t[1], nodes);
+                }
                 passed++;
                 System.out.printf("test %s ... ok (%d ms)%n", t[0], (System.nanoTime() - t0) / 1_000_000);
             } catch (Throwable e) {
@@ -347,6 +352,50 @@ public final class TomcatTest {
     }
 
     /**
+     * A stock Tribes node (McastService, NioReceiver, ReplicationTransmitter)
+     * and native nodes in one cluster: increments alternate between the
+     * stock node and a native one, a native node joining late reads the
+     * counter (state transfer from either), and after the stock node is
+     * SIGKILLed the native ones carry on.
+     */
+    static void mixedScenario(String name, String manager, List<Node> nodes) throws Exception {
+        int c = ++clusterNo;
+        long pid = ProcessHandle.current().pid();
+        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
+        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
+        String domain = "tomcat-test-" + pid + "-" + c;
+        Path dir = work.resolve(name);
+        deleteTree(dir);
+        Path app = writeApp(dir.resolve("app"));
+        Path jarFile = dir.resolve("cookies.txt");
+        Node a = start(dir, "a", manager, mcast, mport, domain, app, true);
+        nodes.add(a);
+        awaitUp(a);
+        Node b = start(dir, "b", manager, mcast, mport, domain, app, false);
+        nodes.add(b);
+        awaitUp(b);
+        int want = 0;
+        for (int i = 0; i < 6; i++) {
+            Node n = i % 2 == 0 ? a : b;
+            want++;
+            String body = eventually(n, jarFile, "", "count=" + want + " ");
+            check(body.startsWith("count=" + want + " node=" + n.name), n.name + " answered " + body);
+        }
+        Node x = start(dir, "x", manager, mcast, mport, domain, app, false);
+        nodes.add(x);
+        awaitUp(x);
+        String late = eventually(x, jarFile, "?op=read", "count=" + want + " ");
+        check(late.startsWith("count=" + want + " node=x"), "late node answered " + late);
+        a.kill();
+        Thread.sleep(4000);
+        want++;
+        String after = eventually(b, jarFile, "", "count=" + want + " ");
+        check(after.startsWith("count=" + want + " node=b"), "after kill b answered " + after);
+        String onX = eventually(x, jarFile, "?op=read", "count=" + want + " ");
+        check(onX.startsWith("count=" + want + " node=x"), "after kill x answered " + onX);
+    }
+
+    /**
      * GETs {@code /count + query} until the answer starts with
      * {@code want}, at most WAIT_MS; an increment is sent once and then
      * only read again (so a retry never increments twice).
@@ -389,6 +438,11 @@ public final class TomcatTest {
 
     static Node start(Path dir, String name, String manager, String mcast, int mport, String domain, Path app)
             throws Exception {
+        return start(dir, name, manager, mcast, mport, domain, app, false);
+    }
+
+    static Node start(Path dir, String name, String manager, String mcast, int mport, String domain, Path app,
+            boolean stock) throws Exception {
         Path base = dir.resolve(name);
         Files.createDirectories(base.resolve("conf"));
         Files.createDirectories(base.resolve("webapps"));
@@ -407,14 +461,7 @@ public final class TomcatTest {
             + "      <Cluster className=\"org.apache.catalina.ha.tcp.SimpleTcpCluster\" channelSendOptions=\"6\">\n"
             + "        " + mgr + "\n"
             + "        <Channel className=\"org.apache.catalina.tribes.group.GroupChannel\">\n"
-            + "          <Membership className=\"io.sessionrepl.tomcat.NativeMembershipService\" address=\"" + mcast
-            + "\" port=\"" + mport + "\" frequency=\"200\" dropTime=\"2000\" bind=\"127.0.0.1\" ttl=\"1\""
-            + " domain=\"" + domain + "\" soTimeout=\"500\"/>\n"
-            + "          <Receiver className=\"io.sessionrepl.tomcat.NativeReceiver\" address=\"127.0.0.1\""
-            + " port=\"" + tcp + "\" autoBind=\"100\" selectorTimeout=\"5000\" maxThreads=\"6\"/>\n"
-            + "          <Sender className=\"io.sessionrepl.tomcat.NativeSender\" ackTimeout=\"10000\">\n"
-            + "            <Transport className=\"org.apache.catalina.tribes.transport.nio.PooledParallelSender\"/>\n"
-            + "          </Sender>\n"
+            + (stock ? stockTransport(mcast, mport, domain, tcp) : nativeTransport(mcast, mport, domain, tcp))
             + "          <Interceptor className=\"org.apache.catalina.tribes.group.interceptors.TcpFailureDetector\"/>\n"
             + "          <Interceptor className=\"org.apache.catalina.tribes.group.interceptors.MessageDispatchInterceptor\"/>\n"
             + "        </Channel>\n"
@@ -450,6 +497,31 @@ public final class TomcatTest {
         cmd.add(serverXml.toString());
         Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
         return new Node(name, http, log, p);
+    }
+
+    static String nativeTransport(String mcast, int mport, String domain, int tcp) {
+        return ""
+            + "          <Membership className=\"io.sessionrepl.tomcat.NativeMembershipService\" address=\"" + mcast
+            + "\" port=\"" + mport + "\" frequency=\"200\" dropTime=\"2000\" bind=\"127.0.0.1\" ttl=\"1\""
+            + " domain=\"" + domain + "\" soTimeout=\"500\"/>\n"
+            + "          <Receiver className=\"io.sessionrepl.tomcat.NativeReceiver\" address=\"127.0.0.1\""
+            + " port=\"" + tcp + "\" autoBind=\"100\" selectorTimeout=\"5000\" maxThreads=\"6\"/>\n"
+            + "          <Sender className=\"io.sessionrepl.tomcat.NativeSender\" ackTimeout=\"10000\">\n"
+            + "            <Transport className=\"org.apache.catalina.tribes.transport.nio.PooledParallelSender\"/>\n"
+            + "          </Sender>\n";
+    }
+
+    /** Stock Tribes classes with the same settings (for the mixed cluster). */
+    static String stockTransport(String mcast, int mport, String domain, int tcp) {
+        return ""
+            + "          <Membership className=\"org.apache.catalina.tribes.membership.McastService\" address=\"" + mcast
+            + "\" port=\"" + mport + "\" frequency=\"200\" dropTime=\"2000\" bind=\"127.0.0.1\" ttl=\"1\""
+            + " domain=\"" + domain + "\"/>\n"
+            + "          <Receiver className=\"org.apache.catalina.tribes.transport.nio.NioReceiver\" address=\"127.0.0.1\""
+            + " port=\"" + tcp + "\" autoBind=\"100\" selectorTimeout=\"5000\" maxThreads=\"6\"/>\n"
+            + "          <Sender className=\"org.apache.catalina.tribes.transport.ReplicationTransmitter\">\n"
+            + "            <Transport className=\"org.apache.catalina.tribes.transport.nio.PooledParallelSender\" timeout=\"10000\"/>\n"
+            + "          </Sender>\n";
     }
 
     static Path writeApp(Path app) throws IOException {
