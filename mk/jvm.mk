@@ -87,3 +87,17 @@ bench-jvm: release jvm-lib jvm-jar
 	  -d $(JVM_BUILD)/bench bench/jvm/JvmBench.java
 	$(JAVA) -Djava.net.preferIPv4Stack=true -Djava.library.path=$(FFI_REL) \
 	  -cp $(JVM_BUILD)/sessionrepl.jar:$(TOMCAT_CP):$(JVM_BUILD)/bench JvmBench $(JVM_BENCH_COUNT) $(JVM_BENCH_ACKS)
+
+## S8's Tomcat end-to-end figure: two Tomcat nodes (DeltaManager, sync-ack
+## replication), stock Tribes then the native classes, same load generator.
+TOMCAT_BENCH_REQUESTS ?= 20000
+TOMCAT_BENCH_CLIENTS  ?= 4
+.PHONY: bench-tomcat
+bench-tomcat: jvm-lib jvm-jar
+	@rm -rf $(JVM_BUILD)/tbench && mkdir -p $(JVM_BUILD)/tbench
+	$(JAVAC) --release 11 -encoding UTF-8 -cp $(JVM_BUILD)/sessionrepl.jar:$(TOMCAT_CP) -d $(JVM_BUILD)/tbench \
+	  java/test/io/sessionrepl/tomcat/TomcatTest.java java/test/io/sessionrepl/tomcat/CounterServlet.java \
+	  bench/jvm/TomcatBench.java
+	$(JAVA) -Djava.net.preferIPv4Stack=true -cp $(JVM_BUILD)/sessionrepl.jar:$(TOMCAT_CP):$(JVM_BUILD)/tbench \
+	  io.sessionrepl.tomcat.TomcatBench $(abspath $(JVM_BUILD)/sessionrepl.jar) $(abspath $(FFI_REL)) $(TOMCAT_CP) \
+	  $(JVM_BUILD)/tbench $(JVM_BUILD)/tomcat-bench $(TOMCAT_BENCH_REQUESTS) $(TOMCAT_BENCH_CLIENTS)
