@@ -273,8 +273,12 @@ public final class Channel implements AutoCloseable {
      * {@code SR_SHUTDOWN}; the receiver closes and the engine's threads
      * detach from the JVM. Later calls throw {@code SR_NOT_RUNNING}.
      * Idempotent.
+     *
+     * @throws SessionReplException {@code SR_IN_CALLBACK} when called from
+     *     one of this channel's own listeners (it would wait for itself)
      */
     public void stop() {
+        Native.refuseInCallback(this, "Channel.stop");
         long h = guard.peek();
         if (h != 0) {
             guard.with(x -> {
@@ -284,9 +288,15 @@ public final class Channel implements AutoCloseable {
         }
     }
 
-    /** Stops the channel and frees its native part. Idempotent. */
+    /**
+     * Stops the channel and frees its native part. Idempotent.
+     *
+     * @throws SessionReplException {@code SR_IN_CALLBACK} when called from
+     *     one of this channel's own listeners
+     */
     @Override
     public void close() {
+        Native.refuseInCallback(this, "Channel.close");
         try {
             stop();
         } catch (SessionReplException e) {

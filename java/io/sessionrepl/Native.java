@@ -63,41 +63,68 @@ final class Native {
 
     // -- callbacks, on engine threads (attached once, as daemons) --
 
+    /** The channel or store whose callback this thread is running, if any. */
+    private static final ThreadLocal<Object> IN_CALLBACK = new ThreadLocal<>();
+
+    /**
+     * Refuses a call that would wait for the engine thread running the
+     * caller: closing a channel or store (or waiting on a store) from its
+     * own callback.
+     */
+    static void refuseInCallback(Object target, String what) {
+        if (IN_CALLBACK.get() == target) {
+            throw new SessionReplException("SR_IN_CALLBACK",
+                what + " would wait for the thread running this callback");
+        }
+    }
+
     /** A message for a channel's listener; returns null or the failure text. */
     static String onMessage(Object target, byte[] meta, byte[] payload) {
+        IN_CALLBACK.set(target);
         try {
             ((Channel) target).deliver(meta, payload);
             return null;
         } catch (Throwable t) {
             String m = t.toString();
             return m.isEmpty() ? "listener failed" : m;
+        } finally {
+            IN_CALLBACK.remove();
         }
     }
 
     /** A membership event for a channel's member listener. */
     static void onMember(Object target, byte[] event) {
+        IN_CALLBACK.set(target);
         try {
             ((Channel) target).memberEvent(event);
         } catch (Throwable t) {
             Channel.report("member listener", t);
+        } finally {
+            IN_CALLBACK.remove();
         }
     }
 
     /** An asynchronous outcome for a channel's outcome listener. */
     static void onOutcome(Object target, byte[] event) {
+        IN_CALLBACK.set(target);
         try {
             ((Channel) target).outcome(event);
         } catch (Throwable t) {
             Channel.report("outcome listener", t);
+        } finally {
+            IN_CALLBACK.remove();
         }
     }
 
     /** A session store event for its listener. */
     static void onSessionEvent(Object target, byte[] event) {
+        IN_CALLBACK.set(target);
         try {
             ((SessionStore) target).event(event);
         } catch (Throwable t) {
             Channel.report("session event listener", t);
+        } finally {
+            IN_CALLBACK.remove();
         }
     }
 }

@@ -63,9 +63,10 @@ public final class SessionStore implements AutoCloseable {
      * @param timeoutMs how long to wait
      * @throws SessionReplException {@code SR_TIMEOUT} (not yet),
      *     {@code SR_REMOTE_FAILURE} ({@code stateTransferTimeout} passed),
-     *     {@code SR_SHUTDOWN}
+     *     {@code SR_SHUTDOWN}, {@code SR_IN_CALLBACK} (from this store's listener)
      */
     public void waitReady(long timeoutMs) {
+        Native.refuseInCallback(this, "SessionStore.waitReady");
         guard.with(h -> {
             Native.storeWaitReady(h, timeoutMs);
             return null;
@@ -209,9 +210,11 @@ public final class SessionStore implements AutoCloseable {
      * node is gone; returns when all acknowledged. Then {@link #close} is safe.
      *
      * @param timeoutMs how long to wait
-     * @throws SessionReplException {@code SR_TIMEOUT}
+     * @throws SessionReplException {@code SR_TIMEOUT}, {@code SR_IN_CALLBACK}
+     *     (from this store's listener)
      */
     public void drain(long timeoutMs) {
+        Native.refuseInCallback(this, "SessionStore.drain");
         guard.with(h -> {
             Native.storeDrain(h, timeoutMs);
             return null;
@@ -256,9 +259,13 @@ public final class SessionStore implements AutoCloseable {
      * engine's threads detach from the JVM; later calls throw
      * {@code SR_SHUTDOWN}. Without {@link #drain} first, the others
      * re-replicate this node's sessions from their copies. Idempotent.
+     *
+     * @throws SessionReplException {@code SR_IN_CALLBACK} from this store's
+     *     own listener (it would wait for itself)
      */
     @Override
     public void close() {
+        Native.refuseInCallback(this, "SessionStore.close");
         guard.free(Native::storeFree);
     }
 

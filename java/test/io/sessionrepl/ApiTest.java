@@ -48,6 +48,7 @@ public final class ApiTest {
         tests.add(new Object[] {"multicast_members_are_announced", (Body) ApiTest::members});
         tests.add(new Object[] {"use_after_stop_or_close_throws", (Body) ApiTest::useAfterClose});
         tests.add(new Object[] {"native_panic_becomes_exception", (Body) ApiTest::panicBoundary});
+        tests.add(new Object[] {"closing_from_own_callback_is_refused", (Body) ApiTest::inCallback});
         tests.add(new Object[] {"callback_threads_detach_on_stop", (Body) ApiTest::threadsDetach});
         tests.add(new Object[] {"store_replicates_commits_ids_and_invalidation", (Body) ApiTest::storeCycle});
         tests.add(new Object[] {"store_backup_mode_fetch_and_drain", (Body) ApiTest::storeBackupDrain});
@@ -390,6 +391,46 @@ public final class ApiTest {
         try (Channel b = receiver("synchronous", got); Channel a = Channel.builder(plain("synchronous")).start()) {
             a.send(to(b), kib(1), SendOptions.ack(SendOptions.Ack.DELIVERY));
             eq(1, got.size(), "works after a panic");
+        }
+    }
+
+    static void inCallback() throws Exception {
+        List<String> seen = new CopyOnWriteArrayList<>();
+        Channel[] self = new Channel[1];
+        try (Channel b = Channel.builder(plain("synchronous")).onMessage(m -> {
+                try {
+                    self[0].close();
+                    seen.add("closed");
+                } catch (SessionReplException e) {
+                    seen.add(e.result());
+                }
+            }).start();
+             Channel a = Channel.builder(plain("synchronous")).start()) {
+            self[0] = b;
+            a.send(to(b), kib(1), SendOptions.ack(SendOptions.Ack.DELIVERY));
+            eq(List.of("SR_IN_CALLBACK"), seen, "close from the channel's own listener");
+            a.send(to(b), kib(1), SendOptions.ack(SendOptions.Ack.DELIVERY));
+            eq(2, seen.size(), "the channel still works");
+        }
+        List<String> st = new CopyOnWriteArrayList<>();
+        SessionStore[] store = new SessionStore[1];
+        try (SessionStore s = SessionStore.open(plain("fastasyncqueue"), e -> {
+                if (e.kind() == SessionEvent.Kind.READY || e.kind() == SessionEvent.Kind.COMMIT_ACKED) {
+                    try {
+                        store[0].drain(10);
+                        st.add("drained");
+                    } catch (SessionReplException x) {
+                        st.add(x.result());
+                    }
+                }
+            })) {
+            store[0] = s;
+            s.waitReady(WAIT);
+            try (Commit k = s.create(s.begin("cb").set("a", new byte[] {1}))) {
+                k.await(WAIT);
+            }
+            waitFor(() -> !st.isEmpty(), "a store event");
+            check(st.stream().allMatch("SR_IN_CALLBACK"::equals), "drain from the store's listener refused: " + st);
         }
     }
 
