@@ -58,6 +58,7 @@ public final class TomcatTest {
             {"tomcat_deltamanager_native_transport", "org.apache.catalina.ha.session.DeltaManager"},
             {"tomcat_backupmanager_native_transport", "org.apache.catalina.ha.session.BackupManager"},
             {"tomcat_mixed_stock_and_native_deltamanager", "org.apache.catalina.ha.session.DeltaManager"},
+            {"tomcat_native_session_manager_backup", "io.sessionrepl.tomcat.NativeSessionManager"},
         };
         int passed = 0;
         int failed = 0;
@@ -87,7 +88,9 @@ public final class TomcatTest {
             long t0 = System.nanoTime();
             List<Node> nodes = new ArrayList<>();
             try {
-                if (t[0].contains("mixed")) {
+                if (t[1].endsWith("NativeSessionManager")) {
+                    managerScenario(t[0], nodes);
+                } else if (t[0].contains("mixed")) {
                     mixedScenario(t[0], t[1], nodes);
                 } else {
                     counterScenario(t[0], t[1], nodes);
@@ -352,6 +355,58 @@ public final class TomcatTest {
     }
 
     /**
+     * Phase 2: three nodes whose contexts use NativeSessionManager (no
+     * Tomcat cluster): the counter goes round the nodes, the session's
+     * primary (the node that created it) is SIGKILLed and the counter
+     * continues, then a node is stopped with SIGTERM (it drains) and the
+     * counter still continues.
+     */
+    static void managerScenario(String name, List<Node> nodes) throws Exception {
+        int c = ++clusterNo;
+        long pid = ProcessHandle.current().pid();
+        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
+        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
+        String domain = "tomcat-test-" + pid + "-" + c;
+        Path dir = work.resolve(name);
+        deleteTree(dir);
+        Path app = writeApp(dir.resolve("app"));
+        Path jarFile = dir.resolve("cookies.txt");
+        String mgr = "NSM:" + mcast + ":" + mport + ":" + domain;
+        Node a = start(dir, "a", mgr, mcast, mport, domain, app);
+        nodes.add(a);
+        awaitUp(a);
+        Node b = start(dir, "b", mgr, mcast, mport, domain, app);
+        nodes.add(b);
+        awaitUp(b);
+        Node x = start(dir, "x", mgr, mcast, mport, domain, app);
+        nodes.add(x);
+        awaitUp(x);
+        Thread.sleep(1000);
+        Node[] order = {a, b, x};
+        int want = 0;
+        for (int i = 0; i < 6; i++) {
+            Node n = order[i % 3];
+            want++;
+            String body = eventually(n, jarFile, "", "count=" + want + " ");
+            check(body.startsWith("count=" + want + " node=" + n.name), n.name + " answered " + body);
+        }
+        a.kill(); // the session's primary: it was created there
+        Thread.sleep(4000);
+        for (Node n : new Node[] {b, x, b}) {
+            want++;
+            String body = eventually(n, jarFile, "", "count=" + want + " ");
+            check(body.startsWith("count=" + want + " node=" + n.name), "after SIGKILL " + n.name + " answered " + body);
+        }
+        x.proc.destroy(); // SIGTERM: Tomcat stops, the manager drains first
+        check(x.proc.waitFor(60, TimeUnit.SECONDS), "x stopped after SIGTERM");
+        check(Files.readString(x.log).contains("NativeSessionManager: drained at JVM shutdown"),
+            "x drained before it exited");
+        want++;
+        String body = eventually(b, jarFile, "", "count=" + want + " ");
+        check(body.startsWith("count=" + want + " node=b"), "after SIGTERM b answered " + body);
+    }
+
+    /**
      * A stock Tribes node (McastService, NioReceiver, ReplicationTransmitter)
      * and native nodes in one cluster: increments alternate between the
      * stock node and a native one, a native node joining late reads the
@@ -449,6 +504,7 @@ public final class TomcatTest {
         Files.createDirectories(base.resolve("logs"));
         int http = freePort();
         int tcp = freePort();
+        boolean nsm = manager.startsWith("NSM:");
         String mgr = manager.endsWith("BackupManager")
             ? "<Manager className=\"" + manager + "\" mapSendOptions=\"6\" rpcTimeout=\"15000\"/>"
             : "<Manager className=\"" + manager + "\" expireSessionsOnShutdown=\"false\""
@@ -458,7 +514,7 @@ public final class TomcatTest {
             + "  <Service name=\"Catalina\">\n"
             + "    <Connector port=\"" + http + "\" address=\"127.0.0.1\" protocol=\"HTTP/1.1\"/>\n"
             + "    <Engine name=\"Catalina\" defaultHost=\"localhost\">\n"
-            + "      <Cluster className=\"org.apache.catalina.ha.tcp.SimpleTcpCluster\" channelSendOptions=\"6\">\n"
+            + (nsm ? "" : "      <Cluster className=\"org.apache.catalina.ha.tcp.SimpleTcpCluster\" channelSendOptions=\"6\">\n"
             + "        " + mgr + "\n"
             + "        <Channel className=\"org.apache.catalina.tribes.group.GroupChannel\">\n"
             + (stock ? stockTransport(mcast, mport, domain, tcp) : nativeTransport(mcast, mport, domain, tcp))
@@ -467,9 +523,16 @@ public final class TomcatTest {
             + "        </Channel>\n"
             + "        <Valve className=\"org.apache.catalina.ha.tcp.ReplicationValve\" filter=\"\"/>\n"
             + "        <ClusterListener className=\"org.apache.catalina.ha.session.ClusterSessionListener\"/>\n"
-            + "      </Cluster>\n"
+            + "      </Cluster>\n")
             + "      <Host name=\"localhost\" appBase=\"webapps\" unpackWARs=\"false\" autoDeploy=\"false\">\n"
-            + "        <Context path=\"\" docBase=\"" + app + "\"/>\n"
+            + (nsm ? "        <Context path=\"\" docBase=\"" + app + "\">\n"
+                + "          <Manager className=\"io.sessionrepl.tomcat.NativeSessionManager\" sessionMode=\"backup\""
+                + " backupCount=\"1\" membershipType=\"multicast\" mcastAddr=\"" + mcast + "\" mcastPort=\"" + mport
+                + "\" mcastBindAddress=\"127.0.0.1\" mcastTTL=\"1\" mcastFrequency=\"200\" mcastDropTime=\"2000\""
+                + " mcastClusterDomain=\"" + domain + "\" tcpListenAddress=\"127.0.0.1\" tcpListenPort=\"" + tcp
+                + "\" stateTransferTimeout=\"30\" commitTimeout=\"10000\" drainTimeout=\"20000\"/>\n"
+                + "        </Context>\n"
+                : "        <Context path=\"\" docBase=\"" + app + "\"/>\n")
             + "      </Host>\n"
             + "    </Engine>\n"
             + "  </Service>\n"
