@@ -254,12 +254,18 @@ public class NativeSessionManager extends ManagerBase {
         return ns;
     }
 
+    /**
+     * Renames the session here and cluster-wide (both {@code rotateSessionId}
+     * and {@code changeSessionId} come through here).
+     */
     @Override
-    public void changeSessionId(Session session, String newId) {
+    protected void changeSessionId(Session session, String newId, boolean notifySessionListeners,
+            boolean notifyContainerListeners) {
         String old = session.getIdInternal();
-        super.changeSessionId(session, newId);
-        if (session instanceof NativeSession && ((NativeSession) session).isInStore()) {
-            try (Commit c = store.changeId(old, newId)) {
+        super.changeSessionId(session, newId, notifySessionListeners, notifyContainerListeners);
+        SessionStore s = store;
+        if (s != null && session instanceof NativeSession && ((NativeSession) session).isInStore()) {
+            try (Commit c = s.changeId(old, newId)) {
                 c.await(commitTimeoutMs);
             } catch (SessionReplException e) {
                 log.warn("NativeSessionManager: changing id " + old + ": " + e.getMessage());

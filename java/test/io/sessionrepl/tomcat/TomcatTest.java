@@ -397,6 +397,14 @@ public final class TomcatTest {
             String body = eventually(n, jarFile, "", "count=" + want + " ");
             check(body.startsWith("count=" + want + " node=" + n.name), "after SIGKILL " + n.name + " answered " + body);
         }
+        // session-fixation protection: a new id on b, the counter follows it to x
+        String rot = curl(b, jarFile, "?op=rotate");
+        check(rot.startsWith("rotated=") && rot.endsWith("node=b"), "rotate answered " + rot);
+        check(Files.readString(jarFile).contains(rot.substring("rotated=".length(), rot.indexOf(' '))),
+            "the cookie jar holds the new id");
+        want++;
+        String afterRot = eventually(x, jarFile, "", "count=" + want + " ");
+        check(afterRot.startsWith("count=" + want + " node=x"), "after rotate x answered " + afterRot);
         x.proc.destroy(); // SIGTERM: Tomcat stops, the manager drains first
         check(x.proc.waitFor(60, TimeUnit.SECONDS), "x stopped after SIGTERM");
         check(Files.readString(x.log).contains("NativeSessionManager: drained at JVM shutdown"),
@@ -404,6 +412,10 @@ public final class TomcatTest {
         want++;
         String body = eventually(b, jarFile, "", "count=" + want + " ");
         check(body.startsWith("count=" + want + " node=b"), "after SIGTERM b answered " + body);
+        // logout invalidates cluster-wide
+        check(curl(b, jarFile, "?op=logout").startsWith("logout"), "logout");
+        String gone = curl(b, jarFile, "?op=read");
+        check(gone.startsWith("count=null"), "after logout b answered " + gone);
     }
 
     /**
