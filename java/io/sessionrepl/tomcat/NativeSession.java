@@ -83,7 +83,7 @@ public class NativeSession extends StandardSession {
      */
     @Override
     public boolean isValid() {
-        return this.isValid || this.expiring;
+        return this.isValid;
     }
 
     /**
