@@ -22,7 +22,9 @@ TOMCAT_JARS    := $(addprefix /usr/share/java/tomcat10-,catalina.jar catalina-ha
 TOMCAT_CP      := $(subst $(eval) ,:,$(TOMCAT_JARS))
 JVM_SOURCES    := $(shell find java/io -name '*.java' 2>/dev/null)
 JVM_TESTS      := $(shell find java/test -name '*.java' 2>/dev/null)
-JVM_HAVE_JDK   := $(shell command -v $(JAVAC) >/dev/null 2>&1 && command -v $(JAR) >/dev/null 2>&1 && echo yes)
+# A JDK and Debian's Tomcat jars (the io.sessionrepl.tomcat classes compile against them).
+JVM_HAVE_JDK   := $(shell command -v $(JAVAC) >/dev/null 2>&1 && command -v $(JAR) >/dev/null 2>&1 \
+                  && ls $(TOMCAT_JARS) >/dev/null 2>&1 && echo yes)
 JVM_JOPTS      := -Djava.net.preferIPv4Stack=true -Xss512k -XX:+UseSerialGC -XX:TieredStopAtLevel=1
 DATADIR        ?= $(PREFIX)/share
 
@@ -46,10 +48,10 @@ jvm-install: jvm-lib jvm-jar
 	install -m 0644 $(JVM_BUILD)/sessionrepl.jar $(DESTDIR)$(DATADIR)/java/sessionrepl.jar
 else ifeq ($(CI),true)
 jvm-install:
-	@echo "jvm-install: javac/jar not found (apt-get install default-jdk-headless)"; exit 1
+	@echo "jvm-install: javac/jar or Debian's Tomcat jars not found (apt-get install default-jdk-headless libtomcat10-java)"; exit 1
 else
 jvm-install:
-	@echo "jvm-install: WARNING: no JDK (javac/jar); sessionrepl.jar and libsessionrepl_jni.so not installed"
+	@echo "jvm-install: WARNING: no JDK (javac/jar) or no Tomcat jars (libtomcat10-java); sessionrepl.jar and libsessionrepl_jni.so not installed"
 endif
 
 install: jvm-install
@@ -67,10 +69,10 @@ java-test: ffi-stage
 	  $(TOMCAT_CP) $(JVM_BUILD)/testclasses $(JVM_BUILD)/tomcat
 else ifeq ($(CI),true)
 java-test:
-	@echo "java-test: FAILED: javac not found (apt-get install default-jdk-headless)"; exit 1
+	@echo "java-test: FAILED: javac/jar or Debian's Tomcat jars not found (apt-get install default-jdk-headless libtomcat10-java)"; exit 1
 else
 java-test:
-	@echo "java-test: SKIPPED: javac not found (apt-get install default-jdk-headless); CI=true fails here"
+	@echo "java-test: SKIPPED: javac/jar or Debian's Tomcat jars not found (apt-get install default-jdk-headless libtomcat10-java); CI=true fails here"
 endif
 
 ## S8 (bench/SCENARIOS.md): the native channel from Java through JNI
