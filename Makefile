@@ -21,7 +21,7 @@ demo: release
 
 ## Every test: Rust (unit, integration, loopback, hostile input, interop,
 ## namespaces), C (FFI tests under sanitizers and valgrind, examples), Java.
-test: deps test-rust ffi-header-check ffi-test c-examples-test fuzz-smoke
+test: deps test-rust ffi-header-check ffi-test c-examples-test java-test fuzz-smoke
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -50,6 +50,7 @@ fmt:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy -p sessionrepl-jni --all-targets -- -D warnings
 
 clean:
 	$(CARGO) clean

@@ -432,17 +432,18 @@ impl Channel {
         };
         let mut first_err = None;
         for a in tribes {
-            let o = self
-                .inner
-                .tribes
-                .send(a, &payload, opts.ack, opts.compress)
-                .map(|()| {
-                    if opts.ack == crate::config::AckMode::None {
-                        Delivery::Sent
-                    } else {
-                        Delivery::Acked
-                    }
-                });
+            let sent = if self.inner.shared.cfg.tribes_envelope {
+                self.inner.tribes.send_raw(a, &payload, opts.ack)
+            } else {
+                self.inner.tribes.send(a, &payload, opts.ack, opts.compress)
+            };
+            let o = sent.map(|()| {
+                if opts.ack == crate::config::AckMode::None {
+                    Delivery::Sent
+                } else {
+                    Delivery::Acked
+                }
+            });
             if self.inner.mode.is_synchronous() && ticket.is_none() {
                 if let Err(e) = &o {
                     if matches!(e, Error::Unreachable(_)) {
@@ -461,7 +462,8 @@ impl Channel {
     }
 
     /// Sends to Tribes members explicitly (BYTE_MESSAGE ChannelData in
-    /// Tribes framing), whatever membership knows about them.
+    /// Tribes framing), whatever membership knows about them. With
+    /// `tribesEnvelope`, `payload` is a whole ChannelData and goes as is.
     ///
     /// # Errors
     /// The first member's failure.
@@ -470,9 +472,13 @@ impl Channel {
             return Err(Error::NotRunning);
         }
         for &a in to {
-            self.inner
-                .tribes
-                .send(a, &payload, opts.ack, opts.compress)?;
+            if self.inner.shared.cfg.tribes_envelope {
+                self.inner.tribes.send_raw(a, &payload, opts.ack)?;
+            } else {
+                self.inner
+                    .tribes
+                    .send(a, &payload, opts.ack, opts.compress)?;
+            }
         }
         Ok(())
     }

@@ -144,6 +144,11 @@ pub struct Config {
     pub io_backend: String,
     /// Receiver limits (see "Receiver limits" in `docs/PROTOCOL.md`).
     pub rx_limits: RxLimitKeys,
+    /// `tribesEnvelope`: payloads are whole Tribes ChannelData packages (the
+    /// JVM's Tomcat drop-in): a message from a Tribes member is delivered as
+    /// its whole ChannelData, gzip left to the host, and a send to a Tribes
+    /// member puts the payload in a Tribes frame as is (default false).
+    pub tribes_envelope: bool,
     /// Membership settings (`mcastAddr`, `staticMembers`, ...).
     pub membership: MembershipConfig,
     /// Session-store settings (`sendAllSessionsSize`, ...).
@@ -185,6 +190,7 @@ impl Default for Config {
             member_id: None,
             io_backend: "auto".into(),
             rx_limits: RxLimitKeys::default(),
+            tribes_envelope: false,
             membership: MembershipConfig::default(),
             session: SessionConfig::default(),
         }
@@ -306,6 +312,7 @@ impl Config {
                 "auto" | "mio" | "uring" => self.io_backend = v.to_string(),
                 _ => return Err(bad(k, "expected auto, mio or uring")),
             },
+            "tribesEnvelope" => self.tribes_envelope = parse_bool(k, v)?,
             _ => {
                 if self.rx_limits.set(k, v)?
                     || self.membership.set(k, v)?

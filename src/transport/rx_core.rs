@@ -582,6 +582,9 @@ impl RxCore {
             };
             self.frame_done(c);
             self.handshake_done(c);
+            // In envelope mode the host (the JVM drop-in) gets the whole
+            // ChannelData and handles gzip and control bodies itself.
+            let envelope = self.shared.cfg.tribes_envelope.then(|| payload.clone());
             let cd = ChannelData::decode(payload).map_err(Close::Protocol)?;
             let member = cd.member().map_err(Close::Protocol)?;
             let from = match u16::try_from(member.port) {
@@ -594,7 +597,9 @@ impl RxCore {
             if use_ack && !sync {
                 c.proto.push_raw(&tribes::ACK_FRAME);
             }
-            let body = if cd.has(GZIP) {
+            let body = if let Some(whole) = envelope {
+                whole
+            } else if cd.has(GZIP) {
                 match compress::gunzip_bounded(&cd.message, self.shared.cfg.max_decompressed_size) {
                     Ok(b) => {
                         c.inflated += b.len();
@@ -611,7 +616,7 @@ impl RxCore {
                 cd.message
             };
             // Tribes' failure-detector probes and pings are not messages.
-            let r = if tribes::is_control_body(&body) {
+            let r = if !self.shared.cfg.tribes_envelope && tribes::is_control_body(&body) {
                 Ok(())
             } else {
                 let Some(t) = c.tribes.as_mut() else {

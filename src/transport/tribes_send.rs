@@ -102,12 +102,30 @@ impl TribesSender {
         let mut head = BytesMut::with_capacity(cd.prefix_len() + tribes::FRAME_HEADER_LEN);
         head.extend_from_slice(&tribes::frame_header(cd.encoded_len())?);
         cd.encode_prefix(&mut head)?;
+        self.transmit(to, &head, &cd.message, ack)
+    }
+
+    /// Sends `package`, a whole ChannelData made by the host (the JVM
+    /// drop-in's envelope), in a Tribes frame as is, and with an ack waits
+    /// for it. `ack` must match the package's own option bits (the receiver
+    /// acks as they say).
+    ///
+    /// # Errors
+    /// As [`TribesSender::send`].
+    pub fn send_raw(&self, to: SocketAddr, package: &Bytes, ack: AckMode) -> Result<()> {
+        let head = tribes::frame_header(package.len())?;
+        self.transmit(to, &head, package, ack)
+    }
+
+    /// Writes one frame (`head`, `body`, END_DATA) and waits for the ack,
+    /// reconnecting up to `maxRetryAttempts` times.
+    fn transmit(&self, to: SocketAddr, head: &[u8], body: &Bytes, ack: AckMode) -> Result<()> {
         let mut attempt = 0;
         loop {
             let mut s = self.checkout(to)?;
             let mut iov = [
-                IoSlice::new(&head),
-                IoSlice::new(&cd.message),
+                IoSlice::new(head),
+                IoSlice::new(body),
                 IoSlice::new(&tribes::END_DATA),
             ];
             let w = crate::driver::sys::writev_all(s.as_raw_fd(), &mut iov);
@@ -117,7 +135,7 @@ impl TribesSender {
                     Stats::add(&self.shared.stats.msgs_sent, 1);
                     Stats::add(
                         &self.shared.stats.bytes_sent,
-                        (head.len() + cd.message.len() + 7) as u64,
+                        (head.len() + body.len() + 7) as u64,
                     );
                     if ack == AckMode::None {
                         Ok(())
