@@ -10,7 +10,9 @@ use crate::queue::Wake;
 use crate::sr_log;
 use crate::stats::Stats;
 use crate::wire::compress::Inflater;
-use crate::wire::frame::{batch_frames, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED};
+use crate::wire::frame::{
+    batch_frames, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED, FLAG_SEQ,
+};
 use crate::wire::tribes::{self, ChannelData};
 use crate::wire::{compress, detect_dialect, Dialect, Preface};
 use bytes::Bytes;
@@ -78,6 +80,8 @@ pub(crate) struct ConnCore {
     /// Messages decoded but held back by a full worker queue (a BATCH can
     /// yield several at once).
     pub(crate) stalled: std::collections::VecDeque<Job>,
+    /// Position in the sender's member stream (exactly-once, `proto::dedup`).
+    seq: crate::proto::dedup::StreamCursor,
 }
 
 /// Tribes side of a connection: frames in; its 21-byte ACK / FAIL_ACK
@@ -165,6 +169,7 @@ impl RxCore {
             dialect: Dialect::Unknown,
             tribes: None,
             stalled: std::collections::VecDeque::new(),
+            seq: Default::default(),
         }
     }
 
@@ -229,6 +234,12 @@ impl RxCore {
                     } else {
                         f.payload
                     };
+                    // exactly-once (proto::dedup): markers, duplicates
+                    match self.seq_filter(c, id, flags, &payload) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => break Err(Close::Protocol(e)),
+                    }
                     delivered += 1;
                     self.on_data(token, c, id, flags, payload);
                 }
@@ -246,6 +257,15 @@ impl RxCore {
                     for r in batch_frames(&body, max) {
                         match r {
                             Ok((h, p)) => {
+                                // exactly-once (proto::dedup)
+                                match self.seq_filter(c, h.id, h.flags, &p) {
+                                    Ok(true) => {}
+                                    Ok(false) => continue,
+                                    Err(e) => {
+                                        bad = Some(e);
+                                        break;
+                                    }
+                                }
                                 delivered += 1;
                                 self.on_data(token, c, h.id, h.flags, p);
                             }
@@ -266,6 +286,25 @@ impl RxCore {
         };
         Stats::add(&self.shared.stats.msgs_received, delivered);
         result
+    }
+
+    /// Exactly-once across reconnects (see `proto::dedup`): a sequence
+    /// marker moves the connection's cursor and is not a message; a
+    /// duplicate of a delivered message is acked, not delivered. True to
+    /// deliver.
+    fn seq_filter(&self, c: &mut ConnCore, id: u64, flags: u8, p: &[u8]) -> Result<bool, Error> {
+        if flags & FLAG_SEQ != 0 {
+            let table = &self.shared.dedup;
+            c.seq.on_marker(table, c.member_id, p)?;
+            return Ok(false);
+        }
+        if c.seq.accept() {
+            return Ok(true);
+        }
+        if flags & (FLAG_ACK_RECEIPT | FLAG_ACK_DELIVERY) != 0 {
+            c.proto.ack(id);
+        }
+        Ok(false)
     }
 
     /// One message: ack on receipt, deliver (here or on the connection's
