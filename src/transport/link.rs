@@ -110,8 +110,11 @@ impl PumpHandle {
         admission: bool,
     ) -> PumpHandle {
         let cap = shared.cfg.max_queue_length;
+        // With admission the members' places bound what is queued; the
+        // shared queue is only the hand-off to the engine thread.
+        let handoff = if admission { cap.max(1024) } else { cap };
         PumpHandle {
-            queue: Arc::new(SendQueue::new(cap, waker)),
+            queue: Arc::new(SendQueue::new(handoff, waker)),
             stop: Arc::new(AtomicBool::new(false)),
             idle: Arc::new(AtomicBool::new(true)),
             in_flight: Arc::new(AtomicU64::new(0)),
@@ -280,6 +283,9 @@ pub(crate) fn intake<E: Engine>(
     touched: &mut Vec<usize>,
 ) -> usize {
     let idle = e.handle().idle.clone();
+    // Write between intakes before a healthy member's queue could fill
+    // from one turn's worth alone.
+    let batch = batch.min((e.handle().shared.cfg.max_queue_length / 2).max(1));
     let mut n = 0;
     let mut last: Option<usize> = None;
     while n < batch {
@@ -329,6 +335,9 @@ pub(crate) fn intake<E: Engine>(
             }
         }
         n += 1;
+    }
+    if n > 0 {
+        queue.popped();
     }
     n
 }

@@ -145,6 +145,9 @@ impl Shared {
             Ok(Delivery::Sent) => {}
             Err(Error::Timeout) => Stats::add(&self.stats.timeouts, 1),
             Err(e) => {
+                if matches!(e, Error::QueueFull) {
+                    Stats::add(&self.stats.queue_full, 1);
+                }
                 Stats::add(&self.stats.failures, 1);
                 if matches!(e, Error::Unreachable(_)) {
                     self.unreachable(to);
