@@ -123,7 +123,8 @@ impl StreamCursor {
             return true;
         };
         let seq = self.next;
-        self.next += 1;
+        // A hostile marker may start near u64::MAX: saturate, never wrap.
+        self.next = self.next.saturating_add(1);
         m.fetch_max(seq, Ordering::AcqRel) < seq
     }
 }
@@ -169,5 +170,8 @@ mod tests {
         let mut c = StreamCursor::default();
         assert!(c.on_marker(&t, [0; 16], &[1, 2, 3]).is_err());
         assert!(c.on_marker(&t, [0; 16], &seq_marker(1, 0)).is_err());
+        c.on_marker(&t, [0; 16], &seq_marker(1, u64::MAX)).unwrap();
+        assert!(c.accept());
+        assert!(!c.accept(), "saturated, not wrapped: no second delivery");
     }
 }

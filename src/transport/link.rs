@@ -162,13 +162,13 @@ impl PumpHandle {
     }
 
     /// Publishes idleness, in-flight count and queue depth (engine side).
-    pub(crate) fn publish<'a>(&self, conns: impl Iterator<Item = &'a Conn>) {
+    pub(crate) fn publish<'a>(&self, held: bool, conns: impl Iterator<Item = &'a Conn>) {
         let (mut n, mut members) = (0usize, 0u64);
         for c in conns {
             n += c.load();
             members += 1;
         }
-        let idle = self.queue.is_empty() && n == 0;
+        let idle = !held && self.queue.is_empty() && n == 0;
         self.idle.store(idle, Ordering::SeqCst);
         self.in_flight.store(n as u64, Ordering::Relaxed);
         self.members.store(members, Ordering::Relaxed);
@@ -178,9 +178,10 @@ impl PumpHandle {
             .store((self.queue.len() + n) as u64, Ordering::Relaxed);
     }
 
-    /// Reports everything still queued as shut down.
-    pub(crate) fn report_unsent(&self) {
-        while let Some(item) = self.queue.pop() {
+    /// Reports everything still queued (and `held`) as shut down.
+    pub(crate) fn report_unsent(&self, held: Option<Outgoing>) {
+        let mut held = held;
+        while let Some(item) = held.take().or_else(|| self.queue.pop()) {
             for &a in item.dest.as_slice() {
                 self.shared
                     .report(item.id, a, Err(Error::Shutdown), item.ticket.as_ref());
@@ -271,13 +272,19 @@ pub(crate) fn drive<E: Engine>(e: &mut E, i: usize, now: Instant) {
     }
 }
 
-/// Moves up to `batch` queued messages onto their members' senders. A
-/// member whose queue is full fails its copy with `QueueFull`; the others
-/// take theirs (one member never holds intake for everyone). Returns how
-/// many messages were taken; `touched` collects the members to drive.
+/// Moves up to `batch` queued messages onto their members' senders.
+///
+/// A member whose queue is full holds the message (in `held`, and intake
+/// stops: backpressure through the shared queue to the producers) only
+/// while it makes progress; once it is stalled (nothing written for
+/// `stall_after`) its copies fail with `QueueFull` at once and the others
+/// take theirs, so one stopped member never holds intake for everyone.
+/// Returns how many messages were taken; `touched` collects the members
+/// to drive.
 pub(crate) fn intake<E: Engine>(
     e: &mut E,
     queue: &SendQueue<Outgoing>,
+    held: &mut Option<Outgoing>,
     batch: usize,
     now: Instant,
     touched: &mut Vec<usize>,
@@ -289,10 +296,27 @@ pub(crate) fn intake<E: Engine>(
     let mut n = 0;
     let mut last: Option<usize> = None;
     while n < batch {
-        // Clear `idle` before popping so `is_idle` cannot see an empty
-        // queue and a stale idle flag at once.
-        idle.store(false, Ordering::SeqCst);
-        let Some(item) = queue.pop() else { break };
+        let item = match held.take() {
+            Some(i) => i,
+            None => {
+                // Clear `idle` before popping so `is_idle` cannot see an
+                // empty queue and a stale idle flag at once.
+                idle.store(false, Ordering::SeqCst);
+                match queue.pop() {
+                    Some(i) => i,
+                    None => break,
+                }
+            }
+        };
+        let wait = item.dest.as_slice().iter().any(|&a| {
+            let i = e.index(a, now);
+            let c = e.conn(i);
+            c.is_full() && !c.is_stalled(now)
+        });
+        if wait {
+            *held = Some(item);
+            break;
+        }
         let deflate = item.flags & FLAG_INTERNAL_DEFLATE != 0;
         let flags = item.flags & !FLAG_INTERNAL_DEFLATE;
         let ack = item.flags & (FLAG_ACK_DELIVERY | FLAG_ACK_RECEIPT) != 0;
@@ -379,5 +403,31 @@ impl LinkIndex {
             self.last = None;
         }
         self.free.push(i);
+    }
+}
+
+/// Until when a held message may wait: `t` (the engine's next timer), or
+/// earlier, when a full destination would count as stalled.
+pub(crate) fn held_until<E: Engine>(
+    e: &mut E,
+    held: &Option<Outgoing>,
+    mut t: Instant,
+    now: Instant,
+) -> Instant {
+    if let Some(h) = held {
+        for &a in h.dest.as_slice() {
+            let i = e.index(a, now);
+            t = t.min(e.conn(i).stall_deadline());
+        }
+    }
+    t
+}
+
+/// Puts `x` at slot `i` of `v` (a freed slot, or one past the end).
+pub(crate) fn put_slot<T>(v: &mut Vec<Option<T>>, i: usize, x: T) {
+    if i == v.len() {
+        v.push(Some(x));
+    } else {
+        v[i] = Some(x);
     }
 }

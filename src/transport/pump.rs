@@ -107,6 +107,7 @@ impl Pump {
             preface: shared.preface(false).encode(),
             batcher: Batcher::new(shared.cfg.compression_level),
             touched: Vec::new(),
+            held: None,
         };
         let thread = std::thread::Builder::new()
             .name(name.to_string())
@@ -159,7 +160,7 @@ impl Pump {
         }
         // A send racing with stop may have queued after the thread's last
         // look.
-        self.h.report_unsent();
+        self.h.report_unsent(None);
     }
 }
 
@@ -189,6 +190,8 @@ struct Engine {
     /// Compresses runs of messages into BATCH frames before writing.
     batcher: Batcher,
     touched: Vec<usize>,
+    /// A message waiting for a full (not stalled) member's room.
+    held: Option<Outgoing>,
 }
 
 impl Engine {
@@ -206,20 +209,25 @@ impl Engine {
                 next_sweep = now + Duration::from_millis(1);
             }
             let busy = took > 0 || wrote;
-            self.h.publish(self.conns.iter().flatten().map(|c| &c.conn));
-            let timeout = if busy || !self.queue.is_empty() {
+            self.h.publish(
+                self.held.is_some(),
+                self.conns.iter().flatten().map(|c| &c.conn),
+            );
+            let timeout = if busy || (self.held.is_none() && !self.queue.is_empty()) {
                 idle_since = None;
                 Some(Duration::ZERO)
+            } else if self.held.is_some() {
+                // A full member holds intake: sleep until its socket takes
+                // more (an event) or it may count as stalled (a timer),
+                // whatever the queue holds.
+                let until = self.held_until(now);
+                Some(self.wait_for(now, until))
             } else {
                 let since = *idle_since.get_or_insert(now);
                 if since.elapsed() < spin {
                     Some(Duration::ZERO)
                 } else if self.queue.prepare_sleep() {
-                    Some(
-                        self.next_timer(now)
-                            .saturating_duration_since(Instant::now())
-                            .max(Duration::from_micros(100)),
-                    )
+                    Some(self.wait_for(now, self.next_timer(now)))
                 } else {
                     Some(Duration::ZERO)
                 }
@@ -258,7 +266,9 @@ impl Engine {
     fn intake(&mut self, now: Instant) -> usize {
         let queue = self.queue.clone();
         let mut touched = std::mem::take(&mut self.touched);
-        let n = link::intake(self, &queue, super::pump::INTAKE_BATCH, now, &mut touched);
+        let mut held = self.held.take();
+        let n = link::intake(self, &queue, &mut held, INTAKE_BATCH, now, &mut touched);
+        self.held = held;
         for i in touched.drain(..) {
             link::drive(self, i, now);
         }
@@ -414,6 +424,21 @@ impl Engine {
         }
     }
 
+    fn wait_for(&self, now: Instant, until: Instant) -> Duration {
+        let _ = now;
+        until
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_micros(100))
+    }
+
+    fn held_until(&mut self, now: Instant) -> Instant {
+        let held = self.held.take();
+        let t = self.next_timer(now);
+        let t = link::held_until(self, &held, t, now);
+        self.held = held;
+        t
+    }
+
     fn next_timer(&self, now: Instant) -> Instant {
         let t = now + Duration::from_millis(250);
         self.conns
@@ -424,7 +449,7 @@ impl Engine {
     }
 
     fn shutdown(&mut self) {
-        self.h.report_unsent();
+        self.h.report_unsent(self.held.take());
         let now = Instant::now();
         for i in 0..self.conns.len() {
             if let Some(c) = self.conns[i].as_mut() {
@@ -433,7 +458,10 @@ impl Engine {
                 self.close(i);
             }
         }
-        self.h.publish(self.conns.iter().flatten().map(|c| &c.conn));
+        self.h.publish(
+            self.held.is_some(),
+            self.conns.iter().flatten().map(|c| &c.conn),
+        );
         self.h.idle.store(true, Ordering::SeqCst);
     }
 }
@@ -452,11 +480,7 @@ impl link::Engine for Engine {
                 writable: false,
                 rbuf: BytesMut::new(),
             };
-            if i == self.conns.len() {
-                self.conns.push(Some(c));
-            } else {
-                self.conns[i] = Some(c);
-            }
+            link::put_slot(&mut self.conns, i, c);
         }
         i
     }

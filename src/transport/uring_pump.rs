@@ -133,6 +133,7 @@ impl UringPump {
                     preface,
                     batcher: Batcher::new(level),
                     touched: Vec::new(),
+                    held: None,
                     tuning,
                     done: Vec::new(),
                     gathers: Vec::new(),
@@ -197,7 +198,7 @@ impl UringPump {
         }
         // A send racing with stop may have queued after the thread's last
         // look.
-        self.h.report_unsent();
+        self.h.report_unsent(None);
     }
 }
 
@@ -229,6 +230,8 @@ struct Engine {
     /// Compresses runs of messages into BATCH frames before writing.
     batcher: Batcher,
     touched: Vec<usize>,
+    /// A message waiting for a full (not stalled) member's room.
+    held: Option<Outgoing>,
     tuning: UringPumpTuning,
     done: Vec<Completion>,
     /// Gather buffers back from finished sends, for reuse (boxed: a
@@ -252,7 +255,9 @@ impl Engine {
             self.done = done;
             let queue = self.queue.clone();
             let mut touched = std::mem::take(&mut self.touched);
-            let took = link::intake(self, &queue, INTAKE_BATCH, now, &mut touched);
+            let mut held = self.held.take();
+            let took = link::intake(self, &queue, &mut held, INTAKE_BATCH, now, &mut touched);
+            self.held = held;
             for i in touched.drain(..) {
                 link::drive(self, i, now);
             }
@@ -262,11 +267,23 @@ impl Engine {
                 self.sweep(now);
                 next_sweep = now + Duration::from_millis(1);
             }
-            self.h.publish(self.conns.iter().flatten().map(|c| &c.conn));
+            self.h.publish(
+                self.held.is_some(),
+                self.conns.iter().flatten().map(|c| &c.conn),
+            );
             let busy = took > 0 || wrote || reaped > 0;
-            let r = if busy || !self.queue.is_empty() {
+            let r = if busy || (self.held.is_none() && !self.queue.is_empty()) {
                 idle_since = None;
                 self.ring.submit()
+            } else if self.held.is_some() {
+                // A full member holds intake: sleep until a completion or
+                // until it may count as stalled, whatever the queue holds.
+                let until = self.held_until(now);
+                self.ring.wait(
+                    until
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_micros(100)),
+                )
             } else {
                 let since = *idle_since.get_or_insert(now);
                 if since.elapsed() >= spin && self.queue.prepare_sleep() {
@@ -476,6 +493,14 @@ impl Engine {
         }
     }
 
+    fn held_until(&mut self, now: Instant) -> Instant {
+        let held = self.held.take();
+        let t = self.next_timer(now);
+        let t = link::held_until(self, &held, t, now);
+        self.held = held;
+        t
+    }
+
     fn next_timer(&self, now: Instant) -> Instant {
         let t = now + Duration::from_millis(250);
         self.conns
@@ -487,7 +512,7 @@ impl Engine {
 
     fn shutdown(&mut self) {
         use link::Engine as _;
-        self.h.report_unsent();
+        self.h.report_unsent(self.held.take());
         let now = Instant::now();
         for i in 0..self.conns.len() {
             if let Some(c) = self.conns[i].as_mut() {
@@ -499,7 +524,10 @@ impl Engine {
         if !self.ring.drain(Duration::from_secs(5)) {
             sr_log!(Error, "sender ring did not drain");
         }
-        self.h.publish(self.conns.iter().flatten().map(|c| &c.conn));
+        self.h.publish(
+            self.held.is_some(),
+            self.conns.iter().flatten().map(|c| &c.conn),
+        );
         self.h.idle.store(true, Ordering::SeqCst);
     }
 }
@@ -520,11 +548,7 @@ impl link::Engine for Engine {
                 recv: None,
                 rbuf: BytesMut::new(),
             };
-            if i == self.conns.len() {
-                self.conns.push(Some(c));
-            } else {
-                self.conns[i] = Some(c);
-            }
+            link::put_slot(&mut self.conns, i, c);
         }
         i
     }

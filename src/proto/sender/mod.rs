@@ -86,6 +86,10 @@ pub struct SenderLimits {
     pub max_frame_size: usize,
     /// A member with nothing to do for this long may be forgotten.
     pub idle_release: Duration,
+    /// A member whose queue is full and that wrote nothing for this long
+    /// is stalled: its new messages fail at once ([`Error::QueueFull`])
+    /// instead of holding up the engine's shared intake.
+    pub stall_after: Duration,
 }
 
 impl SenderLimits {
@@ -104,6 +108,7 @@ impl SenderLimits {
             ping_interval: c.ping_interval,
             max_frame_size: c.max_frame_size,
             idle_release: Duration::from_secs(10),
+            stall_after: (c.ack_timeout / 4).min(Duration::from_millis(250)),
         }
     }
 }
@@ -203,6 +208,10 @@ pub struct SenderConn<T> {
     inflight: AckTracker<Pending<T>>,
     backoff: Duration,
     last_activity: Instant,
+    /// Last time bytes went out (or the queue started filling).
+    last_progress: Instant,
+    /// Found stalled; cleared when the queue drains by writes.
+    stalled: bool,
     idle_since: Instant,
     ping_deadline: Option<Instant>,
     next_ping: u64,
@@ -242,6 +251,8 @@ impl<T: Default> SenderConn<T> {
             inflight: AckTracker::new(),
             backoff: limits.backoff_min,
             last_activity: now,
+            last_progress: now,
+            stalled: false,
             idle_since: now,
             ping_deadline: None,
             next_ping: 1,
@@ -273,6 +284,32 @@ impl<T: Default> SenderConn<T> {
         self.pending.len() - self.markers
     }
 
+    /// True when the queue is full: [`handle_enqueue`](Self::handle_enqueue)
+    /// would refuse.
+    pub fn is_full(&self) -> bool {
+        self.queued() >= self.limits.queue
+    }
+
+    /// True when nothing went out for `stall_after` although messages
+    /// wait: the member stopped reading, or cannot be reached. Sticky until
+    /// the member's queue drains by writes again, so that a member that
+    /// keeps stalling (reconnects, fills a fresh socket buffer, stops) is
+    /// not waited for again each time.
+    pub fn is_stalled(&mut self, now: Instant) -> bool {
+        if !self.stalled
+            && self.queued() > 0
+            && now.saturating_duration_since(self.last_progress) >= self.limits.stall_after
+        {
+            self.stalled = true;
+        }
+        self.stalled
+    }
+
+    /// When a full, progressing member would count as stalled.
+    pub fn stall_deadline(&self) -> Instant {
+        self.last_progress + self.limits.stall_after
+    }
+
     /// True when this sender holds nothing and has had nothing to do since
     /// `idle_release` before `now`: the driver may drop it.
     pub fn is_reclaimable(&self, now: Instant) -> bool {
@@ -291,6 +328,9 @@ impl<T: Default> SenderConn<T> {
             self.outcomes
                 .push_back((m.id, m.token, Err(Error::QueueFull)));
             return false;
+        }
+        if self.queued() == 0 {
+            self.last_progress = now;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -410,6 +450,9 @@ impl<T: Default> SenderConn<T> {
     /// ends as [`Delivery::Sent`].
     pub fn handle_written(&mut self, now: Instant, mut written: usize) {
         self.last_activity = now;
+        if written > 0 {
+            self.last_progress = now;
+        }
         let ctl = written.min(self.ctl.len());
         self.ctl.drain(..ctl);
         written -= ctl;
@@ -439,6 +482,7 @@ impl<T: Default> SenderConn<T> {
         }
         if self.pending.is_empty() {
             self.tail_expect = self.wire_expect;
+            self.stalled = false;
         }
         self.sent_on_conn += msgs;
         self.counters.msgs_sent += msgs;

@@ -27,6 +27,7 @@ fn limits() -> SenderLimits {
         ping_interval: Duration::ZERO,
         max_frame_size: 1 << 20,
         idle_release: Duration::from_secs(10),
+        stall_after: Duration::from_millis(200),
     }
 }
 
@@ -431,4 +432,26 @@ fn unreachable_member_fails_after_retries_and_connect_deadline() {
     s.advance(Duration::from_secs(2));
     s.one_outcome_each([id].into_iter());
     assert!(matches!(s.outcomes[&id][0], Err(Error::Unreachable(_))));
+}
+
+#[test]
+fn a_full_member_counts_as_stalled_only_while_nothing_goes_out() {
+    let mut l = limits();
+    l.queue = 4;
+    let mut s = Sim::new(l);
+    s.reading = false;
+    s.sock_buf = 0; // the socket takes nothing
+    for _ in 0..4 {
+        s.send(false, false, b"s");
+    }
+    s.settle();
+    assert!(s.tx.is_full());
+    assert!(!s.tx.is_stalled(s.now), "full, but just started");
+    s.advance(Duration::from_millis(199));
+    assert!(!s.tx.is_stalled(s.now));
+    s.advance(Duration::from_millis(2));
+    assert!(s.tx.is_stalled(s.now), "nothing out for stall_after");
+    s.sock_buf = 1 << 16;
+    s.settle();
+    assert!(!s.tx.is_full() && !s.tx.is_stalled(s.now), "writing again");
 }
