@@ -2,7 +2,8 @@
 //! drivers: a member that accepts and never reads does not stop the others;
 //! its messages end `QueueFull`/`Timeout`; the I/O thread sleeps while
 //! nothing can progress; a send to several members is all-or-nothing in
-//! `asynchronous` mode; hundreds of dead destinations cost no threads.
+//! `asynchronous` mode; hundreds of dead destinations cost no threads; a
+//! resend after a reconnect is delivered once.
 
 use bytes::Bytes;
 use sessionrepl::config::AckMode;
@@ -22,6 +23,7 @@ on_both_drivers!(
     fastasync_member_not_reading_does_not_stop_the_others,
     asynchronous_send_to_several_is_all_or_nothing,
     asynchronous_sends_to_200_dead_members_cost_no_threads,
+    resend_after_reconnect_is_delivered_once,
 );
 
 /// A member that accepts connections and never reads them.
@@ -313,4 +315,100 @@ fn asynchronous_sends_to_200_dead_members_cost_no_threads() {
     assert_eq!(failed, 1001, "every message to a dead member failed once");
     drop(o);
     tx.stop();
+}
+
+/// A proxy between a sender and a receiver: its first connection forwards
+/// the sender's bytes but swallows the receiver's acks, and is cut after
+/// `cut_after`; later connections forward both ways.
+fn ack_eating_proxy(to: SocketAddr, cut_after: Duration) -> SocketAddr {
+    use std::io::{Read, Write};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (k, s) in l.incoming().enumerate() {
+            let Ok(mut down) = s else { return };
+            let mut up = TcpStream::connect(to).unwrap();
+            let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            let first = k == 0;
+            std::thread::spawn(move || {
+                let mut b = [0u8; 65536];
+                while let Ok(n) = up.read(&mut b) {
+                    if n == 0 || (!first && d2.write_all(&b[..n]).is_err()) {
+                        break;
+                    }
+                }
+            });
+            let t0 = Instant::now();
+            std::thread::spawn(move || {
+                let mut b = [0u8; 65536];
+                if first {
+                    down.set_read_timeout(Some(Duration::from_millis(20)))
+                        .unwrap();
+                }
+                loop {
+                    if first && t0.elapsed() >= cut_after {
+                        let _ = down.shutdown(std::net::Shutdown::Both);
+                        let _ = u2.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    match down.read(&mut b) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            if u2.write_all(&b[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::WouldBlock
+                                || e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn resend_after_reconnect_is_delivered_once() {
+    let _serial = serial();
+    let seen: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let s2 = seen.clone();
+    let rx = Channel::builder(io_cfg())
+        .listener(move |m| {
+            *s2.lock().unwrap().entry(m.id).or_insert(0) += 1;
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let proxy = ack_eating_proxy(rx.local_addr(), Duration::from_millis(300));
+    let (tx, out) = sender(ReplicationMode::FastAsyncQueue, |c| {
+        c.ack_timeout = Duration::from_secs(20);
+        c.max_retry_attempts = 3;
+    });
+    let opts = SendOptions {
+        ack: AckMode::Receipt,
+        compress: false,
+    };
+    let n = 200u64;
+    let ids: Vec<u64> = (0..n)
+        .map(|k| {
+            tx.send(&[proxy], Bytes::from(format!("m{k}")), opts)
+                .unwrap()
+        })
+        .collect();
+    tx.flush(Duration::from_secs(30)).unwrap();
+    let o = out.lock().unwrap();
+    assert!(ids
+        .iter()
+        .all(|id| o.get(&(*id, proxy)).is_some_and(|s| s == "Acked")));
+    drop(o);
+    assert!(tx.stats().resends >= n, "the acks were eaten: all resent");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len() as u64, n, "every message delivered");
+    let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    drop(seen);
+    tx.stop();
+    rx.stop();
 }
