@@ -215,4 +215,26 @@ mod tests {
         q.push(4, Duration::ZERO).unwrap();
         assert_eq!(wakes.load(Ordering::SeqCst), 1);
     }
+
+    #[test]
+    fn a_waiting_producer_is_woken_by_room_not_by_its_timeout() {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let q = Arc::new(SendQueue::new(1, Box::new(CountWake(wakes.clone()))));
+        q.push(1, Duration::ZERO).unwrap();
+        let q2 = q.clone();
+        let t = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            q2.push(2, Duration::from_secs(60)).unwrap();
+            t0.elapsed()
+        });
+        while q.waiting.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(q.pop(), Some(1));
+        q.popped();
+        let waited = t.join().unwrap();
+        assert!(waited < Duration::from_secs(30), "woke only at {waited:?}");
+        assert_eq!(q.pop(), Some(2));
+        assert_eq!(wakes.load(Ordering::SeqCst), 0, "the consumer never slept");
+    }
 }
