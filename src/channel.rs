@@ -117,6 +117,8 @@ impl ChannelBuilder {
             )?),
             _ => None,
         };
+        let fast = fast.map(Arc::new);
+        let pump_w = fast.as_ref().map(Arc::downgrade);
         let tribes_peers: Arc<RwLock<HashSet<SocketAddr>>> = Arc::default();
         let any_tribes_peer = Arc::new(AtomicBool::new(false));
         let any2 = any_tribes_peer.clone();
@@ -142,6 +144,13 @@ impl ChannelBuilder {
                         _ => {}
                     }
                     any2.store(!p.is_empty(), Ordering::Relaxed);
+                }
+                // A member that left: its sender state goes once nothing
+                // is owed to it.
+                if let (MemberEvent::Removed(m, _), Some(p)) =
+                    (ev, pump_w.as_ref().and_then(|w| w.upgrade()))
+                {
+                    p.member_left(m.addr);
                 }
                 if let Some(u) = &user {
                     u(ev);
@@ -179,7 +188,7 @@ impl ChannelBuilder {
                 mode,
                 local: receiver.local_addr(),
                 receiver: Mutex::new(Some(receiver)),
-                fast: Mutex::new(fast.map(Arc::new)),
+                fast: Mutex::new(fast),
                 fast_ref: OnceArc::default(),
                 running: AtomicBool::new(true),
                 next_id: AtomicU64::new(1),

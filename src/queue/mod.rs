@@ -146,6 +146,12 @@ impl<T> SendQueue<T> {
         }
     }
 
+    /// Wakes the consumer whatever it is doing (a control request).
+    pub fn wake(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
     /// Pops one item.
     #[inline]
     pub fn pop(&self) -> Option<T> {

@@ -101,6 +101,9 @@ pub(crate) struct PumpHandle {
     pub(crate) shared: Arc<Shared>,
     /// Set in `asynchronous` mode: all-or-nothing admission per member.
     pub(crate) admission: Option<Arc<Admission>>,
+    /// Members that left the cluster, for the engine to release.
+    pub(crate) left: Arc<Mutex<Vec<SocketAddr>>>,
+    pub(crate) any_left: Arc<AtomicBool>,
 }
 
 impl PumpHandle {
@@ -120,6 +123,8 @@ impl PumpHandle {
             in_flight: Arc::new(AtomicU64::new(0)),
             members: Arc::new(AtomicU64::new(0)),
             admission: admission.then(|| Arc::new(Admission::new(cap))),
+            left: Arc::default(),
+            any_left: Arc::default(),
             shared,
         }
     }
@@ -147,6 +152,16 @@ impl PumpHandle {
                 Err(e)
             }
         }
+    }
+
+    /// `addr` left the cluster: its state is released once nothing is owed.
+    pub(crate) fn member_left(&self, addr: SocketAddr) {
+        self.left
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(addr);
+        self.any_left.store(true, Ordering::SeqCst);
+        self.queue.wake();
     }
 
     pub(crate) fn queue_len(&self) -> usize {
@@ -202,6 +217,8 @@ impl PumpHandle {
             members: self.members.clone(),
             shared: self.shared.clone(),
             admission: self.admission.clone(),
+            left: self.left.clone(),
+            any_left: self.any_left.clone(),
         }
     }
 }
@@ -396,6 +413,11 @@ impl LinkIndex {
         (i, new)
     }
 
+    /// The index of `addr`, if known.
+    pub(crate) fn find(&self, addr: SocketAddr) -> Option<usize> {
+        self.by_addr.get(&addr).copied()
+    }
+
     /// Forgets `addr` (at `i`); the slot may be reused.
     pub(crate) fn remove(&mut self, addr: SocketAddr, i: usize) {
         self.by_addr.remove(&addr);
@@ -421,6 +443,22 @@ pub(crate) fn held_until<E: Engine>(
         }
     }
     t
+}
+
+/// Tells the senders of members that left (see
+/// [`PumpHandle::member_left`]); cheap when none did.
+pub(crate) fn members_left<E: Engine>(e: &mut E, index: &LinkIndex, now: Instant) {
+    if !e.handle().any_left.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    let left: Vec<SocketAddr> =
+        std::mem::take(&mut *e.handle().left.lock().unwrap_or_else(|p| p.into_inner()));
+    for a in left {
+        if let Some(i) = index.find(a) {
+            e.conn(i).handle_leave(now);
+            drive(e, i, now);
+        }
+    }
 }
 
 /// Puts `x` at slot `i` of `v` (a freed slot, or one past the end).

@@ -258,6 +258,16 @@ impl AnyPump {
         })
     }
 
+    /// `addr` left the cluster: its sender state is released once every
+    /// message to it has an outcome.
+    pub fn member_left(&self, addr: SocketAddr) {
+        match self {
+            AnyPump::Mio(p) => p.member_left(addr),
+            #[cfg(target_os = "linux")]
+            AnyPump::Uring(p) => p.member_left(addr),
+        }
+    }
+
     /// Members the engine holds state for (released when idle).
     pub fn members(&self) -> u64 {
         match self {

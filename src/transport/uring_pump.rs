@@ -181,6 +181,12 @@ impl UringPump {
         self.h.is_idle()
     }
 
+    /// `addr` left the cluster: its state is released once every message
+    /// to it has an outcome.
+    pub fn member_left(&self, addr: SocketAddr) {
+        self.h.member_left(addr);
+    }
+
     /// Members the I/O thread holds state for.
     pub fn members(&self) -> u64 {
         self.h.members.load(Ordering::Relaxed)
@@ -253,6 +259,9 @@ impl Engine {
                 self.on_completion(c, now);
             }
             self.done = done;
+            let index = std::mem::take(&mut self.index);
+            link::members_left(self, &index, now);
+            self.index = index;
             let queue = self.queue.clone();
             let mut touched = std::mem::take(&mut self.touched);
             let mut held = self.held.take();

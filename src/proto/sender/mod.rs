@@ -212,6 +212,8 @@ pub struct SenderConn<T> {
     last_progress: Instant,
     /// Found stalled; cleared when the queue drains by writes.
     stalled: bool,
+    /// The member left the cluster: release as soon as nothing is owed.
+    leaving: bool,
     idle_since: Instant,
     ping_deadline: Option<Instant>,
     next_ping: u64,
@@ -253,6 +255,7 @@ impl<T: Default> SenderConn<T> {
             last_activity: now,
             last_progress: now,
             stalled: false,
+            leaving: false,
             idle_since: now,
             ping_deadline: None,
             next_ping: 1,
@@ -631,6 +634,7 @@ impl<T: Default> SenderConn<T> {
         if self.state == State::Idle && self.load() > 0 {
             self.want_connect();
         }
+        self.release_if_left(now);
     }
 
     /// Messages not written by their deadline end as [`Error::Timeout`];
@@ -700,6 +704,27 @@ impl<T: Default> SenderConn<T> {
             self.ping_deadline = Some(now + l.ack_timeout);
             self.last_activity = now;
         }
+    }
+
+    /// The member left the cluster: once every message has its outcome the
+    /// connection closes and this sender may be dropped at once (no
+    /// `idle_release` wait). Messages still owed keep their deadlines.
+    pub fn handle_leave(&mut self, now: Instant) {
+        self.leaving = true;
+        self.limits.idle_release = Duration::ZERO;
+        self.release_if_left(now);
+    }
+
+    fn release_if_left(&mut self, now: Instant) {
+        if !self.leaving || self.load() > 0 || self.state == State::Idle {
+            return;
+        }
+        if matches!(self.state, State::Open | State::Connecting(_)) {
+            self.actions.push_back(Action::Close("member left".into()));
+        }
+        self.ctl.clear();
+        self.state = State::Idle;
+        self.idle_since = now;
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due.

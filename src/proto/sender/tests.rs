@@ -455,3 +455,19 @@ fn a_full_member_counts_as_stalled_only_while_nothing_goes_out() {
     s.settle();
     assert!(!s.tx.is_full() && !s.tx.is_stalled(s.now), "writing again");
 }
+
+#[test]
+fn a_member_that_left_is_released_once_nothing_is_owed() {
+    let mut s = Sim::new(limits());
+    s.acking = false;
+    let id = s.send(true, false, b"last");
+    s.settle();
+    s.tx.handle_leave(s.now);
+    s.settle();
+    assert!(s.closes.is_empty(), "a message is still owed an outcome");
+    assert!(!s.tx.is_reclaimable(s.now));
+    s.advance(Duration::from_millis(1001));
+    s.one_outcome_each([id].into_iter());
+    assert_eq!(s.closes, vec!["member left".to_string()]);
+    assert!(s.tx.is_reclaimable(s.now), "released at once, no idle wait");
+}
