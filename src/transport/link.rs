@@ -448,7 +448,8 @@ pub(crate) fn held_until<E: Engine>(
 /// Tells the senders of members that left (see
 /// [`PumpHandle::member_left`]); cheap when none did.
 pub(crate) fn members_left<E: Engine>(e: &mut E, index: &LinkIndex, now: Instant) {
-    if !e.handle().any_left.swap(false, Ordering::SeqCst) {
+    let flag = &e.handle().any_left;
+    if !flag.load(Ordering::Relaxed) || !flag.swap(false, Ordering::SeqCst) {
         return;
     }
     let left: Vec<SocketAddr> =
