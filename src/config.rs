@@ -19,7 +19,9 @@ pub enum ReplicationMode {
     /// Like synchronous, with up to `maxPoolSocketLimit` connections per
     /// member so concurrent callers do not queue behind each other.
     Pooled,
-    /// Ordered per-member queue drained by a sender thread per member.
+    /// Ordered per-member queues on the shared I/O thread (no thread per
+    /// member); a send reserves room at every destination first, all or
+    /// nothing, waiting up to `queueAddWaitTimeout`.
     Asynchronous,
     /// One bounded lock-free multi-producer queue drained in batches by an
     /// I/O thread that writes many frames per `writev`.

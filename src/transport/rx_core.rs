@@ -12,7 +12,7 @@ use crate::sr_log;
 use crate::stats::Stats;
 use crate::wire::compress::Inflater;
 use crate::wire::frame::{
-    batch_frames, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED, HEADER_LEN,
+    batch_frames, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED, FLAG_SEQ, HEADER_LEN,
 };
 use crate::wire::tribes::{self, ChannelData};
 use crate::wire::{compress, detect_dialect, Dialect, Preface};
@@ -108,6 +108,8 @@ pub(crate) struct ConnCore {
     /// a bound pauses the connection and goes on when it resumes, so one
     /// batch cannot queue a million jobs or acks at once.
     batch_rest: Option<Bytes>,
+    /// Position in the sender's member stream (exactly-once, `proto::dedup`).
+    seq: crate::proto::dedup::StreamCursor,
 }
 
 impl ConnCore {
@@ -257,6 +259,7 @@ impl RxCore {
             inflated: 0,
             opened: false,
             batch_rest: None,
+            seq: Default::default(),
         }
     }
 
@@ -470,6 +473,12 @@ impl RxCore {
                     } else {
                         f.payload
                     };
+                    // exactly-once (proto::dedup): markers, duplicates
+                    match self.seq_filter(c, id, flags, &payload) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => break Err(Close::Protocol(e)),
+                    }
                     delivered += 1;
                     self.on_data(token, c, id, flags, payload);
                 }
@@ -510,6 +519,10 @@ impl RxCore {
         for r in batch_frames(&body, max) {
             let (h, p) = r.map_err(Close::Protocol)?;
             off += HEADER_LEN + p.len();
+            // exactly-once (proto::dedup)
+            if !self.seq_filter(c, h.id, h.flags, &p).map_err(Close::Protocol)? {
+                continue;
+            }
             n += 1;
             self.on_data(token, c, h.id, h.flags, p);
             if !c.stalled.is_empty() || self.over_bounds(c) {
@@ -520,6 +533,25 @@ impl RxCore {
             }
         }
         Ok(n)
+    }
+
+    /// Exactly-once across reconnects (see `proto::dedup`): a sequence
+    /// marker moves the connection's cursor and is not a message; a
+    /// duplicate of a delivered message is acked, not delivered. True to
+    /// deliver.
+    fn seq_filter(&self, c: &mut ConnCore, id: u64, flags: u8, p: &[u8]) -> Result<bool, Error> {
+        if flags & FLAG_SEQ != 0 {
+            let table = &self.shared.dedup;
+            c.seq.on_marker(table, c.member_id, p)?;
+            return Ok(false);
+        }
+        if c.seq.accept() {
+            return Ok(true);
+        }
+        if flags & (FLAG_ACK_RECEIPT | FLAG_ACK_DELIVERY) != 0 {
+            c.proto.ack(id);
+        }
+        Ok(false)
     }
 
     /// One message: ack on receipt, deliver (here or on the connection's

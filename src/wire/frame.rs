@@ -20,7 +20,14 @@ pub const FLAG_ACK_RECEIPT: u8 = 0x02;
 /// DATA flag: ack after delivery, FAIL if the listener fails
 /// (Tribes `USE_ACK|SYNCHRONIZED_ACK`).
 pub const FLAG_ACK_DELIVERY: u8 = 0x04;
-const DATA_FLAGS: u8 = FLAG_COMPRESSED | FLAG_ACK_RECEIPT | FLAG_ACK_DELIVERY;
+/// DATA flag: a sequence marker, not a message. Its 16-byte payload is
+/// the sending stream's epoch and the sequence number of the next message
+/// on this connection (both big-endian u64); see `docs/PROTOCOL.md`
+/// ("Exactly-once across reconnects"). Never delivered to a listener.
+pub const FLAG_SEQ: u8 = 0x08;
+/// Length of a sequence marker's payload.
+pub const SEQ_MARKER_LEN: usize = 16;
+const DATA_FLAGS: u8 = FLAG_COMPRESSED | FLAG_ACK_RECEIPT | FLAG_ACK_DELIVERY | FLAG_SEQ;
 /// Not a wire flag: marks a queued DATA frame that the I/O thread is to
 /// compress (in a BATCH with its neighbours). Never written.
 pub const FLAG_INTERNAL_DEFLATE: u8 = 0x80;
@@ -198,6 +205,32 @@ pub fn batch_frames(
         }
         Some(r)
     })
+}
+
+/// The payload of a sequence marker (see [`FLAG_SEQ`]).
+pub fn seq_marker(epoch: u64, seq: u64) -> [u8; SEQ_MARKER_LEN] {
+    let mut b = [0u8; SEQ_MARKER_LEN];
+    b[..8].copy_from_slice(&epoch.to_be_bytes());
+    b[8..].copy_from_slice(&seq.to_be_bytes());
+    b
+}
+
+/// Decodes a sequence marker's payload into `(epoch, seq)`.
+///
+/// # Errors
+/// A payload that is not exactly [`SEQ_MARKER_LEN`] bytes.
+pub fn parse_seq_marker(p: &[u8]) -> Result<(u64, u64)> {
+    if p.len() != SEQ_MARKER_LEN {
+        return Err(Error::Protocol(format!(
+            "sequence marker of {} bytes",
+            p.len()
+        )));
+    }
+    let mut e = [0u8; 8];
+    let mut s = [0u8; 8];
+    e.copy_from_slice(&p[..8]);
+    s.copy_from_slice(&p[8..]);
+    Ok((u64::from_be_bytes(e), u64::from_be_bytes(s)))
 }
 
 /// Appends one ACK range (`first`, `count`) to an ACK payload.
