@@ -70,6 +70,8 @@ struct Dest {
     attempt: u32,
     /// Until when the connection being opened may take (`connectTimeout`).
     connect_by: Instant,
+    /// What its socket waits for after the last step, if anything.
+    waits: Option<Wait>,
 }
 
 /// What a member's part waits for after a step.
@@ -210,6 +212,7 @@ impl SyncSender {
             step: Step::Checkout,
             attempt: 0,
             connect_by: now,
+            waits: None,
         }
     }
 
@@ -229,7 +232,14 @@ impl SyncSender {
     ) -> Result<()> {
         let now = Instant::now();
         let mut d = [self.dest(to, now)];
-        self.drive(&mut d, hdr, payload, id, ack, now + self.shared.cfg.ack_timeout);
+        self.drive(
+            &mut d,
+            hdr,
+            payload,
+            id,
+            ack,
+            now + self.shared.cfg.ack_timeout,
+        );
         let [d] = d;
         match d.step {
             Step::Done(r) => r,
@@ -250,7 +260,14 @@ impl SyncSender {
     ) -> Vec<(SocketAddr, Result<()>)> {
         let now = Instant::now();
         let mut ds: Vec<Dest> = to.iter().map(|&a| self.dest(a, now)).collect();
-        self.drive(&mut ds, hdr, payload, id, ack, now + self.shared.cfg.ack_timeout);
+        self.drive(
+            &mut ds,
+            hdr,
+            payload,
+            id,
+            ack,
+            now + self.shared.cfg.ack_timeout,
+        );
         ds.into_iter()
             .map(|d| match d.step {
                 Step::Done(r) => (d.addr, r),
@@ -272,16 +289,15 @@ impl SyncSender {
     ) {
         let mut spin_until: Option<Instant> = None;
         let mut spinning = false;
+        // Built only when the caller has to sleep: the spinning fast path
+        // allocates nothing.
         let mut fds: Vec<libc::pollfd> = Vec::new();
-        let mut polled: Vec<usize> = Vec::new();
         loop {
             let now = Instant::now();
-            let mut wait_in = false;
-            let mut wait_pool: Option<usize> = None;
-            let mut pool_waits = 0;
-            fds.clear();
-            polled.clear();
+            let (mut on_socket, mut wait_in) = (0, false);
+            let (mut wait_pool, mut pool_waits) = (None, 0);
             for (i, d) in ds.iter_mut().enumerate() {
+                d.waits = None;
                 match self.advance(d, hdr, payload, id, ack, deadline, now) {
                     Blocked::No => {}
                     Blocked::Pool => {
@@ -289,21 +305,13 @@ impl SyncSender {
                         pool_waits += 1;
                     }
                     Blocked::On(w) => {
-                        let c = d.conn.as_ref().expect("a waiting step holds a connection");
+                        d.waits = Some(w);
+                        on_socket += 1;
                         wait_in |= w == Wait::In;
-                        fds.push(libc::pollfd {
-                            fd: c.fd(),
-                            events: match w {
-                                Wait::In => libc::POLLIN,
-                                Wait::Out => libc::POLLOUT,
-                            },
-                            revents: 0,
-                        });
-                        polled.push(i);
                     }
                 }
             }
-            if fds.is_empty() && wait_pool.is_none() {
+            if on_socket == 0 && wait_pool.is_none() {
                 break;
             }
             let now = Instant::now();
@@ -332,7 +340,7 @@ impl SyncSender {
                 continue;
             }
             let left = deadline - now;
-            if fds.is_empty() {
+            if on_socket == 0 {
                 if let Some(i) = wait_pool {
                     // Several exhausted pools: recheck them all often.
                     let until = if pool_waits > 1 {
@@ -344,6 +352,18 @@ impl SyncSender {
                 }
                 continue;
             }
+            fds.clear();
+            fds.extend(ds.iter().filter_map(|d| {
+                let w = d.waits?;
+                Some(libc::pollfd {
+                    fd: d.conn.as_ref()?.fd(),
+                    events: match w {
+                        Wait::In => libc::POLLIN,
+                        Wait::Out => libc::POLLOUT,
+                    },
+                    revents: 0,
+                })
+            }));
             let t = if wait_pool.is_some() {
                 left.min(POOL_RECHECK)
             } else {
@@ -400,12 +420,12 @@ impl SyncSender {
                         // `connectTimeout` is the member's fault (unreachable,
                         // so resent if allowed); the send's own deadline is
                         // caught by the caller as a timeout.
-                        Ok(Some(_)) if now >= d.connect_by && d.connect_by < deadline => Err(
-                            Error::Unreachable(format!(
+                        Ok(Some(_)) if now >= d.connect_by && d.connect_by < deadline => {
+                            Err(Error::Unreachable(format!(
                                 "no connection within connectTimeout ({:?})",
                                 self.shared.cfg.connect_timeout
-                            )),
-                        ),
+                            )))
+                        }
                         Ok(Some(w)) => Ok(Some(Blocked::On(w))),
                         Err(e) => Err(e),
                     }
