@@ -538,3 +538,6 @@ impl SyncSender {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
