@@ -27,32 +27,7 @@ on_both_drivers!(
     pooled_send_to_a_stopped_member_ends_by_the_deadline,
 );
 
-/// Like `on_both_drivers!`, for tests waiting on another branch's fix.
-macro_rules! on_both_drivers_ignored {
-    ($why:literal; $($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                #[ignore = $why]
-                fn mio() {
-                    super::common::with_io("mio", super::$name);
-                }
-                #[test]
-                #[ignore = $why]
-                fn uring() {
-                    super::common::with_io("uring", super::$name);
-                }
-            }
-        )*
-    };
-}
-
-// The asynchronous modes are fixed on the tx branch (issue 9); on main they
-// fail: fastasyncqueue refuses the healthy member while the frozen one's
-// queue is full, and both modes leave messages to the frozen member without
-// an outcome well past their deadline.
-on_both_drivers_ignored!(
-    "needs tx branch: async modes report outcomes by the deadline and isolate members";
+on_both_drivers!(
     asynchronous_stopped_member_does_not_hold_back_the_others,
     fastasyncqueue_stopped_member_does_not_hold_back_the_others,
 );
@@ -70,6 +45,13 @@ const ACK_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Scheduling slack on a loaded 2-core machine: generous, it catches hangs
 /// (the bug blocked for minutes), not jitter.
 const SLACK: Duration = Duration::from_millis(1500);
+/// Sends to the frozen member in the synchronous modes.
+const SENDS_TO_STOPPED: usize = 8;
+/// How long the healthy member is fed while the other one is frozen, and the
+/// least it must receive meanwhile (1,000 msgs/s; ~60,000 is usual here,
+/// fastasyncqueue on main gave 126-715).
+const PHASE: Duration = Duration::from_secs(3);
+const HEALTHY_MIN: usize = 3000;
 
 /// A member in its own process (`sessionrepl node`), to be frozen.
 struct MemberProc {
@@ -219,12 +201,13 @@ fn sync_stopped_member(mode: ReplicationMode) {
     watchdog(a.child.id(), Duration::from_secs(60), done.clone());
     let bg = keep_sending(&tx, ba);
 
-    // 20 sends of 1 MiB to the frozen member: once its socket is full the
-    // old code blocked in writev with no deadline.
-    let big = Bytes::from(vec![b'a'; 1 << 20]);
+    // 8 sends of 2 MiB to the frozen member, more than its socket buffers
+    // hold: once they were full the old code blocked in writev with no
+    // deadline (send 5 blocked until the watchdog thawed the member).
+    let big = Bytes::from(vec![b'a'; 2 << 20]);
     let mut times = Vec::new();
     let mut outcomes = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..SENDS_TO_STOPPED {
         let t = Instant::now();
         let r = tx.send(&[aa], big.clone(), acked());
         times.push(t.elapsed());
@@ -248,7 +231,7 @@ fn sync_stopped_member(mode: ReplicationMode) {
     let (bn, bworst, berrors) = bg.handle.join().unwrap();
     let max = times.iter().max().copied().unwrap_or_default();
     println!(
-        "figure: mode={mode:?} io={} sends_to_stopped=20 max_send_ms={} times_ms={:?} \
+        "figure: mode={mode:?} io={} sends_to_stopped={SENDS_TO_STOPPED} max_send_ms={} times_ms={:?} \
          healthy_sends={bn} healthy_max_ms={} healthy_errors={}",
         tx.config().io_backend,
         max.as_millis(),
@@ -296,7 +279,7 @@ fn sync_stopped_member(mode: ReplicationMode) {
         berrors.is_empty(),
         "sends to the healthy member failed: {berrors:?}"
     );
-    assert!(bn >= 20, "only {bn} sends to the healthy member in ~20 s");
+    assert!(bn >= 20, "only {bn} sends to the healthy member in ~10 s");
     // In synchronous mode there is one connection per member: a caller that
     // held it while waiting for the frozen member would stall this one.
     assert!(
@@ -352,7 +335,7 @@ fn async_stopped_member(mode: ReplicationMode) {
     let done = Arc::new(AtomicBool::new(false));
     watchdog(a.child.id(), Duration::from_secs(60), done.clone());
 
-    // Phase 1, 4 s: one producer to A, this thread to B.
+    // Phase 1: one producer to A, this thread to B.
     let sent_a: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let refused_a = Arc::new(AtomicU64::new(0));
     let worst_a = Arc::new(Mutex::new(Duration::ZERO));
@@ -381,7 +364,7 @@ fn async_stopped_member(mode: ReplicationMode) {
     let t0 = Instant::now();
     let mut b_sent = 0u64;
     let mut b_refused = Vec::new();
-    while t0.elapsed() < Duration::from_secs(4) {
+    while t0.elapsed() < PHASE {
         match tx.send(&[ba], Bytes::from(vec![b'b'; 1024]), acked()) {
             Ok(_) => b_sent += 1,
             Err(e) => b_refused.push(e.to_string()),
@@ -455,7 +438,7 @@ fn async_stopped_member(mode: ReplicationMode) {
         b_refused.first()
     );
     assert!(
-        b_got >= 2000,
+        b_got >= HEALTHY_MIN,
         "the healthy member got only {b_got} messages in {phase1:?} while the other was frozen"
     );
     assert!(
