@@ -25,6 +25,7 @@ use common::{io_cfg, stdout_lines};
 on_both_drivers!(
     synchronous_send_to_a_stopped_member_ends_by_the_deadline,
     pooled_send_to_a_stopped_member_ends_by_the_deadline,
+    tribes_send_to_a_peer_that_never_reads_ends_by_the_deadline,
 );
 
 on_both_drivers!(
@@ -487,4 +488,60 @@ fn async_stopped_member(mode: ReplicationMode) {
     }
     tx.stop();
     b.ch.stop();
+}
+
+/// Tribes framing goes out on the caller's thread in every mode: its writes
+/// are bounded by the same deadline. The peer here accepts and never reads.
+fn tribes_send_to_a_peer_that_never_reads_ends_by_the_deadline() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let held: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+    let h2 = held.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().map_while(Result::ok) {
+            h2.lock().unwrap().push(s);
+        }
+    });
+    // Watchdog: a regression blocks in a write; after 30 s the peer starts
+    // reading so the test fails with figures instead of hanging.
+    let done = Arc::new(AtomicBool::new(false));
+    {
+        let (held, done) = (held.clone(), done.clone());
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(30) {
+                if done.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            for s in held.lock().unwrap().iter() {
+                let mut s = s.try_clone().unwrap();
+                std::thread::spawn(move || std::io::copy(&mut s, &mut std::io::sink()));
+            }
+        });
+    }
+    let ack = Duration::from_millis(300);
+    let mut cfg = io_cfg();
+    cfg.replication_mode = ReplicationMode::Synchronous;
+    cfg.ack_timeout = ack;
+    let tx = Channel::builder(cfg).start().unwrap();
+    let big = Bytes::from(vec![b't'; 2 << 20]);
+    let mut times = Vec::new();
+    for i in 0..SENDS_TO_STOPPED {
+        let t = Instant::now();
+        let r = tx.send_tribes(&[addr], big.clone(), acked());
+        let took = t.elapsed();
+        times.push(took.as_millis());
+        assert!(matches!(r, Err(Error::Timeout)), "send {i}: {r:?}");
+        assert!(
+            took <= ack + SLACK,
+            "send {i} took {took:?}; all (ms): {times:?}"
+        );
+    }
+    done.store(true, Ordering::Relaxed);
+    println!("figure: tribes_send_to_non_reader ack_timeout_ms=300 times_ms={times:?}");
+    // Every timed-out connection was closed: each send opened a new one.
+    assert_eq!(held.lock().unwrap().len(), SENDS_TO_STOPPED);
+    tx.stop();
 }
