@@ -1,7 +1,10 @@
-//! One non-blocking connection to a member and the steps of one send on it.
-//! Nothing here blocks: each step goes as far as the socket allows and says
+//! One connection to a member and the steps of one send on it. No step
+//! blocks: each goes as far as the socket allows (`MSG_DONTWAIT`) and says
 //! what it waits for, so one caller can drive several members at once and
-//! stop at its deadline whatever the peers do.
+//! stop at its deadline whatever the peers do. The socket itself is left
+//! blocking once connected, so a caller waiting on a single member can
+//! sleep in one `read` bounded by `SO_RCVTIMEO` ([`SyncConn::read_by`])
+//! instead of `poll` + `recv`.
 
 use super::super::Shared;
 use crate::error::{Error, Result};
@@ -12,7 +15,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a step is waiting for before it can go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,8 @@ pub(super) struct SyncConn {
     proto: OutboundConn,
     opening: Opening,
     preface: Vec<u8>,
+    /// `SO_RCVTIMEO` as last set (zero: not set).
+    rcv_timeout: Duration,
     /// Messages sent on this connection.
     pub(super) sent: u64,
     pub(super) opened: Instant,
@@ -78,7 +83,10 @@ impl SyncConn {
         sock.set_nodelay(cfg.tcp_no_delay).map_err(broken)?;
         super::super::receiver::set_buffers(&sock, cfg);
         let opening = match sock.connect(&addr.into()) {
-            Ok(()) => Opening::SendingPreface(0),
+            Ok(()) => {
+                sock.set_nonblocking(false).map_err(broken)?;
+                Opening::SendingPreface(0)
+            }
             Err(e) if not_now(&e) => Opening::Connecting,
             Err(e) => return Err(broken(e)),
         };
@@ -88,6 +96,7 @@ impl SyncConn {
             proto: OutboundConn::new(cfg.domain.clone()),
             opening,
             preface: shared.preface(false).encode().to_vec(),
+            rcv_timeout: Duration::ZERO,
             sent: 0,
             opened: Instant::now(),
         })
@@ -119,7 +128,10 @@ impl SyncConn {
                         return Err(broken(e));
                     }
                     match self.stream.peer_addr() {
-                        Ok(_) => self.opening = Opening::SendingPreface(0),
+                        Ok(_) => {
+                            self.stream.set_nonblocking(false).map_err(broken)?;
+                            self.opening = Opening::SendingPreface(0);
+                        }
                         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
                             return Ok(Some(Wait::Out))
                         }
@@ -207,6 +219,40 @@ impl SyncConn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(broken(e)),
             }
+        }
+    }
+
+    /// Sleeps in one blocking `read` until bytes arrive or `deadline`
+    /// passes (open connections only). `SO_RCVTIMEO` is set only when the
+    /// time left differs much from the last setting, so a fast send pays no
+    /// extra system call. `Ok(false)` when nothing came.
+    ///
+    /// # Errors
+    /// [`Error::Unreachable`] on a closed or broken connection.
+    pub(super) fn read_by(&mut self, deadline: Instant) -> Result<bool> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        if self.rcv_timeout.is_zero() || left < self.rcv_timeout || left > self.rcv_timeout * 2 {
+            let t = left.max(Duration::from_millis(1));
+            self.stream.set_read_timeout(Some(t)).map_err(broken)?;
+            self.rcv_timeout = t;
+        }
+        match crate::driver::sys::read_into(self.fd(), &mut self.rbuf, 4096) {
+            Ok(0) => Err(closed()),
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(broken(e)),
         }
     }
 

@@ -72,6 +72,8 @@ struct Dest {
     connect_by: Instant,
     /// What its socket waits for after the last step, if anything.
     waits: Option<Wait>,
+    /// A failure seen while waiting, for the next step to handle.
+    failed: Option<Error>,
 }
 
 /// What a member's part waits for after a step.
@@ -213,6 +215,7 @@ impl SyncSender {
             attempt: 0,
             connect_by: now,
             waits: None,
+            failed: None,
         }
     }
 
@@ -352,6 +355,17 @@ impl SyncSender {
                 }
                 continue;
             }
+            // One member waiting for its ack: one blocking read, no poll.
+            if let [d] = &mut *ds {
+                if d.waits == Some(Wait::In) && wait_pool.is_none() {
+                    if let Some(c) = d.conn.as_mut().filter(|c| c.is_open()) {
+                        if let Err(e) = c.read_by(deadline) {
+                            d.failed = Some(e);
+                        }
+                        continue;
+                    }
+                }
+            }
             fds.clear();
             fds.extend(ds.iter().filter_map(|d| {
                 let w = d.waits?;
@@ -396,6 +410,7 @@ impl SyncSender {
         loop {
             let r: Result<Option<Blocked>> = match &d.step {
                 Step::Done(_) => return Blocked::No,
+                _ if d.failed.is_some() => Err(d.failed.take().expect("checked")),
                 Step::Checkout => match self.try_checkout(&d.pool) {
                     Ok(None) => return Blocked::Pool,
                     Ok(Some(c)) => {
