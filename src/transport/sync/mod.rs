@@ -451,8 +451,10 @@ impl SyncSender {
                         Ok(n) if n == HEADER_LEN + payload.len() => {
                             self.count_sent(payload);
                             if ack {
+                                // Its ack cannot be there yet: wait (spin,
+                                // read or poll) before the first read.
                                 d.step = Step::Acking;
-                                Ok(None)
+                                Ok(Some(Blocked::On(Wait::In)))
                             } else {
                                 Ok(Some(Blocked::No))
                             }
