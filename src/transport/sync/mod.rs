@@ -76,6 +76,15 @@ struct Dest {
     failed: Option<Error>,
 }
 
+/// The message of one send, the same for every member.
+#[derive(Clone, Copy)]
+struct Msg<'a> {
+    hdr: &'a [u8; HEADER_LEN],
+    payload: &'a Bytes,
+    id: u64,
+    ack: bool,
+}
+
 /// What a member's part waits for after a step.
 enum Blocked {
     /// Nothing: its outcome is known.
@@ -235,14 +244,13 @@ impl SyncSender {
     ) -> Result<()> {
         let now = Instant::now();
         let mut d = [self.dest(to, now)];
-        self.drive(
-            &mut d,
+        let msg = Msg {
             hdr,
             payload,
             id,
             ack,
-            now + self.shared.cfg.ack_timeout,
-        );
+        };
+        self.drive(&mut d, msg, now + self.shared.cfg.ack_timeout);
         let [d] = d;
         match d.step {
             Step::Done(r) => r,
@@ -263,14 +271,13 @@ impl SyncSender {
     ) -> Vec<(SocketAddr, Result<()>)> {
         let now = Instant::now();
         let mut ds: Vec<Dest> = to.iter().map(|&a| self.dest(a, now)).collect();
-        self.drive(
-            &mut ds,
+        let msg = Msg {
             hdr,
             payload,
             id,
             ack,
-            now + self.shared.cfg.ack_timeout,
-        );
+        };
+        self.drive(&mut ds, msg, now + self.shared.cfg.ack_timeout);
         ds.into_iter()
             .map(|d| match d.step {
                 Step::Done(r) => (d.addr, r),
@@ -281,15 +288,7 @@ impl SyncSender {
 
     /// Runs every member's part until each has an outcome or `deadline`
     /// passes; never blocks on one member while another could progress.
-    fn drive(
-        &self,
-        ds: &mut [Dest],
-        hdr: &[u8; HEADER_LEN],
-        payload: &Bytes,
-        id: u64,
-        ack: bool,
-        deadline: Instant,
-    ) {
+    fn drive(&self, ds: &mut [Dest], msg: Msg<'_>, deadline: Instant) {
         let mut spin_until: Option<Instant> = None;
         let mut spinning = false;
         // Built only when the caller has to sleep: the spinning fast path
@@ -301,7 +300,7 @@ impl SyncSender {
             let (mut wait_pool, mut pool_waits) = (None, 0);
             for (i, d) in ds.iter_mut().enumerate() {
                 d.waits = None;
-                match self.advance(d, hdr, payload, id, ack, deadline, now) {
+                match self.advance(d, msg, deadline, now) {
                     Blocked::No => {}
                     Blocked::Pool => {
                         wait_pool.get_or_insert(i);
@@ -396,17 +395,13 @@ impl SyncSender {
     }
 
     /// Takes one member's part as far as it goes without blocking.
-    #[allow(clippy::too_many_arguments)]
-    fn advance(
-        &self,
-        d: &mut Dest,
-        hdr: &[u8; HEADER_LEN],
-        payload: &Bytes,
-        id: u64,
-        ack: bool,
-        deadline: Instant,
-        now: Instant,
-    ) -> Blocked {
+    fn advance(&self, d: &mut Dest, msg: Msg<'_>, deadline: Instant, now: Instant) -> Blocked {
+        let Msg {
+            hdr,
+            payload,
+            id,
+            ack,
+        } = msg;
         loop {
             let r: Result<Option<Blocked>> = match &d.step {
                 Step::Done(_) => return Blocked::No,
