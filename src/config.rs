@@ -88,7 +88,10 @@ pub struct Config {
     /// `syncAck`: with acks, ack after delivery rather than on receipt
     /// (Tribes' SYNCHRONIZED_ACK; default true).
     pub sync_ack: bool,
-    /// `ackTimeout`: how long a sender waits for an ack (default 15 s).
+    /// `ackTimeout`: how long a sender waits for an ack (default 15 s). In
+    /// the synchronous modes it is the deadline of the whole send: connecting,
+    /// writing and the ack all end by it, and a connection that missed it is
+    /// closed, never reused.
     pub ack_timeout: Duration,
     /// `maxRetryAttempts`: resends after a lost connection (default 1).
     pub max_retry_attempts: u32,
