@@ -1,0 +1,183 @@
+//! The session store over static membership (`membershipType=static`): the
+//! members are the `staticMembers` list, reached over the native protocol.
+//! In-process stores replicate and hand over; real processes lose no
+//! acknowledged commit when one is killed with SIGKILL.
+
+mod store_util;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+use store_util::{cluster_settings, create, open, value, wait_members};
+
+/// `n` free loopback ports (bound to port 0, then released).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// Settings of node `i` of a static cluster on `ports`: the shared
+/// settings of a fresh cluster with the multicast keys left out.
+fn static_settings(ports: &[u16], i: usize, extra: &[&str]) -> Vec<String> {
+    let list: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut v: Vec<String> = cluster_settings(extra)
+        .into_iter()
+        .filter(|s| !s.starts_with("mcast") && !s.starts_with("membershipType"))
+        .collect();
+    v.push("membershipType=static".into());
+    v.push(format!("staticMembers={}", list.join(",")));
+    v.push(format!("tcpListenPort={}", ports[i]));
+    v.push("tcpPingInterval=200".into());
+    v
+}
+
+#[test]
+fn stores_over_static_membership_replicate_and_hand_over() {
+    let ports = free_ports(3);
+    let shared = cluster_settings(&["backupCount=1"]);
+    let domain = shared.iter().find(|s| s.starts_with("domain=")).unwrap();
+    let nodes: Vec<_> = (0..3)
+        .map(|i| {
+            let mut s = static_settings(&ports, i, &["backupCount=1"]);
+            s.retain(|x| !x.starts_with("domain="));
+            s.push(domain.clone());
+            open(&s)
+        })
+        .collect();
+    for n in &nodes {
+        wait_members(&n.store, 2);
+        // Static members are session stores, not Tribes peers.
+        for m in n.store.members() {
+            assert!(ports.contains(&m.port()), "unexpected member {m}");
+        }
+    }
+    for i in 0..20 {
+        let copies = create(&nodes[i % 3].store, &format!("s{i}"), "v", "1");
+        // Primary and backup at least (the creating node may keep a copy too).
+        assert!(copies >= 2, "s{i}: only {copies} copies acknowledged");
+    }
+    for n in &nodes {
+        for i in 0..20 {
+            assert_eq!(
+                value(&n.store, &format!("s{i}"), "v").as_deref(),
+                Some(&b"1"[..]),
+                "s{i} from {}",
+                n.store.local_addr()
+            );
+        }
+    }
+}
+
+struct Proc {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+}
+
+impl Proc {
+    fn start(settings: &[String]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionrepl"));
+        cmd.arg("store-node");
+        for s in settings {
+            cmd.arg("--set").arg(s);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let mut p = Proc {
+            child,
+            stdin,
+            lines,
+        };
+        let ready = p.reply();
+        assert!(ready.starts_with("ready "), "{ready}");
+        p
+    }
+
+    fn reply(&mut self) -> String {
+        loop {
+            let l = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("node answered");
+            if !l.starts_with("event ") {
+                return l;
+            }
+        }
+    }
+
+    fn ask(&mut self, cmd: &str) -> String {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        self.reply()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+#[test]
+fn sigkill_of_a_static_member_loses_no_acknowledged_commit() {
+    let n = 3;
+    let ports = free_ports(n);
+    let shared = cluster_settings(&[]);
+    let domain = shared.iter().find(|s| s.starts_with("domain=")).unwrap();
+    let mut procs: Vec<Proc> = (0..n)
+        .map(|i| {
+            let mut s = static_settings(&ports, i, &["backupCount=1"]);
+            s.retain(|x| !x.starts_with("domain="));
+            s.push(domain.clone());
+            Proc::start(&s)
+        })
+        .collect();
+    for p in procs.iter_mut() {
+        let m = p.ask(&format!("waitmembers {} 20000", n - 1));
+        assert_eq!(field(&m, "n"), (n - 1) as u64, "{m}");
+    }
+    let per = 100;
+    for (i, p) in procs.iter_mut().enumerate() {
+        for (what, v) in [("create", "1"), ("set", "2")] {
+            let r = p.ask(&format!("bulk {what} p{i}- 0 {per} v {v} 512"));
+            assert_eq!(field(&r, "acked"), per as u64, "{r}");
+        }
+    }
+    let dead = procs.remove(1);
+    drop(dead); // SIGKILL and reap
+    for p in procs.iter_mut() {
+        let m = p.ask("waitmembers 1 20000");
+        assert_eq!(field(&m, "n"), 1, "the killed member is dropped: {m}");
+    }
+    for i in 0..n {
+        let r = procs[0].ask(&format!("check p{i}- 0 {per} v 2"));
+        assert_eq!(field(&r, "ok"), per as u64, "sessions of node {i}: {r}");
+    }
+    // The survivors take over and keep committing with each other.
+    let r = procs[0].ask(&format!("bulk set p1- 0 {per} v 3 512"));
+    assert_eq!(field(&r, "acked"), per as u64, "{r}");
+    let r = procs[1].ask(&format!("check p1- 0 {per} v 3"));
+    assert_eq!(field(&r, "ok"), per as u64, "{r}");
+}
