@@ -104,7 +104,11 @@ const MCAST_KEYS: [&str; 7] = [
     "mcastTTL",
 ];
 /// Keys that only DNS membership reads.
-const DNS_KEYS: [&str; 3] = ["dnsMembershipName", "dnsMembershipPort", "dnsRefreshInterval"];
+const DNS_KEYS: [&str; 3] = [
+    "dnsMembershipName",
+    "dnsMembershipPort",
+    "dnsRefreshInterval",
+];
 /// Keys that every membership type reads (but `none` does not).
 const COMMON_KEYS: [&str; 5] = [
     "staticMembers",
@@ -267,9 +271,9 @@ impl MembershipConfig {
                     "only multicast membership reads it: set membershipType=multicast \
                      or remove {k}"
                 ),
-                t if DNS_KEYS.contains(&k) && t != Dns => format!(
-                    "only DNS membership reads it: set membershipType=dns or remove {k}"
-                ),
+                t if DNS_KEYS.contains(&k) && t != Dns => {
+                    format!("only DNS membership reads it: set membershipType=dns or remove {k}")
+                }
                 _ => continue,
             };
             return Some((k, fix));

@@ -98,7 +98,7 @@ impl Pump {
             batcher: Batcher::new(&shared),
             next_ping: 1,
         };
-        let thread = std::thread::Builder::new()
+        let thread = crate::driver::sys::ThreadBuilder::new()
             .name(name.to_string())
             .spawn(move || eng.run())?;
         Ok(Pump {

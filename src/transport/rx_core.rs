@@ -119,7 +119,7 @@ pub(crate) fn start_workers(
             stop: AtomicBool::new(false),
         });
         let (w2, l2, r2, s2) = (ws.clone(), listener.clone(), rx.clone(), shared.clone());
-        let t = std::thread::Builder::new()
+        let t = crate::driver::sys::ThreadBuilder::new()
             .name(format!("sr-worker-{i}"))
             .spawn(move || worker_loop(w2, l2, r2, s2))?;
         handles.push(WorkerHandle {
