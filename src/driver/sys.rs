@@ -226,6 +226,64 @@ impl ThreadBuilder {
     }
 }
 
+/// A set of the given signals.
+fn sigset_of(sigs: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and edit a set we own; an
+    // invalid number is refused by sigaddset (EINVAL) and left out.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks `sigs` in the calling thread (threads it starts afterwards
+/// inherit the mask), so that a program can take them synchronously with
+/// [`wait_signal`] instead of installing a handler. For programs (the
+/// `sessionrepl node` daemon); the library itself never calls it.
+///
+/// # Errors
+/// A failing `pthread_sigmask`.
+pub fn block_signals(sigs: &[libc::c_int]) -> io::Result<()> {
+    let set = sigset_of(sigs);
+    // SAFETY: `set` is initialised; a NULL old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` for one of `sigs` (blocked first with
+/// [`block_signals`]) and takes it: `Some(signal)`, or `None` on timeout
+/// or interruption.
+///
+/// # Errors
+/// A failing `sigtimedwait` other than timeout or interruption.
+pub fn wait_signal(
+    sigs: &[libc::c_int],
+    timeout: std::time::Duration,
+) -> io::Result<Option<libc::c_int>> {
+    let set = sigset_of(sigs);
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` and `ts` are initialised; no siginfo is asked for.
+    let rc = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    if rc >= 0 {
+        return Ok(Some(rc));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+        _ => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +358,23 @@ mod tests {
     }
 
     #[test]
+    fn a_blocked_signal_is_taken_synchronously() {
+        std::thread::spawn(|| {
+            block_signals(&[libc::SIGUSR2]).unwrap();
+            let t = std::time::Duration::from_millis(20);
+            assert_eq!(wait_signal(&[libc::SIGUSR2], t).unwrap(), None);
+            // SAFETY: raises SIGUSR2 at this thread, where it is blocked.
+            unsafe { libc::raise(libc::SIGUSR2) };
+            assert_eq!(
+                wait_signal(&[libc::SIGUSR2], t).unwrap(),
+                Some(libc::SIGUSR2)
+            );
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn library_threads_block_asynchronous_signals_and_the_caller_keeps_its_mask() {
         let before = thread_mask();
         let h = ThreadBuilder::new()
@@ -319,7 +394,11 @@ mod tests {
                 ];
                 let all = blocked.iter().all(|s| is_member(&m, *s));
                 let faults_open = FAULT_SIGNALS.iter().all(|s| !is_member(&m, *s));
-                (all, faults_open, std::thread::current().name().map(String::from))
+                (
+                    all,
+                    faults_open,
+                    std::thread::current().name().map(String::from),
+                )
             })
             .unwrap();
         let (all, faults_open, name) = h.join().unwrap();
