@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -114,15 +115,49 @@ static sr_channel *channel(int mode) {
     return ch;
 }
 
+/* Marks the open descriptors in `open_fds` (index < 1024). */
+static void scan_fds(char *open_fds) {
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    memset(open_fds, 0, 1024);
+    if (!d) {
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] != '.' && fd >= 0 && fd < 1024 && fd != dirfd(d)) {
+            open_fds[fd] = 1;
+        }
+    }
+    closedir(d);
+}
+
 static void test_library_threads_block_signals(void) {
     sigset_t before, after;
     thread_scan s;
     sr_channel *a, *b;
     int sig, i;
+    char fds_before[1024], fds_after[1024];
+    int fd, new_fds = 0;
     memset(&s, 0, sizeof s);
     pthread_sigmask(SIG_BLOCK, NULL, &before);
+    scan_fds(fds_before);
     a = channel(SR_MODE_FASTASYNCQUEUE);
     b = channel(SR_MODE_POOLED);
+    /* Every descriptor the library opened is close-on-exec, so a host that
+     * forks and execs does not leak sockets, rings or eventfds. */
+    scan_fds(fds_after);
+    for (fd = 3; fd < 1024; fd++) {
+        if (fds_after[fd] && !fds_before[fd]) {
+            int flags = fcntl(fd, F_GETFD);
+            new_fds++;
+            if (flags < 0 || !(flags & FD_CLOEXEC)) {
+                fprintf(stderr, "fd %d opened by the library is not close-on-exec\n", fd);
+                CHECK(0);
+            }
+        }
+    }
+    CHECK(new_fds >= 2);
     each_thread(scan_thread, &s);
     /* A thread inside pthread_create has every signal blocked for a moment
      * (glibc does that around clone): look again before calling a blocked
