@@ -19,7 +19,7 @@ commands:
   store-node [--events] [--set key=value]...
                             one session-store node driven by commands on stdin
                             (see src/bin/sessionrepl/store_node.rs)
-  bench [--scenario S1,S4] [--scale N] [--io mio|uring] [--no-peer] [--no-floor]
+  bench [--scenario S1,S4] [--scale N] [--io mio|uring] [--no-peer] [--no-floor] [--plot FILE.svg [--from LINES]]
                             benchmark scenarios of bench/SCENARIOS.md
   help                      this text
 ";
