@@ -2,101 +2,14 @@
 //! `server.xml`, scraped at `/metrics`, stopped with SIGTERM, which drains
 //! its sessions to the other members before it exits.
 
+mod proc_util;
 mod store_util;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use proc_util::{field, Proc, WAIT};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::process::Command;
 use store_util::cluster_settings;
-
-const WAIT: Duration = Duration::from_secs(60);
-
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-}
-
-impl Proc {
-    fn start(args: &[String]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sessionrepl"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Proc {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    /// The next line starting with `prefix` (others are skipped).
-    fn line(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let l = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no '{prefix}' line"));
-            if l.starts_with(prefix) {
-                return l;
-            }
-        }
-    }
-
-    fn ask(&mut self, cmd: &str) -> String {
-        writeln!(self.stdin.as_mut().unwrap(), "{cmd}").unwrap();
-        loop {
-            let l = self.lines.recv_timeout(WAIT).expect("node answered");
-            if !l.starts_with("event ") {
-                return l;
-            }
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "node did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn field(line: &str, key: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -186,18 +99,8 @@ fn server_xml_node_serves_metrics_and_drains_on_sigterm() {
     let m = a.line("metrics addr=");
     assert_eq!(m, format!("metrics addr=127.0.0.1:{metrics_port}"));
 
-    let store_node = |set: &[String]| {
-        let mut args = vec!["store-node".to_string()];
-        for s in set {
-            args.push("--set".into());
-            args.push(s.clone());
-        }
-        let mut p = Proc::start(&args);
-        p.line("ready ");
-        p
-    };
-    let mut b = store_node(&set);
-    let mut c = store_node(&set);
+    let mut b = Proc::store_node(&set);
+    let mut c = Proc::store_node(&set);
     for p in [&mut b, &mut c] {
         let r = p.ask("waitmembers 2 30000");
         assert_eq!(field(&r, "n"), 2, "{r}");

@@ -3,13 +3,11 @@
 //! In-process stores replicate and hand over; real processes lose no
 //! acknowledged commit when one is killed with SIGKILL.
 
+mod proc_util;
 mod store_util;
 
-use std::io::{BufRead, BufReader, Write};
+use proc_util::{field, Proc};
 use std::net::TcpListener;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::Duration;
 use store_util::{cluster_settings, create, open, value, wait_members};
 
 /// `n` free loopback ports (bound to port 0, then released).
@@ -74,74 +72,6 @@ fn stores_over_static_membership_replicate_and_hand_over() {
     }
 }
 
-struct Proc {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
-}
-
-impl Proc {
-    fn start(settings: &[String]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionrepl"));
-        cmd.arg("store-node");
-        for s in settings {
-            cmd.arg("--set").arg(s);
-        }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        let mut p = Proc {
-            child,
-            stdin,
-            lines,
-        };
-        let ready = p.reply();
-        assert!(ready.starts_with("ready "), "{ready}");
-        p
-    }
-
-    fn reply(&mut self) -> String {
-        loop {
-            let l = self
-                .lines
-                .recv_timeout(Duration::from_secs(60))
-                .expect("node answered");
-            if !l.starts_with("event ") {
-                return l;
-            }
-        }
-    }
-
-    fn ask(&mut self, cmd: &str) -> String {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        self.reply()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn field(line: &str, key: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-}
-
 #[test]
 fn sigkill_of_a_static_member_loses_no_acknowledged_commit() {
     let n = 3;
@@ -153,7 +83,7 @@ fn sigkill_of_a_static_member_loses_no_acknowledged_commit() {
             let mut s = static_settings(&ports, i, &["backupCount=1"]);
             s.retain(|x| !x.starts_with("domain="));
             s.push(domain.clone());
-            Proc::start(&s)
+            Proc::store_node(&s)
         })
         .collect();
     for p in procs.iter_mut() {

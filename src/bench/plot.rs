@@ -41,8 +41,10 @@ fn human(v: f64) -> String {
         format!("{:.0}k", v / 1e3)
     } else if v >= 100.0 {
         format!("{v:.0}")
+    } else if v >= 1.0 || v == 0.0 {
+        format!("{v:.1}")
     } else {
-        format!("{v:.2}")
+        format!("{v:.3}")
     }
 }
 
@@ -68,11 +70,17 @@ fn panels(lines: &[BenchLine]) -> Vec<(String, String, Vec<&BenchLine>)> {
     out
 }
 
-/// The label of a bar: the implementation, plus the io backend when a
-/// scenario has more than one sessionrepl line.
+/// The label of a bar: the implementation, or, when a scenario has several
+/// lines of one implementation (S6's workloads, two io backends), what
+/// tells them apart.
 fn bar_label(l: &BenchLine, same_impl: usize) -> String {
-    match (same_impl > 1, l.extra("io")) {
-        (true, Some(io)) => format!("{} ({io})", l.impl_name),
+    if same_impl < 2 {
+        return l.impl_name.clone();
+    }
+    match (l.extra("workload"), l.extra("window"), l.extra("io")) {
+        (Some(w), Some("1"), _) => format!("{w} w=1"),
+        (Some(w), _, _) => w.to_string(),
+        (None, _, Some(io)) => format!("{} ({io})", l.impl_name),
         _ => l.impl_name.clone(),
     }
 }
@@ -88,7 +96,7 @@ pub fn plot_svg(lines: &[BenchLine], path: &Path) -> Result<(), String> {
     }
     let cols = panels.len().min(3);
     let rows = panels.len().div_ceil(cols);
-    let size = (380 * cols as u32, 300 * rows as u32);
+    let size = (440 * cols as u32, 300 * rows as u32);
     let root = SVGBackend::new(path, size).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -110,7 +118,9 @@ pub fn plot_svg(lines: &[BenchLine], path: &Path) -> Result<(), String> {
             .margin(8)
             .x_label_area_size(28)
             .y_label_area_size(56)
-            .build_cartesian_2d((0..n).into_segmented(), 0f64..top)
+            // An integer range includes its end: 0..n-1 gives n segments
+            // (a lone bar gets an empty second one: 0..0 has no width).
+            .build_cartesian_2d((0..(n - 1).max(1)).into_segmented(), 0f64..top)
             .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
@@ -118,6 +128,7 @@ pub fn plot_svg(lines: &[BenchLine], path: &Path) -> Result<(), String> {
             .y_desc(unit)
             .y_label_formatter(&|v| human(*v))
             .x_labels(ls.len())
+            .x_label_style(("sans-serif", 11))
             .x_label_formatter(&|x| match x {
                 SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
                     labels.get(*i as usize).cloned().unwrap_or_default()
@@ -207,8 +218,8 @@ not a bench line
             "2.94M",
             "1.37M",
             "111k",
-            "7.30",
-            "81.60",
+            "7.3",
+            "81.6",
             "tribes",
         ] {
             assert!(svg.contains(text), "{text} missing");
