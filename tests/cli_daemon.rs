@@ -99,6 +99,7 @@ fn server_xml_node_serves_metrics_and_drains_on_sigterm() {
     let m = a.line("metrics addr=");
     assert_eq!(m, format!("metrics addr=127.0.0.1:{metrics_port}"));
 
+    a.line("store-ready sessions=0");
     let mut b = Proc::store_node(&set);
     let mut c = Proc::store_node(&set);
     for p in [&mut b, &mut c] {

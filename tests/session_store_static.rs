@@ -1,6 +1,6 @@
 //! The session store over static membership (`membershipType=static`): the
 //! members are the `staticMembers` list, reached over the native protocol.
-//! In-process stores replicate and hand over; real processes lose no
+//! In-process stores replicate and serve reads on every node; real processes lose no
 //! acknowledged commit when one is killed with SIGKILL.
 
 mod proc_util;
@@ -36,7 +36,7 @@ fn static_settings(ports: &[u16], i: usize, extra: &[&str]) -> Vec<String> {
 }
 
 #[test]
-fn stores_over_static_membership_replicate_and_hand_over() {
+fn stores_over_static_membership_replicate_and_serve_reads_on_every_node() {
     let ports = free_ports(3);
     let shared = cluster_settings(&["backupCount=1"]);
     let domain = shared.iter().find(|s| s.starts_with("domain=")).unwrap();

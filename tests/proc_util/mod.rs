@@ -16,6 +16,7 @@ pub struct Proc {
     pub child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
+    passed: Vec<String>,
 }
 
 impl Proc {
@@ -40,6 +41,7 @@ impl Proc {
             child,
             stdin,
             lines,
+            passed: Vec::new(),
         }
     }
 
@@ -56,8 +58,16 @@ impl Proc {
         p
     }
 
-    /// The next line starting with `prefix` (other lines are skipped).
+    /// The first line starting with `prefix` not taken yet (lines of
+    /// independent events may come in either order, so lines passed over
+    /// are kept for a later call; with an empty prefix, `event ` lines are
+    /// passed over).
     pub fn line(&mut self, prefix: &str) -> String {
+        let wanted =
+            |l: &str| l.starts_with(prefix) && !(prefix.is_empty() && l.starts_with("event "));
+        if let Some(i) = self.passed.iter().position(|l| wanted(l)) {
+            return self.passed.remove(i);
+        }
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -65,8 +75,11 @@ impl Proc {
                 .lines
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("no '{prefix}' line"));
-            if l.starts_with(prefix) && !(prefix.is_empty() && l.starts_with("event ")) {
+            if wanted(&l) {
                 return l;
+            }
+            if !l.starts_with("event ") {
+                self.passed.push(l);
             }
         }
     }

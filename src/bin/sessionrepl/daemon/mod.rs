@@ -15,8 +15,9 @@
 //!
 //! Output, one line each, flushed at once: `config-ignored <what>` for each
 //! setting of a server.xml without an equivalent, `ready addr=<host:port>`,
-//! `metrics addr=<host:port>`, member events (channel mode), messages
-//! (channel mode), then on SIGTERM/SIGINT `draining` and `drained
+//! `metrics addr=<host:port>`, member events and messages (channel mode),
+//! `store-ready sessions=<n>` once state transfer is done or
+//! `store-transfer-failed <why>` (store mode), then on SIGTERM/SIGINT `draining` and `drained
 //! handoffs=<n>` (store mode) and `stopped`. SIGTERM and SIGINT are taken
 //! synchronously (blocked, then `sigtimedwait`): no handler is installed.
 
@@ -26,7 +27,7 @@ mod server_xml;
 use metrics::{metric, MetricsServer, Render};
 use sessionrepl::driver::sys::{block_signals, wait_signal};
 use sessionrepl::log::{set_max_level, Level};
-use sessionrepl::session::SessionStore;
+use sessionrepl::session::{SessionEvent, SessionStore};
 use sessionrepl::{Channel, Config, Error};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -349,7 +350,17 @@ fn store_metrics(st: &SessionStore, out: &mut String) {
 }
 
 fn run_store(cfg: Config, o: &NodeOptions) -> Result<(), String> {
-    let store = Arc::new(SessionStore::open(cfg).map_err(|e| e.to_string())?);
+    let store = SessionStore::builder(cfg)
+        .event_listener(|ev| match ev {
+            SessionEvent::Ready { sessions } => say(&format!("store-ready sessions={sessions}")),
+            SessionEvent::TransferFailed { reason } => {
+                say(&format!("store-transfer-failed {reason:?}"))
+            }
+            _ => {}
+        })
+        .open()
+        .map_err(|e| e.to_string())?;
+    let store = Arc::new(store);
     say(&format!("ready addr={}", store.local_addr()));
     let s2 = store.clone();
     let m = start_metrics(
