@@ -93,14 +93,21 @@ fn apply(cfg: &mut Config, o: &mut NodeOptions, k: &str, v: &str) -> sessionrepl
 /// Reads a `--config` file into `cfg` and `o`; returns what a server.xml
 /// had without an equivalent.
 fn read_config(path: &str, cfg: &mut Config, o: &mut NodeOptions) -> Result<Vec<String>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
-    if meta.len() > server_xml::MAX_BYTES as u64 {
+    // Bounded read: a FIFO or device reports no length up front.
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(server_xml::MAX_BYTES as u64 + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|e| format!("{path}: {e}"))?;
+    if text.len() > server_xml::MAX_BYTES {
         return Err(format!(
             "{path}: larger than {} bytes",
             server_xml::MAX_BYTES
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     if !server_xml::is_xml(&text) {
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -426,5 +433,7 @@ mod tests {
         assert!(parse_args(&args(&["--set", "nodeMode=turbo"])).is_err());
         assert!(parse_args(&args(&["--bogus"])).is_err());
         assert!(parse_args(&args(&["--config", "/nonexistent/x"])).is_err());
+        let e = parse_args(&args(&["--config", "/dev/zero"])).unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
     }
 }
