@@ -7,8 +7,10 @@
 #   ffi-header-check  fail if the checked-in header is stale; compile it as
 #                     C99 and C++ with -Wall -Wextra -Werror
 #   install           ffi-lib, then into PREFIX=/usr/local (DESTDIR too): the
-#                     .so with its soname links, the .a, the header,
-#                     sessionrepl.pc
+#                     .so stripped, with its soname links, its debug info in
+#                     LIBDIR/.debug/ (found by gdb through .gnu_debuglink),
+#                     the .a, the header, sessionrepl.pc, the C docs in
+#                     DOCDIR
 #   ffi-test          install into build/ffi/stage, build ffi-tests/*.c
 #                     against it with pkg-config, run them under ASan+UBSan
 #                     (static lib) and valgrind (release .so), check exports
@@ -25,6 +27,8 @@ PREFIX         ?= /usr/local
 LIBDIR         ?= $(PREFIX)/lib
 INCLUDEDIR     ?= $(PREFIX)/include
 PKGCONFIGDIR   ?= $(LIBDIR)/pkgconfig
+DOCDIR         ?= $(PREFIX)/share/doc/sessionrepl
+OBJCOPY        ?= objcopy
 
 FFI_VERSION    := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
 FFI_MAJOR      := $(firstword $(subst ., ,$(FFI_VERSION)))
@@ -60,15 +64,26 @@ ffi-header-check:
 	$(FFI_CXX) -std=c++11 -pedantic $(FFI_WARN) -Iinclude -c $(FFI_BUILD)/hdr.cpp -o $(FFI_BUILD)/hdr_cpp.o
 	@echo "header: up to date, compiles as C99 and C++11"
 
+FFI_SO         := libsessionrepl.so.$(FFI_VERSION)
+
 install: ffi-lib
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
-	install -m 0755 $(FFI_REL)/libsessionrepl.so $(DESTDIR)$(LIBDIR)/libsessionrepl.so.$(FFI_VERSION)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/.debug $(DESTDIR)$(INCLUDEDIR) \
+	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(DOCDIR)
+	@mkdir -p $(FFI_BUILD)
+	$(OBJCOPY) --only-keep-debug $(FFI_REL)/libsessionrepl.so $(FFI_BUILD)/$(FFI_SO).debug
+	$(OBJCOPY) --strip-debug --strip-unneeded \
+	  --add-gnu-debuglink=$(FFI_BUILD)/$(FFI_SO).debug \
+	  $(FFI_REL)/libsessionrepl.so $(FFI_BUILD)/$(FFI_SO)
+	install -m 0755 $(FFI_BUILD)/$(FFI_SO) $(DESTDIR)$(LIBDIR)/$(FFI_SO)
+	install -m 0644 $(FFI_BUILD)/$(FFI_SO).debug $(DESTDIR)$(LIBDIR)/.debug/$(FFI_SO).debug
 	ln -sf libsessionrepl.so.$(FFI_VERSION) $(DESTDIR)$(LIBDIR)/libsessionrepl.so.$(FFI_MAJOR)
 	ln -sf libsessionrepl.so.$(FFI_MAJOR) $(DESTDIR)$(LIBDIR)/libsessionrepl.so
 	install -m 0644 $(FFI_REL)/libsessionrepl.a $(DESTDIR)$(LIBDIR)/libsessionrepl.a
 	install -m 0644 include/sessionrepl.h $(DESTDIR)$(INCLUDEDIR)/sessionrepl.h
+	install -m 0644 docs/C-API.md docs/OPERATIONS.md $(DESTDIR)$(DOCDIR)/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(FFI_VERSION)|' \
+	    -e 's|@DOCDIR@|$(DOCDIR)|' \
 	    sessionrepl.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/sessionrepl.pc
 
 ffi-stage:
@@ -81,6 +96,14 @@ ffi-test: ffi-stage ffi-header-check
 	if [ -s $(FFI_BUILD)/extra-exports ]; then echo "non-sr_ exports:"; cat $(FFI_BUILD)/extra-exports; exit 1; fi; \
 	readelf -d $$lib/libsessionrepl.so.$(FFI_VERSION) | grep -q 'SONAME.*libsessionrepl.so.$(FFI_MAJOR)\]'; \
 	echo "exports: only sr_*, soname libsessionrepl.so.$(FFI_MAJOR)"
+	@set -e; lib=$(FFI_STAGE)/lib; so=$$lib/$(FFI_SO); \
+	if readelf -S $$so | grep -q '\.debug_info'; then echo "$$so carries debug info"; exit 1; fi; \
+	readelf -S $$so | grep -q '\.gnu_debuglink' || { echo "$$so has no .gnu_debuglink"; exit 1; }; \
+	readelf -S $$lib/.debug/$(FFI_SO).debug | grep -q '\.debug_info' || { echo "no separate debug info"; exit 1; }; \
+	url=$$(sed -n 's/^URL: *//p' $$lib/pkgconfig/sessionrepl.pc); \
+	case "$$url" in file://$(FFI_STAGE)/share/doc/sessionrepl/C-API.md) ;; *) echo "bad .pc URL: $$url"; exit 1;; esac; \
+	test -f "$${url#file://}" || { echo ".pc URL names no file: $$url"; exit 1; }; \
+	echo "installed .so: stripped ($$(stat -c %s $$so) bytes), debug info in .debug/ ($$(stat -c %s $$lib/.debug/$(FFI_SO).debug) bytes), .pc URL $$url"
 	@set -e; for t in $(FFI_TESTS); do \
 	  echo "== $$t: ASan+UBSan, static library"; \
 	  $(FFI_CC) -std=c99 -g $(FFI_WARN) $(FFI_SAN) $$($(FFI_PKG) --cflags sessionrepl) \

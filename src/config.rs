@@ -351,11 +351,14 @@ impl Config {
         Ok(())
     }
 
-    /// Checks cross-field constraints.
+    /// Checks cross-field constraints, the membership's included (see
+    /// [`MembershipConfig::validate`]: a membership key that cannot take
+    /// effect is an error naming the fix).
     ///
     /// # Errors
     /// [`Error::InvalidConfigValue`] naming the offending key.
     pub fn validate(&self) -> Result<()> {
+        self.membership.validate()?;
         if self.reconnect_backoff_min > self.reconnect_backoff_max {
             return Err(bad(
                 "reconnectBackoffMin",

@@ -1,5 +1,6 @@
 //! `sessionrepl`: run the demo, a node, or the benchmarks.
 
+mod daemon;
 mod demo;
 mod node;
 mod store_node;
@@ -11,12 +12,14 @@ usage: sessionrepl <command> [options]
 
 commands:
   demo                      a small cluster on loopback, with an account of what happened
-  node [--set key=value]... [--config FILE]
-                            run one node until SIGINT/SIGTERM, one line per event
+  node [--store] [--config FILE|server.xml] [--set key=value]... [--log-level L]
+                            run one node until SIGINT/SIGTERM (a store node drains
+                            first), one line per event; /metrics with metricsPort=N
+                            (see docs/OPERATIONS.md)
   store-node [--events] [--set key=value]...
                             one session-store node driven by commands on stdin
                             (see src/bin/sessionrepl/store_node.rs)
-  bench [--scenario S1,S4] [--scale N] [--io mio|uring] [--no-peer] [--no-floor]
+  bench [--scenario S1,S4] [--scale N] [--io mio|uring] [--no-peer] [--no-floor] [--plot FILE.svg [--from LINES]]
                             benchmark scenarios of bench/SCENARIOS.md
   help                      this text
 ";
@@ -30,7 +33,7 @@ fn main() -> ExitCode {
     let rest = &args[1..];
     let r = match cmd.as_str() {
         "demo" => demo::run(rest),
-        "node" => node::run(rest),
+        "node" => daemon::run(rest),
         "store-node" => store_node::run(rest),
         "bench" => sessionrepl_cli::bench::cli(rest),
         "help" | "--help" | "-h" => {

@@ -363,7 +363,7 @@ pub unsafe extern "C" fn sr_channel_start(ch: *mut sr_channel) -> sr_result {
                 let code = match o {
                     Ok(_) => sr_result::SR_OK,
                     Err(e) => {
-                        set_last_error(&e.to_string());
+                        set_last_error(&super::result::error_detail(e));
                         sr_result::from_error(e)
                     }
                 };

@@ -87,7 +87,7 @@ impl Fail {
 
 impl From<crate::Error> for Fail {
     fn from(e: crate::Error) -> Self {
-        Fail::new(sr_result::from_error(&e), e.to_string())
+        Fail::new(sr_result::from_error(&e), result::error_detail(&e))
     }
 }
 

@@ -167,6 +167,28 @@ pub extern "C" fn sr_result_message(result: c_int) -> *const c_char {
     })
 }
 
+/// The last-error detail of an engine error: its text without the words
+/// `sr_result_message` already gives for its code, so that a host printing
+/// `"%s: %s"` of the two reads `receiver reported failure: listener
+/// returned 7`, not the category twice. A reason that itself carries the
+/// prefix (a failure relayed from member to member) is cut down to its
+/// innermost reason.
+pub(crate) fn error_detail(e: &Error) -> String {
+    const REMOTE: &str = "receiver reported failure: ";
+    const UNREACHABLE: &str = "member unreachable: ";
+    let strip = |mut s: &str, prefix: &str| {
+        while let Some(rest) = s.strip_prefix(prefix) {
+            s = rest;
+        }
+        s.to_string()
+    };
+    match e {
+        Error::RemoteFailure(r) => strip(r, REMOTE),
+        Error::Unreachable(r) => strip(r, UNREACHABLE),
+        other => other.to_string(),
+    }
+}
+
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }
@@ -215,4 +237,28 @@ pub unsafe extern "C" fn sr_last_error_message(
     });
     set_last_error(&saved);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_do_not_repeat_the_result_message() {
+        let e = Error::RemoteFailure("receiver reported failure: listener returned 7".into());
+        assert_eq!(error_detail(&e), "listener returned 7");
+        let e = Error::Unreachable("127.0.0.1:4000: connection refused".into());
+        assert_eq!(error_detail(&e), "127.0.0.1:4000: connection refused");
+        let e = Error::UnknownConfigKey("foo".into());
+        assert_eq!(error_detail(&e), "unknown configuration key 'foo'");
+        // The description and the detail together name the category once.
+        let e = Error::RemoteFailure("receiver reported failure: no".into());
+        let code = sr_result::from_error(&e) as c_int;
+        let text = format!(
+            "{}: {}",
+            sr_result::description(code).trim_end_matches('\0'),
+            error_detail(&e)
+        );
+        assert_eq!(text, "receiver reported failure: no");
+    }
 }

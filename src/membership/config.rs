@@ -87,6 +87,46 @@ pub struct MembershipConfig {
     /// `removeSuspectsTimeout`: a suspect (silent but reachable) member is
     /// dropped after this (default 300 s).
     pub remove_suspects_timeout: Duration,
+    /// The keys [`MembershipConfig::set`] was given, so that
+    /// [`MembershipConfig::validate`] can refuse one that cannot take effect
+    /// with the chosen `membershipType`.
+    given: Vec<&'static str>,
+}
+
+/// Keys that only multicast membership reads.
+const MCAST_KEYS: [&str; 7] = [
+    "mcastAddr",
+    "mcastPort",
+    "mcastFrequency",
+    "mcastDropTime",
+    "mcastClusterDomain",
+    "mcastBindAddress",
+    "mcastTTL",
+];
+/// Keys that only DNS membership reads.
+const DNS_KEYS: [&str; 3] = [
+    "dnsMembershipName",
+    "dnsMembershipPort",
+    "dnsRefreshInterval",
+];
+/// Keys that every membership type reads (but `none` does not).
+const COMMON_KEYS: [&str; 5] = [
+    "staticMembers",
+    "tcpPingInterval",
+    "failureDetection",
+    "failureDetectorConnectTimeout",
+    "removeSuspectsTimeout",
+];
+
+/// The canonical name of a membership key `set` accepts (its `&'static`
+/// spelling), `None` for `membershipType`/`mcastEnabled` and other keys.
+fn canonical(key: &str) -> Option<&'static str> {
+    MCAST_KEYS
+        .iter()
+        .chain(DNS_KEYS.iter())
+        .chain(COMMON_KEYS.iter())
+        .find(|k| **k == key)
+        .copied()
 }
 
 impl Default for MembershipConfig {
@@ -108,6 +148,7 @@ impl Default for MembershipConfig {
             failure_detection: true,
             failure_connect_timeout: Duration::from_millis(1000),
             remove_suspects_timeout: Duration::from_secs(300),
+            given: Vec::new(),
         }
     }
 }
@@ -207,15 +248,51 @@ impl MembershipConfig {
             }
             _ => return Ok(false),
         }
+        if let Some(c) = canonical(k) {
+            if !self.given.contains(&c) {
+                self.given.push(c);
+            }
+        }
         Ok(true)
+    }
+
+    /// The first key that was set but cannot take effect with the chosen
+    /// `membershipType`, with the fix to name.
+    fn ineffective_key(&self) -> Option<(&'static str, String)> {
+        use MembershipType::*;
+        for &k in &self.given {
+            let fix = match self.membership_type {
+                None => format!(
+                    "has no effect with membershipType=none (the default): set \
+                     membershipType=multicast (what Tomcat's <Cluster> uses by default), \
+                     static or dns, or remove {k}"
+                ),
+                t if MCAST_KEYS.contains(&k) && t != Multicast => format!(
+                    "only multicast membership reads it: set membershipType=multicast \
+                     or remove {k}"
+                ),
+                t if DNS_KEYS.contains(&k) && t != Dns => {
+                    format!("only DNS membership reads it: set membershipType=dns or remove {k}")
+                }
+                _ => continue,
+            };
+            return Some((k, fix));
+        }
+        Option::None
     }
 
     /// Checks cross-field constraints.
     ///
     /// # Errors
-    /// `mcastDropTime` not above `mcastFrequency`, or DNS membership without
-    /// a name.
+    /// A membership key that was set but cannot take effect with the chosen
+    /// `membershipType` (multicast keys without multicast membership, DNS
+    /// keys without DNS membership, any membership key with `none`): the
+    /// error names the key and the fix. Also `mcastDropTime` not above
+    /// `mcastFrequency`, or DNS membership without a name.
     pub fn validate(&self) -> Result<()> {
+        if let Some((key, fix)) = self.ineffective_key() {
+            return Err(bad(key, &fix));
+        }
         if self.mcast_drop_time <= self.mcast_frequency {
             return Err(bad("mcastDropTime", "must be greater than mcastFrequency"));
         }
@@ -263,10 +340,61 @@ mod tests {
         assert_eq!(c.static_members.len(), 2);
         assert_eq!(c.static_members[1].id.unwrap()[15], 15);
         assert_eq!(c.mcast_cluster_domain, b"shop");
-        c.set("membership", "dns").unwrap();
-        assert!(c.validate().is_err());
-        c.set("dnsMembershipName", "localhost").unwrap();
         c.validate().unwrap();
+        let mut d = MembershipConfig::default();
+        d.set("membership", "dns").unwrap();
+        assert!(d.validate().is_err());
+        d.set("dnsMembershipName", "localhost").unwrap();
+        d.validate().unwrap();
+    }
+
+    fn refusal(c: &MembershipConfig) -> String {
+        match c.validate() {
+            Err(Error::InvalidConfigValue { key, reason }) => format!("{key}: {reason}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn mcast_keys_without_multicast_membership_are_refused_naming_the_fix() {
+        let mut c = MembershipConfig::default();
+        c.set("mcastAddr", "228.0.0.4").unwrap();
+        let e = refusal(&c);
+        assert!(e.starts_with("mcastAddr: "), "{e}");
+        assert!(e.contains("membershipType=multicast"), "{e}");
+        c.set("membershipType", "static").unwrap();
+        let e = refusal(&c);
+        assert!(e.contains("only multicast membership"), "{e}");
+        c.set("membershipType", "multicast").unwrap();
+        c.validate().unwrap();
+        // The order of the keys does not matter, only the final type.
+        let mut c = MembershipConfig::default();
+        c.set("mcastEnabled", "true").unwrap();
+        c.set("mcastTTL", "1").unwrap();
+        c.validate().unwrap();
+        c.set("mcastEnabled", "false").unwrap();
+        assert!(refusal(&c).starts_with("mcastTTL: "));
+    }
+
+    #[test]
+    fn dns_and_static_keys_need_a_type_that_reads_them() {
+        let mut c = MembershipConfig::default();
+        c.set("dnsMembershipPort", "4000").unwrap();
+        assert!(refusal(&c).contains("membershipType=none"));
+        c.set("membershipType", "multicast").unwrap();
+        let e = refusal(&c);
+        assert!(e.contains("membershipType=dns"), "{e}");
+        let mut s = MembershipConfig::default();
+        s.set("staticMembers", "127.0.0.1:4000").unwrap();
+        let e = refusal(&s);
+        assert!(e.starts_with("staticMembers: "), "{e}");
+        for t in ["static", "multicast"] {
+            s.set("membershipType", t).unwrap();
+            s.validate().unwrap();
+        }
+        s.set("mcastDropTime", "5000").unwrap();
+        s.set("membershipType", "static").unwrap();
+        assert!(refusal(&s).starts_with("mcastDropTime: "));
     }
 
     #[test]

@@ -179,7 +179,9 @@ impl MembershipService {
     }
 
     fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
-        let h = std::thread::Builder::new().name(name.into()).spawn(f)?;
+        let h = crate::driver::sys::ThreadBuilder::new()
+            .name(name.into())
+            .spawn(f)?;
         self.threads.push(h);
         Ok(())
     }

@@ -109,7 +109,7 @@ impl Pump {
             touched: Vec::new(),
             held: None,
         };
-        let thread = std::thread::Builder::new()
+        let thread = crate::driver::sys::ThreadBuilder::new()
             .name(name.to_string())
             .spawn(move || eng.run())?;
         Ok(Pump {

@@ -75,7 +75,7 @@ impl Receiver {
             again: Vec::new(),
             stalled: Vec::new(),
         };
-        let thread = std::thread::Builder::new()
+        let thread = crate::driver::sys::ThreadBuilder::new()
             .name("sr-receiver".into())
             .spawn(move || sel.run())?;
         sr_log!(Info, "receiver listening on {local}");

@@ -188,7 +188,7 @@ pub(crate) fn start_workers(
             stop: AtomicBool::new(false),
         });
         let (w2, l2, r2, s2) = (ws.clone(), listener.clone(), rx.clone(), shared.clone());
-        let t = std::thread::Builder::new()
+        let t = crate::driver::sys::ThreadBuilder::new()
             .name(format!("sr-worker-{i}"))
             .spawn(move || worker_loop(w2, l2, r2, s2))?;
         handles.push(WorkerHandle {
@@ -520,7 +520,10 @@ impl RxCore {
             let (h, p) = r.map_err(Close::Protocol)?;
             off += HEADER_LEN + p.len();
             // exactly-once (proto::dedup)
-            if !self.seq_filter(c, h.id, h.flags, &p).map_err(Close::Protocol)? {
+            if !self
+                .seq_filter(c, h.id, h.flags, &p)
+                .map_err(Close::Protocol)?
+            {
                 continue;
             }
             n += 1;

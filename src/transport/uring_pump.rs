@@ -106,7 +106,7 @@ impl UringPump {
         let h = PumpHandle::new(shared.clone(), Box::new(LateWake(late.clone())), admission);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let eh = h.clone_ref();
-        let thread = std::thread::Builder::new()
+        let thread = crate::driver::sys::ThreadBuilder::new()
             .name(name.to_string())
             .spawn(move || {
                 let ring = match Ring::new(1024) {

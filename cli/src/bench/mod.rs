@@ -36,6 +36,7 @@
 pub mod floor;
 mod latency;
 mod line;
+pub mod plot;
 mod scenario;
 mod session;
 pub mod tribes;

@@ -23,6 +23,11 @@ pub struct BenchOptions {
     pub floor: bool,
     /// Run the Tribes peer.
     pub peer: bool,
+    /// `--plot FILE.svg`: draw the run's lines (see [`super::plot`]).
+    pub plot: Option<std::path::PathBuf>,
+    /// `--from FILE`: plot the bench lines of an earlier run instead of
+    /// running (with `--plot`).
+    pub from: Option<std::path::PathBuf>,
 }
 
 fn channel_pair(
@@ -237,6 +242,8 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
         io: "mio".into(),
         floor: true,
         peer: true,
+        plot: None,
+        from: None,
     };
     let mut sets = Vec::new();
     let mut it = args.iter();
@@ -270,8 +277,13 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
                 sets.push((k.to_string(), v.to_string()));
             }
             "--no-floor" => o.floor = false,
+            "--plot" => o.plot = Some(val()?.into()),
+            "--from" => o.from = Some(val()?.into()),
             other => return Err(format!("unknown bench option '{other}'")),
         }
+    }
+    if o.from.is_some() && o.plot.is_none() {
+        return Err("--from needs --plot FILE.svg".into());
     }
     let _ = BENCH_SETS.set(sets);
     Ok(o)
@@ -284,12 +296,23 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
 /// Bad arguments or a failed sessionrepl run.
 pub fn cli(args: &[String]) -> Result<(), String> {
     let o = parse_args(args)?;
+    if let (Some(from), Some(plot)) = (&o.from, &o.plot) {
+        let text = std::fs::read_to_string(from).map_err(|e| format!("{}: {e}", from.display()))?;
+        super::plot::plot_svg(&super::plot::read_lines(&text), plot)?;
+        println!("plot {}", plot.display());
+        return Ok(());
+    }
+    let mut done: Vec<BenchLine> = Vec::new();
+    let mut out = |l: BenchLine| {
+        println!("{l}");
+        done.push(l);
+    };
     for &s in &o.scenarios {
         let count = s.scaled_count(o.scale);
         let size = s.default_size();
         if o.floor {
             match floor::for_scenario(s, count, size) {
-                Ok(Some(l)) => println!("{l}"),
+                Ok(Some(l)) => out(l),
                 Ok(None) => {}
                 Err(e) => eprintln!("{} floor failed: {e}", s.id()),
             }
@@ -297,7 +320,7 @@ pub fn cli(args: &[String]) -> Result<(), String> {
         match run_sessionrepl_lines(s, count, &o.io) {
             Ok(lines) if !lines.is_empty() => {
                 for l in lines {
-                    println!("{}", l.with_extra("io", &o.io));
+                    out(l.with_extra("io", &o.io));
                 }
             }
             Ok(_) => eprintln!(
@@ -312,11 +335,15 @@ pub fn cli(args: &[String]) -> Result<(), String> {
             // run short without changing its per-message figures much.
             let n = (count / 5).max(s.threads() as u64 * 100);
             match tribes::run_scenario(s, n, size, Duration::from_secs(300)) {
-                Ok(Some(l)) => println!("{l}"),
+                Ok(Some(l)) => out(l),
                 Ok(None) => {}
                 Err(e) => eprintln!("{} tribes failed: {e}", s.id()),
             }
         }
+    }
+    if let Some(plot) = &o.plot {
+        super::plot::plot_svg(&done, plot)?;
+        println!("plot {}", plot.display());
     }
     Ok(())
 }

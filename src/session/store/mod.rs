@@ -133,7 +133,7 @@ impl SessionStoreBuilder {
         core.install(node, now + discovery);
         let _ = core.channel.set(channel);
         let c = core.clone();
-        let driver = std::thread::Builder::new()
+        let driver = crate::driver::sys::ThreadBuilder::new()
             .name("sr-session-driver".into())
             .spawn(move || c.drive());
         let driver = match driver {

@@ -107,7 +107,7 @@ impl UringReceiver {
         // The ring is created on its own thread (single issuer).
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let (s2, stop2) = (shared.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
+        let thread = crate::driver::sys::ThreadBuilder::new()
             .name("sr-receiver-uring".into())
             .spawn(move || {
                 let setup = (|| -> io::Result<(Ring, BufRing)> {
