@@ -10,7 +10,7 @@ use std::os::fd::RawFd;
 ///
 /// # Errors
 /// The OS error (including `WouldBlock` on a non-blocking socket).
-pub fn read_into(fd: RawFd, buf: &mut BytesMut, min_spare: usize) -> io::Result<usize> {
+pub(crate) fn read_into(fd: RawFd, buf: &mut BytesMut, min_spare: usize) -> io::Result<usize> {
     if buf.capacity() - buf.len() < min_spare {
         buf.reserve(min_spare);
     }
@@ -32,7 +32,7 @@ pub fn read_into(fd: RawFd, buf: &mut BytesMut, min_spare: usize) -> io::Result<
 ///
 /// # Errors
 /// The OS error.
-pub fn try_read_into(fd: RawFd, buf: &mut BytesMut, min_spare: usize) -> io::Result<usize> {
+pub(crate) fn try_read_into(fd: RawFd, buf: &mut BytesMut, min_spare: usize) -> io::Result<usize> {
     if buf.capacity() - buf.len() < min_spare {
         buf.reserve(min_spare);
     }
@@ -128,7 +128,7 @@ pub const EMPTY_IOVEC: libc::iovec = libc::iovec {
 /// An iovec pointing at `b`. The caller keeps `b` alive and unmoved until
 /// the `writev_iovecs` call using it returns.
 #[inline]
-pub fn iovec(b: &[u8]) -> libc::iovec {
+pub(crate) fn iovec(b: &[u8]) -> libc::iovec {
     libc::iovec {
         iov_base: b.as_ptr() as *mut libc::c_void,
         iov_len: b.len(),
@@ -141,7 +141,7 @@ pub fn iovec(b: &[u8]) -> libc::iovec {
 ///
 /// # Errors
 /// The OS error (including `WouldBlock`, `BrokenPipe`).
-pub fn writev_iovecs(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+pub(crate) fn writev_iovecs(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     sendmsg_iov(fd, iov.as_ptr(), iov.len().min(IOV_MAX))
 }
 

@@ -55,8 +55,10 @@ pub struct Filled {
     /// In incremental mode, a view of the whole buffer the chunk lies in:
     /// the next chunk of the same connection may continue right after
     /// this one in it, and [`Filled::join`] can then make one slice of
-    /// both without a copy.
-    pub buffer: Option<Bytes>,
+    /// both without a copy. Crate-private: the kernel may still be writing
+    /// into the rest of that buffer, so only the receiver, which knows
+    /// where the kernel stopped, may look at it.
+    pub(crate) buffer: Option<Bytes>,
 }
 
 impl Filled {

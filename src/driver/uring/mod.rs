@@ -28,7 +28,8 @@ mod ring;
 mod slab;
 
 pub use bufring::{BufRing, Filled};
-pub use op::{recv_filled, Gather, Op};
+pub(crate) use op::recv_filled;
+pub use op::{Gather, Op};
 pub use probe::{force_unavailable, probe};
 pub use ring::{leaked_ops, live_ops, Completion, OpId, Ring, RingWaker};
 

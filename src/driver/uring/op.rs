@@ -209,7 +209,7 @@ impl Gather {
 
 /// The buffer of a finished [`Op::Recv`] with the `res` bytes the kernel
 /// wrote made part of it; `None` for any other op or a failed receive.
-pub fn recv_filled(op: Op, res: i32) -> Option<BytesMut> {
+pub(crate) fn recv_filled(op: Op, res: i32) -> Option<BytesMut> {
     match op {
         Op::Recv { mut buf, max, .. } if res >= 0 => {
             let n = (res as usize).min(max).min(buf.capacity() - buf.len());
