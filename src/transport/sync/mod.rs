@@ -5,8 +5,10 @@
 //! not queue behind each other. The fast path (an idle connection in the
 //! pool) takes no lock.
 //!
-//! Isolation: sockets are non-blocking and one send to several members is
-//! one loop over all of them ([`SyncSender::send_many`]), so
+//! Isolation: no step blocks (connect is non-blocking, reads and writes use
+//! `MSG_DONTWAIT`; a caller sleeps only in `poll` or, waiting on a single
+//! ack, in one `read` bounded by `SO_RCVTIMEO`), and one send to several
+//! members is one loop over all of them ([`SyncSender::send_many`]), so
 //!
 //! - every send returns by its deadline (`ackTimeout` from the call), whatever
 //!   the peers do: connecting, writing (a member that stopped reading fills
@@ -17,6 +19,10 @@
 //! - a stalled member never delays another: each member's connection goes
 //!   back into its pool the moment that member's outcome is known, so other
 //!   callers to a healthy member never wait behind a stalled one.
+//!
+//! Waiting for an ack, a caller first polls its socket for `idleSpinMicros`
+//! (if a spin slot is free), and stops doing so for a while after spins that
+//! ran out before the ack (see `spin_missed`).
 
 mod conn;
 
