@@ -228,3 +228,25 @@ fn a_refused_connection_is_unreachable_at_once() {
     assert!(matches!(r, Err(Error::Unreachable(_))), "{r:?}");
     assert!(t.elapsed() < ACK_TIMEOUT, "took {:?}", t.elapsed());
 }
+
+#[test]
+fn spin_backs_off_after_misses_and_resets_after_a_hit() {
+    let tx = sender(1);
+    assert!(tx.spin_allowed());
+    tx.spin_missed();
+    assert!(!tx.spin_allowed() && !tx.spin_allowed(), "two sends skip");
+    assert!(tx.spin_allowed(), "then one tries again");
+    tx.spin_missed();
+    let skipped = std::iter::from_fn(|| (!tx.spin_allowed()).then_some(())).count();
+    assert_eq!(skipped, 4, "a second miss in a row doubles the skip");
+    for _ in 0..20 {
+        tx.spin_missed();
+    }
+    let skipped = std::iter::from_fn(|| (!tx.spin_allowed()).then_some(())).count();
+    assert_eq!(skipped, 256, "the skip is bounded");
+    // A spin that got its ack (what `drive` records) starts over.
+    tx.spin_misses.store(0, Ordering::Relaxed);
+    tx.spin_missed();
+    let skipped = std::iter::from_fn(|| (!tx.spin_allowed()).then_some(())).count();
+    assert_eq!(skipped, 2);
+}
