@@ -6,11 +6,14 @@
 //!   acks to send back).
 //! - [`outbound`]: the connecting side (preface answer, ACK/FAIL/PONG).
 //! - [`ack`]: the sender's tracker of messages awaiting an ack.
+//! - [`secure`]: authenticated encryption of connections (shared-key Noise,
+//!   mutual TLS) and the Tribes `EncryptInterceptor` message codec.
 
 pub mod ack;
 pub mod decoder;
 pub mod inbound;
 pub mod outbound;
+pub mod secure;
 
 pub use ack::AckTracker;
 pub use decoder::{Frame, FrameBuf, FrameDecoder};
