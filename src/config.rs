@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::membership::MembershipConfig;
+use crate::security::SecurityConfig;
 use crate::session::SessionConfig;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -146,6 +147,8 @@ pub struct Config {
     pub membership: MembershipConfig,
     /// Session-store settings (`sendAllSessionsSize`, ...).
     pub session: SessionConfig,
+    /// Security settings (`encryptionKey`, `tlsCertificateFile`, ...).
+    pub security: SecurityConfig,
 }
 
 impl Default for Config {
@@ -184,6 +187,7 @@ impl Default for Config {
             io_backend: "auto".into(),
             membership: MembershipConfig::default(),
             session: SessionConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -304,6 +308,12 @@ impl Config {
                 _ => return Err(bad(k, "expected auto, mio or uring")),
             },
             _ => {
+                if self.security.set(k, v)? {
+                    // Heartbeats are authenticated with the same keys.
+                    self.membership.heartbeat_keys = self.security.keys();
+                    self.membership.heartbeat_auth_window = self.security.heartbeat_auth_window;
+                    return Ok(());
+                }
                 if self.membership.set(k, v)? || self.session.set(k, v)? {
                     return Ok(());
                 }
@@ -338,6 +348,7 @@ impl Config {
     /// # Errors
     /// [`Error::InvalidConfigValue`] naming the offending key.
     pub fn validate(&self) -> Result<()> {
+        self.security.validate()?;
         if self.reconnect_backoff_min > self.reconnect_backoff_max {
             return Err(bad(
                 "reconnectBackoffMin",

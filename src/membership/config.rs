@@ -87,6 +87,12 @@ pub struct MembershipConfig {
     /// `removeSuspectsTimeout`: a suspect (silent but reachable) member is
     /// dropped after this (default 300 s).
     pub remove_suspects_timeout: Duration,
+    /// Keys authenticating multicast heartbeats (current first), set from
+    /// `encryptionKey` / `encryptionKeyPrevious` by the channel config;
+    /// empty = heartbeats are not authenticated. Redacted in `Debug`.
+    pub heartbeat_keys: Vec<crate::proto::secure::SharedKey>,
+    /// Freshness window of authenticated heartbeats (`heartbeatAuthWindow`).
+    pub heartbeat_auth_window: Duration,
 }
 
 impl Default for MembershipConfig {
@@ -108,6 +114,8 @@ impl Default for MembershipConfig {
             failure_detection: true,
             failure_connect_timeout: Duration::from_millis(1000),
             remove_suspects_timeout: Duration::from_secs(300),
+            heartbeat_keys: Vec::new(),
+            heartbeat_auth_window: Duration::from_millis(10_000),
         }
     }
 }
