@@ -253,6 +253,42 @@ mod tests {
     }
 
     #[test]
+    fn certificate_mode_reads_the_three_pem_files() {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut p = CertificateParams::new(vec![]).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["node1".into()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("sr-sec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = [
+            ("tlsCertificateFile", "node1.pem", cert.pem()),
+            ("tlsCertificateKeyFile", "node1.key", key.serialize_pem()),
+            ("tlsCaCertificateFile", "ca.pem", ca.pem()),
+        ];
+        let mut c = Config::default();
+        for (k, name, pem) in &files {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            c.set(k, path.to_str().unwrap()).unwrap();
+        }
+        let ctx = c.security.context().unwrap().unwrap();
+        assert_eq!(ctx.mode_name(), "tls");
+        assert!(!format!("{c:?} {ctx:?}").contains("PRIVATE KEY"));
+        // A CA file holding the node certificate instead: chains to nothing
+        // this node trusts, but loads (it is a certificate); a key file
+        // holding a certificate does not.
+        std::fs::write(dir.join("node1.key"), cert.pem()).unwrap();
+        let e = c.security.context().unwrap_err().to_string();
+        assert!(e.contains("tlsCertificateKeyFile"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn no_settings_means_clear_text() {
         let c = SecurityConfig::default();
         assert!(!c.required());
