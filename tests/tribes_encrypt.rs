@@ -211,3 +211,28 @@ fn tribes_sealed_messages_open_in_sessionrepl_and_another_key_does_not() {
     let e = receive(&mut other_peer, "wrong-key-from-tribes").unwrap_err();
     assert!(e.contains("does not verify"), "{e}");
 }
+
+#[test]
+fn bench_harness_runs_tribes_with_encrypt_interceptor() {
+    use sessionrepl::bench::tribes::TribesHarness;
+    use sessionrepl::bench::Scenario;
+    let h = match TribesHarness::discover() {
+        Ok(h) => h,
+        Err(why) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but the Tribes harness cannot run: {why}"
+            );
+            println!("SKIP tribes-encrypt bench row: {why}");
+            return;
+        }
+    };
+    let line = h
+        .run_keyed(Scenario::S1, 2_000, 1024, Duration::from_secs(90), Some(K1))
+        .unwrap()
+        .unwrap();
+    println!("{line}");
+    assert_eq!(line.impl_name, "tribes-encrypt");
+    assert_eq!((line.count, line.size), (2_000, 1024));
+    assert!(line.msgs_per_s > 0.0, "{line}");
+}
