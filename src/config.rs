@@ -349,6 +349,19 @@ impl Config {
     /// [`Error::InvalidConfigValue`] naming the offending key.
     pub fn validate(&self) -> Result<()> {
         self.security.validate()?;
+        if self.security.required() && !crate::security::CONNECTIONS_SECURED {
+            // Never run in clear text while security is asked for.
+            let key = if self.security.tls_enabled() {
+                "tlsCertificateFile"
+            } else {
+                "encryptionKey"
+            };
+            return Err(bad(
+                key,
+                "this build does not encrypt connections yet (docs/SECURITY.md); \
+                 refusing to start rather than send in clear text",
+            ));
+        }
         if self.reconnect_backoff_min > self.reconnect_backoff_max {
             return Err(bad(
                 "reconnectBackoffMin",

@@ -16,6 +16,11 @@ use crate::error::Result;
 use crate::proto::secure::tribes::ALGORITHM;
 use crate::proto::secure::{SecureContext, SharedKey, TlsContext};
 
+/// True once the transport runs every connection through the secure layer.
+/// Until then a channel configured with security refuses to start
+/// ([`crate::Config::validate`]) instead of sending in clear text.
+pub const CONNECTIONS_SECURED: bool = false;
+
 /// Most extra keys accepted during a rollover.
 pub const MAX_ACCEPTED_KEYS: usize = 2;
 
@@ -286,6 +291,24 @@ mod tests {
         let e = c.security.context().unwrap_err().to_string();
         assert!(e.contains("tlsCertificateKeyFile"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_channel_asking_for_security_refuses_to_start_in_clear_text() {
+        let mut c = Config::default();
+        c.validate().unwrap();
+        c.set("encryptionKey", K1).unwrap();
+        let r = c.validate();
+        if CONNECTIONS_SECURED {
+            r.unwrap();
+        } else {
+            let e = r.unwrap_err().to_string();
+            assert!(
+                e.contains("encryptionKey") && e.contains("clear text"),
+                "{e}"
+            );
+            assert!(crate::Channel::builder(c).start().is_err());
+        }
     }
 
     #[test]
