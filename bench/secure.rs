@@ -11,6 +11,16 @@ use sessionrepl::proto::secure::{SecureContext, SecureSession, SharedKey};
 use sessionrepl::wire::tribes::TribesMember;
 use std::time::Duration;
 
+/// Session-attribute-like bytes (what the scenarios send).
+fn payload(size: usize) -> Vec<u8> {
+    b"session-attribute-"
+        .iter()
+        .cycle()
+        .take(size)
+        .copied()
+        .collect()
+}
+
 fn established() -> (SecureSession, SecureSession) {
     let ctx = SecureContext::shared_key(&[SharedKey::from_bytes(vec![3; 32]).unwrap()]);
     let mut a = SecureSession::connect(&ctx, [127, 0, 0, 1].into()).unwrap();
@@ -27,7 +37,7 @@ fn established() -> (SecureSession, SecureSession) {
 fn records(c: &mut Criterion) {
     let mut g = c.benchmark_group("secure");
     for size in [1024usize, 64 * 1024] {
-        let data = sessionrepl::bench::payload(size);
+        let data = payload(size);
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_function(format!("copy_baseline_{size}"), |b| {
             let mut out = Vec::with_capacity(size * 2);

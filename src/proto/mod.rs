@@ -8,12 +8,21 @@
 //! - [`ack`]: the sender's tracker of messages awaiting an ack.
 //! - [`secure`]: authenticated encryption of connections (shared-key Noise,
 //!   mutual TLS) and the Tribes `EncryptInterceptor` message codec.
+//! - [`limits`]: the receiver's bounds (slots, handshake and ack-write
+//!   deadlines, receive memory).
+//! - [`sender`]: one member's asynchronous sender (queue, window, acks,
+//!   deadlines, resend, keepalive, batching, sequence markers).
+//! - [`dedup`]: the receiver's side of exactly-once delivery across
+//!   reconnects (per-stream sequence high-water marks).
 
 pub mod ack;
 pub mod decoder;
+pub mod dedup;
 pub mod inbound;
+pub mod limits;
 pub mod outbound;
 pub mod secure;
+pub mod sender;
 
 pub use ack::AckTracker;
 pub use decoder::{Frame, FrameBuf, FrameDecoder};
