@@ -376,8 +376,8 @@ impl Config {
             };
             return Err(bad(
                 key,
-                "this build does not encrypt connections yet (docs/SECURITY.md); \
-                 refusing to start rather than send in clear text",
+                "encryption not yet supported on this path: connections are not yet \
+                 encrypted (docs/SECURITY.md); refusing to start rather than send in clear text",
             ));
         }
         if self.reconnect_backoff_min > self.reconnect_backoff_max {
