@@ -187,6 +187,23 @@ impl SecureSession {
         }
     }
 
+    /// As [`SecureSession::send`] for plaintext in pieces (a sender's
+    /// iovecs), gathered into as few records as possible. Returns the
+    /// plaintext bytes taken (all of them on success).
+    ///
+    /// # Errors
+    /// As [`SecureSession::send`].
+    pub fn send_vectored(
+        &mut self,
+        parts: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> Result<usize, SecureError> {
+        match self {
+            Self::Noise(s) => s.send_vectored(parts, out),
+            Self::Tls(s) => s.send_vectored(parts, out),
+        }
+    }
+
     /// Handshake bytes (and records queued before it completed) to write.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
         match self {

@@ -142,6 +142,8 @@ pub struct NoiseSession {
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     early: Vec<u8>,
+    /// Reused buffer where scattered plaintext is gathered before sealing.
+    gather: Vec<u8>,
 }
 
 impl std::fmt::Debug for NoiseSession {
@@ -178,6 +180,7 @@ impl NoiseSession {
             inbuf: Vec::new(),
             outbuf,
             early: Vec::new(),
+            gather: Vec::new(),
         })
     }
 
@@ -197,6 +200,7 @@ impl NoiseSession {
             inbuf: Vec::new(),
             outbuf: Vec::new(),
             early: Vec::new(),
+            gather: Vec::new(),
         })
     }
 
@@ -277,6 +281,30 @@ impl NoiseSession {
                 Ok(())
             }
         }
+    }
+
+    /// As [`NoiseSession::send`] for plaintext in pieces (frame headers and
+    /// payloads as a sender's iovecs): the pieces are gathered so records
+    /// are as large as allowed, not one per piece. Returns the plaintext
+    /// bytes taken (all of them).
+    ///
+    /// # Errors
+    /// As [`NoiseSession::send`].
+    pub fn send_vectored(
+        &mut self,
+        parts: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> Result<usize, SecureError> {
+        let mut g = std::mem::take(&mut self.gather);
+        g.clear();
+        for p in parts {
+            g.extend_from_slice(p);
+        }
+        let r = self.send(&g, out).map(|()| g.len());
+        if g.capacity() <= 4 * MAX_RECORD_LEN {
+            self.gather = g;
+        }
+        r
     }
 
     fn fail(&mut self) {

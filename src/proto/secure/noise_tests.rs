@@ -280,3 +280,21 @@ fn hello_decoder_refuses_bad_magic_version_and_length() {
         Err(SecureError::Refused(_))
     ));
 }
+
+#[test]
+fn scattered_plaintext_is_gathered_into_one_record() {
+    let (mut a, mut b) = pair(&[1], &[1]);
+    let hdr = [1u8; 16];
+    let body = [2u8; 1000];
+    let parts: Vec<&[u8]> = (0..10).flat_map(|_| [&hdr[..], &body[..]]).collect();
+    let mut wire = Vec::new();
+    assert_eq!(a.send_vectored(&parts, &mut wire).unwrap(), 10_160);
+    assert_eq!(
+        wire.len(),
+        10_160 + RECORD_HEADER_LEN + TAG_LEN,
+        "one record"
+    );
+    let mut plain = Vec::new();
+    b.receive(&wire, &mut plain).unwrap();
+    assert_eq!(plain, parts.concat());
+}

@@ -325,6 +325,39 @@ impl TlsSession {
         }
     }
 
+    /// As [`TlsSession::send`] for plaintext in pieces; rustls gathers
+    /// them into full records. Returns the plaintext bytes taken.
+    ///
+    /// # Errors
+    /// As [`TlsSession::send`].
+    pub fn send_vectored(
+        &mut self,
+        parts: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> Result<usize, SecureError> {
+        if self.failed {
+            return Err(SecureError::Corrupt("session failed".into()));
+        }
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut iov: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+        let mut slices = &mut iov[..];
+        let mut done = 0;
+        while done < total {
+            let n = self
+                .conn
+                .writer()
+                .write_vectored(slices)
+                .map_err(|e| SecureError::Corrupt(format!("TLS: {e}")))?;
+            self.poll_transmit(out);
+            done += n;
+            if n == 0 && self.conn.is_handshaking() {
+                return Err(SecureError::Backpressure);
+            }
+            io::IoSlice::advance_slices(&mut slices, n);
+        }
+        Ok(total)
+    }
+
     /// Handshake records, alerts and queued data to write.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
         while self.conn.wants_write() {

@@ -165,3 +165,19 @@ fn bad_pem_is_a_clear_config_error() {
     let e = TlsContext::from_pem(c.as_bytes(), b"nope", ca.pem().as_bytes()).unwrap_err();
     assert!(!e.to_string().contains("PRIVATE KEY"));
 }
+
+#[test]
+fn scattered_plaintext_arrives_whole_over_tls() {
+    let ca = Ca::new();
+    let mut c = TlsSession::client(&ca.context("a"), PEER.parse().unwrap()).unwrap();
+    let mut s = TlsSession::server(&ca.context("b")).unwrap();
+    let (mut cp, mut sp) = (Vec::new(), Vec::new());
+    assert_eq!(pump(&mut c, &mut s, &mut cp, &mut sp), (None, None));
+    let hdr = [1u8; 16];
+    let body = [2u8; 3000];
+    let parts: Vec<&[u8]> = (0..40).flat_map(|_| [&hdr[..], &body[..]]).collect();
+    let mut w = Vec::new();
+    assert_eq!(c.send_vectored(&parts, &mut w).unwrap(), 40 * 3016);
+    s.receive(&w, &mut sp).unwrap();
+    assert_eq!(sp, parts.concat());
+}
