@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::membership::MembershipConfig;
+use crate::security::SecurityConfig;
 use crate::session::SessionConfig;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -158,6 +159,8 @@ pub struct Config {
     pub membership: MembershipConfig,
     /// Session-store settings (`sendAllSessionsSize`, ...).
     pub session: SessionConfig,
+    /// Security settings (`encryptionKey`, `tlsCertificateFile`, ...).
+    pub security: SecurityConfig,
 }
 
 impl Default for Config {
@@ -198,6 +201,7 @@ impl Default for Config {
             tribes_envelope: false,
             membership: MembershipConfig::default(),
             session: SessionConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -319,6 +323,12 @@ impl Config {
             },
             "tribesEnvelope" => self.tribes_envelope = parse_bool(k, v)?,
             _ => {
+                if self.security.set(k, v)? {
+                    // Heartbeats are authenticated with the same keys.
+                    self.membership.heartbeat_keys = self.security.keys();
+                    self.membership.heartbeat_auth_window = self.security.heartbeat_auth_window;
+                    return Ok(());
+                }
                 if self.rx_limits.set(k, v)?
                     || self.membership.set(k, v)?
                     || self.session.set(k, v)?
@@ -359,6 +369,20 @@ impl Config {
     /// [`Error::InvalidConfigValue`] naming the offending key.
     pub fn validate(&self) -> Result<()> {
         self.membership.validate()?;
+        self.security.validate()?;
+        if self.security.required() && !crate::security::CONNECTIONS_SECURED {
+            // Never run in clear text while security is asked for.
+            let key = if self.security.tls_enabled() {
+                "tlsCertificateFile"
+            } else {
+                "encryptionKey"
+            };
+            return Err(bad(
+                key,
+                "encryption not yet supported on this path: connections are not yet \
+                 encrypted (docs/SECURITY.md); refusing to start rather than send in clear text",
+            ));
+        }
         if self.reconnect_backoff_min > self.reconnect_backoff_max {
             return Err(bad(
                 "reconnectBackoffMin",

@@ -38,6 +38,8 @@ pub mod proto;
 /// cbindgen:ignore
 pub mod queue;
 /// cbindgen:ignore
+pub mod security;
+/// cbindgen:ignore
 pub mod session;
 /// cbindgen:ignore
 pub mod stats;

@@ -5,7 +5,10 @@
 // StaticMembershipInterceptor (no multicast), ByteMessage payloads.
 //
 //   java -Djava.net.preferIPv4Stack=true -cp tribes.jar:juli.jar:DIR \
-//        TribesHarness ID NAME MODE COUNT SIZE THREADS TIMEOUT_SECS
+//        TribesHarness ID NAME MODE COUNT SIZE THREADS TIMEOUT_SECS [KEYHEX]
+//
+//   KEYHEX: adds a stock EncryptInterceptor (AES/GCM/NoPadding, this
+//        encryptionKey) to both channels; the line then says impl=tribes-encrypt.
 //
 //   MODE async : MessageDispatchInterceptor (fastasyncqueue), no ack
 //        ack   : USE_ACK|SYNCHRONIZED_ACK, THREADS senders, each send timed
@@ -30,6 +33,7 @@ import org.apache.catalina.tribes.Channel;
 import org.apache.catalina.tribes.ChannelListener;
 import org.apache.catalina.tribes.Member;
 import org.apache.catalina.tribes.group.GroupChannel;
+import org.apache.catalina.tribes.group.interceptors.EncryptInterceptor;
 import org.apache.catalina.tribes.group.interceptors.GzipInterceptor;
 import org.apache.catalina.tribes.group.interceptors.MessageDispatchInterceptor;
 import org.apache.catalina.tribes.group.interceptors.StaticMembershipInterceptor;
@@ -61,7 +65,7 @@ public final class TribesHarness {
         }
     }
 
-    static GroupChannel channel(int port, boolean dispatch, boolean gzip, Member peer) {
+    static GroupChannel channel(int port, boolean dispatch, boolean gzip, String key, Member peer) {
         GroupChannel ch = new GroupChannel();
         NioReceiver rx = new NioReceiver();
         rx.setAddress("127.0.0.1");
@@ -78,6 +82,12 @@ public final class TribesHarness {
         }
         if (gzip) {
             ch.addInterceptor(new GzipInterceptor());
+        }
+        if (key != null) {
+            EncryptInterceptor enc = new EncryptInterceptor();
+            enc.setEncryptionAlgorithm("AES/GCM/NoPadding");
+            enc.setEncryptionKey(key);
+            ch.addInterceptor(enc);
         }
         StaticMembershipInterceptor members = new StaticMembershipInterceptor();
         if (peer != null) {
@@ -118,9 +128,11 @@ public final class TribesHarness {
     }
 
     public static void main(String[] args) throws Exception {
-        if (args.length != 7) {
-            die(2, "usage: TribesHarness ID NAME async|ack|gzip COUNT SIZE THREADS TIMEOUT_SECS");
+        if (args.length != 7 && args.length != 8) {
+            die(2, "usage: TribesHarness ID NAME async|ack|gzip COUNT SIZE THREADS TIMEOUT_SECS [KEYHEX]");
         }
+        final String key = args.length == 8 ? args[7] : null;
+        final String impl = key == null ? "tribes" : "tribes-encrypt";
         ROOT_LOG.setLevel(Level.SEVERE);
         final String id = args[0];
         final String name = args[1];
@@ -141,7 +153,7 @@ public final class TribesHarness {
 
         // Receiving node B.
         Counter counter = new Counter();
-        GroupChannel b = channel(freePort(), false, gzip, null);
+        GroupChannel b = channel(freePort(), false, gzip, key, null);
         b.addChannelListener(counter);
         b.start(Channel.SND_RX_SEQ | Channel.SND_TX_SEQ);
         int portB = ((NioReceiver) b.getChannelReceiver()).getPort();
@@ -149,7 +161,7 @@ public final class TribesHarness {
         memberB.setUniqueId("{0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,66}");
 
         // Sending node A, which knows B as its one static member.
-        GroupChannel a = channel(freePort(), !ack, gzip, memberB);
+        GroupChannel a = channel(freePort(), !ack, gzip, key, memberB);
         a.start(Channel.SND_RX_SEQ | Channel.SND_TX_SEQ);
 
         final Member[] dest = {memberB};
@@ -219,8 +231,8 @@ public final class TribesHarness {
             Arrays.sort(all);
         }
         System.out.printf(Locale.ROOT,
-            "%s %s impl=tribes count=%d size=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.1f p50_us=%s p99_us=%s threads=%d%n",
-            id, name, count, size, secs, count / secs, count * (double) size / secs / 1e6,
+            "%s %s impl=%s count=%d size=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.1f p50_us=%s p99_us=%s threads=%d%n",
+            id, name, impl, count, size, secs, count / secs, count * (double) size / secs / 1e6,
             percentile(all, 0.50), percentile(all, 0.99), threads);
         System.out.flush();
         // Exit without stopping the channels: the figures are out, and a

@@ -91,6 +91,12 @@ pub struct MembershipConfig {
     /// [`MembershipConfig::validate`] can refuse one that cannot take effect
     /// with the chosen `membershipType`.
     given: Vec<&'static str>,
+    /// Keys authenticating multicast heartbeats (current first), set from
+    /// `encryptionKey` / `encryptionKeyPrevious` by the channel config;
+    /// empty = heartbeats are not authenticated. Redacted in `Debug`.
+    pub heartbeat_keys: Vec<crate::proto::secure::SharedKey>,
+    /// Freshness window of authenticated heartbeats (`heartbeatAuthWindow`).
+    pub heartbeat_auth_window: Duration,
 }
 
 /// Keys that only multicast membership reads.
@@ -149,6 +155,8 @@ impl Default for MembershipConfig {
             failure_connect_timeout: Duration::from_millis(1000),
             remove_suspects_timeout: Duration::from_secs(300),
             given: Vec::new(),
+            heartbeat_keys: Vec::new(),
+            heartbeat_auth_window: Duration::from_millis(10_000),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! and Apache Tribes nodes see each other; sessionrepl nodes add
 //! [`PeerFacts`] to the blob's payload to recognise one another.
 
+pub mod auth;
 mod config;
 mod member;
 mod service;

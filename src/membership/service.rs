@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::auth::HeartbeatAuth;
 use super::config::{MembershipConfig, MembershipType};
 use super::member::{LocalMemberInfo, Member, MemberEvent, MemberSource, PeerFacts};
 use super::table::{MemberTable, MembershipStats, TableConfig};
@@ -165,7 +166,14 @@ impl MembershipService {
             let sh = shared.clone();
             svc.spawn("sr-member-mcast-rx", move || rx_loop(s, tx, sh))?;
         }
+        let auth = (!cfg.heartbeat_keys.is_empty()).then(|| {
+            HeartbeatAuth::new(
+                &cfg.heartbeat_keys,
+                cfg.heartbeat_auth_window.as_millis() as u64,
+            )
+        });
         let core = Core {
+            auth,
             cfg: cfg.clone(),
             local,
             shared,
@@ -291,7 +299,15 @@ fn probe_loop(jobs: Receiver<Job>, tx: Sender<Cmd>) {
     }
 }
 
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 struct Core {
+    /// Seals and verifies heartbeats when a cluster key is set.
+    auth: Option<HeartbeatAuth>,
     cfg: MembershipConfig,
     local: LocalMemberInfo,
     shared: Arc<Shared>,
@@ -306,20 +322,29 @@ impl Core {
         let mut m = TribesMember::new(self.local.addr.ip(), self.local.addr.port(), self.local.id);
         m.domain = self.local.domain.clone();
         m.payload = PeerFacts::new(self.local.capabilities).encode().to_vec();
+        if self.auth.is_some() {
+            m.payload.extend_from_slice(&HeartbeatAuth::empty_trailer());
+        }
         m.to_bytes().unwrap_or_default()
     }
 
-    fn send_blob(&self, blob: &mut [u8], now: Instant) {
+    fn send_blob(&mut self, blob: &mut [u8], now: Instant) {
         let Some(s) = &self.sock else { return };
         let alive = now.saturating_duration_since(self.started).as_millis() as i64;
         let _ = patch_alive(blob, alive);
+        if let Some(a) = &mut self.auth {
+            if !a.seal(blob, unix_micros()) {
+                crate::sr_log!(Error, "heartbeat has no authentication trailer; not sent");
+                return;
+            }
+        }
         let to = SocketAddrV4::new(self.cfg.mcast_addr, self.cfg.mcast_port);
         if let Err(e) = s.send_to(blob, to) {
             crate::sr_log!(Warn, "heartbeat to {to} failed: {e}");
         }
     }
 
-    fn run(self, cmds: Receiver<Cmd>) {
+    fn run(mut self, cmds: Receiver<Cmd>) {
         let mcast = self.sock.is_some();
         let dns = self.cfg.membership_type == MembershipType::Dns;
         let ping = self.cfg.tcp_ping_interval;
@@ -383,7 +408,16 @@ impl Core {
                     }
                     return;
                 }
-                Cmd::Datagram(d) => self.shared.table().handle_datagram(&d, now),
+                Cmd::Datagram(d) => {
+                    if let Some(a) = &mut self.auth {
+                        if let Err(why) = a.verify(&d, unix_micros()) {
+                            self.shared.table().note_unauthenticated();
+                            crate::sr_log!(Debug, "heartbeat refused: {why:?}");
+                            continue;
+                        }
+                    }
+                    self.shared.table().handle_datagram(&d, now)
+                }
                 Cmd::ProbeResult(token, ok) => {
                     self.shared.table().handle_probe_result(token, ok, now)
                 }

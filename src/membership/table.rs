@@ -60,6 +60,9 @@ pub struct MembershipStats {
     pub broadcasts_ignored: u64,
     /// Heartbeats dropped because the table was full.
     pub table_full: u64,
+    /// Heartbeats refused by authentication (forged, replayed, stale, or
+    /// unauthenticated while `encryptionKey` is set).
+    pub unauthenticated: u64,
 }
 
 /// A TCP reachability check the driver must run and report back with
@@ -129,6 +132,11 @@ impl MemberTable {
             next_token: 1,
             stats: MembershipStats::default(),
         }
+    }
+
+    /// Counts a datagram that failed heartbeat authentication.
+    pub fn note_unauthenticated(&mut self) {
+        self.stats.unauthenticated += 1;
     }
 
     /// Feeds one received multicast datagram.

@@ -6,6 +6,8 @@
 //!   acks to send back).
 //! - [`outbound`]: the connecting side (preface answer, ACK/FAIL/PONG).
 //! - [`ack`]: the sender's tracker of messages awaiting an ack.
+//! - [`secure`]: authenticated encryption of connections (shared-key Noise,
+//!   mutual TLS) and the Tribes `EncryptInterceptor` message codec.
 //! - [`limits`]: the receiver's bounds (slots, handshake and ack-write
 //!   deadlines, receive memory).
 //! - [`sender`]: one member's asynchronous sender (queue, window, acks,
@@ -19,6 +21,7 @@ pub mod dedup;
 pub mod inbound;
 pub mod limits;
 pub mod outbound;
+pub mod secure;
 pub mod sender;
 
 pub use ack::AckTracker;

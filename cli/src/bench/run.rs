@@ -339,6 +339,16 @@ pub fn cli(args: &[String]) -> Result<(), String> {
                 Ok(None) => {}
                 Err(e) => eprintln!("{} tribes failed: {e}", s.id()),
             }
+            // With `--set encryptionKey=...`, Tribes with EncryptInterceptor
+            // under the same key as the peer row to compare with.
+            if let Some(key) = bench_config().ok().and_then(|c| c.security.encryption_key) {
+                let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                match tribes::run_scenario_keyed(s, n, size, Duration::from_secs(300), Some(&hex)) {
+                    Ok(Some(l)) => println!("{l}"),
+                    Ok(None) => {}
+                    Err(e) => eprintln!("{} tribes-encrypt failed: {e}", s.id()),
+                }
+            }
         }
     }
     if let Some(plot) = &o.plot {

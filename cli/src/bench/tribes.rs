@@ -217,6 +217,23 @@ impl TribesHarness {
         size: usize,
         timeout: Duration,
     ) -> io::Result<Option<BenchLine>> {
+        self.run_keyed(scenario, count, size, timeout, None)
+    }
+
+    /// As [`TribesHarness::run`], with a stock `EncryptInterceptor`
+    /// (`AES/GCM/NoPadding`, `key_hex`) on both Tribes channels when given;
+    /// the line then says `impl=tribes-encrypt`.
+    ///
+    /// # Errors
+    /// As [`TribesHarness::run`].
+    pub fn run_keyed(
+        &self,
+        scenario: Scenario,
+        count: u64,
+        size: usize,
+        timeout: Duration,
+        key_hex: Option<&str>,
+    ) -> io::Result<Option<BenchLine>> {
         let Some(mode) = TribesMode::for_scenario(scenario) else {
             return Ok(None);
         };
@@ -238,6 +255,7 @@ impl TribesHarness {
             .arg(size.to_string())
             .arg(mode.threads().to_string())
             .arg(own_timeout.as_secs().max(1).to_string())
+            .args(key_hex)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -274,7 +292,14 @@ impl TribesHarness {
             .lines()
             .filter(|l| l.starts_with(&prefix))
             .find_map(|l| BenchLine::parse(l).ok())
-            .filter(|l| l.impl_name == "tribes")
+            .filter(|l| {
+                l.impl_name
+                    == if key_hex.is_some() {
+                        "tribes-encrypt"
+                    } else {
+                        "tribes"
+                    }
+            })
             .map(Some)
             .ok_or_else(|| {
                 io::Error::new(
@@ -303,8 +328,23 @@ pub fn run_scenario(
     size: usize,
     timeout: Duration,
 ) -> io::Result<Option<BenchLine>> {
+    run_scenario_keyed(scenario, count, size, timeout, None)
+}
+
+/// As [`run_scenario`], with Tribes `EncryptInterceptor` under `key_hex`
+/// when given (the `impl=tribes-encrypt` row).
+///
+/// # Errors
+/// As [`run_scenario`].
+pub fn run_scenario_keyed(
+    scenario: Scenario,
+    count: u64,
+    size: usize,
+    timeout: Duration,
+    key_hex: Option<&str>,
+) -> io::Result<Option<BenchLine>> {
     match TribesHarness::discover() {
-        Ok(harness) => harness.run(scenario, count, size, timeout),
+        Ok(harness) => harness.run_keyed(scenario, count, size, timeout, key_hex),
         Err(why) => {
             eprintln!("{} {}: skipped, {why}", scenario.id(), scenario.name());
             Ok(None)
