@@ -15,7 +15,7 @@ commands:
                             run one node until SIGINT/SIGTERM, one line per event
   store-node [--events] [--set key=value]...
                             one session-store node driven by commands on stdin
-                            (see src/bin/sessionrepl/store_node.rs)
+                            (see src/bin/sessionrepl/store_node/)
   bench [--scenario S1,S4] [--scale N] [--io mio|uring] [--no-peer] [--no-floor]
                             benchmark scenarios of bench/SCENARIOS.md
   help                      this text
