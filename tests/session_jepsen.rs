@@ -121,7 +121,7 @@ fn loopback_nemesis_loses_no_acknowledged_append() {
         Plan {
             name: "loopback",
             seed,
-            secs: jepsen::secs(25),
+            secs: jepsen::secs(20),
             backups,
             specs,
             faults: Faults {
@@ -196,7 +196,7 @@ fn netns_partition_nemesis_loses_no_acknowledged_append() {
         Plan {
             name: "netns",
             seed,
-            secs: jepsen::secs(20),
+            secs: jepsen::secs(15),
             backups: 1,
             specs,
             faults: Faults {

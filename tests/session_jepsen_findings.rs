@@ -102,8 +102,9 @@ fn join_inside_failure_detection_after_sigkill_loses_no_session() {
 
 /// Finding 2: sessions held by A (primary) and B, read once by C (which
 /// caches that version); A then commits three more times and is SIGKILLed.
-/// C appends at once, before anyone noticed: it must not commit on its
-/// stale copy (an OK on that base loses A's three commits).
+/// C keeps appending for 3 s, through failure detection (1 s) and the
+/// moment placement makes C a holder: it must never commit on its stale
+/// copy (an OK on that base loses A's three commits).
 #[test]
 fn stale_cached_copy_after_primary_death_is_never_committed_on() {
     let (c, h) = cluster(3, 3, &[]);
@@ -134,7 +135,27 @@ fn stale_cached_copy_after_primary_death_is_never_committed_on() {
     let victim = c.take(a).unwrap();
     victim.sigkill();
     c.note(format!("{} (primary) SIGKILLed", victim.name));
-    append_all(&c, &h, 8000, cc, &sessions);
+    let until = Instant::now() + Duration::from_secs(3);
+    let threads: Vec<_> = sessions
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            let (c, h, s) = (c.clone(), h.clone(), s.clone());
+            std::thread::spawn(move || {
+                let mut process = 10_000 + 100 * k as u32;
+                while Instant::now() < until {
+                    let r = workload::append(&c, &h, process, cc, &s);
+                    if r == Some(AppendResult::Info) {
+                        process += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
     let r = finish("stale-cache", &c, &h);
     assert!(r.appends_ok >= 100, "{r}");
 }

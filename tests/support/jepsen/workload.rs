@@ -203,6 +203,9 @@ pub struct Mix {
     pub read_share: f64,
     /// Pause between a client's operations (keeps the 2 cores usable).
     pub think: Duration,
+    /// Every `epoch` the clients move on to new sessions, so that lists
+    /// (and the history, which copies them) stay short in long runs.
+    pub epoch: Duration,
 }
 
 impl Default for Mix {
@@ -214,6 +217,7 @@ impl Default for Mix {
             hot_share: 0.4,
             read_share: 0.2,
             think: Duration::from_millis(5),
+            epoch: Duration::from_secs(10),
         }
     }
 }
@@ -259,10 +263,11 @@ pub fn run_clients(
                         } else {
                             live[rng.below(live.len() as u64) as usize]
                         };
+                        let epoch = hist.now() / mix.epoch.as_nanos().max(1) as u64;
                         let session = if rng.chance(mix.hot_share) {
-                            format!("hot{}", rng.below(mix.hot as u64))
+                            format!("e{epoch}hot{}", rng.below(mix.hot as u64))
                         } else {
-                            format!("s{}", rng.below(mix.cold as u64))
+                            format!("e{epoch}s{}", rng.below(mix.cold as u64))
                         };
                         // A client whose last op is unknown may still be in
                         // flight: it continues as a new process.
