@@ -147,6 +147,14 @@ pub fn schedule(
 /// Cuts (`false`) or mends (`true`) one slot's network.
 pub type Partitioner<'a> = &'a dyn Fn(usize, bool) -> Result<(), String>;
 
+/// Counters (gauges) of `store-node counters` that say data is not yet
+/// where placement wants it; the nemesis waits for them to reach 0.
+const AT_RISK: &[&str] = &[
+    "under_replicated",
+    "handoffs_in_progress",
+    "handoffs_pending",
+];
+
 /// How long the cluster may take to see every live node again.
 pub const CONVERGE: Duration = Duration::from_secs(40);
 
@@ -178,7 +186,8 @@ fn restart(cluster: &Cluster, slot: usize, problems: &mut Vec<String>) {
 }
 
 /// Waits until the live nodes see each other, then until no node reports
-/// under-replicated sessions (when its `stats` has that counter).
+/// under-replicated sessions or hand-offs in progress (when its `counters`
+/// has them).
 pub fn settle(cluster: &Cluster, problems: &mut Vec<String>) {
     if let Err(e) = cluster.converge(CONVERGE) {
         cluster.note(format!("membership did not converge: {e}"));
@@ -190,12 +199,13 @@ pub fn settle(cluster: &Cluster, problems: &mut Vec<String>) {
         let mut pending = Vec::new();
         for i in cluster.live() {
             let Some(n) = cluster.node(i) else { continue };
-            if let Ok(s) = n.call("stats", Duration::from_secs(10)) {
-                let under = s
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("under_replicated="))
-                    .and_then(|v| v.parse::<u64>().ok());
-                if under.is_some_and(|u| u > 0) {
+            if let Ok(s) = n.call("counters", Duration::from_secs(10)) {
+                let busy = s.split_whitespace().any(|w| {
+                    w.split_once('=').is_some_and(|(k, v)| {
+                        AT_RISK.contains(&k) && v.parse::<u64>().is_ok_and(|v| v > 0)
+                    })
+                });
+                if busy {
                     pending.push(format!("{}: {s}", n.name));
                 }
             }

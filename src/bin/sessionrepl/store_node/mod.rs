@@ -16,6 +16,7 @@
 //! waitmembers <n> <timeout_ms>        -> members n=<count>
 //! drain                               -> ok drained | err <why>
 //! stats                               -> stats sessions=<n> commits=<c> acked=<a> ...
+//! counters                            -> counters <field>=<n>... (every SessionStats field)
 //! quit                                -> bye (after close)
 //! ```
 //!
@@ -231,9 +232,26 @@ fn handle(store: &SessionStore, copies: usize, line: &str) -> Option<String> {
                 s.rereplications, s.sessions_transferred, s.handoffs, s.fetches
             ))
         }
+        ["counters"] => Ok(counters(&store.stats())),
         _ => Err(format!("unknown command: {line}")),
     };
     Some(r.unwrap_or_else(|e| format!("err {e}")))
+}
+
+/// Every field of `SessionStats` as `name=value`, from its `Debug` form, so
+/// counters the store adds show up without a change here.
+fn counters(s: &sessionrepl::session::SessionStats) -> String {
+    let dbg = format!("{s:?}");
+    let inner = dbg
+        .split_once('{')
+        .and_then(|(_, r)| r.rsplit_once('}'))
+        .map_or("", |(i, _)| i);
+    let fields: Vec<String> = inner
+        .split(',')
+        .filter_map(|f| f.split_once(':'))
+        .map(|(k, v)| format!("{}={}", k.trim(), v.trim()))
+        .collect();
+    format!("counters {}", fields.join(" "))
 }
 
 fn describe(e: &SessionEvent) -> Option<String> {
