@@ -101,13 +101,13 @@ fn join_inside_failure_detection_after_sigkill_loses_no_session() {
 }
 
 /// Finding 2: sessions held by A (primary) and B, read once by C (which
-/// caches that version); A then commits three more times and is SIGKILLed.
-/// C keeps appending for 3 s, through failure detection (1 s) and the
-/// moment placement makes C a holder: it must never commit on its stale
-/// copy (an OK on that base loses A's three commits).
-#[test]
-fn stale_cached_copy_after_primary_death_is_never_committed_on() {
-    let (c, h) = cluster(3, 3, &[]);
+/// caches that version); A then commits three more times and is SIGKILLed
+/// (or SIGSTOPped for 2.5 s: no RST, its fetches time out instead). C keeps
+/// appending for 3.5 s, through failure detection (1 s) and the moment
+/// placement makes C a holder: it must never commit on its stale copy (an
+/// OK on that base loses A's three commits).
+fn stale_cache(name: &str, pause: bool) {
+    let (c, h) = cluster(3, 3, &["accessTimeout=1000"]);
     let (a, b, cc) = (0, 1, 2);
     let addr = |i: usize| c.node(i).unwrap().addr.clone();
     let want = format!("holders {} {}", addr(a), addr(b));
@@ -132,10 +132,23 @@ fn stale_cached_copy_after_primary_death_is_never_committed_on() {
         let r = append_all(&c, &h, 4000 + 100 * round, a, &sessions);
         assert!(r.iter().all(|r| *r == Some(AppendResult::Ok)), "{r:?}");
     }
-    let victim = c.take(a).unwrap();
-    victim.sigkill();
-    c.note(format!("{} (primary) SIGKILLed", victim.name));
-    let until = Instant::now() + Duration::from_secs(3);
+    let victim = if pause {
+        let v = c.node(a).unwrap();
+        v.pause();
+        c.note(format!("{} (primary) SIGSTOPped", v.name));
+        Some(v)
+    } else {
+        let v = c.take(a).unwrap();
+        v.sigkill();
+        c.note(format!("{} (primary) SIGKILLed", v.name));
+        None
+    };
+    let until = Instant::now() + Duration::from_millis(3500);
+    if let Some(v) = victim {
+        std::thread::sleep(Duration::from_millis(2500));
+        v.resume();
+        c.note(format!("{} SIGCONTinued", v.name));
+    }
     let threads: Vec<_> = sessions
         .iter()
         .enumerate()
@@ -156,8 +169,18 @@ fn stale_cached_copy_after_primary_death_is_never_committed_on() {
     for t in threads {
         t.join().unwrap();
     }
-    let r = finish("stale-cache", &c, &h);
+    let r = finish(name, &c, &h);
     assert!(r.appends_ok >= 100, "{r}");
+}
+
+#[test]
+fn stale_cached_copy_after_primary_sigkill_is_never_committed_on() {
+    stale_cache("stale-cache-kill", false);
+}
+
+#[test]
+fn stale_cached_copy_while_primary_paused_is_never_committed_on() {
+    stale_cache("stale-cache-pause", true);
 }
 
 /// Finding 3: 20 appends to one cart at once, sent through `nodes` (one
