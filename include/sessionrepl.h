@@ -1550,6 +1550,52 @@ enum sr_result sr_txn_set_principal(struct sr_txn *txn, const uint8_t *data, siz
 enum sr_result sr_txn_set_auth_type(struct sr_txn *txn, const uint8_t *data, size_t len);
 
 /**
+ * Optimistic concurrency: the commit of `txn` applies only if the session
+ * is still at the version `(version, writer)` (as `sr_session_info_get`
+ * reports it for the snapshot the request read) on its primary; if
+ * another commit came in between, `sr_session_store_commit` returns
+ * `SR_CONFLICT` and nothing is applied. Without a base a commit applies on
+ * whatever version is current.
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER` (`txn` or `writer`).
+ *
+ * Thread safety: see `sr_txn`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`; `writer` is NULL or readable for 16
+ * bytes.
+ */
+enum sr_result sr_txn_set_base(struct sr_txn *txn, uint64_t version, const uint8_t *writer);
+
+/**
+ * Optimistic concurrency from a snapshot: sets the base of `txn` to the
+ * version of `s` (the session the request read), as `sr_txn_set_base`.
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER`.
+ *
+ * Thread safety: see `sr_txn` and `sr_session`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`; `s` is NULL or a live `sr_session`.
+ */
+enum sr_result sr_txn_set_base_from(struct sr_txn *txn, const struct sr_session *s);
+
+/**
+ * The base version of `txn` set by `sr_txn_set_base`: writes it to
+ * `*out_version` and `out_writer[0..16]` and returns `SR_OK`, or
+ * `SR_NOT_FOUND` if none is set (then nothing is written).
+ *
+ * Returns also `SR_NULL_PARAMETER`.
+ *
+ * Thread safety: see `sr_txn`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`; `out_version` is NULL or writable;
+ * `out_writer` is NULL or writable for 16 bytes.
+ */
+enum sr_result sr_txn_base(const struct sr_txn *txn, uint64_t *out_version, uint8_t *out_writer);
+
+/**
  * Abandons a transaction that was not committed. NULL does nothing.
  *
  * Thread safety: the last call on `txn`.

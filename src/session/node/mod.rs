@@ -369,6 +369,12 @@ impl SessionNode {
         let to = self.required(&txn.id);
         let draining = self.state == NodeState::Draining;
         let s = self.table.get_mut(&txn.id).ok_or(Error::NotFound)?;
+        if txn.base.is_some_and(|b| b != s.version) {
+            self.stats.conflicts += 1;
+            return Err(Error::Conflict(
+                "the session changed since the version this transaction read".into(),
+            ));
+        }
         let base = s.version;
         s.apply(&txn.ops, &txn.meta);
         s.version = base.next(me);
