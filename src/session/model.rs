@@ -1,8 +1,8 @@
 //! The data model: members, versions, sessions and the changes a request
 //! records (a [`Txn`]).
 
+use crate::session::hash::HashMap;
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -79,7 +79,7 @@ impl Session {
     pub(crate) fn new(id: SessionId, meta: SessionMeta, version: Version, now: Instant) -> Self {
         Session {
             id,
-            attrs: HashMap::new(),
+            attrs: HashMap::default(),
             meta,
             version,
             last_access: now,

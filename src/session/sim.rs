@@ -32,6 +32,9 @@ pub struct SimConfig {
     pub ack_timeout: Duration,
     /// How long membership takes to report a crash or a join.
     pub detect_delay: Duration,
+    /// Probability (0..=1) that a message is delivered twice (the copy
+    /// without an ack).
+    pub duplicate: f64,
 }
 
 impl Default for SimConfig {
@@ -43,6 +46,7 @@ impl Default for SimConfig {
             loss: 0.0,
             ack_timeout: Duration::from_millis(50),
             detect_delay: Duration::from_millis(20),
+            duplicate: 0.0,
         }
     }
 }
@@ -123,6 +127,8 @@ pub struct SimCluster {
     queue: BTreeMap<(Instant, u64), Action>,
     seq: u64,
     cut: HashSet<(usize, usize)>,
+    /// Paused nodes, until when: their inputs wait, their timers do not run.
+    paused: HashMap<usize, Instant>,
     /// Messages delivered so far.
     pub delivered: u64,
 }
@@ -138,6 +144,8 @@ pub fn sim_key(i: usize) -> MemberKey {
 impl SimCluster {
     /// An empty cluster.
     pub fn new(cfg: SimConfig, session: SessionConfig) -> Self {
+        // Iteration order of the nodes' maps must replay too.
+        super::hash::deterministic(true);
         SimCluster {
             rng: SimRng::new(cfg.seed),
             cfg,
@@ -148,6 +156,7 @@ impl SimCluster {
             queue: BTreeMap::new(),
             seq: 0,
             cut: HashSet::new(),
+            paused: HashMap::new(),
             delivered: 0,
         }
     }
@@ -268,6 +277,24 @@ impl SimCluster {
         }
     }
 
+    /// Pauses node `i` for `d` (a long GC pause, SIGSTOP): it handles no
+    /// message, outcome, membership change or timer until then; they
+    /// queue and arrive when it resumes. Nobody notices the pause.
+    pub fn pause(&mut self, i: usize, d: Duration) {
+        let until = self.now + d;
+        let e = self.paused.entry(i).or_insert(until);
+        *e = (*e).max(until);
+    }
+
+    /// True if node `i` is paused now.
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.paused.get(&i).is_some_and(|t| *t > self.now)
+    }
+
+    fn paused_until(&self, i: usize) -> Option<Instant> {
+        self.paused.get(&i).copied().filter(|t| *t > self.now)
+    }
+
     /// Cuts both directions between `a` and `b`.
     pub fn partition(&mut self, a: usize, b: usize) {
         self.cut.insert((a, b));
@@ -319,6 +346,18 @@ impl SimCluster {
                             token: t.token,
                         },
                     );
+                    if self.cfg.duplicate > 0.0 && self.rng.chance(self.cfg.duplicate) {
+                        let at = self.now + self.latency() + self.latency();
+                        self.schedule(
+                            at,
+                            Action::Deliver {
+                                from: i,
+                                to,
+                                payload: t.payload.clone(),
+                                token: SendToken::NONE,
+                            },
+                        );
+                    }
                 }
             }
             while let Some(e) = self.nodes[i].node.poll_event() {
@@ -328,6 +367,16 @@ impl SimCluster {
     }
 
     fn process(&mut self, a: Action) {
+        let target = match &a {
+            Action::Deliver { to, .. } => *to,
+            Action::Outcome { node, .. } => *node,
+            Action::Added { at, .. } | Action::Removed { at, .. } => *at,
+        };
+        if let Some(until) = self.paused_until(target) {
+            // Queued until the node resumes, in order.
+            self.schedule(until, a);
+            return;
+        }
         match a {
             Action::Deliver {
                 from,
@@ -421,7 +470,14 @@ impl SimCluster {
             let next_t = self
                 .alive()
                 .into_iter()
-                .filter_map(|i| self.nodes[i].node.poll_timeout())
+                .map(|i| {
+                    let t = self.nodes[i].node.poll_timeout();
+                    match self.paused_until(i) {
+                        Some(u) => t.map(|t| t.max(u)),
+                        None => t,
+                    }
+                })
+                .flatten()
                 .min();
             let next = match (next_q, next_t) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -438,10 +494,11 @@ impl SimCluster {
                         self.process(a);
                     }
                     for i in self.alive() {
-                        if self.nodes[i]
-                            .node
-                            .poll_timeout()
-                            .is_some_and(|t| t <= self.now)
+                        if self.paused_until(i).is_none()
+                            && self.nodes[i]
+                                .node
+                                .poll_timeout()
+                                .is_some_and(|t| t <= self.now)
                         {
                             let now = self.now;
                             self.nodes[i].node.handle_timeout(now);

@@ -102,6 +102,40 @@ impl Message {
                 Message::FetchReply { fetch, id, session }
             }
             T_LEAVING => Message::Leaving,
+            T_FORWARD => {
+                let req = r.varint()?;
+                let flags = r.u8()?;
+                if flags & !3 != 0 {
+                    return Err(DecodeError::Invalid("forward flags"));
+                }
+                Message::Forward {
+                    req,
+                    create: flags & 1 != 0,
+                    check_base: flags & 2 != 0,
+                    creation_time: r.varint()?,
+                    txn: r.delta()?,
+                }
+            }
+            T_COMMIT_RESULT => {
+                let req = r.varint()?;
+                let outcome = match r.u8()? {
+                    0 => ForwardOutcome::Acked,
+                    1 => ForwardOutcome::Conflict,
+                    2 => ForwardOutcome::Unacknowledged,
+                    3 => ForwardOutcome::Unavailable,
+                    4 => ForwardOutcome::NotFound,
+                    _ => return Err(DecodeError::Invalid("commit outcome")),
+                };
+                let copies = r.varint()?;
+                if copies > u32::MAX as u64 {
+                    return Err(DecodeError::Invalid("copies"));
+                }
+                Message::CommitResult {
+                    req,
+                    outcome,
+                    copies: copies as u32,
+                }
+            }
             other => return Err(DecodeError::UnknownType(other)),
         };
         let left = input.len() - r.pos;

@@ -11,6 +11,7 @@
 //! (messages to send), [`SessionNode::poll_event`] (what the host should know),
 //! [`SessionNode::poll_timeout`] (when to call `handle_timeout` next).
 
+mod forward;
 mod inbound;
 mod membership;
 mod outcome;
@@ -23,10 +24,12 @@ use super::model::{MemberKey, Session, SessionId, SessionMeta, Txn, Version};
 use super::placement::{Holders, Placement};
 use super::table::SessionTable;
 use crate::error::{Error, Result};
+use crate::session::hash::{HashMap, HashSet};
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use forward::{Forwarded, Reader};
 pub use inbound::Reject;
 use outcome::{CommitKind, Inflight, PendingCommit, Purpose};
 use transfer::{Donation, Fetch, Join};
@@ -77,6 +80,36 @@ pub struct SessionNode {
     /// When the placement set last changed (join, loss, leaving notice):
     /// copies may be in flight to new holders for a while after.
     pub(crate) view_changed: Option<Instant>,
+    /// Placement sets replaced within the last `accessTimeout`, with when
+    /// they were replaced: copies made under them may still be in flight.
+    pub(crate) recent_views: VecDeque<(Instant, Vec<MemberKey>)>,
+    /// Commits handed to their primary, by ticket.
+    pub(crate) forwards: HashMap<u64, Forwarded>,
+    /// Commits this node (as primary) runs for another member: ticket →
+    /// (member, its request id).
+    pub(crate) served: HashMap<u64, (MemberKey, u64)>,
+    /// Sessions with commits not yet acknowledged, and how many.
+    pub(crate) pending_ids: HashMap<SessionId, u32>,
+    /// Reads waiting for a session's pending commits to settle.
+    pub(crate) deferred: HashMap<SessionId, Vec<Reader>>,
+    /// Results of reads (`get`) for the host to take.
+    pub(crate) fetched: HashMap<SessionId, Option<Session>>,
+    /// Copies this node no longer holds by placement, sent to their
+    /// holders: dropped once every holder acknowledged (hand-off before
+    /// release). Id → members still to acknowledge.
+    pub(crate) releasing: HashMap<SessionId, Vec<MemberKey>>,
+    /// Whether the last [`SessionEvent::Health`] reported a risk.
+    pub(crate) at_risk: bool,
+    /// Forwards already run (member, request id), oldest first in
+    /// `seen_order`: a duplicate must not run again.
+    pub(crate) seen_forwards: HashSet<(MemberKey, u64)>,
+    pub(crate) seen_order: VecDeque<(MemberKey, u64)>,
+    /// Sessions whose last commit here failed after it was applied: their
+    /// state may not be on every holder, so reads wait until a repair copy
+    /// (or a later commit) is acknowledged by all of them.
+    pub(crate) dirty: HashSet<SessionId>,
+    /// Dirty sessions whose repair copy some holder refused.
+    pub(crate) failed_repairs: HashSet<SessionId>,
     pub(crate) stats: SessionStats,
 }
 
@@ -92,24 +125,36 @@ impl SessionNode {
             limits: CodecLimits::default(),
             me,
             members: Vec::new(),
-            leaving: HashSet::new(),
+            leaving: HashSet::default(),
             live: vec![me],
             table: SessionTable::default(),
             state: NodeState::Idle,
             next_token: 1,
             next_ticket: 1,
             nonce,
-            inflight: HashMap::new(),
-            commits: HashMap::new(),
+            inflight: HashMap::default(),
+            commits: HashMap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             join: None,
-            donations: HashMap::new(),
-            fetches: HashMap::new(),
-            forward: HashMap::new(),
+            donations: HashMap::default(),
+            fetches: HashMap::default(),
+            forward: HashMap::default(),
             drain: None,
-            orphans: HashSet::new(),
+            orphans: HashSet::default(),
             view_changed: None,
+            recent_views: VecDeque::new(),
+            forwards: HashMap::default(),
+            served: HashMap::default(),
+            pending_ids: HashMap::default(),
+            deferred: HashMap::default(),
+            fetched: HashMap::default(),
+            releasing: HashMap::default(),
+            at_risk: false,
+            seen_forwards: HashSet::default(),
+            seen_order: VecDeque::new(),
+            dirty: HashSet::default(),
+            failed_repairs: HashSet::default(),
             stats: SessionStats::default(),
         }
     }
@@ -138,6 +183,10 @@ impl SessionNode {
     pub fn stats(&self) -> SessionStats {
         let mut s = self.stats.clone();
         s.sessions = self.table.len();
+        s.under_replicated = self.under_replicated();
+        s.handoffs_in_progress = self.releasing.len()
+            + self.donations.len()
+            + self.drain.as_ref().map_or(0, |d| d.pending.len());
         s
     }
     /// Sessions held here (all copies: primary, backup, fetched).
@@ -187,7 +236,8 @@ impl SessionNode {
             .collect()
     }
 
-    pub(crate) fn recompute_live(&mut self) {
+    pub(crate) fn recompute_live(&mut self, now: Instant) {
+        let old = std::mem::take(&mut self.live);
         let draining = matches!(self.state, NodeState::Draining | NodeState::Drained);
         let mut live: Vec<MemberKey> = self
             .members
@@ -199,6 +249,12 @@ impl SessionNode {
             live.push(self.me);
         }
         live.sort();
+        if live != old {
+            self.recent_views.push_back((now, old));
+            while self.recent_views.len() > 64 {
+                self.recent_views.pop_front();
+            }
+        }
         self.live = live;
     }
 
@@ -277,6 +333,13 @@ impl SessionNode {
         Ok(())
     }
 
+    pub(crate) fn next_ticket(&mut self) -> u64 {
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        t
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn new_ticket(
         &mut self,
         id: SessionId,
@@ -284,10 +347,12 @@ impl SessionNode {
         version: Version,
         awaiting: Vec<MemberKey>,
         token: u64,
+        origin: Option<(MemberKey, u64)>,
     ) -> CommitTicket {
-        let t = self.next_ticket;
-        self.next_ticket += 1;
-        self.stats.commits += 1;
+        let t = self.next_ticket();
+        if origin.is_none() {
+            self.stats.commits += 1;
+        }
         let pc = PendingCommit {
             id,
             kind,
@@ -296,14 +361,14 @@ impl SessionNode {
             acked: Vec::new(),
             retries: 0,
         };
+        if let Some(o) = origin {
+            self.served.insert(t, o);
+        }
         if pc.awaiting.is_empty() {
-            self.stats.commits_acked += 1;
-            self.push_event(SessionEvent::CommitAcked {
-                ticket: CommitTicket(t),
-                id: pc.id,
-                copies: 1,
-            });
+            // `check_min_copies` let it through: one copy is enough.
+            self.resolve(t, pc.id, Ok(1));
         } else {
+            *self.pending_ids.entry(pc.id.clone()).or_insert(0) += 1;
             self.commits.insert(t, pc);
             if let Some(inf) = self.inflight.get_mut(&token) {
                 inf.purpose = Purpose::Commit { ticket: t };
@@ -323,9 +388,50 @@ impl SessionNode {
         if txn.id.len() > self.limits.max_id_len {
             return Err(Error::InvalidArgument("session id too long".into()));
         }
+        if self.forwards_to_primary(&txn.id) {
+            return self.forward_commit(txn, true, creation_time, now);
+        }
+        self.create_at(txn, creation_time, now, None)
+    }
+
+    /// True if a commit of `id` made here goes to its primary (backup mode,
+    /// this node not the primary).
+    fn forwards_to_primary(&self, id: &[u8]) -> bool {
+        self.cfg.mode == SessionMode::Backup && !self.is_primary_for(id)
+    }
+
+    /// Fails with `Unavailable` if fewer than `minCommitCopies` holders
+    /// (this node included) would take a commit of `id`.
+    fn check_min_copies(&self, id: &[u8]) -> Result<()> {
+        let copies = 1 + self.required(id).len();
+        if copies < self.cfg.min_commit_copies {
+            return Err(Error::Unreachable(format!(
+                "only {copies} holder(s) up, minCommitCopies is {}",
+                self.cfg.min_commit_copies
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn create_at(
+        &mut self,
+        txn: Txn,
+        creation_time: u64,
+        now: Instant,
+        origin: Option<(MemberKey, u64)>,
+    ) -> Result<CommitTicket> {
         if self.table.get(&txn.id).is_some() || self.table.is_tombstoned(&txn.id) {
+            self.stats.conflicts += 1;
             return Err(Error::Conflict("session id in use".into()));
         }
+        if self.cfg.mode == SessionMode::Backup && !self.authoritative(&txn.id, now) {
+            // A copy may still be on its way here: creating now could
+            // replace a session that exists.
+            return Err(Error::Unreachable(
+                "placement changed recently; this primary may not hold every session yet".into(),
+            ));
+        }
+        self.check_min_copies(&txn.id)?;
         if let Some(max) = self.cfg.max_active_sessions {
             if self.table.len() >= max {
                 return Err(Error::InvalidArgument("maxActiveSessions reached".into()));
@@ -349,7 +455,7 @@ impl SessionNode {
         let version = s.version;
         self.table.insert_local(s);
         let token = self.send(to.clone(), payload, Some(Purpose::Other));
-        Ok(self.new_ticket(txn.id, CommitKind::Update, version, to, token))
+        Ok(self.new_ticket(txn.id, CommitKind::Update, version, to, token, origin))
     }
 
     /// Commits a request's changes: applies them here and sends only what
@@ -362,22 +468,65 @@ impl SessionNode {
     pub fn commit(&mut self, txn: Txn, now: Instant) -> Result<Option<CommitTicket>> {
         self.check_writable()?;
         if txn.is_empty() {
-            self.access(&txn.id, now)?;
+            if self.table.get(&txn.id).is_some() {
+                self.access(&txn.id, now)?;
+            }
             return Ok(None);
         }
+        if self.forwards_to_primary(&txn.id) {
+            return self.forward_commit(txn, false, 0, now).map(Some);
+        }
+        self.commit_at(txn, now, None).map(Some)
+    }
+
+    pub(crate) fn commit_at(
+        &mut self,
+        txn: Txn,
+        now: Instant,
+        origin: Option<(MemberKey, u64)>,
+    ) -> Result<CommitTicket> {
+        let backup = self.cfg.mode == SessionMode::Backup;
+        if backup && !self.authoritative(&txn.id, now) {
+            return Err(Error::Unreachable(
+                "placement changed recently; this primary may not hold the newest copy yet".into(),
+            ));
+        }
+        let Some(held) = self.table.get(&txn.id).map(|s| s.version) else {
+            return Err(Error::NotFound);
+        };
+        if let Some(b) = txn.base {
+            if held < b {
+                // The read saw a newer version than this node holds: this
+                // copy is behind (placement just moved), not overtaken.
+                return Err(Error::Unreachable(
+                    "this primary's copy is older than the version read; retry".into(),
+                ));
+            }
+            if held != b {
+                self.stats.conflicts += 1;
+                return Err(Error::Conflict(
+                    "the session changed since the version this transaction read".into(),
+                ));
+            }
+        }
+        self.check_min_copies(&txn.id)?;
         let me = self.me.id;
         let to = self.required(&txn.id);
         let draining = self.state == NodeState::Draining;
         let s = self.table.get_mut(&txn.id).ok_or(Error::NotFound)?;
-        if txn.base.is_some_and(|b| b != s.version) {
-            self.stats.conflicts += 1;
-            return Err(Error::Conflict(
-                "the session changed since the version this transaction read".into(),
-            ));
-        }
         let base = s.version;
         s.apply(&txn.ops, &txn.meta);
-        s.version = base.next(me);
+        s.version = if backup && base.writer != me {
+            // First commit of a new primary: a new term (the counter's high
+            // half), so that whatever an earlier primary left on some copy
+            // without acknowledgement orders before every commit from now on.
+            Version {
+                counter: ((base.counter >> 32) + 1) << 32,
+                writer: me,
+            }
+        } else {
+            base.next(me)
+        };
         s.last_access = now;
         s.last_replicated = now;
         let version = s.version;
@@ -395,13 +544,7 @@ impl SessionNode {
             .encode()
         };
         let token = self.send(to.clone(), payload, Some(Purpose::Other));
-        Ok(Some(self.new_ticket(
-            txn.id,
-            CommitKind::Update,
-            version,
-            to,
-            token,
-        )))
+        Ok(self.new_ticket(txn.id, CommitKind::Update, version, to, token, origin))
     }
 
     /// Records a read-only access: refreshes the last access here and, no
@@ -440,7 +583,7 @@ impl SessionNode {
         let kind = CommitKind::Remove(RemoveReason::Invalidated, version);
         let payload = outcome::remove_message(&id, &kind);
         let token = self.send(to.clone(), payload, Some(Purpose::Other));
-        Ok(self.new_ticket(id, kind, version, to, token))
+        Ok(self.new_ticket(id, kind, version, to, token, None))
     }
 
     /// Renames a session cluster-wide (Tomcat's JvmRouteBinderValve
@@ -479,7 +622,7 @@ impl SessionNode {
         let version = s.version;
         self.table.insert_local(s);
         let token = self.send(to.clone(), payload, Some(Purpose::Other));
-        Ok(self.new_ticket(new, CommitKind::ChangeId { old }, version, to, token))
+        Ok(self.new_ticket(new, CommitKind::ChangeId { old }, version, to, token, None))
     }
 
     /// Looks a session up for a request. In backup mode a session this node
@@ -508,51 +651,51 @@ impl SessionNode {
             }
             _ => {}
         }
-        if self.table.get(id).is_some() {
-            return Lookup::Local(self.table.get(id).expect("checked above"));
+        if self.cfg.mode == SessionMode::Delta {
+            return match self.table.get(id) {
+                Some(s) => Lookup::Local(s),
+                None => Lookup::NotFound,
+            };
         }
-        if self.cfg.mode == SessionMode::Delta || self.table.is_tombstoned(id) {
-            return Lookup::NotFound;
-        }
-        let holders = self.placement_of(id);
-        if holders.contains(&self.me) && self.state == NodeState::Ready && self.view_settled(now) {
-            // Authoritative: a ready holder that lacks it, with no copies in
-            // flight after a view change, means it does not exist.
+        // Backup mode: the primary orders the session's commits, so it
+        // answers reads, and only with acknowledged state.
+        if self.is_primary_for(id) {
+            if self.state != NodeState::Ready {
+                return Lookup::Unavailable;
+            }
+            if self.pending_ids.contains_key(id) {
+                let queued = self
+                    .deferred
+                    .get(id)
+                    .is_some_and(|v| v.iter().any(|r| matches!(r, Reader::Local)));
+                if queued {
+                    return Lookup::Fetching { owner: self.me };
+                }
+                return match self.defer_read(Bytes::copy_from_slice(id), Reader::Local) {
+                    true => Lookup::Fetching { owner: self.me },
+                    false => Lookup::Unavailable,
+                };
+            }
+            if self.dirty.contains(id) || !self.authoritative(id, now) {
+                // Its copy may be behind, or hold a change not acknowledged.
+                return Lookup::Unavailable;
+            }
+            if self.table.get(id).is_some() {
+                return Lookup::Local(self.table.get(id).expect("checked above"));
+            }
             return Lookup::NotFound;
         }
         match self.start_fetch(Bytes::copy_from_slice(id), now) {
             Some(owner) => Lookup::Fetching { owner },
-            None => Lookup::NotFound,
+            None => Lookup::Unavailable,
         }
     }
 
-    /// True if no member is leaving and the placement set has not changed
-    /// for `accessTimeout`: no re-replication or hand-off copy can still be
-    /// on its way to a new holder.
-    pub(crate) fn view_settled(&self, now: Instant) -> bool {
-        self.leaving.is_empty()
-            && self
-                .view_changed
-                .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.access_timeout)
-    }
-
-    /// True if this node holds `id` only as a cached copy (backup mode, not
-    /// a holder by placement: fetched for a request, or kept after the
-    /// placement moved on). Other members may have committed newer versions
-    /// of it since: refresh it with [`SessionNode::refresh`] before a
-    /// request uses it.
-    pub fn is_cached_copy(&self, id: &[u8]) -> bool {
-        self.cfg.mode == SessionMode::Backup
-            && self.state == NodeState::Ready
-            && self.table.get(id).is_some()
-            && !self.placement_of(id).contains(&self.me)
-    }
-
-    /// Fetches the holders' current version of `id` (a cached copy); a
-    /// [`SessionEvent::Fetched`] follows. Returns the member asked, `None`
-    /// if there is none.
-    pub fn refresh(&mut self, id: &[u8], now: Instant) -> Option<MemberKey> {
-        self.start_fetch(Bytes::copy_from_slice(id), now)
+    /// The result of the read of `id` that a [`SessionEvent::Fetched`]
+    /// announced: `Some(Some(session))` found, `Some(None)` absent, `None`
+    /// if no result is waiting (taken already, or dropped past its bound).
+    pub fn take_fetched(&mut self, id: &[u8]) -> Option<Option<Session>> {
+        self.fetched.remove(id)
     }
 
     /// Hands every session this node holds to the members that hold it once
@@ -564,7 +707,7 @@ impl SessionNode {
             return;
         }
         self.state = NodeState::Draining;
-        self.recompute_live();
+        self.recompute_live(now);
         self.view_changed = Some(now);
         let notice = self.members.clone();
         self.drain = Some(Drain {
@@ -597,6 +740,9 @@ impl SessionNode {
         for f in self.fetches.values() {
             t = t.min(f.deadline);
         }
+        for f in self.forwards.values() {
+            t = t.min(f.deadline);
+        }
         Some(t)
     }
 
@@ -605,6 +751,7 @@ impl SessionNode {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.check_transfer_timeout(now);
         self.check_fetch_timeouts(now);
+        self.check_forward_timeouts(now);
         if now >= self.next_sweep {
             self.next_sweep = now + self.cfg.expire_check_interval;
             self.sweep(now);
@@ -624,7 +771,8 @@ impl SessionNode {
             && self.join.is_none();
         let mut expire = Vec::new();
         let mut drop = Vec::new();
-        let mut orphans = HashSet::new();
+        let mut release = Vec::new();
+        let mut orphans = HashSet::default();
         for s in self.table.iter() {
             let holders = if backup || s.is_expired(now) {
                 Some(self.placement_of(&s.id))
@@ -635,7 +783,8 @@ impl SessionNode {
                 if let Some(h) = &holders {
                     if !h.contains(&self.me) {
                         if self.orphans.contains(&s.id) {
-                            drop.push(s.id.clone());
+                            release.push(s.id.clone());
+                            orphans.insert(s.id.clone());
                         } else {
                             orphans.insert(s.id.clone());
                         }
@@ -657,6 +806,14 @@ impl SessionNode {
         self.orphans = orphans;
         for id in drop {
             self.table.forget(&id);
+        }
+        for id in release {
+            self.release(id, now);
+        }
+        self.repair_dirty(now);
+        let at_risk = self.under_replicated() > 0;
+        if at_risk != self.at_risk {
+            self.health_changed();
         }
         for (id, version) in expire {
             let to = self.required(&id);

@@ -15,10 +15,10 @@ use super::outcome::Purpose;
 use super::{NodeState, SessionEvent, SessionNode, TransferFailure};
 use crate::session::codec::{self, Message, SessionImage};
 use crate::session::config::SessionMode;
+use crate::session::hash::{HashMap, HashSet};
 use crate::session::model::{MemberKey, Session, SessionId};
 use crate::session::table::Apply;
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Resends of one chunk or completion before a donor gives up (the joiner
@@ -69,6 +69,9 @@ pub(crate) struct Fetch {
 impl SessionNode {
     pub(crate) fn begin_join(&mut self, now: Instant) {
         self.state = NodeState::Joining;
+        // Views before the start do not matter: the donors send what the
+        // placement gives this node now.
+        self.recent_views.clear();
         let transfer = self.nonce();
         let donors: Vec<MemberKey> = match self.cfg.mode {
             SessionMode::Delta => self.peers().into_iter().take(1).collect(),
@@ -77,7 +80,7 @@ impl SessionNode {
         self.join = Some(Join {
             transfer,
             deadline: self.cfg.state_transfer_timeout.map(|t| now + t),
-            donors: HashMap::new(),
+            donors: HashMap::default(),
         });
         for d in donors {
             self.request_from(d, now);
@@ -195,10 +198,11 @@ impl SessionNode {
             .filter(|s| !skip.contains(&s.id))
             .filter(|s| match self.cfg.mode {
                 SessionMode::Delta => true,
-                SessionMode::Backup => {
-                    let h = self.placement_of(&s.id);
-                    h.contains(&to) && h.as_slice().iter().find(|x| **x != to) == Some(&self.me)
-                }
+                // Every copy the joiner holds by placement, whoever else
+                // holds it too: the member placement ranks first may have
+                // died without anyone noticing yet, so no donor may count
+                // on another to send it. The version rules drop duplicates.
+                SessionMode::Backup => self.placement_of(&s.id).contains(&to),
             })
             .map(|s| s.id.clone())
             .collect()
@@ -206,8 +210,8 @@ impl SessionNode {
 
     pub(crate) fn on_state_request(&mut self, from: MemberKey, transfer: u64, now: Instant) {
         // The request may overtake the membership event of the joiner.
-        self.add_member(from);
-        let ids = self.share_for(from, &HashSet::new());
+        self.add_member(from, now);
+        let ids = self.share_for(from, &HashSet::default());
         self.donations.retain(|(to, _), _| *to != from);
         self.forward.insert(from, now + FOREVER);
         self.donations.insert(
@@ -217,7 +221,7 @@ impl SessionNode {
                 ids,
                 cursor: 0,
                 next_seq: 0,
-                outstanding: HashMap::new(),
+                outstanding: HashMap::default(),
                 sent: 0,
                 complete_sent: false,
                 retries: 0,
@@ -493,15 +497,14 @@ impl SessionNode {
         Some(target)
     }
 
-    /// Whom to ask for `id`, in order: its holders by placement, then
-    /// members that are leaving (a draining member holds its sessions
-    /// until every hand-off is acknowledged).
+    /// Whom to ask for `id`: its primary, which alone answers reads
+    /// (backup mode).
     fn fetch_candidates(&self, id: &[u8]) -> Vec<MemberKey> {
-        let mut c = self.placement_of(id).others(&self.me);
-        let mut leaving: Vec<MemberKey> = self.leaving.iter().copied().collect();
-        leaving.sort();
-        c.extend(leaving.into_iter().filter(|m| *m != self.me));
-        c
+        self.placement_of(id)
+            .primary()
+            .filter(|p| *p != self.me)
+            .into_iter()
+            .collect()
     }
 
     /// The owner asked did not answer: ask the next holder, or give up.
@@ -529,10 +532,7 @@ impl SessionNode {
             }
             None => {
                 if let Some(f) = self.fetches.remove(&fetch) {
-                    self.push_event(SessionEvent::Fetched {
-                        id: f.id,
-                        found: false,
-                    });
+                    self.push_event(SessionEvent::FetchFailed { id: f.id });
                 }
             }
         }
@@ -551,15 +551,10 @@ impl SessionNode {
         if f.id != id {
             return;
         }
-        match session {
-            Some(img) => {
-                self.fetches.remove(&fetch);
-                self.table.apply_image(img, now);
-                let found = self.table.get(&id).is_some();
-                self.push_event(SessionEvent::Fetched { id, found });
-            }
-            None => self.retry_fetch(fetch, now),
-        }
+        // The primary's answer, acknowledged state only. Not kept in the
+        // table: a copy this node does not hold by placement would go stale.
+        self.fetches.remove(&fetch);
+        self.deliver_read(id, session.map(|img| img.into_session(now)));
     }
 
     pub(crate) fn check_fetch_timeouts(&mut self, now: Instant) {

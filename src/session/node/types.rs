@@ -73,8 +73,25 @@ pub struct CommitTicket(pub u64);
 pub enum CommitFailure {
     /// A required copy kept refusing or timing out after `commitRetries`.
     Unacknowledged,
-    /// A concurrent commit of the same session on another node won.
+    /// Not applied: the session changed since the transaction's base
+    /// version (or, for a create, the id exists), or a concurrent commit
+    /// of the same session won.
     Conflict,
+    /// Not applied: no ready primary could take the commit (it is joining,
+    /// or placement moved while the commit was on its way), or fewer than
+    /// `minCommitCopies` holders are up. Retry later.
+    Unavailable,
+    /// Not applied: the session does not exist.
+    NotFound,
+}
+
+impl CommitFailure {
+    /// True if the commit is certainly not applied anywhere and never will
+    /// be; false for [`CommitFailure::Unacknowledged`], whose change may
+    /// survive (read the session to find out).
+    pub fn is_definite(self) -> bool {
+        self != CommitFailure::Unacknowledged
+    }
 }
 
 /// Why a state transfer failed.
@@ -156,12 +173,28 @@ pub enum SessionEvent {
         /// Version discarded.
         discarded: Version,
     },
-    /// A fetch started by `get` finished.
+    /// A read started by `get` finished: take its result with
+    /// [`SessionNode::take_fetched`](super::SessionNode::take_fetched).
     Fetched {
         /// Session id.
         id: SessionId,
-        /// True if the session arrived (then `get` returns it).
+        /// True if the session exists (false: the primary says it does not).
         found: bool,
+    },
+    /// A read started by `get` could not be answered (no ready primary
+    /// answered within `accessTimeout`): neither found nor absent; retry.
+    FetchFailed {
+        /// Session id.
+        id: SessionId,
+    },
+    /// The cluster's health as this node sees it changed (a member was
+    /// added, lost or started leaving, or copies were restored).
+    Health {
+        /// Members in placement, this node included.
+        members: usize,
+        /// Sessions held here with fewer than `backupCount + 1` copies
+        /// confirmed (too few members, or copies still in flight).
+        under_replicated: usize,
     },
     /// State transfer is complete: the node holds its full share.
     Ready {
@@ -209,6 +242,10 @@ pub enum Lookup<'a> {
     Moved(MemberKey),
     /// No such session.
     NotFound,
+    /// Cannot be answered now (no ready primary of the session, or it may
+    /// not hold every copy yet after a placement change): neither found nor
+    /// absent. Retry shortly.
+    Unavailable,
 }
 
 /// Counters of one node.
@@ -250,4 +287,13 @@ pub struct SessionStats {
     pub fetches: u64,
     /// Sessions handed over by drain.
     pub handoffs: u64,
+    /// Commits handed to the session's primary by this node.
+    pub forwarded: u64,
+    /// Now: sessions held here with fewer than `backupCount + 1` copies
+    /// confirmed (too few members, or re-replication still in flight). Safe
+    /// to take the next node down only while this is 0 on every node.
+    pub under_replicated: usize,
+    /// Now: hand-offs in flight (drain hand-offs, copies released to their
+    /// new holders, state transfers served).
+    pub handoffs_in_progress: usize,
 }
