@@ -244,9 +244,10 @@ impl Run {
             self.idle(k);
             return;
         };
-        // Append on top of what was read, with its version as the base.
+        // Append on top of what was read, with its version as the base. The
+        // append is one operation from the read's start (its base was
+        // observed then) to the commit's outcome.
         let node = self.clients[k].node;
-        let invoke = self.ns();
         let base = list.clone().unwrap_or_default();
         let mut next = base.clone();
         next.push(elem);
@@ -650,17 +651,22 @@ fn seeds_from_env(default: u64) -> Vec<u64> {
 }
 
 #[test]
-#[ignore = "work in progress: seed 1004 still finds a lost update"]
 fn list_append_under_the_nemesis_keeps_every_acknowledged_append() {
     let seeds = seeds_from_env(24);
     let mut total_ops = 0;
     let mut ok = 0;
+    let mut failed = Vec::new();
     for &seed in &seeds {
-        let (rep, ops) = run_seed(seed);
-        total_ops += ops;
-        ok += rep.appends_ok;
-        assert!(rep.reads > 0, "seed {seed}: no reads: {rep}");
+        match std::panic::catch_unwind(|| run_seed(seed)) {
+            Ok((rep, ops)) => {
+                total_ops += ops;
+                ok += rep.appends_ok;
+                assert!(rep.reads > 0, "seed {seed}: no reads: {rep}");
+            }
+            Err(_) => failed.push(seed),
+        }
     }
+    assert!(failed.is_empty(), "failing seeds: {failed:?}");
     eprintln!(
         "nemesis: {} seeds, {} operations checked, {} acknowledged appends",
         seeds.len(),

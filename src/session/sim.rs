@@ -131,6 +131,9 @@ pub struct SimCluster {
     paused: HashMap<usize, Instant>,
     /// Messages delivered so far.
     pub delivered: u64,
+    /// Print every delivery and membership change (env `SIM_TRACE`).
+    pub trace: bool,
+    start: Instant,
 }
 
 /// The member key of simulated node `i`.
@@ -146,11 +149,12 @@ impl SimCluster {
     pub fn new(cfg: SimConfig, session: SessionConfig) -> Self {
         // Iteration order of the nodes' maps must replay too.
         super::hash::deterministic(true);
+        let now = Instant::now();
         SimCluster {
             rng: SimRng::new(cfg.seed),
             cfg,
             session,
-            now: Instant::now(),
+            now,
             nodes: Vec::new(),
             index: HashMap::new(),
             queue: BTreeMap::new(),
@@ -158,6 +162,8 @@ impl SimCluster {
             cut: HashSet::new(),
             paused: HashMap::new(),
             delivered: 0,
+            trace: std::env::var_os("SIM_TRACE").is_some(),
+            start: now,
         }
     }
 
@@ -249,6 +255,12 @@ impl SimCluster {
     /// (and them to it at once), then it starts its state transfer.
     pub fn add_node(&mut self) -> usize {
         let i = self.nodes.len();
+        if self.trace {
+            eprintln!(
+                "[{:>9}us] add {i}",
+                self.now.saturating_duration_since(self.start).as_micros()
+            );
+        }
         let key = sim_key(i);
         let mut node = SessionNode::new(self.session.clone(), key, self.now);
         for j in self.alive() {
@@ -269,6 +281,12 @@ impl SimCluster {
 
     /// Crashes node `i`; the others learn it after `detect_delay`.
     pub fn kill(&mut self, i: usize) {
+        if self.trace {
+            eprintln!(
+                "[{:>9}us] kill {i}",
+                self.now.saturating_duration_since(self.start).as_micros()
+            );
+        }
         self.nodes[i].alive = false;
         let key = sim_key(i);
         for j in self.alive() {
@@ -402,9 +420,21 @@ impl SimCluster {
                     return;
                 }
                 self.delivered += 1;
+                let shown = self.trace.then(|| {
+                    let m = super::codec::Message::decode(&payload, &Default::default());
+                    let mut t = format!("{m:?}");
+                    t.truncate(220);
+                    t
+                });
                 let r = self.nodes[to]
                     .node
                     .handle_message(sim_key(from), payload, self.now);
+                if let Some(t) = shown {
+                    eprintln!(
+                        "[{:>9}us] {from}->{to} {t} => {r:?}",
+                        self.now.saturating_duration_since(self.start).as_micros()
+                    );
+                }
                 if token != SendToken::NONE {
                     let (at, outcome) = if self.rng.chance(self.cfg.loss) {
                         (self.now + self.cfg.ack_timeout, SendOutcome::TimedOut)
@@ -438,6 +468,13 @@ impl SimCluster {
                 }
             }
             Action::Added { at, member } => {
+                if self.trace {
+                    eprintln!(
+                        "[{:>9}us] {at} adds {}",
+                        self.now.saturating_duration_since(self.start).as_micros(),
+                        self.index[&member]
+                    );
+                }
                 if self.nodes[at].alive
                     && self
                         .index
@@ -449,6 +486,13 @@ impl SimCluster {
                 }
             }
             Action::Removed { at, member } => {
+                if self.trace {
+                    eprintln!(
+                        "[{:>9}us] {at} removes {}",
+                        self.now.saturating_duration_since(self.start).as_micros(),
+                        self.index[&member]
+                    );
+                }
                 if self.nodes[at].alive {
                     let now = self.now;
                     self.nodes[at].node.member_removed(member, now);

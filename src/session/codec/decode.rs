@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Most member ids in a state request's view.
+const MAX_VIEW: usize = 4096;
+
 impl Message {
     /// Decodes one message.
     ///
@@ -59,9 +62,15 @@ impl Message {
                     session: r.image()?,
                 }
             }
-            T_STATE_REQUEST => Message::StateRequest {
-                transfer: r.varint()?,
-            },
+            T_STATE_REQUEST => {
+                let transfer = r.varint()?;
+                let n = r.count("view", MAX_VIEW, 16)?;
+                let mut view = Vec::with_capacity(n);
+                for _ in 0..n {
+                    view.push(r.id16()?);
+                }
+                Message::StateRequest { transfer, view }
+            }
             T_STATE_CHUNK => {
                 let transfer = r.varint()?;
                 let seq = r.u32()?;
@@ -226,6 +235,15 @@ impl Reader<'_> {
             1 => Ok(Some(self.bytes(field, self.lim.max_value_len)?)),
             _ => Err(DecodeError::Invalid("option flag")),
         }
+    }
+    fn id16(&mut self) -> Result<[u8; 16], DecodeError> {
+        if self.left() < 16 {
+            return Err(DecodeError::Truncated);
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&self.buf[self.pos..self.pos + 16]);
+        self.pos += 16;
+        Ok(id)
     }
     fn version(&mut self) -> Result<Version, DecodeError> {
         let counter = self.varint()?;

@@ -179,6 +179,10 @@ pub enum Message {
     StateRequest {
         /// Transfer id chosen by the joiner.
         transfer: u64,
+        /// The member ids the joiner places sessions on (itself included):
+        /// a donor sends every session the joiner holds by this view too,
+        /// since it may lack members that died unnoticed.
+        view: Vec<[u8; 16]>,
     },
     /// One chunk of a state transfer.
     StateChunk {
@@ -534,9 +538,13 @@ impl Message {
                 put_bytes(b, old);
                 put_image(b, session);
             }
-            Message::StateRequest { transfer } => {
+            Message::StateRequest { transfer, view } => {
                 header(b, T_STATE_REQUEST);
                 put_varint(b, *transfer);
+                put_varint(b, view.len() as u64);
+                for id in view {
+                    b.put_slice(id);
+                }
             }
             Message::StateChunk {
                 transfer,

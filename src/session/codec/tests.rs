@@ -100,7 +100,11 @@ fn arb_message() -> impl Strategy<Value = Message> {
             }
         }),
         (arb_bytes(40), arb_image()).prop_map(|(old, session)| Message::ChangeId { old, session }),
-        any::<u64>().prop_map(|transfer| Message::StateRequest { transfer }),
+        (
+            any::<u64>(),
+            proptest::collection::vec(any::<[u8; 16]>(), 0..4)
+        )
+            .prop_map(|(transfer, view)| Message::StateRequest { transfer, view }),
         (
             any::<u64>(),
             any::<u32>(),

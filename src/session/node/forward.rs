@@ -35,6 +35,20 @@ pub(crate) struct Forwarded {
     pub(crate) deadline: Instant,
 }
 
+/// A commit waiting for the session's unacknowledged commits to settle.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    ticket: u64,
+    txn: Txn,
+    /// `Some(creation time)` for a create.
+    create: Option<u64>,
+    origin: Option<(MemberKey, u64)>,
+    pub(crate) deadline: Instant,
+}
+
+/// Most commits queued behind unacknowledged ones, over all sessions.
+const MAX_QUEUED: usize = 4096;
+
 /// Who waits for a read of a session whose commits are in flight.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Reader {
@@ -261,6 +275,91 @@ impl SessionNode {
         }
     }
 
+    /// True while a commit of `id` made here is unacknowledged, or failed
+    /// after it was applied and is not repaired yet: its state may vanish.
+    pub(crate) fn unsettled(&self, id: &[u8]) -> bool {
+        self.pending_ids.contains_key(id) || self.dirty.contains(id)
+    }
+
+    /// Queues a commit whose outcome depends on unacknowledged state.
+    pub(crate) fn queue_commit(
+        &mut self,
+        txn: Txn,
+        create: Option<u64>,
+        origin: Option<(MemberKey, u64)>,
+        now: Instant,
+    ) -> Result<CommitTicket> {
+        let n: usize = self.queued.values().map(|q| q.len()).sum();
+        if n >= MAX_QUEUED {
+            return Err(Error::Unreachable("too many commits waiting".into()));
+        }
+        let ticket = match self.reuse_ticket.take() {
+            Some(t) => t,
+            None => {
+                let t = self.next_ticket();
+                if origin.is_none() {
+                    self.stats.commits += 1;
+                }
+                t
+            }
+        };
+        if let Some(o) = origin {
+            self.served.insert(ticket, o);
+        }
+        self.queued
+            .entry(txn.id.clone())
+            .or_default()
+            .push_back(Queued {
+                ticket,
+                txn,
+                create,
+                origin,
+                deadline: now + self.cfg.access_timeout * 2,
+            });
+        Ok(CommitTicket(ticket))
+    }
+
+    /// Runs the commits queued on `id` once nothing of it is unsettled.
+    pub(crate) fn run_queued(&mut self, id: &[u8], now: Instant) {
+        while !self.unsettled(id) {
+            let Some(q) = self.queued.get_mut(id).and_then(|q| q.pop_front()) else {
+                self.queued.remove(id);
+                return;
+            };
+            let (ticket, sid) = (q.ticket, q.txn.id.clone());
+            let primary = self.state == NodeState::Ready && self.is_primary_for(id);
+            let r = if primary {
+                self.rerun(ticket, q.txn, q.create, q.origin, now)
+            } else {
+                Err(Error::Unreachable("not the primary any more".into()))
+            };
+            if let Err(e) = r {
+                let f = match e {
+                    Error::Conflict(_) => CommitFailure::Conflict,
+                    Error::NotFound => CommitFailure::NotFound,
+                    _ => CommitFailure::Unavailable,
+                };
+                self.resolve(ticket, sid, Err(f));
+            }
+        }
+    }
+
+    /// Queued commits that waited too long fail, not applied.
+    pub(crate) fn check_queue_timeouts(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for q in self.queued.values_mut() {
+            while q.front().is_some_and(|x| now >= x.deadline) {
+                if let Some(x) = q.pop_front() {
+                    expired.push((x.ticket, x.txn.id));
+                }
+            }
+        }
+        self.queued.retain(|_, q| !q.is_empty());
+        for (t, id) in expired {
+            self.resolve(t, id, Err(CommitFailure::Unavailable));
+        }
+    }
+
     /// True if this node may answer "no such session" for `id`: it is a
     /// ready holder of `id` and was one under every placement of the last
     /// `accessTimeout`, so no copy of it can still be on its way here.
@@ -317,6 +416,8 @@ impl SessionNode {
                 Reader::Remote { .. } => {}
             }
         }
+        // After the readers: they must not see what a queued commit applies.
+        self.run_queued(id, now);
     }
 
     /// Hands a read's result to the host.
@@ -402,7 +503,14 @@ impl SessionNode {
     }
 
     /// One holder's answer to a repair copy.
-    pub(crate) fn repair_outcome(&mut self, id: SessionId, version: Version, ok: bool, last: bool) {
+    pub(crate) fn repair_outcome(
+        &mut self,
+        id: SessionId,
+        version: Version,
+        ok: bool,
+        last: bool,
+        now: Instant,
+    ) {
         if !ok {
             self.failed_repairs.insert(id.clone());
         }
@@ -411,6 +519,7 @@ impl SessionNode {
             let current = self.table.get(&id).is_some_and(|s| s.version == version);
             if !failed && current {
                 self.dirty.remove(&id);
+                self.run_queued(&id, now);
             }
         }
     }

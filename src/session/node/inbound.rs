@@ -89,8 +89,8 @@ impl SessionNode {
                 Ok(())
             }
             Message::ChangeId { old, session } => self.on_change_id(from, old, session, now),
-            Message::StateRequest { transfer } => {
-                self.on_state_request(from, transfer, now);
+            Message::StateRequest { transfer, view } => {
+                self.on_state_request(from, transfer, view, now);
                 Ok(())
             }
             Message::StateChunk {

@@ -110,6 +110,12 @@ pub struct SessionNode {
     pub(crate) dirty: HashSet<SessionId>,
     /// Dirty sessions whose repair copy some holder refused.
     pub(crate) failed_repairs: HashSet<SessionId>,
+    /// Commits whose base is not the current version while an earlier
+    /// commit of the session is unacknowledged: decided once it settles
+    /// (a conflict with a change that may still vanish is no conflict).
+    pub(crate) queued: HashMap<SessionId, VecDeque<forward::Queued>>,
+    /// The ticket the next `new_ticket` takes (a queued commit's).
+    reuse_ticket: Option<u64>,
     pub(crate) stats: SessionStats,
 }
 
@@ -155,6 +161,8 @@ impl SessionNode {
             seen_order: VecDeque::new(),
             dirty: HashSet::default(),
             failed_repairs: HashSet::default(),
+            queued: HashMap::default(),
+            reuse_ticket: None,
             stats: SessionStats::default(),
         }
     }
@@ -333,6 +341,24 @@ impl SessionNode {
         Ok(())
     }
 
+    /// Runs a queued commit again, under its ticket.
+    pub(crate) fn rerun(
+        &mut self,
+        ticket: u64,
+        txn: Txn,
+        create: Option<u64>,
+        origin: Option<(MemberKey, u64)>,
+        now: Instant,
+    ) -> Result<CommitTicket> {
+        self.reuse_ticket = Some(ticket);
+        let r = match create {
+            Some(ct) => self.create_at(txn, ct, now, origin),
+            None => self.commit_at(txn, now, origin),
+        };
+        self.reuse_ticket = None;
+        r
+    }
+
     pub(crate) fn next_ticket(&mut self) -> u64 {
         let t = self.next_ticket;
         self.next_ticket += 1;
@@ -349,8 +375,9 @@ impl SessionNode {
         token: u64,
         origin: Option<(MemberKey, u64)>,
     ) -> CommitTicket {
-        let t = self.next_ticket();
-        if origin.is_none() {
+        let reused = self.reuse_ticket.take();
+        let t = reused.unwrap_or_else(|| self.next_ticket());
+        if origin.is_none() && reused.is_none() {
             self.stats.commits += 1;
         }
         let pc = PendingCommit {
@@ -421,6 +448,9 @@ impl SessionNode {
         origin: Option<(MemberKey, u64)>,
     ) -> Result<CommitTicket> {
         if self.table.get(&txn.id).is_some() || self.table.is_tombstoned(&txn.id) {
+            if self.unsettled(&txn.id) {
+                return self.queue_commit(txn, Some(creation_time), origin, now);
+            }
             self.stats.conflicts += 1;
             return Err(Error::Conflict("session id in use".into()));
         }
@@ -501,6 +531,9 @@ impl SessionNode {
                 return Err(Error::Unreachable(
                     "this primary's copy is older than the version read; retry".into(),
                 ));
+            }
+            if held != b && self.unsettled(&txn.id) {
+                return self.queue_commit(txn, None, origin, now);
             }
             if held != b {
                 self.stats.conflicts += 1;
@@ -743,6 +776,11 @@ impl SessionNode {
         for f in self.forwards.values() {
             t = t.min(f.deadline);
         }
+        for q in self.queued.values() {
+            if let Some(q) = q.front() {
+                t = t.min(q.deadline);
+            }
+        }
         Some(t)
     }
 
@@ -752,6 +790,7 @@ impl SessionNode {
         self.check_transfer_timeout(now);
         self.check_fetch_timeouts(now);
         self.check_forward_timeouts(now);
+        self.check_queue_timeouts(now);
         if now >= self.next_sweep {
             self.next_sweep = now + self.cfg.expire_check_interval;
             self.sweep(now);

@@ -141,7 +141,9 @@ impl SessionNode {
             }
             Some(Purpose::Forward { ticket }) => self.forward_outcome(ticket, outcome),
             Some(Purpose::Release { id }) => self.release_outcome(id, member, ok),
-            Some(Purpose::Repair { id, version }) => self.repair_outcome(id, version, ok, last),
+            Some(Purpose::Repair { id, version }) => {
+                self.repair_outcome(id, version, ok, last, now)
+            }
         }
     }
 

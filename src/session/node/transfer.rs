@@ -17,6 +17,7 @@ use crate::session::codec::{self, Message, SessionImage};
 use crate::session::config::SessionMode;
 use crate::session::hash::{HashMap, HashSet};
 use crate::session::model::{MemberKey, Session, SessionId};
+use crate::session::placement::Placement;
 use crate::session::table::Apply;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -46,6 +47,8 @@ pub(crate) struct Join {
 /// The donor's side of a state transfer to one joiner.
 #[derive(Debug)]
 pub(crate) struct Donation {
+    /// The joiner's view of placement.
+    view: Vec<MemberKey>,
     ids: Vec<SessionId>,
     /// Every id ever put in `ids`, to find sessions that arrived since.
     listed: HashSet<SessionId>,
@@ -64,6 +67,9 @@ pub(crate) struct Fetch {
     pub(crate) target: MemberKey,
     tried: Vec<MemberKey>,
     pub(crate) deadline: Instant,
+    /// A read joined after this fetch was sent: its answer may predate
+    /// that read, so ask again before answering anyone.
+    again: bool,
 }
 
 impl SessionNode {
@@ -96,7 +102,11 @@ impl SessionNode {
         let transfer = j.transfer;
         self.send(
             vec![m],
-            Message::StateRequest { transfer }.encode(),
+            Message::StateRequest {
+                transfer,
+                view: self.live.iter().map(|m| m.id).collect(),
+            }
+            .encode(),
             Some(Purpose::Request { transfer }),
         );
     }
@@ -110,7 +120,11 @@ impl SessionNode {
         if pending && self.members.binary_search(&m).is_ok() {
             self.send(
                 vec![m],
-                Message::StateRequest { transfer }.encode(),
+                Message::StateRequest {
+                    transfer,
+                    view: self.live.iter().map(|m| m.id).collect(),
+                }
+                .encode(),
                 Some(Purpose::Request { transfer }),
             );
         }
@@ -191,8 +205,16 @@ impl SessionNode {
         }
     }
 
-    /// The ids this node must send to joiner `to`, except those in `skip`.
-    fn share_for(&self, to: MemberKey, skip: &HashSet<SessionId>) -> Vec<SessionId> {
+    /// The ids this node must send to joiner `to`, except those in `skip`:
+    /// every session `to` holds by this node's placement or by the
+    /// joiner's own `view` (which may lack members that died unnoticed).
+    fn share_for(
+        &self,
+        to: MemberKey,
+        skip: &HashSet<SessionId>,
+        view: &[MemberKey],
+    ) -> Vec<SessionId> {
+        let copies = self.copies();
         self.table
             .iter()
             .filter(|s| !skip.contains(&s.id))
@@ -202,21 +224,49 @@ impl SessionNode {
                 // holds it too: the member placement ranks first may have
                 // died without anyone noticing yet, so no donor may count
                 // on another to send it. The version rules drop duplicates.
-                SessionMode::Backup => self.placement_of(&s.id).contains(&to),
+                SessionMode::Backup => {
+                    self.placement_of(&s.id).contains(&to)
+                        || (!view.is_empty()
+                            && Placement::holders(&s.id, view, copies).contains(&to))
+                }
             })
             .map(|s| s.id.clone())
             .collect()
     }
 
-    pub(crate) fn on_state_request(&mut self, from: MemberKey, transfer: u64, now: Instant) {
+    pub(crate) fn on_state_request(
+        &mut self,
+        from: MemberKey,
+        transfer: u64,
+        view: Vec<[u8; 16]>,
+        now: Instant,
+    ) {
         // The request may overtake the membership event of the joiner.
         self.add_member(from, now);
-        let ids = self.share_for(from, &HashSet::default());
+        // The joiner's view as keys (placement only uses the ids).
+        let mut view: Vec<MemberKey> = view
+            .into_iter()
+            .map(|id| {
+                if id == from.id {
+                    return from;
+                }
+                self.members
+                    .iter()
+                    .chain(std::iter::once(&self.me))
+                    .find(|m| m.id == id)
+                    .copied()
+                    .unwrap_or(MemberKey::new(id, from.addr))
+            })
+            .collect();
+        view.sort();
+        view.dedup();
+        let ids = self.share_for(from, &HashSet::default(), &view);
         self.donations.retain(|(to, _), _| *to != from);
         self.forward.insert(from, now + FOREVER);
         self.donations.insert(
             (from, transfer),
             Donation {
+                view,
                 listed: ids.iter().cloned().collect(),
                 ids,
                 cursor: 0,
@@ -288,7 +338,7 @@ impl SessionNode {
         if d.cursor >= d.ids.len() && d.outstanding.is_empty() && !d.complete_sent {
             // Sessions that reached this node during the transfer from
             // members that did not know the joiner yet: send them too.
-            let late = self.share_for(to, &d.listed);
+            let late = self.share_for(to, &d.listed, &d.view);
             if !late.is_empty() {
                 d.listed.extend(late.iter().cloned());
                 d.ids.extend(late);
@@ -474,7 +524,8 @@ impl SessionNode {
 
     /// Starts (or joins) a fetch of `id` from its owner; the member asked.
     pub(crate) fn start_fetch(&mut self, id: SessionId, now: Instant) -> Option<MemberKey> {
-        if let Some(f) = self.fetches.values().find(|f| f.id == id) {
+        if let Some(f) = self.fetches.values_mut().find(|f| f.id == id) {
+            f.again = true;
             return Some(f.target);
         }
         let target = *self.fetch_candidates(&id).first()?;
@@ -486,6 +537,7 @@ impl SessionNode {
                 target,
                 tried: vec![target],
                 deadline: now + self.cfg.access_timeout,
+                again: false,
             },
         );
         self.stats.fetches += 1;
@@ -553,7 +605,14 @@ impl SessionNode {
         }
         // The primary's answer, acknowledged state only. Not kept in the
         // table: a copy this node does not hold by placement would go stale.
-        self.fetches.remove(&fetch);
+        if let Some(f) = self.fetches.remove(&fetch) {
+            if f.again {
+                // Some reader started after this fetch: its answer must not
+                // be older than that reader.
+                self.start_fetch(f.id, now);
+                return;
+            }
+        }
         self.deliver_read(id, session.map(|img| img.into_session(now)));
     }
 
