@@ -288,6 +288,14 @@ typedef enum sr_session_event_kind {
      * Every session this node held is handed over: safe to stop.
      */
     SR_SESSION_DRAINED = 8,
+    /**
+     * The cluster's health changed (a member added, lost or leaving, or
+     * copies restored): `count` members in placement (this node
+     * included), `version` sessions held here with fewer copies than
+     * configured. Safe to take the next node down only once `version` is
+     * 0 on every node.
+     */
+    SR_SESSION_HEALTH = 9,
 } sr_session_event_kind;
 
 /**
@@ -841,6 +849,20 @@ typedef struct sr_session_stats {
      * Sessions handed over by drain.
      */
     uint64_t handoffs;
+    /**
+     * Commits handed to the session's primary by this node.
+     */
+    uint64_t forwarded;
+    /**
+     * Now: sessions held here with fewer copies than configured. Take the
+     * next node down only while this is 0 on every node.
+     */
+    uint64_t under_replicated;
+    /**
+     * Now: hand-offs in flight (drain, copies released to new holders,
+     * state transfers served).
+     */
+    uint64_t handoffs_in_progress;
 } sr_session_stats;
 
 #ifdef __cplusplus

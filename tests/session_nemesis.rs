@@ -537,7 +537,10 @@ impl Run {
                 self.abandon(k, AppendResult::Fail);
             }
         }
-        self.c.run_for(ms(1500));
+        for _ in 0..30 {
+            self.finish_drain();
+            self.c.run_for(ms(50));
+        }
         self.dispatch();
         // A final read of every session, retried until a primary answers.
         for s in 0..self.plan.sessions {
@@ -550,6 +553,7 @@ impl Run {
                 self.start_op(0, Some(name.clone()));
                 let mut waited = Duration::ZERO;
                 while !matches!(self.clients[0].step, Step::Idle { .. }) && waited < ms(2000) {
+                    self.finish_drain();
                     self.c.run_for(ms(1));
                     self.dispatch();
                     waited += ms(1);
@@ -560,6 +564,7 @@ impl Run {
                         Some(OpKind::Read { .. })
                     );
                 if !done {
+                    self.finish_drain();
                     self.c.run_for(ms(50));
                     self.dispatch();
                 }

@@ -209,6 +209,7 @@ fn join_inside_the_failure_detection_window_loses_no_acked_session() {
         };
         let session = SessionConfig {
             expire_check_interval: ms(100),
+            access_timeout: ms(500),
             ..backup()
         };
         let mut c = SimCluster::started(net, session, 3);

@@ -360,18 +360,27 @@ impl SessionNode {
         }
     }
 
-    /// True if this node may answer "no such session" for `id`: it is a
-    /// ready holder of `id` and was one under every placement of the last
-    /// `accessTimeout`, so no copy of it can still be on its way here.
+    /// True if this node may answer for `id` as its primary (read it,
+    /// commit to it, or say it does not exist): it is ready, and it was the
+    /// primary of `id` under every placement of the last `accessTimeout`
+    /// (and ready that long, after a join), so no newer copy, and no commit
+    /// of a former primary, can still be on its way here.
     pub(crate) fn authoritative(&self, id: &[u8], now: Instant) -> bool {
-        if self.state != NodeState::Ready || !self.placement_of(id).contains(&self.me) {
+        if self.state != NodeState::Ready || self.placement_of(id).primary() != Some(self.me) {
+            return false;
+        }
+        let settle = self.cfg.access_timeout;
+        if self
+            .ready_at
+            .is_some_and(|t| now.saturating_duration_since(t) < settle)
+        {
             return false;
         }
         let copies = self.copies();
         self.recent_views
             .iter()
-            .filter(|(t, _)| now.saturating_duration_since(*t) < self.cfg.access_timeout)
-            .all(|(_, live)| Placement::holders(id, live, copies).contains(&self.me))
+            .filter(|(t, _)| now.saturating_duration_since(*t) < settle)
+            .all(|(_, live)| Placement::holders(id, live, copies).primary() == Some(self.me))
     }
 
     /// Queues a read of `id` until its pending commits settle; false if

@@ -53,6 +53,7 @@ impl SessionNode {
         payload: Bytes,
         now: Instant,
     ) -> Result<(), Reject> {
+        self.clock = self.clock.max(now);
         let msg = match Message::decode(&payload, &self.limits) {
             Ok(m) => m,
             Err(e) => {

@@ -116,6 +116,10 @@ pub struct SessionNode {
     pub(crate) queued: HashMap<SessionId, VecDeque<forward::Queued>>,
     /// The ticket the next `new_ticket` takes (a queued commit's).
     reuse_ticket: Option<u64>,
+    /// When this node became ready after a state transfer.
+    pub(crate) ready_at: Option<Instant>,
+    /// The latest `now` any input brought.
+    pub(crate) clock: Instant,
     pub(crate) stats: SessionStats,
 }
 
@@ -163,6 +167,8 @@ impl SessionNode {
             failed_repairs: HashSet::default(),
             queued: HashMap::default(),
             reuse_ticket: None,
+            ready_at: None,
+            clock: now,
             stats: SessionStats::default(),
         }
     }
@@ -245,6 +251,7 @@ impl SessionNode {
     }
 
     pub(crate) fn recompute_live(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         let old = std::mem::take(&mut self.live);
         let draining = matches!(self.state, NodeState::Draining | NodeState::Drained);
         let mut live: Vec<MemberKey> = self
@@ -787,6 +794,7 @@ impl SessionNode {
     /// Runs timers: transfer timeout, fetch timeouts, expiry and the sweep of
     /// copies this node no longer holds by placement.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         self.check_transfer_timeout(now);
         self.check_fetch_timeouts(now);
         self.check_forward_timeouts(now);

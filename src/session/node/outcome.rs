@@ -129,6 +129,16 @@ impl SessionNode {
             }
             Some(Purpose::Handoff { id }) => self.handoff_outcome(id, member, ok, now),
             Some(Purpose::Leaving) => {
+                if !ok && self.members.binary_search(&member).is_ok() {
+                    // Lost: a member that never hears it keeps placing
+                    // sessions here after this node is gone.
+                    self.send(
+                        vec![member],
+                        Message::Leaving.encode(),
+                        Some(Purpose::Leaving),
+                    );
+                    return;
+                }
                 if let Some(d) = &mut self.drain {
                     d.notice.retain(|m| *m != member);
                 }

@@ -176,6 +176,12 @@ impl SessionNode {
         self.join = None;
         if self.state == NodeState::Joining {
             self.state = NodeState::Ready;
+            if had_donors && !self.table.is_empty() {
+                // Commits the former primaries still had in flight may
+                // reach this node a little after the transfer: it answers
+                // for its sessions only once they had time to arrive.
+                self.ready_at = Some(self.clock);
+            }
             if had_donors {
                 self.stats.transfers_received += 1;
             }

@@ -297,3 +297,175 @@ pub struct SessionStats {
     /// new holders, state transfers served).
     pub handoffs_in_progress: usize,
 }
+
+impl SessionStats {
+    /// The counters in the Prometheus text format, names prefixed with
+    /// `sessionrepl_session_` (gauges: `sessions`, `under_replicated`,
+    /// `handoffs_in_progress`).
+    pub fn to_prometheus(&self) -> String {
+        use std::fmt::Write;
+        let rows: [(&str, &str, u64, &str); 23] = [
+            (
+                "sessions",
+                "gauge",
+                self.sessions as u64,
+                "sessions held here",
+            ),
+            ("commits", "counter", self.commits, "commits started here"),
+            (
+                "commits_acked",
+                "counter",
+                self.commits_acked,
+                "commits acknowledged",
+            ),
+            (
+                "commits_failed",
+                "counter",
+                self.commits_failed,
+                "commits not acknowledged",
+            ),
+            (
+                "conflicts",
+                "counter",
+                self.conflicts,
+                "commits refused or met on a stale base",
+            ),
+            (
+                "applied",
+                "counter",
+                self.applied,
+                "replicated changes applied here",
+            ),
+            (
+                "stale",
+                "counter",
+                self.stale,
+                "replicated changes older than held",
+            ),
+            (
+                "gaps",
+                "counter",
+                self.gaps,
+                "deltas refused for a missing base",
+            ),
+            (
+                "copies_sent",
+                "counter",
+                self.copies_sent,
+                "whole copies sent",
+            ),
+            (
+                "decode_errors",
+                "counter",
+                self.decode_errors,
+                "undecodable messages",
+            ),
+            ("expired", "counter", self.expired, "sessions expired here"),
+            (
+                "promotions",
+                "counter",
+                self.promotions,
+                "sessions promoted to primary here",
+            ),
+            (
+                "rereplications",
+                "counter",
+                self.rereplications,
+                "copies sent to restore the copy count",
+            ),
+            (
+                "transfers_served",
+                "counter",
+                self.transfers_served,
+                "state transfers served",
+            ),
+            (
+                "transfers_received",
+                "counter",
+                self.transfers_received,
+                "state transfers received",
+            ),
+            (
+                "sessions_transferred",
+                "counter",
+                self.sessions_transferred,
+                "sessions received by transfer",
+            ),
+            (
+                "fetches",
+                "counter",
+                self.fetches,
+                "reads asked of a primary",
+            ),
+            (
+                "handoffs",
+                "counter",
+                self.handoffs,
+                "sessions handed over by drain",
+            ),
+            (
+                "forwarded",
+                "counter",
+                self.forwarded,
+                "commits handed to the primary",
+            ),
+            (
+                "under_replicated",
+                "gauge",
+                self.under_replicated as u64,
+                "sessions with fewer copies than configured",
+            ),
+            (
+                "handoffs_in_progress",
+                "gauge",
+                self.handoffs_in_progress as u64,
+                "hand-offs in flight",
+            ),
+            (
+                "at_risk",
+                "gauge",
+                (self.under_replicated > 0) as u64,
+                "1 if losing another node now could lose acknowledged commits",
+            ),
+            (
+                "commits_pending",
+                "gauge",
+                self.commits
+                    .saturating_sub(self.commits_acked + self.commits_failed),
+                "commits started here and not settled",
+            ),
+        ];
+        let mut s = String::new();
+        for (name, kind, v, help) in rows {
+            let _ = writeln!(s, "# HELP sessionrepl_session_{name} {help}");
+            let _ = writeln!(s, "# TYPE sessionrepl_session_{name} {kind}");
+            let _ = writeln!(s, "sessionrepl_session_{name} {v}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionStats;
+
+    #[test]
+    fn prometheus_text_has_the_risk_gauges() {
+        let s = SessionStats {
+            under_replicated: 3,
+            conflicts: 2,
+            ..SessionStats::default()
+        };
+        let t = s.to_prometheus();
+        assert!(
+            t.contains("# TYPE sessionrepl_session_under_replicated gauge\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("sessionrepl_session_under_replicated 3\n"),
+            "{t}"
+        );
+        assert!(t.contains("sessionrepl_session_conflicts 2\n"), "{t}");
+        assert!(t.contains("sessionrepl_session_at_risk 1\n"), "{t}");
+    }
+}
