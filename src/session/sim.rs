@@ -514,14 +514,13 @@ impl SimCluster {
             let next_t = self
                 .alive()
                 .into_iter()
-                .map(|i| {
+                .filter_map(|i| {
                     let t = self.nodes[i].node.poll_timeout();
                     match self.paused_until(i) {
                         Some(u) => t.map(|t| t.max(u)),
                         None => t,
                     }
                 })
-                .flatten()
                 .min();
             let next = match (next_q, next_t) {
                 (Some(a), Some(b)) => Some(a.min(b)),

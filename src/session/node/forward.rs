@@ -222,6 +222,7 @@ impl SessionNode {
 
     /// A commit forwarded by `from`: run it here if this node is the
     /// session's ready primary; the result goes back when it settles.
+    #[allow(clippy::too_many_arguments)] // the fields of one message
     pub(crate) fn on_forward(
         &mut self,
         from: MemberKey,

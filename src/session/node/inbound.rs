@@ -139,6 +139,7 @@ impl SessionNode {
                 if self.members.binary_search(&from).is_ok() && self.leaving.insert(from) {
                     self.recompute_live(now);
                     self.view_changed = Some(now);
+                    self.repair_dirty(now);
                     self.health_changed();
                 }
                 Ok(())

@@ -128,6 +128,7 @@ impl SessionNode {
             }
         }
         self.check_drained();
+        self.repair_dirty(now);
         self.health_changed();
     }
 
