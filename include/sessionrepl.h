@@ -288,6 +288,14 @@ typedef enum sr_session_event_kind {
      * Every session this node held is handed over: safe to stop.
      */
     SR_SESSION_DRAINED = 8,
+    /**
+     * The cluster's health changed (a member added, lost or leaving, or
+     * copies restored): `count` members in placement (this node
+     * included), `version` sessions held here with fewer copies than
+     * configured. Safe to take the next node down only once `version` is
+     * 0 on every node.
+     */
+    SR_SESSION_HEALTH = 9,
 } sr_session_event_kind;
 
 /**
@@ -841,6 +849,20 @@ typedef struct sr_session_stats {
      * Sessions handed over by drain.
      */
     uint64_t handoffs;
+    /**
+     * Commits handed to the session's primary by this node.
+     */
+    uint64_t forwarded;
+    /**
+     * Now: sessions held here with fewer copies than configured. Take the
+     * next node down only while this is 0 on every node.
+     */
+    uint64_t under_replicated;
+    /**
+     * Now: hand-offs in flight (drain, copies released to new holders,
+     * state transfers served).
+     */
+    uint64_t handoffs_in_progress;
 } sr_session_stats;
 
 #ifdef __cplusplus
@@ -1548,6 +1570,52 @@ enum sr_result sr_txn_set_principal(struct sr_txn *txn, const uint8_t *data, siz
  * bytes.
  */
 enum sr_result sr_txn_set_auth_type(struct sr_txn *txn, const uint8_t *data, size_t len);
+
+/**
+ * Optimistic concurrency: the commit of `txn` applies only if the session
+ * is still at the version `(version, writer)` (as `sr_session_info_get`
+ * reports it for the snapshot the request read) on its primary; if
+ * another commit came in between, `sr_session_store_commit` returns
+ * `SR_CONFLICT` and nothing is applied. Without a base a commit applies on
+ * whatever version is current.
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER` (`txn` or `writer`).
+ *
+ * Thread safety: see `sr_txn`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`; `writer` is NULL or readable for 16
+ * bytes.
+ */
+enum sr_result sr_txn_set_base(struct sr_txn *txn, uint64_t version, const uint8_t *writer);
+
+/**
+ * Optimistic concurrency from a snapshot: sets the base of `txn` to the
+ * version of `s` (the session the request read), as `sr_txn_set_base`.
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER`.
+ *
+ * Thread safety: see `sr_txn` and `sr_session`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`; `s` is NULL or a live `sr_session`.
+ */
+enum sr_result sr_txn_set_base_from(struct sr_txn *txn, const struct sr_session *s);
+
+/**
+ * The base version of `txn` set by `sr_txn_set_base`: writes it to
+ * `*out_version` and `out_writer[0..16]` and returns `SR_OK`, or
+ * `SR_NOT_FOUND` if none is set (then nothing is written).
+ *
+ * Returns also `SR_NULL_PARAMETER`.
+ *
+ * Thread safety: see `sr_txn`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`; `out_version` is NULL or writable;
+ * `out_writer` is NULL or writable for 16 bytes.
+ */
+enum sr_result sr_txn_base(const struct sr_txn *txn, uint64_t *out_version, uint8_t *out_writer);
 
 /**
  * Abandons a transaction that was not committed. NULL does nothing.

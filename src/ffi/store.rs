@@ -683,6 +683,14 @@ pub struct sr_session_stats {
     pub fetches: u64,
     /// Sessions handed over by drain.
     pub handoffs: u64,
+    /// Commits handed to the session's primary by this node.
+    pub forwarded: u64,
+    /// Now: sessions held here with fewer copies than configured. Take the
+    /// next node down only while this is 0 on every node.
+    pub under_replicated: u64,
+    /// Now: hand-offs in flight (drain, copies released to new holders,
+    /// state transfers served).
+    pub handoffs_in_progress: u64,
 }
 
 // A counter added to the engine must be added here too.
@@ -710,6 +718,9 @@ impl From<SessionStats> for sr_session_stats {
             sessions_transferred: s.sessions_transferred,
             fetches: s.fetches,
             handoffs: s.handoffs,
+            forwarded: s.forwarded,
+            under_replicated: s.under_replicated as u64,
+            handoffs_in_progress: s.handoffs_in_progress as u64,
         }
     }
 }

@@ -18,6 +18,7 @@
 
 mod codec;
 mod config;
+pub mod hash;
 mod model;
 mod node;
 mod placement;
