@@ -81,7 +81,6 @@ fn append_all(
 /// default drop time, 3 s) removed the dead one. Every session must survive
 /// on every node.
 #[test]
-#[ignore = "issue 11: loses acknowledged appends until the store fixes land (run with --ignored)"]
 fn join_inside_failure_detection_after_sigkill_loses_no_session() {
     let (c, h) = cluster(4, 3, &["mcastFrequency=500", "mcastDropTime=3000"]);
     let sessions: Vec<String> = (0..100).map(|i| format!("j{i}")).collect();
@@ -174,13 +173,11 @@ fn stale_cache(name: &str, pause: bool) {
 }
 
 #[test]
-#[ignore = "issue 11: loses acknowledged appends until the store fixes land (run with --ignored)"]
 fn stale_cached_copy_after_primary_sigkill_is_never_committed_on() {
     stale_cache("stale-cache-kill", false);
 }
 
 #[test]
-#[ignore = "issue 11: loses acknowledged appends until the store fixes land (run with --ignored)"]
 fn stale_cached_copy_while_primary_paused_is_never_committed_on() {
     stale_cache("stale-cache-pause", true);
 }
@@ -218,13 +215,11 @@ fn twenty_concurrent_appends(name: &str, spread: bool) {
 }
 
 #[test]
-#[ignore = "issue 11: loses acknowledged appends until the store fixes land (run with --ignored)"]
 fn twenty_concurrent_appends_to_one_cart_on_one_node_lose_nothing() {
     twenty_concurrent_appends("cart-one-node", false);
 }
 
 #[test]
-#[ignore = "issue 11: loses acknowledged appends until the store fixes land (run with --ignored)"]
 fn twenty_concurrent_appends_to_one_cart_across_nodes_lose_nothing() {
     twenty_concurrent_appends("cart-across-nodes", true);
 }

@@ -42,6 +42,40 @@ pub fn kinds(anomalies: &[String]) -> String {
         .join(", ")
 }
 
+/// p50 / p99 / max of each kind of operation, in ms.
+pub fn latency(events: &[listappend::Event]) -> String {
+    use listappend::{AppendResult, OpKind};
+    let mut by: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for e in events {
+        let kind = match &e.op {
+            OpKind::Read { .. } => "read",
+            OpKind::Append { result, .. } => match result {
+                AppendResult::Ok => "append-ok",
+                AppendResult::Conflict => "append-conflict",
+                AppendResult::Fail => "append-fail",
+                AppendResult::Info => "append-info",
+            },
+        };
+        by.entry(kind)
+            .or_default()
+            .push(e.complete.saturating_sub(e.invoke));
+    }
+    by.iter_mut()
+        .map(|(k, v)| {
+            v.sort_unstable();
+            let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize] / 1_000_000;
+            format!(
+                "{k} n={} p50={} p99={} max={} ms",
+                v.len(),
+                at(0.5),
+                at(0.99),
+                at(1.0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Checks the history of a finished run (the cluster is killed first) and
 /// panics, naming `replay`, if anything is wrong; returns the checker's
 /// report otherwise.
@@ -63,6 +97,7 @@ pub fn judge(
         events.len(),
         t.elapsed().as_millis()
     );
+    eprintln!("jepsen {name}: latency {}", latency(&events));
     let mut failures = Vec::new();
     match &verdict {
         Ok(r) => eprintln!("jepsen {name}: checker: {r}"),
@@ -82,7 +117,8 @@ pub fn judge(
             .map(|u| format!("unavailable after heal: {u}")),
     );
     failures.extend(problems.iter().map(|p| format!("liveness: {p}")));
-    if failures.is_empty() {
+    let dump_anyway = std::env::var_os("JEPSEN_DUMP").is_some();
+    if failures.is_empty() && !dump_anyway {
         return verdict.unwrap_or_default();
     }
     let tag: String = replay
@@ -97,6 +133,10 @@ pub fn judge(
         dump.push_str(&format!("{e:?}\n"));
     }
     let _ = std::fs::write(&path, dump);
+    if failures.is_empty() {
+        eprintln!("jepsen {name}: history in {}", path.display());
+        return verdict.unwrap_or_default();
+    }
     panic!(
         "jepsen {name} {replay}: {}\nnemesis:\n{}\nhistory: {}",
         failures.join("\n"),

@@ -5,8 +5,10 @@
 //! ```text
 //! append <id> <elem> -> ok base=<list> copies=<n>
 //!                     | conflict base=<list> <why>     (definitely not applied)
-//!                     | fail base=<list|-> <why>       (definitely not applied)
-//!                     | info base=<list> <why>         (unknown: may be applied)
+//!                     | fail base=<list|-> <why>       (definitely not applied:
+//!                                                       Unreachable, NotFound, Shutdown)
+//!                     | info base=<list> <why>         (unknown: may be applied,
+//!                                                       e.g. RemoteFailure, Timeout)
 //! read <id>          -> list <list> | notfound | err <why>
 //! holders <id>       -> holders <addr>...   (placement over the live members, primary first)
 //! ```
@@ -49,13 +51,24 @@ fn word(e: &Error) -> String {
     e.to_string().replace(char::is_whitespace, "_")
 }
 
+/// How a failed commit is reported, after docs/SESSIONS.md ("Failed and
+/// timed-out commits"): a conflict, a definite failure (nothing applied
+/// anywhere), or unknown (possibly applied, or still in flight).
+fn failure(e: &Error, base: &str, stage: &str) -> String {
+    match e {
+        Error::Conflict(_) => format!("conflict base={base} {stage}{}", word(e)),
+        Error::Unreachable(_) | Error::NotFound | Error::Shutdown | Error::NotRunning => {
+            format!("fail base={base} {stage}{}", word(e))
+        }
+        _ => format!("info base={base} {stage}{}", word(e)),
+    }
+}
+
 /// The outcome of waiting for an acknowledgement, as a reply line.
 fn settle(h: sessionrepl::session::CommitHandle, base: &str) -> String {
     match h.wait(ACK_WAIT) {
         Ok(n) => format!("ok base={base} copies={n}"),
-        Err(e @ Error::Conflict(_)) => format!("conflict base={base} {}", word(&e)),
-        // Applied here already; whether any holder kept it is unknown.
-        Err(e) => format!("info base={base} {}", word(&e)),
+        Err(e) => failure(&e, base, ""),
     }
 }
 
@@ -77,8 +90,7 @@ pub fn append(store: &SessionStore, id: &str, elem: &str) -> String {
         txn.set(LIST.to_vec(), encode(&[elem]));
         return match store.create(txn) {
             Ok(h) => settle(h, "[]"),
-            Err(e @ Error::Conflict(_)) => format!("conflict base=[] {}", word(&e)),
-            Err(e) => format!("fail base=[] create:{}", word(&e)),
+            Err(e) => failure(&e, "[]", "create:"),
         };
     };
     let mut list = match session.attribute(LIST).map(|v| parse(v)).transpose() {
@@ -88,14 +100,11 @@ pub fn append(store: &SessionStore, id: &str, elem: &str) -> String {
     let base = show(&list);
     list.push(elem);
     let mut txn = store.begin(id.as_bytes().to_vec());
-    // TODO(issue 11): txn.set_base(session.version()) once the store has it.
-    let _base_version = session.version();
+    txn.set_base(session.version());
     txn.set(LIST.to_vec(), encode(&list));
     match store.commit(txn) {
         Ok(h) => settle(h, &base),
-        Err(e @ Error::Conflict(_)) => format!("conflict base={base} {}", word(&e)),
-        // Refused before anything was applied or sent.
-        Err(e) => format!("fail base={base} commit:{}", word(&e)),
+        Err(e) => failure(&e, &base, "commit:"),
     }
 }
 
