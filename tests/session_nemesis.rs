@@ -141,6 +141,7 @@ impl Run {
             mode: SessionMode::Backup,
             backup_count: plan.backups,
             access_timeout: ms(300),
+            primary_settle_time: ms(300),
             expire_check_interval: ms(100),
             max_inactive_interval: -1,
             state_transfer_timeout: Some(Duration::from_secs(30)),
