@@ -164,13 +164,21 @@ impl SessionNode {
         Ok(self.new_ticket(txn.id, CommitKind::Update, version, to, token, origin))
     }
 
-    /// Commits a request's changes: applies them here and sends only what
-    /// changed to the members that hold the session. `Ok(None)` if `txn` is
-    /// empty (the request only read: see [`SessionNode::access`]).
+    /// Commits a request's changes. On the session's primary (delta mode:
+    /// anywhere): checks the base version, applies them here and sends only
+    /// what changed to the holders. Backup mode, on any other node: hands
+    /// the commit to the primary ([`Message::Forward`]); the ticket
+    /// completes with its answer. A commit whose base differs while an
+    /// earlier commit of the session is unacknowledged, or that reaches a
+    /// primary still settling, waits (its ticket completes later).
+    /// `Ok(None)` if `txn` is empty (the request only read: see
+    /// [`SessionNode::access`]).
     ///
     /// # Errors
-    /// [`Error::NotFound`] if this node holds no copy (in backup mode, `get`
-    /// it first), [`Error::Shutdown`] after drain.
+    /// [`Error::Conflict`] if the base is stale, [`Error::NotFound`] if the
+    /// primary holds no such session, [`Error::Unreachable`] if fewer than
+    /// `minCommitCopies` holders are up, the primary's copy is behind the
+    /// base, or no primary is known; [`Error::Shutdown`] after drain.
     pub fn commit(&mut self, txn: Txn, now: Instant) -> Result<Option<CommitTicket>> {
         self.check_writable()?;
         if txn.is_empty() {
