@@ -623,6 +623,14 @@ static void test_store_cluster(void) {
     for (i = 0; i < 3; i++) {
         CHECK(wait_store_members(st[i], 2));
         CHECK(wait_event(&ev[i], SR_SESSION_READY, 1));
+        /* Membership changes report the cluster's health. */
+        CHECK(wait_event(&ev[i], SR_SESSION_HEALTH, 1));
+    }
+    {
+        sr_session_stats stats;
+        memset(&stats, 0, sizeof stats);
+        CHECK_RC(sr_session_store_stats(st[0], &stats, sizeof stats), SR_OK);
+        CHECK(stats.under_replicated == 0); /* three members, two copies */
     }
     CHECK_RC(sr_session_store_members(st[0], addrs, 1, &n), SR_INSUFFICIENT_SIZE);
     CHECK(n == 2);

@@ -134,10 +134,8 @@ impl SessionNode {
         }
         if self.cfg.mode == SessionMode::Backup && !self.authoritative(&txn.id, now) {
             // A copy may still be on its way here: creating now could
-            // replace a session that exists.
-            return Err(Error::Unreachable(
-                "placement changed recently; this primary may not hold every session yet".into(),
-            ));
+            // replace a session that exists. Wait for it.
+            return self.queue_commit(txn, Some(creation_time), origin, now);
         }
         self.check_min_copies(&txn.id)?;
         if let Some(max) = self.cfg.max_active_sessions {
@@ -166,19 +164,25 @@ impl SessionNode {
         Ok(self.new_ticket(txn.id, CommitKind::Update, version, to, token, origin))
     }
 
-    /// Commits a request's changes: applies them here and sends only what
-    /// changed to the members that hold the session. `Ok(None)` if `txn` is
-    /// empty (the request only read: see [`SessionNode::access`]).
+    /// Commits a request's changes. On the session's primary (delta mode:
+    /// anywhere): checks the base version, applies them here and sends only
+    /// what changed to the holders. Backup mode, on any other node: hands
+    /// the commit to the primary ([`Message::Forward`]); the ticket
+    /// completes with its answer. A commit whose base differs while an
+    /// earlier commit of the session is unacknowledged, or that reaches a
+    /// primary still settling, waits (its ticket completes later).
+    /// `Ok(None)` if `txn` is empty (the request only read: see
+    /// [`SessionNode::access`]).
     ///
     /// # Errors
-    /// [`Error::NotFound`] if this node holds no copy (in backup mode, `get`
-    /// it first), [`Error::Shutdown`] after drain.
+    /// [`Error::Conflict`] if the base is stale, [`Error::NotFound`] if the
+    /// primary holds no such session, [`Error::Unreachable`] if fewer than
+    /// `minCommitCopies` holders are up, the primary's copy is behind the
+    /// base, or no primary is known; [`Error::Shutdown`] after drain.
     pub fn commit(&mut self, txn: Txn, now: Instant) -> Result<Option<CommitTicket>> {
         self.check_writable()?;
         if txn.is_empty() {
-            if self.table.get(&txn.id).is_some() {
-                self.access(&txn.id, now)?;
-            }
+            self.access(&txn.id, now)?;
             return Ok(None);
         }
         if self.forwards_to_primary(&txn.id) {
@@ -195,9 +199,8 @@ impl SessionNode {
     ) -> Result<CommitTicket> {
         let backup = self.cfg.mode == SessionMode::Backup;
         if backup && !self.authoritative(&txn.id, now) {
-            return Err(Error::Unreachable(
-                "placement changed recently; this primary may not hold the newest copy yet".into(),
-            ));
+            // The former primary's last commits may still be on their way.
+            return self.queue_commit(txn, None, origin, now);
         }
         let Some(held) = self.table.get(&txn.id).map(|s| s.version) else {
             return Err(Error::NotFound);
@@ -263,8 +266,24 @@ impl SessionNode {
     /// members that hold the session (so none of them expires it).
     ///
     /// # Errors
-    /// [`Error::NotFound`] if this node holds no copy.
+    /// [`Error::NotFound`] if no member holds it by placement.
     pub fn access(&mut self, id: &[u8], now: Instant) -> Result<()> {
+        if self.table.get(id).is_none() {
+            // Not held here (backup mode: a non-holder keeps no copy): tell
+            // the holders directly.
+            let holders = match self.cfg.mode {
+                SessionMode::Backup => self.placement_of(id).others(&self.me),
+                SessionMode::Delta => Vec::new(),
+            };
+            if holders.is_empty() {
+                return Err(Error::NotFound);
+            }
+            let msg = Message::Access {
+                id: SessionId::copy_from_slice(id),
+            };
+            self.send(holders, msg.encode(), None);
+            return Ok(());
+        }
         let s = self.table.get_mut(id).ok_or(Error::NotFound)?;
         s.last_access = now;
         if s.meta.max_inactive_secs < 0 {
@@ -287,8 +306,16 @@ impl SessionNode {
     /// [`Error::NotFound`] if this node holds no copy.
     pub fn invalidate(&mut self, id: &[u8], now: Instant) -> Result<CommitTicket> {
         self.check_writable()?;
-        let s = self.table.get(id).ok_or(Error::NotFound)?;
-        let (id, version) = (s.id.clone(), s.version);
+        let (id, version) = match self.table.get(id) {
+            Some(s) => (s.id.clone(), s.version),
+            // Backup mode: a non-holder keeps no copy; the holders remove it.
+            None if self.cfg.mode == SessionMode::Backup
+                && !self.placement_of(id).others(&self.me).is_empty() =>
+            {
+                (SessionId::copy_from_slice(id), Version::default())
+            }
+            None => return Err(Error::NotFound),
+        };
         let to = self.required(&id);
         self.table.remove(&id, now);
         let kind = CommitKind::Remove(RemoveReason::Invalidated, version);

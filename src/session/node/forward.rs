@@ -320,9 +320,33 @@ impl SessionNode {
         Ok(CommitTicket(ticket))
     }
 
-    /// Runs the commits queued on `id` once nothing of it is unsettled.
+    /// When the newest placement change stops blocking: the next time a
+    /// queued commit may become runnable.
+    pub(crate) fn settle_deadline(&self) -> Option<Instant> {
+        if self.queued.is_empty() {
+            return None;
+        }
+        let settle = self.cfg.primary_settle_time;
+        self.recent_views
+            .iter()
+            .map(|(t, _)| *t + settle)
+            .chain(self.ready_at.map(|t| t + settle))
+            .filter(|t| *t > self.clock)
+            .min()
+    }
+
+    /// Runs the commits queued on sessions that settled meanwhile.
+    pub(crate) fn run_settled(&mut self, now: Instant) {
+        let ids: Vec<SessionId> = self.queued.keys().cloned().collect();
+        for id in ids {
+            self.run_queued(&id, now);
+        }
+    }
+
+    /// Runs the commits queued on `id` once nothing of it is unsettled and
+    /// this node may answer for it.
     pub(crate) fn run_queued(&mut self, id: &[u8], now: Instant) {
-        while !self.unsettled(id) {
+        while !self.unsettled(id) && (!self.is_primary_for(id) || self.authoritative(id, now)) {
             let Some(q) = self.queued.get_mut(id).and_then(|q| q.pop_front()) else {
                 self.queued.remove(id);
                 return;
@@ -370,7 +394,7 @@ impl SessionNode {
         if self.state != NodeState::Ready || self.placement_of(id).primary() != Some(self.me) {
             return false;
         }
-        let settle = self.cfg.access_timeout;
+        let settle = self.cfg.primary_settle_time;
         if self
             .ready_at
             .is_some_and(|t| now.saturating_duration_since(t) < settle)

@@ -480,6 +480,9 @@ impl SessionNode {
                 t = t.min(q.deadline);
             }
         }
+        if let Some(s) = self.settle_deadline() {
+            t = t.min(s);
+        }
         Some(t)
     }
 
@@ -491,6 +494,7 @@ impl SessionNode {
         self.check_fetch_timeouts(now);
         self.check_forward_timeouts(now);
         self.check_queue_timeouts(now);
+        self.run_settled(now);
         if now >= self.next_sweep {
             self.next_sweep = now + self.cfg.expire_check_interval;
             self.sweep(now);

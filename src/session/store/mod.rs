@@ -288,14 +288,20 @@ impl SessionStore {
         })
     }
 
-    /// Commits a request's changes (the end of a request): applied here,
-    /// only the changes sent to the members that hold the session. The
-    /// handle completes when every one of them acknowledged. An empty `txn`
-    /// records an access and returns a completed handle.
+    /// Commits a request's changes (the end of a request). In backup mode
+    /// the session's primary applies them (here, or handed to it), checking
+    /// the transaction's base version if set ([`Txn::on`],
+    /// [`Txn::set_base`]), and sends only the changes to the backups. The
+    /// handle completes when every holder acknowledged, or with the failure
+    /// (see [`CommitHandle::wait`]). An empty `txn` records an access and
+    /// returns a completed handle.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if this node holds no copy ([`SessionStore::get`]
-    /// first: it fetches the session), [`Error::Shutdown`] after drain.
+    /// [`Error::Conflict`] if the base is stale (decided here when this
+    /// node is the primary; otherwise through the handle),
+    /// [`Error::NotFound`] if there is no such session,
+    /// [`Error::Unreachable`] if fewer than `minCommitCopies` holders are
+    /// up or no primary is known, [`Error::Shutdown`] after drain.
     pub fn commit(&self, txn: Txn) -> Result<CommitHandle> {
         self.core.with(|st, now| match st.node.commit(txn, now)? {
             Some(ticket) => {
