@@ -155,6 +155,10 @@ const AT_RISK: &[&str] = &[
     "handoffs_pending",
 ];
 
+/// How long the at-risk gauges may take to reach 0 once membership
+/// converged (re-replication of a few hundred small sessions: well under 1 s).
+pub const GAUGES: Duration = Duration::from_secs(20);
+
 /// How long the cluster may take to see every live node again.
 pub const CONVERGE: Duration = Duration::from_secs(40);
 
@@ -194,7 +198,7 @@ pub fn settle(cluster: &Cluster, problems: &mut Vec<String>) {
         problems.push(format!("membership did not converge: {e}"));
         return;
     }
-    let deadline = Instant::now() + CONVERGE;
+    let deadline = Instant::now() + GAUGES;
     loop {
         let mut pending = Vec::new();
         for i in cluster.live() {

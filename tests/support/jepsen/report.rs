@@ -128,6 +128,13 @@ pub fn judge(
         .collect();
     let path = std::env::temp_dir().join(format!("jepsen-{name}-{tag}.txt"));
     let mut dump = cluster.notes().join("\n");
+    if let Err(anomalies) = &verdict {
+        dump.push_str("\n\nanomalies:\n");
+        for a in anomalies.iter().take(20_000) {
+            dump.push_str(a);
+            dump.push('\n');
+        }
+    }
     dump.push_str("\n\nhistory:\n");
     for e in &events {
         dump.push_str(&format!("{e:?}\n"));
