@@ -110,7 +110,6 @@ fn run(plan: Plan, partition: Option<Partitioner<'_>>) {
 /// 4 nodes with 1 backup, or 5 with 2 (by seed), on 127.0.0.1: SIGKILL,
 /// kill-and-rejoin inside failure detection, SIGSTOP pauses, drains.
 #[test]
-#[ignore = "issue 11: safety holds with the store fixes, but handoffs_in_progress can stay > 0 after healing (liveness; /work/prompts/FINDINGS-store.md); run with --ignored"]
 fn loopback_nemesis_loses_no_acknowledged_append() {
     let seed = jepsen::seed();
     let (n, backups) = if seed % 2 == 0 { (4, 1) } else { (5, 2) };
@@ -148,7 +147,7 @@ fn loopback_nemesis_loses_no_acknowledged_append() {
 /// 3 nodes with 1 backup, each in its own network namespace: partitions
 /// (one node cut off from the others, then healed), kills and pauses.
 #[test]
-#[ignore = "issue 11: safety holds with the store fixes, but handoffs_in_progress can stay > 0 after healing (liveness; /work/prompts/FINDINGS-store.md); run with --ignored"]
+#[ignore = "issue 11: a majority-side create during a partition can be lost after healing (netns seed 8; /work/prompts/FINDINGS-store.md); run with --ignored"]
 fn netns_partition_nemesis_loses_no_acknowledged_append() {
     if let Some(why) = jepsen::netns::unavailable() {
         assert!(

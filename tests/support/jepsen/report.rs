@@ -135,6 +135,10 @@ pub fn judge(
             dump.push('\n');
         }
     }
+    dump.push_str("\n\nappends not acknowledged (elem node answer):\n");
+    for (e, node, words) in hist.not_ok.lock().unwrap().iter() {
+        dump.push_str(&format!("{e} {node} {words}\n"));
+    }
     dump.push_str("\n\nhistory:\n");
     for e in &events {
         dump.push_str(&format!("{e:?}\n"));

@@ -22,6 +22,8 @@ pub struct History {
     events: Mutex<Vec<Event>>,
     /// Answers the harness could not interpret (each one a failure).
     pub harness_errors: Mutex<Vec<String>>,
+    /// The node's words for every append not acknowledged: `(elem, node, answer)`.
+    pub not_ok: Mutex<Vec<(Elem, String, String)>>,
     next_elem: AtomicU64,
 }
 
@@ -32,6 +34,7 @@ impl History {
             t0,
             events: Mutex::new(Vec::new()),
             harness_errors: Mutex::new(Vec::new()),
+            not_ok: Mutex::new(Vec::new()),
             next_elem: AtomicU64::new(1),
         })
     }
@@ -121,6 +124,22 @@ pub fn append(
     let invoke = hist.now();
     let answer = node.call(&format!("append {session} {elem}"), APPEND_WAIT);
     let complete = hist.now();
+    let words = match &answer {
+        Ok(a) if a.starts_with("ok ") => None,
+        Ok(a) => Some(
+            a.split_whitespace()
+                .filter(|w| !w.starts_with("base="))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        Err(e) => Some(format!("{e:?}")),
+    };
+    if let Some(w) = words {
+        hist.not_ok
+            .lock()
+            .unwrap()
+            .push((elem, node.name.clone(), w));
+    }
     match append_outcome(answer) {
         Ok((result, base)) => {
             hist.push(Event {

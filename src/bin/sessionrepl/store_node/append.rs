@@ -6,7 +6,8 @@
 //! append <id> <elem> -> ok base=<list> copies=<n>
 //!                     | conflict base=<list> <why>     (definitely not applied)
 //!                     | fail base=<list|-> <why>       (definitely not applied:
-//!                                                       Unreachable, NotFound, Shutdown)
+//!                                                       Unreachable, NotFound; Shutdown
+//!                                                       before the commit was taken)
 //!                     | info base=<list> <why>         (unknown: may be applied,
 //!                                                       e.g. RemoteFailure, Timeout)
 //! read <id>          -> list <list> | notfound | err <why>
@@ -54,10 +55,14 @@ fn word(e: &Error) -> String {
 /// How a failed commit is reported, after docs/SESSIONS.md ("Failed and
 /// timed-out commits"): a conflict, a definite failure (nothing applied
 /// anywhere), or unknown (possibly applied, or still in flight).
-fn failure(e: &Error, base: &str, stage: &str) -> String {
+/// `waited`: the error came from waiting for the ack, when the commit was
+/// already taken (a pending handle failed by shutdown may still have been
+/// applied and forwarded).
+fn failure(e: &Error, base: &str, stage: &str, waited: bool) -> String {
     match e {
         Error::Conflict(_) => format!("conflict base={base} {stage}{}", word(e)),
-        Error::Unreachable(_) | Error::NotFound | Error::Shutdown | Error::NotRunning => {
+        Error::Unreachable(_) | Error::NotFound => format!("fail base={base} {stage}{}", word(e)),
+        Error::Shutdown | Error::NotRunning if !waited => {
             format!("fail base={base} {stage}{}", word(e))
         }
         _ => format!("info base={base} {stage}{}", word(e)),
@@ -68,7 +73,7 @@ fn failure(e: &Error, base: &str, stage: &str) -> String {
 fn settle(h: sessionrepl::session::CommitHandle, base: &str) -> String {
     match h.wait(ACK_WAIT) {
         Ok(n) => format!("ok base={base} copies={n}"),
-        Err(e) => failure(&e, base, ""),
+        Err(e) => failure(&e, base, "wait:", true),
     }
 }
 
@@ -90,7 +95,7 @@ pub fn append(store: &SessionStore, id: &str, elem: &str) -> String {
         txn.set(LIST.to_vec(), encode(&[elem]));
         return match store.create(txn) {
             Ok(h) => settle(h, "[]"),
-            Err(e) => failure(&e, "[]", "create:"),
+            Err(e) => failure(&e, "[]", "create:", false),
         };
     };
     let mut list = match session.attribute(LIST).map(|v| parse(v)).transpose() {
@@ -104,7 +109,7 @@ pub fn append(store: &SessionStore, id: &str, elem: &str) -> String {
     txn.set(LIST.to_vec(), encode(&list));
     match store.commit(txn) {
         Ok(h) => settle(h, &base),
-        Err(e) => failure(&e, &base, "commit:"),
+        Err(e) => failure(&e, &base, "commit:", false),
     }
 }
 
