@@ -110,6 +110,8 @@ pub struct SessionNode {
     pub(crate) dirty: HashSet<SessionId>,
     /// Dirty sessions whose repair copy some holder refused.
     pub(crate) failed_repairs: HashSet<SessionId>,
+    /// Dirty sessions with a repair copy in flight.
+    pub(crate) repairing: HashSet<SessionId>,
     /// Commits whose base is not the current version while an earlier
     /// commit of the session is unacknowledged: decided once it settles
     /// (a conflict with a change that may still vanish is no conflict).
@@ -165,6 +167,7 @@ impl SessionNode {
             seen_order: VecDeque::new(),
             dirty: HashSet::default(),
             failed_repairs: HashSet::default(),
+            repairing: HashSet::default(),
             queued: HashMap::default(),
             reuse_ticket: None,
             ready_at: None,

@@ -327,10 +327,28 @@ impl SessionNode {
     /// Forgets a member that left: its outcomes will not come. Returns the
     /// commits that were waiting for it (the caller re-targets and finishes).
     pub(crate) fn forget_outcomes_of(&mut self, m: &MemberKey) -> Vec<u64> {
+        let mut ended = Vec::new();
         self.inflight.retain(|_, inf| {
             inf.waiting.retain(|w| w != m);
+            if inf.waiting.is_empty() {
+                ended.push(inf.purpose.clone());
+            }
             !inf.waiting.is_empty()
         });
+        self.releasing.retain(|_, w| !w.contains(m));
+        // Their last outcome will not come: let the next sweep try again.
+        for p in ended {
+            match p {
+                Purpose::Repair { id, .. } => {
+                    self.repairing.remove(&id);
+                    self.failed_repairs.remove(&id);
+                }
+                Purpose::Release { id } => {
+                    self.releasing.remove(&id);
+                }
+                _ => {}
+            }
+        }
         let tickets: Vec<u64> = self
             .commits
             .iter_mut()
