@@ -325,6 +325,7 @@ impl SessionNode {
                     t,
                     Inflight {
                         purpose: p,
+                        sent: self.clock,
                         waiting: to.clone(),
                     },
                 );
@@ -365,6 +366,7 @@ impl SessionNode {
     /// [`SessionEvent::Fetched`]); after drain, [`Lookup::Moved`] names the
     /// new owner.
     pub fn get(&mut self, id: &[u8], now: Instant) -> Lookup<'_> {
+        self.clock = self.clock.max(now);
         let owner_without_me = || {
             let others: Vec<MemberKey> = self
                 .live
@@ -438,6 +440,7 @@ impl SessionNode {
     /// [`SessionEvent::Drained`] when all of that is acknowledged. Commits
     /// made here or arriving meanwhile are forwarded, not lost.
     pub fn drain(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         if matches!(self.state, NodeState::Draining | NodeState::Drained) {
             return;
         }
@@ -510,6 +513,7 @@ impl SessionNode {
     fn sweep(&mut self, now: Instant) {
         self.table
             .purge_tombstones(now, self.cfg.tombstone_retention);
+        self.expire_outcomes(now);
         let backup = self.cfg.mode == SessionMode::Backup;
         let sweep_orphans = backup
             && self.donations.is_empty()
