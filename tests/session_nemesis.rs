@@ -576,6 +576,33 @@ impl Run {
                 self.plan.seed
             );
         }
+        // Healed and quiet: every gauge an operator waits on returns to 0
+        // (a hand-off or repair that never completes would keep it up).
+        // (With fewer live members than copies, under-replication is the
+        // truth, not a stuck gauge.)
+        let enough = self.c.alive().len() > self.plan.backups;
+        let whole = |c: &SimCluster| {
+            c.alive().iter().all(|i| {
+                let st = c.node(*i).stats();
+                (st.under_replicated == 0 || !enough) && st.handoffs_in_progress == 0
+            })
+        };
+        let settled = self.c.run_until(Duration::from_secs(10), |c| whole(c));
+        if !settled {
+            let gauges: Vec<String> = self
+                .c
+                .alive()
+                .iter()
+                .map(|i| {
+                    let st = self.c.node(*i).stats();
+                    format!(
+                        "n{i}: under={} handoffs={}",
+                        st.under_replicated, st.handoffs_in_progress
+                    )
+                })
+                .collect();
+            panic!("seed {}: gauges stuck: {gauges:?}", self.plan.seed);
+        }
     }
 
     fn drive_clients(&mut self) {

@@ -289,3 +289,66 @@ fn min_commit_copies_refuses_a_commit_with_too_few_holders() {
         SessionEvent::Health { members: 1, under_replicated } if *under_replicated > 0
     )));
 }
+
+/// Real-process finding (jepsen helper, 07:55): `handoffs_in_progress`
+/// stayed up forever when the channel never reported an outcome. A node
+/// now counts an outcome overdue after 4 × `accessTimeout` as timed out,
+/// so every hand-off, repair and commit ends.
+#[test]
+fn an_outcome_that_never_comes_times_out_instead_of_waiting_forever() {
+    use sessionrepl::session::{SessionNode, Txn};
+    let session = SessionConfig {
+        access_timeout: ms(100),
+        expire_check_interval: ms(50),
+        commit_retries: 1,
+        ..backup()
+    };
+    let t0 = std::time::Instant::now();
+    let mut a = SessionNode::new(session, sim_key(0), t0);
+    a.member_added(sim_key(1), t0);
+    a.start(t0);
+    // The peer never answers: its state request times out as well.
+    let mut now = t0;
+    while !a.is_ready() && now < t0 + Duration::from_secs(120) {
+        now += ms(50);
+        a.handle_timeout(now);
+        while a.poll_transmit().is_some() {}
+        // A peer that never answers counts as gone once membership says so.
+        if now > t0 + ms(500) {
+            a.member_removed(sim_key(1), now);
+        }
+    }
+    assert!(a.is_ready());
+    a.member_added(sim_key(1), now);
+    // A session node 0 is the primary of: its commit waits for node 1's ack.
+    let id = (0..)
+        .map(|i| format!("s{i}"))
+        .find(|id| a.is_primary_for(id.as_bytes()))
+        .unwrap();
+    now += ms(2000); // past primarySettleTime
+    a.handle_timeout(now);
+    let mut t = Txn::new(id);
+    t.set("k", "v");
+    let ticket = a.create(t, 1, now).unwrap();
+    assert!(a.pending_commits() > 0, "the create waits for the backup");
+    let mut ended = false;
+    let deadline = now + Duration::from_secs(30);
+    while !ended && now < deadline {
+        now += ms(50);
+        a.handle_timeout(now);
+        while a.poll_transmit().is_some() {} // dropped: no outcome ever comes
+        while let Some(e) = a.poll_event() {
+            if let SessionEvent::CommitFailed {
+                ticket: tk, reason, ..
+            } = e
+            {
+                if tk == ticket {
+                    assert_eq!(reason, CommitFailure::Unacknowledged);
+                    ended = true;
+                }
+            }
+        }
+    }
+    assert!(ended, "the commit waited forever for an outcome");
+    assert_eq!(a.stats().handoffs_in_progress, 0);
+}

@@ -4,7 +4,7 @@
 //! primary is handed to the primary (see `forward`).
 
 use super::outcome::{self, CommitKind, PendingCommit, Purpose};
-use super::{CommitTicket, NodeState, SessionNode};
+use super::{CommitTicket, NodeState, SessionEvent, SessionNode};
 use crate::error::{Error, Result};
 use crate::session::codec::{self, CopyReason, Delta, Message, RemoveReason};
 use crate::session::config::SessionMode;
@@ -89,6 +89,7 @@ impl SessionNode {
     /// [`Error::InvalidArgument`] past `maxActiveSessions`, [`Error::Shutdown`]
     /// after drain.
     pub fn create(&mut self, txn: Txn, creation_time: u64, now: Instant) -> Result<CommitTicket> {
+        self.clock = self.clock.max(now);
         self.check_writable()?;
         if txn.id.len() > self.limits.max_id_len {
             return Err(Error::InvalidArgument("session id too long".into()));
@@ -161,6 +162,12 @@ impl SessionNode {
         let version = s.version;
         self.table.insert_local(s);
         let token = self.send(to.clone(), payload, Some(Purpose::Other));
+        if let Some((by, _)) = origin {
+            self.notify(SessionEvent::Created {
+                id: txn.id.clone(),
+                by,
+            });
+        }
         Ok(self.new_ticket(txn.id, CommitKind::Update, version, to, token, origin))
     }
 
@@ -180,6 +187,7 @@ impl SessionNode {
     /// `minCommitCopies` holders are up, the primary's copy is behind the
     /// base, or no primary is known; [`Error::Shutdown`] after drain.
     pub fn commit(&mut self, txn: Txn, now: Instant) -> Result<Option<CommitTicket>> {
+        self.clock = self.clock.max(now);
         self.check_writable()?;
         if txn.is_empty() {
             self.access(&txn.id, now)?;
@@ -258,6 +266,14 @@ impl SessionNode {
             .encode()
         };
         let token = self.send(to.clone(), payload, Some(Purpose::Other));
+        if let Some((by, _)) = origin {
+            // The change was made by a request on another member.
+            self.notify(SessionEvent::Updated {
+                id: txn.id.clone(),
+                version,
+                by,
+            });
+        }
         Ok(self.new_ticket(txn.id, CommitKind::Update, version, to, token, origin))
     }
 
@@ -268,6 +284,7 @@ impl SessionNode {
     /// # Errors
     /// [`Error::NotFound`] if no member holds it by placement.
     pub fn access(&mut self, id: &[u8], now: Instant) -> Result<()> {
+        self.clock = self.clock.max(now);
         if self.table.get(id).is_none() {
             // Not held here (backup mode: a non-holder keeps no copy): tell
             // the holders directly.
@@ -305,6 +322,7 @@ impl SessionNode {
     /// # Errors
     /// [`Error::NotFound`] if this node holds no copy.
     pub fn invalidate(&mut self, id: &[u8], now: Instant) -> Result<CommitTicket> {
+        self.clock = self.clock.max(now);
         self.check_writable()?;
         let (id, version) = match self.table.get(id) {
             Some(s) => (s.id.clone(), s.version),
@@ -337,6 +355,7 @@ impl SessionNode {
         new: impl Into<SessionId>,
         now: Instant,
     ) -> Result<CommitTicket> {
+        self.clock = self.clock.max(now);
         self.check_writable()?;
         let new = new.into();
         if new.len() > self.limits.max_id_len {

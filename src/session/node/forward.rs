@@ -513,12 +513,7 @@ impl SessionNode {
                 self.dirty.remove(&id);
                 continue;
             }
-            let busy = self.pending_ids.contains_key(&id)
-                || self
-                    .inflight
-                    .values()
-                    .any(|i| matches!(&i.purpose, Purpose::Repair { id: r, .. } if *r == id));
-            if busy {
+            if self.pending_ids.contains_key(&id) || self.repairing.contains(&id) {
                 continue;
             }
             let to = self.required(&id);
@@ -532,6 +527,7 @@ impl SessionNode {
             let version = s.version;
             let payload = codec::encode_copy(codec::CopyReason::Repair, s, now);
             self.stats.copies_sent += 1;
+            self.repairing.insert(id.clone());
             self.send(to, payload, Some(Purpose::Repair { id, version }));
         }
     }
@@ -549,6 +545,7 @@ impl SessionNode {
             self.failed_repairs.insert(id.clone());
         }
         if last {
+            self.repairing.remove(&id);
             let failed = self.failed_repairs.remove(&id);
             let current = self.table.get(&id).is_some_and(|s| s.version == version);
             if !failed && current {

@@ -15,6 +15,7 @@ impl SessionNode {
     /// this node is joining in backup mode it asks the new member for its
     /// share too.
     pub fn member_added(&mut self, m: MemberKey, now: Instant) {
+        self.clock = self.clock.max(now);
         if m == self.me || !self.add_member(m, now) {
             return;
         }
@@ -66,6 +67,7 @@ impl SessionNode {
     /// placement adds, and pending commits are re-targeted so that an
     /// acknowledged commit always has its full set of copies.
     pub fn member_removed(&mut self, m: MemberKey, now: Instant) {
+        self.clock = self.clock.max(now);
         let Ok(pos) = self.members.binary_search(&m) else {
             return;
         };

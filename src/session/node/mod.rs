@@ -110,6 +110,8 @@ pub struct SessionNode {
     pub(crate) dirty: HashSet<SessionId>,
     /// Dirty sessions whose repair copy some holder refused.
     pub(crate) failed_repairs: HashSet<SessionId>,
+    /// Dirty sessions with a repair copy in flight.
+    pub(crate) repairing: HashSet<SessionId>,
     /// Commits whose base is not the current version while an earlier
     /// commit of the session is unacknowledged: decided once it settles
     /// (a conflict with a change that may still vanish is no conflict).
@@ -165,6 +167,7 @@ impl SessionNode {
             seen_order: VecDeque::new(),
             dirty: HashSet::default(),
             failed_repairs: HashSet::default(),
+            repairing: HashSet::default(),
             queued: HashMap::default(),
             reuse_ticket: None,
             ready_at: None,
@@ -322,6 +325,7 @@ impl SessionNode {
                     t,
                     Inflight {
                         purpose: p,
+                        sent: self.clock,
                         waiting: to.clone(),
                     },
                 );
@@ -362,6 +366,7 @@ impl SessionNode {
     /// [`SessionEvent::Fetched`]); after drain, [`Lookup::Moved`] names the
     /// new owner.
     pub fn get(&mut self, id: &[u8], now: Instant) -> Lookup<'_> {
+        self.clock = self.clock.max(now);
         let owner_without_me = || {
             let others: Vec<MemberKey> = self
                 .live
@@ -435,6 +440,7 @@ impl SessionNode {
     /// [`SessionEvent::Drained`] when all of that is acknowledged. Commits
     /// made here or arriving meanwhile are forwarded, not lost.
     pub fn drain(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         if matches!(self.state, NodeState::Draining | NodeState::Drained) {
             return;
         }
@@ -507,6 +513,7 @@ impl SessionNode {
     fn sweep(&mut self, now: Instant) {
         self.table
             .purge_tombstones(now, self.cfg.tombstone_retention);
+        self.expire_outcomes(now);
         let backup = self.cfg.mode == SessionMode::Backup;
         let sweep_orphans = backup
             && self.donations.is_empty()

@@ -46,7 +46,14 @@ pub(crate) enum Purpose {
 pub(crate) struct Inflight {
     pub(crate) purpose: Purpose,
     pub(crate) waiting: Vec<MemberKey>,
+    /// About when it was sent (the node's clock).
+    pub(crate) sent: Instant,
 }
+
+/// Outcomes older than this many `accessTimeout`s count as timed out: a
+/// safety net should the channel never report one (a member it dropped
+/// before the node did), so no hand-off, repair or commit waits forever.
+const OUTCOME_GIVE_UP: u32 = 4;
 
 /// What a commit did, so a refused copy can be resent.
 #[derive(Debug, Clone)]
@@ -93,6 +100,7 @@ impl SessionNode {
         outcome: SendOutcome,
         now: Instant,
     ) {
+        self.clock = self.clock.max(now);
         let Some(inf) = self.inflight.get_mut(&token.0) else {
             return;
         };
@@ -324,13 +332,45 @@ impl SessionNode {
         }
     }
 
+    /// Transmits whose outcomes are overdue: report them timed out.
+    pub(crate) fn expire_outcomes(&mut self, now: Instant) {
+        let limit = self.cfg.access_timeout * OUTCOME_GIVE_UP;
+        let overdue: Vec<(u64, MemberKey)> = self
+            .inflight
+            .iter()
+            .filter(|(_, i)| now.saturating_duration_since(i.sent) > limit)
+            .flat_map(|(t, i)| i.waiting.iter().map(move |m| (*t, *m)))
+            .collect();
+        for (t, m) in overdue {
+            self.handle_send_outcome(SendToken(t), m, SendOutcome::TimedOut, now);
+        }
+    }
+
     /// Forgets a member that left: its outcomes will not come. Returns the
     /// commits that were waiting for it (the caller re-targets and finishes).
     pub(crate) fn forget_outcomes_of(&mut self, m: &MemberKey) -> Vec<u64> {
+        let mut ended = Vec::new();
         self.inflight.retain(|_, inf| {
             inf.waiting.retain(|w| w != m);
+            if inf.waiting.is_empty() {
+                ended.push(inf.purpose.clone());
+            }
             !inf.waiting.is_empty()
         });
+        self.releasing.retain(|_, w| !w.contains(m));
+        // Their last outcome will not come: let the next sweep try again.
+        for p in ended {
+            match p {
+                Purpose::Repair { id, .. } => {
+                    self.repairing.remove(&id);
+                    self.failed_repairs.remove(&id);
+                }
+                Purpose::Release { id } => {
+                    self.releasing.remove(&id);
+                }
+                _ => {}
+            }
+        }
         let tickets: Vec<u64> = self
             .commits
             .iter_mut()
