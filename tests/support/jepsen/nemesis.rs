@@ -155,12 +155,10 @@ const AT_RISK: &[&str] = &[
     "handoffs_pending",
 ];
 
-/// Whether at-risk gauges stuck above 0 fail the run. Off for now: with the
-/// store fixes of issue 11, `handoffs_in_progress` can stay > 0 after the
-/// cluster healed (loopback seeds 20, 30, 41; /work/prompts/FINDINGS-store.md)
-/// while every safety check passes; the stuck gauge is still noted and
-/// printed. Turn on once the store's gauge returns to 0.
-pub const GAUGES_FATAL: bool = false;
+/// Whether at-risk gauges stuck above 0 fail the run (they did get stuck
+/// before the store's daf3404: loopback seeds 20, 30, 41); an operator
+/// waits for 0 before taking the next node down, so a stuck one is a bug.
+pub const GAUGES_FATAL: bool = true;
 
 /// How long the at-risk gauges may take to reach 0 once membership
 /// converged (re-replication of a few hundred small sessions: well under 1 s).
