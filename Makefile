@@ -21,14 +21,14 @@ demo: release
 
 ## Every test: Rust (unit, integration, loopback, hostile input, interop,
 ## namespaces), C (FFI tests under sanitizers and valgrind, examples), Java.
-test: deps test-rust ffi-header-check ffi-test c-examples-test fuzz-smoke
+test: deps test-rust ffi-header-check ffi-test c-examples-test java-test fuzz-smoke
 	@echo "make test: all suites passed"
 
 test-rust:
 	$(CARGO) build --lib    # the cdylib that tests/ffi_symbols.rs inspects
-	$(CARGO) test --lib --bins --tests --examples -- --test-threads=2
-	$(CARGO) test --benches
-	$(CARGO) test --doc
+	$(CARGO) test --workspace --lib --bins --tests --examples -- --test-threads=2
+	$(CARGO) test --workspace --benches
+	$(CARGO) test --workspace --doc
 
 ## The frame-decoder fuzz target: built, then run briefly (FUZZ_SECS).
 ## cargo-fuzz wants nightly for its sanitizer flags; with `-s none` only
@@ -50,6 +50,7 @@ fmt:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy -p sessionrepl-jni --all-targets -- -D warnings
 
 clean:
 	$(CARGO) clean

@@ -12,6 +12,16 @@ use sessionrepl::wire::frame::{FrameHeader, HEADER_LEN};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+/// The benchmarks' payload text (as `sessionrepl bench` sends).
+fn payload(size: usize) -> Vec<u8> {
+    b"session-attribute-"
+        .iter()
+        .copied()
+        .cycle()
+        .take(size)
+        .collect()
+}
+
 struct NoWake;
 impl Wake for NoWake {
     fn wake(&self) {}
@@ -30,7 +40,7 @@ fn frame_codec(c: &mut Criterion) {
     let mut wire = BytesMut::new();
     for i in 0..256u64 {
         wire.extend_from_slice(&FrameHeader::data(i, 1024, 0).encode());
-        wire.extend_from_slice(&sessionrepl::bench::payload(1024));
+        wire.extend_from_slice(&payload(1024));
     }
     let wire = wire.freeze();
     g.throughput(Throughput::Elements(256));
@@ -50,7 +60,7 @@ fn frame_codec(c: &mut Criterion) {
 
 fn compression(c: &mut Criterion) {
     let mut g = c.benchmark_group("compress");
-    let src = sessionrepl::bench::payload(1024);
+    let src = payload(1024);
     g.throughput(Throughput::Bytes(1024));
     let mut d = Deflater::new(1);
     g.bench_function("deflate_1k_reused_state", |b| {
@@ -68,7 +78,7 @@ fn queue(c: &mut Criterion) {
     let mut g = c.benchmark_group("queue");
     g.throughput(Throughput::Elements(1));
     let q = SendQueue::new(1024, Box::new(NoWake));
-    let p = Bytes::from(sessionrepl::bench::payload(1024));
+    let p = Bytes::from(payload(1024));
     g.bench_function("push_pop_bytes", |b| {
         b.iter(|| {
             q.push(p.clone(), Duration::ZERO).ok();
@@ -91,7 +101,7 @@ fn batch_write(c: &mut Criterion) {
             }
         }
     });
-    let payload = Bytes::from(sessionrepl::bench::payload(1024));
+    let payload = Bytes::from(payload(1024));
     let hdrs: Vec<[u8; HEADER_LEN]> = (0..64)
         .map(|i| FrameHeader::data(i, 1024, 0).encode())
         .collect();

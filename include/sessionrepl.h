@@ -562,6 +562,11 @@ typedef struct sr_stats {
      * Listener calls that reported an error.
      */
     uint64_t listener_errors;
+    /**
+     * Inbound connections closed by a receiver limit (handshakeTimeout,
+     * maxConnections, ackWriteTimeout, connectionUploadTimeout).
+     */
+    uint64_t rx_limit_closes;
 } sr_stats;
 
 /**

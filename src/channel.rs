@@ -15,7 +15,6 @@
 //! ```
 
 use crate::config::{Config, ReplicationMode};
-use crate::driver::Backend;
 use crate::error::{Error, Result};
 use crate::membership::{
     LocalMemberInfo, Member, MemberEvent, MemberListener, MembershipService, MembershipType,
@@ -31,7 +30,6 @@ use crate::wire::compress::Deflater;
 use crate::wire::frame::{FrameHeader, FLAG_COMPRESSED, FLAG_INTERNAL_DEFLATE};
 use bytes::Bytes;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -104,11 +102,23 @@ impl ChannelBuilder {
             ReplicationMode::Pooled => shared.cfg.max_pool_socket_limit,
             _ => 1,
         };
-        let fast = if mode == ReplicationMode::FastAsyncQueue {
-            Some(AnyPump::start(backend, shared.clone(), "sr-fastasync")?)
-        } else {
-            None
+        // Both asynchronous modes run on one shared engine thread, whatever
+        // the number of members; `asynchronous` adds all-or-nothing
+        // admission per member.
+        let fast = match mode {
+            ReplicationMode::FastAsyncQueue => {
+                Some(AnyPump::start(backend, shared.clone(), "sr-fastasync")?)
+            }
+            ReplicationMode::Asynchronous => Some(AnyPump::start_policy(
+                backend,
+                shared.clone(),
+                "sr-async",
+                true,
+            )?),
+            _ => None,
         };
+        let fast = fast.map(Arc::new);
+        let pump_w = fast.as_ref().map(Arc::downgrade);
         let tribes_peers: Arc<RwLock<HashSet<SocketAddr>>> = Arc::default();
         let any_tribes_peer = Arc::new(AtomicBool::new(false));
         let any2 = any_tribes_peer.clone();
@@ -134,6 +144,13 @@ impl ChannelBuilder {
                         _ => {}
                     }
                     any2.store(!p.is_empty(), Ordering::Relaxed);
+                }
+                // A member that left: its sender state goes once nothing
+                // is owed to it.
+                if let (MemberEvent::Removed(m, _), Some(p)) =
+                    (ev, pump_w.as_ref().and_then(|w| w.upgrade()))
+                {
+                    p.member_left(m.addr);
                 }
                 if let Some(u) = &user {
                     u(ev);
@@ -169,12 +186,10 @@ impl ChannelBuilder {
                 sync: SyncSender::new(shared.clone(), limit),
                 shared,
                 mode,
-                backend,
                 local: receiver.local_addr(),
                 receiver: Mutex::new(Some(receiver)),
-                fast: Mutex::new(fast.map(Arc::new)),
+                fast: Mutex::new(fast),
                 fast_ref: OnceArc::default(),
-                per_member: RwLock::new(HashMap::new()),
                 running: AtomicBool::new(true),
                 next_id: AtomicU64::new(1),
             }),
@@ -195,13 +210,11 @@ struct Inner {
     any_tribes_peer: Arc<AtomicBool>,
     membership: Arc<Mutex<Option<MembershipService>>>,
     mode: ReplicationMode,
-    backend: Backend,
     local: SocketAddr,
     receiver: Mutex<Option<AnyReceiver>>,
     sync: SyncSender,
     fast: Mutex<Option<Arc<AnyPump>>>,
     fast_ref: OnceArc,
-    per_member: RwLock<HashMap<SocketAddr, Arc<AnyPump>>>,
     running: AtomicBool,
     next_id: AtomicU64,
 }
@@ -376,7 +389,7 @@ impl Channel {
                     _ => Ok(id),
                 }
             }
-            ReplicationMode::FastAsyncQueue => {
+            ReplicationMode::FastAsyncQueue | ReplicationMode::Asynchronous => {
                 let pump = inner.fast_pump()?;
                 let dest = if to.len() == 1 {
                     Dest::One(to[0])
@@ -390,19 +403,6 @@ impl Channel {
                     flags,
                     ticket,
                 })?;
-                Ok(id)
-            }
-            ReplicationMode::Asynchronous => {
-                for &a in to {
-                    let pump = inner.member_pump(a)?;
-                    pump.send(Outgoing {
-                        id,
-                        dest: Dest::One(a),
-                        payload: payload.clone(),
-                        flags,
-                        ticket: ticket.clone(),
-                    })?;
-                }
                 Ok(id)
             }
         }
@@ -432,17 +432,18 @@ impl Channel {
         };
         let mut first_err = None;
         for a in tribes {
-            let o = self
-                .inner
-                .tribes
-                .send(a, &payload, opts.ack, opts.compress)
-                .map(|()| {
-                    if opts.ack == crate::config::AckMode::None {
-                        Delivery::Sent
-                    } else {
-                        Delivery::Acked
-                    }
-                });
+            let sent = if self.inner.shared.cfg.tribes_envelope {
+                self.inner.tribes.send_raw(a, &payload, opts.ack)
+            } else {
+                self.inner.tribes.send(a, &payload, opts.ack, opts.compress)
+            };
+            let o = sent.map(|()| {
+                if opts.ack == crate::config::AckMode::None {
+                    Delivery::Sent
+                } else {
+                    Delivery::Acked
+                }
+            });
             if self.inner.mode.is_synchronous() && ticket.is_none() {
                 if let Err(e) = &o {
                     if matches!(e, Error::Unreachable(_)) {
@@ -461,7 +462,8 @@ impl Channel {
     }
 
     /// Sends to Tribes members explicitly (BYTE_MESSAGE ChannelData in
-    /// Tribes framing), whatever membership knows about them.
+    /// Tribes framing), whatever membership knows about them. With
+    /// `tribesEnvelope`, `payload` is a whole ChannelData and goes as is.
     ///
     /// # Errors
     /// The first member's failure.
@@ -470,9 +472,13 @@ impl Channel {
             return Err(Error::NotRunning);
         }
         for &a in to {
-            self.inner
-                .tribes
-                .send(a, &payload, opts.ack, opts.compress)?;
+            if self.inner.shared.cfg.tribes_envelope {
+                self.inner.tribes.send_raw(a, &payload, opts.ack)?;
+            } else {
+                self.inner
+                    .tribes
+                    .send(a, &payload, opts.ack, opts.compress)?;
+            }
         }
         Ok(())
     }
@@ -530,14 +536,7 @@ impl Channel {
         let deadline = Instant::now() + timeout;
         loop {
             let fast_idle = self.inner.fast_ref.0.get().is_none_or(|p| p.is_idle());
-            let members_idle = self
-                .inner
-                .per_member
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .all(|p| p.is_idle());
-            if fast_idle && members_idle {
+            if fast_idle {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -565,16 +564,6 @@ impl Channel {
         }
         if let Some(p) = inner.fast_ref.0.get() {
             stop_pump(p.clone());
-        }
-        let pumps: Vec<_> = inner
-            .per_member
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .map(|(_, p)| p)
-            .collect();
-        for p in pumps {
-            stop_pump(p);
         }
         inner.sync.close_all();
         inner.tribes.close_all();
@@ -610,31 +599,6 @@ impl Inner {
         let p = g.as_ref().ok_or(Error::NotRunning)?.clone();
         drop(g);
         Ok(self.fast_ref.0.get_or_init(|| p))
-    }
-
-    fn member_pump(&self, a: SocketAddr) -> Result<Arc<AnyPump>> {
-        if let Some(p) = self
-            .per_member
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&a)
-        {
-            return Ok(p.clone());
-        }
-        let mut w = self.per_member.write().unwrap_or_else(|e| e.into_inner());
-        if !self.running.load(Ordering::SeqCst) {
-            return Err(Error::NotRunning);
-        }
-        if let Some(p) = w.get(&a) {
-            return Ok(p.clone());
-        }
-        let p = Arc::new(AnyPump::start(
-            self.backend,
-            self.shared.clone(),
-            &format!("sr-async-{a}"),
-        )?);
-        w.insert(a, p.clone());
-        Ok(p)
     }
 }
 

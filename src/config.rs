@@ -19,7 +19,9 @@ pub enum ReplicationMode {
     /// Like synchronous, with up to `maxPoolSocketLimit` connections per
     /// member so concurrent callers do not queue behind each other.
     Pooled,
-    /// Ordered per-member queue drained by a sender thread per member.
+    /// Ordered per-member queues on the shared I/O thread (no thread per
+    /// member); a send reserves room at every destination first, all or
+    /// nothing, waiting up to `queueAddWaitTimeout`.
     Asynchronous,
     /// One bounded lock-free multi-producer queue drained in batches by an
     /// I/O thread that writes many frames per `writev`.
@@ -86,7 +88,10 @@ pub struct Config {
     /// `syncAck`: with acks, ack after delivery rather than on receipt
     /// (Tribes' SYNCHRONIZED_ACK; default true).
     pub sync_ack: bool,
-    /// `ackTimeout`: how long a sender waits for an ack (default 15 s).
+    /// `ackTimeout`: how long a sender waits for an ack (default 15 s). In
+    /// the synchronous modes it is the deadline of the whole send: connecting,
+    /// writing and the ack all end by it, and a connection that missed it is
+    /// closed, never reused.
     pub ack_timeout: Duration,
     /// `maxRetryAttempts`: resends after a lost connection (default 1).
     pub max_retry_attempts: u32,
@@ -142,6 +147,13 @@ pub struct Config {
     pub member_id: Option<[u8; 16]>,
     /// `ioBackend`: `auto`, `mio` or `uring` (default auto).
     pub io_backend: String,
+    /// Receiver limits (see "Receiver limits" in `docs/PROTOCOL.md`).
+    pub rx_limits: RxLimitKeys,
+    /// `tribesEnvelope`: payloads are whole Tribes ChannelData packages (the
+    /// JVM's Tomcat drop-in): a message from a Tribes member is delivered as
+    /// its whole ChannelData, gzip left to the host, and a send to a Tribes
+    /// member puts the payload in a Tribes frame as is (default false).
+    pub tribes_envelope: bool,
     /// Membership settings (`mcastAddr`, `staticMembers`, ...).
     pub membership: MembershipConfig,
     /// Session-store settings (`sendAllSessionsSize`, ...).
@@ -182,6 +194,8 @@ impl Default for Config {
             domain: Vec::new(),
             member_id: None,
             io_backend: "auto".into(),
+            rx_limits: RxLimitKeys::default(),
+            tribes_envelope: false,
             membership: MembershipConfig::default(),
             session: SessionConfig::default(),
         }
@@ -303,8 +317,12 @@ impl Config {
                 "auto" | "mio" | "uring" => self.io_backend = v.to_string(),
                 _ => return Err(bad(k, "expected auto, mio or uring")),
             },
+            "tribesEnvelope" => self.tribes_envelope = parse_bool(k, v)?,
             _ => {
-                if self.membership.set(k, v)? || self.session.set(k, v)? {
+                if self.rx_limits.set(k, v)?
+                    || self.membership.set(k, v)?
+                    || self.session.set(k, v)?
+                {
                     return Ok(());
                 }
                 return Err(Error::UnknownConfigKey(k.to_string()));
@@ -344,6 +362,12 @@ impl Config {
                 "greater than reconnectBackoffMax",
             ));
         }
+        if self.rx_limits.max_receive_memory < self.max_frame_size {
+            return Err(bad(
+                "maxReceiveMemory",
+                "less than maxFrameSize (such a frame could never be received)",
+            ));
+        }
         if self.max_decompressed_size > self.max_frame_size.max(1024) * 64 {
             return Err(bad(
                 "maxDecompressedSize",
@@ -360,6 +384,88 @@ impl Config {
             (true, false) => AckMode::Receipt,
             (true, true) => AckMode::Delivery,
         }
+    }
+}
+
+// Receiver limits: one block, keys and defaults together.
+
+/// The receiver's bounds; each is a key of [`Config::set`]. A peer that
+/// breaks one loses only its own connection (closed, logged and counted in
+/// `rx_limit_closes`) or waits; the node and its other peers carry on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RxLimitKeys {
+    /// `maxConnections` (Tomcat's connector name): inbound connections open
+    /// at once (default 4096). When every slot is taken, a newcomer
+    /// replaces the oldest connection that has not completed its preface;
+    /// it is refused only if every slot holds a connection past its
+    /// preface.
+    pub max_connections: usize,
+    /// `handshakeTimeout`: an inbound connection that has not completed its
+    /// preface within this is closed (default 10 s).
+    pub handshake_timeout: Duration,
+    /// `maxPendingAckBytes`: unsent output (acks, PONGs, FAILs) per
+    /// connection above which the receiver stops reading it, so a peer
+    /// that does not read its acks cannot grow the node (default 1 MiB).
+    pub max_pending_ack_bytes: usize,
+    /// `ackWriteTimeout`: a connection whose unsent output stays above
+    /// `maxPendingAckBytes` this long is closed (default 10 s).
+    pub ack_write_timeout: Duration,
+    /// `maxReceiveMemory`: bytes of frames in progress (received partly or
+    /// reserved) across all inbound connections, and on io_uring its pool
+    /// of provided receive buffers (at most what is left after one largest
+    /// frame, up to 128 MiB); a frame that does not fit waits, its
+    /// connection unread, until memory frees (default 256 MiB; at least
+    /// `maxFrameSize`).
+    pub max_receive_memory: usize,
+    /// `connectionUploadTimeout` (Tomcat's connector name): a frame that
+    /// reserved receive memory must arrive in full within this, else its
+    /// connection is closed, so a peer that stops mid-frame cannot hold
+    /// memory (default 300 s).
+    pub connection_upload_timeout: Duration,
+    /// `maxInflatePerTurn`: inflated bytes one connection may produce
+    /// before the receiver turns to the others (default 4 MiB).
+    pub max_inflate_per_turn: usize,
+}
+
+impl Default for RxLimitKeys {
+    fn default() -> Self {
+        RxLimitKeys {
+            max_connections: 4096,
+            handshake_timeout: Duration::from_millis(10_000),
+            max_pending_ack_bytes: 1 << 20,
+            ack_write_timeout: Duration::from_millis(10_000),
+            max_receive_memory: 256 << 20,
+            connection_upload_timeout: Duration::from_millis(300_000),
+            max_inflate_per_turn: 4 << 20,
+        }
+    }
+}
+
+impl RxLimitKeys {
+    /// Sets `k` if it is one of these keys; `Ok(false)` if it is not.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfigValue`] for a bad value.
+    pub fn set(&mut self, k: &str, v: &str) -> Result<bool> {
+        match k {
+            "maxConnections" => self.max_connections = parse_u64(k, v, 1, 1 << 20)? as usize,
+            "handshakeTimeout" => self.handshake_timeout = parse_ms(k, v, 1, MAX_MS)?,
+            "maxPendingAckBytes" => {
+                self.max_pending_ack_bytes = parse_u64(k, v, 1024, 1 << 30)? as usize
+            }
+            "ackWriteTimeout" => self.ack_write_timeout = parse_ms(k, v, 1, MAX_MS)?,
+            "maxReceiveMemory" => {
+                self.max_receive_memory = parse_u64(k, v, 1 << 16, 1 << 40)? as usize
+            }
+            "connectionUploadTimeout" => {
+                self.connection_upload_timeout = parse_ms(k, v, 1, MAX_MS)?
+            }
+            "maxInflatePerTurn" => {
+                self.max_inflate_per_turn = parse_u64(k, v, 1024, 1 << 30)? as usize
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 
@@ -395,6 +501,33 @@ mod tests {
         assert!(c.set("replicationMode", "turbo").is_err());
         assert!(c.set("compress", "maybe").is_err());
         assert!(c.set("memberId", "abc").is_err());
+    }
+
+    #[test]
+    fn receiver_limit_keys_parse_and_are_checked() {
+        let mut c = Config::default();
+        c.set("maxConnections", "64").unwrap();
+        c.set("handshakeTimeout", "500").unwrap();
+        c.set("maxPendingAckBytes", "65536").unwrap();
+        c.set("ackWriteTimeout", "1000").unwrap();
+        c.set("maxInflatePerTurn", "1048576").unwrap();
+        c.set("connectionUploadTimeout", "2000").unwrap();
+        assert_eq!(
+            c.rx_limits.connection_upload_timeout,
+            Duration::from_secs(2)
+        );
+        assert_eq!(c.rx_limits.max_connections, 64);
+        assert_eq!(c.rx_limits.handshake_timeout, Duration::from_millis(500));
+        assert_eq!(c.rx_limits.max_pending_ack_bytes, 65536);
+        assert_eq!(c.rx_limits.ack_write_timeout, Duration::from_secs(1));
+        assert_eq!(c.rx_limits.max_inflate_per_turn, 1 << 20);
+        assert!(c.set("maxConnections", "0").is_err());
+        assert!(c.set("handshakeTimeout", "soon").is_err());
+        // The memory bound must hold at least one largest frame.
+        c.set("maxReceiveMemory", "1048576").unwrap();
+        assert!(c.validate().is_err());
+        c.set("maxFrameSize", "1048576").unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

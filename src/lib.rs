@@ -21,8 +21,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 /// cbindgen:ignore
-pub mod bench;
-/// cbindgen:ignore
 pub mod channel;
 /// cbindgen:ignore
 pub mod config;

@@ -74,6 +74,9 @@ counters! {
     compressed,
     /// Listener calls that reported an error.
     listener_errors,
+    /// Inbound connections closed by a receiver limit (handshakeTimeout,
+    /// maxConnections, ackWriteTimeout, connectionUploadTimeout).
+    rx_limit_closes,
 }
 
 impl Stats {

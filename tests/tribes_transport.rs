@@ -22,6 +22,7 @@ use common::{compile_java, io_cfg, stdout_lines, Log, JULI_JAR, TRIBES_JAR};
 on_both_drivers!(
     tribes_sends_to_sessionrepl_with_every_ack_mode_and_gzip,
     sessionrepl_sends_to_tribes_and_waits_for_its_ack,
+    envelope_mode_carries_whole_channel_data_both_ways,
 );
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -230,4 +231,97 @@ fn sessionrepl_sends_to_tribes_and_waits_for_its_ack() {
         peer.cmd("stop");
         ch.stop();
     }
+}
+
+/// `tribesEnvelope` (the JVM drop-in): a Tribes member's message arrives as
+/// its whole ChannelData, gzip untouched; a ChannelData the host made goes
+/// to a Tribes member as is, and its ack (or FAIL_ACK) comes back.
+fn envelope_mode_carries_whole_channel_data_both_ways() {
+    use sessionrepl::wire::tribes::{ChannelData, TribesMember};
+    let classes = match compile() {
+        Ok(c) => c,
+        Err(why) => {
+            println!("SKIP tribes_transport: {why}");
+            return;
+        }
+    };
+    for gzip in [false, true] {
+        let mut peer = Peer::start(&classes, gzip);
+        let got: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+        let g2 = got.clone();
+        let mut cfg = io_cfg();
+        cfg.set("tribesEnvelope", "true").unwrap();
+        let ch = Channel::builder(cfg)
+            .listener(move |m| {
+                g2.lock().unwrap().push(m.payload.clone());
+                Ok(())
+            })
+            .start()
+            .unwrap();
+        let a = ch.local_addr();
+        let id = "0102030405060708090a0b0c0d0e0f10";
+        let text = format!("whole-{gzip}-{}", "session-attribute-".repeat(20));
+        let opts = BYTE_MESSAGE | USE_ACK | SYNC_ACK;
+        peer.cmd(&format!("send {} {} {id} {opts} {text}", a.ip(), a.port()));
+        assert_eq!(peer.expect("sent"), "sent ok");
+        let whole = got
+            .lock()
+            .unwrap()
+            .pop()
+            .expect("delivered before the sync ack");
+        let cd = ChannelData::decode(whole).expect("the whole ChannelData");
+        assert_eq!(cd.options & opts, opts, "options kept");
+        assert_eq!(cd.member().unwrap().port, i32::from(peer.addr().port()));
+        if gzip {
+            assert_ne!(&cd.message[..], text.as_bytes(), "gzip left to the host");
+        } else {
+            assert_eq!(&cd.message[..], text.as_bytes());
+        }
+        // A ChannelData made by the host goes out as is.
+        let blob = TribesMember::new(a.ip(), a.port(), [7; 16])
+            .to_bytes()
+            .unwrap();
+        for (ack, body) in [(AckMode::Delivery, "raw-ok"), (AckMode::None, "raw-noack")] {
+            let o = BYTE_MESSAGE
+                | if ack == AckMode::None {
+                    0
+                } else {
+                    USE_ACK | SYNC_ACK
+                };
+            let pkg = envelope(o, &blob, body.as_bytes());
+            let so = SendOptions {
+                ack,
+                compress: false,
+            };
+            ch.send_tribes(&[peer.addr()], pkg, so).unwrap();
+            let l = peer.expect("received");
+            assert!(l.contains(&format!("text={body} ")), "{l}");
+            assert!(l.ends_with(&format!("from={a}")), "{l}");
+        }
+        let pkg = envelope(BYTE_MESSAGE | USE_ACK | SYNC_ACK, &blob, b"please fail");
+        let so = SendOptions {
+            ack: AckMode::Delivery,
+            compress: false,
+        };
+        match ch.send_tribes(&[peer.addr()], pkg, so) {
+            Err(Error::RemoteFailure(_)) => {}
+            other => panic!("expected FAIL_ACK, got {other:?}"),
+        }
+        peer.cmd("stop");
+        ch.stop();
+    }
+}
+
+/// A ChannelData package as Tribes encodes it.
+fn envelope(options: u32, blob: &[u8], message: &[u8]) -> Bytes {
+    let cd = sessionrepl::wire::tribes::ChannelData {
+        options,
+        timestamp: 1,
+        unique_id: Bytes::from_static(&[9; 16]),
+        address: Bytes::copy_from_slice(blob),
+        message: Bytes::copy_from_slice(message),
+    };
+    let mut out = bytes::BytesMut::new();
+    cd.encode(&mut out).unwrap();
+    out.freeze()
 }

@@ -123,3 +123,27 @@ pub fn writev_iovecs(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     }
     Ok(n as usize)
 }
+
+/// Waits until one of `fds` is ready or `timeout` passes (`poll(2)`,
+/// rounded up to whole milliseconds so a short wait never spins). Returns
+/// how many entries have `revents` set; `EINTR` counts as zero.
+///
+/// # Errors
+/// The OS error.
+pub fn poll(fds: &mut [libc::pollfd], timeout: std::time::Duration) -> io::Result<usize> {
+    let ms = timeout
+        .as_micros()
+        .div_ceil(1000)
+        .min(libc::c_int::MAX as u128) as libc::c_int;
+    // SAFETY: `fds` is a live, exclusively borrowed slice of `fds.len()`
+    // pollfd structs; the kernel writes only their `revents` fields.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(e);
+    }
+    Ok(n as usize)
+}

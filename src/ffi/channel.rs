@@ -120,6 +120,9 @@ pub struct sr_stats {
     pub compressed: u64,
     /// Listener calls that reported an error.
     pub listener_errors: u64,
+    /// Inbound connections closed by a receiver limit (handshakeTimeout,
+    /// maxConnections, ackWriteTimeout, connectionUploadTimeout).
+    pub rx_limit_closes: u64,
 }
 
 // A counter added to the engine must be added here too.
@@ -144,6 +147,7 @@ impl From<StatsSnapshot> for sr_stats {
             resends: s.resends,
             compressed: s.compressed,
             listener_errors: s.listener_errors,
+            rx_limit_closes: s.rx_limit_closes,
         }
     }
 }

@@ -76,6 +76,12 @@ impl FrameDecoder {
         }
     }
 
+    /// The payload length of the frame whose header was taken and whose
+    /// payload is incomplete (what a receive-memory reservation covers).
+    pub fn frame_in_progress(&self) -> Option<usize> {
+        self.pending.map(|h| h.len as usize)
+    }
+
     /// Takes the next complete frame off the front of `buf`.
     ///
     /// # Errors
@@ -153,6 +159,10 @@ mod tests {
         let mut buf = BytesMut::from(&w[..60]);
         assert!(d.decode(&mut buf).unwrap().is_none());
         assert_eq!(d.wanted(&buf), 100 - 44);
+        assert_eq!(d.frame_in_progress(), Some(100));
+        buf.extend_from_slice(&w[60..]);
+        assert!(d.decode(&mut buf).unwrap().is_some());
+        assert_eq!(d.frame_in_progress(), None);
     }
 
     #[test]

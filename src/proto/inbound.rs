@@ -148,6 +148,18 @@ impl InboundConn {
         self.out.extend_from_slice(b);
     }
 
+    /// Bytes waiting to be written (batched acks counted as encoded): what
+    /// the per-connection output bound (`maxPendingAckBytes`) measures.
+    pub fn pending_output(&self) -> usize {
+        self.out.len() + self.acks.encoded_len()
+    }
+
+    /// The payload length of a frame whose header arrived and whose
+    /// payload has not fully arrived yet.
+    pub fn frame_in_progress(&self) -> Option<usize> {
+        self.dec.frame_in_progress()
+    }
+
     /// True if acks or other bytes are waiting to be written.
     pub fn has_output(&self) -> bool {
         !self.out.is_empty() || !self.acks.is_empty()

@@ -6,11 +6,20 @@
 //!   acks to send back).
 //! - [`outbound`]: the connecting side (preface answer, ACK/FAIL/PONG).
 //! - [`ack`]: the sender's tracker of messages awaiting an ack.
+//! - [`limits`]: the receiver's bounds (slots, handshake and ack-write
+//!   deadlines, receive memory).
+//! - [`sender`]: one member's asynchronous sender (queue, window, acks,
+//!   deadlines, resend, keepalive, batching, sequence markers).
+//! - [`dedup`]: the receiver's side of exactly-once delivery across
+//!   reconnects (per-stream sequence high-water marks).
 
 pub mod ack;
 pub mod decoder;
+pub mod dedup;
 pub mod inbound;
+pub mod limits;
 pub mod outbound;
+pub mod sender;
 
 pub use ack::AckTracker;
 pub use decoder::{Frame, FrameBuf, FrameDecoder};

@@ -4,12 +4,14 @@
 //! a lock (a CAS on the ring); one I/O thread pops in batches. Producers make
 //! a wake-up system call only when the consumer has announced it is going to
 //! sleep. A full queue is the caller's error after `queueAddWaitTimeout`,
-//! never silent growth.
+//! never silent growth; a producer waiting for room sleeps until the
+//! consumer frees some ([`SendQueue::popped`]), it does not poll.
 
 use crate::error::Error;
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::Backoff;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Something that wakes the consumer (a mio `Waker`, an unpark).
@@ -23,6 +25,10 @@ pub struct SendQueue<T> {
     q: ArrayQueue<T>,
     sleeping: AtomicBool,
     waker: Box<dyn Wake>,
+    /// Producers waiting for room.
+    waiting: AtomicUsize,
+    room_lock: Mutex<()>,
+    room: Condvar,
 }
 
 impl<T> SendQueue<T> {
@@ -32,6 +38,9 @@ impl<T> SendQueue<T> {
             q: ArrayQueue::new(capacity.max(1)),
             sleeping: AtomicBool::new(false),
             waker,
+            waiting: AtomicUsize::new(0),
+            room_lock: Mutex::new(()),
+            room: Condvar::new(),
         }
     }
 
@@ -69,12 +78,10 @@ impl<T> SendQueue<T> {
         self.wake_now();
         let deadline = Instant::now() + wait;
         let backoff = Backoff::new();
-        loop {
-            if backoff.is_completed() {
-                std::thread::sleep(Duration::from_micros(20));
-            } else {
-                backoff.snooze();
-            }
+        // Room usually comes within microseconds: spin briefly, then sleep
+        // until the consumer signals room (`popped`).
+        while !backoff.is_completed() {
+            backoff.snooze();
             item = match self.q.push(item) {
                 Ok(()) => {
                     self.notify();
@@ -82,9 +89,45 @@ impl<T> SendQueue<T> {
                 }
                 Err(i) => i,
             };
-            if Instant::now() >= deadline {
-                return Err((Error::QueueFull, item));
+        }
+        let mut g = self.room_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let r = loop {
+            item = match self.q.push(item) {
+                Ok(()) => break Ok(()),
+                Err(i) => i,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(item);
             }
+            self.wake_now();
+            g = self
+                .room
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(g);
+        match r {
+            Ok(()) => {
+                self.notify();
+                Ok(())
+            }
+            Err(item) => Err((Error::QueueFull, item)),
+        }
+    }
+
+    /// Consumer: items were popped; wakes producers waiting for room.
+    /// Cheap when nobody waits (a fence and a load).
+    #[inline]
+    pub fn popped(&self) {
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let _g = self.room_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.room.notify_all();
         }
     }
 
@@ -101,6 +144,12 @@ impl<T> SendQueue<T> {
         if self.sleeping.swap(false, Ordering::SeqCst) {
             self.waker.wake();
         }
+    }
+
+    /// Wakes the consumer whatever it is doing (a control request).
+    pub fn wake(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+        self.waker.wake();
     }
 
     /// Pops one item.
@@ -171,5 +220,27 @@ mod tests {
         q.push(3, Duration::ZERO).unwrap();
         q.push(4, Duration::ZERO).unwrap();
         assert_eq!(wakes.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_waiting_producer_is_woken_by_room_not_by_its_timeout() {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let q = Arc::new(SendQueue::new(1, Box::new(CountWake(wakes.clone()))));
+        q.push(1, Duration::ZERO).unwrap();
+        let q2 = q.clone();
+        let t = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            q2.push(2, Duration::from_secs(60)).unwrap();
+            t0.elapsed()
+        });
+        while q.waiting.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(q.pop(), Some(1));
+        q.popped();
+        let waited = t.join().unwrap();
+        assert!(waited < Duration::from_secs(30), "woke only at {waited:?}");
+        assert_eq!(q.pop(), Some(2));
+        assert_eq!(wakes.load(Ordering::SeqCst), 0, "the consumer never slept");
     }
 }

@@ -4,7 +4,8 @@
 //! The store is a sans-IO state machine ([`SessionNode`], one per node):
 //! bytes and `now` go in, messages to send and events come out, so the
 //! replication logic runs the same against the real channel and against the
-//! deterministic simulated cluster in [`sim`].
+//! deterministic simulated cluster in `sim` (cargo feature `sim`, a test
+//! harness left out of the library users link).
 //!
 //! Wiring a node onto a channel:
 //!
@@ -22,6 +23,7 @@ pub mod hash;
 mod model;
 mod node;
 mod placement;
+#[cfg(feature = "sim")]
 pub mod sim;
 mod store;
 mod table;

@@ -1,462 +1,317 @@
-//! One member's connection state in the asynchronous engines, whatever the
-//! driver: the pending queue, partial-write accounting, ack tracking,
-//! replies, timeouts, keepalive, and what happens to messages when the
-//! connection breaks (resend up to `maxRetryAttempts`, else fail) or the
-//! engine stops. The mio [`pump`](super::pump) and the io_uring
-//! [`uring_pump`](super::uring_pump) differ only in how bytes move.
+//! What the two asynchronous engines (mio [`pump`](super::pump), io_uring
+//! [`uring_pump`](super::uring_pump)) share around the sans-IO
+//! [`SenderConn`]: the caller-side handle (queue, flags, per-member
+//! admission), moving queued messages onto members, and carrying out what
+//! a member's state machine asks (connect, close, report outcomes). The
+//! engines differ only in how bytes move.
 
-use super::{Delivery, Shared, Ticket};
+use super::pump::Outgoing;
+use super::{Shared, Ticket};
 use crate::error::Error;
-use crate::proto::outbound::{OutboundConn, Reply};
-use crate::proto::AckTracker;
-use crate::sr_log;
+use crate::proto::sender::{Action, Message, SenderConn, SenderLimits};
+use crate::queue::SendQueue;
 use crate::stats::Stats;
-use crate::wire::compress::Deflater;
-use crate::wire::frame::{ack_ranges, FrameHeader, FrameType, FLAG_COMPRESSED, HEADER_LEN};
-use bytes::{Bytes, BytesMut};
-use std::collections::VecDeque;
+use crate::wire::frame::{FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_INTERNAL_DEFLATE};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// A frame waiting to be written (or acked).
-pub(crate) struct Pending {
-    pub(crate) hdr: [u8; HEADER_LEN],
-    pub(crate) payload: Bytes,
-    pub(crate) id: u64,
-    pub(crate) ack: bool,
-    pub(crate) attempts: u32,
-    pub(crate) ticket: Option<Arc<Ticket>>,
-    /// To be compressed into a BATCH with its neighbours before writing.
-    pub(crate) deflate: bool,
-    /// Set on a BATCH entry: the messages it carries (payload uncompressed,
-    /// kept for acks and resend). Boxed so that the common, unbatched entry
-    /// stays one pointer wider, not three.
-    #[allow(clippy::box_collection)]
-    pub(crate) batch: Option<Box<Vec<Pending>>>,
+/// The per-message handle a member's sender carries: the caller's ticket.
+pub(crate) type Tok = Option<Arc<Ticket>>;
+
+/// A member's sender in an engine.
+pub(crate) type Conn = SenderConn<Tok>;
+
+/// Per-member admission for `asynchronous` mode: a send reserves a place
+/// in every destination's queue before it is queued at all (all or
+/// nothing), waiting up to `queueAddWaitTimeout` for room; the engine
+/// gives places back as messages get their outcomes and wakes waiting
+/// producers (no polling).
+pub(crate) struct Admission {
+    cap: usize,
+    used: Mutex<HashMap<SocketAddr, usize>>,
+    room: Condvar,
 }
 
-/// Most messages and raw bytes per BATCH frame.
-const MAX_BATCH_MSGS: usize = 256;
-const MAX_BATCH_BYTES: usize = 256 * 1024;
-
-/// The messages of an entry: itself, or a BATCH's items, without
-/// allocating in the common single case.
-enum Items {
-    One(Option<Pending>),
-    Many(std::vec::IntoIter<Pending>),
-}
-
-impl Items {
-    fn of(mut p: Pending) -> Items {
-        match p.batch.take() {
-            Some(items) => Items::Many(items.into_iter()),
-            None => Items::One(Some(p)),
-        }
-    }
-}
-
-impl Iterator for Items {
-    type Item = Pending;
-    fn next(&mut self) -> Option<Pending> {
-        match self {
-            Items::One(p) => p.take(),
-            Items::Many(it) => it.next(),
-        }
-    }
-}
-
-/// An engine's compressor for BATCH frames, state reused across batches,
-/// and the scratch buffer a batch's frames are laid out in before deflate.
-pub(crate) struct Batcher {
-    deflater: Deflater,
-    scratch: Vec<u8>,
-}
-
-impl Batcher {
-    pub(crate) fn new(shared: &Shared) -> Batcher {
-        Batcher {
-            deflater: Deflater::new(shared.cfg.compression_level),
-            scratch: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum State {
-    /// No socket.
-    Idle,
-    /// Connect in progress.
-    Connecting(Instant),
-    /// Connected; frames may be written.
-    Open,
-    /// Waiting before reconnecting.
-    Backoff(Instant),
-}
-
-/// What keepalive wants done.
-pub(crate) enum KeepAlive {
-    Nothing,
-    /// Quiet for `keepAliveTimeout` (or `keepAliveCount` reached): close.
-    Close,
-    /// The ping went unanswered.
-    Broken,
-    /// A PING was queued in `ctl`: write it.
-    Ping,
-}
-
-pub(crate) struct Link {
-    pub(crate) addr: SocketAddr,
-    pub(crate) state: State,
-    pub(crate) proto: OutboundConn,
-    pub(crate) rbuf: BytesMut,
-    /// Control bytes (preface, PING) written before frames.
-    pub(crate) ctl: Vec<u8>,
-    pub(crate) pending: VecDeque<Pending>,
-    /// Bytes of `pending[0]` already written.
-    pub(crate) head_off: usize,
-    pub(crate) inflight: AckTracker<Pending>,
-    pub(crate) backoff: Duration,
-    pub(crate) last_activity: Instant,
-    pub(crate) ping_deadline: Option<Instant>,
-    pub(crate) sent_on_conn: u64,
-    /// Pending entries still marked to be deflated (so `batch_window` costs
-    /// nothing on links that never compress).
-    pub(crate) to_deflate: usize,
-}
-
-impl Link {
-    pub(crate) fn new(addr: SocketAddr, shared: &Shared) -> Link {
-        Link {
-            addr,
-            state: State::Idle,
-            proto: OutboundConn::new(shared.cfg.domain.clone()),
-            rbuf: BytesMut::new(),
-            ctl: Vec::new(),
-            pending: VecDeque::new(),
-            head_off: 0,
-            inflight: AckTracker::new(),
-            backoff: shared.cfg.reconnect_backoff_min,
-            last_activity: Instant::now(),
-            ping_deadline: None,
-            sent_on_conn: 0,
-            to_deflate: 0,
+impl Admission {
+    pub(crate) fn new(cap: usize) -> Admission {
+        Admission {
+            cap: cap.max(1),
+            used: Mutex::new(HashMap::new()),
+            room: Condvar::new(),
         }
     }
 
-    /// A new connection attempt started: fresh protocol, preface first.
-    pub(crate) fn connecting(&mut self, shared: &Shared, preface: &[u8], now: Instant) {
-        self.state = State::Connecting(now + shared.cfg.connect_timeout);
-        self.proto = OutboundConn::new(shared.cfg.domain.clone());
-        self.rbuf.clear();
-        self.ctl.clear();
-        self.ctl.extend_from_slice(preface);
-        self.head_off = 0;
-        self.sent_on_conn = 0;
-        self.ping_deadline = None;
-        self.last_activity = now;
-    }
-
-    /// The connect finished.
-    pub(crate) fn opened(&mut self, shared: &Shared) {
-        self.state = State::Open;
-        self.backoff = shared.cfg.reconnect_backoff_min;
-    }
-
-    /// True if there is something to write.
-    pub(crate) fn has_output(&self) -> bool {
-        !self.pending.is_empty() || !self.ctl.is_empty()
-    }
-
-    /// Compresses every run of to-be-deflated messages among the next
-    /// `window` entries into BATCH frames: one compressor reset per batch
-    /// instead of one per message, and a dictionary shared by the batch.
-    /// Call only while no write of these entries is in flight.
-    pub(crate) fn batch_window(&mut self, b: &mut Batcher, shared: &Shared, window: usize) {
-        if self.to_deflate == 0 {
-            return;
-        }
-        let mut k = usize::from(self.head_off > 0);
-        while k < self.pending.len().min(window) {
-            if !(self.pending[k].deflate && self.pending[k].batch.is_none()) {
-                k += 1;
-                continue;
-            }
-            let (mut end, mut raw) = (k, 0usize);
-            while end < self.pending.len()
-                && end - k < MAX_BATCH_MSGS
-                && raw < MAX_BATCH_BYTES
-                && self.pending[end].deflate
-                && self.pending[end].batch.is_none()
-            {
-                raw += HEADER_LEN + self.pending[end].payload.len();
-                end += 1;
-            }
-            self.to_deflate = self.to_deflate.saturating_sub(end - k);
-            b.scratch.clear();
-            for p in self.pending.range(k..end) {
-                b.scratch.extend_from_slice(&p.hdr);
-                b.scratch.extend_from_slice(&p.payload);
-            }
-            let z = match b.deflater.compress(&b.scratch) {
-                Ok(z) if z.len() + HEADER_LEN < raw && z.len() <= shared.cfg.max_frame_size => z,
-                // Incompressible or too large: send the messages plain.
-                _ => {
-                    for p in self.pending.range_mut(k..end) {
-                        p.deflate = false;
-                    }
-                    k = end;
-                    continue;
-                }
-            };
-            let items: Vec<Pending> = self.pending.drain(k..end).collect();
-            Stats::add(&shared.stats.compressed, items.len() as u64);
-            let first = items[0].id;
-            let hdr = FrameHeader {
-                ty: FrameType::Batch,
-                flags: FLAG_COMPRESSED,
-                len: z.len() as u32,
-                id: first,
-            }
-            .encode();
-            self.pending.insert(
-                k,
-                Pending {
-                    hdr,
-                    payload: z,
-                    id: first,
-                    ack: false,
-                    attempts: 0,
-                    ticket: None,
-                    deflate: false,
-                    batch: Some(Box::new(items)),
-                },
-            );
-            k += 1;
-        }
-    }
-
-    /// Accounts `written` bytes: control bytes first, then frames; frames
-    /// fully written are tracked for their ack or reported sent.
-    pub(crate) fn advance(&mut self, mut written: usize, now: Instant, shared: &Shared) {
-        let ack_timeout = shared.cfg.ack_timeout;
-        self.last_activity = now;
-        let ctl = written.min(self.ctl.len());
-        self.ctl.drain(..ctl);
-        written -= ctl;
-        let (mut msgs, mut bytes) = (0u64, 0u64);
-        while written > 0 {
-            let Some(p) = self.pending.front() else { break };
-            let size = HEADER_LEN + p.payload.len();
-            let left = size - self.head_off;
-            if written < left {
-                self.head_off += written;
-                break;
-            }
-            written -= left;
-            self.head_off = 0;
-            let p = self.pending.pop_front().expect("front exists");
-            bytes += size as u64;
-            for p in Items::of(p) {
-                msgs += 1;
-                if p.ack {
-                    self.inflight.track(p.id, now + ack_timeout, p);
-                } else {
-                    shared.report(p.id, self.addr, Ok(Delivery::Sent), p.ticket.as_ref());
-                }
-            }
-        }
-        self.sent_on_conn += msgs;
-        Stats::add(&shared.stats.msgs_sent, msgs);
-        Stats::add(&shared.stats.bytes_sent, bytes);
-    }
-
-    /// Handles every complete reply in `rbuf`.
+    /// Reserves one place at each of `dests`, or none.
     ///
     /// # Errors
-    /// Why the connection must be dropped (bad reply, GOAWAY).
-    pub(crate) fn on_replies(&mut self, shared: &Shared) -> Result<(), String> {
-        self.last_activity = Instant::now();
-        let mut acked = 0u64;
-        let r = loop {
-            let r = match self.proto.poll(&mut self.rbuf) {
-                Ok(Some(r)) => r,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(format!("bad reply: {e}")),
-            };
-            match r {
-                Reply::Preface(_) => {}
-                Reply::Ack(p) => {
-                    let addr = self.addr;
-                    for (first, count) in ack_ranges(&p) {
-                        acked += self.inflight.ack_range(first, count, |id, p| {
-                            shared.report(id, addr, Ok(Delivery::Acked), p.ticket.as_ref())
-                        }) as u64;
-                    }
+    /// [`Error::QueueFull`] when some destination stayed full for `wait`.
+    pub(crate) fn reserve(&self, dests: &[SocketAddr], wait: Duration) -> crate::Result<()> {
+        let deadline = Instant::now() + wait;
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if dests
+                .iter()
+                .all(|a| used.get(a).copied().unwrap_or(0) < self.cap)
+            {
+                for &a in dests {
+                    *used.entry(a).or_insert(0) += 1;
                 }
-                Reply::Fail { id, reason } => {
-                    if let Some(p) = self.inflight.take(id) {
-                        shared.report(
-                            id,
-                            self.addr,
-                            Err(Error::RemoteFailure(reason)),
-                            p.ticket.as_ref(),
-                        );
-                    }
-                }
-                Reply::Pong(_) => self.ping_deadline = None,
-                Reply::GoAway(r) => break Err(format!("member going away: {r}")),
+                return Ok(());
             }
-        };
-        Stats::add(&shared.stats.acks_received, acked);
-        r
-    }
-
-    /// The connection is lost (the caller dropped its socket): resend what
-    /// may not have arrived (up to `maxRetryAttempts`), fail the rest, and
-    /// back off before reconnecting.
-    pub(crate) fn broken(&mut self, shared: &Shared, why: &str) {
-        let max = shared.cfg.max_retry_attempts;
-        let now = Instant::now();
-        sr_log!(Info, "connection to {} lost: {why}", self.addr);
-        let mut retry: VecDeque<Pending> = VecDeque::new();
-        let addr = self.addr;
-        let keep = |mut p: Pending, retry: &mut VecDeque<Pending>| {
-            if p.attempts < max {
-                p.attempts += 1;
-                Stats::add(&shared.stats.resends, 1);
-                retry.push_back(p);
-            } else {
-                shared.report(
-                    p.id,
-                    addr,
-                    Err(Error::Unreachable(format!("{addr}: {why}"))),
-                    p.ticket.as_ref(),
-                );
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::QueueFull);
             }
-        };
-        self.inflight.drain_all(|_, p| keep(p, &mut retry));
-        for p in self.pending.drain(..) {
-            Items::of(p).for_each(|p| keep(p, &mut retry));
+            used = self
+                .room
+                .wait_timeout(used, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
-        self.pending = retry;
-        self.to_deflate = self.pending.iter().filter(|p| p.deflate).count();
-        self.head_off = 0;
-        self.ctl.clear();
-        self.state = State::Backoff(now + self.backoff);
-        self.backoff = (self.backoff * 2).clamp(
-            shared
-                .cfg
-                .reconnect_backoff_min
-                .max(Duration::from_millis(1)),
-            shared.cfg.reconnect_backoff_max,
-        );
     }
 
-    /// Reports every expired ack wait as a timeout.
-    pub(crate) fn expire(&mut self, now: Instant, shared: &Shared) {
-        let addr = self.addr;
-        self.inflight.expire(now, |id, p| {
-            shared.report(id, addr, Err(Error::Timeout), p.ticket.as_ref())
-        });
-    }
-
-    /// Decides on keepalive for an open connection; a ping goes to `ctl`.
-    pub(crate) fn keepalive(
-        &mut self,
-        now: Instant,
-        shared: &Shared,
-        next_ping: &mut u64,
-    ) -> KeepAlive {
-        let cfg = &shared.cfg;
-        if let Some(d) = self.ping_deadline {
-            return if now >= d {
-                KeepAlive::Broken
-            } else {
-                KeepAlive::Nothing
-            };
+    /// Gives back `n` places at `a`.
+    pub(crate) fn release(&self, a: SocketAddr, n: usize) {
+        if n == 0 {
+            return;
         }
-        let quiet = self.pending.is_empty() && self.inflight.is_empty();
-        let idle_for = now.saturating_duration_since(self.last_activity);
-        let too_old = cfg.keep_alive_count > 0 && self.sent_on_conn >= cfg.keep_alive_count;
-        if quiet
-            && ((!cfg.keep_alive_timeout.is_zero() && idle_for >= cfg.keep_alive_timeout)
-                || too_old)
-        {
-            self.state = State::Idle;
-            return KeepAlive::Close;
-        }
-        if !cfg.ping_interval.is_zero() && idle_for >= cfg.ping_interval {
-            let h = FrameHeader {
-                ty: FrameType::Ping,
-                flags: 0,
-                len: 0,
-                id: *next_ping,
-            };
-            *next_ping += 1;
-            self.ctl.extend_from_slice(&h.encode());
-            self.ping_deadline = Some(now + cfg.ack_timeout);
-            self.last_activity = now;
-            return KeepAlive::Ping;
-        }
-        KeepAlive::Nothing
-    }
-
-    /// The earliest timer of this link.
-    pub(crate) fn next_timer(&self, mut t: Instant) -> Instant {
-        if let Some(d) = self.inflight.next_deadline() {
-            t = t.min(d);
-        }
-        match self.state {
-            State::Connecting(d) | State::Backoff(d) => t = t.min(d),
-            _ => {}
-        }
-        t
-    }
-
-    /// Everything without an outcome ends as [`Error::Shutdown`].
-    pub(crate) fn shutdown(&mut self, shared: &Shared) {
-        let addr = self.addr;
-        self.inflight
-            .drain_all(|id, p| shared.report(id, addr, Err(Error::Shutdown), p.ticket.as_ref()));
-        for p in self.pending.drain(..) {
-            for p in Items::of(p) {
-                shared.report(p.id, addr, Err(Error::Shutdown), p.ticket.as_ref());
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(u) = used.get_mut(&a) {
+            *u = u.saturating_sub(n);
+            if *u == 0 {
+                used.remove(&a);
             }
         }
-        self.to_deflate = 0;
-    }
-
-    /// Messages pending or awaiting an ack.
-    pub(crate) fn load(&self) -> usize {
-        self.pending.len() + self.inflight.len()
+        drop(used);
+        self.room.notify_all();
     }
 }
 
-/// The engine side [`intake`] needs.
-pub(crate) trait Links {
-    /// Index of the link to `addr`, created if new.
-    fn index(&mut self, addr: SocketAddr) -> usize;
-    /// The link at `i`.
-    fn link(&mut self, i: usize) -> &mut Link;
-    /// Starts connecting link `i` (it is idle and has work).
-    fn connect(&mut self, i: usize);
+/// The caller-side half of an engine (mio or io_uring): the queue and the
+/// flags the engine thread publishes.
+pub(crate) struct PumpHandle {
+    pub(crate) queue: Arc<SendQueue<Outgoing>>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) idle: Arc<AtomicBool>,
+    pub(crate) in_flight: Arc<AtomicU64>,
+    pub(crate) members: Arc<AtomicU64>,
+    pub(crate) shared: Arc<Shared>,
+    /// Set in `asynchronous` mode: all-or-nothing admission per member.
+    pub(crate) admission: Option<Arc<Admission>>,
+    /// Members that left the cluster, for the engine to release.
+    pub(crate) left: Arc<Mutex<Vec<SocketAddr>>>,
+    pub(crate) any_left: Arc<AtomicBool>,
 }
 
-/// Moves up to `batch` queued items to their links' pending queues (at
-/// most `cap` each); an item that does not fit waits in `held`. Returns
-/// how many items moved.
-pub(crate) fn intake<L: Links>(
-    l: &mut L,
-    queue: &crate::queue::SendQueue<super::pump::Outgoing>,
-    held: &mut Option<super::pump::Outgoing>,
-    idle: &std::sync::atomic::AtomicBool,
-    cap: usize,
-    batch: usize,
-) -> usize {
-    use crate::wire::frame::{FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_INTERNAL_DEFLATE};
-    use std::sync::atomic::Ordering;
+impl PumpHandle {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        waker: Box<dyn crate::queue::Wake>,
+        admission: bool,
+    ) -> PumpHandle {
+        let cap = shared.cfg.max_queue_length;
+        // With admission the members' places bound what is queued; the
+        // shared queue is only the hand-off to the engine thread.
+        let handoff = if admission { cap.max(1024) } else { cap };
+        PumpHandle {
+            queue: Arc::new(SendQueue::new(handoff, waker)),
+            stop: Arc::new(AtomicBool::new(false)),
+            idle: Arc::new(AtomicBool::new(true)),
+            in_flight: Arc::new(AtomicU64::new(0)),
+            members: Arc::new(AtomicU64::new(0)),
+            admission: admission.then(|| Arc::new(Admission::new(cap))),
+            left: Arc::default(),
+            any_left: Arc::default(),
+            shared,
+        }
+    }
+
+    pub(crate) fn send(&self, item: Outgoing) -> crate::Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(Error::NotRunning);
+        }
+        let wait = self.shared.cfg.queue_add_wait_timeout;
+        if let Some(adm) = &self.admission {
+            if let Err(e) = adm.reserve(item.dest.as_slice(), wait) {
+                Stats::add(&self.shared.stats.queue_full, 1);
+                return Err(e);
+            }
+        }
+        match self.queue.push(item, wait) {
+            Ok(()) => Ok(()),
+            Err((e, item)) => {
+                if let Some(adm) = &self.admission {
+                    for &a in item.dest.as_slice() {
+                        adm.release(a, 1);
+                    }
+                }
+                Stats::add(&self.shared.stats.queue_full, 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// `addr` left the cluster: its state is released once nothing is owed.
+    pub(crate) fn member_left(&self, addr: SocketAddr) {
+        self.left
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(addr);
+        self.any_left.store(true, Ordering::SeqCst);
+        self.queue.wake();
+    }
+
+    pub(crate) fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.idle.load(Ordering::SeqCst)
+    }
+
+    /// Publishes idleness, in-flight count and queue depth (engine side).
+    pub(crate) fn publish<'a>(&self, held: bool, conns: impl Iterator<Item = &'a Conn>) {
+        let (mut n, mut members) = (0usize, 0u64);
+        for c in conns {
+            n += c.load();
+            members += 1;
+        }
+        let idle = !held && self.queue.is_empty() && n == 0;
+        self.idle.store(idle, Ordering::SeqCst);
+        self.in_flight.store(n as u64, Ordering::Relaxed);
+        self.members.store(members, Ordering::Relaxed);
+        self.shared
+            .stats
+            .queue_depth
+            .store((self.queue.len() + n) as u64, Ordering::Relaxed);
+    }
+
+    /// Reports everything still queued (and `held`) as shut down.
+    pub(crate) fn report_unsent(&self, held: Option<Outgoing>) {
+        let mut held = held;
+        while let Some(item) = held.take().or_else(|| self.queue.pop()) {
+            for &a in item.dest.as_slice() {
+                self.shared
+                    .report(item.id, a, Err(Error::Shutdown), item.ticket.as_ref());
+                if let Some(adm) = &self.admission {
+                    adm.release(a, 1);
+                }
+            }
+        }
+    }
+
+    /// A second handle on the same queue and flags (for the engine).
+    pub(crate) fn clone_ref(&self) -> PumpHandle {
+        PumpHandle {
+            queue: self.queue.clone(),
+            stop: self.stop.clone(),
+            idle: self.idle.clone(),
+            in_flight: self.in_flight.clone(),
+            members: self.members.clone(),
+            shared: self.shared.clone(),
+            admission: self.admission.clone(),
+            left: self.left.clone(),
+            any_left: self.any_left.clone(),
+        }
+    }
+}
+
+/// The engine side the shared logic needs.
+pub(crate) trait Engine {
+    /// The caller-side handle.
+    fn handle(&self) -> &PumpHandle;
+    /// Index of the member `addr`, created if new.
+    fn index(&mut self, addr: SocketAddr, now: Instant) -> usize;
+    /// The member at `i` (it exists).
+    fn conn(&mut self, i: usize) -> &mut Conn;
+    /// Starts connecting member `i`; tells its sender how that went.
+    fn connect(&mut self, i: usize, now: Instant);
+    /// Drops member `i`'s socket (cancelling its operations).
+    fn close(&mut self, i: usize);
+}
+
+/// A new member sender for `addr` with a fresh random epoch.
+pub(crate) fn new_conn(addr: SocketAddr, shared: &Shared, now: Instant) -> Conn {
+    let mut e = [0u8; 8];
+    e.copy_from_slice(&crate::channel::random_id()[..8]);
+    SenderConn::new(
+        addr,
+        SenderLimits::from_config(&shared.cfg),
+        shared.cfg.domain.clone(),
+        u64::from_le_bytes(e),
+        now,
+    )
+}
+
+/// Carries out what member `i`'s sender asks: connects, closes, outcomes
+/// (reported to the listener and ticket; places given back), counters.
+pub(crate) fn drive<E: Engine>(e: &mut E, i: usize, now: Instant) {
+    loop {
+        match e.conn(i).poll_action() {
+            Some(Action::Connect) => e.connect(i, now),
+            Some(Action::Close(why)) => {
+                if why != "idle" && why != "shutdown" {
+                    crate::sr_log!(Info, "connection to {} lost: {why}", e.conn(i).addr());
+                }
+                e.close(i);
+            }
+            None => break,
+        }
+    }
+    let shared = e.handle().shared.clone();
+    let adm = e.handle().admission.clone();
+    let c = e.conn(i);
+    let addr = c.addr();
     let mut n = 0;
+    while let Some((id, tok, o)) = c.poll_outcome() {
+        shared.report(id, addr, o, tok.as_ref());
+        n += 1;
+    }
+    if let Some(adm) = adm {
+        adm.release(addr, n);
+    }
+    let k = c.take_counters();
+    if k != Default::default() {
+        let s = &shared.stats;
+        Stats::add(&s.msgs_sent, k.msgs_sent);
+        Stats::add(&s.bytes_sent, k.bytes_sent);
+        Stats::add(&s.acks_received, k.acks);
+        Stats::add(&s.resends, k.resends);
+        Stats::add(&s.compressed, k.compressed);
+        Stats::add(&s.reconnects, k.reconnects);
+    }
+}
+
+/// Moves up to `batch` queued messages onto their members' senders.
+///
+/// A member whose queue is full holds the message (in `held`, and intake
+/// stops: backpressure through the shared queue to the producers) only
+/// while it makes progress; once it is stalled (nothing written for
+/// `stall_after`) its copies fail with `QueueFull` at once and the others
+/// take theirs, so one stopped member never holds intake for everyone.
+/// Returns how many messages were taken; `touched` collects the members
+/// to drive.
+pub(crate) fn intake<E: Engine>(
+    e: &mut E,
+    queue: &SendQueue<Outgoing>,
+    held: &mut Option<Outgoing>,
+    batch: usize,
+    now: Instant,
+    touched: &mut Vec<usize>,
+) -> usize {
+    let idle = e.handle().idle.clone();
+    // Write between intakes before a healthy member's queue could fill
+    // from one turn's worth alone.
+    let batch = batch.min((e.handle().shared.cfg.max_queue_length / 2).max(1));
+    let mut n = 0;
+    let mut last: Option<usize> = None;
     while n < batch {
         let item = match held.take() {
             Some(i) => i,
@@ -470,38 +325,34 @@ pub(crate) fn intake<L: Links>(
                 }
             }
         };
-        let dests = item.dest.as_slice();
-        let mut idx = [0usize; 8];
-        let fits = dests.iter().enumerate().all(|(k, &a)| {
-            let i = l.index(a);
-            if k < idx.len() {
-                idx[k] = i;
-            }
-            l.link(i).pending.len() < cap
+        let wait = item.dest.as_slice().iter().any(|&a| {
+            let i = e.index(a, now);
+            let c = e.conn(i);
+            c.is_full() && !c.is_stalled(now)
         });
-        if !fits {
+        if wait {
             *held = Some(item);
             break;
         }
         let deflate = item.flags & FLAG_INTERNAL_DEFLATE != 0;
-        let wire_flags = item.flags & !FLAG_INTERNAL_DEFLATE;
-        let hdr = FrameHeader::data(item.id, item.payload.len(), wire_flags).encode();
+        let flags = item.flags & !FLAG_INTERNAL_DEFLATE;
         let ack = item.flags & (FLAG_ACK_DELIVERY | FLAG_ACK_RECEIPT) != 0;
-        let last = dests.len() - 1;
-        let super::pump::Outgoing {
+        let Outgoing {
             id,
             dest,
             payload,
             ticket,
             ..
         } = item;
+        let dests = dest.as_slice();
+        let end = dests.len() - 1;
         // The payload and ticket move into the last destination's entry;
         // earlier ones share them by reference count.
         let mut payload = Some(payload);
         let mut ticket = Some(ticket);
-        for (k, &a) in dest.as_slice().iter().enumerate() {
-            let i = if k < idx.len() { idx[k] } else { l.index(a) };
-            let (p, t) = if k == last {
+        for (k, &a) in dests.iter().enumerate() {
+            let i = e.index(a, now);
+            let (payload, token) = if k == end {
                 (payload.take().unwrap_or_default(), ticket.take().flatten())
             } else {
                 (
@@ -509,126 +360,41 @@ pub(crate) fn intake<L: Links>(
                     ticket.clone().flatten(),
                 )
             };
-            let link = l.link(i);
-            link.to_deflate += usize::from(deflate);
-            link.pending.push_back(Pending {
-                hdr,
-                payload: p,
+            let m = Message {
                 id,
+                payload,
+                flags,
                 ack,
-                attempts: 0,
-                ticket: t,
                 deflate,
-                batch: None,
-            });
-            if link.state == State::Idle {
-                l.connect(i);
+                token,
+            };
+            let c = e.conn(i);
+            let ok = c.handle_enqueue(now, m);
+            if (!ok || c.state() == crate::proto::sender::State::Wanted) && last != Some(i) {
+                touched.push(i);
+                last = Some(i);
             }
         }
         n += 1;
     }
+    if n > 0 {
+        queue.popped();
+    }
     n
 }
 
-/// The caller-side half of an engine (mio or io_uring): the queue and the
-/// flags the engine thread publishes.
-pub(crate) struct PumpHandle {
-    pub(crate) queue: Arc<crate::queue::SendQueue<super::pump::Outgoing>>,
-    pub(crate) stop: Arc<std::sync::atomic::AtomicBool>,
-    pub(crate) idle: Arc<std::sync::atomic::AtomicBool>,
-    pub(crate) in_flight: Arc<std::sync::atomic::AtomicU64>,
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl PumpHandle {
-    pub(crate) fn new(shared: Arc<Shared>, waker: Box<dyn crate::queue::Wake>) -> PumpHandle {
-        PumpHandle {
-            queue: Arc::new(crate::queue::SendQueue::new(
-                shared.cfg.max_queue_length,
-                waker,
-            )),
-            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            idle: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            in_flight: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-            shared,
-        }
-    }
-
-    pub(crate) fn send(&self, item: super::pump::Outgoing) -> crate::Result<()> {
-        use std::sync::atomic::Ordering;
-        if self.stop.load(Ordering::Relaxed) {
-            return Err(Error::NotRunning);
-        }
-        match self
-            .queue
-            .push(item, self.shared.cfg.queue_add_wait_timeout)
-        {
-            Ok(()) => Ok(()),
-            Err((e, _)) => {
-                Stats::add(&self.shared.stats.queue_full, 1);
-                Err(e)
-            }
-        }
-    }
-
-    pub(crate) fn queue_len(&self) -> usize {
-        self.queue.len()
-    }
-
-    pub(crate) fn in_flight(&self) -> u64 {
-        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub(crate) fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.idle.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Publishes idleness, in-flight count and queue depth (engine side).
-    pub(crate) fn publish<'a>(&self, held: bool, links: impl Iterator<Item = &'a Link> + Clone) {
-        use std::sync::atomic::Ordering;
-        let idle = !held && self.queue.is_empty() && links.clone().all(|l| l.load() == 0);
-        self.idle.store(idle, Ordering::SeqCst);
-        let n: usize = links.map(|l| l.load()).sum();
-        self.in_flight.store(n as u64, Ordering::Relaxed);
-        self.shared
-            .stats
-            .queue_depth
-            .store((self.queue.len() + n) as u64, Ordering::Relaxed);
-    }
-
-    /// Reports everything still queued (and `held`) as shut down.
-    pub(crate) fn report_unsent(&self, held: &mut Option<super::pump::Outgoing>) {
-        while let Some(item) = held.take().or_else(|| self.queue.pop()) {
-            for &a in item.dest.as_slice() {
-                self.shared
-                    .report(item.id, a, Err(Error::Shutdown), item.ticket.as_ref());
-            }
-        }
-    }
-
-    /// A second handle on the same queue and flags (for the engine).
-    pub(crate) fn clone_ref(&self) -> PumpHandle {
-        PumpHandle {
-            queue: self.queue.clone(),
-            stop: self.stop.clone(),
-            idle: self.idle.clone(),
-            in_flight: self.in_flight.clone(),
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-/// Address to link index, with the last lookup cached (most batches go
-/// to one member).
+/// Address to member index, with the last lookup cached (most batches go
+/// to one member), and free slots reused.
 #[derive(Default)]
 pub(crate) struct LinkIndex {
-    by_addr: std::collections::HashMap<SocketAddr, usize>,
+    by_addr: HashMap<SocketAddr, usize>,
     last: Option<(SocketAddr, usize)>,
+    free: Vec<usize>,
 }
 
 impl LinkIndex {
-    /// The index of `addr`, or `next` (recorded) when new; the bool says
-    /// whether it is new.
+    /// The index of `addr`; when new, `make(slot)` is told where it goes
+    /// (`slot` is a freed index or `next`).
     pub(crate) fn lookup(&mut self, addr: SocketAddr, next: usize) -> (usize, bool) {
         if let Some((a, i)) = self.last {
             if a == addr {
@@ -638,11 +404,69 @@ impl LinkIndex {
         let (i, new) = match self.by_addr.get(&addr) {
             Some(&i) => (i, false),
             None => {
-                self.by_addr.insert(addr, next);
-                (next, true)
+                let i = self.free.pop().unwrap_or(next);
+                self.by_addr.insert(addr, i);
+                (i, true)
             }
         };
         self.last = Some((addr, i));
         (i, new)
+    }
+
+    /// The index of `addr`, if known.
+    pub(crate) fn find(&self, addr: SocketAddr) -> Option<usize> {
+        self.by_addr.get(&addr).copied()
+    }
+
+    /// Forgets `addr` (at `i`); the slot may be reused.
+    pub(crate) fn remove(&mut self, addr: SocketAddr, i: usize) {
+        self.by_addr.remove(&addr);
+        if self.last.is_some_and(|(a, _)| a == addr) {
+            self.last = None;
+        }
+        self.free.push(i);
+    }
+}
+
+/// Until when a held message may wait: `t` (the engine's next timer), or
+/// earlier, when a full destination would count as stalled.
+pub(crate) fn held_until<E: Engine>(
+    e: &mut E,
+    held: &Option<Outgoing>,
+    mut t: Instant,
+    now: Instant,
+) -> Instant {
+    if let Some(h) = held {
+        for &a in h.dest.as_slice() {
+            let i = e.index(a, now);
+            t = t.min(e.conn(i).stall_deadline());
+        }
+    }
+    t
+}
+
+/// Tells the senders of members that left (see
+/// [`PumpHandle::member_left`]); cheap when none did.
+pub(crate) fn members_left<E: Engine>(e: &mut E, index: &LinkIndex, now: Instant) {
+    let flag = &e.handle().any_left;
+    if !flag.load(Ordering::Relaxed) || !flag.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    let left: Vec<SocketAddr> =
+        std::mem::take(&mut *e.handle().left.lock().unwrap_or_else(|p| p.into_inner()));
+    for a in left {
+        if let Some(i) = index.find(a) {
+            e.conn(i).handle_leave(now);
+            drive(e, i, now);
+        }
+    }
+}
+
+/// Puts `x` at slot `i` of `v` (a freed slot, or one past the end).
+pub(crate) fn put_slot<T>(v: &mut Vec<Option<T>>, i: usize, x: T) {
+    if i == v.len() {
+        v.push(Some(x));
+    } else {
+        v[i] = Some(x);
     }
 }

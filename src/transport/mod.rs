@@ -5,14 +5,16 @@
 //!   connection; an optional worker pool keeps that order.
 //! - [`sync`]: `synchronous` and `pooled`: the caller's thread writes on a
 //!   checked-out connection and waits for its ack there.
-//! - [`pump`]: `asynchronous` and `fastasyncqueue`: an I/O thread drains a
-//!   bounded queue in batches, writes many frames per `writev`, tracks acks,
-//!   times out, reconnects with backoff and resends.
+//! - [`pump`]: `asynchronous` and `fastasyncqueue`: one I/O thread drives
+//!   every member's sans-IO [`SenderConn`](crate::proto::sender::SenderConn)
+//!   (queue, window, acks, deadlines, resend), writing many frames per
+//!   `writev`; the two modes differ only in admission policy.
 
 mod link;
 pub mod pump;
 pub mod receiver;
 mod rx_core;
+mod rx_engine;
 pub mod sync;
 mod ticket;
 pub mod tribes_send;
@@ -55,17 +57,7 @@ pub struct Message {
 /// when the sender asked for an ack after delivery.
 pub type MessageListener = Arc<dyn Fn(&Message) -> Result<(), String> + Send + Sync>;
 
-/// How a message ended for one destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// Written to the socket (no ack was requested).
-    Sent,
-    /// Acknowledged by the receiver.
-    Acked,
-}
-
-/// Outcome of one message at one destination.
-pub type Outcome = Result<Delivery, Error>;
+pub use crate::proto::sender::{Delivery, Outcome};
 
 /// Told each message's outcome in the asynchronous modes:
 /// `(message id, destination, outcome)`. Called on the sender I/O thread;
@@ -114,6 +106,9 @@ pub struct Shared {
     /// Told of every destination found unreachable (membership's failure
     /// detector listens here).
     pub on_unreachable: std::sync::OnceLock<Box<dyn Fn(SocketAddr) + Send + Sync>>,
+    /// The receiver's per-stream high-water marks (exactly-once delivery
+    /// across reconnects), shared by its threads.
+    pub dedup: crate::proto::dedup::DedupTable,
 }
 
 impl Shared {
@@ -126,6 +121,7 @@ impl Shared {
             outcome,
             local: std::sync::OnceLock::new(),
             on_unreachable: std::sync::OnceLock::new(),
+            dedup: Default::default(),
         }
     }
 
@@ -150,6 +146,9 @@ impl Shared {
             Ok(Delivery::Sent) => {}
             Err(Error::Timeout) => Stats::add(&self.stats.timeouts, 1),
             Err(e) => {
+                if matches!(e, Error::QueueFull) {
+                    Stats::add(&self.stats.queue_full, 1);
+                }
                 Stats::add(&self.stats.failures, 1);
                 if matches!(e, Error::Unreachable(_)) {
                     self.unreachable(to);
@@ -226,16 +225,57 @@ pub enum AnyPump {
 }
 
 impl AnyPump {
-    /// Starts the engine of `backend` on a thread named `name`.
+    /// Starts the engine of `backend` on a thread named `name`, with the
+    /// `fastasyncqueue` policy: a member whose queue is full fails its copy
+    /// of a message with `QueueFull` (reported), the others take theirs.
     ///
     /// # Errors
     /// Poll, ring or thread failures.
     pub fn start(backend: Backend, shared: Arc<Shared>, name: &str) -> crate::Result<AnyPump> {
+        Self::start_policy(backend, shared, name, false)
+    }
+
+    /// As [`AnyPump::start`]; with `admission` (the `asynchronous`
+    /// policy) a send first reserves room at every destination, all or
+    /// nothing, waiting up to `queueAddWaitTimeout`.
+    ///
+    /// # Errors
+    /// Poll, ring or thread failures.
+    pub fn start_policy(
+        backend: Backend,
+        shared: Arc<Shared>,
+        name: &str,
+        admission: bool,
+    ) -> crate::Result<AnyPump> {
         Ok(match backend {
             #[cfg(target_os = "linux")]
-            Backend::Uring => AnyPump::Uring(uring_pump::UringPump::start(shared, name)?),
-            _ => AnyPump::Mio(pump::Pump::start(shared, name)?),
+            Backend::Uring => AnyPump::Uring(uring_pump::UringPump::start_policy(
+                shared,
+                name,
+                uring_pump::UringPumpTuning::default(),
+                admission,
+            )?),
+            _ => AnyPump::Mio(pump::Pump::start_policy(shared, name, admission)?),
         })
+    }
+
+    /// `addr` left the cluster: its sender state is released once every
+    /// message to it has an outcome.
+    pub fn member_left(&self, addr: SocketAddr) {
+        match self {
+            AnyPump::Mio(p) => p.member_left(addr),
+            #[cfg(target_os = "linux")]
+            AnyPump::Uring(p) => p.member_left(addr),
+        }
+    }
+
+    /// Members the engine holds state for (released when idle).
+    pub fn members(&self) -> u64 {
+        match self {
+            AnyPump::Mio(p) => p.members(),
+            #[cfg(target_os = "linux")]
+            AnyPump::Uring(p) => p.members(),
+        }
     }
 
     /// Queues a message; see [`pump::Pump::send`].

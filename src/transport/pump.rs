@@ -2,17 +2,19 @@
 //! I/O thread that drains a bounded lock-free queue in batches, keeps a
 //! non-blocking connection per member, writes up to 511 frames per `writev`
 //! (header and shared payload as two iovecs each, no copy), reads acks,
-//! times out, reconnects with backoff and resends. `fastasyncqueue` runs one
-//! pump for all members; `asynchronous` one pump (and queue) per member.
+//! times out, reconnects with backoff and resends. Each member's logic is
+//! a sans-IO [`SenderConn`](crate::proto::sender::SenderConn); this file
+//! only moves its bytes. `fastasyncqueue` and `asynchronous` share the
+//! engine: one thread for all members, whatever their number (the
+//! asynchronous policy adds all-or-nothing admission per member).
 
-use super::link::{self, Batcher, KeepAlive, Link, LinkIndex, Links, PumpHandle, State};
+use super::link::{self, Conn, Engine as _, LinkIndex, PumpHandle};
 use super::{Shared, Ticket};
 use crate::driver::sys;
+use crate::proto::sender::Batcher;
 use crate::queue::{SendQueue, Wake};
 use crate::sr_log;
-use crate::stats::Stats;
-use crate::wire::frame::HEADER_LEN;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
@@ -76,27 +78,36 @@ pub struct Pump {
 }
 
 impl Pump {
-    /// Starts a pump thread named `name`.
+    /// Starts a pump thread named `name` (the `fastasyncqueue` policy).
     ///
     /// # Errors
     /// Poll or thread creation failures.
     pub fn start(shared: Arc<Shared>, name: &str) -> crate::Result<Pump> {
+        Self::start_policy(shared, name, false)
+    }
+
+    /// Starts a pump; with `admission`, a send reserves room at every
+    /// destination first, all or nothing (the `asynchronous` policy).
+    pub(crate) fn start_policy(
+        shared: Arc<Shared>,
+        name: &str,
+        admission: bool,
+    ) -> crate::Result<Pump> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let h = PumpHandle::new(shared.clone(), Box::new(MioWake(waker.clone())));
+        let h = PumpHandle::new(shared.clone(), Box::new(MioWake(waker.clone())), admission);
         let mut eng = Engine {
             poll,
             queue: h.queue.clone(),
             shared: shared.clone(),
             stop: h.stop.clone(),
-            idle: h.idle.clone(),
             h: h.clone_ref(),
             conns: Vec::new(),
             index: LinkIndex::default(),
-            held: None,
             preface: shared.preface(false).encode(),
-            batcher: Batcher::new(&shared),
-            next_ping: 1,
+            batcher: Batcher::new(shared.cfg.compression_level),
+            touched: Vec::new(),
+            held: None,
         };
         let thread = std::thread::Builder::new()
             .name(name.to_string())
@@ -127,13 +138,25 @@ impl Pump {
         self.h.in_flight()
     }
 
+    /// `addr` left the cluster: its state is released once every message
+    /// to it has an outcome.
+    pub fn member_left(&self, addr: SocketAddr) {
+        self.h.member_left(addr);
+    }
+
+    /// Members the I/O thread holds state for.
+    pub fn members(&self) -> u64 {
+        self.h.members.load(Ordering::Relaxed)
+    }
+
     /// True when nothing is queued, pending or awaiting an ack.
     pub fn is_idle(&self) -> bool {
         self.h.is_idle()
     }
 
     /// Stops the thread; whatever has no outcome yet ends as
-    /// [`crate::Error::Shutdown`] (reported). Idempotent.
+    /// [`crate::Error::Shutdown`] (reported before this returns).
+    /// Idempotent.
     pub fn stop(&self) {
         self.h.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
@@ -141,6 +164,9 @@ impl Pump {
         if let Some(t) = t {
             let _ = t.join();
         }
+        // A send racing with stop may have queued after the thread's last
+        // look.
+        self.h.report_unsent(None);
     }
 }
 
@@ -151,9 +177,10 @@ impl Drop for Pump {
 }
 
 struct TxConn {
-    link: Link,
+    conn: Conn,
     stream: Option<TcpStream>,
     writable: bool,
+    rbuf: BytesMut,
 }
 
 struct Engine {
@@ -162,15 +189,15 @@ struct Engine {
     queue: Arc<SendQueue<Outgoing>>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
-    idle: Arc<AtomicBool>,
-    conns: Vec<TxConn>,
+    /// Members by index (the mio token); `None` for a released slot.
+    conns: Vec<Option<TxConn>>,
     index: LinkIndex,
-    /// An item that did not fit its destinations' pending queues yet.
-    held: Option<Outgoing>,
     preface: Vec<u8>,
-    next_ping: u64,
     /// Compresses runs of messages into BATCH frames before writing.
     batcher: Batcher,
+    touched: Vec<usize>,
+    /// A message waiting for a full (not stalled) member's room.
+    held: Option<Outgoing>,
 }
 
 impl Engine {
@@ -180,28 +207,33 @@ impl Engine {
         let mut idle_since: Option<Instant> = None;
         let mut next_sweep = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
-            let took = self.intake();
-            let wrote = self.write_all_ready();
             let now = Instant::now();
+            let took = self.intake(now);
+            let wrote = self.write_all_ready(now);
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + Duration::from_millis(1);
             }
             let busy = took > 0 || wrote;
-            self.publish_idle();
-            let timeout = if busy || (!self.queue.is_empty() && self.held.is_none()) {
+            self.h.publish(
+                self.held.is_some(),
+                self.conns.iter().flatten().map(|c| &c.conn),
+            );
+            let timeout = if busy || (self.held.is_none() && !self.queue.is_empty()) {
                 idle_since = None;
                 Some(Duration::ZERO)
+            } else if self.held.is_some() {
+                // A full member holds intake: sleep until its socket takes
+                // more (an event) or it may count as stalled (a timer),
+                // whatever the queue holds.
+                let until = self.held_until(now);
+                Some(self.wait_for(now, until))
             } else {
                 let since = *idle_since.get_or_insert(now);
                 if since.elapsed() < spin {
                     Some(Duration::ZERO)
                 } else if self.queue.prepare_sleep() {
-                    Some(
-                        self.next_timer(now)
-                            .saturating_duration_since(now)
-                            .max(Duration::from_micros(100)),
-                    )
+                    Some(self.wait_for(now, self.next_timer(now)))
                 } else {
                     Some(Duration::ZERO)
                 }
@@ -212,265 +244,299 @@ impl Engine {
                 }
             }
             self.queue.awake();
+            let now = Instant::now();
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
                 }
                 let i = ev.token().0;
-                if i >= self.conns.len() {
+                if self.conns.get(i).is_none_or(|c| c.is_none()) {
                     continue;
                 }
                 if ev.is_writable() {
-                    self.on_writable(i);
+                    self.on_writable(i, now);
                 }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    self.on_readable(i);
+                    self.on_readable(i, now);
                 }
             }
         }
         self.shutdown();
     }
 
-    fn publish_idle(&self) {
-        self.h
-            .publish(self.held.is_some(), self.conns.iter().map(|c| &c.link));
+    fn tx(&mut self, i: usize) -> &mut TxConn {
+        self.conns[i].as_mut().expect("live member slot")
     }
 
-    /// Moves queued items to their connections' pending queues.
-    fn intake(&mut self) -> usize {
-        let cap = self.shared.cfg.max_queue_length;
+    /// Moves queued messages onto their members.
+    fn intake(&mut self, now: Instant) -> usize {
+        let index = std::mem::take(&mut self.index);
+        link::members_left(self, &index, now);
+        self.index = index;
         let queue = self.queue.clone();
-        let idle = self.idle.clone();
+        let mut touched = std::mem::take(&mut self.touched);
         let mut held = self.held.take();
-        let n = link::intake(self, &queue, &mut held, &idle, cap, INTAKE_BATCH);
+        let n = link::intake(self, &queue, &mut held, INTAKE_BATCH, now, &mut touched);
         self.held = held;
+        for i in touched.drain(..) {
+            link::drive(self, i, now);
+        }
+        self.touched = touched;
         n
     }
 
-    fn on_writable(&mut self, i: usize) {
-        let c = &mut self.conns[i];
-        if let State::Connecting(_) = c.link.state {
+    fn on_writable(&mut self, i: usize, now: Instant) {
+        let c = self.tx(i);
+        if let crate::proto::sender::State::Connecting(_) = c.conn.state() {
             let Some(s) = c.stream.as_ref() else { return };
             match s.take_error() {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
-                    self.broken(i, &format!("connect failed: {e}"));
+                    self.broken(i, now, &format!("connect failed: {e}"));
                     return;
                 }
             }
             match s.peer_addr() {
-                Ok(_) => c.link.opened(&self.shared),
+                Ok(_) => c.conn.handle_connected(now),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => {
-                    self.broken(i, &format!("connect failed: {e}"));
+                    self.broken(i, now, &format!("connect failed: {e}"));
                     return;
                 }
             }
         }
-        self.conns[i].writable = true;
-        self.write_conn(i);
+        self.tx(i).writable = true;
+        self.write_conn(i, now);
     }
 
-    fn write_all_ready(&mut self) -> bool {
+    fn write_all_ready(&mut self, now: Instant) -> bool {
         let mut wrote = false;
         for i in 0..self.conns.len() {
-            let c = &self.conns[i];
-            if c.link.state == State::Open && c.writable && c.link.has_output() {
-                wrote |= self.write_conn(i);
+            if let Some(c) = &self.conns[i] {
+                if c.writable && c.conn.wants_write() {
+                    wrote |= self.write_conn(i, now);
+                }
             }
         }
         wrote
     }
 
     /// Writes as much as the socket takes; returns true if anything went out.
-    fn write_conn(&mut self, i: usize) -> bool {
-        let now = Instant::now();
+    fn write_conn(&mut self, i: usize, now: Instant) -> bool {
         let mut progressed = false;
         loop {
-            let c = &mut self.conns[i];
-            if c.link.state != State::Open || !c.writable || !c.link.has_output() {
-                return progressed;
-            }
-            let Some(fd) = c.stream.as_ref().map(|s| s.as_raw_fd()) else {
+            let Some(c) = self.conns[i].as_mut() else {
                 return progressed;
             };
-            c.link
-                .batch_window(&mut self.batcher, &self.shared, FRAMES_PER_WRITEV);
-            let l = &c.link;
+            if !c.writable || !c.conn.wants_write() {
+                break;
+            }
+            let Some(fd) = c.stream.as_ref().map(|s| s.as_raw_fd()) else {
+                break;
+            };
             let mut iov = [sys::EMPTY_IOVEC; sys::IOV_MAX];
             let mut n = 0;
-            if !l.ctl.is_empty() {
-                iov[n] = sys::iovec(&l.ctl);
+            let (ctl, frames) = c.conn.poll_transmit(&mut self.batcher, FRAMES_PER_WRITEV);
+            if !ctl.is_empty() {
+                iov[n] = sys::iovec(ctl);
                 n += 1;
             }
-            for (k, p) in l.pending.iter().take(FRAMES_PER_WRITEV).enumerate() {
-                let skip = if k == 0 { l.head_off } else { 0 };
-                if skip < HEADER_LEN {
-                    iov[n] = sys::iovec(&p.hdr[skip..]);
-                    n += 1;
-                    if !p.payload.is_empty() {
-                        iov[n] = sys::iovec(&p.payload);
-                        n += 1;
-                    }
-                } else {
-                    iov[n] = sys::iovec(&p.payload[skip - HEADER_LEN..]);
+            for f in frames {
+                if !f.hdr.is_empty() {
+                    iov[n] = sys::iovec(f.hdr);
                     n += 1;
                 }
+                if f.payload.len() > f.skip {
+                    iov[n] = sys::iovec(&f.payload[f.skip..]);
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                break;
             }
             match sys::writev_iovecs(fd, &iov[..n]) {
                 Ok(written) => {
                     progressed = true;
-                    self.conns[i].link.advance(written, now, &self.shared);
+                    c.conn.handle_written(now, written);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.conns[i].writable = false;
-                    return progressed;
+                    c.writable = false;
+                    break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.broken(i, &format!("write failed: {e}"));
+                    self.broken(i, now, &format!("write failed: {e}"));
                     return progressed;
                 }
             }
         }
+        link::drive(self, i, now);
+        progressed
     }
 
-    fn on_readable(&mut self, i: usize) {
+    fn on_readable(&mut self, i: usize, now: Instant) {
         loop {
-            let c = &mut self.conns[i];
+            let Some(c) = self.conns[i].as_mut() else {
+                return;
+            };
             let Some(fd) = c.stream.as_ref().map(|s| s.as_raw_fd()) else {
                 return;
             };
-            if matches!(c.link.state, State::Connecting(_)) {
+            if matches!(c.conn.state(), crate::proto::sender::State::Connecting(_)) {
                 // Readable before writable: let the writable path decide.
                 return;
             }
-            match sys::read_into(fd, &mut c.link.rbuf, 16 * 1024) {
+            match sys::read_into(fd, &mut c.rbuf, 16 * 1024) {
                 Ok(0) => {
-                    self.broken(i, "connection closed by member");
+                    self.broken(i, now, "connection closed by member");
                     return;
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.broken(i, &format!("read failed: {e}"));
+                    self.broken(i, now, &format!("read failed: {e}"));
                     return;
                 }
             }
-            if let Err(why) = c.link.on_replies(&self.shared) {
-                self.broken(i, &why);
-                return;
-            }
+            c.conn.handle_replies(now, &mut c.rbuf);
+            link::drive(self, i, now);
         }
     }
 
-    fn drop_socket(&mut self, i: usize) {
-        if let Some(mut s) = self.conns[i].stream.take() {
-            let _ = self.poll.registry().deregister(&mut s);
-        }
-        self.conns[i].writable = false;
-    }
-
-    /// The connection is lost: see [`Link::broken`].
-    fn broken(&mut self, i: usize, why: &str) {
-        self.drop_socket(i);
-        self.conns[i].link.broken(&self.shared, why);
+    /// The connection is lost: see [`Conn::handle_broken`].
+    fn broken(&mut self, i: usize, now: Instant, why: &str) {
+        sr_log!(Info, "connection to {} lost: {why}", self.tx(i).conn.addr());
+        self.close(i);
+        self.tx(i).conn.handle_broken(now, why);
+        link::drive(self, i, now);
     }
 
     fn sweep(&mut self, now: Instant) {
-        let shared = self.shared.clone();
         for i in 0..self.conns.len() {
-            self.conns[i].link.expire(now, &shared);
-            match self.conns[i].link.state {
-                State::Connecting(d) if now >= d => {
-                    self.broken(i, "connect timed out");
-                }
-                State::Backoff(until) if now >= until => {
-                    if self.conns[i].link.pending.is_empty() {
-                        self.conns[i].link.state = State::Idle;
-                    } else {
-                        Links::connect(self, i);
-                        Stats::add(&shared.stats.reconnects, 1);
-                    }
-                }
-                State::Open => {
-                    match self.conns[i]
-                        .link
-                        .keepalive(now, &shared, &mut self.next_ping)
-                    {
-                        KeepAlive::Nothing => {}
-                        KeepAlive::Close => self.drop_socket(i),
-                        KeepAlive::Broken => self.broken(i, "no answer to keepalive ping"),
-                        KeepAlive::Ping => {
-                            self.write_conn(i);
-                        }
-                    }
-                }
-                _ => {}
+            let Some(c) = self.conns[i].as_mut() else {
+                continue;
+            };
+            if c.conn.poll_timeout().is_some_and(|t| t <= now) {
+                c.conn.handle_timeout(now);
+                link::drive(self, i, now);
+                self.write_conn(i, now);
+            }
+            let Some(c) = self.conns[i].as_ref() else {
+                continue;
+            };
+            if c.stream.is_none() && c.conn.is_reclaimable(now) {
+                let addr = c.conn.addr();
+                self.index.remove(addr, i);
+                self.conns[i] = None;
             }
         }
+    }
+
+    fn wait_for(&self, now: Instant, until: Instant) -> Duration {
+        let _ = now;
+        until
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_micros(100))
+    }
+
+    fn held_until(&mut self, now: Instant) -> Instant {
+        let held = self.held.take();
+        let t = self.next_timer(now);
+        let t = link::held_until(self, &held, t, now);
+        self.held = held;
+        t
     }
 
     fn next_timer(&self, now: Instant) -> Instant {
         let t = now + Duration::from_millis(250);
-        self.conns.iter().fold(t, |t, c| c.link.next_timer(t))
+        self.conns
+            .iter()
+            .flatten()
+            .filter_map(|c| c.conn.poll_timeout())
+            .fold(t, Instant::min)
     }
 
     fn shutdown(&mut self) {
-        let shared = self.shared.clone();
-        self.h.report_unsent(&mut self.held);
+        self.h.report_unsent(self.held.take());
+        let now = Instant::now();
         for i in 0..self.conns.len() {
-            self.conns[i].link.shutdown(&shared);
-            self.drop_socket(i);
+            if let Some(c) = self.conns[i].as_mut() {
+                c.conn.handle_shutdown();
+                link::drive(self, i, now);
+                self.close(i);
+            }
         }
-        self.idle.store(true, Ordering::SeqCst);
+        self.h.publish(
+            self.held.is_some(),
+            self.conns.iter().flatten().map(|c| &c.conn),
+        );
+        self.h.idle.store(true, Ordering::SeqCst);
     }
 }
 
-impl Links for Engine {
-    fn index(&mut self, addr: SocketAddr) -> usize {
+impl link::Engine for Engine {
+    fn handle(&self) -> &PumpHandle {
+        &self.h
+    }
+
+    fn index(&mut self, addr: SocketAddr, now: Instant) -> usize {
         let (i, new) = self.index.lookup(addr, self.conns.len());
-        if !new {
-            return i;
+        if new {
+            let c = TxConn {
+                conn: link::new_conn(addr, &self.shared, now),
+                stream: None,
+                writable: false,
+                rbuf: BytesMut::new(),
+            };
+            link::put_slot(&mut self.conns, i, c);
         }
-        self.conns.push(TxConn {
-            link: Link::new(addr, &self.shared),
-            stream: None,
-            writable: false,
-        });
         i
     }
 
-    fn link(&mut self, i: usize) -> &mut Link {
-        &mut self.conns[i].link
+    fn conn(&mut self, i: usize) -> &mut Conn {
+        &mut self.tx(i).conn
     }
 
-    fn connect(&mut self, i: usize) {
-        let now = Instant::now();
-        let shared = &self.shared;
-        let c = &mut self.conns[i];
-        match TcpStream::connect(c.link.addr) {
+    fn connect(&mut self, i: usize, now: Instant) {
+        let shared = self.shared.clone();
+        let preface = std::mem::take(&mut self.preface);
+        let registry = self.poll.registry();
+        let c = self.conns[i].as_mut().expect("live member slot");
+        let addr = c.conn.addr();
+        match TcpStream::connect(addr) {
             Ok(mut s) => {
                 let _ = s.set_nodelay(shared.cfg.tcp_no_delay);
                 super::receiver::set_buffers(&s, &shared.cfg);
-                if let Err(e) = self.poll.registry().register(
-                    &mut s,
-                    Token(i),
-                    Interest::READABLE | Interest::WRITABLE,
-                ) {
-                    sr_log!(Warn, "cannot register connection to {}: {e}", c.link.addr);
-                    c.link.state = State::Backoff(now + c.link.backoff);
-                    return;
+                if let Err(e) =
+                    registry.register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)
+                {
+                    sr_log!(Warn, "cannot register connection to {addr}: {e}");
+                    c.conn.handle_connect_failed(now);
+                } else {
+                    c.stream = Some(s);
+                    c.writable = false;
+                    c.rbuf.clear();
+                    c.conn.handle_connecting(now, &preface);
                 }
-                c.stream = Some(s);
-                c.writable = false;
-                c.link.connecting(shared, &self.preface, now);
             }
             Err(e) => {
-                sr_log!(Debug, "connect to {} failed: {e}", c.link.addr);
-                c.link.state = State::Backoff(now + c.link.backoff);
+                sr_log!(Debug, "connect to {addr} failed: {e}");
+                c.conn.handle_connect_failed(now);
             }
         }
+        self.preface = preface;
+    }
+
+    fn close(&mut self, i: usize) {
+        let registry = self.poll.registry();
+        let Some(c) = self.conns[i].as_mut() else {
+            return;
+        };
+        if let Some(mut s) = c.stream.take() {
+            let _ = registry.deregister(&mut s);
+        }
+        c.writable = false;
+        c.rbuf.clear();
     }
 }

@@ -5,7 +5,8 @@
 //! order, and a full worker queue pauses reading that connection instead of
 //! blocking the selector.
 
-use super::rx_core::{self, Close, ConnCore, RxCore, WorkerHandle, MAX_CONNECTIONS};
+use super::rx_core::{self, Close, ConnCore, RxCore, WorkerHandle};
+use super::rx_engine::{self, RxDriver};
 use super::{MessageListener, Shared};
 use crate::error::Result;
 use crate::queue::Wake;
@@ -63,7 +64,7 @@ impl Receiver {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let stop = Arc::new(AtomicBool::new(false));
         let (core, workers) =
-            rx_core::start_workers(&shared, listener, Box::new(MioWake(waker.clone())))?;
+            rx_core::start_workers(&shared, listener, Box::new(MioWake(waker.clone())), 0)?;
         let mut sel = Selector {
             poll,
             tcp,
@@ -129,6 +130,9 @@ struct Selector {
     stalled: Vec<usize>,
 }
 
+/// Longest sleep of an idle selector.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
 impl Selector {
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
@@ -143,7 +147,8 @@ impl Selector {
                     Some(t) if t.elapsed() >= spin => {
                         self.core.rx.sleeping.store(true, Ordering::SeqCst);
                         if self.core.rx.acks.is_empty() {
-                            Some(Duration::from_millis(500))
+                            // Until the next handshake or ack-write deadline.
+                            Some(self.core.sleep_for(IDLE_POLL))
                         } else {
                             Some(Duration::ZERO)
                         }
@@ -174,6 +179,7 @@ impl Selector {
                 }
             }
             did |= self.drain_worker_acks();
+            did |= rx_engine::enforce_limits(self);
             if !self.stalled.is_empty() {
                 for t in std::mem::take(&mut self.stalled) {
                     self.service(t);
@@ -201,23 +207,23 @@ impl Selector {
         loop {
             match self.tcp.accept() {
                 Ok((mut stream, peer)) => {
-                    if self.conns.len() >= MAX_CONNECTIONS {
-                        sr_log!(Warn, "refusing {peer}: {MAX_CONNECTIONS} connections open");
+                    let token = self.next_token;
+                    self.next_token += 1;
+                    if !rx_engine::admit(self, token, peer) {
                         continue;
                     }
                     let _ = stream.set_nodelay(self.core.shared.cfg.tcp_no_delay);
                     set_buffers(&stream, &self.core.shared.cfg);
-                    let token = self.next_token;
-                    self.next_token += 1;
+                    let core = self.core.new_conn(token, peer);
                     if let Err(e) =
                         self.poll
                             .registry()
                             .register(&mut stream, Token(token), Interest::READABLE)
                     {
                         sr_log!(Warn, "cannot register {peer}: {e}");
+                        self.core.on_close(&core, &Close::Io(e));
                         continue;
                     }
-                    let core = self.core.new_conn(peer);
                     self.conns.insert(
                         token,
                         RxConn {
@@ -252,14 +258,16 @@ impl Selector {
     }
 
     fn service_conn(&mut self, token: usize, c: &mut RxConn) -> std::result::Result<(), Close> {
+        self.core.begin_turn(&mut c.core);
         // A paused connection first hands over its held job.
         if !self.core.unstall(&mut c.core) {
             self.stalled.push(token);
             return Ok(());
         }
         // Frames decoded from bytes already buffered.
-        if self.core.decode(token, &mut c.core, &mut c.buf)? {
-            self.stalled.push(token);
+        self.core.decode(token, &mut c.core, &mut c.buf)?;
+        if c.core.paused() {
+            rx_engine::park(self, token, c);
             return Ok(());
         }
         let fd = c.stream.as_raw_fd();
@@ -272,8 +280,9 @@ impl Selector {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Close::Io(e)),
             }
-            if self.core.decode(token, &mut c.core, &mut c.buf)? {
-                self.stalled.push(token);
+            self.core.decode(token, &mut c.core, &mut c.buf)?;
+            if c.core.paused() {
+                rx_engine::park(self, token, c);
                 return Ok(());
             }
         }
@@ -286,12 +295,10 @@ impl Selector {
         let mut touched = Vec::new();
         while let Some(a) = self.core.pop_ack() {
             if let Some(c) = self.conns.get_mut(&a.token) {
-                match a.err {
-                    None => c.core.proto.ack(a.id),
-                    Some(r) => c.core.proto.fail(a.id, &r),
-                }
-                if touched.last() != Some(&a.token) {
-                    touched.push(a.token);
+                let t = a.token;
+                self.core.worker_ack(&mut c.core, a);
+                if touched.last() != Some(&t) {
+                    touched.push(t);
                 }
             }
         }
@@ -334,6 +341,7 @@ impl Selector {
             Stats::add(&self.core.shared.stats.acks_sent, 1);
         }
         let want_write = !out.is_empty();
+        rx_engine::output_written(self, token, c);
         if want_write != c.write_interest {
             let interest = if want_write {
                 Interest::READABLE | Interest::WRITABLE
@@ -354,7 +362,7 @@ impl Selector {
     }
 
     fn close(&mut self, _token: usize, mut c: RxConn, why: Close) {
-        self.core.log_close(c.core.peer, &why);
+        self.core.on_close(&c.core, &why);
         if let Close::Protocol(_) = why {
             // Best effort: tell the peer why (FAIL frames queued above).
             let out = c.core.proto.take_output();
@@ -362,6 +370,38 @@ impl Selector {
         }
         let _ = self.poll.registry().deregister(&mut c.stream);
     }
+}
+
+/// Readiness: a paused connection is simply not read; its unread bytes
+/// wait in the socket.
+impl RxDriver for Selector {
+    type Conn = RxConn;
+
+    fn core(&mut self) -> &mut RxCore {
+        &mut self.core
+    }
+
+    fn conn_core(c: &mut RxConn) -> &mut ConnCore {
+        &mut c.core
+    }
+
+    fn take_conn(&mut self, token: usize) -> Option<RxConn> {
+        self.conns.remove(&token)
+    }
+
+    fn put_conn(&mut self, token: usize, c: RxConn) {
+        self.conns.insert(token, c);
+    }
+
+    fn close_conn(&mut self, token: usize, c: RxConn, why: Close) {
+        self.close(token, c, why);
+    }
+
+    fn retry_next_turn(&mut self, token: usize) {
+        self.again.push(token);
+    }
+
+    fn stop_reading(&mut self, _c: &mut RxConn) {}
 }
 
 /// Applies `rxBufSize` / `txBufSize` to a socket.

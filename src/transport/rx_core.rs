@@ -5,12 +5,15 @@
 use super::{Message, MessageListener, Shared};
 use crate::error::Error;
 use crate::proto::inbound::{InEvent, InboundConn};
+use crate::proto::limits::{Admit, Expiry, RxLimits, RxLimitsConfig, UNRESERVED_FRAME};
 use crate::proto::FrameBuf;
 use crate::queue::Wake;
 use crate::sr_log;
 use crate::stats::Stats;
 use crate::wire::compress::Inflater;
-use crate::wire::frame::{batch_frames, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED};
+use crate::wire::frame::{
+    batch_frames, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED, FLAG_SEQ, HEADER_LEN,
+};
 use crate::wire::tribes::{self, ChannelData};
 use crate::wire::{compress, detect_dialect, Dialect, Preface};
 use bytes::Bytes;
@@ -25,8 +28,6 @@ use std::time::{Duration, Instant};
 
 /// Jobs a worker queue holds.
 pub(crate) const WORKER_QUEUE: usize = 4096;
-/// Inbound connections beyond this are refused.
-pub(crate) const MAX_CONNECTIONS: usize = 4096;
 
 pub(crate) struct Job {
     pub(crate) token: usize,
@@ -59,10 +60,27 @@ pub(crate) struct WorkerHandle {
 }
 
 /// Why a connection is being closed.
+#[derive(Debug)]
 pub(crate) enum Close {
     Eof,
     Io(io::Error),
     Protocol(Error),
+    /// A receiver limit (handshake deadline, slot eviction, acks unread).
+    Limit(&'static str),
+}
+
+/// Why a connection is not read for now, besides a full worker queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// It spent its inflate budget this turn: others go first, it resumes
+    /// on the next turn.
+    Turn,
+    /// Its unsent output is above `maxPendingAckBytes`: resumes when the
+    /// output drains (or is closed at `ackWriteTimeout`).
+    Output,
+    /// Its frame in progress waits for receive memory: resumes when
+    /// memory is released.
+    Memory,
 }
 
 /// Per-connection protocol state, whatever the driver.
@@ -78,6 +96,34 @@ pub(crate) struct ConnCore {
     /// Messages decoded but held back by a full worker queue (a BATCH can
     /// yield several at once).
     pub(crate) stalled: std::collections::VecDeque<Job>,
+    pub(crate) token: usize,
+    pub(crate) hold: Option<Hold>,
+    /// Receive memory reserved for the frame in progress.
+    reserved: usize,
+    /// Inflated bytes this turn.
+    inflated: usize,
+    /// The handshake completed (native preface, or a first Tribes frame).
+    opened: bool,
+    /// The inner frames of a BATCH not delivered yet: a batch stops where
+    /// a bound pauses the connection and goes on when it resumes, so one
+    /// batch cannot queue a million jobs or acks at once.
+    batch_rest: Option<Bytes>,
+    /// Position in the sender's member stream (exactly-once, `proto::dedup`).
+    seq: crate::proto::dedup::StreamCursor,
+}
+
+impl ConnCore {
+    /// True if the connection must not be read or decoded for now.
+    pub(crate) fn paused(&self) -> bool {
+        !self.stalled.is_empty() || self.hold.is_some()
+    }
+
+    /// True if the pause ends by itself on the next turn (the driver
+    /// retries it then); otherwise an event ends it (output drained,
+    /// memory released).
+    pub(crate) fn retry_next_turn(&self) -> bool {
+        !self.stalled.is_empty() || self.hold == Some(Hold::Turn)
+    }
 }
 
 /// Tribes side of a connection: frames in; its 21-byte ACK / FAIL_ACK
@@ -96,14 +142,37 @@ pub(crate) struct RxCore {
     workers: Vec<Arc<WorkerShared>>,
     worker_threads: Vec<Option<std::thread::Thread>>,
     pub(crate) rx: Arc<RxShared>,
+    limits: RxLimits,
+}
+
+/// The receiver bounds from the config, `driver_pool` bytes of the memory
+/// bound being the driver's (never below one largest frame).
+fn limits_config(cfg: &crate::config::Config, driver_pool: usize) -> RxLimitsConfig {
+    let k = &cfg.rx_limits;
+    let frames = k
+        .max_receive_memory
+        .saturating_sub(driver_pool)
+        .max(cfg.max_frame_size);
+    RxLimitsConfig {
+        max_connections: k.max_connections,
+        handshake_timeout: k.handshake_timeout,
+        max_pending_output: k.max_pending_ack_bytes,
+        output_stall_timeout: k.ack_write_timeout,
+        max_receive_memory: frames,
+        upload_timeout: k.connection_upload_timeout,
+        inflate_per_turn: k.max_inflate_per_turn,
+    }
 }
 
 /// Starts `tcpThreadCount` workers; returns the core for the I/O thread and
-/// the handles to stop them with.
+/// the handles to stop them with. `driver_pool` bytes of `maxReceiveMemory`
+/// are the driver's own receive buffers (io_uring's provided buffers); the
+/// rest bounds frames in progress.
 pub(crate) fn start_workers(
     shared: &Arc<Shared>,
     listener: MessageListener,
     waker: Box<dyn Wake>,
+    driver_pool: usize,
 ) -> io::Result<(RxCore, Vec<WorkerHandle>)> {
     let nworkers = shared.cfg.tcp_thread_count;
     let rx = Arc::new(RxShared {
@@ -138,6 +207,7 @@ pub(crate) fn start_workers(
             .map(|w| w.thread.as_ref().map(|t| t.thread().clone()))
             .collect(),
         rx,
+        limits: RxLimits::new(limits_config(&shared.cfg, driver_pool)),
     };
     Ok((core, handles))
 }
@@ -154,8 +224,26 @@ pub(crate) fn stop_workers(workers: &mut [WorkerHandle]) {
 }
 
 impl RxCore {
-    /// State for a newly accepted connection from `peer`.
-    pub(crate) fn new_conn(&self, peer: SocketAddr) -> ConnCore {
+    /// Decides on a connection just accepted as `token` (tokens ascend):
+    /// accept it, accept it after closing an older connection still in its
+    /// handshake (the caller closes that one with [`Close::Limit`]), or
+    /// refuse it (counted and logged here; the caller drops the socket).
+    pub(crate) fn admit(&mut self, token: usize, peer: SocketAddr) -> Admit {
+        let a = self.limits.admit(token, Instant::now());
+        if a == Admit::Refuse {
+            Stats::add(&self.shared.stats.rx_limit_closes, 1);
+            sr_log!(
+                Warn,
+                "refusing {peer}: all {} connections (maxConnections) are past their handshake",
+                self.limits.config().max_connections
+            );
+        }
+        a
+    }
+
+    /// State for a newly accepted connection from `peer`, admitted as
+    /// `token` by [`RxCore::admit`].
+    pub(crate) fn new_conn(&self, token: usize, peer: SocketAddr) -> ConnCore {
         Stats::add(&self.shared.stats.connections_accepted, 1);
         ConnCore {
             peer,
@@ -165,21 +253,155 @@ impl RxCore {
             dialect: Dialect::Unknown,
             tribes: None,
             stalled: std::collections::VecDeque::new(),
+            token,
+            hold: None,
+            reserved: 0,
+            inflated: 0,
+            opened: false,
+            batch_rest: None,
+            seq: Default::default(),
         }
     }
 
-    /// Decodes and delivers every complete frame in `buf`. Returns true if
-    /// a full worker queue stalled the connection (the caller retries it
-    /// later with [`RxCore::unstall`] before decoding more).
+    /// Starts a connection's turn: a new inflate budget, and a connection
+    /// held for its turn may go again.
+    pub(crate) fn begin_turn(&self, c: &mut ConnCore) {
+        c.inflated = 0;
+        if c.hold == Some(Hold::Turn) {
+            c.hold = None;
+        }
+    }
+
+    /// After output was written: a connection held for unsent output is
+    /// released once it is back within the bound. Returns true if the
+    /// caller must resume reading it.
+    pub(crate) fn output_drained(&mut self, c: &mut ConnCore) -> bool {
+        if c.hold == Some(Hold::Output) && !self.limits.output_over(c.proto.pending_output()) {
+            c.hold = None;
+            self.limits.output_unblocked(c.token);
+            return true;
+        }
+        false
+    }
+
+    /// An ack or failure a worker handed back after delivery; a peer that
+    /// does not read them reaches the output bound here too.
+    pub(crate) fn worker_ack(&mut self, c: &mut ConnCore, a: AckReturn) {
+        match a.err {
+            None => c.proto.ack(a.id),
+            Some(r) => c.proto.fail(a.id, &r),
+        }
+        if c.hold != Some(Hold::Output) && self.limits.output_over(c.proto.pending_output()) {
+            c.hold = Some(Hold::Output);
+            self.limits.output_blocked(c.token, Instant::now());
+        }
+    }
+
+    /// Connections waiting for receive memory that may retry now (memory
+    /// was released); the caller resumes each with [`RxCore::unhold_memory`].
+    pub(crate) fn memory_waiters(&mut self) -> Vec<usize> {
+        self.limits.take_waiters()
+    }
+
+    /// Ends a memory hold so the connection retries its reservation.
+    /// Returns true if it was held for memory.
+    pub(crate) fn unhold_memory(&self, c: &mut ConnCore) -> bool {
+        if c.hold == Some(Hold::Memory) {
+            c.hold = None;
+            return true;
+        }
+        false
+    }
+
+    /// Connections whose deadline passed, with the reason to close them.
+    pub(crate) fn expired(&mut self) -> Vec<(usize, Close)> {
+        self.limits
+            .expired(Instant::now())
+            .into_iter()
+            .map(|(t, e)| {
+                let why = match e {
+                    Expiry::Handshake => Close::Limit("no preface within handshakeTimeout"),
+                    Expiry::OutputStalled => {
+                        Close::Limit("acks unread past maxPendingAckBytes for ackWriteTimeout")
+                    }
+                    Expiry::Upload => {
+                        Close::Limit("frame not complete within connectionUploadTimeout")
+                    }
+                };
+                (t, why)
+            })
+            .collect()
+    }
+
+    /// How long the driver may sleep before a deadline is due (capped at
+    /// `max`).
+    pub(crate) fn sleep_for(&self, max: Duration) -> Duration {
+        match self.limits.next_deadline() {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(max),
+            None => max,
+        }
+    }
+
+    /// Checks the bounds after an event: the output bound, then the
+    /// inflate budget. Returns true if the connection is now held.
+    fn over_bounds(&mut self, c: &mut ConnCore) -> bool {
+        if self.limits.output_over(c.proto.pending_output()) {
+            c.hold = Some(Hold::Output);
+            self.limits.output_blocked(c.token, Instant::now());
+            return true;
+        }
+        if c.inflated >= self.limits.config().inflate_per_turn {
+            c.hold = Some(Hold::Turn);
+            return true;
+        }
+        false
+    }
+
+    /// A frame completed: its reservation returns to the pool.
+    fn frame_done(&mut self, c: &mut ConnCore) {
+        if c.reserved > 0 {
+            self.limits.release(c.token, c.reserved);
+            c.reserved = 0;
+        }
+    }
+
+    /// More bytes are needed for a frame of `len` bytes: a large one must
+    /// first reserve receive memory, else the connection waits for it.
+    fn need_frame(&mut self, c: &mut ConnCore, len: usize) {
+        if len <= UNRESERVED_FRAME || c.reserved > 0 {
+            return;
+        }
+        let need = len.min(self.limits.config().max_receive_memory);
+        if self.limits.reserve(c.token, need, Instant::now()) {
+            c.reserved = need;
+        } else {
+            c.hold = Some(Hold::Memory);
+        }
+    }
+
+    fn handshake_done(&mut self, c: &mut ConnCore) {
+        if !c.opened {
+            c.opened = true;
+            self.limits.opened(c.token);
+        }
+    }
+
+    /// Decodes and delivers the complete frames in `buf` until one of the
+    /// connection's bounds pauses it ([`ConnCore::paused`]): a full worker
+    /// queue (the caller retries it with [`RxCore::unstall`]), its inflate
+    /// budget, its unsent output, or receive memory for its next frame.
     pub(crate) fn decode<B: FrameBuf>(
         &mut self,
         token: usize,
         c: &mut ConnCore,
         buf: &mut B,
-    ) -> Result<bool, Close> {
+    ) -> Result<(), Close> {
+        if c.paused() {
+            return Ok(());
+        }
         if c.dialect == Dialect::Unknown {
             match detect_dialect(buf) {
-                Dialect::Unknown => return Ok(false),
+                Dialect::Unknown => return Ok(()),
                 Dialect::Native => c.dialect = Dialect::Native,
                 Dialect::Tribes => {
                     c.dialect = Dialect::Tribes;
@@ -196,17 +418,35 @@ impl RxCore {
             }
         }
         if c.dialect == Dialect::Tribes {
-            return self.decode_tribes(c, buf).map(|()| false);
+            return self.decode_tribes(c, buf);
         }
         let mut delivered = 0u64;
         let result = loop {
+            if let Some(rest) = c.batch_rest.take() {
+                match self.run_batch(token, c, rest) {
+                    Ok(n) => delivered += n,
+                    Err(e) => break Err(e),
+                }
+                if c.paused() {
+                    break Ok(());
+                }
+            }
             let ev = match c.proto.poll(buf) {
                 Ok(Some(ev)) => ev,
-                Ok(None) => break Ok(false),
+                Ok(None) => {
+                    // PINGs are answered inside `poll`: check their PONGs.
+                    if !self.over_bounds(c) {
+                        if let Some(len) = c.proto.frame_in_progress() {
+                            self.need_frame(c, len);
+                        }
+                    }
+                    break Ok(());
+                }
                 Err(e) => break Err(Close::Protocol(e)),
             };
             match ev {
                 InEvent::Open(p) => {
+                    self.handshake_done(c);
                     c.member_id = p.member_id;
                     if p.listen_port != 0 {
                         c.from = SocketAddr::new(c.peer.ip(), p.listen_port);
@@ -217,10 +457,14 @@ impl RxCore {
                     break Err(Close::Eof);
                 }
                 InEvent::Data(f) => {
+                    self.frame_done(c);
                     let (id, flags) = (f.header.id, f.header.flags);
                     let payload = if flags & FLAG_COMPRESSED != 0 {
                         match self.inflater.inflate(&f.payload) {
-                            Ok(p) => p,
+                            Ok(p) => {
+                                c.inflated += p.len();
+                                p
+                            }
                             Err(e) => {
                                 c.proto.fail(id, &e.to_string());
                                 break Err(Close::Protocol(e));
@@ -229,43 +473,85 @@ impl RxCore {
                     } else {
                         f.payload
                     };
+                    // exactly-once (proto::dedup): markers, duplicates
+                    match self.seq_filter(c, id, flags, &payload) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => break Err(Close::Protocol(e)),
+                    }
                     delivered += 1;
                     self.on_data(token, c, id, flags, payload);
                 }
                 InEvent::Batch(f) => {
+                    self.frame_done(c);
                     let body = if f.header.flags & FLAG_COMPRESSED != 0 {
                         match self.inflater.inflate(&f.payload) {
-                            Ok(b) => b,
+                            Ok(b) => {
+                                c.inflated += b.len();
+                                b
+                            }
                             Err(e) => break Err(Close::Protocol(e)),
                         }
                     } else {
                         f.payload
                     };
-                    let max = self.shared.cfg.max_frame_size;
-                    let mut bad = None;
-                    for r in batch_frames(&body, max) {
-                        match r {
-                            Ok((h, p)) => {
-                                delivered += 1;
-                                self.on_data(token, c, h.id, h.flags, p);
-                            }
-                            Err(e) => {
-                                bad = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    if let Some(e) = bad {
-                        break Err(Close::Protocol(e));
+                    match self.run_batch(token, c, body) {
+                        Ok(n) => delivered += n,
+                        Err(e) => break Err(e),
                     }
                 }
             }
-            if !c.stalled.is_empty() {
-                break Ok(true);
+            if !c.stalled.is_empty() || self.over_bounds(c) {
+                break Ok(());
             }
         };
         Stats::add(&self.shared.stats.msgs_received, delivered);
         result
+    }
+
+    /// Delivers the inner frames of a BATCH body until a bound pauses the
+    /// connection; the rest waits in `batch_rest`. Returns how many were
+    /// delivered.
+    fn run_batch(&mut self, token: usize, c: &mut ConnCore, body: Bytes) -> Result<u64, Close> {
+        let max = self.shared.cfg.max_frame_size;
+        let mut off = 0usize;
+        let mut n = 0u64;
+        for r in batch_frames(&body, max) {
+            let (h, p) = r.map_err(Close::Protocol)?;
+            off += HEADER_LEN + p.len();
+            // exactly-once (proto::dedup)
+            if !self.seq_filter(c, h.id, h.flags, &p).map_err(Close::Protocol)? {
+                continue;
+            }
+            n += 1;
+            self.on_data(token, c, h.id, h.flags, p);
+            if !c.stalled.is_empty() || self.over_bounds(c) {
+                if off < body.len() {
+                    c.batch_rest = Some(body.slice(off..));
+                }
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Exactly-once across reconnects (see `proto::dedup`): a sequence
+    /// marker moves the connection's cursor and is not a message; a
+    /// duplicate of a delivered message is acked, not delivered. True to
+    /// deliver.
+    fn seq_filter(&self, c: &mut ConnCore, id: u64, flags: u8, p: &[u8]) -> Result<bool, Error> {
+        if flags & FLAG_SEQ != 0 {
+            let table = &self.shared.dedup;
+            c.seq.on_marker(table, c.member_id, p)?;
+            return Ok(false);
+        }
+        if c.seq.accept() {
+            return Ok(true);
+        }
+        if flags & (FLAG_ACK_RECEIPT | FLAG_ACK_DELIVERY) != 0 {
+            c.proto.ack(id);
+        }
+        Ok(false)
     }
 
     /// One message: ack on receipt, deliver (here or on the connection's
@@ -309,16 +595,28 @@ impl RxCore {
     /// keeps their order trivially).
     fn decode_tribes<B: FrameBuf>(&mut self, c: &mut ConnCore, buf: &mut B) -> Result<(), Close> {
         use tribes::options::{GZIP, SYNCHRONIZED_ACK, USE_ACK};
-        let Some(t) = c.tribes.as_mut() else {
-            return Ok(());
-        };
         let mut delivered = 0u64;
         loop {
+            let Some(t) = c.tribes.as_mut() else {
+                return Ok(());
+            };
             let payload = match t.dec.decode(buf) {
                 Ok(Some(p)) => p,
-                Ok(None) => break,
+                Ok(None) => {
+                    // The whole frame's length once its header is in.
+                    let more = t.dec.needed(buf);
+                    if buf.len() >= tribes::FRAME_HEADER_LEN && more > 0 {
+                        self.need_frame(c, buf.len() + more);
+                    }
+                    break;
+                }
                 Err(e) => return Err(Close::Protocol(e)),
             };
+            self.frame_done(c);
+            self.handshake_done(c);
+            // In envelope mode the host (the JVM drop-in) gets the whole
+            // ChannelData and handles gzip and control bodies itself.
+            let envelope = self.shared.cfg.tribes_envelope.then(|| payload.clone());
             let cd = ChannelData::decode(payload).map_err(Close::Protocol)?;
             let member = cd.member().map_err(Close::Protocol)?;
             let from = match u16::try_from(member.port) {
@@ -331,9 +629,14 @@ impl RxCore {
             if use_ack && !sync {
                 c.proto.push_raw(&tribes::ACK_FRAME);
             }
-            let body = if cd.has(GZIP) {
+            let body = if let Some(whole) = envelope {
+                whole
+            } else if cd.has(GZIP) {
                 match compress::gunzip_bounded(&cd.message, self.shared.cfg.max_decompressed_size) {
-                    Ok(b) => b,
+                    Ok(b) => {
+                        c.inflated += b.len();
+                        b
+                    }
                     Err(e) => {
                         if sync {
                             c.proto.push_raw(&tribes::FAIL_ACK_FRAME);
@@ -345,9 +648,12 @@ impl RxCore {
                 cd.message
             };
             // Tribes' failure-detector probes and pings are not messages.
-            let r = if tribes::is_control_body(&body) {
+            let r = if !self.shared.cfg.tribes_envelope && tribes::is_control_body(&body) {
                 Ok(())
             } else {
+                let Some(t) = c.tribes.as_mut() else {
+                    return Ok(());
+                };
                 t.seq += 1;
                 delivered += 1;
                 let msg = Message {
@@ -364,6 +670,9 @@ impl RxCore {
                     Ok(()) => &tribes::ACK_FRAME,
                     Err(_) => &tribes::FAIL_ACK_FRAME,
                 });
+            }
+            if self.over_bounds(c) {
+                break;
             }
         }
         Stats::add(&self.shared.stats.msgs_received, delivered);
@@ -401,9 +710,16 @@ impl RxCore {
         self.rx.acks.pop()
     }
 
-    /// Counts and logs a close.
-    pub(crate) fn log_close(&self, peer: SocketAddr, why: &Close) {
+    /// Counts and logs a close and gives the connection's slot, deadlines
+    /// and reserved memory back.
+    pub(crate) fn on_close(&mut self, c: &ConnCore, why: &Close) {
+        self.limits.closed(c.token, c.reserved);
+        let peer = c.peer;
         match why {
+            Close::Limit(what) => {
+                Stats::add(&self.shared.stats.rx_limit_closes, 1);
+                sr_log!(Warn, "closing connection from {peer}: {what}");
+            }
             Close::Eof => sr_log!(Debug, "connection from {peer} closed"),
             Close::Io(e) => sr_log!(Info, "connection from {peer} failed: {e}"),
             Close::Protocol(e) => {
@@ -467,3 +783,7 @@ fn worker_loop(w: Arc<WorkerShared>, l: MessageListener, rx: Arc<RxShared>, shar
         }
     }
 }
+
+#[cfg(test)]
+#[path = "rx_core_tests.rs"]
+mod tests;

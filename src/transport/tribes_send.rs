@@ -15,7 +15,6 @@ use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::io::{IoSlice, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -102,27 +101,48 @@ impl TribesSender {
         let mut head = BytesMut::with_capacity(cd.prefix_len() + tribes::FRAME_HEADER_LEN);
         head.extend_from_slice(&tribes::frame_header(cd.encoded_len())?);
         cd.encode_prefix(&mut head)?;
+        self.transmit(to, &head, &cd.message, ack)
+    }
+
+    /// Sends `package`, a whole ChannelData made by the host (the JVM
+    /// drop-in's envelope), in a Tribes frame as is, and with an ack waits
+    /// for it. `ack` must match the package's own option bits (the receiver
+    /// acks as they say).
+    ///
+    /// # Errors
+    /// As [`TribesSender::send`].
+    pub fn send_raw(&self, to: SocketAddr, package: &Bytes, ack: AckMode) -> Result<()> {
+        let head = tribes::frame_header(package.len())?;
+        self.transmit(to, &head, package, ack)
+    }
+
+    /// Writes one frame (`head`, `body`, END_DATA) and waits for the ack,
+    /// reconnecting up to `maxRetryAttempts` times.
+    fn transmit(&self, to: SocketAddr, head: &[u8], body: &Bytes, ack: AckMode) -> Result<()> {
+        // Connecting, writing and the ack all end by one deadline: a
+        // member that stopped reading cannot hold the caller longer.
+        let deadline = Instant::now() + self.shared.cfg.ack_timeout;
         let mut attempt = 0;
         loop {
-            let mut s = self.checkout(to)?;
+            let mut s = self.checkout(to, deadline)?;
             let mut iov = [
-                IoSlice::new(&head),
-                IoSlice::new(&cd.message),
+                IoSlice::new(head),
+                IoSlice::new(body),
                 IoSlice::new(&tribes::END_DATA),
             ];
-            let w = crate::driver::sys::writev_all(s.as_raw_fd(), &mut iov);
-            let r = match w {
+            let r = match write_by(&s, &mut iov, deadline) {
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(Error::Timeout),
                 Err(e) => Err(Error::Unreachable(format!("{to}: {e}"))),
                 Ok(()) => {
                     Stats::add(&self.shared.stats.msgs_sent, 1);
                     Stats::add(
                         &self.shared.stats.bytes_sent,
-                        (head.len() + cd.message.len() + 7) as u64,
+                        (head.len() + body.len() + 7) as u64,
                     );
                     if ack == AckMode::None {
                         Ok(())
                     } else {
-                        self.wait_ack(&mut s, to)
+                        self.wait_ack(&mut s, to, deadline)
                     }
                 }
             };
@@ -143,8 +163,7 @@ impl TribesSender {
         }
     }
 
-    fn wait_ack(&self, s: &mut TcpStream, to: SocketAddr) -> Result<()> {
-        let deadline = Instant::now() + self.shared.cfg.ack_timeout;
+    fn wait_ack(&self, s: &mut TcpStream, to: SocketAddr, deadline: Instant) -> Result<()> {
         let mut buf = [0u8; 21];
         let mut got = 0;
         while got < buf.len() {
@@ -179,7 +198,7 @@ impl TribesSender {
         }
     }
 
-    fn checkout(&self, to: SocketAddr) -> Result<TcpStream> {
+    fn checkout(&self, to: SocketAddr, deadline: Instant) -> Result<TcpStream> {
         if let Some(s) = self
             .idle
             .lock()
@@ -189,7 +208,11 @@ impl TribesSender {
         {
             return Ok(s);
         }
-        let s = TcpStream::connect_timeout(&to, self.shared.cfg.connect_timeout)
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout);
+        }
+        let s = TcpStream::connect_timeout(&to, self.shared.cfg.connect_timeout.min(left))
             .map_err(|e| Error::Unreachable(format!("{to}: {e}")))?;
         let _ = s.set_nodelay(true);
         Ok(s)
@@ -207,4 +230,30 @@ impl TribesSender {
     pub fn close_all(&self) {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
+}
+
+/// Writes every slice by `deadline` on a blocking socket (`SO_SNDTIMEO` set
+/// to what is left before each `sendmsg`; no SIGPIPE). A connection that
+/// missed it holds part of a frame: the caller must close it.
+///
+/// # Errors
+/// `TimedOut` at the deadline, else the OS error.
+fn write_by(s: &TcpStream, bufs: &mut [IoSlice<'_>], deadline: Instant) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    let mut bufs = bufs;
+    while !bufs.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        s.set_write_timeout(Some(left))?;
+        match socket2::SockRef::from(s).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Err(ErrorKind::TimedOut.into()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

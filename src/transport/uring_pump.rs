@@ -9,14 +9,14 @@
 //! Replies (ACK/FAIL/PONG) are read with a plain receive into the link's
 //! buffer, re-armed after each completion.
 
-use super::link::{self, Batcher, KeepAlive, Link, LinkIndex, Links, PumpHandle, State};
+use super::link::{self, Conn, LinkIndex, PumpHandle};
 use super::pump::{Outgoing, INTAKE_BATCH};
 use super::Shared;
 use crate::driver::uring::{recv_filled, Completion, Gather, Op, OpId, Ring, RingWaker};
+use crate::proto::sender::Batcher;
 use crate::queue::{SendQueue, Wake};
 use crate::sr_log;
-use crate::stats::Stats;
-use crate::wire::frame::HEADER_LEN;
+use bytes::BytesMut;
 use socket2::Socket;
 use std::io;
 use std::net::SocketAddr;
@@ -91,8 +91,19 @@ impl UringPump {
         name: &str,
         tuning: UringPumpTuning,
     ) -> crate::Result<UringPump> {
+        Self::start_policy(shared, name, tuning, false)
+    }
+
+    /// Starts a pump; with `admission`, a send reserves room at every
+    /// destination first, all or nothing (the `asynchronous` policy).
+    pub(crate) fn start_policy(
+        shared: Arc<Shared>,
+        name: &str,
+        tuning: UringPumpTuning,
+        admission: bool,
+    ) -> crate::Result<UringPump> {
         let late = Arc::new(OnceLock::new());
-        let h = PumpHandle::new(shared.clone(), Box::new(LateWake(late.clone())));
+        let h = PumpHandle::new(shared.clone(), Box::new(LateWake(late.clone())), admission);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let eh = h.clone_ref();
         let thread = std::thread::Builder::new()
@@ -110,20 +121,19 @@ impl UringPump {
                 let _ = tx.send(Ok(waker));
                 let s2 = eh.shared.clone();
                 let preface = s2.preface(false).encode();
-                let s2b = s2.clone();
+                let level = s2.cfg.compression_level;
                 let mut eng = Engine {
                     ring,
                     queue: eh.queue.clone(),
                     shared: s2,
                     stop: eh.stop.clone(),
-                    idle: eh.idle.clone(),
                     h: eh,
                     conns: Vec::new(),
                     index: LinkIndex::default(),
-                    held: None,
                     preface,
-                    batcher: Batcher::new(&s2b),
-                    next_ping: 1,
+                    batcher: Batcher::new(level),
+                    touched: Vec::new(),
+                    held: None,
                     tuning,
                     done: Vec::new(),
                     gathers: Vec::new(),
@@ -171,6 +181,17 @@ impl UringPump {
         self.h.is_idle()
     }
 
+    /// `addr` left the cluster: its state is released once every message
+    /// to it has an outcome.
+    pub fn member_left(&self, addr: SocketAddr) {
+        self.h.member_left(addr);
+    }
+
+    /// Members the I/O thread holds state for.
+    pub fn members(&self) -> u64 {
+        self.h.members.load(Ordering::Relaxed)
+    }
+
     /// Stops the thread: whatever has no outcome yet ends as
     /// [`crate::Error::Shutdown`]; every operation in flight is cancelled and its
     /// completion awaited before the buffers are freed. Idempotent.
@@ -181,6 +202,9 @@ impl UringPump {
         if let Some(t) = t {
             let _ = t.join();
         }
+        // A send racing with stop may have queued after the thread's last
+        // look.
+        self.h.report_unsent(None);
     }
 }
 
@@ -191,11 +215,12 @@ impl Drop for UringPump {
 }
 
 struct UConn {
-    link: Link,
+    conn: Conn,
     sock: Option<Socket>,
     connect: Option<OpId>,
     send: Option<OpId>,
     recv: Option<OpId>,
+    rbuf: BytesMut,
 }
 
 struct Engine {
@@ -204,14 +229,15 @@ struct Engine {
     queue: Arc<SendQueue<Outgoing>>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
-    idle: Arc<AtomicBool>,
-    conns: Vec<UConn>,
+    /// Members by index (the ops' tag); `None` for a released slot.
+    conns: Vec<Option<UConn>>,
     index: LinkIndex,
-    held: Option<Outgoing>,
     preface: Vec<u8>,
-    next_ping: u64,
     /// Compresses runs of messages into BATCH frames before writing.
     batcher: Batcher,
+    touched: Vec<usize>,
+    /// A message waiting for a full (not stalled) member's room.
+    held: Option<Outgoing>,
     tuning: UringPumpTuning,
     done: Vec<Completion>,
     /// Gather buffers back from finished sends, for reuse (boxed: a
@@ -228,32 +254,51 @@ impl Engine {
         while !self.stop.load(Ordering::Relaxed) {
             let mut done = std::mem::take(&mut self.done);
             let reaped = self.ring.reap(&mut done);
+            let now = Instant::now();
             for c in done.drain(..) {
-                self.on_completion(c);
+                self.on_completion(c, now);
             }
             self.done = done;
-            let cap = self.shared.cfg.max_queue_length;
-            let (queue, idle) = (self.queue.clone(), self.idle.clone());
+            let index = std::mem::take(&mut self.index);
+            link::members_left(self, &index, now);
+            self.index = index;
+            let queue = self.queue.clone();
+            let mut touched = std::mem::take(&mut self.touched);
             let mut held = self.held.take();
-            let took = link::intake(self, &queue, &mut held, &idle, cap, INTAKE_BATCH);
+            let took = link::intake(self, &queue, &mut held, INTAKE_BATCH, now, &mut touched);
             self.held = held;
+            for i in touched.drain(..) {
+                link::drive(self, i, now);
+            }
+            self.touched = touched;
             let wrote = self.write_all_ready();
-            let now = Instant::now();
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + Duration::from_millis(1);
             }
-            self.publish_idle();
+            self.h.publish(
+                self.held.is_some(),
+                self.conns.iter().flatten().map(|c| &c.conn),
+            );
             let busy = took > 0 || wrote || reaped > 0;
-            let r = if busy || (!self.queue.is_empty() && self.held.is_none()) {
+            let r = if busy || (self.held.is_none() && !self.queue.is_empty()) {
                 idle_since = None;
                 self.ring.submit()
+            } else if self.held.is_some() {
+                // A full member holds intake: sleep until a completion or
+                // until it may count as stalled, whatever the queue holds.
+                let until = self.held_until(now);
+                self.ring.wait(
+                    until
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_micros(100)),
+                )
             } else {
                 let since = *idle_since.get_or_insert(now);
                 if since.elapsed() >= spin && self.queue.prepare_sleep() {
                     let wait = self
                         .next_timer(now)
-                        .saturating_duration_since(now)
+                        .saturating_duration_since(Instant::now())
                         .max(Duration::from_micros(100));
                     let r = self.ring.wait(wait);
                     self.queue.awake();
@@ -270,28 +315,24 @@ impl Engine {
         self.shutdown();
     }
 
-    fn publish_idle(&self) {
-        self.h
-            .publish(self.held.is_some(), self.conns.iter().map(|c| &c.link));
-    }
-
-    fn on_completion(&mut self, cq: Completion) {
+    fn on_completion(&mut self, cq: Completion, now: Instant) {
         let i = cq.tag as usize;
         if cq.notif() {
             // Zero-copy send done with its buffers.
             self.recycle(cq.op);
             return;
         }
-        let Some(c) = self.conns.get_mut(i) else {
+        let Some(c) = self.conns.get_mut(i).and_then(|c| c.as_mut()) else {
+            self.recycle(cq.op);
             return;
         };
         if c.connect == Some(cq.id) {
             c.connect = None;
             if cq.res < 0 {
                 let e = io::Error::from_raw_os_error(-cq.res);
-                self.broken(i, &format!("connect failed: {e}"));
+                self.broken(i, now, &format!("connect failed: {e}"));
             } else {
-                c.link.opened(&self.shared);
+                c.conn.handle_connected(now);
                 self.arm_recv(i);
             }
         } else if c.send == Some(cq.id) {
@@ -300,29 +341,26 @@ impl Engine {
             if cq.res < 0 {
                 self.recycle(op);
                 let e = io::Error::from_raw_os_error(-cq.res);
-                self.broken(i, &format!("write failed: {e}"));
+                self.broken(i, now, &format!("write failed: {e}"));
                 return;
             }
-            self.conns[i]
-                .link
-                .advance(cq.res as usize, Instant::now(), &self.shared);
+            c.conn.handle_written(now, cq.res as usize);
             self.recycle(op);
+            link::drive(self, i, now);
         } else if c.recv == Some(cq.id) {
             c.recv = None;
             let Some(buf) = cq.op.and_then(|op| recv_filled(op, cq.res)) else {
                 let e = io::Error::from_raw_os_error(-cq.res);
-                self.broken(i, &format!("read failed: {e}"));
+                self.broken(i, now, &format!("read failed: {e}"));
                 return;
             };
-            c.link.rbuf = buf;
+            c.rbuf = buf;
             if cq.res == 0 {
-                self.broken(i, "connection closed by member");
+                self.broken(i, now, "connection closed by member");
                 return;
             }
-            if let Err(why) = c.link.on_replies(&self.shared) {
-                self.broken(i, &why);
-                return;
-            }
+            c.conn.handle_replies(now, &mut c.rbuf);
+            link::drive(self, i, now);
             self.arm_recv(i);
         } else {
             // A late completion of a connection already replaced.
@@ -340,11 +378,16 @@ impl Engine {
     }
 
     fn arm_recv(&mut self, i: usize) {
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns[i].as_mut() else {
+            return;
+        };
         let Some(fd) = c.sock.as_ref().map(|s| s.as_raw_fd()) else {
             return;
         };
-        let mut buf = std::mem::take(&mut c.link.rbuf);
+        if c.recv.is_some() {
+            return;
+        }
+        let mut buf = std::mem::take(&mut c.rbuf);
         buf.reserve(REPLY_CHUNK);
         match self.ring.push(
             Op::Recv {
@@ -354,51 +397,54 @@ impl Engine {
             },
             i as u64,
         ) {
-            Ok(id) => self.conns[i].recv = Some(id),
-            Err(e) => self.broken(i, &format!("cannot arm receive: {e}")),
+            Ok(id) => c.recv = Some(id),
+            Err(e) => self.broken(i, Instant::now(), &format!("cannot arm receive: {e}")),
         }
     }
 
     fn write_all_ready(&mut self) -> bool {
         let mut wrote = false;
         for i in 0..self.conns.len() {
-            let c = &self.conns[i];
-            if c.link.state == State::Open && c.send.is_none() && c.link.has_output() {
-                wrote |= self.write_conn(i);
+            if let Some(c) = &self.conns[i] {
+                if c.send.is_none() && c.conn.wants_write() {
+                    wrote |= self.write_conn(i);
+                }
             }
         }
         wrote
     }
 
-    /// Submits one gathered send of what the link has pending.
+    /// Submits one gathered send of what the member has pending.
     fn write_conn(&mut self, i: usize) -> bool {
-        let mut g = self.gathers.pop().unwrap_or_default();
-        let c = &mut self.conns[i];
-        let zc_min = if c.link.addr.ip().is_loopback() && !self.tuning.zc_loopback {
+        let Some(c) = self.conns[i].as_mut() else {
+            return false;
+        };
+        if c.send.is_some() || !c.conn.wants_write() {
+            return false;
+        }
+        let Some(fd) = c.sock.as_ref().map(|s| s.as_raw_fd()) else {
+            return false;
+        };
+        let zc_min = if c.conn.addr().ip().is_loopback() && !self.tuning.zc_loopback {
             usize::MAX
         } else {
             self.tuning.zc_min
         };
-        let Some(fd) = c.sock.as_ref().map(|s| s.as_raw_fd()) else {
-            return false;
-        };
-        c.link
-            .batch_window(&mut self.batcher, &self.shared, FRAMES_PER_SEND);
-        let l = &c.link;
-        g.push_copy(&l.ctl);
+        let mut g = self.gathers.pop().unwrap_or_default();
+        let (ctl, frames) = c.conn.poll_transmit(&mut self.batcher, FRAMES_PER_SEND);
+        g.push_copy(ctl);
         let mut zc = false;
-        for (k, p) in l.pending.iter().take(FRAMES_PER_SEND).enumerate() {
-            let big = p.payload.len() >= zc_min;
+        for (k, f) in frames.enumerate() {
+            let big = f.payload.len() >= zc_min;
             if big && k > 0 {
                 // A large frame goes alone, zero-copy, next time.
                 break;
             }
-            let skip = if k == 0 { l.head_off } else { 0 };
-            if skip < HEADER_LEN {
-                g.push_copy(&p.hdr[skip..]);
-                g.push_shared(p.payload.clone());
+            g.push_copy(f.hdr);
+            if f.skip == 0 {
+                g.push_shared(f.payload.clone());
             } else {
-                g.push_shared(p.payload.slice(skip - HEADER_LEN..));
+                g.push_shared(f.payload.slice(f.skip..));
             }
             if big {
                 zc = true;
@@ -411,108 +457,121 @@ impl Engine {
         }
         match self.ring.push(Op::SendMsg { fd, batch: g, zc }, i as u64) {
             Ok(id) => {
-                self.conns[i].send = Some(id);
+                c.send = Some(id);
                 true
             }
             Err(e) => {
-                self.broken(i, &format!("cannot submit send: {e}"));
+                self.broken(i, Instant::now(), &format!("cannot submit send: {e}"));
                 false
             }
         }
     }
 
-    /// Cancels the connection's operations and closes its socket; their
-    /// buffers stay parked in the ring until the last completions.
-    fn drop_socket(&mut self, i: usize) {
-        let c = &mut self.conns[i];
-        for id in [c.connect.take(), c.send.take(), c.recv.take()]
-            .into_iter()
-            .flatten()
-        {
-            self.ring.cancel(id);
+    /// The connection is lost: see [`Conn::handle_broken`].
+    fn broken(&mut self, i: usize, now: Instant, why: &str) {
+        use link::Engine as _;
+        let Some(c) = self.conns[i].as_mut() else {
+            return;
+        };
+        sr_log!(Info, "connection to {} lost: {why}", c.conn.addr());
+        self.close(i);
+        if let Some(c) = self.conns[i].as_mut() {
+            c.conn.handle_broken(now, why);
         }
-        if let Some(s) = c.sock.take() {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    fn broken(&mut self, i: usize, why: &str) {
-        self.drop_socket(i);
-        self.conns[i].link.broken(&self.shared, why);
+        link::drive(self, i, now);
     }
 
     fn sweep(&mut self, now: Instant) {
-        let shared = self.shared.clone();
         for i in 0..self.conns.len() {
-            self.conns[i].link.expire(now, &shared);
-            match self.conns[i].link.state {
-                State::Connecting(d) if now >= d => self.broken(i, "connect timed out"),
-                State::Backoff(until) if now >= until => {
-                    if self.conns[i].link.pending.is_empty() {
-                        self.conns[i].link.state = State::Idle;
-                    } else {
-                        Links::connect(self, i);
-                        Stats::add(&shared.stats.reconnects, 1);
-                    }
-                }
-                State::Open => {
-                    match self.conns[i]
-                        .link
-                        .keepalive(now, &shared, &mut self.next_ping)
-                    {
-                        KeepAlive::Nothing | KeepAlive::Ping => {}
-                        KeepAlive::Close => self.drop_socket(i),
-                        KeepAlive::Broken => self.broken(i, "no answer to keepalive ping"),
-                    }
-                }
-                _ => {}
+            let Some(c) = self.conns[i].as_mut() else {
+                continue;
+            };
+            if c.conn.poll_timeout().is_some_and(|t| t <= now) {
+                c.conn.handle_timeout(now);
+                link::drive(self, i, now);
+            }
+            let Some(c) = self.conns[i].as_ref() else {
+                continue;
+            };
+            let quiet = c.sock.is_none() && c.connect.is_none() && c.send.is_none();
+            if quiet && c.recv.is_none() && c.conn.is_reclaimable(now) {
+                let addr = c.conn.addr();
+                self.index.remove(addr, i);
+                self.conns[i] = None;
             }
         }
     }
 
+    fn held_until(&mut self, now: Instant) -> Instant {
+        let held = self.held.take();
+        let t = self.next_timer(now);
+        let t = link::held_until(self, &held, t, now);
+        self.held = held;
+        t
+    }
+
     fn next_timer(&self, now: Instant) -> Instant {
         let t = now + Duration::from_millis(250);
-        self.conns.iter().fold(t, |t, c| c.link.next_timer(t))
+        self.conns
+            .iter()
+            .flatten()
+            .filter_map(|c| c.conn.poll_timeout())
+            .fold(t, Instant::min)
     }
 
     fn shutdown(&mut self) {
-        let shared = self.shared.clone();
-        self.h.report_unsent(&mut self.held);
+        use link::Engine as _;
+        self.h.report_unsent(self.held.take());
+        let now = Instant::now();
         for i in 0..self.conns.len() {
-            self.conns[i].link.shutdown(&shared);
-            self.drop_socket(i);
+            if let Some(c) = self.conns[i].as_mut() {
+                c.conn.handle_shutdown();
+                link::drive(self, i, now);
+                self.close(i);
+            }
         }
         if !self.ring.drain(Duration::from_secs(5)) {
             sr_log!(Error, "sender ring did not drain");
         }
-        self.idle.store(true, Ordering::SeqCst);
+        self.h.publish(
+            self.held.is_some(),
+            self.conns.iter().flatten().map(|c| &c.conn),
+        );
+        self.h.idle.store(true, Ordering::SeqCst);
     }
 }
 
-impl Links for Engine {
-    fn index(&mut self, addr: SocketAddr) -> usize {
+impl link::Engine for Engine {
+    fn handle(&self) -> &PumpHandle {
+        &self.h
+    }
+
+    fn index(&mut self, addr: SocketAddr, now: Instant) -> usize {
         let (i, new) = self.index.lookup(addr, self.conns.len());
-        if !new {
-            return i;
+        if new {
+            let c = UConn {
+                conn: link::new_conn(addr, &self.shared, now),
+                sock: None,
+                connect: None,
+                send: None,
+                recv: None,
+                rbuf: BytesMut::new(),
+            };
+            link::put_slot(&mut self.conns, i, c);
         }
-        self.conns.push(UConn {
-            link: Link::new(addr, &self.shared),
-            sock: None,
-            connect: None,
-            send: None,
-            recv: None,
-        });
         i
     }
 
-    fn link(&mut self, i: usize) -> &mut Link {
-        &mut self.conns[i].link
+    fn conn(&mut self, i: usize) -> &mut Conn {
+        &mut self.conns[i].as_mut().expect("live member slot").conn
     }
 
-    fn connect(&mut self, i: usize) {
-        let now = Instant::now();
+    fn connect(&mut self, i: usize, now: Instant) {
         let shared = self.shared.clone();
-        let addr = self.conns[i].link.addr;
+        let Some(c) = self.conns[i].as_mut() else {
+            return;
+        };
+        let addr = c.conn.addr();
         let sock = match Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
@@ -521,8 +580,7 @@ impl Links for Engine {
             Ok(s) => s,
             Err(e) => {
                 sr_log!(Debug, "socket for {addr} failed: {e}");
-                let c = &mut self.conns[i].link;
-                c.state = State::Backoff(now + c.backoff);
+                c.conn.handle_connect_failed(now);
                 return;
             }
         };
@@ -535,16 +593,33 @@ impl Links for Engine {
         };
         match self.ring.push(op, i as u64) {
             Ok(id) => {
-                let c = &mut self.conns[i];
                 c.sock = Some(sock);
                 c.connect = Some(id);
-                c.link.connecting(&shared, &self.preface, now);
+                c.rbuf.clear();
+                c.conn.handle_connecting(now, &self.preface);
             }
             Err(e) => {
                 sr_log!(Warn, "cannot submit connect to {addr}: {e}");
-                let c = &mut self.conns[i].link;
-                c.state = State::Backoff(now + c.backoff);
+                c.conn.handle_connect_failed(now);
             }
         }
+    }
+
+    /// Cancels the member's operations and closes its socket; their
+    /// buffers stay parked in the ring until the last completions.
+    fn close(&mut self, i: usize) {
+        let Some(c) = self.conns[i].as_mut() else {
+            return;
+        };
+        for id in [c.connect.take(), c.send.take(), c.recv.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.ring.cancel(id);
+        }
+        if let Some(s) = c.sock.take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        c.rbuf.clear();
     }
 }

@@ -20,7 +20,14 @@ pub const FLAG_ACK_RECEIPT: u8 = 0x02;
 /// DATA flag: ack after delivery, FAIL if the listener fails
 /// (Tribes `USE_ACK|SYNCHRONIZED_ACK`).
 pub const FLAG_ACK_DELIVERY: u8 = 0x04;
-const DATA_FLAGS: u8 = FLAG_COMPRESSED | FLAG_ACK_RECEIPT | FLAG_ACK_DELIVERY;
+/// DATA flag: a sequence marker, not a message. Its 16-byte payload is
+/// the sending stream's epoch and the sequence number of the next message
+/// on this connection (both big-endian u64); see `docs/PROTOCOL.md`
+/// ("Exactly-once across reconnects"). Never delivered to a listener.
+pub const FLAG_SEQ: u8 = 0x08;
+/// Length of a sequence marker's payload.
+pub const SEQ_MARKER_LEN: usize = 16;
+const DATA_FLAGS: u8 = FLAG_COMPRESSED | FLAG_ACK_RECEIPT | FLAG_ACK_DELIVERY | FLAG_SEQ;
 /// Not a wire flag: marks a queued DATA frame that the I/O thread is to
 /// compress (in a BATCH with its neighbours). Never written.
 pub const FLAG_INTERNAL_DEFLATE: u8 = 0x80;
@@ -200,6 +207,32 @@ pub fn batch_frames(
     })
 }
 
+/// The payload of a sequence marker (see [`FLAG_SEQ`]).
+pub fn seq_marker(epoch: u64, seq: u64) -> [u8; SEQ_MARKER_LEN] {
+    let mut b = [0u8; SEQ_MARKER_LEN];
+    b[..8].copy_from_slice(&epoch.to_be_bytes());
+    b[8..].copy_from_slice(&seq.to_be_bytes());
+    b
+}
+
+/// Decodes a sequence marker's payload into `(epoch, seq)`.
+///
+/// # Errors
+/// A payload that is not exactly [`SEQ_MARKER_LEN`] bytes.
+pub fn parse_seq_marker(p: &[u8]) -> Result<(u64, u64)> {
+    if p.len() != SEQ_MARKER_LEN {
+        return Err(Error::Protocol(format!(
+            "sequence marker of {} bytes",
+            p.len()
+        )));
+    }
+    let mut e = [0u8; 8];
+    let mut s = [0u8; 8];
+    e.copy_from_slice(&p[..8]);
+    s.copy_from_slice(&p[8..]);
+    Ok((u64::from_be_bytes(e), u64::from_be_bytes(s)))
+}
+
 /// Appends one ACK range (`first`, `count`) to an ACK payload.
 pub fn put_ack_range(out: &mut Vec<u8>, first: u64, count: u32) {
     out.extend_from_slice(&first.to_be_bytes());
@@ -225,12 +258,16 @@ pub struct AckBatch {
 }
 
 impl AckBatch {
-    /// Adds one id, extending the last range when contiguous.
+    /// Adds one id, extending the last range when contiguous; an id the
+    /// last range already holds (a repeated id) adds nothing.
     #[inline]
     pub fn push(&mut self, id: u64) {
         if let Some(last) = self.ranges.last_mut() {
             if last.0.wrapping_add(last.1 as u64) == id && last.1 < u32::MAX {
                 last.1 += 1;
+                return;
+            }
+            if id.wrapping_sub(last.0) < last.1 as u64 {
                 return;
             }
         }
@@ -239,6 +276,11 @@ impl AckBatch {
     /// True if nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
+    }
+    /// Bytes the pending ranges take once encoded (headers included).
+    pub fn encoded_len(&self) -> usize {
+        let n = self.ranges.len();
+        n * ACK_RANGE_LEN + n.div_ceil(MAX_ACK_RANGES) * HEADER_LEN
     }
     /// Encodes pending ranges as ACK frames (header + payload) into `out`
     /// and clears the batch.
@@ -333,15 +375,19 @@ mod tests {
     #[test]
     fn ack_batch_merges_contiguous_ids() {
         let mut a = AckBatch::default();
-        for id in [5, 6, 7, 9, 10] {
+        // Repeated ids (a hostile sender's) add nothing.
+        for id in [5, 6, 7, 7, 6, 9, 10, 10] {
             a.push(id);
         }
+        let want = a.encoded_len();
         let mut out = Vec::new();
         a.flush_into(&mut out);
+        assert_eq!(out.len(), want);
         let h = FrameHeader::decode(out[..16].try_into().unwrap(), 0).unwrap();
         assert_eq!(h.ty, FrameType::Ack);
         let r: Vec<_> = ack_ranges(&out[16..]).collect();
         assert_eq!(r, vec![(5, 3), (9, 2)]);
+
         assert!(a.is_empty());
     }
 }

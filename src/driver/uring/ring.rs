@@ -231,6 +231,18 @@ impl Ring {
         }
     }
 
+    /// Asks the kernel to end `id` (a multishot receive) without
+    /// orphaning it: completions already under way, data included, still
+    /// come back as usual, and the last one (`-ECANCELED` when the cancel
+    /// ended it) returns the op. For pausing a connection without losing
+    /// bytes.
+    pub fn stop(&mut self, id: OpId) {
+        if self.ops.get(id).is_some() {
+            let e = opcode::AsyncCancel::new(id).build().user_data(IGNORED);
+            let _ = self.push_entry(&e);
+        }
+    }
+
     /// Operations in flight (the internal wake-up read included).
     pub fn in_flight(&self) -> usize {
         self.ops.len()

@@ -4,8 +4,9 @@
 //! join right after a kill, drain, partition), and a history checked by
 //! `tests/support/listappend.rs`.
 //!
-//! A test file includes this with `#[path = "support/jepsen/mod.rs"]`, next
-//! to `#[path = "support/listappend.rs"] mod listappend;` at its root.
+//! The tests that use it live in `cli/tests/` (the `sessionrepl` binary is
+//! the cli crate's) and include it with `#[path]`, next to
+//! `tests/support/listappend.rs` as `mod listappend` at their root.
 #![allow(dead_code)]
 
 pub mod nemesis;
@@ -15,32 +16,38 @@ pub mod report;
 pub mod workload;
 
 use node::NodeProc;
-use sessionrepl::session::sim::SimRng;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// The seeded generator of the simulation (splitmix64), with `range`:
-/// schedules replay from the seed.
+/// A small seeded generator (splitmix64, like the simulation's, which is
+/// behind the `sim` feature): schedules replay from the seed.
 #[derive(Debug, Clone)]
-pub struct Rng(SimRng);
+pub struct Rng(u64);
 
 impl Rng {
     /// A generator for `seed`.
     pub fn new(seed: u64) -> Rng {
-        Rng(SimRng::new(seed))
+        Rng(seed)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
     /// Uniform in `0..n` (`n > 0`).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.0.below(n)
+        self.next_u64() % n.max(1)
     }
     /// Uniform in `lo..=hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.0.below(hi - lo + 1)
+        lo + self.below(hi - lo + 1)
     }
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
-        self.0.chance(p)
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 }
 

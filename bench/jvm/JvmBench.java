@@ -1,0 +1,277 @@
+// S8 of bench/SCENARIOS.md: from Java, in one JVM, sessionrepl's native
+// channel through JNI (io.sessionrepl.Channel) against Tribes' GroupChannel
+// (NioReceiver, PooledParallelSender, StaticMembershipInterceptor), same
+// payloads, same run, on 127.0.0.1:
+//
+//   fastasync-1k : 1 producer, COUNT x 1 KiB, no ack; native fastasyncqueue
+//                  vs Tribes MessageDispatchInterceptor; msgs/s until the
+//                  receiving listener (Java) has them all
+//   sync-ack-1k  : 1 thread, ACKS x 1 KiB, ack after delivery; native
+//                  synchronous vs Tribes USE_ACK|SYNCHRONIZED_ACK; p50/p99
+//                  of each send
+//
+//   java -Djava.net.preferIPv4Stack=true -Djava.library.path=LIB \
+//        -cp sessionrepl.jar:tribes.jar:juli.jar:DIR JvmBench [COUNT] [ACKS]
+//
+// Prints one line per scenario and implementation (impl=sessionrepl-jni,
+// impl=tribes), then the ratios, in the format of bench/SCENARIOS.md.
+import io.sessionrepl.Channel;
+import io.sessionrepl.Config;
+import io.sessionrepl.SendOptions;
+import io.sessionrepl.SessionReplException;
+
+import java.io.Serializable;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.util.Arrays;
+import java.util.Locale;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.logging.Level;
+import java.util.logging.Logger;
+
+import org.apache.catalina.tribes.ByteMessage;
+import org.apache.catalina.tribes.ChannelListener;
+import org.apache.catalina.tribes.Member;
+import org.apache.catalina.tribes.group.GroupChannel;
+import org.apache.catalina.tribes.group.interceptors.MessageDispatchInterceptor;
+import org.apache.catalina.tribes.group.interceptors.StaticMembershipInterceptor;
+import org.apache.catalina.tribes.membership.StaticMember;
+import org.apache.catalina.tribes.transport.ReplicationTransmitter;
+import org.apache.catalina.tribes.transport.nio.NioReceiver;
+import org.apache.catalina.tribes.transport.nio.PooledParallelSender;
+
+public final class JvmBench {
+    private static final Logger ROOT_LOG = Logger.getLogger("");
+    static final long TIMEOUT_NANOS = 300_000_000_000L;
+    static final int SIZE = 1024;
+
+    /** One result. */
+    static final class Row {
+        final String name;
+        final String impl;
+        final int count;
+        final double secs;
+        final long[] lat;
+
+        Row(String name, String impl, int count, double secs, long[] lat) {
+            this.name = name;
+            this.impl = impl;
+            this.count = count;
+            this.secs = secs;
+            this.lat = lat;
+        }
+
+        double rate() { return count / secs; }
+
+        double p(double q) {
+            if (lat.length == 0) {
+                return 0;
+            }
+            int rank = (int) Math.ceil(q * lat.length);
+            return lat[Math.max(0, Math.min(lat.length - 1, rank - 1))] / 1000.0;
+        }
+
+        void print() {
+            System.out.printf(Locale.ROOT,
+                "S8 %s impl=%s count=%d size=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.1f p50_us=%.1f p99_us=%.1f threads=1%n",
+                name, impl, count, SIZE, secs, rate(), count * (double) SIZE / secs / 1e6, p(0.50), p(0.99));
+            System.out.flush();
+        }
+    }
+
+    static byte[] payload() {
+        byte[] p = new byte[SIZE];
+        byte[] pattern = "session-attribute-".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+        for (int i = 0; i < SIZE; i++) {
+            p[i] = pattern[i % pattern.length];
+        }
+        return p;
+    }
+
+    static void await(AtomicLong got, long want, String what) throws InterruptedException {
+        long end = System.nanoTime() + TIMEOUT_NANOS;
+        while (got.get() < want) {
+            if (System.nanoTime() > end) {
+                throw new IllegalStateException(what + ": " + got.get() + " of " + want + " delivered");
+            }
+            Thread.sleep(0, 200_000);
+        }
+    }
+
+    // ---- native channel through JNI ----
+
+    static Config nativeCfg(String mode) {
+        return new Config().set("tcpListenAddress", "127.0.0.1").set("membershipType", "none")
+            .set("replicationMode", mode).set("ackTimeout", "30000");
+    }
+
+    static Row nativeFast(int count) throws Exception {
+        AtomicLong got = new AtomicLong();
+        byte[] p = payload();
+        try (Channel b = Channel.builder(nativeCfg("fastasyncqueue")).onMessage(m -> got.incrementAndGet()).start();
+             Channel a = Channel.builder(nativeCfg("fastasyncqueue")).start()) {
+            InetSocketAddress[] to = {b.localAddress()};
+            SendOptions none = SendOptions.ack(SendOptions.Ack.NONE).compress(false);
+            int warm = Math.max(1, Math.min(count / 10, 5000));
+            for (int i = 0; i < warm; i++) {
+                sendRetrying(a, to, p, none);
+            }
+            await(got, warm, "native warm-up");
+            long t0 = System.nanoTime();
+            for (int i = 0; i < count; i++) {
+                sendRetrying(a, to, p, none);
+            }
+            await(got, warm + (long) count, "native fastasync");
+            return new Row("fastasync-1k", "sessionrepl-jni", count, (System.nanoTime() - t0) / 1e9, new long[0]);
+        }
+    }
+
+    static void sendRetrying(Channel a, InetSocketAddress[] to, byte[] p, SendOptions o) throws InterruptedException {
+        while (true) {
+            try {
+                a.send(to, p, o);
+                return;
+            } catch (SessionReplException e) {
+                if (!"SR_QUEUE_FULL".equals(e.result())) {
+                    throw e;
+                }
+                Thread.sleep(0, 100_000);
+            }
+        }
+    }
+
+    static Row nativeSync(int count) throws Exception {
+        AtomicLong got = new AtomicLong();
+        byte[] p = payload();
+        try (Channel b = Channel.builder(nativeCfg("synchronous")).onMessage(m -> got.incrementAndGet()).start();
+             Channel a = Channel.builder(nativeCfg("synchronous")).start()) {
+            InetSocketAddress[] to = {b.localAddress()};
+            SendOptions ack = SendOptions.ack(SendOptions.Ack.DELIVERY).compress(false);
+            for (int i = 0; i < Math.min(count / 10 + 1, 2000); i++) {
+                a.send(to, p, ack);
+            }
+            long[] lat = new long[count];
+            long t0 = System.nanoTime();
+            for (int i = 0; i < count; i++) {
+                long s = System.nanoTime();
+                a.send(to, p, ack);
+                lat[i] = System.nanoTime() - s;
+            }
+            double secs = (System.nanoTime() - t0) / 1e9;
+            Arrays.sort(lat);
+            return new Row("sync-ack-1k", "sessionrepl-jni", count, secs, lat);
+        }
+    }
+
+    // ---- Tribes GroupChannel, as bench/tribes/TribesHarness.java sets it up ----
+
+    static final class Counter implements ChannelListener {
+        final AtomicLong received = new AtomicLong();
+
+        @Override
+        public void messageReceived(Serializable msg, Member sender) {
+            received.incrementAndGet();
+        }
+
+        @Override
+        public boolean accept(Serializable msg, Member sender) {
+            return msg instanceof ByteMessage;
+        }
+    }
+
+    static GroupChannel tribes(boolean dispatch, Member peer) throws Exception {
+        GroupChannel ch = new GroupChannel();
+        NioReceiver rx = new NioReceiver();
+        rx.setAddress("127.0.0.1");
+        rx.setPort(freePort());
+        rx.setAutoBind(100);
+        ch.setChannelReceiver(rx);
+        ReplicationTransmitter tx = new ReplicationTransmitter();
+        tx.setTransport(new PooledParallelSender());
+        ch.setChannelSender(tx);
+        if (dispatch) {
+            ch.addInterceptor(new MessageDispatchInterceptor());
+        }
+        StaticMembershipInterceptor members = new StaticMembershipInterceptor();
+        if (peer != null) {
+            members.addStaticMember(peer);
+        }
+        ch.addInterceptor(members);
+        return ch;
+    }
+
+    static int freePort() throws Exception {
+        try (ServerSocket s = new ServerSocket(0, 1, java.net.InetAddress.getByName("127.0.0.1"))) {
+            return s.getLocalPort();
+        }
+    }
+
+    static Row tribesRun(boolean ack, int count) throws Exception {
+        Counter counter = new Counter();
+        GroupChannel b = tribes(false, null);
+        b.addChannelListener(counter);
+        b.start(org.apache.catalina.tribes.Channel.SND_RX_SEQ | org.apache.catalina.tribes.Channel.SND_TX_SEQ);
+        StaticMember mb = new StaticMember("127.0.0.1", ((NioReceiver) b.getChannelReceiver()).getPort(), 0);
+        mb.setUniqueId("{0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,66}");
+        GroupChannel a = tribes(!ack, mb);
+        a.start(org.apache.catalina.tribes.Channel.SND_RX_SEQ | org.apache.catalina.tribes.Channel.SND_TX_SEQ);
+        Member[] dest = {mb};
+        byte[] p = payload();
+        int options = org.apache.catalina.tribes.Channel.SEND_OPTIONS_BYTE_MESSAGE
+            | (ack ? org.apache.catalina.tribes.Channel.SEND_OPTIONS_USE_ACK
+                | org.apache.catalina.tribes.Channel.SEND_OPTIONS_SYNCHRONIZED_ACK
+                : org.apache.catalina.tribes.Channel.SEND_OPTIONS_ASYNCHRONOUS);
+        try {
+            int warm = Math.max(1, Math.min(count / 10, 5000));
+            for (int i = 0; i < warm; i++) {
+                a.send(dest, new ByteMessage(p), options);
+            }
+            await(counter.received, warm, "tribes warm-up");
+            long[] lat = new long[ack ? count : 0];
+            long t0 = System.nanoTime();
+            for (int i = 0; i < count; i++) {
+                long s = System.nanoTime();
+                a.send(dest, new ByteMessage(p), options);
+                if (ack) {
+                    lat[i] = System.nanoTime() - s;
+                }
+            }
+            await(counter.received, warm + (long) count, "tribes");
+            double secs = (System.nanoTime() - t0) / 1e9;
+            Arrays.sort(lat);
+            return new Row(ack ? "sync-ack-1k" : "fastasync-1k", "tribes", count, secs, lat);
+        } finally {
+            stopQuietly(a);
+            stopQuietly(b);
+        }
+    }
+
+    static void stopQuietly(GroupChannel c) {
+        Thread t = new Thread(() -> {
+            try {
+                c.stop(org.apache.catalina.tribes.Channel.DEFAULT);
+            } catch (Exception e) {
+                // the figures are taken; a lingering sender pool does not matter
+            }
+        });
+        t.setDaemon(true);
+        t.start();
+    }
+
+    public static void main(String[] args) throws Exception {
+        ROOT_LOG.setLevel(Level.SEVERE);
+        int count = args.length > 0 ? Integer.parseInt(args[0]) : 200_000;
+        int acks = args.length > 1 ? Integer.parseInt(args[1]) : 20_000;
+        Row nf = nativeFast(count);
+        nf.print();
+        Row tf = tribesRun(false, count);
+        tf.print();
+        Row ns = nativeSync(acks);
+        ns.print();
+        Row ts = tribesRun(true, acks);
+        ts.print();
+        System.out.printf(Locale.ROOT, "S8 ratios fastasync_msgs_per_s=%.1fx sync_ack_p50=%.2fx (native vs tribes, same JVM)%n",
+            nf.rate() / tf.rate(), ts.p(0.5) / Math.max(ns.p(0.5), 0.001));
+        System.exit(0);
+    }
+}

@@ -1,0 +1,49 @@
+//! `sessionrepl`: run the demo, a node, or the benchmarks.
+
+mod demo;
+mod node;
+mod store_node;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: sessionrepl <command> [options]
+
+commands:
+  demo                      a small cluster on loopback, with an account of what happened
+  node [--set key=value]... [--config FILE]
+                            run one node until SIGINT/SIGTERM, one line per event
+  store-node [--events] [--set key=value]...
+                            one session-store node driven by commands on stdin
+                            (see cli/src/store_node/)
+  bench [--scenario S1,S4] [--scale N] [--io mio|uring] [--no-peer] [--no-floor]
+                            benchmark scenarios of bench/SCENARIOS.md
+  help                      this text
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let r = match cmd.as_str() {
+        "demo" => demo::run(rest),
+        "node" => node::run(rest),
+        "store-node" => store_node::run(rest),
+        "bench" => sessionrepl_cli::bench::cli(rest),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command '{other}'\n{USAGE}")),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sessionrepl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

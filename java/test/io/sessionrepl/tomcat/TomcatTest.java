@@ -1,0 +1,626 @@
+package io.sessionrepl.tomcat;
+
+import java.io.File;
+import java.io.IOException;
+import java.io.Serializable;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+import org.apache.catalina.tribes.Channel;
+import org.apache.catalina.tribes.ChannelException;
+import org.apache.catalina.tribes.ChannelListener;
+import org.apache.catalina.tribes.Member;
+import org.apache.catalina.tribes.RemoteProcessException;
+import org.apache.catalina.tribes.group.GroupChannel;
+
+/**
+ * The Tomcat drop-in, end to end: real Tomcat processes (Debian's jars,
+ * {@code org.apache.catalina.startup.Tomcat --await --catalina -config
+ * server.xml}) with a {@code SimpleTcpCluster} whose receiver, sender and
+ * membership are the native classes, a counter servlet, and curl with a
+ * cookie jar. All on 127.0.0.1; each cluster has its own multicast group
+ * and port (TTL 1, bound to 127.0.0.1).
+ *
+ * <p>Per manager (DeltaManager, BackupManager): the counter is incremented
+ * alternately on two nodes; a third node started late reads it (state
+ * transfer / map membership); one node is SIGKILLed and the others carry
+ * on with the value. Prints "N passed, N failed".
+ *
+ * <p>Usage: java -cp testclasses io.sessionrepl.tomcat.TomcatTest
+ * &lt;sessionrepl.jar&gt; &lt;native lib dir&gt; &lt;tomcat classpath&gt;
+ * &lt;test classes dir&gt; &lt;work dir&gt; [name-filter]
+ */
+public final class TomcatTest {
+    static final long START_TIMEOUT_MS = 120_000;
+    static final long WAIT_MS = 30_000;
+
+    static String jar;
+    static String libDir;
+    static String tomcatCp;
+    static String testClasses;
+    static Path work;
+    static int clusterNo;
+
+    public static void main(String[] args) throws Exception {
+        jar = args[0];
+        libDir = args[1];
+        tomcatCp = args[2];
+        testClasses = args[3];
+        work = Path.of(args[4]).toAbsolutePath();
+        String filter = args.length > 5 ? args[5] : "";
+        String[][] tests = {
+            {"tomcat_deltamanager_native_transport", "org.apache.catalina.ha.session.DeltaManager"},
+            {"tomcat_backupmanager_native_transport", "org.apache.catalina.ha.session.BackupManager"},
+            {"tomcat_mixed_stock_and_native_deltamanager", "org.apache.catalina.ha.session.DeltaManager"},
+            {"tomcat_native_session_manager_backup", "io.sessionrepl.tomcat.NativeSessionManager"},
+        };
+        int passed = 0;
+        int failed = 0;
+        Object[][] unit = {
+            {"tribes_channel_envelope_sync_ack_and_fail_ack", (Body) TomcatTest::envelope},
+            {"tribes_attributes_checked_and_bad_value_named", (Body) TomcatTest::attributes},
+        };
+        for (Object[] t : unit) {
+            if (!((String) t[0]).contains(filter)) {
+                continue;
+            }
+            long t0 = System.nanoTime();
+            try {
+                ((Body) t[1]).run();
+                passed++;
+                System.out.printf("test %s ... ok (%d ms)%n", t[0], (System.nanoTime() - t0) / 1_000_000);
+            } catch (Throwable e) {
+                failed++;
+                System.out.printf("test %s ... FAILED: %s%n", t[0], e);
+                e.printStackTrace(System.out);
+            }
+        }
+        for (String[] t : tests) {
+            if (!t[0].contains(filter)) {
+                continue;
+            }
+            long t0 = System.nanoTime();
+            List<Node> nodes = new ArrayList<>();
+            try {
+                if (t[1].endsWith("NativeSessionManager")) {
+                    managerScenario(t[0], nodes);
+                } else if (t[0].contains("mixed")) {
+                    mixedScenario(t[0], t[1], nodes);
+                } else {
+                    counterScenario(t[0], t[1], nodes);
+                }
+                passed++;
+                System.out.printf("test %s ... ok (%d ms)%n", t[0], (System.nanoTime() - t0) / 1_000_000);
+            } catch (Throwable e) {
+                failed++;
+                System.out.printf("test %s ... FAILED: %s%n", t[0], e);
+                e.printStackTrace(System.out);
+                for (Node n : nodes) {
+                    System.out.println("---- log of " + n.name + " (" + n.log + "), last lines:");
+                    List<String> lines = Files.readAllLines(n.log);
+                    for (String l : lines.subList(Math.max(0, lines.size() - 40), lines.size())) {
+                        System.out.println(l);
+                    }
+                }
+            } finally {
+                for (Node n : nodes) {
+                    n.kill();
+                }
+            }
+        }
+        System.out.printf("tomcat: %d passed, %d failed%n", passed, failed);
+        System.exit(failed == 0 && passed > 0 ? 0 : 1);
+    }
+
+    interface Body {
+        void run() throws Exception;
+    }
+
+    /** A Tribes GroupChannel whose receiver, sender and membership are the native classes. */
+    static GroupChannel nativeChannel(String mcast, int mport, String domain, ChannelListener l) throws Exception {
+        GroupChannel ch = new GroupChannel();
+        NativeMembershipService m = new NativeMembershipService();
+        m.setProperty("address", mcast);
+        m.setProperty("port", String.valueOf(mport));
+        m.setProperty("bind", "127.0.0.1");
+        m.setProperty("ttl", "1");
+        m.setProperty("frequency", "100");
+        m.setProperty("dropTime", "1500");
+        m.setProperty("domain", domain);
+        NativeReceiver r = new NativeReceiver();
+        r.setProperty("address", "127.0.0.1");
+        r.setProperty("port", String.valueOf(freePort()));
+        NativeSender s = new NativeSender();
+        s.setProperty("ackTimeout", "10000");
+        ch.setMembershipService(m);
+        ch.setChannelReceiver(r);
+        ch.setChannelSender(s);
+        if (l != null) {
+            ch.addChannelListener(l);
+        }
+        ch.start(Channel.DEFAULT);
+        return ch;
+    }
+
+    static void waitFor(java.util.function.BooleanSupplier c, String what) throws InterruptedException {
+        long end = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(WAIT_MS);
+        while (!c.getAsBoolean()) {
+            check(System.nanoTime() < end, "timed out waiting for " + what);
+            Thread.sleep(20);
+        }
+    }
+
+    /** Records messages; refuses (throws) "refuse". */
+    static final class Recorder implements ChannelListener {
+        final List<Object[]> got = new java.util.concurrent.CopyOnWriteArrayList<>();
+
+        @Override
+        public void messageReceived(Serializable msg, Member sender) {
+            if ("refuse".equals(msg)) {
+                throw new IllegalStateException("refused by the test listener");
+            }
+            got.add(new Object[] {msg, sender});
+        }
+
+        @Override
+        public boolean accept(Serializable msg, Member sender) {
+            return true;
+        }
+    }
+
+    static void envelope() throws Exception {
+        int c = ++clusterNo;
+        long pid = ProcessHandle.current().pid();
+        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
+        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
+        String domain = "tribes-unit-" + pid + "-" + c;
+        Recorder rb = new Recorder();
+        GroupChannel a = nativeChannel(mcast, mport, domain, null);
+        GroupChannel b = nativeChannel(mcast, mport, domain, rb);
+        try {
+            waitFor(() -> a.getMembers().length == 1 && b.getMembers().length == 1, "members");
+            Member mb = a.getMembers()[0];
+            check(mb.equals(b.getLocalMember(false)), "a's member " + mb + " is b's local member "
+                + b.getLocalMember(false));
+            int sync = Channel.SEND_OPTIONS_USE_ACK | Channel.SEND_OPTIONS_SYNCHRONIZED_ACK;
+            a.send(new Member[] {mb}, "hello", sync);
+            // synchronized ack: delivered before send returned
+            check(rb.got.size() == 1, "delivered before the sync ack: " + rb.got.size());
+            check("hello".equals(rb.got.get(0)[0]), "payload " + rb.got.get(0)[0]);
+            check(a.getLocalMember(false).equals(rb.got.get(0)[1]), "sender member carried in the envelope: "
+                + rb.got.get(0)[1]);
+            a.send(new Member[] {mb}, "receipt", Channel.SEND_OPTIONS_USE_ACK);
+            a.send(new Member[] {mb}, "no-ack", 0);
+            waitFor(() -> rb.got.size() == 3, "receipt-acked and unacked messages");
+            try {
+                a.send(new Member[] {mb}, "refuse", sync);
+                throw new AssertionError("listener exception did not reach the sender");
+            } catch (ChannelException e) {
+                ChannelException.FaultyMember[] f = e.getFaultyMembers();
+                check(f.length == 1 && f[0].getMember().equals(mb), "faulty member is b: " + e);
+                check(f[0].getCause() instanceof RemoteProcessException, "FAIL_ACK cause: " + f[0].getCause());
+            }
+            check(rb.got.size() == 3, "refused message not recorded");
+            b.stop(Channel.DEFAULT);
+            try {
+                a.send(new Member[] {mb}, "to the dead", sync);
+                throw new AssertionError("send to a stopped member succeeded");
+            } catch (ChannelException e) {
+                check(e.getFaultyMembers().length == 1, "dead member faulty: " + e);
+            }
+        } finally {
+            a.stop(Channel.DEFAULT);
+            b.stop(Channel.DEFAULT);
+        }
+    }
+
+    static void attributes() throws Exception {
+        NativeReceiver r = new NativeReceiver();
+        check(r.setProperty("selectorTimeout", "5000"), "stock NioReceiver attribute accepted");
+        check(r.setProperty("replicationMode", "pooled"), "sessionrepl key accepted");
+        check(!r.setProperty("noSuchAttribute", "1"), "unknown attribute refused");
+        NativeSender s = new NativeSender();
+        check(s.setProperty("maxRetryAttempts", "2") && s.setProperty("throwOnFailedAck", "true"),
+            "stock sender attributes accepted");
+        NativeMembershipService m = new NativeMembershipService();
+        check(m.setProperty("recoveryEnabled", "true") && m.setProperty("dropTime", "3000"),
+            "stock McastService attributes accepted");
+        String[][] bad = {
+            {"receiver", "selectorTimeout", "soon"},
+            {"receiver", "replicationMode", "carrier-pigeon"},
+            {"sender", "timeout", "-x"},
+            {"membership", "ttl", "lots"},
+        };
+        for (String[] b : bad) {
+            GroupChannel ch = new GroupChannel();
+            NativeMembershipService mm = new NativeMembershipService();
+            mm.setProperty("membershipType", "none");
+            NativeReceiver rr = new NativeReceiver();
+            rr.setProperty("address", "127.0.0.1");
+            rr.setProperty("port", "0");
+            NativeSender ss = new NativeSender();
+            (b[0].equals("receiver") ? (java.util.function.BiFunction<String, String, Boolean>) rr::setProperty
+                : b[0].equals("sender") ? (java.util.function.BiFunction<String, String, Boolean>) ss::setProperty
+                : (java.util.function.BiFunction<String, String, Boolean>) mm::setProperty).apply(b[1], b[2]);
+            ch.setMembershipService(mm);
+            ch.setChannelReceiver(rr);
+            ch.setChannelSender(ss);
+            try {
+                ch.start(Channel.DEFAULT);
+                ch.stop(Channel.DEFAULT);
+                throw new AssertionError("start accepted " + b[1] + "=" + b[2]);
+            } catch (ChannelException e) {
+                StringBuilder all = new StringBuilder();
+                for (Throwable t = e; t != null; t = t.getCause()) {
+                    all.append(t.getMessage()).append(" | ");
+                }
+                check(all.toString().contains("'" + b[1] + "'"), "error names " + b[1] + ": " + all);
+            }
+        }
+    }
+
+    static void check(boolean ok, String what) {
+        if (!ok) {
+            throw new AssertionError(what);
+        }
+    }
+
+    static int freePort() throws IOException {
+        try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getByName("127.0.0.1"))) {
+            return s.getLocalPort();
+        }
+    }
+
+    /** One Tomcat process. */
+    static final class Node {
+        final String name;
+        final int httpPort;
+        final Path log;
+        final Process proc;
+
+        Node(String name, int httpPort, Path log, Process proc) {
+            this.name = name;
+            this.httpPort = httpPort;
+            this.log = log;
+            this.proc = proc;
+        }
+
+        void kill() throws InterruptedException {
+            if (proc.isAlive()) {
+                proc.destroyForcibly(); // SIGKILL
+                proc.waitFor(30, TimeUnit.SECONDS);
+            }
+        }
+    }
+
+    static void counterScenario(String name, String manager, List<Node> nodes) throws Exception {
+        int c = ++clusterNo;
+        long pid = ProcessHandle.current().pid();
+        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
+        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
+        String domain = "tomcat-test-" + pid + "-" + c;
+        Path dir = work.resolve(name);
+        deleteTree(dir);
+        Path app = writeApp(dir.resolve("app"));
+        Path jarFile = dir.resolve("cookies.txt");
+
+        // one after the other, as operators do: two DeltaManagers starting at
+        // the same instant each drop the other's state request (stock Tomcat
+        // behaviour) and wait out stateTransferTimeout
+        Node a = start(dir, "a", manager, mcast, mport, domain, app);
+        nodes.add(a);
+        awaitUp(a);
+        Node b = start(dir, "b", manager, mcast, mport, domain, app);
+        nodes.add(b);
+        awaitUp(b);
+
+        // alternate increments
+        int want = 0;
+        for (int i = 0; i < 6; i++) {
+            Node n = i % 2 == 0 ? a : b;
+            want++;
+            String body = eventually(n, jarFile, "", "count=" + want + " ");
+            check(body.startsWith("count=" + want + " node=" + n.name), n.name + " answered " + body);
+        }
+
+        // a third node joins late and reads the counter
+        Node x = start(dir, "x", manager, mcast, mport, domain, app);
+        nodes.add(x);
+        awaitUp(x);
+        String late = eventually(x, jarFile, "?op=read", "count=" + want + " ");
+        check(late.startsWith("count=" + want + " node=x"), "late node answered " + late);
+
+        // SIGKILL one node; the others carry on with the value
+        a.kill();
+        // let membership notice (dropTime 2000 ms); a request before that may
+        // still be routed to the dead node's copy (BackupManager's primary)
+        Thread.sleep(4000);
+        want++;
+        String after = eventually(b, jarFile, "", "count=" + want + " ");
+        check(after.startsWith("count=" + want + " node=b"), "after kill b answered " + after);
+        String onX = eventually(x, jarFile, "?op=read", "count=" + want + " ");
+        check(onX.startsWith("count=" + want + " node=x"), "after kill x answered " + onX);
+        want++;
+        String incX = eventually(x, jarFile, "", "count=" + want + " ");
+        check(incX.startsWith("count=" + want + " node=x"), "x increments to " + incX);
+        String back = eventually(b, jarFile, "?op=read", "count=" + want + " ");
+        check(back.startsWith("count=" + want), "b reads x's increment: " + back);
+        check(b.proc.isAlive() && x.proc.isAlive(), "survivors alive");
+    }
+
+    /**
+     * Phase 2: three nodes whose contexts use NativeSessionManager (no
+     * Tomcat cluster): the counter goes round the nodes, the session's
+     * primary (the node that created it) is SIGKILLed and the counter
+     * continues, then a node is stopped with SIGTERM (it drains) and the
+     * counter still continues.
+     */
+    static void managerScenario(String name, List<Node> nodes) throws Exception {
+        int c = ++clusterNo;
+        long pid = ProcessHandle.current().pid();
+        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
+        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
+        String domain = "tomcat-test-" + pid + "-" + c;
+        Path dir = work.resolve(name);
+        deleteTree(dir);
+        Path app = writeApp(dir.resolve("app"));
+        Path jarFile = dir.resolve("cookies.txt");
+        String mgr = "NSM:" + mcast + ":" + mport + ":" + domain;
+        Node a = start(dir, "a", mgr, mcast, mport, domain, app);
+        nodes.add(a);
+        awaitUp(a);
+        Node b = start(dir, "b", mgr, mcast, mport, domain, app);
+        nodes.add(b);
+        awaitUp(b);
+        Node x = start(dir, "x", mgr, mcast, mport, domain, app);
+        nodes.add(x);
+        awaitUp(x);
+        Thread.sleep(1000);
+        Node[] order = {a, b, x};
+        int want = 0;
+        for (int i = 0; i < 6; i++) {
+            Node n = order[i % 3];
+            want++;
+            String body = eventually(n, jarFile, "", "count=" + want + " ");
+            check(body.startsWith("count=" + want + " node=" + n.name), n.name + " answered " + body);
+        }
+        a.kill(); // the session's primary: it was created there
+        Thread.sleep(4000);
+        for (Node n : new Node[] {b, x, b}) {
+            want++;
+            String body = eventually(n, jarFile, "", "count=" + want + " ");
+            check(body.startsWith("count=" + want + " node=" + n.name), "after SIGKILL " + n.name + " answered " + body);
+        }
+        // session-fixation protection: a new id on b, the counter follows it to x
+        String rot = curl(b, jarFile, "?op=rotate");
+        check(rot.startsWith("rotated=") && rot.endsWith("node=b"), "rotate answered " + rot);
+        check(Files.readString(jarFile).contains(rot.substring("rotated=".length(), rot.indexOf(' '))),
+            "the cookie jar holds the new id");
+        want++;
+        String afterRot = eventually(x, jarFile, "", "count=" + want + " ");
+        check(afterRot.startsWith("count=" + want + " node=x"), "after rotate x answered " + afterRot);
+        x.proc.destroy(); // SIGTERM: Tomcat stops, the manager drains first
+        check(x.proc.waitFor(60, TimeUnit.SECONDS), "x stopped after SIGTERM");
+        check(Files.readString(x.log).contains("NativeSessionManager: drained at JVM shutdown"),
+            "x drained before it exited");
+        want++;
+        String body = eventually(b, jarFile, "", "count=" + want + " ");
+        check(body.startsWith("count=" + want + " node=b"), "after SIGTERM b answered " + body);
+        // logout invalidates cluster-wide
+        check(curl(b, jarFile, "?op=logout").startsWith("logout"), "logout");
+        String gone = curl(b, jarFile, "?op=read");
+        check(gone.startsWith("count=null"), "after logout b answered " + gone);
+    }
+
+    /**
+     * A stock Tribes node (McastService, NioReceiver, ReplicationTransmitter)
+     * and native nodes in one cluster: increments alternate between the
+     * stock node and a native one, a native node joining late reads the
+     * counter (state transfer from either), and after the stock node is
+     * SIGKILLed the native ones carry on.
+     */
+    static void mixedScenario(String name, String manager, List<Node> nodes) throws Exception {
+        int c = ++clusterNo;
+        long pid = ProcessHandle.current().pid();
+        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
+        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
+        String domain = "tomcat-test-" + pid + "-" + c;
+        Path dir = work.resolve(name);
+        deleteTree(dir);
+        Path app = writeApp(dir.resolve("app"));
+        Path jarFile = dir.resolve("cookies.txt");
+        Node a = start(dir, "a", manager, mcast, mport, domain, app, true);
+        nodes.add(a);
+        awaitUp(a);
+        Node b = start(dir, "b", manager, mcast, mport, domain, app, false);
+        nodes.add(b);
+        awaitUp(b);
+        int want = 0;
+        for (int i = 0; i < 6; i++) {
+            Node n = i % 2 == 0 ? a : b;
+            want++;
+            String body = eventually(n, jarFile, "", "count=" + want + " ");
+            check(body.startsWith("count=" + want + " node=" + n.name), n.name + " answered " + body);
+        }
+        Node x = start(dir, "x", manager, mcast, mport, domain, app, false);
+        nodes.add(x);
+        awaitUp(x);
+        String late = eventually(x, jarFile, "?op=read", "count=" + want + " ");
+        check(late.startsWith("count=" + want + " node=x"), "late node answered " + late);
+        a.kill();
+        Thread.sleep(4000);
+        want++;
+        String after = eventually(b, jarFile, "", "count=" + want + " ");
+        check(after.startsWith("count=" + want + " node=b"), "after kill b answered " + after);
+        String onX = eventually(x, jarFile, "?op=read", "count=" + want + " ");
+        check(onX.startsWith("count=" + want + " node=x"), "after kill x answered " + onX);
+    }
+
+    /**
+     * GETs {@code /count + query} until the answer starts with
+     * {@code want}, at most WAIT_MS; an increment is sent once and then
+     * only read again (so a retry never increments twice).
+     */
+    static String eventually(Node n, Path cookies, String query, String want) throws Exception {
+        String body = curl(n, cookies, query);
+        long end = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(WAIT_MS);
+        while (!body.startsWith(want) && System.nanoTime() < end) {
+            Thread.sleep(200);
+            body = curl(n, cookies, "?op=read");
+        }
+        return body;
+    }
+
+    static String curl(Node n, Path cookies, String query) throws Exception {
+        Process p = new ProcessBuilder("curl", "-s", "-S", "--max-time", "20", "-b", cookies.toString(), "-c",
+            cookies.toString(), "http://127.0.0.1:" + n.httpPort + "/count" + query)
+            .redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        p.waitFor(30, TimeUnit.SECONDS);
+        return out.trim();
+    }
+
+    static void awaitUp(Node n) throws Exception {
+        long end = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(START_TIMEOUT_MS);
+        Path probe = n.log.resolveSibling(n.name + "-probe.txt");
+        while (System.nanoTime() < end) {
+            check(n.proc.isAlive(), n.name + " exited with " + (n.proc.isAlive() ? "" : n.proc.exitValue()));
+            Process p = new ProcessBuilder("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
+                "-c", probe.toString(), "http://127.0.0.1:" + n.httpPort + "/count?op=read").start();
+            String code = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
+            p.waitFor(10, TimeUnit.SECONDS);
+            if (code.equals("200")) {
+                return;
+            }
+            Thread.sleep(300);
+        }
+        throw new AssertionError(n.name + " did not serve within " + START_TIMEOUT_MS + " ms");
+    }
+
+    static Node start(Path dir, String name, String manager, String mcast, int mport, String domain, Path app)
+            throws Exception {
+        return start(dir, name, manager, mcast, mport, domain, app, false);
+    }
+
+    static Node start(Path dir, String name, String manager, String mcast, int mport, String domain, Path app,
+            boolean stock) throws Exception {
+        Path base = dir.resolve(name);
+        Files.createDirectories(base.resolve("conf"));
+        Files.createDirectories(base.resolve("webapps"));
+        Files.createDirectories(base.resolve("logs"));
+        int http = freePort();
+        int tcp = freePort();
+        boolean nsm = manager.startsWith("NSM:");
+        String mgr = manager.endsWith("BackupManager")
+            ? "<Manager className=\"" + manager + "\" mapSendOptions=\"6\" rpcTimeout=\"15000\"/>"
+            : "<Manager className=\"" + manager + "\" expireSessionsOnShutdown=\"false\""
+                + " notifyListenersOnReplication=\"true\" stateTransferTimeout=\"60\"/>";
+        String xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+            + "<Server port=\"-1\" shutdown=\"SHUTDOWN\">\n"
+            + "  <Service name=\"Catalina\">\n"
+            + "    <Connector port=\"" + http + "\" address=\"127.0.0.1\" protocol=\"HTTP/1.1\"/>\n"
+            + "    <Engine name=\"Catalina\" defaultHost=\"localhost\">\n"
+            + (nsm ? "" : "      <Cluster className=\"org.apache.catalina.ha.tcp.SimpleTcpCluster\" channelSendOptions=\"6\">\n"
+            + "        " + mgr + "\n"
+            + "        <Channel className=\"org.apache.catalina.tribes.group.GroupChannel\">\n"
+            + (stock ? stockTransport(mcast, mport, domain, tcp) : nativeTransport(mcast, mport, domain, tcp))
+            + "          <Interceptor className=\"org.apache.catalina.tribes.group.interceptors.TcpFailureDetector\"/>\n"
+            + "          <Interceptor className=\"org.apache.catalina.tribes.group.interceptors.MessageDispatchInterceptor\"/>\n"
+            + "        </Channel>\n"
+            + "        <Valve className=\"org.apache.catalina.ha.tcp.ReplicationValve\" filter=\"\"/>\n"
+            + "        <ClusterListener className=\"org.apache.catalina.ha.session.ClusterSessionListener\"/>\n"
+            + "      </Cluster>\n")
+            + "      <Host name=\"localhost\" appBase=\"webapps\" unpackWARs=\"false\" autoDeploy=\"false\">\n"
+            + (nsm ? "        <Context path=\"\" docBase=\"" + app + "\">\n"
+                + "          <Manager className=\"io.sessionrepl.tomcat.NativeSessionManager\" sessionMode=\"backup\""
+                + " backupCount=\"1\" membershipType=\"multicast\" mcastAddr=\"" + mcast + "\" mcastPort=\"" + mport
+                + "\" mcastBindAddress=\"127.0.0.1\" mcastTTL=\"1\" mcastFrequency=\"200\" mcastDropTime=\"2000\""
+                + " mcastClusterDomain=\"" + domain + "\" tcpListenAddress=\"127.0.0.1\" tcpListenPort=\"" + tcp
+                + "\" stateTransferTimeout=\"30\" commitTimeout=\"10000\" drainTimeout=\"20000\"/>\n"
+                + "        </Context>\n"
+                : "        <Context path=\"\" docBase=\"" + app + "\"/>\n")
+            + "      </Host>\n"
+            + "    </Engine>\n"
+            + "  </Service>\n"
+            + "</Server>\n";
+        Path serverXml = base.resolve("conf/server.xml");
+        Files.writeString(serverXml, xml);
+        Path log = base.resolve("node.log");
+        List<String> cmd = new ArrayList<>();
+        cmd.add(System.getProperty("java.home") + "/bin/java");
+        cmd.add("-Djava.net.preferIPv4Stack=true");
+        cmd.add("-Xmx128m");
+        cmd.add("-Xss512k");
+        cmd.add("-XX:+UseSerialGC");
+        cmd.add("-XX:TieredStopAtLevel=1");
+        cmd.add("-Djava.library.path=" + libDir);
+        cmd.add("-Dcatalina.base=" + base);
+        cmd.add("-Dcatalina.home=" + base);
+        cmd.add("-Dsessionrepl.test.node=" + name);
+        cmd.add("-cp");
+        cmd.add(tomcatCp + File.pathSeparator + jar);
+        cmd.add("org.apache.catalina.startup.Tomcat");
+        cmd.add("--await");
+        cmd.add("--catalina");
+        cmd.add("-config");
+        cmd.add(serverXml.toString());
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        return new Node(name, http, log, p);
+    }
+
+    static String nativeTransport(String mcast, int mport, String domain, int tcp) {
+        return ""
+            + "          <Membership className=\"io.sessionrepl.tomcat.NativeMembershipService\" address=\"" + mcast
+            + "\" port=\"" + mport + "\" frequency=\"200\" dropTime=\"2000\" bind=\"127.0.0.1\" ttl=\"1\""
+            + " domain=\"" + domain + "\" soTimeout=\"500\"/>\n"
+            + "          <Receiver className=\"io.sessionrepl.tomcat.NativeReceiver\" address=\"127.0.0.1\""
+            + " port=\"" + tcp + "\" autoBind=\"100\" selectorTimeout=\"5000\" maxThreads=\"6\"/>\n"
+            + "          <Sender className=\"io.sessionrepl.tomcat.NativeSender\" ackTimeout=\"10000\">\n"
+            + "            <Transport className=\"org.apache.catalina.tribes.transport.nio.PooledParallelSender\"/>\n"
+            + "          </Sender>\n";
+    }
+
+    /** Stock Tribes classes with the same settings (for the mixed cluster). */
+    static String stockTransport(String mcast, int mport, String domain, int tcp) {
+        return ""
+            + "          <Membership className=\"org.apache.catalina.tribes.membership.McastService\" address=\"" + mcast
+            + "\" port=\"" + mport + "\" frequency=\"200\" dropTime=\"2000\" bind=\"127.0.0.1\" ttl=\"1\""
+            + " domain=\"" + domain + "\"/>\n"
+            + "          <Receiver className=\"org.apache.catalina.tribes.transport.nio.NioReceiver\" address=\"127.0.0.1\""
+            + " port=\"" + tcp + "\" autoBind=\"100\" selectorTimeout=\"5000\" maxThreads=\"6\"/>\n"
+            + "          <Sender className=\"org.apache.catalina.tribes.transport.ReplicationTransmitter\">\n"
+            + "            <Transport className=\"org.apache.catalina.tribes.transport.nio.PooledParallelSender\" timeout=\"10000\"/>\n"
+            + "          </Sender>\n";
+    }
+
+    static Path writeApp(Path app) throws IOException {
+        Path classes = app.resolve("WEB-INF/classes/io/sessionrepl/tomcat");
+        Files.createDirectories(classes);
+        Files.copy(Path.of(testClasses, "io/sessionrepl/tomcat/CounterServlet.class"),
+            classes.resolve("CounterServlet.class"));
+        Files.writeString(app.resolve("WEB-INF/web.xml"),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+            + "<web-app xmlns=\"https://jakarta.ee/xml/ns/jakartaee\" version=\"6.0\">\n"
+            + "  <distributable/>\n"
+            + "  <servlet><servlet-name>count</servlet-name>"
+            + "<servlet-class>io.sessionrepl.tomcat.CounterServlet</servlet-class></servlet>\n"
+            + "  <servlet-mapping><servlet-name>count</servlet-name><url-pattern>/count</url-pattern></servlet-mapping>\n"
+            + "</web-app>\n");
+        return app;
+    }
+
+    static void deleteTree(Path p) throws IOException {
+        if (!Files.exists(p)) {
+            return;
+        }
+        try (var s = Files.walk(p)) {
+            s.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
+        }
+    }
+}

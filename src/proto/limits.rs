@@ -1,0 +1,382 @@
+//! The receiver's bounds as a sans-IO bookkeeper: connection slots,
+//! handshake deadlines, the global receive-memory pool, and deadlines of
+//! connections whose peer does not read its acks. Tokens and `now` in;
+//! decisions (admit, evict, reserve, expire) and the next deadline out. The
+//! I/O drivers (mio, io_uring) only carry the decisions out.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// The configured bounds (see the "Receiver limits" table in
+/// `docs/PROTOCOL.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxLimitsConfig {
+    /// `maxConnections`: inbound connections open at once.
+    pub max_connections: usize,
+    /// `handshakeTimeout`: time from accept to a complete preface.
+    pub handshake_timeout: Duration,
+    /// `maxPendingAckBytes`: unsent output (acks, PONGs, FAILs) above which
+    /// a connection is no longer read.
+    pub max_pending_output: usize,
+    /// `ackWriteTimeout`: how long a connection may stay above
+    /// `max_pending_output` before it is closed.
+    pub output_stall_timeout: Duration,
+    /// `maxReceiveMemory`: bytes of frames in progress across connections.
+    pub max_receive_memory: usize,
+    /// `connectionUploadTimeout`: time a frame that reserved receive
+    /// memory may take to arrive in full.
+    pub upload_timeout: Duration,
+    /// `maxInflatePerTurn`: inflated bytes per connection before the
+    /// receiver turns to other connections.
+    pub inflate_per_turn: usize,
+}
+
+/// Frames up to this size are read without a reservation: they fit the
+/// read chunk every connection has anyway.
+pub const UNRESERVED_FRAME: usize = 64 * 1024;
+
+/// What to do with a newly accepted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Take it.
+    Accept,
+    /// Take it after closing this older connection that has not completed
+    /// its preface.
+    Evict(usize),
+    /// Every slot holds a connection that completed its preface: refuse.
+    Refuse,
+}
+
+/// Why a connection's deadline closed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No complete preface within `handshakeTimeout`.
+    Handshake,
+    /// Acks unsent above `maxPendingAckBytes` for `ackWriteTimeout`.
+    OutputStalled,
+    /// A frame holding receive memory did not complete within
+    /// `connectionUploadTimeout`.
+    Upload,
+}
+
+/// Bookkeeping of one receiver thread's connections against its bounds.
+#[derive(Debug)]
+pub struct RxLimits {
+    cfg: RxLimitsConfig,
+    conns: usize,
+    /// Connections still in their handshake: token → deadline. Tokens
+    /// ascend with accept order, so the first entry is the oldest.
+    handshaking: BTreeMap<usize, Instant>,
+    /// Connections above the output bound: token → deadline.
+    stalled_output: BTreeMap<usize, Instant>,
+    /// Connections holding a reservation: token → deadline of its frame.
+    uploads: BTreeMap<usize, Instant>,
+    mem_used: usize,
+    /// Connections waiting for receive memory, in arrival order.
+    mem_waiters: VecDeque<usize>,
+    /// Memory was released since waiters last retried.
+    freed: bool,
+}
+
+impl RxLimits {
+    /// An empty bookkeeper.
+    pub fn new(cfg: RxLimitsConfig) -> Self {
+        RxLimits {
+            cfg,
+            conns: 0,
+            handshaking: BTreeMap::new(),
+            stalled_output: BTreeMap::new(),
+            uploads: BTreeMap::new(),
+            mem_used: 0,
+            mem_waiters: VecDeque::new(),
+            freed: false,
+        }
+    }
+
+    /// The bounds.
+    pub fn config(&self) -> &RxLimitsConfig {
+        &self.cfg
+    }
+
+    /// Decides on a connection just accepted as `token` (larger than every
+    /// earlier token). On `Accept` or `Evict` it is counted and its
+    /// handshake deadline starts; the evicted one must be closed with
+    /// [`RxLimits::closed`].
+    pub fn admit(&mut self, token: usize, now: Instant) -> Admit {
+        let verdict = if self.conns < self.cfg.max_connections {
+            Admit::Accept
+        } else if let Some((&old, _)) = self.handshaking.iter().next() {
+            Admit::Evict(old)
+        } else {
+            return Admit::Refuse;
+        };
+        self.conns += 1;
+        self.handshaking
+            .insert(token, now + self.cfg.handshake_timeout);
+        verdict
+    }
+
+    /// The connection completed its preface: its handshake deadline ends
+    /// and it is no longer evictable.
+    pub fn opened(&mut self, token: usize) {
+        self.handshaking.remove(&token);
+    }
+
+    /// True while `token` has not completed its preface.
+    pub fn is_handshaking(&self, token: usize) -> bool {
+        self.handshaking.contains_key(&token)
+    }
+
+    /// The connection is gone; `reserved` receive memory it held returns
+    /// to the pool.
+    pub fn closed(&mut self, token: usize, reserved: usize) {
+        self.conns = self.conns.saturating_sub(1);
+        self.handshaking.remove(&token);
+        self.stalled_output.remove(&token);
+        self.uploads.remove(&token);
+        self.mem_waiters.retain(|&t| t != token);
+        self.release_memory(reserved);
+    }
+
+    /// Connections counted now.
+    pub fn connections(&self) -> usize {
+        self.conns
+    }
+
+    /// True if `pending` unsent bytes exceed the output bound.
+    pub fn output_over(&self, pending: usize) -> bool {
+        pending > self.cfg.max_pending_output
+    }
+
+    /// The connection's unsent output went above the bound: its deadline
+    /// starts (an earlier one stays).
+    pub fn output_blocked(&mut self, token: usize, now: Instant) {
+        let deadline = now + self.cfg.output_stall_timeout;
+        self.stalled_output.entry(token).or_insert(deadline);
+    }
+
+    /// The connection's output is back within the bound.
+    pub fn output_unblocked(&mut self, token: usize) {
+        self.stalled_output.remove(&token);
+    }
+
+    /// Reserves `n` bytes of receive memory for `token`'s frame in
+    /// progress. On refusal the connection is queued and handed back by
+    /// [`RxLimits::take_waiters`] once memory frees. First fit: a frame that
+    /// fits is served even while a larger one waits, so connections stuck
+    /// on their reservations cannot block smaller frames that fit.
+    /// A granted frame must then complete within `connectionUploadTimeout`
+    /// from `now`, so memory cannot be held hostage by a peer that stops
+    /// mid-frame.
+    pub fn reserve(&mut self, token: usize, n: usize, now: Instant) -> bool {
+        if self.mem_used + n <= self.cfg.max_receive_memory {
+            self.mem_waiters.retain(|&t| t != token);
+            self.mem_used += n;
+            self.uploads.insert(token, now + self.cfg.upload_timeout);
+            return true;
+        }
+        if !self.mem_waiters.contains(&token) {
+            self.mem_waiters.push_back(token);
+        }
+        false
+    }
+
+    /// `token`'s frame completed: its `n` reserved bytes return to the pool.
+    pub fn release(&mut self, token: usize, n: usize) {
+        self.uploads.remove(&token);
+        self.release_memory(n);
+    }
+
+    fn release_memory(&mut self, n: usize) {
+        self.freed |= n > 0;
+        self.mem_used = self.mem_used.saturating_sub(n);
+    }
+
+    /// Receive memory reserved now.
+    pub fn memory_used(&self) -> usize {
+        self.mem_used
+    }
+
+    /// Takes the waiting connections out of the queue if memory was
+    /// released since the last call; the driver resumes them and each
+    /// retries [`RxLimits::reserve`] (those still refused queue again, in
+    /// order). Nothing released, nothing to retry: waiters cost no work.
+    pub fn take_waiters(&mut self) -> Vec<usize> {
+        if std::mem::take(&mut self.freed) && !self.mem_waiters.is_empty() {
+            self.mem_waiters.drain(..).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// True if connections wait for receive memory.
+    pub fn has_waiters(&self) -> bool {
+        !self.mem_waiters.is_empty()
+    }
+
+    /// Connections whose deadline passed at `now`, handshakes first; the
+    /// caller closes them (and reports [`RxLimits::closed`]). Each is
+    /// reported once: its deadline is removed here.
+    pub fn expired(&mut self, now: Instant) -> Vec<(usize, Expiry)> {
+        let mut out = Vec::new();
+        self.handshaking.retain(|&t, &mut d| {
+            let due = d <= now;
+            if due {
+                out.push((t, Expiry::Handshake));
+            }
+            !due
+        });
+        self.stalled_output.retain(|&t, &mut d| {
+            let due = d <= now;
+            if due {
+                out.push((t, Expiry::OutputStalled));
+            }
+            !due
+        });
+        self.uploads.retain(|&t, &mut d| {
+            let due = d <= now;
+            if due {
+                out.push((t, Expiry::Upload));
+            }
+            !due
+        });
+        out
+    }
+
+    /// The earliest deadline, so an idle driver sleeps exactly until then.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [&self.handshaking, &self.stalled_output, &self.uploads]
+            .iter()
+            .filter_map(|m| m.values().min().copied())
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RxLimitsConfig {
+        RxLimitsConfig {
+            max_connections: 3,
+            handshake_timeout: Duration::from_secs(2),
+            max_pending_output: 100,
+            output_stall_timeout: Duration::from_secs(5),
+            max_receive_memory: 1000,
+            upload_timeout: Duration::from_secs(30),
+            inflate_per_turn: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn full_slots_evict_the_oldest_handshaking_connection_never_a_member() {
+        let t0 = Instant::now();
+        let mut l = RxLimits::new(cfg());
+        assert_eq!(l.admit(1, t0), Admit::Accept);
+        assert_eq!(l.admit(2, t0), Admit::Accept);
+        assert_eq!(l.admit(3, t0), Admit::Accept);
+        l.opened(1);
+        // Full: the oldest connection still in its handshake goes.
+        assert_eq!(l.admit(4, t0), Admit::Evict(2));
+        l.closed(2, 0);
+        assert_eq!(l.connections(), 3);
+        l.opened(3);
+        l.opened(4);
+        // Every slot holds a member: the newcomer is refused, nobody is evicted.
+        assert_eq!(l.admit(5, t0), Admit::Refuse);
+        assert_eq!(l.connections(), 3);
+        l.closed(1, 0);
+        assert_eq!(l.admit(6, t0), Admit::Accept);
+    }
+
+    #[test]
+    fn handshake_deadline_expires_only_unfinished_connections() {
+        let t0 = Instant::now();
+        let mut l = RxLimits::new(cfg());
+        l.admit(1, t0);
+        l.admit(2, t0 + Duration::from_secs(1));
+        l.opened(2);
+        assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(2)));
+        assert!(l.expired(t0 + Duration::from_millis(1999)).is_empty());
+        assert_eq!(
+            l.expired(t0 + Duration::from_secs(2)),
+            vec![(1, Expiry::Handshake)]
+        );
+        assert!(
+            l.expired(t0 + Duration::from_secs(3)).is_empty(),
+            "reported once"
+        );
+        l.closed(1, 0);
+        assert_eq!(
+            l.next_deadline(),
+            None,
+            "an idle receiver has nothing to wake for"
+        );
+    }
+
+    #[test]
+    fn output_stall_deadline_starts_once_and_clears_when_drained() {
+        let t0 = Instant::now();
+        let mut l = RxLimits::new(cfg());
+        l.admit(1, t0);
+        l.opened(1);
+        assert!(!l.output_over(100));
+        assert!(l.output_over(101));
+        l.output_blocked(1, t0);
+        // A later report does not move the deadline.
+        l.output_blocked(1, t0 + Duration::from_secs(4));
+        assert_eq!(
+            l.expired(t0 + Duration::from_secs(5)),
+            vec![(1, Expiry::OutputStalled)]
+        );
+        l.output_unblocked(1);
+        assert!(l.expired(t0 + Duration::from_secs(60)).is_empty());
+    }
+
+    #[test]
+    fn receive_memory_is_bounded_and_waiters_come_back_when_it_frees() {
+        let t0 = Instant::now();
+        let mut l = RxLimits::new(cfg());
+        assert!(l.reserve(1, 600, t0));
+        assert!(!l.reserve(2, 600, t0), "would exceed the bound");
+        assert!(
+            l.reserve(3, 300, t0),
+            "first fit: a frame that fits is served"
+        );
+        assert_eq!(l.memory_used(), 900);
+        assert!(!l.reserve(4, 200, t0));
+        assert!(l.has_waiters());
+        // Nothing released: waiters are not retried.
+        assert!(l.take_waiters().is_empty());
+        l.release(1, 600);
+        assert_eq!(l.take_waiters(), vec![2, 4]);
+        assert!(l.reserve(2, 600, t0));
+        assert!(!l.reserve(4, 200, t0));
+        assert_eq!(l.memory_used(), 900);
+        // A closed connection gives its reservation back and leaves the queue.
+        l.closed(4, 0);
+        assert!(!l.has_waiters());
+        l.closed(2, 600);
+        l.closed(3, 300);
+        assert_eq!(l.memory_used(), 0);
+        assert!(l.take_waiters().is_empty());
+    }
+
+    #[test]
+    fn a_reserved_frame_must_complete_within_the_upload_timeout() {
+        let t0 = Instant::now();
+        let mut l = RxLimits::new(cfg());
+        assert!(l.reserve(1, 500, t0));
+        assert!(l.reserve(2, 500, t0 + Duration::from_secs(10)));
+        assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(30)));
+        // Connection 2 completes its frame in time; 1 stalls mid-frame.
+        l.release(2, 500);
+        assert_eq!(
+            l.expired(t0 + Duration::from_secs(30)),
+            vec![(1, Expiry::Upload)]
+        );
+        l.closed(1, 500);
+        assert_eq!(l.memory_used(), 0);
+        assert_eq!(l.next_deadline(), None);
+    }
+}

@@ -1,0 +1,223 @@
+//! The receiver's per-connection bounds on the real delivery path
+//! (`RxCore::decode`), without sockets: bytes in, holds and listener calls
+//! out.
+
+use super::*;
+use crate::config::Config;
+use crate::wire::compress::Deflater;
+use crate::wire::frame::{FrameHeader, FrameType};
+use bytes::BytesMut;
+use std::sync::atomic::AtomicUsize;
+
+struct NoWake;
+impl Wake for NoWake {
+    fn wake(&self) {}
+}
+
+/// A core delivering on the I/O thread (no workers) and counting calls.
+fn core(cfg: Config) -> (RxCore, Arc<AtomicUsize>) {
+    cfg.validate().unwrap();
+    let shared = Arc::new(Shared::new(cfg, [1; 16], None));
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let l: MessageListener = Arc::new(move |_| {
+        n2.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    });
+    let (c, workers) = start_workers(&shared, l, Box::new(NoWake), 0).unwrap();
+    assert!(workers.is_empty());
+    (c, n)
+}
+
+fn peer() -> SocketAddr {
+    "127.0.0.1:9".parse().unwrap()
+}
+
+fn preface() -> Vec<u8> {
+    Preface::new([2; 16], b"", false).encode()
+}
+
+fn data(id: u64, flags: u8, p: &[u8]) -> Vec<u8> {
+    let mut v = FrameHeader::data(id, p.len(), flags).encode().to_vec();
+    v.extend_from_slice(p);
+    v
+}
+
+#[test]
+fn inflate_budget_yields_the_turn_and_the_next_turn_goes_on() {
+    let mut cfg = Config::default();
+    cfg.rx_limits.max_inflate_per_turn = 1 << 20;
+    let (mut rx, delivered) = core(cfg);
+    let mut c = rx.new_conn(1, peer());
+    let z = Deflater::new(1).compress(&vec![7u8; 512 * 1024]).unwrap();
+    let mut buf = BytesMut::from(&preface()[..]);
+    for id in 1..=5 {
+        buf.extend_from_slice(&data(id, FLAG_COMPRESSED, &z));
+    }
+    rx.begin_turn(&mut c);
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    // 2 × 512 KiB inflated: the budget is spent, the rest waits its turn.
+    assert_eq!(delivered.load(Ordering::SeqCst), 2);
+    assert_eq!(c.hold, Some(Hold::Turn));
+    assert!(c.retry_next_turn());
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    assert_eq!(
+        delivered.load(Ordering::SeqCst),
+        2,
+        "held until its next turn"
+    );
+    rx.begin_turn(&mut c);
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    assert_eq!(delivered.load(Ordering::SeqCst), 4);
+    rx.begin_turn(&mut c);
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    assert_eq!(delivered.load(Ordering::SeqCst), 5);
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn unread_acks_hold_the_connection_until_they_drain() {
+    let mut cfg = Config::default();
+    cfg.rx_limits.max_pending_ack_bytes = 1024;
+    let (mut rx, _) = core(cfg);
+    let mut c = rx.new_conn(1, peer());
+    let mut buf = BytesMut::from(&preface()[..]);
+    for id in 0..200 {
+        let h = FrameHeader {
+            ty: FrameType::Ping,
+            flags: 0,
+            len: 0,
+            id,
+        };
+        buf.extend_from_slice(&h.encode());
+    }
+    // Ack requests with ids that never merge into one range.
+    for id in 0..60u64 {
+        buf.extend_from_slice(&data(id * 2, FLAG_ACK_RECEIPT, b""));
+    }
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    assert_eq!(c.hold, Some(Hold::Output));
+    assert!(!c.retry_next_turn(), "only drained output resumes it");
+    assert!(!buf.is_empty(), "no more input is taken while held");
+    assert!(!rx.output_drained(&mut c));
+    // The peer reads: the output is written, the hold ends.
+    c.proto.take_output().clear();
+    assert!(rx.output_drained(&mut c));
+    assert_eq!(c.hold, None);
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    assert!(buf.is_empty());
+    assert_eq!(c.hold, None, "59 ack ranges fit in 1 KiB");
+}
+
+#[test]
+fn a_frame_that_does_not_fit_receive_memory_waits_for_it() {
+    let mut cfg = Config::default();
+    cfg.max_frame_size = 512 * 1024;
+    cfg.rx_limits.max_receive_memory = 1 << 20;
+    let (mut rx, delivered) = core(cfg);
+    let body = vec![3u8; 400 * 1024];
+    let (mut a, mut b) = (rx.new_conn(1, peer()), rx.new_conn(2, peer()));
+    let full = data(1, 0, &body);
+    let mut abuf = BytesMut::from(&preface()[..]);
+    abuf.extend_from_slice(&full[..1000]);
+    let mut bbuf = abuf.clone();
+    let mut cbuf = abuf.clone();
+    let mut cc = rx.new_conn(3, peer());
+    rx.decode(1, &mut a, &mut abuf).unwrap();
+    rx.decode(2, &mut b, &mut bbuf).unwrap();
+    assert_eq!(
+        (a.hold, b.hold),
+        (None, None),
+        "two 400 KiB frames fit in 1 MiB"
+    );
+    rx.decode(3, &mut cc, &mut cbuf).unwrap();
+    assert_eq!(cc.hold, Some(Hold::Memory), "the third does not");
+    assert!(rx.memory_waiters().is_empty(), "nothing released yet");
+    // The first frame completes: its memory returns and the waiter retries.
+    abuf.extend_from_slice(&full[1000..]);
+    rx.decode(1, &mut a, &mut abuf).unwrap();
+    assert_eq!(delivered.load(Ordering::SeqCst), 1);
+    assert_eq!(rx.memory_waiters(), vec![3]);
+    assert!(rx.unhold_memory(&mut cc));
+    rx.decode(3, &mut cc, &mut cbuf).unwrap();
+    assert_eq!(cc.hold, None);
+    // A closed connection gives its reservation back too.
+    rx.on_close(&b, &Close::Eof);
+    assert_eq!(
+        rx.limits.memory_used(),
+        400 * 1024,
+        "only the third's frame"
+    );
+}
+
+#[test]
+fn a_batch_stops_at_the_output_bound_and_goes_on_when_acks_drain() {
+    let mut cfg = Config::default();
+    cfg.rx_limits.max_pending_ack_bytes = 1024;
+    let (mut rx, delivered) = core(cfg);
+    let mut c = rx.new_conn(1, peer());
+    // 1000 ack requests with ids that never merge into one range.
+    let mut body = Vec::new();
+    for i in 0..1000u64 {
+        body.extend_from_slice(&data(i * 2, FLAG_ACK_RECEIPT, b""));
+    }
+    let z = Deflater::new(1).compress(&body).unwrap();
+    let mut buf = BytesMut::from(&preface()[..]);
+    let h = FrameHeader {
+        ty: FrameType::Batch,
+        flags: FLAG_COMPRESSED,
+        len: z.len() as u32,
+        id: 0,
+    };
+    buf.extend_from_slice(&h.encode());
+    buf.extend_from_slice(&z);
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    let first = delivered.load(Ordering::SeqCst);
+    assert_eq!(c.hold, Some(Hold::Output));
+    assert!(first < 100, "{first} delivered past the bound");
+    assert!(c.proto.pending_output() <= 1024 + 12 + 16);
+    // Each time the peer reads its acks, the batch goes on from where it stopped.
+    let mut rounds = 0;
+    while delivered.load(Ordering::SeqCst) < 1000 {
+        c.proto.take_output().clear();
+        assert!(rx.output_drained(&mut c));
+        rx.decode(1, &mut c, &mut buf).unwrap();
+        rounds += 1;
+        assert!(rounds < 100, "no progress");
+    }
+    assert!(rounds > 5);
+    assert!(c.batch_rest.is_none());
+}
+
+#[test]
+fn a_tribes_peer_that_does_not_read_its_acks_is_held_too() {
+    use crate::wire::tribes::{options, ChannelData, TribesMember};
+    let mut cfg = Config::default();
+    cfg.rx_limits.max_pending_ack_bytes = 1024;
+    let (mut rx, delivered) = core(cfg);
+    let mut c = rx.new_conn(1, peer());
+    let mut blob = BytesMut::new();
+    TribesMember::new("127.0.0.1".parse().unwrap(), 4000, [5; 16])
+        .encode(&mut blob)
+        .unwrap();
+    let mut buf = BytesMut::new();
+    for i in 0..200u8 {
+        let cd = ChannelData {
+            options: options::BYTE_MESSAGE | options::USE_ACK,
+            timestamp: 0,
+            unique_id: Bytes::copy_from_slice(&[i; 16]),
+            address: blob.clone().freeze(),
+            message: Bytes::from_static(b"attr"),
+        };
+        cd.encode_framed(&mut buf).unwrap();
+    }
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    // 21-byte ACK frames: held once past 1 KiB, the rest unread.
+    assert_eq!(c.hold, Some(Hold::Output));
+    let n = delivered.load(Ordering::SeqCst);
+    assert!((48..=50).contains(&n), "{n} delivered");
+    c.proto.take_output().clear();
+    assert!(rx.output_drained(&mut c));
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    assert!(delivered.load(Ordering::SeqCst) > n);
+}
