@@ -13,7 +13,14 @@
 //! The nemesis keeps the guarantee's precondition: at most `backupCount`
 //! holders lost at once. A crash or drain is allowed only when the cluster
 //! has been whole for a while (every node ready, nobody under-replicated,
-//! the last loss detected).
+//! the last loss detected). Pauses stay shorter than failure detection,
+//! and partitions cut links without changing membership (a partition that
+//! membership turns into two views is outside the guarantee; see
+//! `a_member_back_from_a_partition_gets_the_sessions_created_meanwhile` in
+//! `tests/session_occ.rs` for the heal side).
+//!
+//! After the final reads, every node's `under_replicated` (when enough
+//! members are left) and `handoffs_in_progress` must return to 0.
 //!
 //! `make test` runs the fixed seeds below plus 40 more (about 30 s in a
 //! debug build on a loaded 2-core machine); `SIM_SEEDS=100000 cargo test --release --test

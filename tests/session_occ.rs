@@ -301,6 +301,7 @@ fn an_outcome_that_never_comes_times_out_instead_of_waiting_forever() {
         access_timeout: ms(100),
         expire_check_interval: ms(50),
         commit_retries: 1,
+        state_transfer_timeout: Some(ms(300)),
         ..backup()
     };
     let t0 = std::time::Instant::now();
@@ -314,7 +315,7 @@ fn an_outcome_that_never_comes_times_out_instead_of_waiting_forever() {
         a.handle_timeout(now);
         while a.poll_transmit().is_some() {}
         // A peer that never answers counts as gone once membership says so.
-        if now > t0 + ms(500) {
+        if now > t0 + ms(100) {
             a.member_removed(sim_key(1), now);
         }
     }
@@ -351,4 +352,71 @@ fn an_outcome_that_never_comes_times_out_instead_of_waiting_forever() {
     }
     assert!(ended, "the commit waited forever for an outcome");
     assert_eq!(a.stats().handoffs_in_progress, 0);
+}
+
+/// Real-process finding (jepsen helper, netns seed 8): a member cut off
+/// long enough to be removed, then back, became a holder of sessions
+/// created meanwhile that nobody sent it; as primary it answered NotFound
+/// and a create replaced an acknowledged session. A ready node now asks
+/// every member that (re)appears for its share, and answers for no session
+/// until it has it.
+#[test]
+fn a_member_back_from_a_partition_gets_the_sessions_created_meanwhile() {
+    let session = SessionConfig {
+        primary_settle_time: ms(200),
+        ..backup()
+    };
+    let mut c = SimCluster::started(SimConfig::default(), session, 3);
+    // Node 2 is cut off, and membership on both sides says so.
+    c.partition(0, 2);
+    c.partition(1, 2);
+    for (a, b) in [(0, 2), (1, 2), (2, 0), (2, 1)] {
+        c.with(a, |n, now| n.member_removed(sim_key(b), now));
+    }
+    c.run_for(ms(300));
+    // Sessions created on the majority side meanwhile.
+    let ids: Vec<String> = (0..30).map(|i| format!("p{i}")).collect();
+    for id in &ids {
+        let p = (0..2)
+            .find(|i| c.node(*i).is_primary_for(id.as_bytes()))
+            .unwrap();
+        let mut t = Txn::new(id.clone());
+        t.set("k", id.clone());
+        let tk = c.with(p, |n, now| n.create(t, 1, now)).unwrap();
+        c.run_for(ms(20));
+        assert!(matches!(outcome(&c, p, tk), Some(Ok(_))), "{id}");
+    }
+    // Healed: node 2 is back in every view.
+    c.heal();
+    for (a, b) in [(0, 2), (1, 2), (2, 0), (2, 1)] {
+        c.with(a, |n, now| n.member_added(sim_key(b), now));
+    }
+    // Past primarySettleTime, before the sweeps hand orphaned copies over.
+    c.run_for(ms(300));
+    // A create of an existing id conflicts, whoever is its primary now.
+    let mut tickets = Vec::new();
+    for id in &ids {
+        let mut t = Txn::new(id.clone());
+        t.set("k", "again");
+        match c.with(2, |n, now| n.create(t, 1, now)) {
+            Err(Error::Conflict(_)) => {}
+            Ok(tk) => tickets.push((id.clone(), tk)),
+            Err(e) => panic!("{id}: {e:?}"),
+        }
+    }
+    c.run_for(ms(300));
+    for (id, tk) in tickets {
+        assert_eq!(
+            outcome(&c, 2, tk),
+            Some(Err(CommitFailure::Conflict)),
+            "{id}: a create replaced an existing session"
+        );
+    }
+    for id in &ids {
+        for reader in 0..3 {
+            let s = read(&mut c, reader, id)
+                .unwrap_or_else(|| panic!("{id} not found through node {reader}"));
+            assert_eq!(value(&s), *id);
+        }
+    }
 }

@@ -133,6 +133,7 @@ impl SessionNode {
             self.stats.conflicts += 1;
             return Err(Error::Conflict("session id in use".into()));
         }
+        self.check_min_copies(&txn.id)?;
         if self.cfg.mode == SessionMode::Backup && !self.authoritative(&txn.id, now) {
             // A copy may still be on its way here: creating now could
             // replace a session that exists. Wait for it.
@@ -206,6 +207,7 @@ impl SessionNode {
         origin: Option<(MemberKey, u64)>,
     ) -> Result<CommitTicket> {
         let backup = self.cfg.mode == SessionMode::Backup;
+        self.check_min_copies(&txn.id)?;
         if backup && !self.authoritative(&txn.id, now) {
             // The former primary's last commits may still be on their way.
             return self.queue_commit(txn, None, origin, now);

@@ -391,7 +391,13 @@ impl SessionNode {
     /// (and ready that long, after a join), so no newer copy, and no commit
     /// of a former primary, can still be on its way here.
     pub(crate) fn authoritative(&self, id: &[u8], now: Instant) -> bool {
-        if self.state != NodeState::Ready || self.placement_of(id).primary() != Some(self.me) {
+        if self.state != NodeState::Ready
+            || self.join.is_some()
+            || self.live.len() < self.cfg.min_commit_copies
+            || self.placement_of(id).primary() != Some(self.me)
+        {
+            // Not ready, still catching up with a member, or on the minority
+            // side of a partition (fewer members than minCommitCopies).
             return false;
         }
         let settle = self.cfg.primary_settle_time;

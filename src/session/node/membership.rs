@@ -20,8 +20,16 @@ impl SessionNode {
             return;
         }
         self.view_changed = Some(now);
-        if self.state == NodeState::Joining && self.cfg.mode == SessionMode::Backup {
-            self.request_from(m, now);
+        if self.cfg.mode == SessionMode::Backup {
+            match self.state {
+                NodeState::Joining => self.request_from(m, now),
+                // A member back from a partition (or one this node had not
+                // seen) may hold sessions placement now gives this node, and
+                // nobody else sends them: ask it, as a joiner would. Until it
+                // answered, this node answers for no session.
+                NodeState::Ready => self.catch_up_from(m, now),
+                _ => {}
+            }
         }
         self.health_changed();
     }

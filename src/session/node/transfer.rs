@@ -94,6 +94,20 @@ impl SessionNode {
         self.check_ready();
     }
 
+    /// A ready node asks member `m` for the sessions placement gives this
+    /// node that `m` holds (after a partition healed, or a member appeared).
+    pub(crate) fn catch_up_from(&mut self, m: MemberKey, now: Instant) {
+        if self.join.is_none() {
+            let transfer = self.nonce();
+            self.join = Some(Join {
+                transfer,
+                deadline: self.cfg.state_transfer_timeout.map(|t| now + t),
+                donors: HashMap::default(),
+            });
+        }
+        self.request_from(m, now);
+    }
+
     pub(crate) fn request_from(&mut self, m: MemberKey, _now: Instant) {
         let Some(j) = &mut self.join else {
             return;
@@ -174,6 +188,11 @@ impl SessionNode {
         }
         let had_donors = !j.donors.is_empty();
         self.join = None;
+        if self.state == NodeState::Ready {
+            // Caught up: commits that waited for it may run.
+            let now = self.clock;
+            self.run_settled(now);
+        }
         if self.state == NodeState::Joining {
             self.state = NodeState::Ready;
             if had_donors && !self.table.is_empty() {
@@ -204,10 +223,16 @@ impl SessionNode {
             self.join = None;
             if self.state == NodeState::Joining {
                 self.state = NodeState::TransferFailed;
+                self.push_event(SessionEvent::TransferFailed {
+                    reason: TransferFailure::Timeout { missing },
+                });
+            } else {
+                crate::sr_log!(
+                    Warn,
+                    "{}: catching up with {missing} member(s) timed out (stateTransferTimeout)",
+                    self.me.addr
+                );
             }
-            self.push_event(SessionEvent::TransferFailed {
-                reason: TransferFailure::Timeout { missing },
-            });
         }
     }
 
