@@ -148,7 +148,6 @@ fn loopback_nemesis_loses_no_acknowledged_append() {
 /// 3 nodes with 1 backup, each in its own network namespace: partitions
 /// (one node cut off from the others, then healed), kills and pauses.
 #[test]
-#[ignore = "issue 11: a majority-side create during a partition can be lost after healing (netns seed 8; /work/prompts/FINDINGS-store.md); run with --ignored"]
 fn netns_partition_nemesis_loses_no_acknowledged_append() {
     if let Some(why) = jepsen::netns::unavailable() {
         assert!(
