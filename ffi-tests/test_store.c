@@ -534,6 +534,70 @@ static void test_store_arguments(void) {
     sr_session_store_free(st);
 }
 
+/* Optimistic concurrency through C: the base version read from a snapshot,
+ * set on a txn; a commit on a stale base is SR_CONFLICT and changes nothing. */
+static void test_store_base_version(void) {
+    sr_config *cfg = cluster_config(next_group++);
+    sr_session_store *st = NULL;
+    sr_txn *a = NULL, *b = NULL, *c = NULL;
+    sr_session *s = NULL;
+    sr_session_info info;
+    uint64_t bv = 0;
+    uint8_t w[16], w2[16];
+    size_t copies = 0;
+    char v[32];
+
+    CHECK_RC(sr_session_store_open(cfg, NULL, NULL, &st), SR_OK);
+    sr_config_free(cfg);
+    if (st == NULL) {
+        return;
+    }
+    CHECK_RC(sr_session_store_wait_ready(st, WAIT_MS), SR_OK);
+    CHECK_RC(commit_value(st, "occ", "k", "v0", 1, &copies), SR_OK);
+    CHECK_RC(sr_session_store_get(st, (const uint8_t *)"occ", 3, WAIT_MS, &s, NULL), SR_OK);
+    if (s == NULL) {
+        sr_session_store_free(st);
+        return;
+    }
+    CHECK_RC(sr_session_info_get(s, &info), SR_OK);
+    /* Two requests read the same version. */
+    CHECK_RC(sr_session_store_begin(st, (const uint8_t *)"occ", 3, &a), SR_OK);
+    CHECK_RC(sr_session_store_begin(st, (const uint8_t *)"occ", 3, &b), SR_OK);
+    CHECK_RC(sr_txn_base(a, &bv, w), SR_NOT_FOUND);
+    CHECK_RC(sr_txn_set_base_from(a, s), SR_OK);
+    CHECK_RC(sr_txn_base(a, &bv, w), SR_OK);
+    CHECK(bv == info.version && memcmp(w, info.writer, 16) == 0);
+    CHECK_RC(sr_txn_set_base(b, info.version, info.writer), SR_OK);
+    CHECK_RC(sr_txn_base(b, &bv, w2), SR_OK);
+    CHECK(bv == info.version && memcmp(w2, info.writer, 16) == 0);
+    CHECK_RC(sr_txn_set_base(b, 1, NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_set_base(NULL, 1, w), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_set_base_from(NULL, s), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_set_base_from(a, NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_base(a, NULL, w), SR_NULL_PARAMETER);
+    CHECK_RC(sr_txn_base(a, &bv, NULL), SR_NULL_PARAMETER);
+    sr_session_free(s);
+    CHECK_RC(sr_txn_set(a, "k", (const uint8_t *)"a", 1), SR_OK);
+    CHECK_RC(sr_txn_set(b, "k", (const uint8_t *)"b", 1), SR_OK);
+    CHECK_RC(sr_session_store_commit(st, a, WAIT_MS, &copies), SR_OK);
+    CHECK_RC(sr_session_store_commit(st, b, WAIT_MS, &copies), SR_CONFLICT);
+    CHECK_RC(value_of(st, "occ", "k", v, sizeof v), SR_OK);
+    CHECK(strcmp(v, "a") == 0);
+    /* A base that is current applies. */
+    CHECK_RC(sr_session_store_get(st, (const uint8_t *)"occ", 3, WAIT_MS, &s, NULL), SR_OK);
+    CHECK_RC(sr_session_store_begin(st, (const uint8_t *)"occ", 3, &c), SR_OK);
+    if (s != NULL) {
+        CHECK_RC(sr_txn_set_base_from(c, s), SR_OK);
+        sr_session_free(s);
+    }
+    CHECK_RC(sr_txn_set(c, "k", (const uint8_t *)"c", 1), SR_OK);
+    CHECK_RC(sr_session_store_commit(st, c, WAIT_MS, &copies), SR_OK);
+    CHECK_RC(value_of(st, "occ", "k", v, sizeof v), SR_OK);
+    CHECK(strcmp(v, "c") == 0);
+    CHECK_RC(sr_session_store_close(st), SR_OK);
+    sr_session_store_free(st);
+}
+
 /* Three stores on 127.0.0.1 committing and reading sessions through C. */
 static void test_store_cluster(void) {
     sr_config *cfg = cluster_config(next_group++);
@@ -559,6 +623,14 @@ static void test_store_cluster(void) {
     for (i = 0; i < 3; i++) {
         CHECK(wait_store_members(st[i], 2));
         CHECK(wait_event(&ev[i], SR_SESSION_READY, 1));
+        /* Membership changes report the cluster's health. */
+        CHECK(wait_event(&ev[i], SR_SESSION_HEALTH, 1));
+    }
+    {
+        sr_session_stats stats;
+        memset(&stats, 0, sizeof stats);
+        CHECK_RC(sr_session_store_stats(st[0], &stats, sizeof stats), SR_OK);
+        CHECK(stats.under_replicated == 0); /* three members, two copies */
     }
     CHECK_RC(sr_session_store_members(st[0], addrs, 1, &n), SR_INSUFFICIENT_SIZE);
     CHECK(n == 2);
@@ -654,6 +726,7 @@ int main(void) {
     test_member_api_arguments();
     test_member_events();
     test_store_arguments();
+    test_store_base_version();
     test_store_cluster();
     return report("test_store");
 }

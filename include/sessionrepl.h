@@ -288,6 +288,14 @@ typedef enum sr_session_event_kind {
      * Every session this node held is handed over: safe to stop.
      */
     SR_SESSION_DRAINED = 8,
+    /**
+     * The cluster's health changed (a member added, lost or leaving, or
+     * copies restored): `count` members in placement (this node
+     * included), `version` sessions held here with fewer copies than
+     * configured. Safe to take the next node down only once `version` is
+     * 0 on every node.
+     */
+    SR_SESSION_HEALTH = 9,
 } sr_session_event_kind;
 
 /**
@@ -846,6 +854,20 @@ typedef struct sr_session_stats {
      * Sessions handed over by drain.
      */
     uint64_t handoffs;
+    /**
+     * Commits handed to the session's primary by this node.
+     */
+    uint64_t forwarded;
+    /**
+     * Now: sessions held here with fewer copies than configured. Take the
+     * next node down only while this is 0 on every node.
+     */
+    uint64_t under_replicated;
+    /**
+     * Now: hand-offs in flight (drain, copies released to new holders,
+     * state transfers served).
+     */
+    uint64_t handoffs_in_progress;
 } sr_session_stats;
 
 #ifdef __cplusplus
@@ -1555,6 +1577,52 @@ enum sr_result sr_txn_set_principal(struct sr_txn *txn, const uint8_t *data, siz
 enum sr_result sr_txn_set_auth_type(struct sr_txn *txn, const uint8_t *data, size_t len);
 
 /**
+ * Optimistic concurrency: the commit of `txn` applies only if the session
+ * is still at the version `(version, writer)` (as `sr_session_info_get`
+ * reports it for the snapshot the request read) on its primary; if
+ * another commit came in between, `sr_session_store_commit` returns
+ * `SR_CONFLICT` and nothing is applied. Without a base a commit applies on
+ * whatever version is current.
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER` (`txn` or `writer`).
+ *
+ * Thread safety: see `sr_txn`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`; `writer` is NULL or readable for 16
+ * bytes.
+ */
+enum sr_result sr_txn_set_base(struct sr_txn *txn, uint64_t version, const uint8_t *writer);
+
+/**
+ * Optimistic concurrency from a snapshot: sets the base of `txn` to the
+ * version of `s` (the session the request read), as `sr_txn_set_base`.
+ *
+ * Returns `SR_OK` or `SR_NULL_PARAMETER`.
+ *
+ * Thread safety: see `sr_txn` and `sr_session`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`; `s` is NULL or a live `sr_session`.
+ */
+enum sr_result sr_txn_set_base_from(struct sr_txn *txn, const struct sr_session *s);
+
+/**
+ * The base version of `txn` set by `sr_txn_set_base`: writes it to
+ * `*out_version` and `out_writer[0..16]` and returns `SR_OK`, or
+ * `SR_NOT_FOUND` if none is set (then nothing is written).
+ *
+ * Returns also `SR_NULL_PARAMETER`.
+ *
+ * Thread safety: see `sr_txn`.
+ *
+ * # Safety
+ * `txn` is NULL or a live `sr_txn`; `out_version` is NULL or writable;
+ * `out_writer` is NULL or writable for 16 bytes.
+ */
+enum sr_result sr_txn_base(const struct sr_txn *txn, uint64_t *out_version, uint8_t *out_writer);
+
+/**
  * Abandons a transaction that was not committed. NULL does nothing.
  *
  * Thread safety: the last call on `txn`.
@@ -1837,9 +1905,10 @@ enum sr_result sr_session_store_begin(const struct sr_session_store *store,
                                       struct sr_txn **out);
 
 /**
- * Commits a request's changes (the end of a request): applied here, then
- * only the changes go to the members that hold the session. `txn` is
- * consumed on every path, failures and NULL arguments included.
+ * Commits a request's changes (the end of a request). Backup mode: the
+ * session's primary applies them (here, or handed to it), checking the
+ * txn's base version if set, and only the changes go to the backups.
+ * `txn` is consumed on every path, failures and NULL arguments included.
  *
  * With `wait_ms > 0` it waits that long for every holder to acknowledge
  * (from then on the change survives the loss of up to `backupCount`
@@ -1849,11 +1918,14 @@ enum sr_result sr_session_store_begin(const struct sr_session_store *store,
  *
  * Returns `SR_OK` (`*out_copies`, NULL allowed, gets the number of copies
  * that hold the change, this node's included), `SR_NULL_PARAMETER`,
- * `SR_NOT_FOUND` (this node holds no copy: `sr_session_store_get` first,
- * it fetches the session), `SR_PENDING`, `SR_TIMEOUT` (not acknowledged
- * within `wait_ms`; it may still be), `SR_REMOTE_FAILURE` (a holder
- * refused or never answered), `SR_CONFLICT` (a concurrent commit on
- * another member won), `SR_SHUTDOWN` (drained or closed) or
+ * `SR_NOT_FOUND` (no such session), `SR_PENDING`, `SR_TIMEOUT` (not
+ * acknowledged within `wait_ms`; it may still be), `SR_REMOTE_FAILURE`
+ * (not acknowledged by every holder, or the primary it was handed to was
+ * lost: the change may or may not survive; read to find out),
+ * `SR_CONFLICT` (the session changed since the txn's base version,
+ * `sr_txn_set_base`: nothing applied), `SR_UNREACHABLE` (no ready primary
+ * took it, or fewer than `minCommitCopies` holders are up: nothing
+ * applied), `SR_SHUTDOWN` (drained or closed) or
  * `SR_IN_CALLBACK` (`wait_ms > 0` inside the event callback).
  *
  * Thread safety: any thread.
@@ -1889,16 +1961,19 @@ enum sr_result sr_session_store_create(const struct sr_session_store *store,
 /**
  * Looks session `id[0..len]` up and writes a snapshot of it to `*out`
  * (free it with `sr_session_free`). When this node holds no copy it
- * fetches one from a holder, waiting up to `timeout_ms` (0: the
- * configured `accessTimeout`); a cached copy is refreshed from the
- * holders first, so the request never works on a stale one.
+ * asks the session's primary, waiting up to `timeout_ms` (0: the
+ * configured `accessTimeout`). Backup mode: the primary answers every
+ * read, with acknowledged state only, and no other node keeps a copy, so
+ * the request never works on a stale one. The snapshot's version
+ * (`sr_session_info_get`) is the base to set on the request's txn
+ * (`sr_txn_set_base_from`).
  *
  * Returns `SR_OK`, `SR_NULL_PARAMETER` (`store`, `id`, `out`),
  * `SR_INVALID_ARGUMENT` (`len` 0), `SR_NOT_FOUND` (no such session in
  * the cluster), `SR_MOVED` (this node drained and handed it to the member
  * at the address written to `*out_moved`, if not NULL: forward or
- * redirect the request), `SR_TIMEOUT` (the holder did not answer in
- * time), `SR_SHUTDOWN` or `SR_IN_CALLBACK`. `*out` is written only on
+ * redirect the request), `SR_TIMEOUT` (no primary answered in time: it
+ * was lost and not yet replaced, or is still settling), `SR_SHUTDOWN` or `SR_IN_CALLBACK`. `*out` is written only on
  * `SR_OK`, `*out_moved` only on `SR_MOVED`.
  *
  * Thread safety: any thread except the store's event callback.

@@ -18,7 +18,7 @@ commands:
                             (see docs/OPERATIONS.md)
   store-node [--events] [--set key=value]...
                             one session-store node driven by commands on stdin
-                            (see src/bin/sessionrepl/store_node.rs)
+                            (see cli/src/store_node/)
   bench [--scenario S1,S4] [--scale N] [--io mio|uring] [--no-peer] [--no-floor] [--plot FILE.svg [--from LINES]]
                             benchmark scenarios of bench/SCENARIOS.md
   help                      this text

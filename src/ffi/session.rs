@@ -4,7 +4,7 @@
 use super::{
     arg_mut, arg_ref, arg_slice, ffi_result, ffi_value, free_handle, sr_result, Fail, Handle, Out,
 };
-use crate::session::{Session, Txn};
+use crate::session::{Session, Txn, Version};
 use bytes::Bytes;
 use std::ffi::{c_char, CStr};
 
@@ -206,6 +206,95 @@ pub unsafe extern "C" fn sr_txn_set_auth_type(
         // SAFETY: forwarded from the caller.
         let v = unsafe { optional_bytes(data, len) }?;
         t.set_auth_type(v);
+        Ok(())
+    })
+}
+
+/// Optimistic concurrency: the commit of `txn` applies only if the session
+/// is still at the version `(version, writer)` (as `sr_session_info_get`
+/// reports it for the snapshot the request read) on its primary; if
+/// another commit came in between, `sr_session_store_commit` returns
+/// `SR_CONFLICT` and nothing is applied. Without a base a commit applies on
+/// whatever version is current.
+///
+/// Returns `SR_OK` or `SR_NULL_PARAMETER` (`txn` or `writer`).
+///
+/// Thread safety: see `sr_txn`.
+///
+/// # Safety
+/// `txn` is NULL or a live `sr_txn`; `writer` is NULL or readable for 16
+/// bytes.
+#[no_mangle]
+pub unsafe extern "C" fn sr_txn_set_base(
+    txn: *mut sr_txn,
+    version: u64,
+    writer: *const u8,
+) -> sr_result {
+    ffi_result(|| {
+        // SAFETY: forwarded from the caller.
+        let t = unsafe { arg_mut(txn, "txn") }?;
+        // SAFETY: forwarded from the caller (16 readable bytes).
+        let w = unsafe { arg_slice(writer, 16, "writer") }?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(w);
+        t.set_base(Version {
+            counter: version,
+            writer: id,
+        });
+        Ok(())
+    })
+}
+
+/// Optimistic concurrency from a snapshot: sets the base of `txn` to the
+/// version of `s` (the session the request read), as `sr_txn_set_base`.
+///
+/// Returns `SR_OK` or `SR_NULL_PARAMETER`.
+///
+/// Thread safety: see `sr_txn` and `sr_session`.
+///
+/// # Safety
+/// `txn` is NULL or a live `sr_txn`; `s` is NULL or a live `sr_session`.
+#[no_mangle]
+pub unsafe extern "C" fn sr_txn_set_base_from(txn: *mut sr_txn, s: *const sr_session) -> sr_result {
+    ffi_result(|| {
+        // SAFETY: forwarded from the caller.
+        let t = unsafe { arg_mut(txn, "txn") }?;
+        // SAFETY: forwarded from the caller.
+        let h = unsafe { arg_ref(s, "s") }?;
+        t.set_base(h.session.version());
+        Ok(())
+    })
+}
+
+/// The base version of `txn` set by `sr_txn_set_base`: writes it to
+/// `*out_version` and `out_writer[0..16]` and returns `SR_OK`, or
+/// `SR_NOT_FOUND` if none is set (then nothing is written).
+///
+/// Returns also `SR_NULL_PARAMETER`.
+///
+/// Thread safety: see `sr_txn`.
+///
+/// # Safety
+/// `txn` is NULL or a live `sr_txn`; `out_version` is NULL or writable;
+/// `out_writer` is NULL or writable for 16 bytes.
+#[no_mangle]
+pub unsafe extern "C" fn sr_txn_base(
+    txn: *const sr_txn,
+    out_version: *mut u64,
+    out_writer: *mut u8,
+) -> sr_result {
+    ffi_result(|| {
+        // SAFETY: forwarded from the caller.
+        let t = unsafe { arg_ref(txn, "txn") }?;
+        // SAFETY: forwarded from the caller.
+        let ov = unsafe { Out::new(out_version, "out_version") }?;
+        if out_writer.is_null() {
+            return Err(Fail::null("out_writer"));
+        }
+        let b = t.base().ok_or_else(|| Fail::from(crate::Error::NotFound))?;
+        ov.write(b.counter);
+        // SAFETY: non-NULL and writable for 16 bytes (the caller's promise).
+        unsafe { std::ptr::copy_nonoverlapping(b.writer.as_ptr(), out_writer, 16) };
         Ok(())
     })
 }

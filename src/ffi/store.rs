@@ -378,9 +378,10 @@ unsafe fn apply_txn(
     })
 }
 
-/// Commits a request's changes (the end of a request): applied here, then
-/// only the changes go to the members that hold the session. `txn` is
-/// consumed on every path, failures and NULL arguments included.
+/// Commits a request's changes (the end of a request). Backup mode: the
+/// session's primary applies them (here, or handed to it), checking the
+/// txn's base version if set, and only the changes go to the backups.
+/// `txn` is consumed on every path, failures and NULL arguments included.
 ///
 /// With `wait_ms > 0` it waits that long for every holder to acknowledge
 /// (from then on the change survives the loss of up to `backupCount`
@@ -390,11 +391,14 @@ unsafe fn apply_txn(
 ///
 /// Returns `SR_OK` (`*out_copies`, NULL allowed, gets the number of copies
 /// that hold the change, this node's included), `SR_NULL_PARAMETER`,
-/// `SR_NOT_FOUND` (this node holds no copy: `sr_session_store_get` first,
-/// it fetches the session), `SR_PENDING`, `SR_TIMEOUT` (not acknowledged
-/// within `wait_ms`; it may still be), `SR_REMOTE_FAILURE` (a holder
-/// refused or never answered), `SR_CONFLICT` (a concurrent commit on
-/// another member won), `SR_SHUTDOWN` (drained or closed) or
+/// `SR_NOT_FOUND` (no such session), `SR_PENDING`, `SR_TIMEOUT` (not
+/// acknowledged within `wait_ms`; it may still be), `SR_REMOTE_FAILURE`
+/// (not acknowledged by every holder, or the primary it was handed to was
+/// lost: the change may or may not survive; read to find out),
+/// `SR_CONFLICT` (the session changed since the txn's base version,
+/// `sr_txn_set_base`: nothing applied), `SR_UNREACHABLE` (no ready primary
+/// took it, or fewer than `minCommitCopies` holders are up: nothing
+/// applied), `SR_SHUTDOWN` (drained or closed) or
 /// `SR_IN_CALLBACK` (`wait_ms > 0` inside the event callback).
 ///
 /// Thread safety: any thread.
@@ -456,16 +460,19 @@ pub unsafe extern "C" fn sr_session_store_create(
 
 /// Looks session `id[0..len]` up and writes a snapshot of it to `*out`
 /// (free it with `sr_session_free`). When this node holds no copy it
-/// fetches one from a holder, waiting up to `timeout_ms` (0: the
-/// configured `accessTimeout`); a cached copy is refreshed from the
-/// holders first, so the request never works on a stale one.
+/// asks the session's primary, waiting up to `timeout_ms` (0: the
+/// configured `accessTimeout`). Backup mode: the primary answers every
+/// read, with acknowledged state only, and no other node keeps a copy, so
+/// the request never works on a stale one. The snapshot's version
+/// (`sr_session_info_get`) is the base to set on the request's txn
+/// (`sr_txn_set_base_from`).
 ///
 /// Returns `SR_OK`, `SR_NULL_PARAMETER` (`store`, `id`, `out`),
 /// `SR_INVALID_ARGUMENT` (`len` 0), `SR_NOT_FOUND` (no such session in
 /// the cluster), `SR_MOVED` (this node drained and handed it to the member
 /// at the address written to `*out_moved`, if not NULL: forward or
-/// redirect the request), `SR_TIMEOUT` (the holder did not answer in
-/// time), `SR_SHUTDOWN` or `SR_IN_CALLBACK`. `*out` is written only on
+/// redirect the request), `SR_TIMEOUT` (no primary answered in time: it
+/// was lost and not yet replaced, or is still settling), `SR_SHUTDOWN` or `SR_IN_CALLBACK`. `*out` is written only on
 /// `SR_OK`, `*out_moved` only on `SR_MOVED`.
 ///
 /// Thread safety: any thread except the store's event callback.
@@ -683,6 +690,14 @@ pub struct sr_session_stats {
     pub fetches: u64,
     /// Sessions handed over by drain.
     pub handoffs: u64,
+    /// Commits handed to the session's primary by this node.
+    pub forwarded: u64,
+    /// Now: sessions held here with fewer copies than configured. Take the
+    /// next node down only while this is 0 on every node.
+    pub under_replicated: u64,
+    /// Now: hand-offs in flight (drain, copies released to new holders,
+    /// state transfers served).
+    pub handoffs_in_progress: u64,
 }
 
 // A counter added to the engine must be added here too.
@@ -710,6 +725,9 @@ impl From<SessionStats> for sr_session_stats {
             sessions_transferred: s.sessions_transferred,
             fetches: s.fetches,
             handoffs: s.handoffs,
+            forwarded: s.forwarded,
+            under_replicated: s.under_replicated as u64,
+            handoffs_in_progress: s.handoffs_in_progress as u64,
         }
     }
 }

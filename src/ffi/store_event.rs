@@ -29,6 +29,12 @@ pub enum sr_session_event_kind {
     SR_SESSION_TRANSFER_FAILED = 7,
     /// Every session this node held is handed over: safe to stop.
     SR_SESSION_DRAINED = 8,
+    /// The cluster's health changed (a member added, lost or leaving, or
+    /// copies restored): `count` members in placement (this node
+    /// included), `version` sessions held here with fewer copies than
+    /// configured. Safe to take the next node down only once `version` is
+    /// 0 on every node.
+    SR_SESSION_HEALTH = 9,
 }
 
 /// One session-store event, passed to the event callback; it and the bytes
@@ -139,7 +145,16 @@ impl EventCallback {
             // does not pass them to listeners.
             SessionEvent::CommitAcked { .. }
             | SessionEvent::CommitFailed { .. }
-            | SessionEvent::Fetched { .. } => return,
+            | SessionEvent::Fetched { .. }
+            | SessionEvent::FetchFailed { .. } => return,
+            SessionEvent::Health {
+                members,
+                under_replicated,
+            } => {
+                ev.kind = SR_SESSION_HEALTH;
+                ev.count = *members as u64;
+                ev.version = *under_replicated as u64;
+            }
             SessionEvent::Conflict {
                 id,
                 kept,

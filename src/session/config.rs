@@ -61,6 +61,17 @@ pub struct SessionConfig {
     /// static list). Too short, and a joiner that heard nobody yet starts
     /// alone, empty.
     pub member_discovery_time: Option<Duration>,
+    /// `minCommitCopies` (like Redis's `min-replicas-to-write`): a commit
+    /// fails unless at least this many holders, the primary included, can
+    /// take it and acknowledge it (default 1: the primary alone suffices
+    /// when it is the only member left).
+    pub min_commit_copies: usize,
+    /// `primarySettleTime` in ms: how long a member that just became a
+    /// session's primary (a loss, a drain, a join) waits before it answers
+    /// reads of it and applies commits to it (they wait meanwhile), so that
+    /// a commit the former primary had in flight arrives first (default
+    /// 1000).
+    pub primary_settle_time: Duration,
 }
 
 impl Default for SessionConfig {
@@ -80,6 +91,8 @@ impl Default for SessionConfig {
             commit_retries: 2,
             tombstone_retention: Duration::from_millis(120_000),
             member_discovery_time: None,
+            min_commit_copies: 1,
+            primary_settle_time: Duration::from_millis(1000),
         }
     }
 }
@@ -154,6 +167,8 @@ impl SessionConfig {
             "commitRetries" => self.commit_retries = parse_u64(k, v, 0, 100)? as u32,
             "tombstoneRetention" => self.tombstone_retention = parse_ms(k, v, 1, MAX_MS)?,
             "memberDiscoveryTime" => self.member_discovery_time = Some(parse_ms(k, v, 0, MAX_MS)?),
+            "minCommitCopies" => self.min_commit_copies = parse_u64(k, v, 1, 64)? as usize,
+            "primarySettleTime" => self.primary_settle_time = parse_ms(k, v, 0, MAX_MS)?,
             _ => return Ok(false),
         }
         Ok(true)

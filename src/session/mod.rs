@@ -19,6 +19,7 @@
 
 mod codec;
 mod config;
+pub mod hash;
 mod model;
 mod node;
 mod placement;

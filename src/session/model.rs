@@ -1,8 +1,8 @@
 //! The data model: members, versions, sessions and the changes a request
 //! records (a [`Txn`]).
 
+use crate::session::hash::HashMap;
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -79,7 +79,7 @@ impl Session {
     pub(crate) fn new(id: SessionId, meta: SessionMeta, version: Version, now: Instant) -> Self {
         Session {
             id,
-            attrs: HashMap::new(),
+            attrs: HashMap::default(),
             meta,
             version,
             last_access: now,
@@ -182,6 +182,7 @@ pub struct Txn {
     pub(crate) id: SessionId,
     pub(crate) ops: Vec<AttrOp>,
     pub(crate) meta: MetaChange,
+    pub(crate) base: Option<Version>,
 }
 
 impl Txn {
@@ -191,7 +192,30 @@ impl Txn {
             id: id.into(),
             ops: Vec::new(),
             meta: MetaChange::default(),
+            base: None,
         }
+    }
+    /// An empty transaction on `session`, based on the version it was read
+    /// at (see [`Txn::set_base`]).
+    pub fn on(session: &Session) -> Self {
+        let mut t = Txn::new(session.id.clone());
+        t.base = Some(session.version);
+        t
+    }
+    /// Optimistic concurrency: the commit applies only if the session is
+    /// still at `version` (the version the request read, from
+    /// [`Session::version`]) on its primary; otherwise it fails with
+    /// `Error::Conflict` and changes nothing. The check is per session,
+    /// not per attribute: any other commit in between conflicts. Without a
+    /// base, a commit applies on whatever version is current (last writer
+    /// wins).
+    pub fn set_base(&mut self, version: Version) -> &mut Self {
+        self.base = Some(version);
+        self
+    }
+    /// The version this transaction was read at, if set.
+    pub fn base(&self) -> Option<Version> {
+        self.base
     }
     /// The session this transaction changes.
     pub fn id(&self) -> &SessionId {

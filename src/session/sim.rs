@@ -32,6 +32,9 @@ pub struct SimConfig {
     pub ack_timeout: Duration,
     /// How long membership takes to report a crash or a join.
     pub detect_delay: Duration,
+    /// Probability (0..=1) that a message is delivered twice (the copy
+    /// without an ack).
+    pub duplicate: f64,
 }
 
 impl Default for SimConfig {
@@ -43,6 +46,7 @@ impl Default for SimConfig {
             loss: 0.0,
             ack_timeout: Duration::from_millis(50),
             detect_delay: Duration::from_millis(20),
+            duplicate: 0.0,
         }
     }
 }
@@ -123,8 +127,13 @@ pub struct SimCluster {
     queue: BTreeMap<(Instant, u64), Action>,
     seq: u64,
     cut: HashSet<(usize, usize)>,
+    /// Paused nodes, until when: their inputs wait, their timers do not run.
+    paused: HashMap<usize, Instant>,
     /// Messages delivered so far.
     pub delivered: u64,
+    /// Print every delivery and membership change (env `SIM_TRACE`).
+    pub trace: bool,
+    start: Instant,
 }
 
 /// The member key of simulated node `i`.
@@ -138,17 +147,23 @@ pub fn sim_key(i: usize) -> MemberKey {
 impl SimCluster {
     /// An empty cluster.
     pub fn new(cfg: SimConfig, session: SessionConfig) -> Self {
+        // Iteration order of the nodes' maps must replay too.
+        super::hash::deterministic(true);
+        let now = Instant::now();
         SimCluster {
             rng: SimRng::new(cfg.seed),
             cfg,
             session,
-            now: Instant::now(),
+            now,
             nodes: Vec::new(),
             index: HashMap::new(),
             queue: BTreeMap::new(),
             seq: 0,
             cut: HashSet::new(),
+            paused: HashMap::new(),
             delivered: 0,
+            trace: std::env::var_os("SIM_TRACE").is_some(),
+            start: now,
         }
     }
 
@@ -240,6 +255,12 @@ impl SimCluster {
     /// (and them to it at once), then it starts its state transfer.
     pub fn add_node(&mut self) -> usize {
         let i = self.nodes.len();
+        if self.trace {
+            eprintln!(
+                "[{:>9}us] add {i}",
+                self.now.saturating_duration_since(self.start).as_micros()
+            );
+        }
         let key = sim_key(i);
         let mut node = SessionNode::new(self.session.clone(), key, self.now);
         for j in self.alive() {
@@ -260,12 +281,36 @@ impl SimCluster {
 
     /// Crashes node `i`; the others learn it after `detect_delay`.
     pub fn kill(&mut self, i: usize) {
+        if self.trace {
+            eprintln!(
+                "[{:>9}us] kill {i}",
+                self.now.saturating_duration_since(self.start).as_micros()
+            );
+        }
         self.nodes[i].alive = false;
         let key = sim_key(i);
         for j in self.alive() {
             let at = self.now + self.cfg.detect_delay;
             self.schedule(at, Action::Removed { at: j, member: key });
         }
+    }
+
+    /// Pauses node `i` for `d` (a long GC pause, SIGSTOP): it handles no
+    /// message, outcome, membership change or timer until then; they
+    /// queue and arrive when it resumes. Nobody notices the pause.
+    pub fn pause(&mut self, i: usize, d: Duration) {
+        let until = self.now + d;
+        let e = self.paused.entry(i).or_insert(until);
+        *e = (*e).max(until);
+    }
+
+    /// True if node `i` is paused now.
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.paused.get(&i).is_some_and(|t| *t > self.now)
+    }
+
+    fn paused_until(&self, i: usize) -> Option<Instant> {
+        self.paused.get(&i).copied().filter(|t| *t > self.now)
     }
 
     /// Cuts both directions between `a` and `b`.
@@ -319,6 +364,18 @@ impl SimCluster {
                             token: t.token,
                         },
                     );
+                    if self.cfg.duplicate > 0.0 && self.rng.chance(self.cfg.duplicate) {
+                        let at = self.now + self.latency() + self.latency();
+                        self.schedule(
+                            at,
+                            Action::Deliver {
+                                from: i,
+                                to,
+                                payload: t.payload.clone(),
+                                token: SendToken::NONE,
+                            },
+                        );
+                    }
                 }
             }
             while let Some(e) = self.nodes[i].node.poll_event() {
@@ -328,6 +385,16 @@ impl SimCluster {
     }
 
     fn process(&mut self, a: Action) {
+        let target = match &a {
+            Action::Deliver { to, .. } => *to,
+            Action::Outcome { node, .. } => *node,
+            Action::Added { at, .. } | Action::Removed { at, .. } => *at,
+        };
+        if let Some(until) = self.paused_until(target) {
+            // Queued until the node resumes, in order.
+            self.schedule(until, a);
+            return;
+        }
         match a {
             Action::Deliver {
                 from,
@@ -353,9 +420,21 @@ impl SimCluster {
                     return;
                 }
                 self.delivered += 1;
+                let shown = self.trace.then(|| {
+                    let m = super::codec::Message::decode(&payload, &Default::default());
+                    let mut t = format!("{m:?}");
+                    t.truncate(220);
+                    t
+                });
                 let r = self.nodes[to]
                     .node
                     .handle_message(sim_key(from), payload, self.now);
+                if let Some(t) = shown {
+                    eprintln!(
+                        "[{:>9}us] {from}->{to} {t} => {r:?}",
+                        self.now.saturating_duration_since(self.start).as_micros()
+                    );
+                }
                 if token != SendToken::NONE {
                     let (at, outcome) = if self.rng.chance(self.cfg.loss) {
                         (self.now + self.cfg.ack_timeout, SendOutcome::TimedOut)
@@ -389,6 +468,13 @@ impl SimCluster {
                 }
             }
             Action::Added { at, member } => {
+                if self.trace {
+                    eprintln!(
+                        "[{:>9}us] {at} adds {}",
+                        self.now.saturating_duration_since(self.start).as_micros(),
+                        self.index[&member]
+                    );
+                }
                 if self.nodes[at].alive
                     && self
                         .index
@@ -400,6 +486,13 @@ impl SimCluster {
                 }
             }
             Action::Removed { at, member } => {
+                if self.trace {
+                    eprintln!(
+                        "[{:>9}us] {at} removes {}",
+                        self.now.saturating_duration_since(self.start).as_micros(),
+                        self.index[&member]
+                    );
+                }
                 if self.nodes[at].alive {
                     let now = self.now;
                     self.nodes[at].node.member_removed(member, now);
@@ -421,7 +514,13 @@ impl SimCluster {
             let next_t = self
                 .alive()
                 .into_iter()
-                .filter_map(|i| self.nodes[i].node.poll_timeout())
+                .filter_map(|i| {
+                    let t = self.nodes[i].node.poll_timeout();
+                    match self.paused_until(i) {
+                        Some(u) => t.map(|t| t.max(u)),
+                        None => t,
+                    }
+                })
                 .min();
             let next = match (next_q, next_t) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -438,10 +537,11 @@ impl SimCluster {
                         self.process(a);
                     }
                     for i in self.alive() {
-                        if self.nodes[i]
-                            .node
-                            .poll_timeout()
-                            .is_some_and(|t| t <= self.now)
+                        if self.paused_until(i).is_none()
+                            && self.nodes[i]
+                                .node
+                                .poll_timeout()
+                                .is_some_and(|t| t <= self.now)
                         {
                             let now = self.now;
                             self.nodes[i].node.handle_timeout(now);

@@ -6,7 +6,8 @@
 
 use super::codec::{Delta, SessionImage};
 use super::model::{Session, SessionId, Version};
-use std::collections::{HashMap, VecDeque};
+use crate::session::hash::HashMap;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Most tombstones kept; the oldest go first beyond this.

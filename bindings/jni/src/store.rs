@@ -74,6 +74,19 @@ fn event_enc(ev: &SessionEvent) -> Vec<u8> {
         SessionEvent::Ready { sessions } => (10, b"", b"", None, *sessions as u64, String::new()),
         SessionEvent::TransferFailed { reason } => (11, b"", b"", None, 0, format!("{reason:?}")),
         SessionEvent::Drained => (12, b"", b"", None, 0, String::new()),
+        // Newer than Java's SessionEvent.Kind, which decodes them as NONE.
+        SessionEvent::FetchFailed { id } => (13, id, b"", None, 0, String::new()),
+        SessionEvent::Health {
+            members,
+            under_replicated,
+        } => (
+            14,
+            b"",
+            b"",
+            None,
+            *under_replicated as u64,
+            format!("members {members}"),
+        ),
     };
     e.u8(kind).bytes(id).bytes(id2);
     match by {

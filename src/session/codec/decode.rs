@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Most member ids in a state request's view.
+const MAX_VIEW: usize = 4096;
+
 impl Message {
     /// Decodes one message.
     ///
@@ -59,9 +62,15 @@ impl Message {
                     session: r.image()?,
                 }
             }
-            T_STATE_REQUEST => Message::StateRequest {
-                transfer: r.varint()?,
-            },
+            T_STATE_REQUEST => {
+                let transfer = r.varint()?;
+                let n = r.count("view", MAX_VIEW, 16)?;
+                let mut view = Vec::with_capacity(n);
+                for _ in 0..n {
+                    view.push(r.id16()?);
+                }
+                Message::StateRequest { transfer, view }
+            }
             T_STATE_CHUNK => {
                 let transfer = r.varint()?;
                 let seq = r.u32()?;
@@ -102,6 +111,40 @@ impl Message {
                 Message::FetchReply { fetch, id, session }
             }
             T_LEAVING => Message::Leaving,
+            T_FORWARD => {
+                let req = r.varint()?;
+                let flags = r.u8()?;
+                if flags & !3 != 0 {
+                    return Err(DecodeError::Invalid("forward flags"));
+                }
+                Message::Forward {
+                    req,
+                    create: flags & 1 != 0,
+                    check_base: flags & 2 != 0,
+                    creation_time: r.varint()?,
+                    txn: r.delta()?,
+                }
+            }
+            T_COMMIT_RESULT => {
+                let req = r.varint()?;
+                let outcome = match r.u8()? {
+                    0 => ForwardOutcome::Acked,
+                    1 => ForwardOutcome::Conflict,
+                    2 => ForwardOutcome::Unacknowledged,
+                    3 => ForwardOutcome::Unavailable,
+                    4 => ForwardOutcome::NotFound,
+                    _ => return Err(DecodeError::Invalid("commit outcome")),
+                };
+                let copies = r.varint()?;
+                if copies > u32::MAX as u64 {
+                    return Err(DecodeError::Invalid("copies"));
+                }
+                Message::CommitResult {
+                    req,
+                    outcome,
+                    copies: copies as u32,
+                }
+            }
             other => return Err(DecodeError::UnknownType(other)),
         };
         let left = input.len() - r.pos;
@@ -192,6 +235,15 @@ impl Reader<'_> {
             1 => Ok(Some(self.bytes(field, self.lim.max_value_len)?)),
             _ => Err(DecodeError::Invalid("option flag")),
         }
+    }
+    fn id16(&mut self) -> Result<[u8; 16], DecodeError> {
+        if self.left() < 16 {
+            return Err(DecodeError::Truncated);
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&self.buf[self.pos..self.pos + 16]);
+        self.pos += 16;
+        Ok(id)
     }
     fn version(&mut self) -> Result<Version, DecodeError> {
         let counter = self.varint()?;

@@ -30,6 +30,8 @@ const T_CHUNK_ACK: u8 = 9;
 const T_FETCH_REQUEST: u8 = 10;
 const T_FETCH_REPLY: u8 = 11;
 const T_LEAVING: u8 = 12;
+const T_FORWARD: u8 = 13;
+const T_COMMIT_RESULT: u8 = 14;
 
 /// Bounds the decoder enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +179,10 @@ pub enum Message {
     StateRequest {
         /// Transfer id chosen by the joiner.
         transfer: u64,
+        /// The member ids the joiner places sessions on (itself included):
+        /// a donor sends every session the joiner holds by this view too,
+        /// since it may lack members that died unnoticed.
+        view: Vec<[u8; 16]>,
     },
     /// One chunk of a state transfer.
     StateChunk {
@@ -221,6 +227,45 @@ pub enum Message {
     },
     /// Ownership notice: the sender is draining; leave it out of placement.
     Leaving,
+    /// A commit (or create) a node that is not the session's primary hands
+    /// to the primary, the one member that orders the session's commits.
+    /// The primary answers with a [`Message::CommitResult`].
+    Forward {
+        /// Request id chosen by the sender.
+        req: u64,
+        /// Create the session (it must not exist) rather than change it.
+        create: bool,
+        /// Apply only if the primary holds version `txn.base`.
+        check_base: bool,
+        /// Creation time, for a create.
+        creation_time: u64,
+        /// The session id, the base version, the changes (`version` unused).
+        txn: Delta,
+    },
+    /// The outcome of a [`Message::Forward`].
+    CommitResult {
+        /// The request id of the forward.
+        req: u64,
+        /// What happened.
+        outcome: ForwardOutcome,
+        /// Copies that acknowledged (with [`ForwardOutcome::Acked`]).
+        copies: u32,
+    },
+}
+
+/// The outcome of a forwarded commit, as the primary reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardOutcome {
+    /// Applied and acknowledged by every required copy.
+    Acked = 0,
+    /// Not applied: the base was not current (or the id exists, for a create).
+    Conflict = 1,
+    /// Applied on the primary, but not acknowledged by every copy: it may or may not survive.
+    Unacknowledged = 2,
+    /// Not applied: the receiver is not a ready primary of the session, or too few holders are up.
+    Unavailable = 3,
+    /// Not applied: no such session.
+    NotFound = 4,
 }
 
 /// Why a message could not be decoded.
@@ -446,7 +491,7 @@ impl Message {
 
     fn encoded_len_hint(&self) -> usize {
         match self {
-            Message::Delta(d) => delta_len(d),
+            Message::Delta(d) | Message::Forward { txn: d, .. } => 25 + delta_len(d),
             Message::Copy { session, .. } => 4 + image_len(session),
             Message::ChangeId { old, session } => 14 + old.len() + image_len(session),
             Message::StateChunk { sessions, .. } => {
@@ -493,9 +538,13 @@ impl Message {
                 put_bytes(b, old);
                 put_image(b, session);
             }
-            Message::StateRequest { transfer } => {
+            Message::StateRequest { transfer, view } => {
                 header(b, T_STATE_REQUEST);
                 put_varint(b, *transfer);
+                put_varint(b, view.len() as u64);
+                for id in view {
+                    b.put_slice(id);
+                }
             }
             Message::StateChunk {
                 transfer,
@@ -543,6 +592,29 @@ impl Message {
                 }
             }
             Message::Leaving => header(b, T_LEAVING),
+            Message::Forward {
+                req,
+                create,
+                check_base,
+                creation_time,
+                txn,
+            } => {
+                header(b, T_FORWARD);
+                put_varint(b, *req);
+                b.put_u8((*create as u8) | ((*check_base as u8) << 1));
+                put_varint(b, *creation_time);
+                put_delta(b, txn);
+            }
+            Message::CommitResult {
+                req,
+                outcome,
+                copies,
+            } => {
+                header(b, T_COMMIT_RESULT);
+                put_varint(b, *req);
+                b.put_u8(*outcome as u8);
+                put_varint(b, *copies as u64);
+            }
         }
     }
 }

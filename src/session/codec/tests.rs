@@ -76,7 +76,8 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     auth_type: a,
                 },
             })
-        });
+        })
+        .boxed();
     let reason = prop_oneof![
         Just(CopyReason::Create),
         Just(CopyReason::Repair),
@@ -84,7 +85,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
         Just(CopyReason::Handoff)
     ];
     prop_oneof![
-        delta,
+        delta.clone(),
         arb_bytes(40).prop_map(|id| Message::Access { id }),
         (reason, arb_image()).prop_map(|(reason, session)| Message::Copy { reason, session }),
         (arb_bytes(40), arb_version(), any::<bool>()).prop_map(|(id, version, e)| {
@@ -99,7 +100,11 @@ fn arb_message() -> impl Strategy<Value = Message> {
             }
         }),
         (arb_bytes(40), arb_image()).prop_map(|(old, session)| Message::ChangeId { old, session }),
-        any::<u64>().prop_map(|transfer| Message::StateRequest { transfer }),
+        (
+            any::<u64>(),
+            proptest::collection::vec(any::<[u8; 16]>(), 0..4)
+        )
+            .prop_map(|(transfer, view)| Message::StateRequest { transfer, view }),
         (
             any::<u64>(),
             any::<u32>(),
@@ -127,6 +132,39 @@ fn arb_message() -> impl Strategy<Value = Message> {
         )
             .prop_map(|(fetch, id, session)| Message::FetchReply { fetch, id, session }),
         Just(Message::Leaving),
+        (
+            any::<u64>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<u64>(),
+            delta.clone()
+        )
+            .prop_map(|(req, create, check_base, creation_time, d)| {
+                let Message::Delta(txn) = d else {
+                    unreachable!("the delta strategy makes deltas")
+                };
+                Message::Forward {
+                    req,
+                    create,
+                    check_base,
+                    creation_time,
+                    txn,
+                }
+            }),
+        (any::<u64>(), 0u8..5, any::<u32>()).prop_map(|(req, o, copies)| {
+            let outcome = [
+                ForwardOutcome::Acked,
+                ForwardOutcome::Conflict,
+                ForwardOutcome::Unacknowledged,
+                ForwardOutcome::Unavailable,
+                ForwardOutcome::NotFound,
+            ][o as usize];
+            Message::CommitResult {
+                req,
+                outcome,
+                copies,
+            }
+        }),
     ]
 }
 
@@ -153,7 +191,7 @@ proptest! {
         if data.len() >= 3 {
             data[0] = MAGIC;
             data[1] = CODEC_VERSION;
-            data[2] %= 14;
+            data[2] %= 16;
         }
         let _ = Message::decode(&Bytes::from(data), &CodecLimits::default());
     }

@@ -1,9 +1,7 @@
 //! Messages from other members: decode, apply by the version rules, answer.
 
 use super::{NodeState, SessionEvent, SessionNode};
-use crate::session::codec::{
-    self, CopyReason, DecodeError, Delta, Message, RemoveReason, SessionImage,
-};
+use crate::session::codec::{CopyReason, DecodeError, Delta, Message, RemoveReason, SessionImage};
 use crate::session::config::SessionMode;
 use crate::session::model::{MemberKey, SessionId, Version};
 use crate::session::table::Apply;
@@ -24,6 +22,8 @@ pub enum Reject {
     Conflict,
     /// This node has drained; it holds nothing any more.
     Moved,
+    /// Not the session's ready primary: ask the primary.
+    NotPrimary,
 }
 
 impl fmt::Display for Reject {
@@ -33,6 +33,7 @@ impl fmt::Display for Reject {
             Reject::Gap => write!(f, "delta on a missing base version"),
             Reject::Conflict => write!(f, "concurrent newer version held"),
             Reject::Moved => write!(f, "node has drained"),
+            Reject::NotPrimary => write!(f, "not the session's ready primary"),
         }
     }
 }
@@ -52,6 +53,7 @@ impl SessionNode {
         payload: Bytes,
         now: Instant,
     ) -> Result<(), Reject> {
+        self.clock = self.clock.max(now);
         let msg = match Message::decode(&payload, &self.limits) {
             Ok(m) => m,
             Err(e) => {
@@ -88,8 +90,8 @@ impl SessionNode {
                 Ok(())
             }
             Message::ChangeId { old, session } => self.on_change_id(from, old, session, now),
-            Message::StateRequest { transfer } => {
-                self.on_state_request(from, transfer, now);
+            Message::StateRequest { transfer, view } => {
+                self.on_state_request(from, transfer, view, now);
                 Ok(())
             }
             Message::StateChunk {
@@ -110,19 +112,35 @@ impl SessionNode {
                 self.chunk_outcome(from, transfer, seq, true, now);
                 Ok(())
             }
-            Message::FetchRequest { fetch, id } => {
-                let reply = codec::encode_fetch_reply(fetch, &id, self.table.get(&id), now);
-                self.send(vec![from], reply, None);
-                Ok(())
-            }
+            Message::FetchRequest { fetch, id } => self.on_fetch_request(from, fetch, id, now),
             Message::FetchReply { fetch, id, session } => {
                 self.on_fetch_reply(fetch, id, session, now);
                 Ok(())
             }
+            Message::Forward {
+                req,
+                create,
+                check_base,
+                creation_time,
+                txn,
+            } => {
+                self.on_forward(from, req, create, check_base, creation_time, txn, now);
+                Ok(())
+            }
+            Message::CommitResult {
+                req,
+                outcome,
+                copies,
+            } => {
+                self.on_commit_result(from, req, outcome, copies);
+                Ok(())
+            }
             Message::Leaving => {
                 if self.members.binary_search(&from).is_ok() && self.leaving.insert(from) {
-                    self.recompute_live();
+                    self.recompute_live(now);
                     self.view_changed = Some(now);
+                    self.repair_dirty(now);
+                    self.health_changed();
                 }
                 Ok(())
             }
@@ -160,7 +178,7 @@ impl SessionNode {
                 if let Some(old) = displaced {
                     self.stats.conflicts += 1;
                     if old.writer == self.me.id {
-                        self.fail_overwritten(id, old);
+                        self.fail_overwritten(id, old, now);
                     }
                     self.push_event(SessionEvent::Conflict {
                         id: id.clone(),

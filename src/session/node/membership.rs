@@ -15,22 +15,55 @@ impl SessionNode {
     /// this node is joining in backup mode it asks the new member for its
     /// share too.
     pub fn member_added(&mut self, m: MemberKey, now: Instant) {
-        if m == self.me || !self.add_member(m) {
+        self.clock = self.clock.max(now);
+        if m == self.me || !self.add_member(m, now) {
             return;
         }
         self.view_changed = Some(now);
-        if self.state == NodeState::Joining && self.cfg.mode == SessionMode::Backup {
-            self.request_from(m, now);
+        if self.cfg.mode == SessionMode::Backup {
+            match self.state {
+                NodeState::Joining => self.request_from(m, now),
+                // A member back from a partition (or one this node had not
+                // seen) may hold sessions placement now gives this node, and
+                // nobody else sends them: ask it, as a joiner would. Until it
+                // answered, this node answers for no session.
+                NodeState::Ready => self.catch_up_from(m, now),
+                _ => {}
+            }
         }
+        self.health_changed();
+    }
+
+    /// Reports the cluster's health after a change, and logs the first
+    /// moment data is at risk (fewer copies than configured).
+    pub(crate) fn health_changed(&mut self) {
+        let under = self.under_replicated();
+        let members = self.live.len();
+        let risk = under > 0;
+        if risk && !self.at_risk {
+            crate::sr_log!(
+                Warn,
+                "{}: {under} session(s) have fewer than {} copies ({members} member(s) in placement): \
+                 losing another node now can lose acknowledged commits",
+                self.me.addr,
+                self.copies()
+            );
+        }
+        self.at_risk = risk;
+        self.push_event(SessionEvent::Health {
+            members,
+            under_replicated: under,
+        });
     }
 
     /// Adds a member to the view; false if it was known.
-    pub(crate) fn add_member(&mut self, m: MemberKey) -> bool {
+    pub(crate) fn add_member(&mut self, m: MemberKey, now: Instant) -> bool {
         match self.members.binary_search(&m) {
             Ok(_) => false,
             Err(pos) => {
                 self.members.insert(pos, m);
-                self.recompute_live();
+                self.recompute_live(now);
+                self.view_changed = Some(now);
                 true
             }
         }
@@ -42,15 +75,17 @@ impl SessionNode {
     /// placement adds, and pending commits are re-targeted so that an
     /// acknowledged commit always has its full set of copies.
     pub fn member_removed(&mut self, m: MemberKey, now: Instant) {
+        self.clock = self.clock.max(now);
         let Ok(pos) = self.members.binary_search(&m) else {
             return;
         };
         let old_live = self.live.clone();
         self.members.remove(pos);
         self.leaving.remove(&m);
-        self.recompute_live();
+        self.recompute_live(now);
         self.view_changed = Some(now);
         let waiting = self.forget_outcomes_of(&m);
+        self.forwards_lost(&m);
         self.donations.retain(|(to, _), _| *to != m);
         self.forward.remove(&m);
         let lost_fetches: Vec<u64> = self
@@ -72,7 +107,7 @@ impl SessionNode {
             }
         }
         for t in waiting {
-            self.finish_if_done(t);
+            self.finish_if_done(t, now);
         }
         self.donor_lost(m, now);
         if let Some(d) = &mut self.drain {
@@ -103,6 +138,46 @@ impl SessionNode {
             }
         }
         self.check_drained();
+        self.repair_dirty(now);
+        self.health_changed();
+    }
+
+    /// Sends copy `id`, which this node holds but no longer by placement,
+    /// to its holders; it is dropped only once every one of them
+    /// acknowledged (hand-off before release).
+    pub(crate) fn release(&mut self, id: SessionId, now: Instant) {
+        if self.releasing.contains_key(&id) {
+            return;
+        }
+        let to = self.placement_of(&id).others(&self.me);
+        let Some(s) = self.table.get(&id) else {
+            return;
+        };
+        if to.is_empty() {
+            return; // nobody to hand it to: keep it
+        }
+        let payload = codec::encode_copy(CopyReason::Rebalance, s, now);
+        self.stats.copies_sent += 1;
+        self.releasing.insert(id.clone(), to.clone());
+        self.send(to, payload, Some(Purpose::Release { id }));
+    }
+
+    pub(crate) fn release_outcome(&mut self, id: SessionId, member: MemberKey, ok: bool) {
+        let Some(w) = self.releasing.get_mut(&id) else {
+            return;
+        };
+        if !ok {
+            // Kept; the next sweep tries again.
+            self.releasing.remove(&id);
+            return;
+        }
+        w.retain(|m| *m != member);
+        if w.is_empty() {
+            self.releasing.remove(&id);
+            if !self.placement_of(&id).contains(&self.me) {
+                self.table.forget(&id);
+            }
+        }
     }
 
     /// Re-replication after `removed` left the placement set `old_live`.
@@ -117,20 +192,33 @@ impl SessionNode {
             if !old_h.contains(&removed) {
                 continue; // rendezvous: nothing moves for this session
             }
-            let responsible = old_h.as_slice().iter().find(|x| **x != removed);
-            if responsible != Some(&self.me) {
-                continue;
+            if !old_h.contains(&self.me) {
+                continue; // a copy this node does not hold by placement
             }
+            let responsible = old_h.as_slice().iter().find(|x| **x != removed) == Some(&self.me);
             let new_h = Placement::holders(&s.id, &self.live, copies);
             if old_h.primary() == Some(removed) && new_h.primary() == Some(self.me) {
                 self.stats.promotions += 1;
             }
-            let to: Vec<MemberKey> = new_h
-                .as_slice()
-                .iter()
-                .filter(|x| **x != self.me && !old_h.contains(x))
-                .copied()
-                .collect();
+            // The responsible holder fills the new holders; every surviving
+            // holder also sends its copy to the new primary, which keeps the
+            // newest: a commit the lost primary had sent to only some
+            // backups must not be overtaken by an older copy.
+            let mut to: Vec<MemberKey> = if responsible {
+                new_h
+                    .as_slice()
+                    .iter()
+                    .filter(|x| **x != self.me && !old_h.contains(x))
+                    .copied()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if let Some(p) = new_h.primary() {
+                if p != self.me && old_h.contains(&p) && !to.contains(&p) {
+                    to.push(p);
+                }
+            }
             if !to.is_empty() {
                 plan.push((s.id.clone(), to));
             }

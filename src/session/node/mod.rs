@@ -11,22 +11,25 @@
 //! (messages to send), [`SessionNode::poll_event`] (what the host should know),
 //! [`SessionNode::poll_timeout`] (when to call `handle_timeout` next).
 
+mod commit;
+mod forward;
 mod inbound;
 mod membership;
 mod outcome;
 mod transfer;
 mod types;
 
-use super::codec::{self, CodecLimits, CopyReason, Delta, Message, RemoveReason};
+use super::codec::{CodecLimits, Message, RemoveReason};
 use super::config::{SessionConfig, SessionMode};
-use super::model::{MemberKey, Session, SessionId, SessionMeta, Txn, Version};
+use super::model::{MemberKey, Session, SessionId, Txn};
 use super::placement::{Holders, Placement};
 use super::table::SessionTable;
-use crate::error::{Error, Result};
+use crate::session::hash::{HashMap, HashSet};
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use forward::{Forwarded, Reader};
 pub use inbound::Reject;
 use outcome::{CommitKind, Inflight, PendingCommit, Purpose};
 use transfer::{Donation, Fetch, Join};
@@ -77,6 +80,48 @@ pub struct SessionNode {
     /// When the placement set last changed (join, loss, leaving notice):
     /// copies may be in flight to new holders for a while after.
     pub(crate) view_changed: Option<Instant>,
+    /// Placement sets replaced within the last `accessTimeout`, with when
+    /// they were replaced: copies made under them may still be in flight.
+    pub(crate) recent_views: VecDeque<(Instant, Vec<MemberKey>)>,
+    /// Commits handed to their primary, by ticket.
+    pub(crate) forwards: HashMap<u64, Forwarded>,
+    /// Commits this node (as primary) runs for another member: ticket →
+    /// (member, its request id).
+    pub(crate) served: HashMap<u64, (MemberKey, u64)>,
+    /// Sessions with commits not yet acknowledged, and how many.
+    pub(crate) pending_ids: HashMap<SessionId, u32>,
+    /// Reads waiting for a session's pending commits to settle.
+    pub(crate) deferred: HashMap<SessionId, Vec<Reader>>,
+    /// Results of reads (`get`) for the host to take.
+    pub(crate) fetched: HashMap<SessionId, Option<Session>>,
+    /// Copies this node no longer holds by placement, sent to their
+    /// holders: dropped once every holder acknowledged (hand-off before
+    /// release). Id → members still to acknowledge.
+    pub(crate) releasing: HashMap<SessionId, Vec<MemberKey>>,
+    /// Whether the last [`SessionEvent::Health`] reported a risk.
+    pub(crate) at_risk: bool,
+    /// Forwards already run (member, request id), oldest first in
+    /// `seen_order`: a duplicate must not run again.
+    pub(crate) seen_forwards: HashSet<(MemberKey, u64)>,
+    pub(crate) seen_order: VecDeque<(MemberKey, u64)>,
+    /// Sessions whose last commit here failed after it was applied: their
+    /// state may not be on every holder, so reads wait until a repair copy
+    /// (or a later commit) is acknowledged by all of them.
+    pub(crate) dirty: HashSet<SessionId>,
+    /// Dirty sessions whose repair copy some holder refused.
+    pub(crate) failed_repairs: HashSet<SessionId>,
+    /// Dirty sessions with a repair copy in flight.
+    pub(crate) repairing: HashSet<SessionId>,
+    /// Commits whose base is not the current version while an earlier
+    /// commit of the session is unacknowledged: decided once it settles
+    /// (a conflict with a change that may still vanish is no conflict).
+    pub(crate) queued: HashMap<SessionId, VecDeque<forward::Queued>>,
+    /// The ticket the next `new_ticket` takes (a queued commit's).
+    reuse_ticket: Option<u64>,
+    /// When this node became ready after a state transfer.
+    pub(crate) ready_at: Option<Instant>,
+    /// The latest `now` any input brought.
+    pub(crate) clock: Instant,
     pub(crate) stats: SessionStats,
 }
 
@@ -92,24 +137,41 @@ impl SessionNode {
             limits: CodecLimits::default(),
             me,
             members: Vec::new(),
-            leaving: HashSet::new(),
+            leaving: HashSet::default(),
             live: vec![me],
             table: SessionTable::default(),
             state: NodeState::Idle,
             next_token: 1,
             next_ticket: 1,
             nonce,
-            inflight: HashMap::new(),
-            commits: HashMap::new(),
+            inflight: HashMap::default(),
+            commits: HashMap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             join: None,
-            donations: HashMap::new(),
-            fetches: HashMap::new(),
-            forward: HashMap::new(),
+            donations: HashMap::default(),
+            fetches: HashMap::default(),
+            forward: HashMap::default(),
             drain: None,
-            orphans: HashSet::new(),
+            orphans: HashSet::default(),
             view_changed: None,
+            recent_views: VecDeque::new(),
+            forwards: HashMap::default(),
+            served: HashMap::default(),
+            pending_ids: HashMap::default(),
+            deferred: HashMap::default(),
+            fetched: HashMap::default(),
+            releasing: HashMap::default(),
+            at_risk: false,
+            seen_forwards: HashSet::default(),
+            seen_order: VecDeque::new(),
+            dirty: HashSet::default(),
+            failed_repairs: HashSet::default(),
+            repairing: HashSet::default(),
+            queued: HashMap::default(),
+            reuse_ticket: None,
+            ready_at: None,
+            clock: now,
             stats: SessionStats::default(),
         }
     }
@@ -138,6 +200,10 @@ impl SessionNode {
     pub fn stats(&self) -> SessionStats {
         let mut s = self.stats.clone();
         s.sessions = self.table.len();
+        s.under_replicated = self.under_replicated();
+        s.handoffs_in_progress = self.releasing.len()
+            + self.donations.len()
+            + self.drain.as_ref().map_or(0, |d| d.pending.len());
         s
     }
     /// Sessions held here (all copies: primary, backup, fetched).
@@ -187,7 +253,9 @@ impl SessionNode {
             .collect()
     }
 
-    pub(crate) fn recompute_live(&mut self) {
+    pub(crate) fn recompute_live(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+        let old = std::mem::take(&mut self.live);
         let draining = matches!(self.state, NodeState::Draining | NodeState::Drained);
         let mut live: Vec<MemberKey> = self
             .members
@@ -199,6 +267,28 @@ impl SessionNode {
             live.push(self.me);
         }
         live.sort();
+        if live != old {
+            if self.cfg.mode == SessionMode::Backup && self.state == NodeState::Ready {
+                // Sessions this node is the new primary of: its copy may be
+                // newer than another holder's (a commit the former primary
+                // had not finished); repair them before serving reads.
+                let copies = self.copies();
+                let promoted: Vec<SessionId> = self
+                    .table
+                    .iter()
+                    .filter(|s| {
+                        Placement::holders(&s.id, &live, copies).primary() == Some(self.me)
+                            && Placement::holders(&s.id, &old, copies).primary() != Some(self.me)
+                    })
+                    .map(|s| s.id.clone())
+                    .collect();
+                self.dirty.extend(promoted);
+            }
+            self.recent_views.push_back((now, old));
+            while self.recent_views.len() > 64 {
+                self.recent_views.pop_front();
+            }
+        }
         self.live = live;
     }
 
@@ -235,6 +325,7 @@ impl SessionNode {
                     t,
                     Inflight {
                         purpose: p,
+                        sent: self.clock,
                         waiting: to.clone(),
                     },
                 );
@@ -270,217 +361,12 @@ impl SessionNode {
         Txn::new(id)
     }
 
-    fn check_writable(&self) -> Result<()> {
-        if self.state == NodeState::Drained {
-            return Err(Error::Shutdown);
-        }
-        Ok(())
-    }
-
-    fn new_ticket(
-        &mut self,
-        id: SessionId,
-        kind: CommitKind,
-        version: Version,
-        awaiting: Vec<MemberKey>,
-        token: u64,
-    ) -> CommitTicket {
-        let t = self.next_ticket;
-        self.next_ticket += 1;
-        self.stats.commits += 1;
-        let pc = PendingCommit {
-            id,
-            kind,
-            version,
-            awaiting,
-            acked: Vec::new(),
-            retries: 0,
-        };
-        if pc.awaiting.is_empty() {
-            self.stats.commits_acked += 1;
-            self.push_event(SessionEvent::CommitAcked {
-                ticket: CommitTicket(t),
-                id: pc.id,
-                copies: 1,
-            });
-        } else {
-            self.commits.insert(t, pc);
-            if let Some(inf) = self.inflight.get_mut(&token) {
-                inf.purpose = Purpose::Commit { ticket: t };
-            }
-        }
-        CommitTicket(t)
-    }
-
-    /// Creates session `txn.id` with the changes in `txn`, and replicates it.
-    ///
-    /// # Errors
-    /// [`Error::Conflict`] if the id exists or was removed recently,
-    /// [`Error::InvalidArgument`] past `maxActiveSessions`, [`Error::Shutdown`]
-    /// after drain.
-    pub fn create(&mut self, txn: Txn, creation_time: u64, now: Instant) -> Result<CommitTicket> {
-        self.check_writable()?;
-        if txn.id.len() > self.limits.max_id_len {
-            return Err(Error::InvalidArgument("session id too long".into()));
-        }
-        if self.table.get(&txn.id).is_some() || self.table.is_tombstoned(&txn.id) {
-            return Err(Error::Conflict("session id in use".into()));
-        }
-        if let Some(max) = self.cfg.max_active_sessions {
-            if self.table.len() >= max {
-                return Err(Error::InvalidArgument("maxActiveSessions reached".into()));
-            }
-        }
-        let meta = SessionMeta {
-            creation_time,
-            max_inactive_secs: self.cfg.max_inactive_interval,
-            principal: None,
-            auth_type: None,
-        };
-        let mut s = Session::new(
-            txn.id.clone(),
-            meta,
-            Version::default().next(self.me.id),
-            now,
-        );
-        s.apply(&txn.ops, &txn.meta);
-        let to = self.required(&s.id);
-        let payload = codec::encode_copy(CopyReason::Create, &s, now);
-        let version = s.version;
-        self.table.insert_local(s);
-        let token = self.send(to.clone(), payload, Some(Purpose::Other));
-        Ok(self.new_ticket(txn.id, CommitKind::Update, version, to, token))
-    }
-
-    /// Commits a request's changes: applies them here and sends only what
-    /// changed to the members that hold the session. `Ok(None)` if `txn` is
-    /// empty (the request only read: see [`SessionNode::access`]).
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] if this node holds no copy (in backup mode, `get`
-    /// it first), [`Error::Shutdown`] after drain.
-    pub fn commit(&mut self, txn: Txn, now: Instant) -> Result<Option<CommitTicket>> {
-        self.check_writable()?;
-        if txn.is_empty() {
-            self.access(&txn.id, now)?;
-            return Ok(None);
-        }
-        let me = self.me.id;
-        let to = self.required(&txn.id);
-        let draining = self.state == NodeState::Draining;
-        let s = self.table.get_mut(&txn.id).ok_or(Error::NotFound)?;
-        let base = s.version;
-        s.apply(&txn.ops, &txn.meta);
-        s.version = base.next(me);
-        s.last_access = now;
-        s.last_replicated = now;
-        let version = s.version;
-        let payload = if draining {
-            // New holders may not have the session yet: send it whole.
-            codec::encode_copy(CopyReason::Handoff, s, now)
-        } else {
-            Message::Delta(Delta {
-                id: txn.id.clone(),
-                base,
-                version: s.version,
-                ops: txn.ops,
-                meta: txn.meta,
-            })
-            .encode()
-        };
-        let token = self.send(to.clone(), payload, Some(Purpose::Other));
-        Ok(Some(self.new_ticket(
-            txn.id,
-            CommitKind::Update,
-            version,
-            to,
-            token,
-        )))
-    }
-
-    /// Records a read-only access: refreshes the last access here and, no
-    /// more often than a quarter of the max inactive interval, on the
-    /// members that hold the session (so none of them expires it).
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] if this node holds no copy.
-    pub fn access(&mut self, id: &[u8], now: Instant) -> Result<()> {
-        let s = self.table.get_mut(id).ok_or(Error::NotFound)?;
-        s.last_access = now;
-        if s.meta.max_inactive_secs < 0 {
-            return Ok(());
-        }
-        let every = Duration::from_millis((s.meta.max_inactive_secs as u64).saturating_mul(250));
-        if now.saturating_duration_since(s.last_replicated) < every {
-            return Ok(());
-        }
-        s.last_replicated = now;
-        let id = s.id.clone();
-        let to = self.required(&id);
-        self.send(to, Message::Access { id }.encode(), None);
-        Ok(())
-    }
-
-    /// Invalidates a session cluster-wide.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] if this node holds no copy.
-    pub fn invalidate(&mut self, id: &[u8], now: Instant) -> Result<CommitTicket> {
-        self.check_writable()?;
-        let s = self.table.get(id).ok_or(Error::NotFound)?;
-        let (id, version) = (s.id.clone(), s.version);
-        let to = self.required(&id);
-        self.table.remove(&id, now);
-        let kind = CommitKind::Remove(RemoveReason::Invalidated, version);
-        let payload = outcome::remove_message(&id, &kind);
-        let token = self.send(to.clone(), payload, Some(Purpose::Other));
-        Ok(self.new_ticket(id, kind, version, to, token))
-    }
-
-    /// Renames a session cluster-wide (Tomcat's JvmRouteBinderValve
-    /// takeover). Each member applies the rename as one step, so none ends
-    /// with both ids or neither.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] if `old` is not here, [`Error::Conflict`] if `new`
-    /// is in use or was removed recently.
-    pub fn change_id(
-        &mut self,
-        old: &[u8],
-        new: impl Into<SessionId>,
-        now: Instant,
-    ) -> Result<CommitTicket> {
-        self.check_writable()?;
-        let new = new.into();
-        if new.len() > self.limits.max_id_len {
-            return Err(Error::InvalidArgument("session id too long".into()));
-        }
-        if self.table.get(&new).is_some() || self.table.is_tombstoned(&new) {
-            return Err(Error::Conflict("new session id in use".into()));
-        }
-        let old = self.table.get(old).ok_or(Error::NotFound)?.id.clone();
-        let mut to = self.required(&old);
-        for m in self.required(&new) {
-            if !to.contains(&m) {
-                to.push(m);
-            }
-        }
-        let mut s = self.table.remove(&old, now).ok_or(Error::NotFound)?;
-        s.id = new.clone();
-        s.version = s.version.next(self.me.id);
-        s.last_access = now;
-        let payload = codec::encode_change_id(&old, &s, now);
-        let version = s.version;
-        self.table.insert_local(s);
-        let token = self.send(to.clone(), payload, Some(Purpose::Other));
-        Ok(self.new_ticket(new, CommitKind::ChangeId { old }, version, to, token))
-    }
-
     /// Looks a session up for a request. In backup mode a session this node
     /// does not hold is fetched from its owner ([`Lookup::Fetching`], then a
     /// [`SessionEvent::Fetched`]); after drain, [`Lookup::Moved`] names the
     /// new owner.
     pub fn get(&mut self, id: &[u8], now: Instant) -> Lookup<'_> {
+        self.clock = self.clock.max(now);
         let owner_without_me = || {
             let others: Vec<MemberKey> = self
                 .live
@@ -502,51 +388,51 @@ impl SessionNode {
             }
             _ => {}
         }
-        if self.table.get(id).is_some() {
-            return Lookup::Local(self.table.get(id).expect("checked above"));
+        if self.cfg.mode == SessionMode::Delta {
+            return match self.table.get(id) {
+                Some(s) => Lookup::Local(s),
+                None => Lookup::NotFound,
+            };
         }
-        if self.cfg.mode == SessionMode::Delta || self.table.is_tombstoned(id) {
-            return Lookup::NotFound;
-        }
-        let holders = self.placement_of(id);
-        if holders.contains(&self.me) && self.state == NodeState::Ready && self.view_settled(now) {
-            // Authoritative: a ready holder that lacks it, with no copies in
-            // flight after a view change, means it does not exist.
+        // Backup mode: the primary orders the session's commits, so it
+        // answers reads, and only with acknowledged state.
+        if self.is_primary_for(id) {
+            if self.state != NodeState::Ready {
+                return Lookup::Unavailable;
+            }
+            if self.pending_ids.contains_key(id) {
+                let queued = self
+                    .deferred
+                    .get(id)
+                    .is_some_and(|v| v.iter().any(|r| matches!(r, Reader::Local)));
+                if queued {
+                    return Lookup::Fetching { owner: self.me };
+                }
+                return match self.defer_read(Bytes::copy_from_slice(id), Reader::Local) {
+                    true => Lookup::Fetching { owner: self.me },
+                    false => Lookup::Unavailable,
+                };
+            }
+            if self.dirty.contains(id) || !self.authoritative(id, now) {
+                // Its copy may be behind, or hold a change not acknowledged.
+                return Lookup::Unavailable;
+            }
+            if self.table.get(id).is_some() {
+                return Lookup::Local(self.table.get(id).expect("checked above"));
+            }
             return Lookup::NotFound;
         }
         match self.start_fetch(Bytes::copy_from_slice(id), now) {
             Some(owner) => Lookup::Fetching { owner },
-            None => Lookup::NotFound,
+            None => Lookup::Unavailable,
         }
     }
 
-    /// True if no member is leaving and the placement set has not changed
-    /// for `accessTimeout`: no re-replication or hand-off copy can still be
-    /// on its way to a new holder.
-    pub(crate) fn view_settled(&self, now: Instant) -> bool {
-        self.leaving.is_empty()
-            && self
-                .view_changed
-                .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.access_timeout)
-    }
-
-    /// True if this node holds `id` only as a cached copy (backup mode, not
-    /// a holder by placement: fetched for a request, or kept after the
-    /// placement moved on). Other members may have committed newer versions
-    /// of it since: refresh it with [`SessionNode::refresh`] before a
-    /// request uses it.
-    pub fn is_cached_copy(&self, id: &[u8]) -> bool {
-        self.cfg.mode == SessionMode::Backup
-            && self.state == NodeState::Ready
-            && self.table.get(id).is_some()
-            && !self.placement_of(id).contains(&self.me)
-    }
-
-    /// Fetches the holders' current version of `id` (a cached copy); a
-    /// [`SessionEvent::Fetched`] follows. Returns the member asked, `None`
-    /// if there is none.
-    pub fn refresh(&mut self, id: &[u8], now: Instant) -> Option<MemberKey> {
-        self.start_fetch(Bytes::copy_from_slice(id), now)
+    /// The result of the read of `id` that a [`SessionEvent::Fetched`]
+    /// announced: `Some(Some(session))` found, `Some(None)` absent, `None`
+    /// if no result is waiting (taken already, or dropped past its bound).
+    pub fn take_fetched(&mut self, id: &[u8]) -> Option<Option<Session>> {
+        self.fetched.remove(id)
     }
 
     /// Hands every session this node holds to the members that hold it once
@@ -554,11 +440,12 @@ impl SessionNode {
     /// [`SessionEvent::Drained`] when all of that is acknowledged. Commits
     /// made here or arriving meanwhile are forwarded, not lost.
     pub fn drain(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         if matches!(self.state, NodeState::Draining | NodeState::Drained) {
             return;
         }
         self.state = NodeState::Draining;
-        self.recompute_live();
+        self.recompute_live(now);
         self.view_changed = Some(now);
         let notice = self.members.clone();
         self.drain = Some(Drain {
@@ -591,14 +478,29 @@ impl SessionNode {
         for f in self.fetches.values() {
             t = t.min(f.deadline);
         }
+        for f in self.forwards.values() {
+            t = t.min(f.deadline);
+        }
+        for q in self.queued.values() {
+            if let Some(q) = q.front() {
+                t = t.min(q.deadline);
+            }
+        }
+        if let Some(s) = self.settle_deadline() {
+            t = t.min(s);
+        }
         Some(t)
     }
 
     /// Runs timers: transfer timeout, fetch timeouts, expiry and the sweep of
     /// copies this node no longer holds by placement.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         self.check_transfer_timeout(now);
         self.check_fetch_timeouts(now);
+        self.check_forward_timeouts(now);
+        self.check_queue_timeouts(now);
+        self.run_settled(now);
         if now >= self.next_sweep {
             self.next_sweep = now + self.cfg.expire_check_interval;
             self.sweep(now);
@@ -611,6 +513,7 @@ impl SessionNode {
     fn sweep(&mut self, now: Instant) {
         self.table
             .purge_tombstones(now, self.cfg.tombstone_retention);
+        self.expire_outcomes(now);
         let backup = self.cfg.mode == SessionMode::Backup;
         let sweep_orphans = backup
             && self.donations.is_empty()
@@ -618,7 +521,8 @@ impl SessionNode {
             && self.join.is_none();
         let mut expire = Vec::new();
         let mut drop = Vec::new();
-        let mut orphans = HashSet::new();
+        let mut release = Vec::new();
+        let mut orphans = HashSet::default();
         for s in self.table.iter() {
             let holders = if backup || s.is_expired(now) {
                 Some(self.placement_of(&s.id))
@@ -629,7 +533,8 @@ impl SessionNode {
                 if let Some(h) = &holders {
                     if !h.contains(&self.me) {
                         if self.orphans.contains(&s.id) {
-                            drop.push(s.id.clone());
+                            release.push(s.id.clone());
+                            orphans.insert(s.id.clone());
                         } else {
                             orphans.insert(s.id.clone());
                         }
@@ -651,6 +556,14 @@ impl SessionNode {
         self.orphans = orphans;
         for id in drop {
             self.table.forget(&id);
+        }
+        for id in release {
+            self.release(id, now);
+        }
+        self.repair_dirty(now);
+        let at_risk = self.under_replicated() > 0;
+        if at_risk != self.at_risk {
+            self.health_changed();
         }
         for (id, version) in expire {
             let to = self.required(&id);

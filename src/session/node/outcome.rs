@@ -2,9 +2,7 @@
 //! when a commit counts as acknowledged, and the resends that repair a
 //! refused or lost copy.
 
-use super::{
-    CommitFailure, CommitTicket, NodeState, SendOutcome, SendToken, SessionEvent, SessionNode,
-};
+use super::{CommitFailure, NodeState, SendOutcome, SendToken, SessionNode};
 use crate::session::codec::{self, CopyReason, Message, RemoveReason};
 use crate::session::model::{MemberKey, SessionId, Version};
 use bytes::Bytes;
@@ -35,6 +33,12 @@ pub(crate) enum Purpose {
     Leaving,
     /// A fetch request.
     Fetch { fetch: u64 },
+    /// A commit handed to the session's primary.
+    Forward { ticket: u64 },
+    /// A copy released to the session's holders (hand-off before release).
+    Release { id: SessionId },
+    /// A whole copy of a dirty session (a commit failed after it was applied).
+    Repair { id: SessionId, version: Version },
 }
 
 /// A tracked transmit: its purpose and the members whose outcome is due.
@@ -42,7 +46,14 @@ pub(crate) enum Purpose {
 pub(crate) struct Inflight {
     pub(crate) purpose: Purpose,
     pub(crate) waiting: Vec<MemberKey>,
+    /// About when it was sent (the node's clock).
+    pub(crate) sent: Instant,
 }
+
+/// Outcomes older than this many `accessTimeout`s count as timed out: a
+/// safety net should the channel never report one (a member it dropped
+/// before the node did), so no hand-off, repair or commit waits forever.
+const OUTCOME_GIVE_UP: u32 = 4;
 
 /// What a commit did, so a refused copy can be resent.
 #[derive(Debug, Clone)]
@@ -89,6 +100,7 @@ impl SessionNode {
         outcome: SendOutcome,
         now: Instant,
     ) {
+        self.clock = self.clock.max(now);
         let Some(inf) = self.inflight.get_mut(&token.0) else {
             return;
         };
@@ -96,7 +108,8 @@ impl SessionNode {
             return;
         };
         inf.waiting.swap_remove(pos);
-        let purpose = if inf.waiting.is_empty() {
+        let last = inf.waiting.is_empty();
+        let purpose = if last {
             self.inflight.remove(&token.0).map(|i| i.purpose)
         } else {
             Some(inf.purpose.clone())
@@ -124,6 +137,16 @@ impl SessionNode {
             }
             Some(Purpose::Handoff { id }) => self.handoff_outcome(id, member, ok, now),
             Some(Purpose::Leaving) => {
+                if !ok && self.members.binary_search(&member).is_ok() {
+                    // Lost: a member that never hears it keeps placing
+                    // sessions here after this node is gone.
+                    self.send(
+                        vec![member],
+                        Message::Leaving.encode(),
+                        Some(Purpose::Leaving),
+                    );
+                    return;
+                }
                 if let Some(d) = &mut self.drain {
                     d.notice.retain(|m| *m != member);
                 }
@@ -133,6 +156,11 @@ impl SessionNode {
                 if !ok {
                     self.retry_fetch(fetch, now);
                 }
+            }
+            Some(Purpose::Forward { ticket }) => self.forward_outcome(ticket, outcome),
+            Some(Purpose::Release { id }) => self.release_outcome(id, member, ok),
+            Some(Purpose::Repair { id, version }) => {
+                self.repair_outcome(id, version, ok, last, now)
             }
         }
     }
@@ -147,7 +175,7 @@ impl SessionNode {
         if ok {
             pc.awaiting.swap_remove(pos);
             pc.acked.push(member);
-            self.finish_if_done(ticket);
+            self.finish_if_done(ticket, now);
             return;
         }
         let id = pc.id.clone();
@@ -157,7 +185,7 @@ impl SessionNode {
             // Placement moved on: whoever holds it now must get it instead.
             pc.awaiting.swap_remove(pos);
             self.retarget(ticket, now);
-            self.finish_if_done(ticket);
+            self.finish_if_done(ticket, now);
             return;
         }
         if pc.retries >= self.cfg.commit_retries {
@@ -166,11 +194,11 @@ impl SessionNode {
                 .get(&id)
                 .is_some_and(|s| s.version > pc.version && s.version.writer != self.me.id);
             let reason = if lost {
-                CommitFailure::Conflict
+                self.overwritten_failure()
             } else {
                 CommitFailure::Unacknowledged
             };
-            self.fail_commit(ticket, reason);
+            self.fail_commit(ticket, reason, now);
             return;
         }
         pc.retries += 1;
@@ -180,7 +208,7 @@ impl SessionNode {
             if let Some(pc) = self.commits.get_mut(&ticket) {
                 pc.awaiting.retain(|m| *m != member);
             }
-            self.finish_if_done(ticket);
+            self.finish_if_done(ticket, now);
         }
     }
 
@@ -229,33 +257,43 @@ impl SessionNode {
         }
     }
 
-    pub(crate) fn finish_if_done(&mut self, ticket: u64) {
+    pub(crate) fn finish_if_done(&mut self, ticket: u64, now: Instant) {
         if self
             .commits
             .get(&ticket)
             .is_some_and(|pc| pc.awaiting.is_empty())
         {
             let pc = self.commits.remove(&ticket).expect("present");
-            self.stats.commits_acked += 1;
-            self.push_event(SessionEvent::CommitAcked {
-                ticket: CommitTicket(ticket),
-                id: pc.id,
-                copies: pc.acked.len() + 1,
-            });
+            let copies = pc.acked.len() + 1;
+            if copies < self.cfg.min_commit_copies {
+                // Members were lost meanwhile: too few copies to count as acknowledged.
+                self.commits.insert(ticket, pc);
+                self.fail_commit(ticket, CommitFailure::Unacknowledged, now);
+                return;
+            }
+            if self
+                .table
+                .get(&pc.id)
+                .is_some_and(|s| s.version == pc.version)
+            {
+                // Every holder has the newest state: nothing left to repair.
+                self.dirty.remove(&pc.id);
+            }
+            self.resolve(ticket, pc.id.clone(), Ok(copies));
+            self.pending_done(&pc.id, now);
             if self.state == NodeState::Draining {
                 self.check_drained();
             }
         }
     }
 
-    pub(crate) fn fail_commit(&mut self, ticket: u64, reason: CommitFailure) {
+    pub(crate) fn fail_commit(&mut self, ticket: u64, reason: CommitFailure, now: Instant) {
         if let Some(pc) = self.commits.remove(&ticket) {
-            self.stats.commits_failed += 1;
-            self.push_event(SessionEvent::CommitFailed {
-                ticket: CommitTicket(ticket),
-                id: pc.id,
-                reason,
-            });
+            if matches!(pc.kind, CommitKind::Update) && pc.version.writer == self.me.id {
+                self.mark_dirty(&pc.id);
+            }
+            self.resolve(ticket, pc.id.clone(), Err(reason));
+            self.pending_done(&pc.id, now);
             if self.state == NodeState::Draining {
                 self.check_drained();
             }
@@ -264,7 +302,7 @@ impl SessionNode {
 
     /// Commits of session `id` made here at or below `lost` were overwritten
     /// by a concurrent winner: report them failed.
-    pub(crate) fn fail_overwritten(&mut self, id: &SessionId, lost: Version) {
+    pub(crate) fn fail_overwritten(&mut self, id: &SessionId, lost: Version, now: Instant) {
         let me = self.me.id;
         let tickets: Vec<u64> = self
             .commits
@@ -278,17 +316,61 @@ impl SessionNode {
             .map(|(t, _)| *t)
             .collect();
         for t in tickets {
-            self.fail_commit(t, CommitFailure::Conflict);
+            self.fail_commit(t, self.overwritten_failure(), now);
+        }
+    }
+
+    /// How a commit overwritten by a concurrent winner is reported. Delta
+    /// mode: a conflict (every member resolves to the higher version). In
+    /// backup mode commits are ordered by the primary, so this only happens
+    /// when views disagree; the change was applied and possibly read, so
+    /// its fate counts as unknown, never as a clean conflict.
+    fn overwritten_failure(&self) -> CommitFailure {
+        match self.cfg.mode {
+            crate::session::config::SessionMode::Delta => CommitFailure::Conflict,
+            crate::session::config::SessionMode::Backup => CommitFailure::Unacknowledged,
+        }
+    }
+
+    /// Transmits whose outcomes are overdue: report them timed out.
+    pub(crate) fn expire_outcomes(&mut self, now: Instant) {
+        let limit = self.cfg.access_timeout * OUTCOME_GIVE_UP;
+        let overdue: Vec<(u64, MemberKey)> = self
+            .inflight
+            .iter()
+            .filter(|(_, i)| now.saturating_duration_since(i.sent) > limit)
+            .flat_map(|(t, i)| i.waiting.iter().map(move |m| (*t, *m)))
+            .collect();
+        for (t, m) in overdue {
+            self.handle_send_outcome(SendToken(t), m, SendOutcome::TimedOut, now);
         }
     }
 
     /// Forgets a member that left: its outcomes will not come. Returns the
     /// commits that were waiting for it (the caller re-targets and finishes).
     pub(crate) fn forget_outcomes_of(&mut self, m: &MemberKey) -> Vec<u64> {
+        let mut ended = Vec::new();
         self.inflight.retain(|_, inf| {
             inf.waiting.retain(|w| w != m);
+            if inf.waiting.is_empty() {
+                ended.push(inf.purpose.clone());
+            }
             !inf.waiting.is_empty()
         });
+        self.releasing.retain(|_, w| !w.contains(m));
+        // Their last outcome will not come: let the next sweep try again.
+        for p in ended {
+            match p {
+                Purpose::Repair { id, .. } => {
+                    self.repairing.remove(&id);
+                    self.failed_repairs.remove(&id);
+                }
+                Purpose::Release { id } => {
+                    self.releasing.remove(&id);
+                }
+                _ => {}
+            }
+        }
         let tickets: Vec<u64> = self
             .commits
             .iter_mut()

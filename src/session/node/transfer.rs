@@ -15,10 +15,11 @@ use super::outcome::Purpose;
 use super::{NodeState, SessionEvent, SessionNode, TransferFailure};
 use crate::session::codec::{self, Message, SessionImage};
 use crate::session::config::SessionMode;
+use crate::session::hash::{HashMap, HashSet};
 use crate::session::model::{MemberKey, Session, SessionId};
+use crate::session::placement::Placement;
 use crate::session::table::Apply;
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Resends of one chunk or completion before a donor gives up (the joiner
@@ -46,6 +47,8 @@ pub(crate) struct Join {
 /// The donor's side of a state transfer to one joiner.
 #[derive(Debug)]
 pub(crate) struct Donation {
+    /// The joiner's view of placement.
+    view: Vec<MemberKey>,
     ids: Vec<SessionId>,
     /// Every id ever put in `ids`, to find sessions that arrived since.
     listed: HashSet<SessionId>,
@@ -64,11 +67,17 @@ pub(crate) struct Fetch {
     pub(crate) target: MemberKey,
     tried: Vec<MemberKey>,
     pub(crate) deadline: Instant,
+    /// A read joined after this fetch was sent: its answer may predate
+    /// that read, so ask again before answering anyone.
+    again: bool,
 }
 
 impl SessionNode {
     pub(crate) fn begin_join(&mut self, now: Instant) {
         self.state = NodeState::Joining;
+        // Views before the start do not matter: the donors send what the
+        // placement gives this node now.
+        self.recent_views.clear();
         let transfer = self.nonce();
         let donors: Vec<MemberKey> = match self.cfg.mode {
             SessionMode::Delta => self.peers().into_iter().take(1).collect(),
@@ -77,12 +86,26 @@ impl SessionNode {
         self.join = Some(Join {
             transfer,
             deadline: self.cfg.state_transfer_timeout.map(|t| now + t),
-            donors: HashMap::new(),
+            donors: HashMap::default(),
         });
         for d in donors {
             self.request_from(d, now);
         }
         self.check_ready();
+    }
+
+    /// A ready node asks member `m` for the sessions placement gives this
+    /// node that `m` holds (after a partition healed, or a member appeared).
+    pub(crate) fn catch_up_from(&mut self, m: MemberKey, now: Instant) {
+        if self.join.is_none() {
+            let transfer = self.nonce();
+            self.join = Some(Join {
+                transfer,
+                deadline: self.cfg.state_transfer_timeout.map(|t| now + t),
+                donors: HashMap::default(),
+            });
+        }
+        self.request_from(m, now);
     }
 
     pub(crate) fn request_from(&mut self, m: MemberKey, _now: Instant) {
@@ -93,7 +116,11 @@ impl SessionNode {
         let transfer = j.transfer;
         self.send(
             vec![m],
-            Message::StateRequest { transfer }.encode(),
+            Message::StateRequest {
+                transfer,
+                view: self.live.iter().map(|m| m.id).collect(),
+            }
+            .encode(),
             Some(Purpose::Request { transfer }),
         );
     }
@@ -107,7 +134,11 @@ impl SessionNode {
         if pending && self.members.binary_search(&m).is_ok() {
             self.send(
                 vec![m],
-                Message::StateRequest { transfer }.encode(),
+                Message::StateRequest {
+                    transfer,
+                    view: self.live.iter().map(|m| m.id).collect(),
+                }
+                .encode(),
                 Some(Purpose::Request { transfer }),
             );
         }
@@ -157,8 +188,19 @@ impl SessionNode {
         }
         let had_donors = !j.donors.is_empty();
         self.join = None;
+        if self.state == NodeState::Ready {
+            // Caught up: commits that waited for it may run.
+            let now = self.clock;
+            self.run_settled(now);
+        }
         if self.state == NodeState::Joining {
             self.state = NodeState::Ready;
+            if had_donors && !self.table.is_empty() {
+                // Commits the former primaries still had in flight may
+                // reach this node a little after the transfer: it answers
+                // for its sessions only once they had time to arrive.
+                self.ready_at = Some(self.clock);
+            }
             if had_donors {
                 self.stats.transfers_received += 1;
             }
@@ -181,43 +223,86 @@ impl SessionNode {
             self.join = None;
             if self.state == NodeState::Joining {
                 self.state = NodeState::TransferFailed;
+                self.push_event(SessionEvent::TransferFailed {
+                    reason: TransferFailure::Timeout { missing },
+                });
+            } else {
+                crate::sr_log!(
+                    Warn,
+                    "{}: catching up with {missing} member(s) timed out (stateTransferTimeout)",
+                    self.me.addr
+                );
             }
-            self.push_event(SessionEvent::TransferFailed {
-                reason: TransferFailure::Timeout { missing },
-            });
         }
     }
 
-    /// The ids this node must send to joiner `to`, except those in `skip`.
-    fn share_for(&self, to: MemberKey, skip: &HashSet<SessionId>) -> Vec<SessionId> {
+    /// The ids this node must send to joiner `to`, except those in `skip`:
+    /// every session `to` holds by this node's placement or by the
+    /// joiner's own `view` (which may lack members that died unnoticed).
+    fn share_for(
+        &self,
+        to: MemberKey,
+        skip: &HashSet<SessionId>,
+        view: &[MemberKey],
+    ) -> Vec<SessionId> {
+        let copies = self.copies();
         self.table
             .iter()
             .filter(|s| !skip.contains(&s.id))
             .filter(|s| match self.cfg.mode {
                 SessionMode::Delta => true,
+                // Every copy the joiner holds by placement, whoever else
+                // holds it too: the member placement ranks first may have
+                // died without anyone noticing yet, so no donor may count
+                // on another to send it. The version rules drop duplicates.
                 SessionMode::Backup => {
-                    let h = self.placement_of(&s.id);
-                    h.contains(&to) && h.as_slice().iter().find(|x| **x != to) == Some(&self.me)
+                    self.placement_of(&s.id).contains(&to)
+                        || (!view.is_empty()
+                            && Placement::holders(&s.id, view, copies).contains(&to))
                 }
             })
             .map(|s| s.id.clone())
             .collect()
     }
 
-    pub(crate) fn on_state_request(&mut self, from: MemberKey, transfer: u64, now: Instant) {
+    pub(crate) fn on_state_request(
+        &mut self,
+        from: MemberKey,
+        transfer: u64,
+        view: Vec<[u8; 16]>,
+        now: Instant,
+    ) {
         // The request may overtake the membership event of the joiner.
-        self.add_member(from);
-        let ids = self.share_for(from, &HashSet::new());
+        self.add_member(from, now);
+        // The joiner's view as keys (placement only uses the ids).
+        let mut view: Vec<MemberKey> = view
+            .into_iter()
+            .map(|id| {
+                if id == from.id {
+                    return from;
+                }
+                self.members
+                    .iter()
+                    .chain(std::iter::once(&self.me))
+                    .find(|m| m.id == id)
+                    .copied()
+                    .unwrap_or(MemberKey::new(id, from.addr))
+            })
+            .collect();
+        view.sort();
+        view.dedup();
+        let ids = self.share_for(from, &HashSet::default(), &view);
         self.donations.retain(|(to, _), _| *to != from);
         self.forward.insert(from, now + FOREVER);
         self.donations.insert(
             (from, transfer),
             Donation {
+                view,
                 listed: ids.iter().cloned().collect(),
                 ids,
                 cursor: 0,
                 next_seq: 0,
-                outstanding: HashMap::new(),
+                outstanding: HashMap::default(),
                 sent: 0,
                 complete_sent: false,
                 retries: 0,
@@ -284,7 +369,7 @@ impl SessionNode {
         if d.cursor >= d.ids.len() && d.outstanding.is_empty() && !d.complete_sent {
             // Sessions that reached this node during the transfer from
             // members that did not know the joiner yet: send them too.
-            let late = self.share_for(to, &d.listed);
+            let late = self.share_for(to, &d.listed, &d.view);
             if !late.is_empty() {
                 d.listed.extend(late.iter().cloned());
                 d.ids.extend(late);
@@ -470,7 +555,8 @@ impl SessionNode {
 
     /// Starts (or joins) a fetch of `id` from its owner; the member asked.
     pub(crate) fn start_fetch(&mut self, id: SessionId, now: Instant) -> Option<MemberKey> {
-        if let Some(f) = self.fetches.values().find(|f| f.id == id) {
+        if let Some(f) = self.fetches.values_mut().find(|f| f.id == id) {
+            f.again = true;
             return Some(f.target);
         }
         let target = *self.fetch_candidates(&id).first()?;
@@ -482,6 +568,7 @@ impl SessionNode {
                 target,
                 tried: vec![target],
                 deadline: now + self.cfg.access_timeout,
+                again: false,
             },
         );
         self.stats.fetches += 1;
@@ -493,15 +580,14 @@ impl SessionNode {
         Some(target)
     }
 
-    /// Whom to ask for `id`, in order: its holders by placement, then
-    /// members that are leaving (a draining member holds its sessions
-    /// until every hand-off is acknowledged).
+    /// Whom to ask for `id`: its primary, which alone answers reads
+    /// (backup mode).
     fn fetch_candidates(&self, id: &[u8]) -> Vec<MemberKey> {
-        let mut c = self.placement_of(id).others(&self.me);
-        let mut leaving: Vec<MemberKey> = self.leaving.iter().copied().collect();
-        leaving.sort();
-        c.extend(leaving.into_iter().filter(|m| *m != self.me));
-        c
+        self.placement_of(id)
+            .primary()
+            .filter(|p| *p != self.me)
+            .into_iter()
+            .collect()
     }
 
     /// The owner asked did not answer: ask the next holder, or give up.
@@ -529,10 +615,7 @@ impl SessionNode {
             }
             None => {
                 if let Some(f) = self.fetches.remove(&fetch) {
-                    self.push_event(SessionEvent::Fetched {
-                        id: f.id,
-                        found: false,
-                    });
+                    self.push_event(SessionEvent::FetchFailed { id: f.id });
                 }
             }
         }
@@ -551,15 +634,17 @@ impl SessionNode {
         if f.id != id {
             return;
         }
-        match session {
-            Some(img) => {
-                self.fetches.remove(&fetch);
-                self.table.apply_image(img, now);
-                let found = self.table.get(&id).is_some();
-                self.push_event(SessionEvent::Fetched { id, found });
+        // The primary's answer, acknowledged state only. Not kept in the
+        // table: a copy this node does not hold by placement would go stale.
+        if let Some(f) = self.fetches.remove(&fetch) {
+            if f.again {
+                // Some reader started after this fetch: its answer must not
+                // be older than that reader.
+                self.start_fetch(f.id, now);
+                return;
             }
-            None => self.retry_fetch(fetch, now),
         }
+        self.deliver_read(id, session.map(|img| img.into_session(now)));
     }
 
     pub(crate) fn check_fetch_timeouts(&mut self, now: Instant) {

@@ -73,8 +73,25 @@ pub struct CommitTicket(pub u64);
 pub enum CommitFailure {
     /// A required copy kept refusing or timing out after `commitRetries`.
     Unacknowledged,
-    /// A concurrent commit of the same session on another node won.
+    /// Not applied: the session changed since the transaction's base
+    /// version (or, for a create, the id exists), or a concurrent commit
+    /// of the same session won.
     Conflict,
+    /// Not applied: no ready primary could take the commit (it is joining,
+    /// or placement moved while the commit was on its way), or fewer than
+    /// `minCommitCopies` holders are up. Retry later.
+    Unavailable,
+    /// Not applied: the session does not exist.
+    NotFound,
+}
+
+impl CommitFailure {
+    /// True if the commit is certainly not applied anywhere and never will
+    /// be; false for [`CommitFailure::Unacknowledged`], whose change may
+    /// survive (read the session to find out).
+    pub fn is_definite(self) -> bool {
+        self != CommitFailure::Unacknowledged
+    }
 }
 
 /// Why a state transfer failed.
@@ -156,12 +173,28 @@ pub enum SessionEvent {
         /// Version discarded.
         discarded: Version,
     },
-    /// A fetch started by `get` finished.
+    /// A read started by `get` finished: take its result with
+    /// [`SessionNode::take_fetched`](super::SessionNode::take_fetched).
     Fetched {
         /// Session id.
         id: SessionId,
-        /// True if the session arrived (then `get` returns it).
+        /// True if the session exists (false: the primary says it does not).
         found: bool,
+    },
+    /// A read started by `get` could not be answered (no ready primary
+    /// answered within `accessTimeout`): neither found nor absent; retry.
+    FetchFailed {
+        /// Session id.
+        id: SessionId,
+    },
+    /// The cluster's health as this node sees it changed (a member was
+    /// added, lost or started leaving, or copies were restored).
+    Health {
+        /// Members in placement, this node included.
+        members: usize,
+        /// Sessions held here with fewer than `backupCount + 1` copies
+        /// confirmed (too few members, or copies still in flight).
+        under_replicated: usize,
     },
     /// State transfer is complete: the node holds its full share.
     Ready {
@@ -209,6 +242,10 @@ pub enum Lookup<'a> {
     Moved(MemberKey),
     /// No such session.
     NotFound,
+    /// Cannot be answered now (no ready primary of the session, or it may
+    /// not hold every copy yet after a placement change): neither found nor
+    /// absent. Retry shortly.
+    Unavailable,
 }
 
 /// Counters of one node.
@@ -250,4 +287,185 @@ pub struct SessionStats {
     pub fetches: u64,
     /// Sessions handed over by drain.
     pub handoffs: u64,
+    /// Commits handed to the session's primary by this node.
+    pub forwarded: u64,
+    /// Now: sessions held here with fewer than `backupCount + 1` copies
+    /// confirmed (too few members, or re-replication still in flight). Safe
+    /// to take the next node down only while this is 0 on every node.
+    pub under_replicated: usize,
+    /// Now: hand-offs in flight (drain hand-offs, copies released to their
+    /// new holders, state transfers served).
+    pub handoffs_in_progress: usize,
+}
+
+impl SessionStats {
+    /// The counters in the Prometheus text format, names prefixed with
+    /// `sessionrepl_session_` (gauges: `sessions`, `under_replicated`,
+    /// `handoffs_in_progress`).
+    pub fn to_prometheus(&self) -> String {
+        use std::fmt::Write;
+        let rows: [(&str, &str, u64, &str); 23] = [
+            (
+                "sessions",
+                "gauge",
+                self.sessions as u64,
+                "sessions held here",
+            ),
+            ("commits", "counter", self.commits, "commits started here"),
+            (
+                "commits_acked",
+                "counter",
+                self.commits_acked,
+                "commits acknowledged",
+            ),
+            (
+                "commits_failed",
+                "counter",
+                self.commits_failed,
+                "commits not acknowledged",
+            ),
+            (
+                "conflicts",
+                "counter",
+                self.conflicts,
+                "commits refused or met on a stale base",
+            ),
+            (
+                "applied",
+                "counter",
+                self.applied,
+                "replicated changes applied here",
+            ),
+            (
+                "stale",
+                "counter",
+                self.stale,
+                "replicated changes older than held",
+            ),
+            (
+                "gaps",
+                "counter",
+                self.gaps,
+                "deltas refused for a missing base",
+            ),
+            (
+                "copies_sent",
+                "counter",
+                self.copies_sent,
+                "whole copies sent",
+            ),
+            (
+                "decode_errors",
+                "counter",
+                self.decode_errors,
+                "undecodable messages",
+            ),
+            ("expired", "counter", self.expired, "sessions expired here"),
+            (
+                "promotions",
+                "counter",
+                self.promotions,
+                "sessions promoted to primary here",
+            ),
+            (
+                "rereplications",
+                "counter",
+                self.rereplications,
+                "copies sent to restore the copy count",
+            ),
+            (
+                "transfers_served",
+                "counter",
+                self.transfers_served,
+                "state transfers served",
+            ),
+            (
+                "transfers_received",
+                "counter",
+                self.transfers_received,
+                "state transfers received",
+            ),
+            (
+                "sessions_transferred",
+                "counter",
+                self.sessions_transferred,
+                "sessions received by transfer",
+            ),
+            (
+                "fetches",
+                "counter",
+                self.fetches,
+                "reads asked of a primary",
+            ),
+            (
+                "handoffs",
+                "counter",
+                self.handoffs,
+                "sessions handed over by drain",
+            ),
+            (
+                "forwarded",
+                "counter",
+                self.forwarded,
+                "commits handed to the primary",
+            ),
+            (
+                "under_replicated",
+                "gauge",
+                self.under_replicated as u64,
+                "sessions with fewer copies than configured",
+            ),
+            (
+                "handoffs_in_progress",
+                "gauge",
+                self.handoffs_in_progress as u64,
+                "hand-offs in flight",
+            ),
+            (
+                "at_risk",
+                "gauge",
+                (self.under_replicated > 0) as u64,
+                "1 if losing another node now could lose acknowledged commits",
+            ),
+            (
+                "commits_pending",
+                "gauge",
+                self.commits
+                    .saturating_sub(self.commits_acked + self.commits_failed),
+                "commits started here and not settled",
+            ),
+        ];
+        let mut s = String::new();
+        for (name, kind, v, help) in rows {
+            let _ = writeln!(s, "# HELP sessionrepl_session_{name} {help}");
+            let _ = writeln!(s, "# TYPE sessionrepl_session_{name} {kind}");
+            let _ = writeln!(s, "sessionrepl_session_{name} {v}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionStats;
+
+    #[test]
+    fn prometheus_text_has_the_risk_gauges() {
+        let s = SessionStats {
+            under_replicated: 3,
+            conflicts: 2,
+            ..SessionStats::default()
+        };
+        let t = s.to_prometheus();
+        assert!(
+            t.contains("# TYPE sessionrepl_session_under_replicated gauge\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("sessionrepl_session_under_replicated 3\n"),
+            "{t}"
+        );
+        assert!(t.contains("sessionrepl_session_conflicts 2\n"), "{t}");
+        assert!(t.contains("sessionrepl_session_at_risk 1\n"), "{t}");
+    }
 }

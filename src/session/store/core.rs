@@ -248,9 +248,23 @@ impl Core {
                 }
                 return;
             }
-            SessionEvent::Fetched { ref id, found } => {
+            SessionEvent::Fetched { ref id, .. } => {
+                let slots = st.fetches.remove(id).unwrap_or_default();
+                if let Some(found) = st.node.take_fetched(id) {
+                    for s in slots {
+                        s.complete_read(found.clone());
+                    }
+                } else {
+                    // Taken by an earlier event of the same read: ask again.
+                    for s in slots {
+                        s.complete(SlotResult::Unavailable);
+                    }
+                }
+                return;
+            }
+            SessionEvent::FetchFailed { ref id } => {
                 for s in st.fetches.remove(id).unwrap_or_default() {
-                    s.complete(SlotResult::Fetched(found));
+                    s.complete(SlotResult::Unavailable);
                 }
                 return;
             }

@@ -2,6 +2,7 @@
 //! the one-shot slot behind it (also used for fetches).
 
 use crate::error::{Error, Result};
+use crate::session::model::Session;
 use crate::session::node::CommitFailure;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -13,8 +14,10 @@ pub(crate) enum SlotResult {
     Acked(usize),
     /// Not acknowledged.
     Failed(CommitFailure),
-    /// A fetch finished: found or not.
+    /// A read finished: found or not.
     Fetched(bool),
+    /// A read could not be answered now (no ready primary); retry.
+    Unavailable,
     /// The store closed first.
     Closed,
 }
@@ -32,6 +35,8 @@ struct SlotState {
 pub(crate) struct Slot {
     state: Mutex<SlotState>,
     cv: Condvar,
+    /// The session a read found.
+    session: Mutex<Option<Session>>,
 }
 
 impl Slot {
@@ -53,6 +58,21 @@ impl Slot {
                 self.cv.notify_all();
             }
         }
+    }
+
+    /// Completes a read with what it found.
+    pub(crate) fn complete_read(&self, s: Option<Session>) {
+        let found = s.is_some();
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        self.complete(SlotResult::Fetched(found));
+    }
+
+    /// The session a completed read found.
+    pub(crate) fn take_session(&self) -> Option<Session> {
+        self.session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub(crate) fn peek(&self) -> Option<(SlotResult, Instant)> {
@@ -100,10 +120,14 @@ impl CommitHandle {
     ///
     /// # Errors
     /// [`Error::Timeout`] if still pending after `timeout` (it may still
-    /// complete later), [`Error::RemoteFailure`] if a required copy refused
-    /// or never answered after `commitRetries`, [`Error::Conflict`] if a
-    /// concurrent commit on another node won, [`Error::Shutdown`] if the
-    /// store closed first.
+    /// complete later); [`Error::RemoteFailure`] if a required copy refused
+    /// or never answered after `commitRetries`, or the primary it was
+    /// handed to was lost (the change may or may not survive);
+    /// [`Error::Conflict`] if the session changed since the transaction's
+    /// base version (not applied); [`Error::Unreachable`] if no ready
+    /// primary took it or fewer than `minCommitCopies` holders are up (not
+    /// applied); [`Error::NotFound`] if the session does not exist;
+    /// [`Error::Shutdown`] if the store closed first.
     pub fn wait(&self, timeout: Duration) -> Result<usize> {
         match self.slot.wait_until(Instant::now() + timeout) {
             None => Err(Error::Timeout),
@@ -134,12 +158,21 @@ fn result_of(r: SlotResult) -> Result<usize> {
     match r {
         SlotResult::Acked(n) => Ok(n),
         SlotResult::Fetched(_) => Ok(1),
+        SlotResult::Unavailable => Err(Error::Timeout),
         SlotResult::Failed(CommitFailure::Conflict) => Err(Error::Conflict(
-            "a concurrent commit on another member won".into(),
+            "the session changed since the transaction's base version (not applied)".into(),
         )),
         SlotResult::Failed(CommitFailure::Unacknowledged) => Err(Error::RemoteFailure(
-            "a required copy did not acknowledge the commit".into(),
+            "not acknowledged by every required copy: the change may or may not survive; \
+             read the session to find out"
+                .into(),
         )),
+        SlotResult::Failed(CommitFailure::Unavailable) => Err(Error::Unreachable(
+            "no ready primary took the commit, or fewer than minCommitCopies holders are up \
+             (not applied)"
+                .into(),
+        )),
+        SlotResult::Failed(CommitFailure::NotFound) => Err(Error::NotFound),
         SlotResult::Closed => Err(Error::Shutdown),
     }
 }

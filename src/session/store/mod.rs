@@ -288,14 +288,20 @@ impl SessionStore {
         })
     }
 
-    /// Commits a request's changes (the end of a request): applied here,
-    /// only the changes sent to the members that hold the session. The
-    /// handle completes when every one of them acknowledged. An empty `txn`
-    /// records an access and returns a completed handle.
+    /// Commits a request's changes (the end of a request). In backup mode
+    /// the session's primary applies them (here, or handed to it), checking
+    /// the transaction's base version if set ([`Txn::on`],
+    /// [`Txn::set_base`]), and sends only the changes to the backups. The
+    /// handle completes when every holder acknowledged, or with the failure
+    /// (see [`CommitHandle::wait`]). An empty `txn` records an access and
+    /// returns a completed handle.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if this node holds no copy ([`SessionStore::get`]
-    /// first: it fetches the session), [`Error::Shutdown`] after drain.
+    /// [`Error::Conflict`] if the base is stale (decided here when this
+    /// node is the primary; otherwise through the handle),
+    /// [`Error::NotFound`] if there is no such session,
+    /// [`Error::Unreachable`] if fewer than `minCommitCopies` holders are
+    /// up or no primary is known, [`Error::Shutdown`] after drain.
     pub fn commit(&self, txn: Txn) -> Result<CommitHandle> {
         self.core.with(|st, now| match st.node.commit(txn, now)? {
             Some(ticket) => {
@@ -316,45 +322,52 @@ impl SessionStore {
         self.get_timeout(id, self.access_timeout)
     }
 
-    /// [`SessionStore::get`] with an explicit wait.
+    /// [`SessionStore::get`] with an explicit wait. In backup mode the
+    /// session's primary answers, with acknowledged state only: a read
+    /// waits while a commit of the session is in flight, and while no ready
+    /// primary can answer (a primary lost and not yet replaced, a joiner
+    /// not yet ready), up to `timeout`.
     ///
     /// # Errors
-    /// [`Error::Timeout`] if the owner did not answer within `timeout`.
+    /// [`Error::Timeout`] if no answer came within `timeout`.
     pub fn get_timeout(&self, id: &[u8], timeout: Duration) -> Result<StoreLookup> {
         let deadline = Instant::now() + timeout;
-        for round in 0..3 {
-            let r = self.core.with(|st, now| {
-                // A cached copy may be stale: refresh it from the holders once.
-                if round == 0 && st.node.is_cached_copy(id) && st.node.refresh(id, now).is_some() {
+        loop {
+            let r = self.core.with(|st, now| match st.node.get(id, now) {
+                Lookup::Local(s) => Ok(Some(StoreLookup::Local(s.clone()))),
+                Lookup::Moved(m) => Ok(Some(StoreLookup::Moved(m.addr))),
+                Lookup::NotFound => Ok(Some(StoreLookup::NotFound)),
+                Lookup::Unavailable => Ok(None),
+                Lookup::Fetching { .. } => {
                     let slot = Slot::new();
                     let key = SessionId::copy_from_slice(id);
                     st.fetches.entry(key).or_default().push(slot.clone());
-                    return Err(slot);
-                }
-                match st.node.get(id, now) {
-                    Lookup::Local(s) => Ok(StoreLookup::Local(s.clone())),
-                    Lookup::Moved(m) => Ok(StoreLookup::Moved(m.addr)),
-                    Lookup::NotFound => Ok(StoreLookup::NotFound),
-                    Lookup::Fetching { .. } => {
-                        let slot = Slot::new();
-                        let key = SessionId::copy_from_slice(id);
-                        st.fetches.entry(key).or_default().push(slot.clone());
-                        Err(slot)
-                    }
+                    Err(slot)
                 }
             });
-            let slot = match r {
-                Ok(found) => return Ok(found),
-                Err(slot) => slot,
-            };
-            match slot.wait_until(deadline) {
-                None => return Err(Error::Timeout),
-                Some(SlotResult::Fetched(false)) if round > 0 => return Ok(StoreLookup::NotFound),
-                Some(SlotResult::Closed) => return Err(Error::Shutdown),
-                Some(_) => {}
+            match r {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {}
+                Err(slot) => match slot.wait_until(deadline) {
+                    None => return Err(Error::Timeout),
+                    Some(SlotResult::Fetched(found)) => {
+                        if let Some(s) = slot.take_session() {
+                            return Ok(StoreLookup::Local(s));
+                        }
+                        if !found {
+                            return Ok(StoreLookup::NotFound);
+                        }
+                    }
+                    Some(SlotResult::Closed) => return Err(Error::Shutdown),
+                    Some(_) => {}
+                },
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout);
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
         }
-        Ok(StoreLookup::NotFound)
     }
 
     /// Records a read-only request: refreshes the last access here and, no

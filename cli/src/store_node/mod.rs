@@ -16,17 +16,32 @@
 //! waitmembers <n> <timeout_ms>        -> members n=<count>
 //! drain                               -> ok drained | err <why>
 //! stats                               -> stats sessions=<n> commits=<c> acked=<a> ...
+//! counters                            -> counters <field>=<n>... (every SessionStats field)
 //! quit                                -> bye (after close)
 //! ```
 //!
+//! The list-append commands of the Jepsen-style test (`append`, `read`,
+//! `holders`) are in [`append`].
+//!
+//! A line `@<tag> <command>` runs the command on a pool of worker threads
+//! and answers `@<tag> <answer>` whenever it is done, so one node serves
+//! many concurrent clients; untagged commands run one at a time, in order.
+//! `quit` is always untagged.
+//!
 //! With `--events`, session events are printed as `event <what> <id>` lines
 //! as they happen (readers skip lines starting with `event`).
+
+mod append;
 
 use sessionrepl::session::{SessionEvent, SessionStore, StoreLookup};
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
+/// Tagged commands running at once; more wait in [`TAGGED_QUEUE`].
+const WORKERS: usize = 32;
+/// Tagged commands read but not started; reading stdin waits beyond this.
+const TAGGED_QUEUE: usize = 256;
 
 fn padded(value: &str, size: usize) -> Vec<u8> {
     let mut v = value.as_bytes().to_vec();
@@ -182,12 +197,15 @@ fn check(store: &SessionStore, w: &[&str]) -> Result<String, String> {
     Ok(format!("check ok={ok} missing={missing} wrong={wrong}"))
 }
 
-fn handle(store: &SessionStore, line: &str) -> Option<String> {
+fn handle(store: &SessionStore, copies: usize, line: &str) -> Option<String> {
     let w: Vec<&str> = line.split_whitespace().collect();
     let r = match w.as_slice() {
         [] => return None,
         ["quit"] => return Some("quit".into()),
         ["get", id] => Ok(lookup(store, id)),
+        ["append", id, elem] => Ok(append::append(store, id, elem)),
+        ["read", id] => Ok(append::read(store, id)),
+        ["holders", id] => Ok(append::holders(store, id, copies)),
         [what @ ("create" | "set" | "chid"), id, arg] => {
             one(store, what, id, Some(arg)).map(|n| format!("ok copies={n}"))
         }
@@ -214,9 +232,26 @@ fn handle(store: &SessionStore, line: &str) -> Option<String> {
                 s.rereplications, s.sessions_transferred, s.handoffs, s.fetches
             ))
         }
+        ["counters"] => Ok(counters(&store.stats())),
         _ => Err(format!("unknown command: {line}")),
     };
     Some(r.unwrap_or_else(|e| format!("err {e}")))
+}
+
+/// Every field of `SessionStats` as `name=value`, from its `Debug` form, so
+/// counters the store adds show up without a change here.
+fn counters(s: &sessionrepl::session::SessionStats) -> String {
+    let dbg = format!("{s:?}");
+    let inner = dbg
+        .split_once('{')
+        .and_then(|(_, r)| r.rsplit_once('}'))
+        .map_or("", |(i, _)| i);
+    let fields: Vec<String> = inner
+        .split(',')
+        .filter_map(|f| f.split_once(':'))
+        .map(|(k, v)| format!("{}={}", k.trim(), v.trim()))
+        .collect();
+    format!("counters {}", fields.join(" "))
 }
 
 fn describe(e: &SessionEvent) -> Option<String> {
@@ -239,6 +274,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let events = args.iter().any(|a| a == "--events");
     let rest: Vec<String> = args.iter().filter(|a| *a != "--events").cloned().collect();
     let cfg = super::node::parse_config(&rest)?;
+    let copies = cfg.session.backup_count + 1;
     let mut b = SessionStore::builder(cfg);
     if events {
         b = b.event_listener(|e| {
@@ -259,15 +295,48 @@ pub fn run(args: &[String]) -> Result<(), String> {
         store.stats().sessions,
         store.ready_after().unwrap_or_default().as_millis()
     );
+    let store = std::sync::Arc::new(store);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(String, String)>(TAGGED_QUEUE);
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let (rx, store) = (rx.clone(), store.clone());
+            std::thread::spawn(move || {
+                loop {
+                    // The lock is held only while taking one command.
+                    let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((tag, cmd)) = next else { break };
+                    if cmd.trim() == "quit" {
+                        println!("{tag} err quit is untagged");
+                        continue;
+                    }
+                    let r = handle(&store, copies, &cmd).unwrap_or_else(|| "err empty".into());
+                    println!("{tag} {r}");
+                }
+            })
+        })
+        .collect();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        match handle(&store, line.trim()) {
+        let line = line.trim();
+        if line.starts_with('@') {
+            let (tag, cmd) = line.split_once(' ').unwrap_or((line, ""));
+            if tx.send((tag.to_string(), cmd.to_string())).is_err() {
+                break;
+            }
+            continue;
+        }
+        match handle(&store, copies, line) {
             Some(r) if r == "quit" => break,
             Some(r) => println!("{r}"),
             None => {}
         }
     }
+    drop(tx);
     store.close();
+    for w in workers {
+        let _ = w.join();
+    }
     println!("bye");
     Ok(())
 }
