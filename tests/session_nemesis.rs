@@ -701,14 +701,8 @@ const FIXED_SEEDS: &[(u64, &str)] = &[
     (2112, "drain notice lost and never resent: a member kept placing sessions on a drained node"),
     (2379, "drain raced a forwarded commit: the new primary started a term on an older base, an acked append lost"),
     (2385, "primary promoted after a crash served a state another holder lacked; a later drain lost it"),
+    (9390, "a member primary again after a drain reused its old term: a holder kept the drained primary's unknown commit over a later acknowledged one"),
 ];
-
-// Open (not in FIXED_SEEDS, it fails): seed 9390, 1 of 1,501 seeds run
-// (8000-9500): an append whose commit ended unknown (Info) on a primary that
-// then drained reappeared after the drain and replaced a later acknowledged
-// append (divergent lists). Replay: `SIM_SEEDS=9390-9390 cargo test --test
-// session_nemesis list_append`, `SIM_TRACE=1 SIM_DEBUG_SEED=9390
-// SIM_DEBUG_SESSION=s4 cargo test --test session_nemesis dump -- --nocapture`.
 
 #[test]
 fn list_append_under_the_nemesis_keeps_every_acknowledged_append() {

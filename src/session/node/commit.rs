@@ -254,10 +254,11 @@ impl SessionNode {
         }
         let me = self.me.id;
         let draining = self.state == NodeState::Draining;
+        let promoted = backup && self.new_term.remove(&txn.id[..]);
         let s = self.table.get_mut(&txn.id).ok_or(Error::NotFound)?;
         let base = s.version;
         s.apply(&txn.ops, &txn.meta);
-        s.version = if backup && base.writer != me {
+        s.version = if backup && (base.writer != me || promoted) {
             // First commit of a new primary: a new term (the counter's high
             // half), so that whatever an earlier primary left on some copy
             // without acknowledgement orders before every commit from now on.
