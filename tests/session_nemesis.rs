@@ -701,6 +701,7 @@ const FIXED_SEEDS: &[(u64, &str)] = &[
     (2112, "drain notice lost and never resent: a member kept placing sessions on a drained node"),
     (2379, "drain raced a forwarded commit: the new primary started a term on an older base, an acked append lost"),
     (2385, "primary promoted after a crash served a state another holder lacked; a later drain lost it"),
+    (9390, "a member primary again after a drain reused its old term: a holder kept the drained primary's unknown commit over a later acknowledged one"),
 ];
 
 #[test]

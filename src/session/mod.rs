@@ -28,7 +28,10 @@ pub mod sim;
 mod store;
 mod table;
 
-pub use codec::{CodecLimits, CopyReason, DecodeError, Delta, Message, RemoveReason, SessionImage};
+pub use codec::{
+    CodecLimits, CopyReason, DecodeError, Delta, ForwardOutcome, Message, RemoveReason,
+    SessionImage,
+};
 pub use config::{SessionConfig, SessionMode};
 pub use model::{AttrOp, MemberKey, MetaChange, Session, SessionId, SessionMeta, Txn, Version};
 pub use node::{

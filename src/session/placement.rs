@@ -23,7 +23,7 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// The members a session lives on, best first: `[primary, backup1, ...]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Holders(Vec<MemberKey>);
 
 impl Holders {

@@ -109,6 +109,9 @@ impl SessionNode {
     /// Fails with `Unavailable` if fewer than `minCommitCopies` holders
     /// (this node included) would take a commit of `id`.
     pub(crate) fn check_min_copies(&self, id: &[u8]) -> Result<()> {
+        if self.cfg.min_commit_copies <= 1 {
+            return Ok(()); // this node's copy is always there
+        }
         let copies = 1 + self.required(id).len();
         if copies < self.cfg.min_commit_copies {
             return Err(Error::Unreachable(format!(
@@ -207,8 +210,24 @@ impl SessionNode {
         origin: Option<(MemberKey, u64)>,
     ) -> Result<CommitTicket> {
         let backup = self.cfg.mode == SessionMode::Backup;
-        self.check_min_copies(&txn.id)?;
-        if backup && !self.authoritative(&txn.id, now) {
+        // Placement once per commit (the hot path).
+        let to = match self.cfg.mode {
+            SessionMode::Backup => self.placement_of(&txn.id),
+            SessionMode::Delta => crate::session::placement::Holders::default(),
+        };
+        let primary = to.primary();
+        let to = match self.cfg.mode {
+            SessionMode::Backup => to.others(&self.me),
+            SessionMode::Delta => self.peers(),
+        };
+        if 1 + to.len() < self.cfg.min_commit_copies {
+            return Err(Error::Unreachable(format!(
+                "only {} holder(s) up, minCommitCopies is {}",
+                1 + to.len(),
+                self.cfg.min_commit_copies
+            )));
+        }
+        if backup && !self.settled_primary(&txn.id, now, primary) {
             // The former primary's last commits may still be on their way.
             return self.queue_commit(txn, None, origin, now);
         }
@@ -233,14 +252,13 @@ impl SessionNode {
                 ));
             }
         }
-        self.check_min_copies(&txn.id)?;
         let me = self.me.id;
-        let to = self.required(&txn.id);
         let draining = self.state == NodeState::Draining;
+        let promoted = backup && self.new_term.remove(&txn.id[..]);
         let s = self.table.get_mut(&txn.id).ok_or(Error::NotFound)?;
         let base = s.version;
         s.apply(&txn.ops, &txn.meta);
-        s.version = if backup && base.writer != me {
+        s.version = if backup && (base.writer != me || promoted) {
             // First commit of a new primary: a new term (the counter's high
             // half), so that whatever an earlier primary left on some copy
             // without acknowledgement orders before every commit from now on.

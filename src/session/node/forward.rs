@@ -391,10 +391,20 @@ impl SessionNode {
     /// (and ready that long, after a join), so no newer copy, and no commit
     /// of a former primary, can still be on its way here.
     pub(crate) fn authoritative(&self, id: &[u8], now: Instant) -> bool {
+        self.settled_primary(id, now, self.placement_of(id).primary())
+    }
+
+    /// [`SessionNode::authoritative`] with `id`'s primary computed already.
+    pub(crate) fn settled_primary(
+        &self,
+        id: &[u8],
+        now: Instant,
+        primary: Option<MemberKey>,
+    ) -> bool {
         if self.state != NodeState::Ready
             || self.join.is_some()
             || self.live.len() < self.cfg.min_commit_copies
-            || self.placement_of(id).primary() != Some(self.me)
+            || primary != Some(self.me)
         {
             // Not ready, still catching up with a member, or on the minority
             // side of a partition (fewer members than minCommitCopies).
@@ -436,6 +446,9 @@ impl SessionNode {
             return;
         }
         self.pending_ids.remove(id);
+        if self.deferred.is_empty() && self.queued.is_empty() {
+            return; // the common case: nobody waits for this session
+        }
         let readers = self.deferred.remove(id).unwrap_or_default();
         let primary = self.state == NodeState::Ready
             && self.is_primary_for(id)

@@ -112,6 +112,10 @@ pub struct SessionNode {
     pub(crate) failed_repairs: HashSet<SessionId>,
     /// Dirty sessions with a repair copy in flight.
     pub(crate) repairing: HashSet<SessionId>,
+    /// Sessions this node became the primary of again: its next commit
+    /// starts a new term even if it wrote the last version itself (a
+    /// primary in between may have left a higher version on some copy).
+    pub(crate) new_term: HashSet<SessionId>,
     /// Commits whose base is not the current version while an earlier
     /// commit of the session is unacknowledged: decided once it settles
     /// (a conflict with a change that may still vanish is no conflict).
@@ -168,6 +172,7 @@ impl SessionNode {
             dirty: HashSet::default(),
             failed_repairs: HashSet::default(),
             repairing: HashSet::default(),
+            new_term: HashSet::default(),
             queued: HashMap::default(),
             reuse_ticket: None,
             ready_at: None,
@@ -282,6 +287,7 @@ impl SessionNode {
                     })
                     .map(|s| s.id.clone())
                     .collect();
+                self.new_term.extend(promoted.iter().cloned());
                 self.dirty.extend(promoted);
             }
             self.recent_views.push_back((now, old));
