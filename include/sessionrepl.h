@@ -312,8 +312,9 @@ typedef enum sr_replication_mode {
      */
     SR_MODE_POOLED = 1,
     /**
-     * Ordered per-member queue drained by a sender thread per member;
-     * outcomes go to the outcome callback.
+     * Ordered per-member bounded queues, drained by one shared engine
+     * thread (no thread per member); a send is admitted to all its
+     * members or to none; outcomes go to the outcome callback.
      */
     SR_MODE_ASYNCHRONOUS = 2,
     /**
