@@ -206,6 +206,10 @@ impl SessionNode {
             }
             let sessions = self.table.len();
             self.push_event(SessionEvent::Ready { sessions });
+            // A host learns the cluster's health as soon as the node is
+            // ready, even when its view formed before it opened (no member
+            // change follows then).
+            self.health_changed();
         }
     }
 
