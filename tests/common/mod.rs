@@ -100,8 +100,21 @@ pub fn stdout_lines(child: &mut Child, wait: Duration) -> Arc<Log<String>> {
 }
 
 /// Compiles `java/<file>` against the Tribes jars into a fresh temp dir, or
-/// says why it cannot (no jar, no javac) so the caller can skip.
+/// says why it cannot (no jar, no javac) so the caller can skip — except
+/// under `CI=true`, where a test that cannot run its real peer fails
+/// instead of passing silently.
 pub fn compile_java(file: &str) -> Result<PathBuf, String> {
+    let r = compile_java_here(file);
+    if let Err(why) = &r {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the Java peer cannot be built under CI=true: {why}"
+        );
+    }
+    r
+}
+
+fn compile_java_here(file: &str) -> Result<PathBuf, String> {
     for jar in [TRIBES_JAR, JULI_JAR] {
         if !Path::new(jar).exists() {
             return Err(format!(
