@@ -413,18 +413,25 @@ public final class ApiTest {
             eq(2, seen.size(), "the channel still works");
         }
         List<String> st = new CopyOnWriteArrayList<>();
-        SessionStore[] store = new SessionStore[1];
+        java.util.concurrent.atomic.AtomicReference<SessionStore> store =
+            new java.util.concurrent.atomic.AtomicReference<>();
         try (SessionStore s = SessionStore.open(plain("fastasyncqueue"), e -> {
                 if (e.kind() == SessionEvent.Kind.READY || e.kind() == SessionEvent.Kind.COMMIT_ACKED) {
+                    // A lone store may be ready before open() has returned:
+                    // wait (bounded) until the test holds its handle.
+                    long until = System.nanoTime() + 5_000_000_000L;
+                    while (store.get() == null && System.nanoTime() < until) {
+                        Thread.onSpinWait();
+                    }
                     try {
-                        store[0].drain(10);
+                        store.get().drain(10);
                         st.add("drained");
                     } catch (SessionReplException x) {
                         st.add(x.result());
                     }
                 }
             })) {
-            store[0] = s;
+            store.set(s);
             s.waitReady(WAIT);
             try (Commit k = s.create(s.begin("cb").set("a", new byte[] {1}))) {
                 k.await(WAIT);
