@@ -292,7 +292,7 @@ pub unsafe extern "C" fn sr_session_store_members(
 /// with `cap > 0`), `SR_INVALID_ARGUMENT` (`len` 0) or
 /// `SR_INSUFFICIENT_SIZE`: then `*out_n` is the number of holders and
 /// `out` is unchanged (`backupCount + 1` entries always suffice in backup
-/// mode). `*out_n` is 0 after `sr_session_store_close`.
+/// mode).
 ///
 /// Thread safety: any thread, the store's event callback included.
 ///
