@@ -335,6 +335,37 @@ static sr_result value_of(sr_session_store *st, const char *id, const char *name
     return r;
 }
 
+static int same_addr(const sr_addr *a, const sr_addr *b) {
+    return a->family == b->family && a->port == b->port && memcmp(a->ip, b->ip, 16) == 0;
+}
+
+/* Checks that the three stores name the same two holders of `id`, the
+   primary first, and returns the index of the store that is not one. */
+static int holders_outsider(sr_session_store *st[3], const char *id) {
+    sr_addr h0[4], hi[4], me;
+    size_t n0 = 0, ni = 0;
+    int i, outsider = -1;
+    CHECK_RC(sr_session_store_holders(st[0], (const uint8_t *)id, strlen(id), h0, 1, &n0),
+             SR_INSUFFICIENT_SIZE);
+    CHECK(n0 == 2);
+    CHECK_RC(sr_session_store_holders(st[0], (const uint8_t *)id, strlen(id), h0, 4, &n0), SR_OK);
+    CHECK(n0 == 2 && !same_addr(&h0[0], &h0[1]));
+    for (i = 0; i < 3; i++) {
+        CHECK_RC(sr_session_store_holders(st[i], (const uint8_t *)id, strlen(id), hi, 4, &ni),
+                 SR_OK);
+        CHECK(ni == 2 && same_addr(&hi[0], &h0[0]) && same_addr(&hi[1], &h0[1]));
+        CHECK_RC(sr_session_store_local_addr(st[i], &me), SR_OK);
+        /* The primary comes first. */
+        CHECK(sr_session_store_is_primary_for(st[i], (const uint8_t *)id, strlen(id)) ==
+              same_addr(&me, &h0[0]));
+        if (!same_addr(&me, &h0[0]) && !same_addr(&me, &h0[1])) {
+            outsider = i;
+        }
+    }
+    CHECK(outsider >= 0);
+    return outsider;
+}
+
 static void test_store_arguments(void) {
     sr_config *cfg = cluster_config(next_group++);
     sr_session_store *st = NULL;
@@ -618,37 +649,6 @@ static void test_store_base_version(void) {
     CHECK(strcmp(v, "c") == 0);
     CHECK_RC(sr_session_store_close(st), SR_OK);
     sr_session_store_free(st);
-}
-
-static int same_addr(const sr_addr *a, const sr_addr *b) {
-    return a->family == b->family && a->port == b->port && memcmp(a->ip, b->ip, 16) == 0;
-}
-
-/* Checks that the three stores name the same two holders of `id`, the
-   primary first, and returns the index of the store that is not one. */
-static int holders_outsider(sr_session_store *st[3], const char *id) {
-    sr_addr h0[4], hi[4], me;
-    size_t n0 = 0, ni = 0;
-    int i, outsider = -1;
-    CHECK_RC(sr_session_store_holders(st[0], (const uint8_t *)id, strlen(id), h0, 1, &n0),
-             SR_INSUFFICIENT_SIZE);
-    CHECK(n0 == 2);
-    CHECK_RC(sr_session_store_holders(st[0], (const uint8_t *)id, strlen(id), h0, 4, &n0), SR_OK);
-    CHECK(n0 == 2 && !same_addr(&h0[0], &h0[1]));
-    for (i = 0; i < 3; i++) {
-        CHECK_RC(sr_session_store_holders(st[i], (const uint8_t *)id, strlen(id), hi, 4, &ni),
-                 SR_OK);
-        CHECK(ni == 2 && same_addr(&hi[0], &h0[0]) && same_addr(&hi[1], &h0[1]));
-        CHECK_RC(sr_session_store_local_addr(st[i], &me), SR_OK);
-        /* The primary comes first. */
-        CHECK(sr_session_store_is_primary_for(st[i], (const uint8_t *)id, strlen(id)) ==
-              same_addr(&me, &h0[0]));
-        if (!same_addr(&me, &h0[0]) && !same_addr(&me, &h0[1])) {
-            outsider = i;
-        }
-    }
-    CHECK(outsider >= 0);
-    return outsider;
 }
 
 /* Three stores on 127.0.0.1 committing and reading sessions through C. */
