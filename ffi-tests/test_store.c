@@ -335,6 +335,37 @@ static sr_result value_of(sr_session_store *st, const char *id, const char *name
     return r;
 }
 
+static int same_addr(const sr_addr *a, const sr_addr *b) {
+    return a->family == b->family && a->port == b->port && memcmp(a->ip, b->ip, 16) == 0;
+}
+
+/* Checks that the three stores name the same two holders of `id`, the
+   primary first, and returns the index of the store that is not one. */
+static int holders_outsider(sr_session_store *st[3], const char *id) {
+    sr_addr h0[4], hi[4], me;
+    size_t n0 = 0, ni = 0;
+    int i, outsider = -1;
+    CHECK_RC(sr_session_store_holders(st[0], (const uint8_t *)id, strlen(id), h0, 1, &n0),
+             SR_INSUFFICIENT_SIZE);
+    CHECK(n0 == 2);
+    CHECK_RC(sr_session_store_holders(st[0], (const uint8_t *)id, strlen(id), h0, 4, &n0), SR_OK);
+    CHECK(n0 == 2 && !same_addr(&h0[0], &h0[1]));
+    for (i = 0; i < 3; i++) {
+        CHECK_RC(sr_session_store_holders(st[i], (const uint8_t *)id, strlen(id), hi, 4, &ni),
+                 SR_OK);
+        CHECK(ni == 2 && same_addr(&hi[0], &h0[0]) && same_addr(&hi[1], &h0[1]));
+        CHECK_RC(sr_session_store_local_addr(st[i], &me), SR_OK);
+        /* The primary comes first. */
+        CHECK(sr_session_store_is_primary_for(st[i], (const uint8_t *)id, strlen(id)) ==
+              same_addr(&me, &h0[0]));
+        if (!same_addr(&me, &h0[0]) && !same_addr(&me, &h0[1])) {
+            outsider = i;
+        }
+    }
+    CHECK(outsider >= 0);
+    return outsider;
+}
+
 static void test_store_arguments(void) {
     sr_config *cfg = cluster_config(next_group++);
     sr_session_store *st = NULL;
@@ -399,6 +430,28 @@ static void test_store_arguments(void) {
     CHECK(sr_session_store_is_primary_for(st, (const uint8_t *)"a", 1) == 1);
     CHECK(sr_session_store_is_primary_for(st, (const uint8_t *)"a", 0) == 0);
     CHECK(sr_session_store_is_primary_for(st, NULL, 1) == 0);
+
+    /* Holders: a lone store holds everything; NULL and length guards. */
+    {
+        sr_addr h[2];
+        size_t hn = 99;
+        CHECK_RC(sr_session_store_holders(NULL, (const uint8_t *)"a", 1, h, 2, &hn),
+                 SR_NULL_PARAMETER);
+        CHECK_RC(sr_session_store_holders(st, NULL, 1, h, 2, &hn), SR_NULL_PARAMETER);
+        CHECK_RC(sr_session_store_holders(st, (const uint8_t *)"a", 0, h, 2, &hn),
+                 SR_INVALID_ARGUMENT);
+        CHECK_RC(sr_session_store_holders(st, (const uint8_t *)"a", 1, NULL, 2, &hn),
+                 SR_NULL_PARAMETER);
+        CHECK_RC(sr_session_store_holders(st, (const uint8_t *)"a", 1, h, 2, NULL),
+                 SR_NULL_PARAMETER);
+        CHECK(hn == 99);
+        CHECK_RC(sr_session_store_holders(st, (const uint8_t *)"a", 1, NULL, 0, &hn),
+                 SR_INSUFFICIENT_SIZE);
+        CHECK(hn == 1);
+        hn = 0;
+        CHECK_RC(sr_session_store_holders(st, (const uint8_t *)"a", 1, h, 2, &hn), SR_OK);
+        CHECK(hn == 1 && same_addr(&h[0], &a));
+    }
 
     /* Ids: NULL or empty refused, out-parameter untouched. */
     CHECK_RC(sr_session_store_begin(st, NULL, 1, &txn), SR_NULL_PARAMETER);
@@ -645,6 +698,26 @@ static void test_store_cluster(void) {
     CHECK(created);
     CHECK_RC(commit_value(st[0], id, "cart", "1 item", 1, &copies), SR_OK);
     CHECK(copies == 2);
+    CHECK(holders_outsider(st, id) > 0); /* store 0 is the primary */
+
+    /* Logout from a store without a copy: access and invalidate reach the
+       holders, without a get first. */
+    {
+        int out;
+        CHECK_RC(commit_value(st[0], "c-logout", "user", "alice", 1, &copies), SR_OK);
+        out = holders_outsider(st, "c-logout");
+        if (out >= 0) {
+            CHECK_RC(sr_session_store_access(st[out], (const uint8_t *)"c-logout", 8), SR_OK);
+            copies = 0;
+            CHECK_RC(sr_session_store_invalidate(st[out], (const uint8_t *)"c-logout", 8, WAIT_MS,
+                                                 &copies),
+                     SR_OK);
+            CHECK(copies >= 2);
+        }
+        for (i = 0; i < 3; i++) {
+            CHECK_RC(value_of(st[i], "c-logout", "user", v, sizeof v), SR_NOT_FOUND);
+        }
+    }
     CHECK_RC(commit_value(st[0], id, "cart", "2 items", 0, &copies), SR_OK);
     CHECK(copies == 2);
     /* Every store reads the latest value (a non-holder fetches it). */

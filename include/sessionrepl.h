@@ -1887,6 +1887,35 @@ enum sr_result sr_session_store_members(const struct sr_session_store *store,
                                         size_t *out_n);
 
 /**
+ * Copies who holds session `id[0..len]` now into `out[0..cap]` (the
+ * primary first, then the backups; listen addresses, this store's own
+ * included when it is one of them) and their number into `*out_n`. Any
+ * store answers, whether or not it keeps a copy: placement over its
+ * current members, so the answer changes as members come and go (it is
+ * the primary that `sr_session_store_commit` and `sr_session_store_get`
+ * use at that moment). Nothing is sent; it does not block.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` (`store`, `id`, `out_n`, or `out`
+ * with `cap > 0`), `SR_INVALID_ARGUMENT` (`len` 0) or
+ * `SR_INSUFFICIENT_SIZE`: then `*out_n` is the number of holders and
+ * `out` is unchanged (`backupCount + 1` entries always suffice in backup
+ * mode).
+ *
+ * Thread safety: any thread, the store's event callback included.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `id` is NULL or readable
+ * for `len` bytes; `out` is NULL or writable for `cap` entries; `out_n`
+ * is NULL or writable.
+ */
+enum sr_result sr_session_store_holders(const struct sr_session_store *store,
+                                        const uint8_t *id,
+                                        size_t len,
+                                        struct sr_addr *out,
+                                        size_t cap,
+                                        size_t *out_n);
+
+/**
  * Starts recording a request's changes to session `id[0..len]` (copied)
  * into a new `*out`, to fill with `sr_txn_set` and friends and hand to
  * `sr_session_store_commit` or `sr_session_store_create`.
@@ -1993,10 +2022,13 @@ enum sr_result sr_session_store_get(const struct sr_session_store *store,
 /**
  * Records a read-only request on session `id[0..len]`: refreshes its
  * last access here and, at most once per quarter of its max inactive
- * interval, on its holders.
+ * interval, on its holders. Backup mode: a store without a copy sends
+ * the access to the session's holders and returns at once (it does not
+ * wait for them, and does not learn whether the session exists).
  *
  * Returns `SR_OK`, `SR_NULL_PARAMETER`, `SR_INVALID_ARGUMENT` (`len` 0)
- * or `SR_NOT_FOUND` (no copy here).
+ * or `SR_NOT_FOUND` (no other member holds it by placement, e.g. a lone
+ * store without the session; delta mode: no copy here).
  *
  * Thread safety: any thread.
  *
@@ -2010,10 +2042,14 @@ enum sr_result sr_session_store_access(const struct sr_session_store *store,
 
 /**
  * Invalidates session `id[0..len]` cluster-wide (logout); waits as
- * `sr_session_store_commit`.
+ * `sr_session_store_commit`. Works from any store: in backup mode a store
+ * without a copy sends the removal to the session's holders, and `*out_copies`
+ * counts their acknowledgements (the id is retired on them either way, so
+ * no `sr_session_store_get` is needed first).
  *
- * Returns as `sr_session_store_commit` (`SR_NOT_FOUND`: no copy here),
- * plus `SR_INVALID_ARGUMENT` (`len` 0).
+ * Returns as `sr_session_store_commit` (`SR_NOT_FOUND`: no other member
+ * holds it by placement, e.g. a lone store without the session; delta
+ * mode: no copy here), plus `SR_INVALID_ARGUMENT` (`len` 0).
  *
  * Thread safety: any thread.
  *

@@ -280,6 +280,51 @@ pub unsafe extern "C" fn sr_session_store_members(
     })
 }
 
+/// Copies who holds session `id[0..len]` now into `out[0..cap]` (the
+/// primary first, then the backups; listen addresses, this store's own
+/// included when it is one of them) and their number into `*out_n`. Any
+/// store answers, whether or not it keeps a copy: placement over its
+/// current members, so the answer changes as members come and go (it is
+/// the primary that `sr_session_store_commit` and `sr_session_store_get`
+/// use at that moment). Nothing is sent; it does not block.
+///
+/// Returns `SR_OK`, `SR_NULL_PARAMETER` (`store`, `id`, `out_n`, or `out`
+/// with `cap > 0`), `SR_INVALID_ARGUMENT` (`len` 0) or
+/// `SR_INSUFFICIENT_SIZE`: then `*out_n` is the number of holders and
+/// `out` is unchanged (`backupCount + 1` entries always suffice in backup
+/// mode).
+///
+/// Thread safety: any thread, the store's event callback included.
+///
+/// # Safety
+/// `store` is NULL or a live `sr_session_store`; `id` is NULL or readable
+/// for `len` bytes; `out` is NULL or writable for `cap` entries; `out_n`
+/// is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sr_session_store_holders(
+    store: *const sr_session_store,
+    id: *const u8,
+    len: usize,
+    out: *mut sr_addr,
+    cap: usize,
+    out_n: *mut usize,
+) -> sr_result {
+    ffi_result(|| {
+        // SAFETY: forwarded from the caller.
+        let h = unsafe { arg_ref(store, "store") }?;
+        // SAFETY: forwarded from the caller.
+        let id = unsafe { arg_id(id, len, "id") }?;
+        // SAFETY: forwarded from the caller.
+        let out_n = unsafe { Out::new(out_n, "out_n") }?;
+        if out.is_null() && cap != 0 {
+            return Err(Fail::null("out"));
+        }
+        let holders = h.store.holders(id);
+        // SAFETY: forwarded from the caller.
+        unsafe { write_items(&holders, out, cap, out_n, |a| (*a).into()) }
+    })
+}
+
 /// Reads a session id argument: not NULL, not empty.
 ///
 /// # Safety
@@ -527,10 +572,13 @@ pub unsafe extern "C" fn sr_session_store_get(
 
 /// Records a read-only request on session `id[0..len]`: refreshes its
 /// last access here and, at most once per quarter of its max inactive
-/// interval, on its holders.
+/// interval, on its holders. Backup mode: a store without a copy sends
+/// the access to the session's holders and returns at once (it does not
+/// wait for them, and does not learn whether the session exists).
 ///
 /// Returns `SR_OK`, `SR_NULL_PARAMETER`, `SR_INVALID_ARGUMENT` (`len` 0)
-/// or `SR_NOT_FOUND` (no copy here).
+/// or `SR_NOT_FOUND` (no other member holds it by placement, e.g. a lone
+/// store without the session; delta mode: no copy here).
 ///
 /// Thread safety: any thread.
 ///
@@ -553,10 +601,14 @@ pub unsafe extern "C" fn sr_session_store_access(
 }
 
 /// Invalidates session `id[0..len]` cluster-wide (logout); waits as
-/// `sr_session_store_commit`.
+/// `sr_session_store_commit`. Works from any store: in backup mode a store
+/// without a copy sends the removal to the session's holders, and `*out_copies`
+/// counts their acknowledgements (the id is retired on them either way, so
+/// no `sr_session_store_get` is needed first).
 ///
-/// Returns as `sr_session_store_commit` (`SR_NOT_FOUND`: no copy here),
-/// plus `SR_INVALID_ARGUMENT` (`len` 0).
+/// Returns as `sr_session_store_commit` (`SR_NOT_FOUND`: no other member
+/// holds it by placement, e.g. a lone store without the session; delta
+/// mode: no copy here), plus `SR_INVALID_ARGUMENT` (`len` 0).
 ///
 /// Thread safety: any thread.
 ///

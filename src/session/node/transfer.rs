@@ -276,8 +276,11 @@ impl SessionNode {
         view: Vec<[u8; 16]>,
         now: Instant,
     ) {
-        // The request may overtake the membership event of the joiner.
-        self.add_member(from, now);
+        // The request may overtake the membership event of the joiner
+        // (which then changes nothing): report the health change here.
+        if self.add_member(from, now) {
+            self.health_changed();
+        }
         // The joiner's view as keys (placement only uses the ids).
         let mut view: Vec<MemberKey> = view
             .into_iter()

@@ -372,20 +372,27 @@ impl SessionStore {
 
     /// Records a read-only request: refreshes the last access here and, no
     /// more often than a quarter of the max inactive interval, on the
-    /// holders (so none of them expires a session in use).
+    /// holders (so none of them expires a session in use). In backup mode
+    /// a node without a copy sends the access to the session's holders
+    /// (without waiting for them).
     ///
     /// # Errors
-    /// [`Error::NotFound`] if this node holds no copy.
+    /// [`Error::NotFound`] if no member holds it by placement (delta mode:
+    /// this node holds no copy).
     pub fn access(&self, id: &[u8]) -> Result<()> {
         self.core.with(|st, now| st.node.access(id, now))
     }
 
     /// Invalidates session `id` cluster-wide (logout). Idle sessions expire
     /// by themselves after their max inactive interval: the member that is
-    /// their primary expires them and tells the others.
+    /// their primary expires them and tells the others. In backup mode a
+    /// node without a copy sends the removal to the session's holders; the
+    /// handle completes when they acknowledged it (also when they held no
+    /// such session: the id is retired either way).
     ///
     /// # Errors
-    /// [`Error::NotFound`] if this node holds no copy.
+    /// [`Error::NotFound`] if no other member holds it by placement (delta
+    /// mode: this node holds no copy).
     pub fn invalidate(&self, id: &[u8]) -> Result<CommitHandle> {
         self.core.with(|st, now| {
             let ticket = st.node.invalidate(id, now)?;
@@ -408,6 +415,24 @@ impl SessionStore {
             let slot = Slot::new();
             st.commits.insert(ticket, slot.clone());
             Ok(CommitHandle::new(slot, now))
+        })
+    }
+
+    /// Who holds session `id` now, by placement over the live members:
+    /// the primary first, then the backups (listen addresses; this node's
+    /// own address when it is one of them). Any node answers, with or
+    /// without a copy, from its current member list; the answer changes as
+    /// members come and go. Empty only if this node is not running. In
+    /// delta mode every member holds every session and the first one owns
+    /// its expiry.
+    pub fn holders(&self, id: &[u8]) -> Vec<SocketAddr> {
+        self.core.with(|st, _| {
+            st.node
+                .placement_of(id)
+                .as_slice()
+                .iter()
+                .map(|m| m.addr)
+                .collect()
         })
     }
 
