@@ -219,27 +219,14 @@ impl RxLimits {
     /// reported once: its deadline is removed here.
     pub fn expired(&mut self, now: Instant) -> Vec<(usize, Expiry)> {
         let mut out = Vec::new();
-        self.handshaking.retain(|&t, &mut d| {
-            let due = d <= now;
-            if due {
-                out.push((t, Expiry::Handshake));
-            }
-            !due
-        });
-        self.stalled_output.retain(|&t, &mut d| {
-            let due = d <= now;
-            if due {
-                out.push((t, Expiry::OutputStalled));
-            }
-            !due
-        });
-        self.uploads.retain(|&t, &mut d| {
-            let due = d <= now;
-            if due {
-                out.push((t, Expiry::Upload));
-            }
-            !due
-        });
+        take_due(&mut self.handshaking, now, Expiry::Handshake, &mut out);
+        take_due(
+            &mut self.stalled_output,
+            now,
+            Expiry::OutputStalled,
+            &mut out,
+        );
+        take_due(&mut self.uploads, now, Expiry::Upload, &mut out);
         out
     }
 
@@ -250,6 +237,23 @@ impl RxLimits {
             .filter_map(|m| m.values().min().copied())
             .min()
     }
+}
+
+/// Removes the deadlines in `map` that are due at `now`, reporting each as
+/// `why`.
+fn take_due(
+    map: &mut BTreeMap<usize, Instant>,
+    now: Instant,
+    why: Expiry,
+    out: &mut Vec<(usize, Expiry)>,
+) {
+    map.retain(|&t, &mut d| {
+        let due = d <= now;
+        if due {
+            out.push((t, why));
+        }
+        !due
+    });
 }
 
 #[cfg(test)]
