@@ -28,6 +28,8 @@
 //! only one with `unsafe`.
 
 mod contract;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod mio;
 pub mod sys;
 #[cfg(target_os = "linux")]

@@ -10,6 +10,8 @@
 
 pub(crate) mod recv;
 pub(crate) mod send;
+#[cfg(test)]
+mod tests;
 
 use crate::config::Config;
 use crate::driver::{Driver, SockOpts};

@@ -376,9 +376,13 @@ impl<D: Driver> RecvEngine<D> {
         if c.reading != Reading::Plain && !self.decode_carry(t, c)? {
             return Ok(());
         }
-        while let Some((chunk, buffer)) = c.queued.pop_front() {
+        // Taken out first: a chunk that pauses again goes back in front of
+        // the rest (feed queues what it did not decode).
+        let mut it = std::mem::take(&mut c.queued).into_iter();
+        while let Some((chunk, buffer)) = it.next() {
             self.feed(t, c, chunk, buffer)?;
             if c.core.paused() {
+                c.queued.extend(it);
                 return Ok(());
             }
         }

@@ -148,6 +148,12 @@ impl<D: Driver> SendEngine<D> {
         any
     }
 
+    /// The driver (tests inspect and steer it).
+    #[cfg(test)]
+    pub(crate) fn driver(&mut self) -> &mut D {
+        &mut self.d
+    }
+
     fn wait_until(&self, until: Instant) -> Duration {
         until
             .saturating_duration_since(self.d.now())
