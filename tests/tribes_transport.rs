@@ -237,7 +237,7 @@ fn sessionrepl_sends_to_tribes_and_waits_for_its_ack() {
 /// its whole ChannelData, gzip untouched; a ChannelData the host made goes
 /// to a Tribes member as is, and its ack (or FAIL_ACK) comes back.
 fn envelope_mode_carries_whole_channel_data_both_ways() {
-    use sessionrepl::wire::tribes::{ChannelData, TribesMember};
+    use sessionrepl::__internal::wire::tribes::{ChannelData, TribesMember};
     let classes = match compile() {
         Ok(c) => c,
         Err(why) => {
@@ -314,7 +314,7 @@ fn envelope_mode_carries_whole_channel_data_both_ways() {
 
 /// A ChannelData package as Tribes encodes it.
 fn envelope(options: u32, blob: &[u8], message: &[u8]) -> Bytes {
-    let cd = sessionrepl::wire::tribes::ChannelData {
+    let cd = sessionrepl::__internal::wire::tribes::ChannelData {
         options,
         timestamp: 1,
         unique_id: Bytes::from_static(&[9; 16]),

@@ -5,11 +5,12 @@
 #![cfg(target_os = "linux")]
 
 use bytes::Bytes;
+use sessionrepl::__internal::driver::uring;
+use sessionrepl::__internal::driver::Backend;
+use sessionrepl::__internal::transport::Shared;
+use sessionrepl::__internal::transport::{Receiver, UringRxTuning};
 use sessionrepl::config::AckMode;
-use sessionrepl::driver::uring;
-use sessionrepl::driver::Backend;
-use sessionrepl::transport::receiver::{Receiver, UringRxTuning};
-use sessionrepl::transport::{Message, SendOptions, Shared};
+use sessionrepl::transport::{Message, SendOptions};
 use sessionrepl::{Channel, Config, Error, ReplicationMode};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -220,9 +221,9 @@ fn stop_under_load_drains_every_operation() {
 
 #[test]
 fn zero_copy_sends_deliver_intact_and_stop_drains_them() {
-    use sessionrepl::driver::uring::UringTuning;
-    use sessionrepl::transport::pump::Pump;
-    use sessionrepl::transport::pump::{Dest, Outgoing};
+    use sessionrepl::__internal::driver::uring::UringTuning;
+    use sessionrepl::__internal::transport::Pump;
+    use sessionrepl::__internal::transport::{Dest, Outgoing};
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !available() {
         return;

@@ -16,12 +16,12 @@
 
 mod engine;
 mod link;
-pub mod pump;
-pub mod receiver;
+pub(crate) mod pump;
+pub(crate) mod receiver;
 mod rx_core;
-pub mod sync;
+pub(crate) mod sync;
 mod ticket;
-pub mod tribes_send;
+pub(crate) mod tribes_send;
 
 pub use ticket::Ticket;
 
@@ -89,7 +89,9 @@ impl SendOptions {
     }
 }
 
-/// State shared by a channel's transport threads.
+/// State shared by a channel's transport threads (internal; reached from
+/// outside only through `__internal::transport`).
+#[doc(hidden)]
 pub struct Shared {
     /// Configuration (frozen at start).
     pub cfg: Config,
@@ -167,7 +169,7 @@ impl Shared {
 }
 
 /// The receiver (of whichever driver runs).
-pub type AnyReceiver = receiver::Receiver;
+pub(crate) type AnyReceiver = receiver::Receiver;
 
 /// The asynchronous engine (of whichever driver runs).
-pub type AnyPump = pump::Pump;
+pub(crate) type AnyPump = pump::Pump;

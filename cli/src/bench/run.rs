@@ -266,7 +266,7 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
             }
             "--io" => {
                 let v = val()?;
-                sessionrepl::driver::Backend::resolve(&v).map_err(|e| e.to_string())?;
+                sessionrepl::__internal::driver::Backend::resolve(&v).map_err(|e| e.to_string())?;
                 o.io = v;
             }
             "--no-peer" => o.peer = false,
