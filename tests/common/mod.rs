@@ -169,7 +169,7 @@ pub fn io_cfg() -> Config {
 /// never under `CI=true`, where a skipped run must not count as passed.
 pub fn with_io(io: &'static str, f: fn()) {
     if io == "uring" {
-        if let Err(why) = sessionrepl::__internal::driver::uring::probe() {
+        if let Err(why) = sessionrepl::driver::uring::probe() {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
                 "io_uring unavailable under CI=true: {why}"
