@@ -85,7 +85,8 @@ pub struct SenderLimits {
     pub ping_interval: Duration,
     /// Largest frame payload (`maxFrameSize`).
     pub max_frame_size: usize,
-    /// A member with nothing to do for this long may be forgotten.
+    /// A member with nothing to do for this long may be forgotten
+    /// (`memberIdleRelease`).
     pub idle_release: Duration,
     /// A member whose queue is full and that wrote nothing for this long
     /// is stalled: its new messages fail at once ([`Error::QueueFull`])
@@ -108,7 +109,7 @@ impl SenderLimits {
             keep_alive_count: c.keep_alive_count,
             ping_interval: c.ping_interval,
             max_frame_size: c.max_frame_size,
-            idle_release: Duration::from_secs(10),
+            idle_release: c.member_idle_release,
             stall_after: (c.ack_timeout / 4).min(Duration::from_millis(250)),
         }
     }

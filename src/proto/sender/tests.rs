@@ -419,6 +419,21 @@ fn quiet_connection_closes_after_keepalive_timeout_and_state_is_released() {
 }
 
 #[test]
+fn member_idle_release_is_the_configured_time() {
+    let mut c = crate::config::Config::default();
+    c.set("memberIdleRelease", "2500").unwrap();
+    c.set("keepAliveTimeout", "300").unwrap();
+    let mut s = Sim::new(SenderLimits::from_config(&c));
+    s.send(true, false, b"x");
+    s.settle();
+    s.advance(Duration::from_millis(301));
+    assert_eq!(s.tx.state(), State::Idle);
+    let since = s.tx.idle_since;
+    assert!(!s.tx.is_reclaimable(since + Duration::from_millis(2499)));
+    assert!(s.tx.is_reclaimable(since + Duration::from_millis(2500)));
+}
+
+#[test]
 fn unreachable_member_fails_after_retries_and_connect_deadline() {
     let mut l = limits();
     l.ack_timeout = Duration::from_secs(60);
