@@ -35,6 +35,21 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// True when a connect ended connected to itself: on loopback, a connect to
+/// a free port inside the ephemeral range can pick that same port as its
+/// source, and TCP's simultaneous open then joins the socket to itself (it
+/// reads back what it writes). Every sender treats that as a failed
+/// connect.
+pub(crate) fn connected_to_itself(s: socket2::SockRef<'_>) -> bool {
+    match (s.local_addr(), s.peer_addr()) {
+        (Ok(l), Ok(p)) => l.as_socket().is_some() && l.as_socket() == p.as_socket(),
+        _ => false,
+    }
+}
+
+/// The reason logged and reported for [`connected_to_itself`].
+pub(crate) const SELF_CONNECT: &str = "connected to itself (the destination port is free)";
+
 /// A message handed to the listener. `payload` is a zero-copy slice of the
 /// receive buffer (or of the inflated buffer); clone it to keep it.
 #[derive(Debug, Clone)]

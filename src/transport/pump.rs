@@ -297,6 +297,9 @@ impl Engine {
                 }
             }
             match s.peer_addr() {
+                Ok(_) if super::connected_to_itself(s.into()) => {
+                    return self.broken(i, now, super::SELF_CONNECT)
+                }
                 Ok(_) => c.conn.handle_connected(now),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => {

@@ -214,6 +214,9 @@ impl TribesSender {
         }
         let s = TcpStream::connect_timeout(&to, self.shared.cfg.connect_timeout.min(left))
             .map_err(|e| Error::Unreachable(format!("{to}: {e}")))?;
+        if super::connected_to_itself((&s).into()) {
+            return Err(Error::Unreachable(format!("{to}: {}", super::SELF_CONNECT)));
+        }
         let _ = s.set_nodelay(true);
         Ok(s)
     }

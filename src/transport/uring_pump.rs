@@ -331,6 +331,12 @@ impl Engine {
             if cq.res < 0 {
                 let e = io::Error::from_raw_os_error(-cq.res);
                 self.broken(i, now, &format!("connect failed: {e}"));
+            } else if c
+                .sock
+                .as_ref()
+                .is_some_and(|s| super::connected_to_itself(s.into()))
+            {
+                self.broken(i, now, super::SELF_CONNECT);
             } else {
                 c.conn.handle_connected(now);
                 self.arm_recv(i);

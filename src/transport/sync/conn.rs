@@ -83,6 +83,9 @@ impl SyncConn {
         sock.set_nodelay(cfg.tcp_no_delay).map_err(broken)?;
         super::super::receiver::set_buffers(&sock, cfg);
         let opening = match sock.connect(&addr.into()) {
+            Ok(()) if super::super::connected_to_itself(socket2::SockRef::from(&sock)) => {
+                return Err(broken(super::super::SELF_CONNECT))
+            }
             Ok(()) => {
                 sock.set_nonblocking(false).map_err(broken)?;
                 Opening::SendingPreface(0)
@@ -128,6 +131,9 @@ impl SyncConn {
                         return Err(broken(e));
                     }
                     match self.stream.peer_addr() {
+                        Ok(_) if super::super::connected_to_itself((&self.stream).into()) => {
+                            return Err(broken(super::super::SELF_CONNECT))
+                        }
                         Ok(_) => {
                             self.stream.set_nonblocking(false).map_err(broken)?;
                             self.opening = Opening::SendingPreface(0);
