@@ -453,10 +453,11 @@ pub struct RxLimitKeys {
     /// connection unread, until memory frees (default 256 MiB; at least
     /// `maxFrameSize`).
     pub max_receive_memory: usize,
-    /// `connectionUploadTimeout` (Tomcat's connector name): a frame that
-    /// reserved receive memory must arrive in full within this, else its
-    /// connection is closed, so a peer that stops mid-frame cannot hold
-    /// memory (default 300 s).
+    /// `connectionUploadTimeout` (Tomcat's connector name): a frame, of
+    /// any size, must arrive in full within this from its first byte (a
+    /// large one: from its memory reservation), else its connection is
+    /// closed, so a peer that stops mid-frame cannot hold memory or a
+    /// connection slot (default 300 s).
     pub connection_upload_timeout: Duration,
     /// `maxInflatePerTurn`: inflated bytes one connection may produce
     /// before the receiver turns to the others (default 4 MiB).

@@ -23,8 +23,9 @@ pub struct RxLimitsConfig {
     pub output_stall_timeout: Duration,
     /// `maxReceiveMemory`: bytes of frames in progress across connections.
     pub max_receive_memory: usize,
-    /// `connectionUploadTimeout`: time a frame that reserved receive
-    /// memory may take to arrive in full.
+    /// `connectionUploadTimeout`: time a frame, once started, may take to
+    /// arrive in full (a large frame's clock starts when its memory is
+    /// reserved).
     pub upload_timeout: Duration,
     /// `maxInflatePerTurn`: inflated bytes per connection before the
     /// receiver turns to other connections.
@@ -54,8 +55,8 @@ pub enum Expiry {
     Handshake,
     /// Acks unsent above `maxPendingAckBytes` for `ackWriteTimeout`.
     OutputStalled,
-    /// A frame holding receive memory did not complete within
-    /// `connectionUploadTimeout`.
+    /// A frame started (or holding receive memory) did not complete
+    /// within `connectionUploadTimeout`.
     Upload,
 }
 
@@ -69,7 +70,8 @@ pub struct RxLimits {
     handshaking: BTreeMap<usize, Instant>,
     /// Connections above the output bound: token → deadline.
     stalled_output: BTreeMap<usize, Instant>,
-    /// Connections holding a reservation: token → deadline of its frame.
+    /// Connections with a frame partly received (and those holding a
+    /// reservation): token → deadline of that frame.
     uploads: BTreeMap<usize, Instant>,
     mem_used: usize,
     /// Connections waiting for receive memory, in arrival order.
@@ -178,7 +180,25 @@ impl RxLimits {
         if !self.mem_waiters.contains(&token) {
             self.mem_waiters.push_back(token);
         }
+        // Waiting for memory is not the peer's doing: its frame's clock
+        // starts again when the reservation is granted.
+        self.uploads.remove(&token);
         false
+    }
+
+    /// `token` holds a frame partly received, of any size (a header in
+    /// part counts), that started at `now`: it must arrive in full within
+    /// `connectionUploadTimeout`, else [`Expiry::Upload`] closes the
+    /// connection. A peer that stops mid-frame holds its connection slot
+    /// and its read chunk, whatever the frame's size.
+    pub fn frame_started(&mut self, token: usize, now: Instant) {
+        self.uploads.insert(token, now + self.cfg.upload_timeout);
+    }
+
+    /// `token` is between frames: no frame deadline (an idle connection
+    /// is not an upload).
+    pub fn between_frames(&mut self, token: usize) {
+        self.uploads.remove(&token);
     }
 
     /// `token`'s frame completed: its `n` reserved bytes return to the pool.
@@ -291,6 +311,35 @@ mod tests {
         assert_eq!(l.connections(), 3);
         l.closed(1, 0);
         assert_eq!(l.admit(6, t0), Admit::Accept);
+    }
+
+    #[test]
+    fn any_frame_started_must_complete_within_the_upload_timeout() {
+        let t0 = Instant::now();
+        let mut l = RxLimits::new(cfg());
+        for t in 1..=3 {
+            l.admit(t, t0);
+            l.opened(t);
+        }
+        // Small frames (no reservation) started on 1 and 2.
+        l.frame_started(1, t0);
+        l.frame_started(2, t0 + Duration::from_secs(1));
+        // 2 finished its frame: no deadline left for it.
+        l.between_frames(2);
+        // 3 waits for memory: not its fault, no clock until granted.
+        l.frame_started(3, t0);
+        assert!(!l.reserve(3, 2000, t0));
+        assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(30)));
+        assert!(l.expired(t0 + Duration::from_millis(29_999)).is_empty());
+        assert_eq!(
+            l.expired(t0 + Duration::from_secs(30)),
+            vec![(1, Expiry::Upload)]
+        );
+        assert_eq!(l.next_deadline(), None);
+        // Granted later, 3's frame gets the whole timeout from then.
+        let t1 = t0 + Duration::from_secs(40);
+        assert!(l.reserve(3, 500, t1));
+        assert_eq!(l.next_deadline(), Some(t1 + Duration::from_secs(30)));
     }
 
     #[test]
