@@ -46,12 +46,10 @@ fn data_frame(id: u64, flags: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-fn hostile_connections_are_closed_and_others_keep_working() {
+/// A receiver with `cfg` that counts the messages delivered.
+fn counting_receiver(cfg: sessionrepl::Config) -> (Channel, Arc<AtomicU64>) {
     let delivered = Arc::new(AtomicU64::new(0));
     let d2 = delivered.clone();
-    let mut cfg = io_cfg();
-    cfg.max_frame_size = 64 * 1024;
-    cfg.max_decompressed_size = 256 * 1024;
     let rx = Channel::builder(cfg)
         .listener(move |_| {
             d2.fetch_add(1, Ordering::SeqCst);
@@ -59,6 +57,14 @@ fn hostile_connections_are_closed_and_others_keep_working() {
         })
         .start()
         .unwrap();
+    (rx, delivered)
+}
+
+fn hostile_connections_are_closed_and_others_keep_working() {
+    let mut cfg = io_cfg();
+    cfg.max_frame_size = 64 * 1024;
+    cfg.max_decompressed_size = 256 * 1024;
+    let (rx, delivered) = counting_receiver(cfg);
     let addr = rx.local_addr();
 
     // A well-behaved sender keeps a connection open across all attacks.
@@ -170,17 +176,9 @@ fn foreign_cluster_domain_is_refused() {
 /// reservation: under 64 KiB) is closed at `connectionUploadTimeout`; an
 /// idle connection between frames is not, and a member keeps being served.
 fn small_frame_stopped_midway_is_closed_at_connection_upload_timeout() {
-    let delivered = Arc::new(AtomicU64::new(0));
-    let d2 = delivered.clone();
     let mut cfg = io_cfg();
     cfg.rx_limits.connection_upload_timeout = Duration::from_millis(1000);
-    let rx = Channel::builder(cfg)
-        .listener(move |_| {
-            d2.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        })
-        .start()
-        .unwrap();
+    let (rx, delivered) = counting_receiver(cfg);
     let addr = rx.local_addr();
     let open = |bytes: &[u8]| {
         let mut s = TcpStream::connect(addr).unwrap();

@@ -17,6 +17,8 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
+mod common;
+
 /// The port the child's connects take as their source and destination.
 const PORT: u16 = 40_000;
 /// Set in the child: which case to run (`mode:io`).
@@ -147,12 +149,7 @@ fn fastasyncqueue_connected_to_itself_fails_on_mio() {
 
 #[test]
 fn fastasyncqueue_connected_to_itself_fails_on_uring() {
-    if let Err(why) = sessionrepl::driver::uring::probe() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "io_uring unavailable under CI=true: {why}"
-        );
-        eprintln!("skipped: io_uring unavailable here: {why}");
+    if !common::uring_usable() {
         return;
     }
     self_connect_fails("fastasyncqueue:uring");

@@ -47,6 +47,15 @@ pub(crate) fn connected_to_itself(s: socket2::SockRef<'_>) -> bool {
     }
 }
 
+/// True for the errors that mean "not now" on a non-blocking socket
+/// (including a connect still in progress).
+pub(crate) fn not_now(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+    ) || e.raw_os_error() == Some(libc::EINPROGRESS)
+}
+
 /// The reason logged and reported for [`connected_to_itself`].
 pub(crate) const SELF_CONNECT: &str = "connected to itself (the destination port is free)";
 

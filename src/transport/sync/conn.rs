@@ -6,7 +6,7 @@
 //! sleep in one `read` bounded by `SO_RCVTIMEO` ([`SyncConn::read_by`])
 //! instead of `poll` + `recv`.
 
-use super::super::Shared;
+use super::super::{not_now, Shared};
 use crate::error::{Error, Result};
 use crate::proto::outbound::{OutboundConn, Reply};
 use crate::wire::frame::{ack_ranges, HEADER_LEN};
@@ -59,14 +59,6 @@ fn closed() -> Error {
 
 fn broken(e: impl std::fmt::Display) -> Error {
     Error::Unreachable(e.to_string())
-}
-
-/// True for the errors that mean "not now" on a non-blocking socket.
-fn not_now(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    ) || e.raw_os_error() == Some(libc::EINPROGRESS)
 }
 
 impl SyncConn {

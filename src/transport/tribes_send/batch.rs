@@ -5,6 +5,7 @@
 //! call) however many members stall, and a stalled member never delays
 //! another.
 
+use super::super::not_now;
 use super::TribesSender;
 use crate::config::AckMode;
 use crate::error::{Error, Result};
@@ -63,14 +64,6 @@ impl TribesBatch {
 /// The error of a broken connection.
 fn broken(to: SocketAddr, e: impl std::fmt::Display) -> Error {
     Error::Unreachable(format!("{to}: {e}"))
-}
-
-/// True for the errors that mean "not now" on a non-blocking socket.
-fn not_now(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    ) || e.raw_os_error() == Some(libc::EINPROGRESS)
 }
 
 impl TribesSender {
