@@ -336,18 +336,19 @@ fn connected(to: SocketAddr, s: &TcpStream) -> Result<bool> {
 fn write_from(s: &TcpStream, parts: [&[u8]; 3], mut off: usize) -> io::Result<usize> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     while off < total {
-        let mut skip = off;
-        let mut iov = Vec::with_capacity(3);
+        let (mut skip, mut n) = (off, 0);
+        let mut iov = [IoSlice::new(&[]); 3];
         for p in parts {
             if skip >= p.len() {
                 skip -= p.len();
             } else {
-                iov.push(IoSlice::new(&p[skip..]));
+                iov[n] = IoSlice::new(&p[skip..]);
+                n += 1;
                 skip = 0;
             }
         }
         match SockRef::from(s)
-            .send_vectored_with_flags(&iov, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            .send_vectored_with_flags(&iov[..n], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
         {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => off += n,
