@@ -73,10 +73,10 @@ impl SyncConn {
             .map_err(broken)?;
         sock.set_nonblocking(true).map_err(broken)?;
         sock.set_nodelay(cfg.tcp_no_delay).map_err(broken)?;
-        super::super::receiver::set_buffers(&sock, cfg);
+        super::super::engine::set_buffers(&sock, cfg);
         let opening = match sock.connect(&addr.into()) {
-            Ok(()) if super::super::connected_to_itself(socket2::SockRef::from(&sock)) => {
-                return Err(broken(super::super::SELF_CONNECT))
+            Ok(()) if crate::driver::sys::connected_to_itself(socket2::SockRef::from(&sock)) => {
+                return Err(broken(crate::driver::sys::SELF_CONNECT))
             }
             Ok(()) => {
                 sock.set_nonblocking(false).map_err(broken)?;
@@ -123,8 +123,8 @@ impl SyncConn {
                         return Err(broken(e));
                     }
                     match self.stream.peer_addr() {
-                        Ok(_) if super::super::connected_to_itself((&self.stream).into()) => {
-                            return Err(broken(super::super::SELF_CONNECT))
+                        Ok(_) if crate::driver::sys::connected_to_itself((&self.stream).into()) => {
+                            return Err(broken(crate::driver::sys::SELF_CONNECT))
                         }
                         Ok(_) => {
                             self.stream.set_nonblocking(false).map_err(broken)?;

@@ -309,8 +309,8 @@ fn connect(to: SocketAddr, nodelay: bool) -> Result<(TcpStream, bool)> {
         Err(e) => return Err(broken(to, e)),
     };
     let s: TcpStream = sock.into();
-    if done && super::super::connected_to_itself((&s).into()) {
-        return Err(broken(to, super::super::SELF_CONNECT));
+    if done && crate::driver::sys::connected_to_itself((&s).into()) {
+        return Err(broken(to, crate::driver::sys::SELF_CONNECT));
     }
     Ok((s, done))
 }
@@ -322,8 +322,8 @@ fn connected(to: SocketAddr, s: &TcpStream) -> Result<bool> {
         return Err(broken(to, e));
     }
     match s.peer_addr() {
-        Ok(_) if super::super::connected_to_itself(s.into()) => {
-            Err(broken(to, super::super::SELF_CONNECT))
+        Ok(_) if crate::driver::sys::connected_to_itself(s.into()) => {
+            Err(broken(to, crate::driver::sys::SELF_CONNECT))
         }
         Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(false),
