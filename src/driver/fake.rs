@@ -53,6 +53,9 @@ pub(crate) struct FakeDriver {
     pub(crate) waits: Vec<Duration>,
     /// Receives are multishot (zero-copy chunks) when armed.
     pub(crate) multishot: bool,
+    /// What the peer of each new connection sends first, unasked (a
+    /// receiver's reply preface, which senders wait for).
+    pub(crate) greeting: Vec<u8>,
     ready: Vec<Event>,
     waker: Arc<FakeWaker>,
 }
@@ -68,6 +71,7 @@ impl FakeDriver {
             room_of: HashMap::new(),
             waits: Vec::new(),
             multishot: false,
+            greeting: Vec::new(),
             ready: Vec::new(),
             waker: Arc::default(),
         }
@@ -198,6 +202,11 @@ impl Driver for FakeDriver {
         let s = FakeSock {
             addr: Some(addr),
             room: self.room_of.get(&addr).copied().unwrap_or(self.room),
+            inbox: if res.is_ok() {
+                self.greeting.clone()
+            } else {
+                Vec::new()
+            },
             ..FakeSock::default()
         };
         self.socks.insert(token, s);
