@@ -285,6 +285,11 @@ impl Selector {
                 rx_engine::park(self, token, c);
                 return Ok(());
             }
+            // Acks go out now, before the read that finds the socket
+            // empty: a synchronous sender is waiting for them.
+            if c.core.proto.has_output() && !self.flush_conn(token, c) {
+                return Err(Close::Eof);
+            }
         }
         // Budget spent with data possibly left: come back next turn.
         self.again.push(token);
