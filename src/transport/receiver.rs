@@ -170,7 +170,7 @@ impl Selector {
                     WAKER => {}
                     Token(t) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.service(t);
+                            self.service(t, !ev.is_read_closed() && !ev.is_error());
                         }
                         if ev.is_writable() {
                             self.flush(t);
@@ -182,13 +182,13 @@ impl Selector {
             did |= rx_engine::enforce_limits(self);
             if !self.stalled.is_empty() {
                 for t in std::mem::take(&mut self.stalled) {
-                    self.service(t);
+                    self.service(t, false);
                 }
                 did = true;
             }
             if !self.again.is_empty() {
                 for t in std::mem::take(&mut self.again) {
-                    self.service(t);
+                    self.service(t, false);
                 }
                 did = true;
             }
@@ -243,11 +243,16 @@ impl Selector {
         }
     }
 
-    fn service(&mut self, token: usize) {
+    /// Reads and serves a connection. `short_read_drains`: this turn comes
+    /// from a readiness event without hang-up or error, so a read that
+    /// leaves room in the buffer emptied the socket (anything arriving
+    /// after the event brings a new one: edge-triggered) and the read that
+    /// would only say so is skipped.
+    fn service(&mut self, token: usize, short_read_drains: bool) {
         let Some(mut c) = self.conns.remove(&token) else {
             return;
         };
-        let r = self.service_conn(token, &mut c);
+        let r = self.service_conn(token, &mut c, short_read_drains);
         match r {
             Ok(()) => {
                 self.flush_conn(token, &mut c);
@@ -257,7 +262,12 @@ impl Selector {
         }
     }
 
-    fn service_conn(&mut self, token: usize, c: &mut RxConn) -> std::result::Result<(), Close> {
+    fn service_conn(
+        &mut self,
+        token: usize,
+        c: &mut RxConn,
+        short_read_drains: bool,
+    ) -> std::result::Result<(), Close> {
         self.core.begin_turn(&mut c.core);
         // A paused connection first hands over its held job.
         if !self.core.unstall(&mut c.core) {
@@ -273,13 +283,16 @@ impl Selector {
         let fd = c.stream.as_raw_fd();
         for _ in 0..READ_BUDGET {
             let want = c.core.proto.wanted(&c.buf).max(READ_CHUNK / 4);
-            match crate::driver::sys::read_into(fd, &mut c.buf, want) {
+            let drained = match crate::driver::sys::read_into(fd, &mut c.buf, want) {
                 Ok(0) => return Err(Close::Eof),
-                Ok(n) => Stats::add(&self.core.shared.stats.bytes_received, n as u64),
+                Ok(n) => {
+                    Stats::add(&self.core.shared.stats.bytes_received, n as u64);
+                    short_read_drains && c.buf.len() < c.buf.capacity()
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Close::Io(e)),
-            }
+            };
             self.core.decode(token, &mut c.core, &mut c.buf)?;
             if c.core.paused() {
                 rx_engine::park(self, token, c);
@@ -289,6 +302,9 @@ impl Selector {
             // empty: a synchronous sender is waiting for them.
             if c.core.proto.has_output() && !self.flush_conn(token, c) {
                 return Err(Close::Eof);
+            }
+            if drained {
+                return Ok(());
             }
         }
         // Budget spent with data possibly left: come back next turn.
@@ -368,8 +384,9 @@ impl Selector {
 
     fn close(&mut self, _token: usize, mut c: RxConn, why: Close) {
         self.core.on_close(&c.core, &why);
-        if let Close::Protocol(_) = why {
-            // Best effort: tell the peer why (FAIL frames queued above).
+        if let Close::Protocol(_) | Close::Eof = why {
+            // Best effort: tell the peer why (FAIL frames queued above), or
+            // ack what came with its hang-up.
             let out = c.core.proto.take_output();
             let _ = (&c.stream).write_some(out);
         }

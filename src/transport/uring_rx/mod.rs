@@ -715,8 +715,9 @@ impl RingRx {
 
     fn close(&mut self, mut c: UConn, why: Close) {
         self.core.on_close(&c.core, &why);
-        if let Close::Protocol(_) = why {
-            // Best effort: tell the peer why (FAIL frames queued above).
+        // Best effort: tell the peer why (FAIL frames queued above), or ack
+        // what came with its hang-up; not past a send still in flight.
+        if matches!(why, Close::Protocol(_) | Close::Eof) && c.send.is_none() {
             let out = c.core.proto.take_output();
             let _ = c
                 .sock
