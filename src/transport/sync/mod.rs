@@ -105,13 +105,10 @@ enum Blocked {
 pub struct SyncSender {
     shared: Arc<Shared>,
     limit: usize,
-    /// Callers polling their socket for an ack now, at most `spin_slots`;
-    /// the others block (more spinners than cores would take the CPU from
-    /// the threads that answer them). A slot is held only while spinning,
-    /// so with many callers one of them usually spins: its core stays
-    /// awake, and the blocked callers' wake-ups do not pay for waking an
-    /// idle (virtual) CPU.
-    spinners: AtomicUsize,
+    /// Callers waiting for an ack now; only the first `spin_slots` of them
+    /// poll their socket, the rest block (more spinners than cores would
+    /// take the CPU from the threads that answer them).
+    waiting: AtomicUsize,
     spin_slots: usize,
     /// Adaptive spin: consecutive spins that ended without the ack, and
     /// how many sends skip spinning before the next try. On a machine
@@ -130,7 +127,7 @@ impl SyncSender {
         SyncSender {
             shared,
             limit: limit.max(1),
-            spinners: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             spin_slots: (cores / 2).max(1),
             spin_misses: AtomicU32::new(0),
             spin_skip: AtomicU32::new(0),
@@ -308,8 +305,7 @@ impl SyncSender {
     /// passes; never blocks on one member while another could progress.
     fn drive(&self, ds: &mut [Dest], msg: Msg<'_>, deadline: Instant) {
         let mut spin_until: Option<Instant> = None;
-        // Holding one of the `spin_slots`.
-        let mut slot = false;
+        let mut spinning = false;
         // Spinning now; cleared when the spin ran out without the ack.
         let mut spun = false;
         // Built only when the caller has to sleep: the spinning fast path
@@ -349,8 +345,9 @@ impl SyncSender {
             // µs on a busy VM): poll the sockets briefly first, if a spin
             // slot is free.
             if wait_in && spin_until.is_none() {
-                slot = self.take_spin_slot();
-                let spin = if slot && self.spin_allowed() {
+                let n = self.waiting.fetch_add(1, Ordering::Relaxed);
+                spinning = true;
+                let spin = if n < self.spin_slots && self.spin_allowed() {
                     self.shared.cfg.idle.spin
                 } else {
                     Duration::ZERO
@@ -361,9 +358,6 @@ impl SyncSender {
             if wait_in && spin_until.is_some_and(|u| now < u) {
                 std::hint::spin_loop();
                 continue;
-            }
-            if std::mem::take(&mut slot) {
-                self.spinners.fetch_sub(1, Ordering::Relaxed);
             }
             if std::mem::take(&mut spun) {
                 self.spin_missed();
@@ -416,22 +410,13 @@ impl SyncSender {
                 break;
             }
         }
-        if slot {
-            self.spinners.fetch_sub(1, Ordering::Relaxed);
+        if spinning {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
         if spun {
             // The ack came while spinning.
             self.spin_misses.store(0, Ordering::Relaxed);
         }
-    }
-
-    /// Takes a spin slot if one is free.
-    fn take_spin_slot(&self) -> bool {
-        if self.spinners.fetch_add(1, Ordering::Relaxed) < self.spin_slots {
-            return true;
-        }
-        self.spinners.fetch_sub(1, Ordering::Relaxed);
-        false
     }
 
     /// False while recent spins went unanswered (each skipped send counts
