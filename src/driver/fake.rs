@@ -49,6 +49,9 @@ pub(crate) struct FakeDriver {
     pub(crate) room_of: HashMap<SocketAddr, usize>,
     /// Every timeout the engine waited with.
     pub(crate) waits: Vec<Duration>,
+    /// What the peer of each new connection sends first, unasked (a
+    /// receiver's reply preface, which senders wait for).
+    pub(crate) greeting: Vec<u8>,
     ready: Vec<Event>,
     waker: Arc<FakeWaker>,
 }
@@ -63,6 +66,7 @@ impl FakeDriver {
             room,
             room_of: HashMap::new(),
             waits: Vec::new(),
+            greeting: Vec::new(),
             ready: Vec::new(),
             waker: Arc::default(),
         }
@@ -136,6 +140,11 @@ impl Driver for FakeDriver {
         let s = FakeSock {
             addr: Some(addr),
             room: self.room_of.get(&addr).copied().unwrap_or(self.room),
+            inbox: if res.is_ok() {
+                self.greeting.clone()
+            } else {
+                Vec::new()
+            },
             ..FakeSock::default()
         };
         self.socks.insert(token, s);

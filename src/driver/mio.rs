@@ -126,6 +126,7 @@ impl MioDriver {
         };
         if s.connecting {
             if let Some(res) = connect_result(&s.sock) {
+                let res = sys::check_connected((&s.sock).into(), res);
                 s.connecting = false;
                 s.writable = res.is_ok();
                 out.push(Event::Connected { token, res });

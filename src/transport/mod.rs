@@ -33,6 +33,15 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// True for the errors that mean "not now" on a non-blocking socket
+/// (including a connect still in progress).
+pub(crate) fn not_now(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+    ) || e.raw_os_error() == Some(libc::EINPROGRESS)
+}
+
 /// A message handed to the listener. `payload` is a zero-copy slice of the
 /// receive buffer (or of the inflated buffer); clone it to keep it.
 #[derive(Debug, Clone)]

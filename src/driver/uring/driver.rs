@@ -9,7 +9,7 @@
 
 use super::{recv_filled, BufRing, Completion, Gather, Op, OpId, Ring, RingWaker};
 use crate::driver::contract::{Driver, Ended, Event, Frame, SockOpts, Token};
-use crate::driver::TokenMap;
+use crate::driver::{sys, TokenMap};
 use bytes::BytesMut;
 use socket2::Socket;
 use std::io;
@@ -194,6 +194,7 @@ impl UringDriver {
         if s.connect == Some(c.id) {
             s.connect = None;
             let res = if c.res < 0 { Err(err()) } else { Ok(()) };
+            let res = sys::check_connected((&s.sock).into(), res);
             out.push(Event::Connected { token, res });
         } else if s.send == Some(c.id) {
             s.send = None;

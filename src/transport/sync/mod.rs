@@ -286,6 +286,21 @@ impl SyncSender {
         id: u64,
         ack: bool,
     ) -> Vec<(SocketAddr, Result<()>)> {
+        let deadline = Instant::now() + self.shared.cfg.ack_timeout;
+        self.send_many_by(to, hdr, payload, id, ack, deadline)
+    }
+
+    /// [`SyncSender::send_many`] by a deadline of the caller's (a send
+    /// that also goes to Tribes members ends by one deadline for all).
+    pub fn send_many_by(
+        &self,
+        to: &[SocketAddr],
+        hdr: &[u8; HEADER_LEN],
+        payload: &Bytes,
+        id: u64,
+        ack: bool,
+        deadline: Instant,
+    ) -> Vec<(SocketAddr, Result<()>)> {
         let now = Instant::now();
         let mut ds: Vec<Dest> = to.iter().map(|&a| self.dest(a, now)).collect();
         let msg = Msg {
@@ -294,7 +309,7 @@ impl SyncSender {
             id,
             ack,
         };
-        self.drive(&mut ds, msg, now + self.shared.cfg.ack_timeout);
+        self.drive(&mut ds, msg, deadline);
         ds.into_iter()
             .map(|d| match d.step {
                 Step::Done(r) => (d.addr, r),
