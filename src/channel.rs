@@ -91,7 +91,10 @@ impl ChannelBuilder {
         cfg.validate()?;
         let backend = crate::driver::Backend::resolve(&cfg.io_backend)?;
         let member_id = cfg.member_id.unwrap_or_else(random_id);
-        let shared = Arc::new(Shared::new(cfg, member_id, self.outcome));
+        let secure = cfg.security.context()?;
+        let mut shared = Shared::new(cfg, member_id, self.outcome);
+        shared.secure = secure;
+        let shared = Arc::new(shared);
         let listener = self
             .listener
             .unwrap_or_else(|| Arc::new(|_: &Message| Ok(())));

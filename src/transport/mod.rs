@@ -109,6 +109,9 @@ pub struct Shared {
     /// The receiver's per-stream high-water marks (exactly-once delivery
     /// across reconnects), shared by its threads.
     pub dedup: crate::proto::dedup::DedupTable,
+    /// Set when every connection must be authenticated and encrypted
+    /// (`encryptionKey` or the `tls*File` settings).
+    pub secure: Option<crate::proto::secure::SecureContext>,
 }
 
 impl Shared {
@@ -122,6 +125,7 @@ impl Shared {
             local: std::sync::OnceLock::new(),
             on_unreachable: std::sync::OnceLock::new(),
             dedup: Default::default(),
+            secure: None,
         }
     }
 

@@ -6,6 +6,7 @@ use super::{Message, MessageListener, Shared};
 use crate::error::Error;
 use crate::proto::inbound::{InEvent, InboundConn};
 use crate::proto::limits::{Admit, Expiry, RxLimits, RxLimitsConfig, UNRESERVED_FRAME};
+use crate::proto::secure::{looks_secure, SecureError, SecureStream};
 use crate::proto::FrameBuf;
 use crate::queue::Wake;
 use crate::sr_log;
@@ -67,6 +68,8 @@ pub(crate) enum Close {
     Protocol(Error),
     /// A receiver limit (handshake deadline, slot eviction, acks unread).
     Limit(&'static str),
+    /// The peer did not authenticate, or a record failed authentication.
+    Secure(SecureError),
 }
 
 /// Why a connection is not read for now, besides a full worker queue.
@@ -391,6 +394,58 @@ impl RxCore {
     /// queue (the caller retries it with [`RxCore::unstall`]), its inflate
     /// budget, its unsent output, or receive memory for its next frame.
     pub(crate) fn decode<B: FrameBuf>(
+        &mut self,
+        token: usize,
+        c: &mut ConnCore,
+        buf: &mut B,
+    ) -> Result<(), Close> {
+        if c.paused() {
+            return Ok(());
+        }
+        if self.shared.secure.is_some() {
+            // secure hook: records are opened before the frame decoder
+            return self.decode_secure(token, c, buf);
+        }
+        self.decode_clear(token, c, buf)
+    }
+
+    /// Secure mode: the first bytes must open a secure session (anything
+    /// else is refused); all the bytes read are opened, and the frames are
+    /// decoded from the plaintext.
+    fn decode_secure<B: FrameBuf>(
+        &mut self,
+        token: usize,
+        c: &mut ConnCore,
+        buf: &mut B,
+    ) -> Result<(), Close> {
+        if !c.proto.is_secure() {
+            match looks_secure(buf) {
+                None => return Ok(()),
+                Some(false) => {
+                    return Err(Close::Secure(SecureError::Refused(
+                        "clear text (or Tribes framing) to a node that requires encryption".into(),
+                    )))
+                }
+                Some(true) => {
+                    let ctx = self.shared.secure.as_ref().expect("secure mode");
+                    c.proto
+                        .set_secure(SecureStream::accept(ctx).map_err(Close::Secure)?);
+                }
+            }
+        }
+        if !buf.is_empty() {
+            let r = c.proto.open_secure(buf);
+            buf.skip(buf.len());
+            r.map_err(Close::Secure)?;
+        }
+        let mut plain = c.proto.take_plain();
+        let r = self.decode_clear(token, c, &mut plain);
+        c.proto.put_plain(plain);
+        r
+    }
+
+    /// Decodes frames from clear bytes (see [`RxCore::decode`]).
+    fn decode_clear<B: FrameBuf>(
         &mut self,
         token: usize,
         c: &mut ConnCore,
@@ -727,6 +782,14 @@ impl RxCore {
             Close::Io(e) => sr_log!(Info, "connection from {peer} failed: {e}"),
             Close::Protocol(e) => {
                 Stats::add(&self.shared.stats.protocol_errors, 1);
+                sr_log!(Warn, "closing connection from {peer}: {e}");
+            }
+            Close::Secure(e) => {
+                let s = &self.shared.stats;
+                match e {
+                    SecureError::Refused(_) => Stats::add(&s.secure_refusals, 1),
+                    _ => Stats::add(&s.secure_errors, 1),
+                }
                 sr_log!(Warn, "closing connection from {peer}: {e}");
             }
         }

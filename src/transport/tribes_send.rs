@@ -121,6 +121,13 @@ impl TribesSender {
     fn transmit(&self, to: SocketAddr, head: &[u8], body: &Bytes, ack: AckMode) -> Result<()> {
         // Connecting, writing and the ack all end by one deadline: a
         // member that stopped reading cannot hold the caller longer.
+        if self.shared.secure.is_some() {
+            // Never clear text on a node that requires encryption: Tribes
+            // EncryptInterceptor framing is not wired into live channels.
+            return Err(Error::Unreachable(format!(
+                "{to} is a Tribes member: sending to Tribes under encryption is not supported yet"
+            )));
+        }
         let deadline = Instant::now() + self.shared.cfg.ack_timeout;
         let mut attempt = 0;
         loop {
