@@ -63,6 +63,11 @@ impl InboundConn {
         self.secure = Some(Box::new(s));
     }
 
+    /// True in secure mode once the secure handshake completed.
+    pub fn secure_established(&self) -> bool {
+        self.secure.as_ref().is_some_and(|s| s.is_established())
+    }
+
     /// True in secure mode.
     pub fn is_secure(&self) -> bool {
         self.secure.is_some()

@@ -773,6 +773,15 @@ impl RxCore {
     pub(crate) fn on_close(&mut self, c: &ConnCore, why: &Close) {
         self.limits.closed(c.token, c.reserved);
         let peer = c.peer;
+        if matches!(why, Close::Eof | Close::Io(_) | Close::Limit(_))
+            && c.proto.is_secure()
+            && !c.proto.secure_established()
+        {
+            // The peer started the secure handshake and dropped it (a
+            // certificate it did not accept, a key it did not have).
+            Stats::add(&self.shared.stats.secure_refusals, 1);
+            sr_log!(Warn, "{peer} did not complete the secure handshake");
+        }
         match why {
             Close::Limit(what) => {
                 Stats::add(&self.shared.stats.rx_limit_closes, 1);

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 /// The cluster key of the shared-key runs (256 bits).
 pub const CLUSTER_KEY: &str = "5e551011be9c0de5e551011be9c0de5e551011be9c0de5e551011be9c0de0042";
 /// Another key: a node holding it is not a member.
-pub const OTHER_KEY: &str = "0be9c0de5e551011be9c0de5e551011be9c0de5e551011be9c0de5e55101100ff";
+pub const OTHER_KEY: &str = "0be9c0de5e551011be9c0de5e551011be9c0de5e551011be9c0de5e55101100f";
 
 /// Certificate-mode files of one node.
 #[derive(Debug, Clone)]

@@ -29,6 +29,10 @@ impl<T: Default> SenderConn<T> {
 
     /// The connection is gone: its session with it.
     pub(super) fn secure_closed(&mut self) {
+        if self.state == State::Open && self.secure.as_ref().is_some_and(|s| !s.is_established()) {
+            // Connected, but the member closed before proving the key.
+            self.counters.secure_refusals += 1;
+        }
         if self.secure_ctx.is_some() {
             self.secure = None;
             self.sealed_ctl = 0;
@@ -94,6 +98,7 @@ impl<T: Default> SenderConn<T> {
                 SecureError::Refused(_) => self.counters.secure_refusals += 1,
                 _ => self.counters.secure_errors += 1,
             }
+            self.secure = None; // counted here, not again as an unfinished handshake
             return self.close_broken(now, &format!("secure: {e}"));
         }
         if sec.is_established() {
@@ -106,11 +111,11 @@ impl<T: Default> SenderConn<T> {
         }
     }
 
-    /// The handshake deadline passed: the peer never proved the key.
+    /// The handshake deadline passed: the peer never proved the key
+    /// (counted as a refusal when the connection closes).
     pub(super) fn secure_timeout(&mut self, now: Instant) {
         if self.handshake_deadline.is_some_and(|d| now >= d) {
             self.handshake_deadline = None;
-            self.counters.secure_refusals += 1;
             self.actions
                 .push_back(Action::Close("secure handshake timed out".into()));
             self.handle_broken(now, "secure handshake timed out (handshakeTimeout)");

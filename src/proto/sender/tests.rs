@@ -570,7 +570,11 @@ fn member_with_another_key_gets_only_the_hello_and_nothing_is_delivered() {
     s.one_outcome_each(ids.iter().copied());
     assert_eq!(s.count(|o| o.is_ok()), 0);
     assert!(s.delivered.is_empty());
-    assert!(s.closes.iter().any(|c| c.contains("does not prove")), "{:?}", s.closes);
+    assert!(
+        s.closes.iter().any(|c| c.contains("does not prove")),
+        "{:?}",
+        s.closes
+    );
     // Only hellos (8-byte header + 48-byte Noise message) went out.
     assert!(!contains(&s.wire, b"secret"));
     assert_eq!(s.wire.len() % 56, 0, "{} bytes", s.wire.len());

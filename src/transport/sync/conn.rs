@@ -58,6 +58,8 @@ pub(super) struct SyncConn {
     /// Secure mode: the filter, and the ciphertext read but not opened.
     secure: Option<Box<SecureStream>>,
     raw: BytesMut,
+    /// The member failed or dropped the secure handshake.
+    refused: bool,
 }
 
 fn closed() -> Error {
@@ -115,7 +117,14 @@ impl SyncConn {
             opened: Instant::now(),
             secure,
             raw: BytesMut::new(),
+            refused: false,
         })
+    }
+
+    /// True if the member failed or dropped the secure handshake (count it
+    /// as a refusal).
+    pub(super) fn refused(&self) -> bool {
+        self.refused
     }
 
     /// The socket, for `poll`.
@@ -165,8 +174,15 @@ impl SyncConn {
                         }
                     } else if s.is_established() {
                         self.opening = Opening::SendingPreface(0);
-                    } else if !self.read_some()? {
-                        return Ok(Some(Wait::In));
+                    } else {
+                        match self.read_some() {
+                            Ok(true) => {}
+                            Ok(false) => return Ok(Some(Wait::In)),
+                            Err(e) => {
+                                self.refused = true;
+                                return Err(e);
+                            }
+                        }
                     }
                 }
                 Opening::SendingPreface(off) if self.secure.is_some() => {
