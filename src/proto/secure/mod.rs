@@ -92,6 +92,8 @@ pub trait PlainBuf {
     }
     /// Grows by `n` zero bytes and returns them.
     fn grow(&mut self, n: usize) -> &mut [u8];
+    /// Appends `data` and returns the appended bytes (to open in place).
+    fn append(&mut self, data: &[u8]) -> &mut [u8];
     /// Shortens to `len` bytes.
     fn cut(&mut self, len: usize);
 }
@@ -103,6 +105,11 @@ impl PlainBuf for Vec<u8> {
     fn grow(&mut self, n: usize) -> &mut [u8] {
         let start = Vec::len(self);
         self.resize(start + n, 0);
+        &mut self[start..]
+    }
+    fn append(&mut self, data: &[u8]) -> &mut [u8] {
+        let start = Vec::len(self);
+        self.extend_from_slice(data);
         &mut self[start..]
     }
     fn cut(&mut self, len: usize) {
@@ -117,6 +124,11 @@ impl PlainBuf for bytes::BytesMut {
     fn grow(&mut self, n: usize) -> &mut [u8] {
         let start = bytes::BytesMut::len(self);
         self.resize(start + n, 0);
+        &mut self[start..]
+    }
+    fn append(&mut self, data: &[u8]) -> &mut [u8] {
+        let start = bytes::BytesMut::len(self);
+        self.extend_from_slice(data);
         &mut self[start..]
     }
     fn cut(&mut self, len: usize) {

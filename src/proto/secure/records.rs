@@ -136,8 +136,7 @@ impl RecordKeys {
                 return Ok(pos);
             }
             let start = plain.len();
-            let dst = plain.grow(len);
-            dst.copy_from_slice(&rest[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len]);
+            let dst = plain.append(&rest[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len]);
             let nonce = self.rx.next_nonce()?;
             if self
                 .rx
