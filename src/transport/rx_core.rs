@@ -6,7 +6,7 @@ use super::{Message, MessageListener, Shared};
 use crate::error::Error;
 use crate::proto::inbound::{InEvent, InboundConn};
 use crate::proto::limits::{Admit, Expiry, RxLimits, RxLimitsConfig, UNRESERVED_FRAME};
-use crate::proto::secure::{looks_secure, SecureError, SecureStream};
+use crate::proto::secure::SecureError;
 use crate::proto::FrameBuf;
 use crate::queue::Wake;
 use crate::sr_log;
@@ -146,6 +146,9 @@ pub(crate) struct RxCore {
     worker_threads: Vec<Option<std::thread::Thread>>,
     pub(crate) rx: Arc<RxShared>,
     limits: RxLimits,
+    /// Shared-key mode: Tribes `EncryptInterceptor` bodies from Tribes
+    /// members are opened (and replays refused) with this.
+    tribes_crypt: Option<secure::TribesCrypt>,
 }
 
 /// The receiver bounds from the config, `driver_pool` bytes of the memory
@@ -211,6 +214,7 @@ pub(crate) fn start_workers(
             .collect(),
         rx,
         limits: RxLimits::new(limits_config(&shared.cfg, driver_pool)),
+        tribes_crypt: secure::TribesCrypt::for_node(shared),
     };
     Ok((core, handles))
 }
@@ -409,43 +413,8 @@ impl RxCore {
         self.decode_clear(token, c, buf)
     }
 
-    /// Secure mode: the first bytes must open a secure session (anything
-    /// else is refused); all the bytes read are opened, and the frames are
-    /// decoded from the plaintext.
-    fn decode_secure<B: FrameBuf>(
-        &mut self,
-        token: usize,
-        c: &mut ConnCore,
-        buf: &mut B,
-    ) -> Result<(), Close> {
-        if !c.proto.is_secure() {
-            match looks_secure(buf) {
-                None => return Ok(()),
-                Some(false) => {
-                    return Err(Close::Secure(SecureError::Refused(
-                        "clear text (or Tribes framing) to a node that requires encryption".into(),
-                    )))
-                }
-                Some(true) => {
-                    let ctx = self.shared.secure.as_ref().expect("secure mode");
-                    c.proto
-                        .set_secure(SecureStream::accept(ctx).map_err(Close::Secure)?);
-                }
-            }
-        }
-        if !buf.is_empty() {
-            let r = c.proto.open_secure(buf);
-            buf.skip(buf.len());
-            r.map_err(Close::Secure)?;
-        }
-        let mut plain = c.proto.take_plain();
-        let r = self.decode_clear(token, c, &mut plain);
-        c.proto.put_plain(plain);
-        r
-    }
-
     /// Decodes frames from clear bytes (see [`RxCore::decode`]).
-    fn decode_clear<B: FrameBuf>(
+    pub(super) fn decode_clear<B: FrameBuf>(
         &mut self,
         token: usize,
         c: &mut ConnCore,
@@ -675,7 +644,11 @@ impl RxCore {
             // In envelope mode the host (the JVM drop-in) gets the whole
             // ChannelData and handles gzip and control bodies itself.
             let envelope = self.shared.cfg.tribes_envelope.then(|| payload.clone());
-            let cd = ChannelData::decode(payload).map_err(Close::Protocol)?;
+            let mut cd = ChannelData::decode(payload).map_err(Close::Protocol)?;
+            if self.shared.secure.is_some() {
+                // secure hook: EncryptInterceptor bodies opened, or refused
+                self.tribes_open(&mut cd, envelope.is_some())?;
+            }
             let member = cd.member().map_err(Close::Protocol)?;
             let from = match u16::try_from(member.port) {
                 Ok(p) if p != 0 => SocketAddr::new(member.host, p),
@@ -773,15 +746,7 @@ impl RxCore {
     pub(crate) fn on_close(&mut self, c: &ConnCore, why: &Close) {
         self.limits.closed(c.token, c.reserved);
         let peer = c.peer;
-        if matches!(why, Close::Eof | Close::Io(_) | Close::Limit(_))
-            && c.proto.is_secure()
-            && !c.proto.secure_established()
-        {
-            // The peer started the secure handshake and dropped it (a
-            // certificate it did not accept, a key it did not have).
-            Stats::add(&self.shared.stats.secure_refusals, 1);
-            sr_log!(Warn, "{peer} did not complete the secure handshake");
-        }
+        self.count_secure_close(c, why);
         match why {
             Close::Limit(what) => {
                 Stats::add(&self.shared.stats.rx_limit_closes, 1);
@@ -793,14 +758,7 @@ impl RxCore {
                 Stats::add(&self.shared.stats.protocol_errors, 1);
                 sr_log!(Warn, "closing connection from {peer}: {e}");
             }
-            Close::Secure(e) => {
-                let s = &self.shared.stats;
-                match e {
-                    SecureError::Refused(_) => Stats::add(&s.secure_refusals, 1),
-                    _ => Stats::add(&s.secure_errors, 1),
-                }
-                sr_log!(Warn, "closing connection from {peer}: {e}");
-            }
+            Close::Secure(_) => {} // counted and logged above
         }
     }
 }
@@ -858,6 +816,9 @@ fn worker_loop(w: Arc<WorkerShared>, l: MessageListener, rx: Arc<RxShared>, shar
         }
     }
 }
+
+#[path = "rx_secure.rs"]
+mod secure;
 
 #[cfg(test)]
 #[path = "rx_core_tests.rs"]

@@ -8,6 +8,7 @@
 use super::Shared;
 use crate::config::AckMode;
 use crate::error::{Error, Result};
+use crate::proto::secure::tribes::TribesCipher;
 use crate::stats::Stats;
 use crate::wire::compress;
 use crate::wire::tribes::{self, options, ChannelData, TribesMember};
@@ -19,6 +20,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// A send to a Tribes member that this node cannot encrypt (`what`):
+/// refused rather than sent in clear text.
+fn refused(to: SocketAddr, what: &str) -> Error {
+    Error::Unreachable(format!(
+        "{to} is a Tribes member: {what} cannot be sent encrypted (only shared-key mode \
+         speaks EncryptInterceptor)"
+    ))
+}
+
 /// The Tribes-framing sender of a channel.
 pub struct TribesSender {
     shared: Arc<Shared>,
@@ -27,17 +37,26 @@ pub struct TribesSender {
     seq: AtomicU64,
     /// Our member blob, encoded once (every ChannelData carries it).
     blob: std::sync::OnceLock<Bytes>,
+    /// Shared-key mode: message bodies sealed as Tribes'
+    /// `EncryptInterceptor` does (`AES/GCM/NoPadding`, `encryptionKey`).
+    cipher: Option<TribesCipher>,
 }
 
 impl TribesSender {
     /// A sender for `shared`'s channel.
     pub fn new(shared: Arc<Shared>) -> Self {
+        let cipher = shared
+            .secure
+            .as_ref()
+            .and(shared.cfg.security.encryption_key.as_ref())
+            .map(TribesCipher::new);
         TribesSender {
             shared,
             idle: Mutex::new(HashMap::new()),
             started: Instant::now(),
             seq: AtomicU64::new(0),
             blob: std::sync::OnceLock::new(),
+            cipher,
         }
     }
 
@@ -83,6 +102,17 @@ impl TribesSender {
         } else {
             payload.clone()
         };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        // Under encryption the body goes sealed as EncryptInterceptor's,
+        // never in clear text.
+        let body = match (&self.shared.secure, &self.cipher) {
+            (None, _) => body,
+            (Some(_), Some(c)) => Bytes::from(c.seal_random(&body, now_ms)?),
+            (Some(_), None) => return Err(refused(to, "certificate mode")),
+        };
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut uid = self.shared.member_id;
         for (b, x) in uid.iter_mut().zip(n.to_be_bytes().iter().cycle()) {
@@ -90,10 +120,7 @@ impl TribesSender {
         }
         let cd = ChannelData {
             options: opts,
-            timestamp: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+            timestamp: now_ms,
             unique_id: Bytes::copy_from_slice(&uid),
             address: self.member_blob()?,
             message: body,
@@ -112,6 +139,9 @@ impl TribesSender {
     /// # Errors
     /// As [`TribesSender::send`].
     pub fn send_raw(&self, to: SocketAddr, package: &Bytes, ack: AckMode) -> Result<()> {
+        if self.shared.secure.is_some() {
+            return Err(refused(to, "tribesEnvelope packages"));
+        }
         let head = tribes::frame_header(package.len())?;
         self.transmit(to, &head, package, ack)
     }
@@ -121,13 +151,6 @@ impl TribesSender {
     fn transmit(&self, to: SocketAddr, head: &[u8], body: &Bytes, ack: AckMode) -> Result<()> {
         // Connecting, writing and the ack all end by one deadline: a
         // member that stopped reading cannot hold the caller longer.
-        if self.shared.secure.is_some() {
-            // Never clear text on a node that requires encryption: Tribes
-            // EncryptInterceptor framing is not wired into live channels.
-            return Err(Error::Unreachable(format!(
-                "{to} is a Tribes member: sending to Tribes under encryption is not supported yet"
-            )));
-        }
         let deadline = Instant::now() + self.shared.cfg.ack_timeout;
         let mut attempt = 0;
         loop {
