@@ -27,8 +27,10 @@ const KEEP_CAPACITY: usize = 1 << 20;
 #[derive(Debug)]
 pub struct SecureStream {
     session: SecureSession,
-    /// Ciphertext not yet written (handshake messages, records).
+    /// Ciphertext (handshake messages, records); `wire[..sent]` is
+    /// written already.
     wire: Vec<u8>,
+    sent: usize,
     /// Plaintext bytes whose records are in `wire`.
     sealed: usize,
     /// Opened plaintext not yet decoded.
@@ -42,6 +44,7 @@ impl SecureStream {
         let mut s = SecureStream {
             session,
             wire: Vec::new(),
+            sent: 0,
             sealed: 0,
             plain: BytesMut::new(),
             gather: Vec::new(),
@@ -100,12 +103,16 @@ impl SecureStream {
 
     /// Ciphertext to write.
     pub fn pending(&self) -> &[u8] {
-        &self.wire
+        &self.wire[self.sent..]
     }
 
-    /// The output buffer itself (the receiver's writers drain what they
-    /// wrote with `drain(..n)`).
+    /// The output buffer itself, for writers that drain what they wrote
+    /// with `drain(..n)` instead of calling [`SecureStream::written`].
     pub fn pending_mut(&mut self) -> &mut Vec<u8> {
+        if self.sent > 0 {
+            self.wire.drain(..self.sent);
+            self.sent = 0;
+        }
         &mut self.wire
     }
 
@@ -113,15 +120,15 @@ impl SecureStream {
     /// plaintext now fully on the wire: all that was sealed once the
     /// output drained, else 0.
     pub fn written(&mut self, n: usize) -> usize {
-        let n = n.min(self.wire.len());
-        if n == self.wire.len() {
+        self.sent = (self.sent + n).min(self.wire.len());
+        if self.sent == self.wire.len() {
             self.wire.clear();
+            self.sent = 0;
             if self.wire.capacity() > KEEP_CAPACITY {
                 self.wire = Vec::new();
             }
             return std::mem::take(&mut self.sealed);
         }
-        self.wire.drain(..n);
         0
     }
 
