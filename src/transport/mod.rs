@@ -35,6 +35,14 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// Wall-clock milliseconds since the Unix epoch (Tribes timestamps).
+pub(crate) fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// A message handed to the listener. `payload` is a zero-copy slice of the
 /// receive buffer (or of the inflated buffer); clone it to keep it.
 #[derive(Debug, Clone)]

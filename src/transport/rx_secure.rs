@@ -13,10 +13,10 @@ use crate::proto::secure::{looks_secure, SecureError, SecureStream};
 use crate::proto::FrameBuf;
 use crate::sr_log;
 use crate::stats::Stats;
+use crate::transport::unix_ms;
 use crate::wire::tribes::ChannelData;
 use crate::wire::{detect_dialect, Dialect};
 use bytes::Bytes;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Most message IVs the Tribes replay window remembers.
 const TRIBES_REPLAY_IVS: usize = 65_536;
@@ -27,13 +27,6 @@ pub(super) struct TribesCrypt {
     window: ReplayWindow,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl TribesCrypt {
     /// Set on a node in shared-key mode.
     pub(super) fn for_node(shared: &Shared) -> Option<TribesCrypt> {
@@ -42,7 +35,7 @@ impl TribesCrypt {
         let window = shared.cfg.security.heartbeat_auth_window.as_millis() as i64;
         Some(TribesCrypt {
             cipher: TribesCipher::new(key),
-            window: ReplayWindow::new(window, TRIBES_REPLAY_IVS, now_ms()),
+            window: ReplayWindow::new(window, TRIBES_REPLAY_IVS, unix_ms()),
         })
     }
 }
@@ -106,7 +99,7 @@ impl RxCore {
             return Err(refused("tribesEnvelope is not supported under encryption"));
         }
         let (ts, body) = t.cipher.open(&cd.message).map_err(Close::Secure)?;
-        let now = now_ms();
+        let now = unix_ms();
         t.window.expire(now);
         if !t.window.check(&cd.message, ts, now) {
             return Err(Close::Secure(SecureError::Corrupt(

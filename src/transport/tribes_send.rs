@@ -18,7 +18,7 @@ use std::io::{IoSlice, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// A send to a Tribes member that this node cannot encrypt (`what`):
 /// refused rather than sent in clear text.
@@ -102,10 +102,7 @@ impl TribesSender {
         } else {
             payload.clone()
         };
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now_ms = super::unix_ms();
         // Under encryption the body goes sealed as EncryptInterceptor's,
         // never in clear text.
         let body = match (&self.shared.secure, &self.cipher) {
