@@ -81,6 +81,9 @@ impl fmt::Display for SecureError {
 
 impl std::error::Error for SecureError {}
 
+/// Room a plaintext buffer takes when it must grow (four full records).
+const PLAIN_RESERVE: usize = 256 * 1024;
+
 /// Where a session appends the plaintext it opened (a `Vec<u8>`, or the
 /// `BytesMut` frames are split from without a copy).
 pub trait PlainBuf {
@@ -128,6 +131,11 @@ impl PlainBuf for bytes::BytesMut {
     }
     fn append(&mut self, data: &[u8]) -> &mut [u8] {
         let start = bytes::BytesMut::len(self);
+        if self.capacity() - start < data.len() {
+            // Frames split off earlier still share the old allocation: take
+            // room for several records at once, not one allocation each.
+            self.reserve(data.len().max(PLAIN_RESERVE));
+        }
         self.extend_from_slice(data);
         &mut self[start..]
     }
