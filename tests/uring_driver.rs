@@ -8,7 +8,7 @@ use bytes::Bytes;
 use sessionrepl::config::AckMode;
 use sessionrepl::driver::uring;
 use sessionrepl::driver::Backend;
-use sessionrepl::transport::uring_rx::{UringReceiver, UringRxTuning};
+use sessionrepl::transport::receiver::{Receiver, UringRxTuning};
 use sessionrepl::transport::{Message, SendOptions, Shared};
 use sessionrepl::{Channel, Config, Error, ReplicationMode};
 use std::collections::HashMap;
@@ -109,7 +109,7 @@ fn exhaust(incremental: bool) {
         max_buffers: 16,
         incremental,
     };
-    let mut rx = UringReceiver::start_tuned(shared.clone(), listener, tuning).unwrap();
+    let mut rx = Receiver::start_uring(shared.clone(), listener, tuning).unwrap();
     let mut scfg = uring_cfg();
     scfg.replication_mode = ReplicationMode::FastAsyncQueue;
     let tx = Channel::builder(scfg).start().unwrap();
@@ -220,8 +220,9 @@ fn stop_under_load_drains_every_operation() {
 
 #[test]
 fn zero_copy_sends_deliver_intact_and_stop_drains_them() {
+    use sessionrepl::driver::uring::UringTuning;
+    use sessionrepl::transport::pump::Pump;
     use sessionrepl::transport::pump::{Dest, Outgoing};
-    use sessionrepl::transport::uring_pump::{UringPump, UringPumpTuning};
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !available() {
         return;
@@ -237,7 +238,7 @@ fn zero_copy_sends_deliver_intact_and_stop_drains_them() {
         .start()
         .unwrap();
     let shared = Arc::new(Shared::new(uring_cfg(), [4; 16], None));
-    let tuning = UringPumpTuning {
+    let tuning = UringTuning {
         zc_min: 64 * 1024,
         zc_loopback: true,
     };
@@ -245,7 +246,7 @@ fn zero_copy_sends_deliver_intact_and_stop_drains_them() {
     let body = |i: usize| Bytes::from(vec![(i % 251) as u8; sizes(i)]);
     let to = rx.local_addr();
     // Run to completion: every frame arrives intact and in order.
-    let pump = UringPump::start_tuned(shared.clone(), "zc-test", tuning).unwrap();
+    let pump = Pump::start_uring(shared.clone(), "zc-test", tuning, false).unwrap();
     let n = 300;
     for i in 0..n {
         let item = Outgoing {

@@ -90,7 +90,7 @@ impl SyncConn {
             .map_err(broken)?;
         sock.set_nonblocking(true).map_err(broken)?;
         sock.set_nodelay(cfg.tcp_no_delay).map_err(broken)?;
-        super::super::receiver::set_buffers(&sock, cfg);
+        super::super::engine::set_buffers(&sock, cfg);
         let secure = match &shared.secure {
             Some(ctx) => Some(Box::new(
                 SecureStream::connect(ctx, addr.ip())
