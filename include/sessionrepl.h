@@ -568,6 +568,17 @@ typedef struct sr_stats {
      * maxConnections, ackWriteTimeout, connectionUploadTimeout).
      */
     uint64_t rx_limit_closes;
+    /**
+     * Connections refused because the peer did not authenticate (no or
+     * another cluster key, a certificate the cluster CA did not sign, clear
+     * text to a node that requires encryption), both directions.
+     */
+    uint64_t secure_refusals;
+    /**
+     * Secured connections closed for a record that failed authentication
+     * (tampered, replayed, reordered, truncated or from another connection).
+     */
+    uint64_t secure_errors;
 } sr_stats;
 
 /**

@@ -91,7 +91,10 @@ impl ChannelBuilder {
         cfg.validate()?;
         let backend = crate::driver::Backend::resolve(&cfg.io_backend)?;
         let member_id = cfg.member_id.unwrap_or_else(random_id);
-        let shared = Arc::new(Shared::new(cfg, member_id, self.outcome));
+        let secure = cfg.security.context()?;
+        let mut shared = Shared::new(cfg, member_id, self.outcome);
+        shared.secure = secure;
+        let shared = Arc::new(shared);
         let listener = self
             .listener
             .unwrap_or_else(|| Arc::new(|_: &Message| Ok(())));
@@ -473,7 +476,7 @@ impl Channel {
         let (head, body) = if tribes.is_empty() {
             (Bytes::new(), Bytes::new())
         } else if self.inner.shared.cfg.tribes_envelope {
-            TribesSender::raw_frame(&payload)?
+            self.inner.tribes.raw_frame(&payload)?
         } else {
             self.inner.tribes.frame(&payload, opts.ack, opts.compress)?
         };
@@ -547,7 +550,7 @@ impl Channel {
             return Err(Error::NotRunning);
         }
         let (head, body) = if self.inner.shared.cfg.tribes_envelope {
-            TribesSender::raw_frame(&payload)?
+            self.inner.tribes.raw_frame(&payload)?
         } else {
             self.inner.tribes.frame(&payload, opts.ack, opts.compress)?
         };

@@ -123,6 +123,13 @@ pub struct sr_stats {
     /// Inbound connections closed by a receiver limit (handshakeTimeout,
     /// maxConnections, ackWriteTimeout, connectionUploadTimeout).
     pub rx_limit_closes: u64,
+    /// Connections refused because the peer did not authenticate (no or
+    /// another cluster key, a certificate the cluster CA did not sign, clear
+    /// text to a node that requires encryption), both directions.
+    pub secure_refusals: u64,
+    /// Secured connections closed for a record that failed authentication
+    /// (tampered, replayed, reordered, truncated or from another connection).
+    pub secure_errors: u64,
 }
 
 // A counter added to the engine must be added here too.
@@ -148,6 +155,8 @@ impl From<StatsSnapshot> for sr_stats {
             compressed: s.compressed,
             listener_errors: s.listener_errors,
             rx_limit_closes: s.rx_limit_closes,
+            secure_refusals: s.secure_refusals,
+            secure_errors: s.secure_errors,
         }
     }
 }

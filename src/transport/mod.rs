@@ -42,6 +42,14 @@ pub(crate) fn not_now(e: &std::io::Error) -> bool {
     ) || e.raw_os_error() == Some(libc::EINPROGRESS)
 }
 
+/// Wall-clock milliseconds since the Unix epoch (Tribes timestamps).
+pub(crate) fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// A message handed to the listener. `payload` is a zero-copy slice of the
 /// receive buffer (or of the inflated buffer); clone it to keep it.
 #[derive(Debug, Clone)]
@@ -118,6 +126,9 @@ pub struct Shared {
     /// The receiver's per-stream high-water marks (exactly-once delivery
     /// across reconnects), shared by its threads.
     pub dedup: crate::proto::dedup::DedupTable,
+    /// Set when every connection must be authenticated and encrypted
+    /// (`encryptionKey` or the `tls*File` settings).
+    pub secure: Option<crate::proto::secure::SecureContext>,
 }
 
 impl Shared {
@@ -131,6 +142,7 @@ impl Shared {
             local: std::sync::OnceLock::new(),
             on_unreachable: std::sync::OnceLock::new(),
             dedup: Default::default(),
+            secure: None,
         }
     }
 

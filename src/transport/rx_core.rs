@@ -6,6 +6,7 @@ use super::{Message, MessageListener, Shared};
 use crate::error::Error;
 use crate::proto::inbound::{InEvent, InboundConn};
 use crate::proto::limits::{Admit, Expiry, RxLimits, RxLimitsConfig, UNRESERVED_FRAME};
+use crate::proto::secure::SecureError;
 use crate::proto::FrameBuf;
 use crate::queue::Wake;
 use crate::sr_log;
@@ -67,6 +68,8 @@ pub(crate) enum Close {
     Protocol(Error),
     /// A receiver limit (handshake deadline, slot eviction, acks unread).
     Limit(&'static str),
+    /// The peer did not authenticate, or a record failed authentication.
+    Secure(SecureError),
 }
 
 /// Why a connection is not read for now, besides a full worker queue.
@@ -145,6 +148,9 @@ pub(crate) struct RxCore {
     worker_threads: Vec<Option<std::thread::Thread>>,
     pub(crate) rx: Arc<RxShared>,
     limits: RxLimits,
+    /// Shared-key mode: Tribes `EncryptInterceptor` bodies from Tribes
+    /// members are opened (and replays refused) with this.
+    tribes_crypt: Option<secure::TribesCrypt>,
 }
 
 /// The receiver bounds from the config, `driver_pool` bytes of the memory
@@ -210,6 +216,7 @@ pub(crate) fn start_workers(
             .collect(),
         rx,
         limits: RxLimits::new(limits_config(&shared.cfg, driver_pool)),
+        tribes_crypt: secure::TribesCrypt::for_node(shared),
     };
     Ok((core, handles))
 }
@@ -414,6 +421,23 @@ impl RxCore {
     /// queue (the caller retries it with [`RxCore::unstall`]), its inflate
     /// budget, its unsent output, or receive memory for its next frame.
     pub(crate) fn decode<B: FrameBuf>(
+        &mut self,
+        token: usize,
+        c: &mut ConnCore,
+        buf: &mut B,
+    ) -> Result<(), Close> {
+        if c.paused() {
+            return Ok(());
+        }
+        if self.shared.secure.is_some() {
+            // secure hook: records are opened before the frame decoder
+            return self.decode_secure(token, c, buf);
+        }
+        self.decode_clear(token, c, buf)
+    }
+
+    /// Decodes frames from clear bytes (see [`RxCore::decode`]).
+    pub(super) fn decode_clear<B: FrameBuf>(
         &mut self,
         token: usize,
         c: &mut ConnCore,
@@ -653,7 +677,11 @@ impl RxCore {
             // In envelope mode the host (the JVM drop-in) gets the whole
             // ChannelData and handles gzip and control bodies itself.
             let envelope = self.shared.cfg.tribes_envelope.then(|| payload.clone());
-            let cd = ChannelData::decode(payload).map_err(Close::Protocol)?;
+            let mut cd = ChannelData::decode(payload).map_err(Close::Protocol)?;
+            if self.shared.secure.is_some() {
+                // secure hook: EncryptInterceptor bodies opened, or refused
+                self.tribes_open(&mut cd, envelope.is_some())?;
+            }
             let member = cd.member().map_err(Close::Protocol)?;
             let from = match u16::try_from(member.port) {
                 Ok(p) if p != 0 => SocketAddr::new(member.host, p),
@@ -751,6 +779,7 @@ impl RxCore {
     pub(crate) fn on_close(&mut self, c: &ConnCore, why: &Close) {
         self.limits.closed(c.token, c.reserved);
         let peer = c.peer;
+        self.count_secure_close(c, why);
         match why {
             Close::Limit(what) => {
                 Stats::add(&self.shared.stats.rx_limit_closes, 1);
@@ -762,6 +791,7 @@ impl RxCore {
                 Stats::add(&self.shared.stats.protocol_errors, 1);
                 sr_log!(Warn, "closing connection from {peer}: {e}");
             }
+            Close::Secure(_) => {} // counted and logged above
         }
     }
 }
@@ -819,6 +849,9 @@ fn worker_loop(w: Arc<WorkerShared>, l: MessageListener, rx: Arc<RxShared>, shar
         }
     }
 }
+
+#[path = "rx_secure.rs"]
+mod secure;
 
 #[cfg(test)]
 #[path = "rx_core_tests.rs"]

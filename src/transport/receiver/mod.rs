@@ -18,7 +18,6 @@
 
 mod tuning;
 
-pub(crate) use super::engine::set_buffers;
 use super::engine::{self, recv::RecvEngine};
 use super::rx_core::{self, WorkerHandle};
 use super::{MessageListener, Shared};
