@@ -299,6 +299,28 @@ typedef enum sr_session_event_kind {
 } sr_session_event_kind;
 
 /**
+ * Which call started an asynchronous operation.
+ */
+typedef enum sr_async_kind {
+    /**
+     * `sr_session_store_commit_async`.
+     */
+    SR_ASYNC_COMMIT = 1,
+    /**
+     * `sr_session_store_create_async`.
+     */
+    SR_ASYNC_CREATE = 2,
+    /**
+     * `sr_session_store_invalidate_async`.
+     */
+    SR_ASYNC_INVALIDATE = 3,
+    /**
+     * `sr_session_store_get_async`.
+     */
+    SR_ASYNC_GET = 4,
+} sr_async_kind;
+
+/**
  * `replicationMode`: who writes a message and when `sr_channel_send`
  * returns. Values for `sr_config_set_replication_mode`.
  */
@@ -776,6 +798,55 @@ typedef struct sr_session_event {
  * the driver they would wait for is the thread running the callback.
  */
 typedef void (*sr_session_event_callback)(void *userdata, const struct sr_session_event *ev);
+
+/**
+ * How one asynchronous operation ended: passed to its completion callback
+ * (valid during the call) or copied out by `sr_session_store_reap`.
+ */
+typedef struct sr_completion {
+    /**
+     * The ticket the starting call wrote to `*out_ticket`.
+     */
+    uint64_t ticket;
+    /**
+     * Which call started it.
+     */
+    enum sr_async_kind kind;
+    /**
+     * The outcome: as the blocking call with the same name would return
+     * (`SR_OK`, `SR_NOT_FOUND`, `SR_MOVED`, `SR_CONFLICT`,
+     * `SR_REMOTE_FAILURE`, `SR_UNREACHABLE`, ...), or `SR_TIMEOUT` (the
+     * deadline passed; a commit may still be acknowledged later) or
+     * `SR_SHUTDOWN` (the store closed first).
+     */
+    enum sr_result result;
+    /**
+     * Commits, creates, invalidations with `SR_OK`: the copies that hold
+     * the change, this node's included; 0 otherwise.
+     */
+    size_t copies;
+    /**
+     * `SR_ASYNC_GET` with `SR_OK`: the snapshot, now owned by the receiver
+     * of the completion (free it with `sr_session_free`); NULL otherwise.
+     */
+    struct sr_session *session;
+    /**
+     * `SR_ASYNC_GET` with `SR_MOVED`: the member the session was handed
+     * to (see `sr_session_store_member_payload`); `family` 0 otherwise.
+     */
+    struct sr_addr moved;
+    /**
+     * The `userdata` given to the starting call.
+     */
+    void *userdata;
+} sr_completion;
+
+/**
+ * Called once per asynchronous operation started with a callback, on the
+ * store's completion thread (`sr-session-async`), with the `userdata` of
+ * the starting call; `completion` is valid during the call.
+ */
+typedef void (*sr_completion_callback)(void *userdata, const struct sr_completion *completion);
 
 /**
  * A session store's counters (`sr_session_store_stats`). Fields are only
@@ -1798,12 +1869,16 @@ void sr_session_store_free(struct sr_session_store *store);
  * fail with `SR_SHUTDOWN` (reads of a closed store may answer
  * `SR_NOT_FOUND`). Without `sr_session_store_drain` first, the other
  * members re-replicate this node's sessions from their copies, as after
- * a crash. When it returns, the event callback is not running and will
- * not run again. Idempotent.
+ * a crash. Asynchronous calls still in flight complete (`SR_SHUTDOWN`
+ * unless their outcome came first): their callbacks have run when it
+ * returns, and reaped completions stay reapable until `_free`. When it
+ * returns, the event callback is not running and will not run again.
+ * Idempotent.
  *
  * Returns `SR_OK`, `SR_NULL_PARAMETER` or `SR_IN_CALLBACK`.
  *
- * Thread safety: any thread except the store's event callback.
+ * Thread safety: any thread except the store's event callback and its
+ * completion callbacks.
  *
  * # Safety
  * `store` is NULL or a live `sr_session_store`.
@@ -1914,6 +1989,159 @@ enum sr_result sr_session_store_holders(const struct sr_session_store *store,
                                         struct sr_addr *out,
                                         size_t cap,
                                         size_t *out_n);
+
+/**
+ * Commits `txn` as `sr_session_store_commit` does, without waiting:
+ * returns at once with a ticket in `*out_ticket` (NULL allowed), and the
+ * outcome comes later in an `sr_completion`, exactly once: to `cb` with
+ * `userdata` if `cb` is not NULL, else to the reap queue
+ * (`sr_session_store_completion_fd`, `sr_session_store_reap`). Its
+ * `result` is what `sr_session_store_commit` would return with a long
+ * enough `wait_ms` (`SR_OK` once every holder acknowledged, with
+ * `copies`; `SR_CONFLICT`, `SR_NOT_FOUND`, `SR_UNREACHABLE`,
+ * `SR_REMOTE_FAILURE`, ...), `SR_TIMEOUT` when `timeout_ms` passed first
+ * (0: the store's `accessTimeout`; the commit may still be acknowledged
+ * later), or `SR_SHUTDOWN` when the store closed first. The change is
+ * applied here (or handed to the primary) before this returns. `txn` is
+ * consumed on every path.
+ *
+ * Returns `SR_OK` (started: one completion will follow),
+ * `SR_NULL_PARAMETER` (`store`, `txn`), `SR_QUEUE_FULL`
+ * (`maxAsyncOperations` calls are outstanding: started and not yet
+ * delivered or reaped), `SR_SHUTDOWN` (closed) or `SR_IO` (the first
+ * asynchronous call could not start the completion thread or eventfd).
+ * On any result but `SR_OK` no completion follows.
+ *
+ * Thread safety: any thread, the event callback and completion callbacks
+ * included. `cb` runs on the store's completion thread
+ * (`sr-session-async`), one completion at a time; it may call any
+ * `sr_session_store_*` function except `_close` and `_free`
+ * (`SR_IN_CALLBACK`), and a blocking call there delays the completions
+ * behind it. `userdata` must stay valid until the completion is
+ * delivered.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `txn` is NULL or a live
+ * `sr_txn` not used afterwards; `cb` is NULL or a valid function;
+ * `out_ticket` is NULL or writable.
+ */
+enum sr_result sr_session_store_commit_async(const struct sr_session_store *store,
+                                             struct sr_txn *txn,
+                                             uint64_t timeout_ms,
+                                             sr_completion_callback cb,
+                                             void *userdata,
+                                             uint64_t *out_ticket);
+
+/**
+ * Creates the session `txn` names as `sr_session_store_create`, without
+ * waiting: the outcome comes as with `sr_session_store_commit_async`
+ * (`SR_CONFLICT`: the id exists or was removed recently). `txn` is
+ * consumed on every path.
+ *
+ * Returns as `sr_session_store_commit_async`.
+ *
+ * Thread safety: as `sr_session_store_commit_async`.
+ *
+ * # Safety
+ * As `sr_session_store_commit_async`.
+ */
+enum sr_result sr_session_store_create_async(const struct sr_session_store *store,
+                                             struct sr_txn *txn,
+                                             uint64_t timeout_ms,
+                                             sr_completion_callback cb,
+                                             void *userdata,
+                                             uint64_t *out_ticket);
+
+/**
+ * Invalidates session `id[0..len]` as `sr_session_store_invalidate`,
+ * without waiting: the outcome comes as with
+ * `sr_session_store_commit_async`.
+ *
+ * Returns as `sr_session_store_commit_async`, plus `SR_NULL_PARAMETER`
+ * for `id` and `SR_INVALID_ARGUMENT` for `len` 0.
+ *
+ * Thread safety: as `sr_session_store_commit_async`.
+ *
+ * # Safety
+ * As `sr_session_store_commit_async`; `id` is NULL or readable for `len`
+ * bytes.
+ */
+enum sr_result sr_session_store_invalidate_async(const struct sr_session_store *store,
+                                                 const uint8_t *id,
+                                                 size_t len,
+                                                 uint64_t timeout_ms,
+                                                 sr_completion_callback cb,
+                                                 void *userdata,
+                                                 uint64_t *out_ticket);
+
+/**
+ * Looks session `id[0..len]` up as `sr_session_store_get`, without
+ * waiting: returns at once with a ticket, and the completion (see
+ * `sr_session_store_commit_async` for where it goes) carries `SR_OK` with
+ * the snapshot in `session` (the receiver owns it: `sr_session_free`),
+ * `SR_NOT_FOUND`, `SR_MOVED` with the new holder in `moved`, or
+ * `SR_TIMEOUT` when no primary answered within `timeout_ms` (0: the
+ * store's `accessTimeout`), or `SR_SHUTDOWN`. Even a session held here
+ * completes through the callback or the queue, never inside this call.
+ *
+ * Returns as `sr_session_store_commit_async`, plus `SR_NULL_PARAMETER`
+ * for `id` and `SR_INVALID_ARGUMENT` for `len` 0.
+ *
+ * Thread safety: as `sr_session_store_commit_async`.
+ *
+ * # Safety
+ * As `sr_session_store_invalidate_async`.
+ */
+enum sr_result sr_session_store_get_async(const struct sr_session_store *store,
+                                          const uint8_t *id,
+                                          size_t len,
+                                          uint64_t timeout_ms,
+                                          sr_completion_callback cb,
+                                          void *userdata,
+                                          uint64_t *out_ticket);
+
+/**
+ * Writes the store's completion descriptor to `*out_fd`: an eventfd that
+ * is readable while completions of asynchronous calls started without a
+ * callback wait in the reap queue. Add it to your poll/epoll/libuv loop
+ * for reading and call `sr_session_store_reap` when it is readable (do
+ * not read it yourself; reaping the queue empty clears it). It stays
+ * open, and the same, until `sr_session_store_free`, which closes it:
+ * take it out of your loop first. The first call starts the store's
+ * completion thread if no asynchronous call has.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER`, `SR_SHUTDOWN` (closed before
+ * any asynchronous call) or `SR_IO`.
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `out_fd` is NULL or
+ * writable.
+ */
+enum sr_result sr_session_store_completion_fd(const struct sr_session_store *store, int *out_fd);
+
+/**
+ * Moves up to `cap` completions from the reap queue into `out[0..cap]`,
+ * oldest first, and their number into `*out_n` (0 when none are
+ * waiting). Each is handed out once; the receiver owns its `session`.
+ * Reaping frees their places under `maxAsyncOperations`. After
+ * `sr_session_store_close` the completions it produced stay reapable.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` (`store`, `out_n`, or `out` with
+ * `cap > 0`).
+ *
+ * Thread safety: any thread; concurrent reapers each get different
+ * completions.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `out` is NULL or
+ * writable for `cap` entries; `out_n` is NULL or writable.
+ */
+enum sr_result sr_session_store_reap(const struct sr_session_store *store,
+                                     struct sr_completion *out,
+                                     size_t cap,
+                                     size_t *out_n);
 
 /**
  * Starts recording a request's changes to session `id[0..len]` (copied)

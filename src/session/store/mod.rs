@@ -30,7 +30,7 @@ mod handle;
 
 pub use self::core::{member_key, EventListener};
 use self::core::{Core, Input};
-pub use handle::CommitHandle;
+pub use handle::{CommitHandle, FetchHandle, LookupStep};
 use handle::{Slot, SlotResult};
 
 use super::model::{MemberKey, Session, SessionId, Txn};
@@ -57,6 +57,10 @@ pub enum StoreLookup {
     /// No such session in the cluster.
     NotFound,
 }
+
+/// How long [`SessionStore::get`] waits before it asks again when no ready
+/// primary could answer.
+pub const LOOKUP_RETRY: Duration = Duration::from_millis(20);
 
 /// Builds a [`SessionStore`]: the config plus an optional event listener.
 pub struct SessionStoreBuilder {
@@ -333,41 +337,42 @@ impl SessionStore {
     pub fn get_timeout(&self, id: &[u8], timeout: Duration) -> Result<StoreLookup> {
         let deadline = Instant::now() + timeout;
         loop {
-            let r = self.core.with(|st, now| match st.node.get(id, now) {
-                Lookup::Local(s) => Ok(Some(StoreLookup::Local(s.clone()))),
-                Lookup::Moved(m) => Ok(Some(StoreLookup::Moved(m.addr))),
-                Lookup::NotFound => Ok(Some(StoreLookup::NotFound)),
-                Lookup::Unavailable => Ok(None),
-                Lookup::Fetching { .. } => {
-                    let slot = Slot::new();
-                    let key = SessionId::copy_from_slice(id);
-                    st.fetches.entry(key).or_default().push(slot.clone());
-                    Err(slot)
-                }
-            });
-            match r {
-                Ok(Some(found)) => return Ok(found),
-                Ok(None) => {}
-                Err(slot) => match slot.wait_until(deadline) {
+            let step = match self.lookup_step(id) {
+                LookupStep::Fetching(h) => match h.wait_until(deadline) {
                     None => return Err(Error::Timeout),
-                    Some(SlotResult::Fetched(found)) => {
-                        if let Some(s) = slot.take_session() {
-                            return Ok(StoreLookup::Local(s));
-                        }
-                        if !found {
-                            return Ok(StoreLookup::NotFound);
-                        }
-                    }
-                    Some(SlotResult::Closed) => return Err(Error::Shutdown),
-                    Some(_) => {}
+                    Some(step) => step?,
                 },
+                step => step,
+            };
+            if let LookupStep::Done(found) = step {
+                return Ok(found);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::Timeout);
             }
-            std::thread::sleep(left.min(Duration::from_millis(20)));
+            std::thread::sleep(left.min(LOOKUP_RETRY));
         }
+    }
+
+    /// One step of [`SessionStore::get`] that never blocks: the answer, a
+    /// fetch from the session's primary to wait for (its
+    /// [`FetchHandle::on_complete`] says when), or `Retry` (no ready
+    /// primary can answer yet; try again after [`LOOKUP_RETRY`]). For hosts
+    /// that run their own event loop.
+    pub fn lookup_step(&self, id: &[u8]) -> LookupStep {
+        self.core.with(|st, now| match st.node.get(id, now) {
+            Lookup::Local(s) => LookupStep::Done(StoreLookup::Local(s.clone())),
+            Lookup::Moved(m) => LookupStep::Done(StoreLookup::Moved(m.addr)),
+            Lookup::NotFound => LookupStep::Done(StoreLookup::NotFound),
+            Lookup::Unavailable => LookupStep::Retry,
+            Lookup::Fetching { .. } => {
+                let slot = Slot::new();
+                let key = SessionId::copy_from_slice(id);
+                st.fetches.entry(key).or_default().push(slot.clone());
+                LookupStep::Fetching(FetchHandle::new(slot))
+            }
+        })
     }
 
     /// Records a read-only request: refreshes the last access here and, no

@@ -1,0 +1,453 @@
+/* Exercises the asynchronous session-store calls: NULL arguments and bad
+ * lengths, completions reaped through the eventfd (poll), completions
+ * delivered to a callback on the library's completion thread (and what
+ * that callback may and may not call), the maxAsyncOperations cap,
+ * deadlines (SR_TIMEOUT) and close (SR_SHUTDOWN) against a member that
+ * accepts connections and never answers, all on 127.0.0.1. */
+#define _POSIX_C_SOURCE 200809L
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check.h"
+
+#define WAIT_MS 30000
+
+/* A store on 127.0.0.1 with extra key/value pairs (NULL-terminated). */
+static sr_session_store *open_store(const char *const *kv) {
+    sr_config *cfg = NULL;
+    sr_session_store *st = NULL;
+    CHECK_RC(sr_config_new(&cfg), SR_OK);
+    CHECK_RC(sr_config_set_listen(cfg, "127.0.0.1", 0), SR_OK);
+    for (; kv != NULL && kv[0] != NULL; kv += 2) {
+        CHECK_RC(sr_config_set(cfg, kv[0], kv[1]), SR_OK);
+    }
+    CHECK_RC(sr_session_store_open(cfg, NULL, NULL, &st), SR_OK);
+    sr_config_free(cfg);
+    return st;
+}
+
+static sr_txn *txn_with(sr_session_store *st, const char *id, const char *name, const char *v) {
+    sr_txn *txn = NULL;
+    CHECK_RC(sr_session_store_begin(st, (const uint8_t *)id, strlen(id), &txn), SR_OK);
+    CHECK_RC(sr_txn_set(txn, name, (const uint8_t *)v, strlen(v)), SR_OK);
+    return txn;
+}
+
+/* Polls the completion fd until readable (1) or `ms` passed (0). */
+static int fd_readable(int fd, int ms) {
+    struct pollfd p;
+    p.fd = fd;
+    p.events = POLLIN;
+    p.revents = 0;
+    return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+/* Reaps one completion, waiting for the fd (bounded). */
+static int reap_one(sr_session_store *st, int fd, sr_completion *c) {
+    size_t n = 0;
+    for (int i = 0; i < 300; i++) {
+        CHECK_RC(sr_session_store_reap(st, c, 1, &n), SR_OK);
+        if (n == 1) {
+            return 1;
+        }
+        fd_readable(fd, 100);
+    }
+    return 0;
+}
+
+static void test_arguments(void) {
+    sr_session_store *st = open_store(NULL);
+    sr_txn *txn = NULL;
+    sr_completion c[2];
+    uint64_t t = 7;
+    size_t n = 9;
+    int fd = -5;
+
+    CHECK_RC(sr_session_store_commit_async(NULL, NULL, 0, NULL, NULL, &t), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_create_async(NULL, NULL, 0, NULL, NULL, &t), SR_NULL_PARAMETER);
+    /* The txn is consumed even when the store is NULL (ASan/valgrind see a leak otherwise). */
+    if (st == NULL) {
+        return;
+    }
+    txn = txn_with(st, "a", "k", "v");
+    CHECK_RC(sr_session_store_commit_async(NULL, txn, 0, NULL, NULL, &t), SR_NULL_PARAMETER);
+    txn = txn_with(st, "a", "k", "v");
+    CHECK_RC(sr_session_store_create_async(NULL, txn, 0, NULL, NULL, &t), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_commit_async(st, NULL, 0, NULL, NULL, &t), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_get_async(NULL, (const uint8_t *)"a", 1, 0, NULL, NULL, &t),
+             SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_get_async(st, NULL, 1, 0, NULL, NULL, &t), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)"a", 0, 0, NULL, NULL, &t),
+             SR_INVALID_ARGUMENT);
+    CHECK_RC(sr_session_store_invalidate_async(NULL, (const uint8_t *)"a", 1, 0, NULL, NULL, &t),
+             SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_invalidate_async(st, NULL, 1, 0, NULL, NULL, &t),
+             SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_invalidate_async(st, (const uint8_t *)"a", 0, 0, NULL, NULL, &t),
+             SR_INVALID_ARGUMENT);
+    CHECK(t == 7); /* untouched on failure */
+    CHECK_RC(sr_session_store_completion_fd(NULL, &fd), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_completion_fd(st, NULL), SR_NULL_PARAMETER);
+    CHECK(fd == -5);
+    CHECK_RC(sr_session_store_reap(NULL, c, 2, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_reap(st, NULL, 2, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_reap(st, c, 2, NULL), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_reap(st, c, (size_t)-1, &n), SR_INVALID_ARGUMENT);
+    CHECK(n == 9);
+    /* Nothing started: nothing to reap. */
+    CHECK_RC(sr_session_store_reap(st, NULL, 0, &n), SR_OK);
+    CHECK(n == 0);
+    CHECK_RC(sr_session_store_completion_fd(st, &fd), SR_OK);
+    CHECK(fd >= 0);
+    CHECK(!fd_readable(fd, 0));
+    CHECK_RC(sr_session_store_close(st), SR_OK);
+    /* Closed: nothing starts, the txn is still consumed. */
+    txn = txn_with(st, "a", "k", "v");
+    CHECK_RC(sr_session_store_commit_async(st, txn, 0, NULL, NULL, &t), SR_SHUTDOWN);
+    CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)"a", 1, 0, NULL, NULL, &t),
+             SR_SHUTDOWN);
+    CHECK(t == 7);
+    sr_session_store_free(st);
+}
+
+/* Completions reaped from the eventfd, as an event loop would. */
+static void test_reap_through_fd(void) {
+    sr_session_store *st = open_store(NULL);
+    sr_completion c;
+    sr_session *s = NULL;
+    uint64_t t1 = 0, t2 = 0, t3 = 0, t4 = 0;
+    const uint8_t *p = NULL;
+    size_t len = 0, n = 0;
+    int fd = -1, tag = 0;
+
+    if (st == NULL) {
+        return;
+    }
+    CHECK_RC(sr_session_store_wait_ready(st, WAIT_MS), SR_OK);
+    CHECK_RC(sr_session_store_completion_fd(st, &fd), SR_OK);
+    CHECK_RC(sr_session_store_create_async(st, txn_with(st, "r1", "k", "v1"), 0, NULL, &tag, &t1),
+             SR_OK);
+    CHECK(t1 != 0);
+    CHECK(fd_readable(fd, WAIT_MS));
+    memset(&c, 0xab, sizeof c);
+    CHECK(reap_one(st, fd, &c));
+    CHECK(c.ticket == t1 && c.kind == SR_ASYNC_CREATE && c.userdata == &tag);
+    CHECK_RC(c.result, SR_OK);
+    CHECK(c.copies == 1 && c.session == NULL && c.moved.family == 0);
+    /* Reaped empty: the fd is clear again (level-triggered). */
+    CHECK(!fd_readable(fd, 0));
+    CHECK_RC(sr_session_store_reap(st, &c, 1, &n), SR_OK);
+    CHECK(n == 0);
+
+    /* A read: the snapshot belongs to the reaper. */
+    CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)"r1", 2, 0, NULL, &tag, &t2), SR_OK);
+    CHECK(t2 > t1);
+    CHECK(reap_one(st, fd, &c));
+    CHECK(c.ticket == t2 && c.kind == SR_ASYNC_GET);
+    CHECK_RC(c.result, SR_OK);
+    s = c.session;
+    CHECK(s != NULL);
+    if (s != NULL) {
+        CHECK_RC(sr_session_get(s, "k", &p, &len), SR_OK);
+        CHECK(len == 2 && memcmp(p, "v1", 2) == 0);
+        sr_session_free(s);
+    }
+    /* No such session; a commit, an invalidation: two of them reaped at once. */
+    CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)"none", 4, 0, NULL, NULL, &t3), SR_OK);
+    CHECK(reap_one(st, fd, &c));
+    CHECK(c.ticket == t3);
+    CHECK_RC(c.result, SR_NOT_FOUND);
+    CHECK(c.session == NULL);
+    CHECK_RC(sr_session_store_commit_async(st, txn_with(st, "r1", "k", "v2"), 0, NULL, NULL, &t4),
+             SR_OK);
+    CHECK_RC(sr_session_store_invalidate_async(st, (const uint8_t *)"r1", 2, 0, NULL, NULL, &t1),
+             SR_OK);
+    {
+        sr_completion two[4];
+        size_t got = 0;
+        for (int i = 0; i < 300 && got < 2; i++) {
+            CHECK_RC(sr_session_store_reap(st, two + got, 4 - got, &n), SR_OK);
+            got += n;
+            if (got < 2) {
+                fd_readable(fd, 100);
+            }
+        }
+        CHECK(got == 2);
+        if (got == 2) {
+            /* In order of completion; each exactly once. */
+            CHECK(two[0].ticket != two[1].ticket);
+            for (int i = 0; i < 2; i++) {
+                CHECK(two[i].ticket == t4 || two[i].ticket == t1);
+                CHECK_RC(two[i].result, SR_OK);
+                CHECK(two[i].kind == (two[i].ticket == t4 ? SR_ASYNC_COMMIT : SR_ASYNC_INVALIDATE));
+            }
+        }
+    }
+    /* Commit on the invalidated session: the store's own refusal comes as a completion. */
+    CHECK_RC(sr_session_store_commit_async(st, txn_with(st, "r1", "k", "v3"), 0, NULL, NULL, &t2),
+             SR_OK);
+    CHECK(reap_one(st, fd, &c));
+    CHECK(c.ticket == t2);
+    CHECK_RC(c.result, SR_NOT_FOUND);
+    /* Left unreaped: freed with the store (no leak under ASan/valgrind). */
+    CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)"r2", 2, 0, NULL, NULL, NULL), SR_OK);
+    CHECK_RC(sr_session_store_create_async(st, txn_with(st, "r3", "k", "v"), 0, NULL, NULL, NULL),
+             SR_OK);
+    CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)"r3", 2, 0, NULL, NULL, NULL), SR_OK);
+    sr_session_store_free(st);
+}
+
+/* ---- callbacks on the completion thread ---- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    sr_session_store *st;
+    pthread_t main_thread;
+    int calls, on_main, bad_userdata;
+    int ok, shutdown, timeout, other;
+    uint64_t tickets[64];
+    sr_result close_rc, nested_rc, reap_rc;
+    int nested_started;
+} cb_state;
+
+static void on_done(void *userdata, const sr_completion *c) {
+    cb_state *s = userdata;
+    sr_result close_rc = SR_OK, nested_rc = SR_OK;
+    int nest = 0;
+    if (c->userdata != userdata) {
+        s->bad_userdata++;
+    }
+    if (c->session != NULL) {
+        sr_session_free(c->session);
+    }
+    pthread_mutex_lock(&s->mu);
+    nest = c->kind == SR_ASYNC_CREATE && !s->nested_started;
+    if (nest) {
+        s->nested_started = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (nest) {
+        /* close/free would wait for this thread: refused. Starting more is fine. */
+        close_rc = sr_session_store_close(s->st);
+        sr_session_store_free(s->st); /* logs and does nothing */
+        nested_rc = sr_session_store_get_async(s->st, (const uint8_t *)"cb0", 3, 0, on_done, s, NULL);
+    }
+    pthread_mutex_lock(&s->mu);
+    if (pthread_equal(pthread_self(), s->main_thread)) {
+        s->on_main++;
+    }
+    if (c->result == SR_OK) {
+        s->ok++;
+    } else if (c->result == SR_SHUTDOWN) {
+        s->shutdown++;
+    } else if (c->result == SR_TIMEOUT) {
+        s->timeout++;
+    } else {
+        s->other++;
+    }
+    if (s->calls < 64) {
+        s->tickets[s->calls] = c->ticket;
+    }
+    s->calls++;
+    if (nest) {
+        s->close_rc = close_rc;
+        s->nested_rc = nested_rc;
+    }
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int wait_calls(cb_state *s, int want) {
+    struct timespec until;
+    int got;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += WAIT_MS / 1000;
+    pthread_mutex_lock(&s->mu);
+    while (s->calls < want && pthread_cond_timedwait(&s->cv, &s->mu, &until) == 0) {
+    }
+    got = s->calls;
+    pthread_mutex_unlock(&s->mu);
+    return got;
+}
+
+static void cb_init(cb_state *s, sr_session_store *st) {
+    memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->st = st;
+    s->main_thread = pthread_self();
+}
+
+static void test_callbacks(void) {
+    sr_session_store *st = open_store(NULL);
+    cb_state s;
+    uint64_t t = 0;
+    char id[16];
+
+    if (st == NULL) {
+        return;
+    }
+    cb_init(&s, st);
+    CHECK_RC(sr_session_store_wait_ready(st, WAIT_MS), SR_OK);
+    CHECK_RC(sr_session_store_create_async(st, txn_with(st, "cb0", "k", "v"), 0, on_done, &s, &t),
+             SR_OK);
+    /* The create, then the read its callback started. */
+    CHECK(wait_calls(&s, 2) == 2);
+    pthread_mutex_lock(&s.mu);
+    CHECK_RC(s.close_rc, SR_IN_CALLBACK);
+    CHECK_RC(s.nested_rc, SR_OK);
+    CHECK(s.ok == 2 && s.on_main == 0 && s.bad_userdata == 0);
+    CHECK(s.tickets[0] == t);
+    pthread_mutex_unlock(&s.mu);
+    /* The store still works after the refused close and free. */
+    CHECK(sr_session_store_is_ready(st) == 1);
+    /* Many at once, from this thread: each completes exactly once. */
+    for (int i = 0; i < 20; i++) {
+        snprintf(id, sizeof id, "many%d", i);
+        CHECK_RC(sr_session_store_create_async(st, txn_with(st, id, "k", "v"), 0, on_done, &s, NULL),
+                 SR_OK);
+        CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)id, strlen(id), 0, on_done, &s, NULL),
+                 SR_OK);
+    }
+    CHECK(wait_calls(&s, 42) == 42);
+    sleep_ms(100);
+    pthread_mutex_lock(&s.mu);
+    CHECK(s.calls == 42); /* none twice */
+    CHECK(s.on_main == 0 && s.bad_userdata == 0);
+    CHECK(s.ok + s.other == 42 && s.shutdown == 0 && s.timeout == 0);
+    for (int i = 0; i < 42; i++) {
+        for (int j = i + 1; j < 42; j++) {
+            CHECK(s.tickets[i] != s.tickets[j]);
+        }
+    }
+    pthread_mutex_unlock(&s.mu);
+    sr_session_store_free(st);
+    pthread_mutex_destroy(&s.mu);
+    pthread_cond_destroy(&s.cv);
+}
+
+/* maxAsyncOperations: completed but unreaped operations count too. */
+static void test_cap(void) {
+    const char *kv[] = {"maxAsyncOperations", "2", NULL};
+    sr_session_store *st = open_store(kv);
+    sr_completion c[4];
+    sr_txn *txn = NULL;
+    uint64_t t = 0;
+    size_t n = 0;
+    int fd = -1;
+    sr_config *cfg = NULL;
+
+    CHECK_RC(sr_config_new(&cfg), SR_OK);
+    CHECK_RC(sr_config_set(cfg, "maxAsyncOperations", "0"), SR_INVALID_CONFIG_VALUE);
+    CHECK_RC(sr_config_set(cfg, "maxAsyncOperations", "x"), SR_INVALID_CONFIG_VALUE);
+    sr_config_free(cfg);
+    if (st == NULL) {
+        return;
+    }
+    CHECK_RC(sr_session_store_wait_ready(st, WAIT_MS), SR_OK);
+    CHECK_RC(sr_session_store_completion_fd(st, &fd), SR_OK);
+    CHECK_RC(sr_session_store_create_async(st, txn_with(st, "c1", "k", "v"), 0, NULL, NULL, &t),
+             SR_OK);
+    CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)"c1", 2, 0, NULL, NULL, &t), SR_OK);
+    txn = txn_with(st, "c2", "k", "v");
+    CHECK_RC(sr_session_store_create_async(st, txn, 0, NULL, NULL, &t), SR_QUEUE_FULL);
+    CHECK(strstr(last_error(), "maxAsyncOperations") != NULL);
+    CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)"c1", 2, 0, NULL, NULL, &t),
+             SR_QUEUE_FULL);
+    /* Still full once both completed: they wait to be reaped. */
+    sleep_ms(200);
+    CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)"c1", 2, 0, NULL, NULL, &t),
+             SR_QUEUE_FULL);
+    CHECK(reap_one(st, fd, &c[0]));
+    sr_session_free(c[0].session);
+    CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)"c1", 2, 0, NULL, NULL, &t), SR_OK);
+    for (int i = 0; i < 300; i++) {
+        CHECK_RC(sr_session_store_reap(st, c, 4, &n), SR_OK);
+        for (size_t j = 0; j < n; j++) {
+            sr_session_free(c[j].session);
+        }
+        if (n > 0 && !fd_readable(fd, 0)) {
+            break;
+        }
+        fd_readable(fd, 100);
+    }
+    sr_session_store_free(st);
+}
+
+/* A member that accepts connections and never answers: reads from it time
+ * out at their deadline, and close completes what is still in flight. */
+static void test_deadline_and_close(void) {
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    char members[64], id[32];
+    const char *kv[] = {"membershipType", "static", "staticMembers", members,
+                        "stateTransferTimeout", "0.2", "memberDiscoveryTime", "0", NULL};
+    sr_session_store *st = NULL;
+    sr_addr me, holders[4];
+    cb_state s;
+    uint64_t t = 0;
+    size_t n = 0;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0), found = 0;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(lfd, 64) == 0);
+    CHECK(getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0);
+    snprintf(members, sizeof members, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+    st = open_store(kv);
+    if (st == NULL) {
+        close(lfd);
+        return;
+    }
+    cb_init(&s, st);
+    CHECK_RC(sr_session_store_local_addr(st, &me), SR_OK);
+    /* An id whose primary is the silent member. */
+    for (int i = 0; i < 200 && !found; i++) {
+        snprintf(id, sizeof id, "silent%d", i);
+        if (sr_session_store_holders(st, (const uint8_t *)id, strlen(id), holders, 4, &n) == SR_OK &&
+            n >= 1 && holders[0].port != me.port) {
+            found = 1;
+        }
+    }
+    CHECK(found);
+    CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)id, strlen(id), 300, on_done, &s, &t),
+             SR_OK);
+    CHECK(wait_calls(&s, 1) == 1);
+    pthread_mutex_lock(&s.mu);
+    CHECK(s.timeout == 1 && s.tickets[0] == t);
+    pthread_mutex_unlock(&s.mu);
+    /* Long deadlines, then close: each completes once, with SR_SHUTDOWN. */
+    for (int i = 0; i < 3; i++) {
+        CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)id, strlen(id), 600000, on_done, &s,
+                                            NULL),
+                 SR_OK);
+    }
+    sleep_ms(100);
+    CHECK(wait_calls(&s, 1) == 1);
+    CHECK_RC(sr_session_store_close(st), SR_OK);
+    /* The callbacks ran before close returned. */
+    pthread_mutex_lock(&s.mu);
+    CHECK(s.calls == 4 && s.shutdown == 3 && s.on_main == 0);
+    pthread_mutex_unlock(&s.mu);
+    sleep_ms(100);
+    CHECK(wait_calls(&s, 4) == 4);
+    sr_session_store_free(st);
+    close(lfd);
+    pthread_mutex_destroy(&s.mu);
+    pthread_cond_destroy(&s.cv);
+}
+
+int main(void) {
+    test_arguments();
+    test_reap_through_fd();
+    test_callbacks();
+    test_cap();
+    test_deadline_and_close();
+    return report("test_async");
+}
