@@ -443,11 +443,126 @@ static void test_deadline_and_close(void) {
     pthread_cond_destroy(&s.cv);
 }
 
+/* Two stores in a multicast group of this process only (127.0.0.1, TTL 1). */
+static sr_session_store *open_mcast_store(const char *payload) {
+    char addr[32], port[16], domain[64];
+    unsigned pid = (unsigned)getpid();
+    const char *kv[] = {"membershipType", "multicast", "mcastAddr", addr, "mcastPort", port,
+                        "mcastBindAddress", "127.0.0.1", "mcastTTL", "1", "mcastFrequency", "100",
+                        "mcastDropTime", "2000", "domain", domain, "memberPayload", payload,
+                        NULL};
+    snprintf(addr, sizeof addr, "239.254.%u.1", pid % 250);
+    snprintf(port, sizeof port, "%u", 43000 + pid % 20000);
+    snprintf(domain, sizeof domain, "ffi-async-%u", pid);
+    return open_store(kv);
+}
+
+static int payload_is(sr_session_store *st, const sr_addr *a, const char *want) {
+    uint8_t buf[SR_MEMBER_PAYLOAD_MAX];
+    size_t n = 0;
+    if (sr_session_store_member_payload(st, a, buf, sizeof buf, &n) != SR_OK) {
+        return 0;
+    }
+    return n == strlen(want) && memcmp(buf, want, n) == 0;
+}
+
+/* memberPayload: announced in heartbeats, read back by address, and the
+ * way to build a redirect from SR_MOVED (sync and async). */
+static void test_member_payload(void) {
+    sr_session_store *a = NULL, *b = NULL;
+    sr_addr aa, ba, other, moved;
+    sr_session *s = NULL;
+    sr_completion c;
+    uint8_t small[4];
+    size_t n = 0;
+    int fd = -1, seen = 0;
+    char big[SR_MEMBER_PAYLOAD_MAX + 2], id[32];
+    sr_config *cfg = NULL;
+
+    /* Bounded, and refused where nothing would carry it. */
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    CHECK_RC(sr_config_new(&cfg), SR_OK);
+    CHECK_RC(sr_config_set(cfg, "memberPayload", big), SR_INVALID_CONFIG_VALUE);
+    CHECK(strstr(last_error(), "1024") != NULL);
+    big[SR_MEMBER_PAYLOAD_MAX] = 0;
+    CHECK_RC(sr_config_set(cfg, "memberPayload", big), SR_OK);
+    CHECK_RC(sr_config_set_listen(cfg, "127.0.0.1", 0), SR_OK);
+    CHECK_RC(sr_session_store_open(cfg, NULL, NULL, &a), SR_INVALID_CONFIG_VALUE);
+    CHECK(strstr(last_error(), "membershipType=multicast") != NULL);
+    CHECK(a == NULL);
+    sr_config_free(cfg);
+
+    a = open_mcast_store("http://127.0.0.1:8081/a");
+    b = open_mcast_store("http://127.0.0.1:8082/b");
+    if (a == NULL || b == NULL) {
+        sr_session_store_free(a);
+        sr_session_store_free(b);
+        return;
+    }
+    CHECK_RC(sr_session_store_local_addr(a, &aa), SR_OK);
+    CHECK_RC(sr_session_store_local_addr(b, &ba), SR_OK);
+    for (int i = 0; i < 300 && !seen; i++) {
+        seen = payload_is(a, &ba, "http://127.0.0.1:8082/b") &&
+               payload_is(b, &aa, "http://127.0.0.1:8081/a");
+        if (!seen) {
+            sleep_ms(100);
+        }
+    }
+    CHECK(seen);
+    CHECK(payload_is(a, &aa, "http://127.0.0.1:8081/a"));
+    /* Arguments. */
+    CHECK_RC(sr_session_store_member_payload(NULL, &ba, small, sizeof small, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_member_payload(a, NULL, small, sizeof small, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_member_payload(a, &ba, NULL, 4, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_session_store_member_payload(a, &ba, small, sizeof small, NULL), SR_NULL_PARAMETER);
+    n = 0;
+    memset(small, 0, sizeof small);
+    CHECK_RC(sr_session_store_member_payload(a, &ba, small, sizeof small, &n), SR_INSUFFICIENT_SIZE);
+    CHECK(n == strlen("http://127.0.0.1:8082/b") && small[0] == 0);
+    CHECK_RC(sr_session_store_member_payload(a, &ba, NULL, 0, &n), SR_INSUFFICIENT_SIZE);
+    other = ba;
+    other.port = (uint16_t)(ba.port == 1 ? 2 : 1);
+    CHECK_RC(sr_session_store_member_payload(a, &other, small, sizeof small, &n), SR_NOT_FOUND);
+    other.family = 9;
+    CHECK_RC(sr_session_store_member_payload(a, &other, small, sizeof small, &n),
+             SR_INVALID_ARGUMENT);
+
+    /* A session whose primary is a; a drains; a read on a is SR_MOVED to b. */
+    CHECK_RC(sr_session_store_wait_ready(a, WAIT_MS), SR_OK);
+    CHECK_RC(sr_session_store_wait_ready(b, WAIT_MS), SR_OK);
+    for (int i = 0; i < 500; i++) {
+        snprintf(id, sizeof id, "mv%d", i);
+        if (sr_session_store_is_primary_for(a, (const uint8_t *)id, strlen(id))) {
+            break;
+        }
+    }
+    CHECK(sr_session_store_is_primary_for(a, (const uint8_t *)id, strlen(id)));
+    {
+        sr_txn *txn = txn_with(a, id, "k", "v");
+        CHECK_RC(sr_session_store_create(a, txn, WAIT_MS, &n), SR_OK);
+    }
+    CHECK_RC(sr_session_store_drain(a, WAIT_MS), SR_OK);
+    memset(&moved, 0, sizeof moved);
+    CHECK_RC(sr_session_store_get(a, (const uint8_t *)id, strlen(id), WAIT_MS, &s, &moved), SR_MOVED);
+    CHECK(moved.port == ba.port && payload_is(a, &moved, "http://127.0.0.1:8082/b"));
+    CHECK_RC(sr_session_store_completion_fd(a, &fd), SR_OK);
+    CHECK_RC(sr_session_store_get_async(a, (const uint8_t *)id, strlen(id), 0, NULL, NULL, NULL),
+             SR_OK);
+    CHECK(reap_one(a, fd, &c));
+    CHECK_RC(c.result, SR_MOVED);
+    CHECK(c.session == NULL && c.moved.port == ba.port);
+    CHECK(payload_is(a, &c.moved, "http://127.0.0.1:8082/b"));
+    sr_session_store_free(a);
+    sr_session_store_free(b);
+}
+
 int main(void) {
     test_arguments();
     test_reap_through_fd();
     test_callbacks();
     test_cap();
     test_deadline_and_close();
+    test_member_payload();
     return report("test_async");
 }

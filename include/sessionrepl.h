@@ -31,6 +31,11 @@
 #define SR_ADDR_IPV6 6
 
 /**
+ * Longest member payload (`memberPayload`), in bytes.
+ */
+#define SR_MEMBER_PAYLOAD_MAX 1024
+
+/**
  * Longest domain `sr_member_info` holds, NUL included.
  */
 #define SR_MEMBER_DOMAIN_MAX 64
@@ -641,6 +646,18 @@ typedef struct sr_member {
      * milliseconds (0 for static and DNS members).
      */
     uint64_t alive_ms;
+    /**
+     * Its application metadata (`memberPayload` in its config, at most
+     * `SR_MEMBER_PAYLOAD_MAX` bytes, not NUL-terminated; may be NULL when
+     * `payload_len` is 0): where to send a user whose session it holds.
+     * Empty for members that announced none, and for static and DNS
+     * members (only multicast heartbeats carry it).
+     */
+    const uint8_t *payload;
+    /**
+     * Length of `payload` in bytes.
+     */
+    size_t payload_len;
 } sr_member;
 
 /**
@@ -1989,6 +2006,35 @@ enum sr_result sr_session_store_holders(const struct sr_session_store *store,
                                         struct sr_addr *out,
                                         size_t cap,
                                         size_t *out_n);
+
+/**
+ * Copies the application metadata (`memberPayload`, at most
+ * `SR_MEMBER_PAYLOAD_MAX` bytes, no NUL added) of the member listening at
+ * `*addr` into `buf[0..len]` and its length into `*out_n`; this store's
+ * own address gives its own. For building a redirect: pass the `moved`
+ * address of an `SR_MOVED` answer, or the first of
+ * `sr_session_store_holders` (the primary). Empty (`*out_n` 0) for a
+ * member that announced none, or a static or DNS member (only multicast
+ * heartbeats carry it).
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` (`store`, `addr`, `out_n`, or
+ * `buf` with `len > 0`), `SR_INVALID_ARGUMENT` (a bad `addr->family`),
+ * `SR_NOT_FOUND` (no current member listens at `*addr`) or
+ * `SR_INSUFFICIENT_SIZE`: then `*out_n` is the length and `buf` is
+ * unchanged (`SR_MEMBER_PAYLOAD_MAX` bytes always suffice).
+ *
+ * Thread safety: any thread, the event and completion callbacks included.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `addr` is NULL or points
+ * at an `sr_addr`; `buf` is NULL or writable for `len` bytes; `out_n` is
+ * NULL or writable.
+ */
+enum sr_result sr_session_store_member_payload(const struct sr_session_store *store,
+                                               const struct sr_addr *addr,
+                                               uint8_t *buf,
+                                               size_t len,
+                                               size_t *out_n);
 
 /**
  * Commits `txn` as `sr_session_store_commit` does, without waiting:

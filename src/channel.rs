@@ -156,11 +156,12 @@ impl ChannelBuilder {
                     u(ev);
                 }
             });
-            let local = LocalMemberInfo::new(
+            let mut local = LocalMemberInfo::new(
                 receiver.local_addr(),
                 shared.member_id,
                 shared.cfg.domain.clone(),
             );
+            local.payload = shared.cfg.membership.member_payload.clone();
             let svc = MembershipService::start(&shared.cfg.membership, local, listener)?;
             Some(svc)
         } else {

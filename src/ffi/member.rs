@@ -76,7 +76,20 @@ pub struct sr_member {
     /// How long its membership service had run at its last heartbeat, in
     /// milliseconds (0 for static and DNS members).
     pub alive_ms: u64,
+    /// Its application metadata (`memberPayload` in its config, at most
+    /// `SR_MEMBER_PAYLOAD_MAX` bytes, not NUL-terminated; may be NULL when
+    /// `payload_len` is 0): where to send a user whose session it holds.
+    /// Empty for members that announced none, and for static and DNS
+    /// members (only multicast heartbeats carry it).
+    pub payload: *const u8,
+    /// Length of `payload` in bytes.
+    pub payload_len: usize,
 }
+
+/// Longest member payload (`memberPayload`), in bytes.
+pub const SR_MEMBER_PAYLOAD_MAX: usize = 1024;
+
+const _: () = assert!(SR_MEMBER_PAYLOAD_MAX == crate::membership::MAX_MEMBER_PAYLOAD);
 
 /// One membership change, passed to the member callback; valid only until
 /// the callback returns.
@@ -204,8 +217,43 @@ impl sr_member {
             is_sessionrepl: m.is_sessionrepl() as c_int,
             source: sr_member_source::from_rust(m.source),
             alive_ms: m.alive.as_millis().min(u128::from(u64::MAX)) as u64,
+            payload: m.member_payload().as_ptr(),
+            payload_len: m.member_payload().len(),
         }
     }
+}
+
+/// Copies `b` into the caller's buffer (no NUL added). `*out_n` gets
+/// `b.len()` on `SR_OK`, and on `SR_INSUFFICIENT_SIZE` (buffer unchanged).
+///
+/// # Safety
+/// A non-NULL `buf` is writable for `len` bytes; a non-NULL `out_n` for
+/// one `size_t`.
+pub(crate) unsafe fn write_bytes(
+    b: &[u8],
+    buf: *mut u8,
+    len: usize,
+    out_n: *mut usize,
+) -> Result<(), Fail> {
+    // SAFETY: forwarded from the caller.
+    let out_n = unsafe { Out::new(out_n, "out_n") }?;
+    if buf.is_null() && len != 0 {
+        return Err(Fail::null("buf"));
+    }
+    if len < b.len() {
+        out_n.write(b.len());
+        return Err(Fail::new(
+            sr_result::SR_INSUFFICIENT_SIZE,
+            format!("buffer of {len} bytes too small: {} needed", b.len()),
+        ));
+    }
+    if !b.is_empty() {
+        // SAFETY: `buf` is non-NULL (len >= b.len() > 0) and writable for
+        // `len` bytes; `b` is ours and does not overlap it.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), buf, b.len()) };
+    }
+    out_n.write(b.len());
+    Ok(())
 }
 
 impl From<&Member> for sr_member_info {

@@ -14,11 +14,11 @@ pub use ops::*;
 pub use stats::*;
 
 use super::channel::{in_callback_of, is_in_callback_of};
-use super::member::write_items;
+use super::member::{write_bytes, write_items};
 use super::store_event::{sr_session_event_callback, EventCallback};
 use super::{
-    arg_ref, arg_slice, ffi_result, ffi_value, free_handle, into_handle, millis, sr_addr,
-    sr_config, sr_result, Fail, Handle, Out, Userdata,
+    arg_ref, arg_ref_plain, arg_slice, ffi_result, ffi_value, free_handle, into_handle, millis,
+    sr_addr, sr_config, sr_result, Fail, Handle, Out, Userdata,
 };
 use crate::session::SessionStore;
 use completions::AsyncOps;
@@ -398,6 +398,48 @@ pub unsafe extern "C" fn sr_session_store_holders(
         let holders = h.store.holders(id);
         // SAFETY: forwarded from the caller.
         unsafe { write_items(&holders, out, cap, out_n, |a| (*a).into()) }
+    })
+}
+
+/// Copies the application metadata (`memberPayload`, at most
+/// `SR_MEMBER_PAYLOAD_MAX` bytes, no NUL added) of the member listening at
+/// `*addr` into `buf[0..len]` and its length into `*out_n`; this store's
+/// own address gives its own. For building a redirect: pass the `moved`
+/// address of an `SR_MOVED` answer, or the first of
+/// `sr_session_store_holders` (the primary). Empty (`*out_n` 0) for a
+/// member that announced none, or a static or DNS member (only multicast
+/// heartbeats carry it).
+///
+/// Returns `SR_OK`, `SR_NULL_PARAMETER` (`store`, `addr`, `out_n`, or
+/// `buf` with `len > 0`), `SR_INVALID_ARGUMENT` (a bad `addr->family`),
+/// `SR_NOT_FOUND` (no current member listens at `*addr`) or
+/// `SR_INSUFFICIENT_SIZE`: then `*out_n` is the length and `buf` is
+/// unchanged (`SR_MEMBER_PAYLOAD_MAX` bytes always suffice).
+///
+/// Thread safety: any thread, the event and completion callbacks included.
+///
+/// # Safety
+/// `store` is NULL or a live `sr_session_store`; `addr` is NULL or points
+/// at an `sr_addr`; `buf` is NULL or writable for `len` bytes; `out_n` is
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sr_session_store_member_payload(
+    store: *const sr_session_store,
+    addr: *const sr_addr,
+    buf: *mut u8,
+    len: usize,
+    out_n: *mut usize,
+) -> sr_result {
+    ffi_result(|| {
+        // SAFETY: forwarded from the caller.
+        let h = unsafe { arg_ref(store, "store") }?;
+        // SAFETY: forwarded from the caller.
+        let a = unsafe { arg_ref_plain(addr, "addr") }?.to_socket()?;
+        let p = h.store.member_payload(a).ok_or_else(|| {
+            Fail::new(sr_result::SR_NOT_FOUND, format!("no member listens at {a}"))
+        })?;
+        // SAFETY: forwarded from the caller.
+        unsafe { write_bytes(&p, buf, len, out_n) }
     })
 }
 

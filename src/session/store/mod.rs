@@ -105,6 +105,7 @@ impl SessionStoreBuilder {
                     MembershipType::Static | MembershipType::None => Duration::ZERO,
                 });
         let access_timeout = cfg.session.access_timeout;
+        let payload = cfg.membership.member_payload.clone();
         let session_cfg = cfg.session.clone();
         let core = Arc::new(Core::new(self.listener, cfg.compress));
         let (w1, w2, w3) = (
@@ -156,6 +157,7 @@ impl SessionStoreBuilder {
             me,
             driver: Mutex::new(Some(driver)),
             access_timeout,
+            payload,
         })
     }
 }
@@ -173,6 +175,8 @@ pub struct SessionStore {
     me: MemberKey,
     driver: Mutex<Option<JoinHandle<()>>>,
     access_timeout: Duration,
+    /// This node's `memberPayload`.
+    payload: Vec<u8>,
 }
 
 fn epoch_ms() -> u64 {
@@ -439,6 +443,22 @@ impl SessionStore {
                 .map(|m| m.addr)
                 .collect()
         })
+    }
+
+    /// The application metadata (`memberPayload`) of the member listening
+    /// at `addr` (this node's own included): what it announced in its
+    /// heartbeats. `None` if no current member listens there. Use it with
+    /// [`StoreLookup::Moved`] and [`SessionStore::holders`] to send a user
+    /// to the node that holds their session.
+    pub fn member_payload(&self, addr: SocketAddr) -> Option<Vec<u8>> {
+        if addr == self.me.addr {
+            return Some(self.payload.clone());
+        }
+        self.channel()
+            .members()
+            .iter()
+            .find(|m| m.addr == addr)
+            .map(|m| m.member_payload().to_vec())
     }
 
     /// The other members the store places sessions on (listen addresses).
