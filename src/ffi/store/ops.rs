@@ -178,13 +178,16 @@ pub unsafe extern "C" fn sr_session_store_create(
 /// read, with acknowledged state only, and no other node keeps a copy, so
 /// the request never works on a stale one. The snapshot's version
 /// (`sr_session_info_get`) is the base to set on the request's txn
-/// (`sr_txn_set_base_from`).
+/// (`sr_txn_set_base_from`). It is not an access: a request that only
+/// reads calls `sr_session_store_access` too, or the session expires after
+/// its max inactive interval however often it is read.
 ///
 /// Returns `SR_OK`, `SR_NULL_PARAMETER` (`store`, `id`, `out`),
 /// `SR_INVALID_ARGUMENT` (`len` 0), `SR_NOT_FOUND` (no such session in
 /// the cluster), `SR_MOVED` (this node drained and handed it to the member
 /// at the address written to `*out_moved`, if not NULL: forward or
-/// redirect the request), `SR_TIMEOUT` (no primary answered in time: it
+/// redirect the request, e.g. to the URL `sr_session_store_member_payload`
+/// gives for that address), `SR_TIMEOUT` (no primary answered in time: it
 /// was lost and not yet replaced, or is still settling), `SR_SHUTDOWN` or `SR_IN_CALLBACK`. `*out` is written only on
 /// `SR_OK`, `*out_moved` only on `SR_MOVED`.
 ///
