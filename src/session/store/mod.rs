@@ -322,7 +322,9 @@ impl SessionStore {
     }
 
     /// Looks session `id` up, fetching it from its owner when this node
-    /// holds no copy (backup mode), waiting up to `accessTimeout`.
+    /// holds no copy (backup mode), waiting up to `accessTimeout`. Not an
+    /// access for expiry: a read-only request calls
+    /// [`SessionStore::access`] too.
     ///
     /// # Errors
     /// [`Error::Timeout`] if the owner did not answer in time.
