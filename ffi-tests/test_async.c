@@ -3,7 +3,10 @@
  * delivered to a callback on the library's completion thread (and what
  * that callback may and may not call), the maxAsyncOperations cap,
  * deadlines (SR_TIMEOUT) and close (SR_SHUTDOWN) against a member that
- * accepts connections and never answers, all on 127.0.0.1. */
+ * accepts connections and never answers; and the member metadata that
+ * redirects use (memberPayload: sr_member.payload in member events,
+ * sr_channel_member_payload, sr_session_store_member_payload, SR_MOVED),
+ * all on 127.0.0.1. */
 #define _POSIX_C_SOURCE 200809L
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -331,6 +334,33 @@ static void test_callbacks(void) {
     pthread_cond_destroy(&s.cv);
 }
 
+/* A read whose callback starts the commit (the chain an event loop runs). */
+typedef struct {
+    pthread_mutex_t mu;
+    sr_session_store *st;
+    sr_txn *txn;
+    sr_result chained, committed;
+    int done;
+} chain_state;
+
+static void on_chain(void *userdata, const sr_completion *c) {
+    chain_state *s = userdata;
+    sr_session_free(c->session);
+    pthread_mutex_lock(&s->mu);
+    if (c->kind == SR_ASYNC_GET) {
+        /* The read's own place is free already: the commit fits the cap. */
+        s->chained = sr_session_store_commit_async(s->st, s->txn, 0, on_chain, s, NULL);
+        s->txn = NULL;
+        if (s->chained != SR_OK) {
+            s->done = 1;
+        }
+    } else {
+        s->committed = c->result;
+        s->done = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* maxAsyncOperations: completed but unreaped operations count too. */
 static void test_cap(void) {
     const char *kv[] = {"maxAsyncOperations", "2", NULL};
@@ -375,6 +405,34 @@ static void test_cap(void) {
             break;
         }
         fd_readable(fd, 100);
+    }
+    /* Cap 2: one reap-mode read waits unreaped, the chain uses the other place. */
+    {
+        chain_state ch;
+        int done = 0;
+        memset(&ch, 0, sizeof ch);
+        pthread_mutex_init(&ch.mu, NULL);
+        ch.st = st;
+        ch.txn = txn_with(st, "c1", "k", "chained");
+        ch.chained = SR_PANIC;
+        ch.committed = SR_PANIC;
+        CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)"c1", 2, 0, NULL, NULL, NULL),
+                 SR_OK);
+        CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)"c1", 2, 0, on_chain, &ch, NULL),
+                 SR_OK);
+        for (int i = 0; i < 300 && !done; i++) {
+            pthread_mutex_lock(&ch.mu);
+            done = ch.done;
+            pthread_mutex_unlock(&ch.mu);
+            if (!done) {
+                sleep_ms(100);
+            }
+        }
+        CHECK(done);
+        CHECK_RC(ch.chained, SR_OK);
+        CHECK_RC(ch.committed, SR_OK);
+        sr_txn_free(ch.txn); /* NULL unless the chain broke */
+        pthread_mutex_destroy(&ch.mu);
     }
     sr_session_store_free(st);
 }
@@ -443,18 +501,108 @@ static void test_deadline_and_close(void) {
     pthread_cond_destroy(&s.cv);
 }
 
-/* Two stores in a multicast group of this process only (127.0.0.1, TTL 1). */
-static sr_session_store *open_mcast_store(const char *payload) {
+/* A config in multicast group `group` of this process only (127.0.0.1,
+ * TTL 1) announcing `payload`. */
+static sr_config *mcast_config(unsigned group, const char *payload) {
     char addr[32], port[16], domain[64];
     unsigned pid = (unsigned)getpid();
     const char *kv[] = {"membershipType", "multicast", "mcastAddr", addr, "mcastPort", port,
                         "mcastBindAddress", "127.0.0.1", "mcastTTL", "1", "mcastFrequency", "100",
                         "mcastDropTime", "2000", "domain", domain, "memberPayload", payload,
                         NULL};
-    snprintf(addr, sizeof addr, "239.254.%u.1", pid % 250);
-    snprintf(port, sizeof port, "%u", 43000 + pid % 20000);
-    snprintf(domain, sizeof domain, "ffi-async-%u", pid);
-    return open_store(kv);
+    sr_config *cfg = NULL;
+    snprintf(addr, sizeof addr, "239.254.%u.%u", pid % 250, group + 1);
+    snprintf(port, sizeof port, "%u", 43000 + (pid + group * 97) % 20000);
+    snprintf(domain, sizeof domain, "ffi-async-%u-%u", pid, group);
+    CHECK_RC(sr_config_new(&cfg), SR_OK);
+    CHECK_RC(sr_config_set_listen(cfg, "127.0.0.1", 0), SR_OK);
+    for (const char *const *p = kv; p[0] != NULL; p += 2) {
+        CHECK_RC(sr_config_set(cfg, p[0], p[1]), SR_OK);
+    }
+    return cfg;
+}
+
+static sr_session_store *open_mcast_store(const char *payload) {
+    sr_config *cfg = mcast_config(0, payload);
+    sr_session_store *st = NULL;
+    CHECK_RC(sr_session_store_open(cfg, NULL, NULL, &st), SR_OK);
+    sr_config_free(cfg);
+    return st;
+}
+
+/* What the member callback saw: the last added member's payload. */
+typedef struct {
+    pthread_mutex_t mu;
+    char payload[SR_MEMBER_PAYLOAD_MAX + 1];
+    int added;
+} payload_seen;
+
+static void on_member_payload(void *userdata, const sr_member_event *ev) {
+    payload_seen *s = userdata;
+    pthread_mutex_lock(&s->mu);
+    if (ev->kind == SR_MEMBER_ADDED && ev->member.payload_len <= SR_MEMBER_PAYLOAD_MAX) {
+        memcpy(s->payload, ev->member.payload, ev->member.payload_len);
+        s->payload[ev->member.payload_len] = 0;
+        s->added++;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Channels: the payload in member events and sr_channel_member_payload. */
+static void test_channel_member_payload(void) {
+    sr_config *c1 = mcast_config(1, "route-one"), *c2 = mcast_config(1, "route-two");
+    sr_channel *a = NULL, *b = NULL;
+    payload_seen seen;
+    sr_addr aa, ba;
+    uint8_t buf[64];
+    size_t n = 0;
+    int ok = 0;
+
+    memset(&seen, 0, sizeof seen);
+    pthread_mutex_init(&seen.mu, NULL);
+    CHECK_RC(sr_channel_new(c1, NULL, NULL, NULL, &a), SR_OK);
+    CHECK_RC(sr_channel_new(c2, NULL, NULL, NULL, &b), SR_OK);
+    sr_config_free(c1);
+    sr_config_free(c2);
+    if (a == NULL || b == NULL) {
+        sr_channel_free(a);
+        sr_channel_free(b);
+        return;
+    }
+    memset(&aa, 0, sizeof aa);
+    aa.family = SR_ADDR_IPV4;
+    CHECK_RC(sr_channel_member_payload(a, &aa, buf, sizeof buf, &n), SR_NOT_RUNNING);
+    CHECK_RC(sr_channel_set_member_callback(a, on_member_payload, &seen), SR_OK);
+    CHECK_RC(sr_channel_start(a), SR_OK);
+    CHECK_RC(sr_channel_start(b), SR_OK);
+    CHECK_RC(sr_channel_local_addr(a, &aa), SR_OK);
+    CHECK_RC(sr_channel_local_addr(b, &ba), SR_OK);
+    for (int i = 0; i < 300 && !ok; i++) {
+        pthread_mutex_lock(&seen.mu);
+        ok = seen.added > 0;
+        pthread_mutex_unlock(&seen.mu);
+        if (!ok) {
+            sleep_ms(100);
+        }
+    }
+    CHECK(ok);
+    CHECK(strcmp(seen.payload, "route-two") == 0);
+    n = 0;
+    CHECK_RC(sr_channel_member_payload(a, &ba, buf, sizeof buf, &n), SR_OK);
+    CHECK(n == 9 && memcmp(buf, "route-two", 9) == 0);
+    CHECK_RC(sr_channel_member_payload(a, &aa, buf, sizeof buf, &n), SR_OK);
+    CHECK(n == 9 && memcmp(buf, "route-one", 9) == 0);
+    CHECK_RC(sr_channel_member_payload(a, &ba, buf, 3, &n), SR_INSUFFICIENT_SIZE);
+    CHECK(n == 9);
+    CHECK_RC(sr_channel_member_payload(NULL, &ba, buf, sizeof buf, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_channel_member_payload(a, NULL, buf, sizeof buf, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_channel_member_payload(a, &ba, NULL, 1, &n), SR_NULL_PARAMETER);
+    CHECK_RC(sr_channel_member_payload(a, &ba, buf, sizeof buf, NULL), SR_NULL_PARAMETER);
+    ba.port = 1;
+    CHECK_RC(sr_channel_member_payload(a, &ba, buf, sizeof buf, &n), SR_NOT_FOUND);
+    sr_channel_free(a);
+    sr_channel_free(b);
+    pthread_mutex_destroy(&seen.mu);
 }
 
 static int payload_is(sr_session_store *st, const sr_addr *a, const char *want) {
@@ -564,5 +712,6 @@ int main(void) {
     test_cap();
     test_deadline_and_close();
     test_member_payload();
+    test_channel_member_payload();
     return report("test_async");
 }

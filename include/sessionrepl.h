@@ -1424,6 +1424,33 @@ enum sr_result sr_channel_set_member_callback(struct sr_channel *ch,
                                               void *userdata);
 
 /**
+ * Copies the application metadata (`memberPayload`, at most
+ * `SR_MEMBER_PAYLOAD_MAX` bytes, no NUL added) of the member at `*addr`
+ * (this channel's own address gives its own) into `buf[0..len]` and its
+ * length into `*out_n`: the member-list counterpart of
+ * `sr_member.payload`. Empty for a member that announced none, and for
+ * static and DNS members.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` (`ch`, `addr`, `out_n`, or `buf`
+ * with `len > 0`), `SR_INVALID_ARGUMENT` (a bad `addr->family`),
+ * `SR_NOT_RUNNING`, `SR_NOT_FOUND` (no current member at `*addr`) or
+ * `SR_INSUFFICIENT_SIZE`: then `*out_n` is the length and `buf` is
+ * unchanged.
+ *
+ * Thread safety: any thread, including the member callback.
+ *
+ * # Safety
+ * `ch` is NULL or a live `sr_channel`; `addr` is NULL or points at an
+ * `sr_addr`; `buf` is NULL or writable for `len` bytes; `out_n` is NULL
+ * or writable.
+ */
+enum sr_result sr_channel_member_payload(const struct sr_channel *ch,
+                                         const struct sr_addr *addr,
+                                         uint8_t *buf,
+                                         size_t len,
+                                         size_t *out_n);
+
+/**
  * Copies the current members (never this node), longest-running first,
  * into `out[0..cap]` and their number into `*out_n`. Empty with
  * `membershipType=none`.

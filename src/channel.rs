@@ -496,6 +496,19 @@ impl Channel {
             .unwrap_or_default()
     }
 
+    /// The application metadata (`memberPayload`) of the member at `addr`
+    /// as its last heartbeat carried it, or this node's own for its own
+    /// address; `None` if no current member is there.
+    pub fn member_payload(&self, addr: SocketAddr) -> Option<Vec<u8>> {
+        if addr == self.local_addr() {
+            return Some(self.inner.shared.cfg.membership.member_payload.clone());
+        }
+        self.members()
+            .iter()
+            .find(|m| m.addr == addr)
+            .map(|m| m.member_payload().to_vec())
+    }
+
     /// Sends to every current member.
     ///
     /// # Errors

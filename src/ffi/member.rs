@@ -315,6 +315,46 @@ pub unsafe extern "C" fn sr_channel_set_member_callback(
     })
 }
 
+/// Copies the application metadata (`memberPayload`, at most
+/// `SR_MEMBER_PAYLOAD_MAX` bytes, no NUL added) of the member at `*addr`
+/// (this channel's own address gives its own) into `buf[0..len]` and its
+/// length into `*out_n`: the member-list counterpart of
+/// `sr_member.payload`. Empty for a member that announced none, and for
+/// static and DNS members.
+///
+/// Returns `SR_OK`, `SR_NULL_PARAMETER` (`ch`, `addr`, `out_n`, or `buf`
+/// with `len > 0`), `SR_INVALID_ARGUMENT` (a bad `addr->family`),
+/// `SR_NOT_RUNNING`, `SR_NOT_FOUND` (no current member at `*addr`) or
+/// `SR_INSUFFICIENT_SIZE`: then `*out_n` is the length and `buf` is
+/// unchanged.
+///
+/// Thread safety: any thread, including the member callback.
+///
+/// # Safety
+/// `ch` is NULL or a live `sr_channel`; `addr` is NULL or points at an
+/// `sr_addr`; `buf` is NULL or writable for `len` bytes; `out_n` is NULL
+/// or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sr_channel_member_payload(
+    ch: *const sr_channel,
+    addr: *const sr_addr,
+    buf: *mut u8,
+    len: usize,
+    out_n: *mut usize,
+) -> sr_result {
+    ffi_result(|| {
+        // SAFETY: forwarded from the caller.
+        let h = unsafe { arg_ref(ch, "ch") }?;
+        // SAFETY: forwarded from the caller.
+        let a = unsafe { arg_ref_plain(addr, "addr") }?.to_socket()?;
+        let p = h.running()?.member_payload(a).ok_or_else(|| {
+            Fail::new(sr_result::SR_NOT_FOUND, format!("no member listens at {a}"))
+        })?;
+        // SAFETY: forwarded from the caller.
+        unsafe { write_bytes(&p, buf, len, out_n) }
+    })
+}
+
 /// Copies the current members (never this node), longest-running first,
 /// into `out[0..cap]` and their number into `*out_n`. Empty with
 /// `membershipType=none`.

@@ -133,7 +133,8 @@ impl Done {
 #[derive(Default)]
 struct State {
     next_ticket: u64,
-    /// Started and not yet handed out (pending, queued, or starting).
+    /// Started and not yet handed out: pending, starting, queued for
+    /// reaping, or about to be passed to its callback.
     outstanding: usize,
     /// Reserved by a starting call that has not inserted its op yet.
     starting: usize,
@@ -509,13 +510,15 @@ fn deliver(shared: &Shared, done: Vec<Done>) {
             Deliver::Callback(f) => {
                 let c = d.take();
                 let ud = c.userdata;
+                // Its place is free before the call, so that the callback
+                // can start the next step (a commit after a read).
+                shared.lock().outstanding -= 1;
                 // A panic cannot unwind out of an extern "C" call; the
                 // callback is C code.
                 // SAFETY: `f` is the caller's valid function and `c` lives
                 // through the call; the caller promised `userdata` may be
                 // used from this thread.
                 unsafe { f(ud, &c) };
-                shared.lock().outstanding -= 1;
             }
             Deliver::Reap => {
                 // Pushed and signalled under the lock `reap` clears the fd

@@ -105,7 +105,6 @@ impl SessionStoreBuilder {
                     MembershipType::Static | MembershipType::None => Duration::ZERO,
                 });
         let access_timeout = cfg.session.access_timeout;
-        let payload = cfg.membership.member_payload.clone();
         let session_cfg = cfg.session.clone();
         let core = Arc::new(Core::new(self.listener, cfg.compress));
         let (w1, w2, w3) = (
@@ -157,7 +156,6 @@ impl SessionStoreBuilder {
             me,
             driver: Mutex::new(Some(driver)),
             access_timeout,
-            payload,
         })
     }
 }
@@ -175,8 +173,6 @@ pub struct SessionStore {
     me: MemberKey,
     driver: Mutex<Option<JoinHandle<()>>>,
     access_timeout: Duration,
-    /// This node's `memberPayload`.
-    payload: Vec<u8>,
 }
 
 fn epoch_ms() -> u64 {
@@ -453,14 +449,7 @@ impl SessionStore {
     /// [`StoreLookup::Moved`] and [`SessionStore::holders`] to send a user
     /// to the node that holds their session.
     pub fn member_payload(&self, addr: SocketAddr) -> Option<Vec<u8>> {
-        if addr == self.me.addr {
-            return Some(self.payload.clone());
-        }
-        self.channel()
-            .members()
-            .iter()
-            .find(|m| m.addr == addr)
-            .map(|m| m.member_payload().to_vec())
+        self.channel().member_payload(addr)
     }
 
     /// The other members the store places sessions on (listen addresses).
