@@ -27,6 +27,7 @@
 
 mod core;
 mod handle;
+mod probe;
 
 pub use self::core::{member_key, EventListener};
 use self::core::{Core, Input};
@@ -105,6 +106,18 @@ impl SessionStoreBuilder {
                     MembershipType::Static | MembershipType::None => Duration::ZERO,
                 });
         let access_timeout = cfg.session.access_timeout;
+        let static_probe = (cfg.membership.membership_type == MembershipType::Static).then(|| {
+            (
+                cfg.membership
+                    .static_members
+                    .iter()
+                    .map(|m| m.addr)
+                    .collect::<Vec<_>>(),
+                cfg.domain.clone(),
+                cfg.membership.failure_connect_timeout,
+                cfg.rx_limits.handshake_timeout.min(probe::MAX_REPLY_WAIT),
+            )
+        });
         let session_cfg = cfg.session.clone();
         let core = Arc::new(Core::new(self.listener, cfg.compress));
         let (w1, w2, w3) = (
@@ -131,6 +144,17 @@ impl SessionStoreBuilder {
                 }
             })
             .start()?;
+        if let Some((members, domain, connect, reply)) = static_probe {
+            // A member's kind comes from its answer to our preface (static
+            // members send no heartbeat facts).
+            let mut p = crate::wire::Preface::new(channel.member_id(), &domain, false);
+            p.listen_port = channel.local_addr().port();
+            let me = channel.local_addr();
+            if let Err(e) = probe::check_static_members(&members, me, &p.encode(), connect, reply) {
+                channel.stop();
+                return Err(e);
+            }
+        }
         let me = member_key(channel.local_addr());
         let now = Instant::now();
         let node = super::SessionNode::new(session_cfg, me, now);
