@@ -747,6 +747,23 @@ static void test_member_payload(void) {
         sr_txn *txn = txn_with(a, id, "k", "v");
         CHECK_RC(sr_session_store_create(a, txn, WAIT_MS, &n), SR_OK);
     }
+    /* Fetched from its primary (a) by b, asynchronously. */
+    {
+        int bfd = -1;
+        const uint8_t *v = NULL;
+        size_t vlen = 0;
+        CHECK_RC(sr_session_store_completion_fd(b, &bfd), SR_OK);
+        CHECK_RC(sr_session_store_get_async(b, (const uint8_t *)id, strlen(id), 0, NULL, NULL, NULL),
+                 SR_OK);
+        CHECK(reap_one(b, bfd, &c));
+        CHECK_RC(c.result, SR_OK);
+        CHECK(c.session != NULL);
+        if (c.session != NULL) {
+            CHECK_RC(sr_session_get(c.session, "k", &v, &vlen), SR_OK);
+            CHECK(vlen == 1 && v[0] == 'v');
+            sr_session_free(c.session);
+        }
+    }
     CHECK_RC(sr_session_store_drain(a, WAIT_MS), SR_OK);
     memset(&moved, 0, sizeof moved);
     CHECK_RC(sr_session_store_get(a, (const uint8_t *)id, strlen(id), WAIT_MS, &s, &moved), SR_MOVED);
