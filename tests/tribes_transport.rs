@@ -348,8 +348,7 @@ fn a_session_store_refuses_a_tribes_node_in_static_members() {
         cfg
     };
     let started = std::time::Instant::now();
-    let err = match sessionrepl::session::SessionStore::open(static_cfg(&peer.addr().to_string()))
-    {
+    let err = match sessionrepl::session::SessionStore::open(static_cfg(&peer.addr().to_string())) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a store opened with a Tribes node as its static member"),
     };
@@ -359,7 +358,11 @@ fn a_session_store_refuses_a_tribes_node_in_static_members() {
             && err.contains("not a sessionrepl node"),
         "{err}"
     );
-    assert!(started.elapsed() < WAIT, "the probe took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < WAIT,
+        "the probe took {:?}",
+        started.elapsed()
+    );
     // A sessionrepl store there instead (listed with the Tribes node gone).
     let a = sessionrepl::session::SessionStore::open(static_cfg("127.0.0.1:1")).unwrap();
     let b = sessionrepl::session::SessionStore::open(static_cfg(&a.local_addr().to_string()));

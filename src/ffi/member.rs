@@ -345,14 +345,32 @@ pub unsafe extern "C" fn sr_channel_member_payload(
     ffi_result(|| {
         // SAFETY: forwarded from the caller.
         let h = unsafe { arg_ref(ch, "ch") }?;
+        let running = h.running()?;
         // SAFETY: forwarded from the caller.
-        let a = unsafe { arg_ref_plain(addr, "addr") }?.to_socket()?;
-        let p = h.running()?.member_payload(a).ok_or_else(|| {
-            Fail::new(sr_result::SR_NOT_FOUND, format!("no member listens at {a}"))
-        })?;
-        // SAFETY: forwarded from the caller.
-        unsafe { write_bytes(&p, buf, len, out_n) }
+        unsafe { write_member_payload(addr, buf, len, out_n, |a| running.member_payload(a)) }
     })
+}
+
+/// The body of `sr_channel_member_payload` and
+/// `sr_session_store_member_payload`: reads `*addr`, looks its payload up
+/// and copies it out (`SR_NOT_FOUND` when `lookup` knows no such member).
+///
+/// # Safety
+/// `addr` is NULL or points at an `sr_addr`; `buf` and `out_n` as
+/// [`write_bytes`].
+pub(crate) unsafe fn write_member_payload(
+    addr: *const sr_addr,
+    buf: *mut u8,
+    len: usize,
+    out_n: *mut usize,
+    lookup: impl FnOnce(std::net::SocketAddr) -> Option<Vec<u8>>,
+) -> Result<(), Fail> {
+    // SAFETY: forwarded from the caller.
+    let a = unsafe { arg_ref_plain(addr, "addr") }?.to_socket()?;
+    let p = lookup(a)
+        .ok_or_else(|| Fail::new(sr_result::SR_NOT_FOUND, format!("no member listens at {a}")))?;
+    // SAFETY: forwarded from the caller.
+    unsafe { write_bytes(&p, buf, len, out_n) }
 }
 
 /// Copies the current members (never this node), longest-running first,

@@ -14,11 +14,11 @@ pub use ops::*;
 pub use stats::*;
 
 use super::channel::{in_callback_of, is_in_callback_of};
-use super::member::{write_bytes, write_items};
+use super::member::{write_items, write_member_payload};
 use super::store_event::{sr_session_event_callback, EventCallback};
 use super::{
-    arg_ref, arg_ref_plain, arg_slice, ffi_result, ffi_value, free_handle, into_handle, millis,
-    sr_addr, sr_config, sr_result, Fail, Handle, Out, Userdata,
+    arg_ref, arg_slice, ffi_result, ffi_value, free_handle, into_handle, millis, sr_addr,
+    sr_config, sr_result, Fail, Handle, Out, Userdata,
 };
 use crate::session::SessionStore;
 use completions::AsyncOps;
@@ -434,12 +434,7 @@ pub unsafe extern "C" fn sr_session_store_member_payload(
         // SAFETY: forwarded from the caller.
         let h = unsafe { arg_ref(store, "store") }?;
         // SAFETY: forwarded from the caller.
-        let a = unsafe { arg_ref_plain(addr, "addr") }?.to_socket()?;
-        let p = h.store.member_payload(a).ok_or_else(|| {
-            Fail::new(sr_result::SR_NOT_FOUND, format!("no member listens at {a}"))
-        })?;
-        // SAFETY: forwarded from the caller.
-        unsafe { write_bytes(&p, buf, len, out_n) }
+        unsafe { write_member_payload(addr, buf, len, out_n, |a| h.store.member_payload(a)) }
     })
 }
 
