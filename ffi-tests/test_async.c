@@ -532,6 +532,26 @@ static void test_deadline_and_close(void) {
     pthread_mutex_lock(&s.mu);
     CHECK(s.timeout == 1 && s.tickets[0] == t);
     pthread_mutex_unlock(&s.mu);
+    /* A create whose backup is the hung member: never acknowledged, so it
+     * completes with SR_TIMEOUT at its deadline. */
+    {
+        char mine[32];
+        sr_completion c;
+        int fd = -1, have = 0;
+        for (int i = 0; i < 200 && !have; i++) {
+            snprintf(mine, sizeof mine, "mine%d", i);
+            have = sr_session_store_holders(st, (const uint8_t *)mine, strlen(mine), holders, 4,
+                                            &n) == SR_OK &&
+                   n == 2 && holders[0].port == me.port;
+        }
+        CHECK(have);
+        CHECK_RC(sr_session_store_completion_fd(st, &fd), SR_OK);
+        CHECK_RC(sr_session_store_create_async(st, txn_with(st, mine, "k", "v"), 300, NULL, NULL,
+                                               NULL),
+                 SR_OK);
+        CHECK(reap_one(st, fd, &c));
+        CHECK_RC(c.result, SR_TIMEOUT);
+    }
     /* Long deadlines, then close: each completes once, with SR_SHUTDOWN. */
     for (int i = 0; i < 3; i++) {
         CHECK_RC(sr_session_store_get_async(st, (const uint8_t *)id, strlen(id), 600000, on_done, &s,
