@@ -599,12 +599,44 @@ static sr_config *mcast_config(unsigned group, const char *payload) {
     return cfg;
 }
 
-static sr_session_store *open_mcast_store(const char *payload) {
+static sr_session_store *open_mcast_store(const char *payload, sr_session_event_callback cb,
+                                          void *userdata) {
     sr_config *cfg = mcast_config(0, payload);
     sr_session_store *st = NULL;
-    CHECK_RC(sr_session_store_open(cfg, NULL, NULL, &st), SR_OK);
+    CHECK_RC(sr_session_store_open(cfg, cb, userdata, &st), SR_OK);
     sr_config_free(cfg);
     return st;
+}
+
+/* The store's member events: the last added and removed members' payloads. */
+typedef struct {
+    pthread_mutex_t mu;
+    char added[SR_MEMBER_PAYLOAD_MAX + 1], removed[SR_MEMBER_PAYLOAD_MAX + 1];
+    uint16_t added_port;
+    int reason, n_added, n_removed;
+} store_members_seen;
+
+static void on_store_member(void *userdata, const sr_session_event *ev) {
+    store_members_seen *s = userdata;
+    char *into = NULL;
+    if (ev->kind != SR_SESSION_MEMBER_ADDED && ev->kind != SR_SESSION_MEMBER_REMOVED) {
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (ev->kind == SR_SESSION_MEMBER_ADDED) {
+        into = s->added;
+        s->added_port = ev->by.port;
+        s->n_added++;
+    } else {
+        into = s->removed;
+        s->reason = ev->flag;
+        s->n_removed++;
+    }
+    if (ev->payload_len <= SR_MEMBER_PAYLOAD_MAX) {
+        memcpy(into, ev->payload, ev->payload_len);
+        into[ev->payload_len] = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* What the member callback saw: the last added member's payload. */
@@ -703,6 +735,7 @@ static void test_member_payload(void) {
     int fd = -1, seen = 0;
     char big[SR_MEMBER_PAYLOAD_MAX + 2], id[32];
     sr_config *cfg = NULL;
+    store_members_seen members_a;
 
     /* Bounded, and refused where nothing would carry it. */
     memset(big, 'x', sizeof big - 1);
@@ -718,8 +751,10 @@ static void test_member_payload(void) {
     CHECK(a == NULL);
     sr_config_free(cfg);
 
-    a = open_mcast_store("http://127.0.0.1:8081/a");
-    b = open_mcast_store("http://127.0.0.1:8082/b");
+    memset(&members_a, 0, sizeof members_a);
+    pthread_mutex_init(&members_a.mu, NULL);
+    a = open_mcast_store("http://127.0.0.1:8081/a", on_store_member, &members_a);
+    b = open_mcast_store("http://127.0.0.1:8082/b", NULL, NULL);
     if (a == NULL || b == NULL) {
         sr_session_store_free(a);
         sr_session_store_free(b);
@@ -795,8 +830,26 @@ static void test_member_payload(void) {
     CHECK_RC(c.result, SR_MOVED);
     CHECK(c.session == NULL && c.moved.port == ba.port);
     CHECK(payload_is(a, &c.moved, "http://127.0.0.1:8082/b"));
-    sr_session_store_free(a);
+    /* a's member events: b added, then removed when b shuts down. */
+    pthread_mutex_lock(&members_a.mu);
+    CHECK(members_a.n_added >= 1 && members_a.added_port == ba.port);
+    CHECK(strcmp(members_a.added, "http://127.0.0.1:8082/b") == 0);
+    pthread_mutex_unlock(&members_a.mu);
     sr_session_store_free(b);
+    seen = 0;
+    for (int i = 0; i < 300 && !seen; i++) {
+        pthread_mutex_lock(&members_a.mu);
+        seen = members_a.n_removed > 0;
+        pthread_mutex_unlock(&members_a.mu);
+        if (!seen) {
+            sleep_ms(100);
+        }
+    }
+    CHECK(seen);
+    CHECK(members_a.reason == SR_REMOVE_SHUTDOWN);
+    CHECK(strcmp(members_a.removed, "http://127.0.0.1:8082/b") == 0);
+    sr_session_store_free(a);
+    pthread_mutex_destroy(&members_a.mu);
 }
 
 int main(void) {

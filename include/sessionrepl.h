@@ -301,6 +301,17 @@ typedef enum sr_session_event_kind {
      * 0 on every node.
      */
     SR_SESSION_HEALTH = 9,
+    /**
+     * A member the store places sessions on joined: `by` is its address,
+     * `payload` its `memberPayload` (empty for static and DNS members).
+     */
+    SR_SESSION_MEMBER_ADDED = 10,
+    /**
+     * A member the store placed sessions on left: `by` is its address,
+     * `payload` its last `memberPayload`, `flag` why (an
+     * `sr_remove_reason`).
+     */
+    SR_SESSION_MEMBER_REMOVED = 11,
 } sr_session_event_kind;
 
 /**
@@ -800,9 +811,19 @@ typedef struct sr_session_event {
      */
     uint64_t count;
     /**
-     * Non-zero if this node expired the session (expired).
+     * Non-zero if this node expired the session (expired); the
+     * `sr_remove_reason` (member removed).
      */
     int flag;
+    /**
+     * The member's application metadata (member added or removed; not
+     * NUL-terminated; NULL when `payload_len` is 0).
+     */
+    const uint8_t *payload;
+    /**
+     * Length of `payload` in bytes.
+     */
+    size_t payload_len;
 } sr_session_event;
 
 /**

@@ -167,7 +167,7 @@ impl MemberCallback {
 }
 
 impl sr_remove_reason {
-    fn from_rust(r: Option<RemoveReason>) -> Self {
+    pub(crate) fn from_rust(r: Option<RemoveReason>) -> Self {
         match r {
             None => Self::SR_REMOVE_NONE,
             Some(RemoveReason::Timeout) => Self::SR_REMOVE_TIMEOUT,

@@ -162,7 +162,9 @@ pub unsafe extern "C" fn sr_session_store_open(
                 f,
                 userdata: Userdata(userdata),
             };
-            b = b.event_listener(move |e| in_callback_of(key, || cb.call(e)));
+            b = b
+                .event_listener(move |e| in_callback_of(key, || cb.call(e)))
+                .member_listener(move |e| in_callback_of(key, || cb.call_member(e)));
         }
         let store = Arc::new(b.open()?);
         out.write(into_handle(StoreHandle {

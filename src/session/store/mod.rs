@@ -29,7 +29,7 @@ mod core;
 mod handle;
 mod probe;
 
-pub use self::core::{member_key, EventListener};
+pub use self::core::{member_key, EventListener, MemberEventListener};
 use self::core::{Core, Input};
 pub use handle::{CommitHandle, FetchHandle, LookupStep};
 use handle::{Slot, SlotResult};
@@ -67,6 +67,7 @@ pub const LOOKUP_RETRY: Duration = Duration::from_millis(20);
 pub struct SessionStoreBuilder {
     cfg: Config,
     listener: Option<EventListener>,
+    member_listener: Option<MemberEventListener>,
 }
 
 impl SessionStoreBuilder {
@@ -77,6 +78,19 @@ impl SessionStoreBuilder {
     /// the store's driver thread, outside any lock: it may call the store.
     pub fn event_listener(mut self, f: impl Fn(&SessionEvent) + Send + Sync + 'static) -> Self {
         self.listener = Some(Arc::new(f));
+        self
+    }
+
+    /// Sets the listener of the store's members: `Added` when a member the
+    /// store places sessions on joins, `Removed` when it leaves (plain
+    /// Tribes nodes heard by multicast are not store members and are not
+    /// reported). Called on the store's driver thread, in order with the
+    /// session events, outside any lock: it may call the store. Read a
+    /// member's metadata with [`Member::member_payload`].
+    ///
+    /// [`Member::member_payload`]: crate::membership::Member::member_payload
+    pub fn member_listener(mut self, f: impl Fn(&MemberEvent) + Send + Sync + 'static) -> Self {
+        self.member_listener = Some(Arc::new(f));
         self
     }
 
@@ -119,7 +133,7 @@ impl SessionStoreBuilder {
             )
         });
         let session_cfg = cfg.session.clone();
-        let core = Arc::new(Core::new(self.listener, cfg.compress));
+        let core = Arc::new(Core::new(self.listener, self.member_listener, cfg.compress));
         let (w1, w2, w3) = (
             Arc::downgrade(&core),
             Arc::downgrade(&core),
@@ -140,6 +154,12 @@ impl SessionStoreBuilder {
                 match ev {
                     MemberEvent::Added(m) if is_store_member(m) => c.push(Input::Added(m.addr)),
                     MemberEvent::Removed(m, _) => c.push(Input::Removed(m.addr)),
+                    _ => {}
+                }
+                match ev {
+                    MemberEvent::Added(m) | MemberEvent::Removed(m, _) if is_store_member(m) => {
+                        c.member_event(ev)
+                    }
                     _ => {}
                 }
             })
@@ -212,6 +232,7 @@ impl SessionStore {
         SessionStoreBuilder {
             cfg,
             listener: None,
+            member_listener: None,
         }
     }
 
