@@ -2204,8 +2204,9 @@ enum sr_result sr_session_store_get_async(const struct sr_session_store *store,
  * take it out of your loop first. The first call starts the store's
  * completion thread if no asynchronous call has.
  *
- * Returns `SR_OK`, `SR_NULL_PARAMETER`, `SR_SHUTDOWN` (closed before
- * any asynchronous call) or `SR_IO`.
+ * Returns `SR_OK`, `SR_NULL_PARAMETER`, `SR_SHUTDOWN` (the store is
+ * closed; a descriptor handed out before stays open until `_free`) or
+ * `SR_IO`.
  *
  * Thread safety: any thread.
  *
