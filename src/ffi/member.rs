@@ -4,7 +4,7 @@
 use super::channel::{send_opts, write_id};
 use super::{
     arg_ref, arg_ref_plain, arg_slice, ffi_result, sr_addr, sr_channel, sr_result, sr_send_options,
-    write_text, Fail, Out, Userdata,
+    write_bytes, write_text, Fail, Out, Userdata,
 };
 use crate::membership::{Member, MemberEvent, MemberSource, PeerFacts, RemoveReason};
 use bytes::Bytes;
@@ -221,39 +221,6 @@ impl sr_member {
             payload_len: m.member_payload().len(),
         }
     }
-}
-
-/// Copies `b` into the caller's buffer (no NUL added). `*out_n` gets
-/// `b.len()` on `SR_OK`, and on `SR_INSUFFICIENT_SIZE` (buffer unchanged).
-///
-/// # Safety
-/// A non-NULL `buf` is writable for `len` bytes; a non-NULL `out_n` for
-/// one `size_t`.
-pub(crate) unsafe fn write_bytes(
-    b: &[u8],
-    buf: *mut u8,
-    len: usize,
-    out_n: *mut usize,
-) -> Result<(), Fail> {
-    // SAFETY: forwarded from the caller.
-    let out_n = unsafe { Out::new(out_n, "out_n") }?;
-    if buf.is_null() && len != 0 {
-        return Err(Fail::null("buf"));
-    }
-    if len < b.len() {
-        out_n.write(b.len());
-        return Err(Fail::new(
-            sr_result::SR_INSUFFICIENT_SIZE,
-            format!("buffer of {len} bytes too small: {} needed", b.len()),
-        ));
-    }
-    if !b.is_empty() {
-        // SAFETY: `buf` is non-NULL (len >= b.len() > 0) and writable for
-        // `len` bytes; `b` is ours and does not overlap it.
-        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), buf, b.len()) };
-    }
-    out_n.write(b.len());
-    Ok(())
 }
 
 impl From<&Member> for sr_member_info {
