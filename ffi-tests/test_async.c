@@ -361,6 +361,51 @@ static void on_chain(void *userdata, const sr_completion *c) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* A failed completion's detail, read inside its callback. */
+typedef struct {
+    pthread_mutex_t mu;
+    sr_result result;
+    char detail[256];
+    int done;
+} detail_state;
+
+static void on_detail(void *userdata, const sr_completion *c) {
+    detail_state *s = userdata;
+    pthread_mutex_lock(&s->mu);
+    s->result = c->result;
+    snprintf(s->detail, sizeof s->detail, "%s", last_error());
+    s->done = 1;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void test_failure_detail_in_callback(void) {
+    sr_session_store *st = open_store(NULL);
+    detail_state s;
+    int done = 0;
+    if (st == NULL) {
+        return;
+    }
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.mu, NULL);
+    CHECK_RC(sr_session_store_wait_ready(st, WAIT_MS), SR_OK);
+    /* A commit to a session that does not exist. */
+    CHECK_RC(sr_session_store_commit_async(st, txn_with(st, "nope", "k", "v"), 0, on_detail, &s, NULL),
+             SR_OK);
+    for (int i = 0; i < 300 && !done; i++) {
+        pthread_mutex_lock(&s.mu);
+        done = s.done;
+        pthread_mutex_unlock(&s.mu);
+        if (!done) {
+            sleep_ms(100);
+        }
+    }
+    CHECK(done);
+    CHECK_RC(s.result, SR_NOT_FOUND);
+    CHECK(s.detail[0] != 0 && strstr(s.detail, "<sr_last_error_message") == NULL);
+    sr_session_store_free(st);
+    pthread_mutex_destroy(&s.mu);
+}
+
 /* maxAsyncOperations: completed but unreaped operations count too. */
 static void test_cap(void) {
     const char *kv[] = {"maxAsyncOperations", "2", NULL};
@@ -856,6 +901,7 @@ int main(void) {
     test_arguments();
     test_reap_through_fd();
     test_callbacks();
+    test_failure_detail_in_callback();
     test_cap();
     test_deadline_and_close();
     test_member_payload();

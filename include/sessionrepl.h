@@ -882,7 +882,9 @@ typedef struct sr_completion {
 /**
  * Called once per asynchronous operation started with a callback, on the
  * store's completion thread (`sr-session-async`), with the `userdata` of
- * the starting call; `completion` is valid during the call.
+ * the starting call; `completion` is valid during the call. For a failed
+ * operation (other than `SR_TIMEOUT` and `SR_SHUTDOWN`),
+ * `sr_last_error_message` gives the detail during the call.
  */
 typedef void (*sr_completion_callback)(void *userdata, const struct sr_completion *completion);
 

@@ -38,7 +38,7 @@ unsafe fn start(
         None => Deliver::Reap,
     };
     let ticket = ops.submit(kind, Instant::now() + wait, deliver, userdata, || {
-        begin(&h.store).unwrap_or_else(|f| Op::Refused(f.code))
+        begin(&h.store).unwrap_or_else(|f| Op::Refused(f.code, f.detail))
     })?;
     if !out_ticket.is_null() {
         // SAFETY: non-NULL and writable (the caller's promise).

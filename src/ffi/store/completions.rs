@@ -66,7 +66,9 @@ pub struct sr_completion {
 
 /// Called once per asynchronous operation started with a callback, on the
 /// store's completion thread (`sr-session-async`), with the `userdata` of
-/// the starting call; `completion` is valid during the call.
+/// the starting call; `completion` is valid during the call. For a failed
+/// operation (other than `SR_TIMEOUT` and `SR_SHUTDOWN`),
+/// `sr_last_error_message` gives the detail during the call.
 pub type sr_completion_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void, completion: *const sr_completion)>;
 
@@ -90,8 +92,9 @@ pub(crate) enum Op {
         fetch: Option<FetchHandle>,
         retry_at: Instant,
     },
-    /// The store refused it at the start: complete with this.
-    Refused(sr_result),
+    /// The store refused it at the start: complete with this code and
+    /// detail.
+    Refused(sr_result, String),
 }
 
 struct Pending {
@@ -107,6 +110,8 @@ struct Pending {
 struct Done {
     c: sr_completion,
     deliver: Deliver,
+    /// Why it failed, for `sr_last_error_message` inside the callback.
+    detail: Option<String>,
 }
 
 // SAFETY: `session` is a handle this module made and owns until it hands
@@ -259,7 +264,7 @@ impl AsyncOps {
         };
         // Even a panic in `begin` must not leave the reservation behind.
         let op = std::panic::catch_unwind(std::panic::AssertUnwindSafe(begin))
-            .unwrap_or(Op::Refused(sr_result::SR_PANIC));
+            .unwrap_or_else(|_| Op::Refused(sr_result::SR_PANIC, "internal error (panic)".into()));
         let handle = match &op {
             Op::Commit(h) => Some(h.clone()),
             _ => None,
@@ -442,11 +447,19 @@ fn resolve(
         moved: sr_addr::default(),
         userdata: p.userdata.get(),
     };
+    let mut detail = None;
+    let mut fail = |c: &mut sr_completion, e: &Error| {
+        c.result = sr_result::from_error(e);
+        detail = Some(crate::ffi::result::error_detail(e));
+    };
     match &mut p.op {
-        Op::Refused(code) => c.result = *code,
+        Op::Refused(code, why) => {
+            c.result = *code;
+            detail = Some(std::mem::take(why));
+        }
         Op::Commit(h) => match h.try_result() {
             Some(Ok(n)) => c.copies = n,
-            Some(Err(e)) => c.result = code_of(&e),
+            Some(Err(e)) => fail(&mut c, &e),
             None if expired => c.result = late,
             None => return Err(p),
         },
@@ -478,13 +491,14 @@ fn resolve(
                     return Err(p);
                 }
                 Ok(LookupStep::Retry) | Err(Error::Timeout) => c.result = late,
-                Err(e) => c.result = code_of(&e),
+                Err(e) => fail(&mut c, &e),
             }
         }
     }
     Ok(Done {
         c,
         deliver: p.deliver,
+        detail,
     })
 }
 
@@ -499,15 +513,14 @@ fn set_found(c: &mut sr_completion, found: StoreLookup) {
     }
 }
 
-fn code_of(e: &Error) -> sr_result {
-    sr_result::from_error(e)
-}
-
 /// Runs the callbacks (no lock held) and queues the rest for reaping.
 fn deliver(shared: &Shared, done: Vec<Done>) {
-    for d in done {
+    for mut d in done {
         match d.deliver {
             Deliver::Callback(f) => {
+                if let Some(why) = d.detail.take() {
+                    crate::ffi::set_last_error(&why);
+                }
                 let c = d.take();
                 let ud = c.userdata;
                 // Its place is free before the call, so that the callback
