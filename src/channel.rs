@@ -159,11 +159,12 @@ impl ChannelBuilder {
                     u(ev);
                 }
             });
-            let local = LocalMemberInfo::new(
+            let mut local = LocalMemberInfo::new(
                 receiver.local_addr(),
                 shared.member_id,
                 shared.cfg.domain.clone(),
             );
+            local.payload = shared.cfg.membership.member_payload.clone();
             let svc = MembershipService::start(&shared.cfg.membership, local, listener)?;
             Some(svc)
         } else {
@@ -573,6 +574,19 @@ impl Channel {
             .as_ref()
             .map(|m| m.members())
             .unwrap_or_default()
+    }
+
+    /// The application metadata (`memberPayload`) of the member at `addr`
+    /// as its last heartbeat carried it, or this node's own for its own
+    /// address; `None` if no current member is there.
+    pub fn member_payload(&self, addr: SocketAddr) -> Option<Vec<u8>> {
+        if addr == self.local_addr() {
+            return Some(self.inner.shared.cfg.membership.member_payload.clone());
+        }
+        self.members()
+            .iter()
+            .find(|m| m.addr == addr)
+            .map(|m| m.member_payload().to_vec())
     }
 
     /// Sends to every current member.
