@@ -23,6 +23,7 @@ import io.sessionrepl.SessionReplException;
 import java.io.Serializable;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
+import java.nio.ByteBuffer;
 import java.util.Arrays;
 import java.util.Locale;
 import java.util.concurrent.atomic.AtomicLong;
@@ -112,7 +113,7 @@ public final class JvmBench {
              Channel a = Channel.builder(nativeCfg("fastasyncqueue")).start()) {
             InetSocketAddress[] to = {b.localAddress()};
             SendOptions none = SendOptions.ack(SendOptions.Ack.NONE).compress(false);
-            int warm = Math.max(1, Math.min(count / 10, 5000));
+            int warm = warmup(count);
             for (int i = 0; i < warm; i++) {
                 sendRetrying(a, to, p, none);
             }
@@ -124,6 +125,68 @@ public final class JvmBench {
             await(got, warm + (long) count, "native fastasync");
             return new Row("fastasync-1k", "sessionrepl-jni", count, (System.nanoTime() - t0) / 1e9, new long[0]);
         }
+    }
+
+    /**
+     * The batch APIs: {@link Channel#sendBatch} (BATCH messages per call
+     * from one direct buffer) and a {@link io.sessionrepl.MessageBatchListener}
+     * that reads each payload's length (one JNI upcall per receive batch).
+     */
+    static Row nativeFastBatch(int count) throws Exception {
+        AtomicLong got = new AtomicLong();
+        byte[] p = payload();
+        try (Channel b = Channel.builder(nativeCfg("fastasyncqueue")).onMessageBatch(batch -> {
+                long bytes = 0;
+                for (int i = 0; i < batch.size(); i++) {
+                    bytes += batch.payloadLength(i);
+                }
+                if (bytes >= 0) {
+                    got.addAndGet(batch.size());
+                }
+            }).start();
+             Channel a = Channel.builder(nativeCfg("fastasyncqueue")).start()) {
+            InetSocketAddress[] to = {b.localAddress()};
+            SendOptions none = SendOptions.ack(SendOptions.Ack.NONE).compress(false);
+            ByteBuffer buf = ByteBuffer.allocateDirect(BATCH * (4 + SIZE));
+            int warm = warmup(count);
+            sendBatches(a, to, p, none, buf, warm);
+            await(got, warm, "native batch warm-up");
+            long t0 = System.nanoTime();
+            sendBatches(a, to, p, none, buf, count);
+            await(got, warm + (long) count, "native fastasync batch");
+            return new Row("fastasync-1k", "sessionrepl-jni-batch", count, (System.nanoTime() - t0) / 1e9, new long[0]);
+        }
+    }
+
+    static final int BATCH = 64;
+
+    static void sendBatches(Channel a, InetSocketAddress[] to, byte[] p, SendOptions o, ByteBuffer buf, int count)
+            throws InterruptedException {
+        int left = count;
+        while (left > 0) {
+            buf.clear();
+            int n = Math.min(left, BATCH);
+            for (int i = 0; i < n; i++) {
+                Channel.putMessage(buf, p, 0, p.length);
+            }
+            buf.flip();
+            while (buf.hasRemaining()) {
+                try {
+                    a.sendBatch(to, buf, o);
+                } catch (SessionReplException e) {
+                    if (!"SR_QUEUE_FULL".equals(e.result())) {
+                        throw e;
+                    }
+                    Thread.sleep(0, 100_000);
+                }
+            }
+            left -= n;
+        }
+    }
+
+    /** Messages sent before timing (the same for every implementation): enough for the JIT. */
+    static int warmup(int count) {
+        return Math.max(1, Math.min(count / 4, 50_000));
     }
 
     static void sendRetrying(Channel a, InetSocketAddress[] to, byte[] p, SendOptions o) throws InterruptedException {
@@ -222,7 +285,7 @@ public final class JvmBench {
                 | org.apache.catalina.tribes.Channel.SEND_OPTIONS_SYNCHRONIZED_ACK
                 : org.apache.catalina.tribes.Channel.SEND_OPTIONS_ASYNCHRONOUS);
         try {
-            int warm = Math.max(1, Math.min(count / 10, 5000));
+            int warm = warmup(count);
             for (int i = 0; i < warm; i++) {
                 a.send(dest, new ByteMessage(p), options);
             }
@@ -264,14 +327,17 @@ public final class JvmBench {
         int acks = args.length > 1 ? Integer.parseInt(args[1]) : 20_000;
         Row nf = nativeFast(count);
         nf.print();
+        Row nb = nativeFastBatch(count);
+        nb.print();
         Row tf = tribesRun(false, count);
         tf.print();
         Row ns = nativeSync(acks);
         ns.print();
         Row ts = tribesRun(true, acks);
         ts.print();
-        System.out.printf(Locale.ROOT, "S8 ratios fastasync_msgs_per_s=%.1fx sync_ack_p50=%.2fx (native vs tribes, same JVM)%n",
-            nf.rate() / tf.rate(), ts.p(0.5) / Math.max(ns.p(0.5), 0.001));
+        System.out.printf(Locale.ROOT,
+            "S8 ratios fastasync_msgs_per_s=%.1fx batch_fastasync_msgs_per_s=%.1fx sync_ack_p50=%.2fx (native vs tribes, same JVM)%n",
+            nf.rate() / tf.rate(), nb.rate() / tf.rate(), ts.p(0.5) / Math.max(ns.p(0.5), 0.001));
         System.exit(0);
     }
 }

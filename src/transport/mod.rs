@@ -57,6 +57,20 @@ pub struct Message {
 /// when the sender asked for an ack after delivery.
 pub type MessageListener = Arc<dyn Fn(&Message) -> Result<(), String> + Send + Sync>;
 
+/// Receives messages in batches (at most [`MAX_DELIVERY_BATCH`], in order
+/// per connection): on a worker thread (`tcpThreadCount > 0`) every message
+/// it found queued at once; on the receiver thread (`tcpThreadCount=0`) the
+/// messages one connection's read turn decoded. It pushes one result per
+/// message onto the vector, in order; a missing result counts as a
+/// failure. Set with [`crate::channel::ChannelBuilder::batch_listener`], it
+/// replaces the per-message listener for native connections, so a host
+/// with a costly call boundary (JNI) pays it once per batch; Tribes
+/// connections still go through the per-message listener.
+pub type BatchListener = Arc<dyn Fn(&[&Message], &mut Vec<Result<(), String>>) + Send + Sync>;
+
+/// The most messages one [`BatchListener`] call receives.
+pub const MAX_DELIVERY_BATCH: usize = 64;
+
 pub use crate::proto::sender::{Delivery, Outcome};
 
 /// Told each message's outcome in the asynchronous modes:
@@ -109,6 +123,9 @@ pub struct Shared {
     /// The receiver's per-stream high-water marks (exactly-once delivery
     /// across reconnects), shared by its threads.
     pub dedup: crate::proto::dedup::DedupTable,
+    /// The batch listener of the worker threads, if any (set before the
+    /// receiver starts).
+    pub batch: std::sync::OnceLock<BatchListener>,
 }
 
 impl Shared {
@@ -122,6 +139,7 @@ impl Shared {
             local: std::sync::OnceLock::new(),
             on_unreachable: std::sync::OnceLock::new(),
             dedup: Default::default(),
+            batch: std::sync::OnceLock::new(),
         }
     }
 

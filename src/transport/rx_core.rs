@@ -143,6 +143,11 @@ pub(crate) struct RxCore {
     worker_threads: Vec<Option<std::thread::Thread>>,
     pub(crate) rx: Arc<RxShared>,
     limits: RxLimits,
+    /// Messages for the batch listener delivered on this thread
+    /// (`tcpThreadCount=0`), held until the end of the connection's decode
+    /// turn (or [`super::MAX_DELIVERY_BATCH`]), with their ack-after-delivery bit.
+    inline: Vec<(Message, bool)>,
+    results: Vec<Result<(), String>>,
 }
 
 /// The receiver bounds from the config, `driver_pool` bytes of the memory
@@ -208,6 +213,8 @@ pub(crate) fn start_workers(
             .collect(),
         rx,
         limits: RxLimits::new(limits_config(&shared.cfg, driver_pool)),
+        inline: Vec::new(),
+        results: Vec::new(),
     };
     Ok((core, handles))
 }
@@ -505,8 +512,32 @@ impl RxCore {
                 break Ok(());
             }
         };
+        self.flush_inline(c);
         Stats::add(&self.shared.stats.msgs_received, delivered);
         result
+    }
+
+    /// Delivers the messages held for the batch listener and sends their
+    /// acks or FAILs.
+    fn flush_inline(&mut self, c: &mut ConnCore) {
+        let Some(bl) = self.shared.batch.get() else {
+            return;
+        };
+        if self.inline.is_empty() {
+            return;
+        }
+        {
+            let msgs: Vec<&Message> = self.inline.iter().map(|(m, _)| m).collect();
+            deliver_batch(bl, &msgs, &mut self.results, &self.shared);
+        }
+        for ((m, ack), r) in self.inline.drain(..).zip(self.results.drain(..)) {
+            if ack {
+                match r {
+                    Ok(()) => c.proto.ack(m.id),
+                    Err(reason) => c.proto.fail(m.id, &reason),
+                }
+            }
+        }
     }
 
     /// Delivers the inner frames of a BATCH body until a bound pauses the
@@ -572,6 +603,13 @@ impl RxCore {
             payload,
         };
         let ack = flags & FLAG_ACK_DELIVERY != 0;
+        if self.workers.is_empty() && self.shared.batch.get().is_some() {
+            self.inline.push((msg, ack));
+            if self.inline.len() >= super::MAX_DELIVERY_BATCH {
+                self.flush_inline(c);
+            }
+            return;
+        }
         if self.workers.is_empty() {
             let r = deliver(&self.listener, &msg, &self.shared);
             if ack {
@@ -748,25 +786,33 @@ fn deliver(l: &MessageListener, m: &Message, shared: &Shared) -> Result<(), Stri
 fn worker_loop(w: Arc<WorkerShared>, l: MessageListener, rx: Arc<RxShared>, shared: Arc<Shared>) {
     let spin = shared.cfg.idle.spin;
     let mut idle_since: Option<Instant> = None;
+    let mut batch: Vec<Job> = Vec::new();
+    let mut results: Vec<Result<(), String>> = Vec::new();
     loop {
-        if let Some(job) = w.q.pop() {
+        if let Some(bl) = shared.batch.get() {
+            while batch.len() < super::MAX_DELIVERY_BATCH {
+                match w.q.pop() {
+                    Some(job) => batch.push(job),
+                    None => break,
+                }
+            }
+            if !batch.is_empty() {
+                idle_since = None;
+                let msgs: Vec<&Message> = batch.iter().map(|j| &j.msg).collect();
+                deliver_batch(bl, &msgs, &mut results, &shared);
+                drop(msgs);
+                for (job, r) in batch.drain(..).zip(results.drain(..)) {
+                    if job.ack {
+                        return_ack(&rx, &job, r);
+                    }
+                }
+                continue;
+            }
+        } else if let Some(job) = w.q.pop() {
             idle_since = None;
             let r = deliver(&l, &job.msg, &shared);
             if job.ack {
-                let mut ret = AckReturn {
-                    token: job.token,
-                    id: job.msg.id,
-                    err: r.err(),
-                };
-                // The return queue holds every worker's full queue, so this
-                // only spins if the I/O thread is far behind.
-                while let Err(back) = rx.acks.push(ret) {
-                    ret = back;
-                    std::thread::yield_now();
-                }
-                if rx.sleeping.swap(false, Ordering::SeqCst) {
-                    rx.waker.wake();
-                }
+                return_ack(&rx, &job, r);
             }
             continue;
         }
@@ -784,6 +830,45 @@ fn worker_loop(w: Arc<WorkerShared>, l: MessageListener, rx: Arc<RxShared>, shar
             }
             _ => std::hint::spin_loop(),
         }
+    }
+}
+
+/// Calls the batch listener; afterwards `results` holds exactly one result
+/// per message (a panic or a missing result is a failure).
+fn deliver_batch(
+    bl: &super::BatchListener,
+    msgs: &[&Message],
+    results: &mut Vec<Result<(), String>>,
+    shared: &Shared,
+) {
+    results.clear();
+    if catch_unwind(AssertUnwindSafe(|| bl(msgs, results))).is_err() {
+        results.clear();
+        results.resize(msgs.len(), Err("listener panicked".to_string()));
+    }
+    results.truncate(msgs.len());
+    results.resize(msgs.len(), Err("listener gave no result".to_string()));
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if failed > 0 {
+        Stats::add(&shared.stats.listener_errors, failed as u64);
+    }
+}
+
+/// Hands a delivery's ack (or FAIL) back to the I/O thread.
+fn return_ack(rx: &RxShared, job: &Job, r: Result<(), String>) {
+    let mut ret = AckReturn {
+        token: job.token,
+        id: job.msg.id,
+        err: r.err(),
+    };
+    // The return queue holds every worker's full queue, so this only spins
+    // if the I/O thread is far behind.
+    while let Err(back) = rx.acks.push(ret) {
+        ret = back;
+        std::thread::yield_now();
+    }
+    if rx.sleeping.swap(false, Ordering::SeqCst) {
+        rx.waker.wake();
     }
 }
 
