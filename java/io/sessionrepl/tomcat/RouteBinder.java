@@ -1,0 +1,181 @@
+package io.sessionrepl.tomcat;
+
+import io.sessionrepl.Commit;
+import io.sessionrepl.Lookup;
+import io.sessionrepl.SessionEvent;
+import io.sessionrepl.SessionReplException;
+import io.sessionrepl.SessionStore;
+
+import java.net.InetSocketAddress;
+import java.nio.charset.StandardCharsets;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+import org.apache.catalina.connector.Request;
+import org.apache.juli.logging.Log;
+import org.apache.juli.logging.LogFactory;
+
+/**
+ * What Tomcat's {@code JvmRouteBinderValve} does for a
+ * {@link NativeSessionManager}: a request whose session id ends in another
+ * node's {@code jvmRoute} ({@code <Engine jvmRoute="...">}) after that node
+ * failed gets the session under this node's route, and a new session
+ * cookie, so a sticky load balancer sends the client here from now on.
+ *
+ * <p>How renames converge when requests of one session reach several nodes
+ * at once:
+ * <ul>
+ * <li>Only a dead route is rewritten. Each node publishes its route in the
+ *     store itself (a record {@code sessionrepl-route.<route>} holding its
+ *     store address, replicated like a session and never expiring); a route
+ *     whose address is a current member is alive, and its sessions are
+ *     served as they are, so round-robin between live nodes renames
+ *     nothing.</li>
+ * <li>A rename is the store's {@code changeId}, which the session's primary
+ *     orders: when two survivors rename at once, one wins and the other's
+ *     fails ({@code SR_NOT_FOUND}, the old id is gone).</li>
+ * <li>Every node learns route renames from the store's {@code ID_CHANGED}
+ *     events (kept in a bounded map); a request still carrying the old id
+ *     is moved to the winner's id, with a new cookie, and never renamed
+ *     again. Only renames that keep the id's part before the route are
+ *     followed, so an id rotated for session-fixation protection is never
+ *     handed to the holder of the old id.</li>
+ * </ul>
+ */
+final class RouteBinder {
+    private static final Log log = LogFactory.getLog(RouteBinder.class);
+    /** Prefix of the route records; never a Tomcat session id (those are hex). */
+    static final String RECORD = "sessionrepl-route.";
+    private static final int MAX_RENAMES = 10_000;
+
+    private final String route;
+    /** Route to the store address its record named, as last read. */
+    private final Map<String, String> addresses = new java.util.concurrent.ConcurrentHashMap<>();
+    /** Route renames seen: old id to new id (bounded, oldest dropped). */
+    private final Map<String, String> renames = new LinkedHashMap<String, String>(64, 0.75f, false) {
+        private static final long serialVersionUID = 1L;
+
+        @Override
+        protected boolean removeEldestEntry(Map.Entry<String, String> e) {
+            return size() > MAX_RENAMES;
+        }
+    };
+
+    RouteBinder(String route) {
+        this.route = route;
+    }
+
+    /** Publishes this node's route and store address. */
+    void publish(SessionStore s, long timeoutMs) {
+        try (Commit c = s.create(s.begin(RECORD + route).setMaxInactive(-1)
+                .set("member", s.localAddress().toString().getBytes(StandardCharsets.UTF_8)))) {
+            c.await(timeoutMs);
+        } catch (SessionReplException e) {
+            if (!"SR_CONFLICT".equals(e.result())) {
+                log.warn("NativeSessionManager: publishing jvmRoute " + route + ": " + e.getMessage());
+                return;
+            }
+            // a record from an earlier run of this node: overwrite its address
+            try (Commit c = s.commit(s.begin(RECORD + route).setMaxInactive(-1)
+                    .set("member", s.localAddress().toString().getBytes(StandardCharsets.UTF_8)))) {
+                c.await(timeoutMs);
+            } catch (SessionReplException x) {
+                log.warn("NativeSessionManager: publishing jvmRoute " + route + ": " + x.getMessage());
+            }
+        }
+    }
+
+    /** A store event: remembers route renames (store thread; no waiting). */
+    void event(SessionEvent e) {
+        if (e.kind() == SessionEvent.Kind.ID_CHANGED && isRouteRename(e.id(), e.newId())) {
+            synchronized (renames) {
+                renames.put(e.id(), e.newId());
+            }
+        }
+    }
+
+    static boolean isRouteRename(String oldId, String newId) {
+        int a = oldId.lastIndexOf('.');
+        int b = newId.lastIndexOf('.');
+        return a > 0 && a == b && oldId.regionMatches(0, newId, 0, a) && !oldId.equals(newId);
+    }
+
+    /**
+     * Before the request uses its session: follows a known route rename, or
+     * renames the session here when its route's node is gone.
+     */
+    void bind(Request request, SessionStore s, long timeoutMs) {
+        String id = request.getRequestedSessionId();
+        if (id == null || s == null || id.startsWith(RECORD)) {
+            return;
+        }
+        int dot = id.lastIndexOf('.');
+        if (dot <= 0 || id.substring(dot + 1).equals(route)) {
+            return;
+        }
+        String known;
+        synchronized (renames) {
+            known = renames.get(id);
+        }
+        if (known != null) {
+            request.changeSessionId(known);
+            return;
+        }
+        if (routeAlive(s, id.substring(dot + 1), timeoutMs)) {
+            return;
+        }
+        String newId = id.substring(0, dot + 1) + route;
+        try (Commit c = s.changeId(id, newId)) {
+            c.await(timeoutMs);
+        } catch (SessionReplException e) {
+            // another node renamed it first (its ID_CHANGED may still be on
+            // the way), or the session is gone: serve the request as it is
+            synchronized (renames) {
+                known = renames.get(id);
+            }
+            if (known != null) {
+                request.changeSessionId(known);
+            } else if (!"SR_NOT_FOUND".equals(e.result())) {
+                log.warn("NativeSessionManager: taking session " + id + " over: " + e.getMessage());
+            }
+            return;
+        }
+        log.info("NativeSessionManager: took session " + id + " over from dead route as " + newId);
+        request.changeSessionId(newId);
+    }
+
+    /** True when {@code other}'s record names a current member. */
+    private boolean routeAlive(SessionStore s, String other, long timeoutMs) {
+        String cached = addresses.get(other);
+        if (cached != null && isMember(s, cached)) {
+            return true;
+        }
+        // not known, or its last address is gone: read the record again (a
+        // restarted node publishes its new address)
+        Lookup l;
+        try {
+            l = s.get(RECORD + other, timeoutMs);
+        } catch (SessionReplException e) {
+            return true; // unknown: do not rename on a guess
+        }
+        if (l.status() != Lookup.Status.FOUND) {
+            return false;
+        }
+        byte[] m = l.session().attributes().get("member");
+        if (m == null) {
+            return false;
+        }
+        String addr = new String(m, StandardCharsets.UTF_8);
+        addresses.put(other, addr);
+        return isMember(s, addr);
+    }
+
+    private static boolean isMember(SessionStore s, String addr) {
+        for (InetSocketAddress a : s.members()) {
+            if (a.toString().equals(addr)) {
+                return true;
+            }
+        }
+        return false;
+    }
+}
