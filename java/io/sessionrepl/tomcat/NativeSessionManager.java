@@ -64,6 +64,7 @@ public class NativeSessionManager extends ManagerBase {
     private boolean notifyListenersOnReplication = true;
     private volatile SessionStore store;
     private volatile RouteBinder routes;
+    private volatile RouteValve routeValve;
     private volatile ReplicaListeners replicaListeners;
     private Thread shutdownHook;
 
@@ -148,6 +149,10 @@ public class NativeSessionManager extends ManagerBase {
             RouteBinder rb = new RouteBinder(route);
             rb.publish(store, commitTimeoutMs);
             routes = rb;
+            // on the host, so that it runs before any valve of the context
+            // (the authenticator reads the session early)
+            routeValve = new RouteValve();
+            getContext().getParent().getPipeline().addValve(routeValve);
         }
         getContext().getPipeline().addValve(new CommitValve());
         // Embedded Tomcat (and a JVM ended by SIGTERM without Catalina's own
@@ -181,6 +186,11 @@ public class NativeSessionManager extends ManagerBase {
             rl.stop();
         }
         routes = null;
+        RouteValve rv = routeValve;
+        routeValve = null;
+        if (rv != null && getContext().getParent() != null) {
+            getContext().getParent().getPipeline().removeValve(rv);
+        }
         closeStore("stop");
         sessions.clear();
         super.stopInternal();
@@ -442,6 +452,26 @@ public class NativeSessionManager extends ManagerBase {
     public void unload() {
     }
 
+    /**
+     * On the host's pipeline: moves a request of this context whose session
+     * id names a dead node's jvmRoute to this node's route ({@link RouteBinder}).
+     */
+    private final class RouteValve extends ValveBase {
+        RouteValve() {
+            super(true);
+        }
+
+        @Override
+        public void invoke(Request request, Response response) throws IOException, ServletException {
+            RouteBinder rb = routes;
+            if (rb != null && request.getContext() == getContext()) {
+                int minutes = getContext().getSessionTimeout();
+                rb.bind(request, store, commitTimeoutMs, minutes > 0 ? minutes * 60 : -1);
+            }
+            getNext().invoke(request, response);
+        }
+    }
+
     /** Commits the session of each request when it ends. */
     private final class CommitValve extends ValveBase {
         CommitValve() {
@@ -450,10 +480,6 @@ public class NativeSessionManager extends ManagerBase {
 
         @Override
         public void invoke(Request request, Response response) throws IOException, ServletException {
-            RouteBinder rb = routes;
-            if (rb != null) {
-                rb.bind(request, store, commitTimeoutMs);
-            }
             try {
                 getNext().invoke(request, response);
             } finally {

@@ -156,7 +156,7 @@ final class ReplicaListeners {
     private void changed(Context ctx, SessionStore s, String id) {
         Lookup l;
         try {
-            l = s.get(id, 0);
+            l = s.get(id, -1); // the copy here: no fetch, but through the store's thread
         } catch (SessionReplException x) {
             return;
         }

@@ -34,18 +34,26 @@ import org.apache.juli.logging.LogFactory;
  * <li>A rename is the store's {@code changeId}, which the session's primary
  *     orders: when two survivors rename at once, one wins and the other's
  *     fails ({@code SR_NOT_FOUND}, the old id is gone).</li>
- * <li>Every node learns route renames from the store's {@code ID_CHANGED}
- *     events (kept in a bounded map); a request still carrying the old id
- *     is moved to the winner's id, with a new cookie, and never renamed
- *     again. Only renames that keep the id's part before the route are
- *     followed, so an id rotated for session-fixation protection is never
- *     handed to the holder of the old id.</li>
+ * <li>The winner leaves a forwarding record {@code sessionrepl-moved.<old
+ *     id>} in the store (expiring like a session); holders also learn the
+ *     rename from the store's {@code ID_CHANGED} event (kept in a bounded
+ *     map). A request still carrying the old id is moved to the winner's
+ *     id, with a new cookie, and never renamed again. Only renames that
+ *     keep the id's part before the route are followed, so an id rotated
+ *     for session-fixation protection is never handed to the holder of
+ *     the old id.</li>
  * </ul>
  */
 final class RouteBinder {
     private static final Log log = LogFactory.getLog(RouteBinder.class);
-    /** Prefix of the route records; never a Tomcat session id (those are hex). */
-    static final String RECORD = "sessionrepl-route.";
+    /**
+     * Prefix of the records kept in the store: {@code sessionrepl-route.<route>}
+     * and {@code sessionrepl-moved.<old id>}; never a Tomcat session id
+     * (those are hex).
+     */
+    static final String RECORD = "sessionrepl-";
+    private static final String ROUTE = RECORD + "route.";
+    private static final String MOVED = RECORD + "moved.";
     private static final int MAX_RENAMES = 10_000;
 
     private final String route;
@@ -67,7 +75,7 @@ final class RouteBinder {
 
     /** Publishes this node's route and store address. */
     void publish(SessionStore s, long timeoutMs) {
-        try (Commit c = s.create(s.begin(RECORD + route).setMaxInactive(-1)
+        try (Commit c = s.create(s.begin(ROUTE + route).setMaxInactive(-1)
                 .set("member", s.localAddress().toString().getBytes(StandardCharsets.UTF_8)))) {
             c.await(timeoutMs);
         } catch (SessionReplException e) {
@@ -76,7 +84,7 @@ final class RouteBinder {
                 return;
             }
             // a record from an earlier run of this node: overwrite its address
-            try (Commit c = s.commit(s.begin(RECORD + route).setMaxInactive(-1)
+            try (Commit c = s.commit(s.begin(ROUTE + route).setMaxInactive(-1)
                     .set("member", s.localAddress().toString().getBytes(StandardCharsets.UTF_8)))) {
                 c.await(timeoutMs);
             } catch (SessionReplException x) {
@@ -104,7 +112,7 @@ final class RouteBinder {
      * Before the request uses its session: follows a known route rename, or
      * renames the session here when its route's node is gone.
      */
-    void bind(Request request, SessionStore s, long timeoutMs) {
+    void bind(Request request, SessionStore s, long timeoutMs, int maxInactiveSecs) {
         String id = request.getRequestedSessionId();
         if (id == null || s == null || id.startsWith(RECORD)) {
             return;
@@ -113,10 +121,7 @@ final class RouteBinder {
         if (dot <= 0 || id.substring(dot + 1).equals(route)) {
             return;
         }
-        String known;
-        synchronized (renames) {
-            known = renames.get(id);
-        }
+        String known = renamed(s, id, timeoutMs, false);
         if (known != null) {
             request.changeSessionId(known);
             return;
@@ -124,15 +129,17 @@ final class RouteBinder {
         if (routeAlive(s, id.substring(dot + 1), timeoutMs)) {
             return;
         }
+        known = renamed(s, id, timeoutMs, true);
+        if (known != null) {
+            request.changeSessionId(known);
+            return;
+        }
         String newId = id.substring(0, dot + 1) + route;
         try (Commit c = s.changeId(id, newId)) {
             c.await(timeoutMs);
         } catch (SessionReplException e) {
-            // another node renamed it first (its ID_CHANGED may still be on
-            // the way), or the session is gone: serve the request as it is
-            synchronized (renames) {
-                known = renames.get(id);
-            }
+            // another node renamed it first, or the session is gone
+            known = renamed(s, id, timeoutMs, true);
             if (known != null) {
                 request.changeSessionId(known);
             } else if (!"SR_NOT_FOUND".equals(e.result())) {
@@ -140,8 +147,44 @@ final class RouteBinder {
             }
             return;
         }
-        log.info("NativeSessionManager: took session " + id + " over from dead route as " + newId);
+        try (Commit c = s.create(s.begin(MOVED + id).setMaxInactive(maxInactiveSecs)
+                .set("to", newId.getBytes(StandardCharsets.UTF_8)))) {
+            c.await(timeoutMs);
+        } catch (SessionReplException e) {
+            log.warn("NativeSessionManager: recording the move of " + id + ": " + e.getMessage());
+        }
+        synchronized (renames) {
+            renames.put(id, newId);
+        }
+        log.info("NativeSessionManager: took session " + id + " over from a dead route as " + newId);
         request.changeSessionId(newId);
+    }
+
+    /** The id {@code id} was renamed to, from the events seen or (with {@code look}) the store. */
+    private String renamed(SessionStore s, String id, long timeoutMs, boolean look) {
+        synchronized (renames) {
+            String known = renames.get(id);
+            if (known != null || !look) {
+                return known;
+            }
+        }
+        try {
+            Lookup l = s.get(MOVED + id, timeoutMs);
+            byte[] to = l.status() == Lookup.Status.FOUND ? l.session().attributes().get("to") : null;
+            if (to == null) {
+                return null;
+            }
+            String newId = new String(to, StandardCharsets.UTF_8);
+            if (!isRouteRename(id, newId)) {
+                return null;
+            }
+            synchronized (renames) {
+                renames.put(id, newId);
+            }
+            return newId;
+        } catch (SessionReplException e) {
+            return null;
+        }
     }
 
     /** True when {@code other}'s record names a current member. */
@@ -154,7 +197,7 @@ final class RouteBinder {
         // restarted node publishes its new address)
         Lookup l;
         try {
-            l = s.get(RECORD + other, timeoutMs);
+            l = s.get(ROUTE + other, timeoutMs);
         } catch (SessionReplException e) {
             return true; // unknown: do not rename on a guess
         }
