@@ -16,7 +16,6 @@
 
 use crate::boundary::{entry, with_env, Fail};
 use crate::channel::{chan, options};
-use crate::enc::Dec;
 use crate::enc::Enc;
 use crate::refs;
 use jni::objects::{GlobalRef, JByteArray, JByteBuffer, JClass, JObjectArray, JString, JValue};
@@ -243,11 +242,7 @@ extern "system" fn channel_send_batch(
 ) -> jlong {
     entry(&mut env, 0, |env| {
         let c = &chan(h)?.ch;
-        let to = if dests.is_null() {
-            Vec::new()
-        } else {
-            Dec::new(&env.convert_byte_array(&dests)?).addrs()?
-        };
+        let to = crate::channel::dest_addrs(env, &dests)?;
         let all = crate::channel::buffer_bytes(env, &buf, off, len)?;
         let o = options(c, opts);
         let (mut count, mut at) = (0i64, 0usize);

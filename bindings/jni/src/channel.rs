@@ -281,6 +281,22 @@ pub(crate) fn options(c: &Channel, bits: jint) -> SendOptions {
     o
 }
 
+/// The destinations Java encoded (`Wire.addrs`); none for null.
+pub(crate) fn dest_addrs(env: &mut JNIEnv, dests: &JByteArray) -> Result<Vec<SocketAddr>, Fail> {
+    if dests.is_null() {
+        return Ok(Vec::new());
+    }
+    Dec::new(&env.convert_byte_array(dests)?).addrs()
+}
+
+/// An offset and a length from Java, both non-negative.
+fn span(off: jint, len: jint) -> Result<(usize, usize), Fail> {
+    match (usize::try_from(off), usize::try_from(len)) {
+        (Ok(o), Ok(l)) => Ok((o, l)),
+        _ => Err(Fail::arg("negative offset or length")),
+    }
+}
+
 /// Copies `len` bytes at `off` from a `byte[]` or a direct `ByteBuffer`.
 fn payload(
     env: &mut JNIEnv,
@@ -289,13 +305,10 @@ fn payload(
     off: jint,
     len: jint,
 ) -> Result<bytes::Bytes, Fail> {
-    if off < 0 || len < 0 {
-        return Err(Fail::arg("negative offset or length"));
-    }
     if arr.is_null() {
         return buffer_bytes(env, buf, off, len);
     }
-    let (off, len) = (off as usize, len as usize);
+    let (off, len) = span(off, len)?;
     let n = env.get_array_length(arr)? as usize;
     if off.checked_add(len).is_none_or(|end| end > n) {
         return Err(Fail::arg("offset and length exceed the array"));
@@ -315,10 +328,7 @@ pub(crate) fn buffer_bytes(
     off: jint,
     len: jint,
 ) -> Result<bytes::Bytes, Fail> {
-    if off < 0 || len < 0 {
-        return Err(Fail::arg("negative offset or length"));
-    }
-    let (off, len) = (off as usize, len as usize);
+    let (off, len) = span(off, len)?;
     if buf.is_null() {
         return Err(Fail::Named(
             "SR_NULL_PARAMETER".into(),
@@ -369,11 +379,7 @@ extern "system" fn channel_send(
 ) -> jlong {
     entry(&mut env, 0, |env| {
         let c = &chan(h)?.ch;
-        let to = if dests.is_null() {
-            Vec::new()
-        } else {
-            Dec::new(&env.convert_byte_array(&dests)?).addrs()?
-        };
+        let to = dest_addrs(env, &dests)?;
         let p = payload(env, &arr, &buf, off, len)?;
         let o = options(c, opts);
         if want_ticket != 0 {
