@@ -313,11 +313,23 @@ fn payload(
     if off.checked_add(len).is_none_or(|end| end > n) {
         return Err(Fail::arg("offset and length exceed the array"));
     }
-    let mut v = vec![0u8; len];
-    // SAFETY: u8 and i8 (jbyte) have the same size and alignment; the
-    // slice covers exactly `v`'s initialized `len` bytes.
-    let as_jbytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<i8>(), len) };
-    env.get_byte_array_region(arr, off as i32, as_jbytes)?;
+    // Copied straight into uninitialized capacity: zeroing 1 KiB first
+    // (calloc) showed in the per-message send's profile.
+    let mut v: Vec<u8> = Vec::with_capacity(len);
+    let raw = env.get_raw();
+    // SAFETY: `raw` is this call's valid JNIEnv; GetByteArrayRegion is a
+    // function every JVM provides; `arr` is a live local reference and
+    // `off + len <= n` was checked above, so it writes exactly `len` bytes
+    // to `v`'s capacity of `len` (or, on failure, nothing and raises).
+    unsafe {
+        let f = (**raw).GetByteArrayRegion.ok_or_else(|| Fail::arg("JNI: no GetByteArrayRegion"))?;
+        f(raw, arr.as_raw(), off as i32, len as i32, v.as_mut_ptr().cast::<i8>());
+    }
+    if env.exception_check()? {
+        return Err(Fail::Pending);
+    }
+    // SAFETY: the JVM wrote all `len` bytes (no exception is pending).
+    unsafe { v.set_len(len) };
     Ok(bytes::Bytes::from(v))
 }
 
