@@ -54,7 +54,12 @@ impl BufferPool {
         self.0.lock().ok()?.pop()
     }
 
+    /// Keeps `b` for the next batch, unless it is one oversized message's
+    /// buffer (so the pool holds at most MAX_POOLED x MAX_BUFFER).
     fn give(&self, b: JavaBuffer) {
+        if b.cap > MAX_BUFFER {
+            return;
+        }
         if let Ok(mut v) = self.0.lock() {
             if v.len() < MAX_POOLED {
                 v.push(b);
