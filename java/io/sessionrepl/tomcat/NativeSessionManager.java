@@ -146,7 +146,12 @@ public class NativeSessionManager extends ManagerBase {
         replicaListeners = new ReplicaListeners(this, notifyListenersOnReplication, getContext().getName());
         String route = getJvmRoute();
         if (route != null && !route.isEmpty()) {
-            RouteBinder rb = new RouteBinder(route);
+            RouteBinder rb = new RouteBinder(route, (o, n) -> {
+                ReplicaListeners rl = replicaListeners;
+                if (rl != null) {
+                    rl.renamedHere(o, n);
+                }
+            });
             rb.publish(store, commitTimeoutMs);
             routes = rb;
             // on the host, so that it runs before any valve of the context

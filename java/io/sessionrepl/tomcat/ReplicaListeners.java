@@ -30,7 +30,8 @@ import org.apache.juli.logging.LogFactory;
  * {@code sessionCreated} and {@code attributeAdded} when a session made
  * elsewhere arrives, {@code attributeAdded}/{@code attributeReplaced}/
  * {@code attributeRemoved} when another node changes it,
- * {@code sessionIdChanged} when another node renames it, and
+ * {@code sessionIdChanged} when another node renames it (or this one takes
+ * it over for its jvmRoute), and
  * {@code sessionDestroyed} when it expires or another node invalidates it
  * (a local expiry fires it whatever the setting).
  *
@@ -123,19 +124,9 @@ final class ReplicaListeners {
                 case UPDATED:
                     changed(ctx, s, e.id());
                     break;
-                case ID_CHANGED: {
-                    Map<String, Integer> attrs = seen.remove(e.id());
-                    if (attrs != null) {
-                        seen.put(e.newId(), attrs);
-                    }
-                    HttpSession hs = manager.replicaView(e.newId(), null).getSession();
-                    for (Object l : ctx.getApplicationEventListeners()) {
-                        if (l instanceof HttpSessionIdListener) {
-                            call(() -> ((HttpSessionIdListener) l).sessionIdChanged(new HttpSessionEvent(hs), e.id()));
-                        }
-                    }
+                case ID_CHANGED:
+                    idChanged(ctx, e.id(), e.newId());
                     break;
-                }
                 default: { // EXPIRED, INVALIDATED
                     seen.remove(e.id());
                     HttpSession hs = manager.replicaView(e.id(), null).getSession();
@@ -149,6 +140,35 @@ final class ReplicaListeners {
             }
         } finally {
             ctx.unbind(false, old);
+        }
+    }
+
+    /** This node renamed a session (a jvmRoute takeover): its id listeners are told, as Tomcat does. */
+    void renamedHere(String oldId, String newId) {
+        exec.execute(() -> {
+            Context ctx = manager.getContext();
+            if (ctx == null) {
+                return;
+            }
+            ClassLoader old = ctx.bind(false, null);
+            try {
+                idChanged(ctx, oldId, newId);
+            } finally {
+                ctx.unbind(false, old);
+            }
+        });
+    }
+
+    private void idChanged(Context ctx, String oldId, String newId) {
+        Map<String, Integer> attrs = seen.remove(oldId);
+        if (attrs != null) {
+            seen.put(newId, attrs);
+        }
+        HttpSession hs = manager.replicaView(newId, null).getSession();
+        for (Object l : ctx.getApplicationEventListeners()) {
+            if (l instanceof HttpSessionIdListener) {
+                call(() -> ((HttpSessionIdListener) l).sessionIdChanged(new HttpSessionEvent(hs), oldId));
+            }
         }
     }
 

@@ -69,8 +69,12 @@ final class RouteBinder {
         }
     };
 
-    RouteBinder(String route) {
+    /** Told (old id, new id) after this node renamed a session. */
+    private final java.util.function.BiConsumer<String, String> renamedHere;
+
+    RouteBinder(String route, java.util.function.BiConsumer<String, String> renamedHere) {
         this.route = route;
+        this.renamedHere = renamedHere;
     }
 
     /** Publishes this node's route and store address. */
@@ -157,6 +161,7 @@ final class RouteBinder {
             renames.put(id, newId);
         }
         log.info("NativeSessionManager: took session " + id + " over from a dead route as " + newId);
+        renamedHere.accept(id, newId);
         request.changeSessionId(newId);
     }
 

@@ -389,7 +389,7 @@ public final class TomcatTest {
             String body = eventually(a, jarFile, "", "count=" + want + " ");
             check(body.startsWith("count=" + want + " node=a"), "a answered " + body);
         }
-        waitFor(() -> replicaEvents(b, x).equals("created=1 destroyed=0 added=1 replaced=1 removed=0"),
+        waitFor(() -> replicaEvents(b, x).equals("created=1 destroyed=0 added=1 replaced=1 removed=0 idchanged=0"),
             "listener events on the backup: b " + events(b) + ", x " + events(x) + "; a (local) " + events(a));
         String id = sessionId(jarFile);
         check(id.endsWith(".a"), "a's id carries its jvmRoute: " + id);
@@ -413,6 +413,9 @@ public final class TomcatTest {
             String now = sessionId(jarFile);
             check(now.equals(id.substring(0, id.length() - 1) + "b"), "id after SIGKILL on " + n.name + ": " + now);
         }
+        // the id listeners: b renamed it, x holds a copy
+        waitFor(() -> replicaEvents(b).endsWith(" idchanged=1") && replicaEvents(x).endsWith(" idchanged=1"),
+            "sessionIdChanged for the takeover: b " + replicaEvents(b) + ", x " + replicaEvents(x));
         // a client still holding a's id reaches x: x follows b's rename
         String stale = eventually(x, oldJar, "?op=read", "count=" + want + " ");
         check(stale.startsWith("count=" + want + " node=x"), "x with the old cookie answered " + stale);
@@ -490,8 +493,8 @@ public final class TomcatTest {
 
     /** Listener counts summed over nodes, as {@code created=N destroyed=N ...}. */
     static String replicaEvents(Node... nodes) {
-        int[] sum = new int[5];
-        String[] names = {"created", "destroyed", "added", "replaced", "removed"};
+        String[] names = {"created", "destroyed", "added", "replaced", "removed", "idchanged"};
+        int[] sum = new int[names.length];
         try {
             for (Node n : nodes) {
                 String[] parts = events(n).split(" ");
