@@ -55,6 +55,8 @@ final class RouteBinder {
     private static final String ROUTE = RECORD + "route.";
     private static final String MOVED = RECORD + "moved.";
     private static final int MAX_RENAMES = 10_000;
+    /** How long a node that lost a rename race waits for the winner's rename to show. */
+    private static final long RACE_WAIT_MS = 2_000;
 
     private final String route;
     /** Route to the store address its record named, as last read. */
@@ -142,8 +144,9 @@ final class RouteBinder {
         try (Commit c = s.changeId(id, newId)) {
             c.await(timeoutMs);
         } catch (SessionReplException e) {
-            // another node renamed it first, or the session is gone
-            known = renamed(s, id, timeoutMs, true);
+            // another node renamed it first (its forwarding record or event
+            // may be a moment behind its rename), or the session is gone
+            known = awaitRename(s, id, timeoutMs);
             if (known != null) {
                 request.changeSessionId(known);
             } else if (!"SR_NOT_FOUND".equals(e.result())) {
@@ -163,6 +166,23 @@ final class RouteBinder {
         log.info("NativeSessionManager: took session " + id + " over from a dead route as " + newId);
         renamedHere.accept(id, newId);
         request.changeSessionId(newId);
+    }
+
+    /** Waits, at most {@link #RACE_WAIT_MS}, for another node's rename of {@code id} to show. */
+    private String awaitRename(SessionStore s, String id, long timeoutMs) {
+        long end = System.nanoTime() + Math.min(timeoutMs, RACE_WAIT_MS) * 1_000_000L;
+        while (true) {
+            String known = renamed(s, id, timeoutMs, true);
+            if (known != null || System.nanoTime() > end) {
+                return known;
+            }
+            try {
+                Thread.sleep(20);
+            } catch (InterruptedException x) {
+                Thread.currentThread().interrupt();
+                return null;
+            }
+        }
     }
 
     /** The id {@code id} was renamed to, from the events seen or (with {@code look}) the store. */

@@ -405,15 +405,33 @@ public final class TomcatTest {
         Files.copy(jarFile, oldJar);
         a.kill(); // the session's primary: it was created there
         Thread.sleep(4000);
+        // both survivors get a's cookie at the same moment: one renames the
+        // session to its route, the other follows, and both answer that id
+        Path jarB = dir.resolve("cookies-b.txt");
+        Path jarX = dir.resolve("cookies-x.txt");
+        Files.copy(jarFile, jarB);
+        Files.copy(jarFile, jarX);
+        String[] raced = new String[2];
+        Thread onB = new Thread(() -> raced[0] = curlOrError(b, jarB, "?op=read"));
+        Thread onX = new Thread(() -> raced[1] = curlOrError(x, jarX, "?op=read"));
+        onB.start();
+        onX.start();
+        onB.join(60_000);
+        onX.join(60_000);
+        String winner = sessionId(jarB);
+        String base = id.substring(0, id.length() - 1);
+        check(winner.equals(base + "b") || winner.equals(base + "x"), "renamed to a survivor's route: " + winner);
+        check(winner.equals(sessionId(jarX)), "b and x converged: " + winner + " vs " + sessionId(jarX));
+        check(raced[0].startsWith("count=" + want + " node=b"), "racing b answered " + raced[0]);
+        check(raced[1].startsWith("count=" + want + " node=x"), "racing x answered " + raced[1]);
         for (Node n : new Node[] {b, x, b}) {
             want++;
             String body = eventually(n, jarFile, "", "count=" + want + " ");
             check(body.startsWith("count=" + want + " node=" + n.name), "after SIGKILL " + n.name + " answered " + body);
-            // b took the dead route's session over, under its own route
             String now = sessionId(jarFile);
-            check(now.equals(id.substring(0, id.length() - 1) + "b"), "id after SIGKILL on " + n.name + ": " + now);
+            check(now.equals(winner), "id after SIGKILL on " + n.name + ": " + now);
         }
-        // the id listeners: b renamed it, x holds a copy
+        // the id listeners: the winner renamed it, the other survivor holds a copy
         waitFor(() -> replicaEvents(b).endsWith(" idchanged=1") && replicaEvents(x).endsWith(" idchanged=1"),
             "sessionIdChanged for the takeover: b " + replicaEvents(b) + ", x " + replicaEvents(x));
         // a client still holding a's id reaches x: x follows b's rename
@@ -483,6 +501,14 @@ public final class TomcatTest {
         check(after.startsWith("count=" + want + " node=b"), "after kill b answered " + after);
         String onX = eventually(x, jarFile, "?op=read", "count=" + want + " ");
         check(onX.startsWith("count=" + want + " node=x"), "after kill x answered " + onX);
+    }
+
+    static String curlOrError(Node n, Path cookies, String query) {
+        try {
+            return curl(n, cookies, query);
+        } catch (Exception e) {
+            return "curl failed: " + e;
+        }
     }
 
     /** This node's listener counts. */
