@@ -322,8 +322,16 @@ fn payload(
     // `off + len <= n` was checked above, so it writes exactly `len` bytes
     // to `v`'s capacity of `len` (or, on failure, nothing and raises).
     unsafe {
-        let f = (**raw).GetByteArrayRegion.ok_or_else(|| Fail::arg("JNI: no GetByteArrayRegion"))?;
-        f(raw, arr.as_raw(), off as i32, len as i32, v.as_mut_ptr().cast::<i8>());
+        let f = (**raw)
+            .GetByteArrayRegion
+            .ok_or_else(|| Fail::arg("JNI: no GetByteArrayRegion"))?;
+        f(
+            raw,
+            arr.as_raw(),
+            off as i32,
+            len as i32,
+            v.as_mut_ptr().cast::<i8>(),
+        );
     }
     if env.exception_check()? {
         return Err(Fail::Pending);
