@@ -195,7 +195,7 @@ pub(crate) fn start_workers(
         let (w2, l2, r2, s2) = (ws.clone(), listener.clone(), rx.clone(), shared.clone());
         let t = crate::driver::sys::ThreadBuilder::new()
             .name(format!("sr-worker-{i}"))
-            .spawn(move || worker_loop(w2, l2, r2, s2))?;
+            .spawn(move || worker::worker_loop(w2, l2, r2, s2))?;
         handles.push(WorkerHandle {
             shared: ws,
             thread: Some(t),
@@ -517,29 +517,6 @@ impl RxCore {
         result
     }
 
-    /// Delivers the messages held for the batch listener and sends their
-    /// acks or FAILs.
-    fn flush_inline(&mut self, c: &mut ConnCore) {
-        let Some(bl) = self.shared.batch.get() else {
-            return;
-        };
-        if self.inline.is_empty() {
-            return;
-        }
-        {
-            let msgs: Vec<&Message> = self.inline.iter().map(|(m, _)| m).collect();
-            deliver_batch(bl, &msgs, &mut self.results, &self.shared);
-        }
-        for ((m, ack), r) in self.inline.drain(..).zip(self.results.drain(..)) {
-            if ack {
-                match r {
-                    Ok(()) => c.proto.ack(m.id),
-                    Err(reason) => c.proto.fail(m.id, &reason),
-                }
-            }
-        }
-    }
-
     /// Delivers the inner frames of a BATCH body until a bound pauses the
     /// connection; the rest waits in `batch_rest`. Returns how many were
     /// delivered.
@@ -783,94 +760,8 @@ fn deliver(l: &MessageListener, m: &Message, shared: &Shared) -> Result<(), Stri
     r
 }
 
-fn worker_loop(w: Arc<WorkerShared>, l: MessageListener, rx: Arc<RxShared>, shared: Arc<Shared>) {
-    let spin = shared.cfg.idle.spin;
-    let mut idle_since: Option<Instant> = None;
-    let mut batch: Vec<Job> = Vec::new();
-    let mut results: Vec<Result<(), String>> = Vec::new();
-    loop {
-        if let Some(bl) = shared.batch.get() {
-            while batch.len() < super::MAX_DELIVERY_BATCH {
-                match w.q.pop() {
-                    Some(job) => batch.push(job),
-                    None => break,
-                }
-            }
-            if !batch.is_empty() {
-                idle_since = None;
-                let msgs: Vec<&Message> = batch.iter().map(|j| &j.msg).collect();
-                deliver_batch(bl, &msgs, &mut results, &shared);
-                drop(msgs);
-                for (job, r) in batch.drain(..).zip(results.drain(..)) {
-                    if job.ack {
-                        return_ack(&rx, &job, r);
-                    }
-                }
-                continue;
-            }
-        } else if let Some(job) = w.q.pop() {
-            idle_since = None;
-            let r = deliver(&l, &job.msg, &shared);
-            if job.ack {
-                return_ack(&rx, &job, r);
-            }
-            continue;
-        }
-        if w.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        match idle_since {
-            None => idle_since = Some(Instant::now()),
-            Some(t) if t.elapsed() >= spin => {
-                w.sleeping.store(true, Ordering::SeqCst);
-                if w.q.is_empty() && !w.stop.load(Ordering::SeqCst) {
-                    std::thread::park_timeout(Duration::from_millis(100));
-                }
-                w.sleeping.store(false, Ordering::SeqCst);
-            }
-            _ => std::hint::spin_loop(),
-        }
-    }
-}
-
-/// Calls the batch listener; afterwards `results` holds exactly one result
-/// per message (a panic or a missing result is a failure).
-fn deliver_batch(
-    bl: &super::BatchListener,
-    msgs: &[&Message],
-    results: &mut Vec<Result<(), String>>,
-    shared: &Shared,
-) {
-    results.clear();
-    if catch_unwind(AssertUnwindSafe(|| bl(msgs, results))).is_err() {
-        results.clear();
-        results.resize(msgs.len(), Err("listener panicked".to_string()));
-    }
-    results.truncate(msgs.len());
-    results.resize(msgs.len(), Err("listener gave no result".to_string()));
-    let failed = results.iter().filter(|r| r.is_err()).count();
-    if failed > 0 {
-        Stats::add(&shared.stats.listener_errors, failed as u64);
-    }
-}
-
-/// Hands a delivery's ack (or FAIL) back to the I/O thread.
-fn return_ack(rx: &RxShared, job: &Job, r: Result<(), String>) {
-    let mut ret = AckReturn {
-        token: job.token,
-        id: job.msg.id,
-        err: r.err(),
-    };
-    // The return queue holds every worker's full queue, so this only spins
-    // if the I/O thread is far behind.
-    while let Err(back) = rx.acks.push(ret) {
-        ret = back;
-        std::thread::yield_now();
-    }
-    if rx.sleeping.swap(false, Ordering::SeqCst) {
-        rx.waker.wake();
-    }
-}
+#[path = "rx_worker.rs"]
+mod worker;
 
 #[cfg(test)]
 #[path = "rx_core_tests.rs"]
