@@ -5,13 +5,17 @@
 //
 //   fastasync-1k : 1 producer, COUNT x 1 KiB, no ack; native fastasyncqueue
 //                  vs Tribes MessageDispatchInterceptor; msgs/s until the
-//                  receiving listener (Java) has them all
+//                  receiving listener (Java) has them all. Two native rows:
+//                  impl=sessionrepl-jni (send and onMessage per message)
+//                  and impl=sessionrepl-jni-batch (sendBatch, 64 messages
+//                  per call, and onMessageBatch); every impl is warmed up
+//                  with the same number of messages first
 //   sync-ack-1k  : 1 thread, ACKS x 1 KiB, ack after delivery; native
 //                  synchronous vs Tribes USE_ACK|SYNCHRONIZED_ACK; p50/p99
 //                  of each send
 //
 //   java -Djava.net.preferIPv4Stack=true -Djava.library.path=LIB \
-//        -cp sessionrepl.jar:tribes.jar:juli.jar:DIR JvmBench [COUNT] [ACKS]
+//        -cp sessionrepl.jar:tribes.jar:juli.jar:DIR JvmBench [COUNT] [ACKS] [RUST_S2_P50_US]
 //
 // Prints one line per scenario and implementation (impl=sessionrepl-jni,
 // impl=tribes), then the ratios, in the format of bench/SCENARIOS.md.
@@ -338,6 +342,12 @@ public final class JvmBench {
         System.out.printf(Locale.ROOT,
             "S8 ratios fastasync_msgs_per_s=%.1fx batch_fastasync_msgs_per_s=%.1fx sync_ack_p50=%.2fx (native vs tribes, same JVM)%n",
             nf.rate() / tf.rate(), nb.rate() / tf.rate(), ts.p(0.5) / Math.max(ns.p(0.5), 0.001));
+        if (args.length > 2 && !args[2].isEmpty()) {
+            // the Rust S2 p50 of the same run (make bench-jvm passes it): the goal is <= 1.5x
+            double s2 = Double.parseDouble(args[2]);
+            System.out.printf(Locale.ROOT, "S8 ratios sync_ack_p50_jni_vs_rust_s2=%.2fx (jni p50 %.1f us, rust S2 p50 %.1f us)%n",
+                ns.p(0.5) / Math.max(s2, 0.001), ns.p(0.5), s2);
+        }
         System.exit(0);
     }
 }
