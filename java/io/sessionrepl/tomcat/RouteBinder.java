@@ -30,7 +30,8 @@ import org.apache.juli.logging.LogFactory;
  *     store address, replicated like a session and never expiring); a route
  *     whose address is a current member is alive, and its sessions are
  *     served as they are, so round-robin between live nodes renames
- *     nothing.</li>
+ *     nothing. A route without a record (not yet published: a node retries
+ *     at its next request) is taken as alive, never renamed on a guess.</li>
  * <li>A rename is the store's {@code changeId}, which the session's primary
  *     orders: when two survivors rename at once, one wins and the other's
  *     fails ({@code SR_NOT_FOUND}, the old id is gone).</li>
@@ -79,23 +80,32 @@ final class RouteBinder {
         this.renamedHere = renamedHere;
     }
 
-    /** Publishes this node's route and store address. */
+    /** True once this node's route record is in the store. */
+    private volatile boolean published;
+
+    /** Publishes this node's route and store address (again at the next request if it failed). */
     void publish(SessionStore s, long timeoutMs) {
-        try (Commit c = s.create(s.begin(ROUTE + route).setMaxInactive(-1)
-                .set("member", s.localAddress().toString().getBytes(StandardCharsets.UTF_8)))) {
+        published = publishOnce(s, timeoutMs);
+    }
+
+    private boolean publishOnce(SessionStore s, long timeoutMs) {
+        byte[] me = s.localAddress().toString().getBytes(StandardCharsets.UTF_8);
+        try (Commit c = s.create(s.begin(ROUTE + route).setMaxInactive(-1).set("member", me))) {
             c.await(timeoutMs);
+            return true;
         } catch (SessionReplException e) {
             if (!"SR_CONFLICT".equals(e.result())) {
                 log.warn("NativeSessionManager: publishing jvmRoute " + route + ": " + e.getMessage());
-                return;
+                return false;
             }
-            // a record from an earlier run of this node: overwrite its address
-            try (Commit c = s.commit(s.begin(ROUTE + route).setMaxInactive(-1)
-                    .set("member", s.localAddress().toString().getBytes(StandardCharsets.UTF_8)))) {
-                c.await(timeoutMs);
-            } catch (SessionReplException x) {
-                log.warn("NativeSessionManager: publishing jvmRoute " + route + ": " + x.getMessage());
-            }
+        }
+        // a record from an earlier run of this node: overwrite its address
+        try (Commit c = s.commit(s.begin(ROUTE + route).setMaxInactive(-1).set("member", me))) {
+            c.await(timeoutMs);
+            return true;
+        } catch (SessionReplException x) {
+            log.warn("NativeSessionManager: publishing jvmRoute " + route + ": " + x.getMessage());
+            return false;
         }
     }
 
@@ -119,8 +129,14 @@ final class RouteBinder {
      * renames the session here when its route's node is gone.
      */
     void bind(Request request, SessionStore s, long timeoutMs, int maxInactiveSecs) {
+        if (s == null) {
+            return;
+        }
+        if (!published) {
+            publish(s, timeoutMs);
+        }
         String id = request.getRequestedSessionId();
-        if (id == null || s == null || id.startsWith(RECORD)) {
+        if (id == null || id.startsWith(RECORD)) {
             return;
         }
         int dot = id.lastIndexOf('.');
@@ -226,12 +242,11 @@ final class RouteBinder {
         } catch (SessionReplException e) {
             return true; // unknown: do not rename on a guess
         }
-        if (l.status() != Lookup.Status.FOUND) {
-            return false;
-        }
-        byte[] m = l.session().attributes().get("member");
+        byte[] m = l.status() == Lookup.Status.FOUND ? l.session().attributes().get("member") : null;
         if (m == null) {
-            return false;
+            // no record (never published, or lost with all its holders):
+            // a live node's sessions must never be renamed on a guess
+            return true;
         }
         String addr = new String(m, StandardCharsets.UTF_8);
         addresses.put(other, addr);
