@@ -248,9 +248,12 @@ public final class Channel implements AutoCloseable {
      * @param off its first byte
      * @param len its length
      * @return false (and nothing written) when it does not fit
+     * @throws IndexOutOfBoundsException (nothing written) when {@code off}
+     *     and {@code len} do not lie within {@code payload}
      */
     public static boolean putMessage(ByteBuffer batch, byte[] payload, int off, int len) {
-        if (batch.remaining() < 4 + len) {
+        java.util.Objects.checkFromIndexSize(off, len, payload.length);
+        if (batch.remaining() - 4 < len) {
             return false;
         }
         batch.putInt(len).put(payload, off, len);

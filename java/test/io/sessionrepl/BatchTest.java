@@ -173,6 +173,15 @@ final class BatchTest {
             expect("SR_INVALID_ARGUMENT", () -> a.sendBatch(to(b), shortHeader, d));
             eq(0, a.sendBatch(to(b), ByteBuffer.allocateDirect(0), d), "empty batch");
             check(!Channel.putMessage(ByteBuffer.allocateDirect(5), new byte[2], 0, 2), "putMessage refuses what does not fit");
+            ByteBuffer untouched = ByteBuffer.allocateDirect(16);
+            for (int[] bad : new int[][] {{0, -1}, {-1, 1}, {1, 2}}) {
+                try {
+                    Channel.putMessage(untouched, new byte[2], bad[0], bad[1]);
+                    throw new AssertionError("putMessage accepted off=" + bad[0] + " len=" + bad[1]);
+                } catch (IndexOutOfBoundsException expected) {
+                    eq(0, untouched.position(), "nothing written for off=" + bad[0] + " len=" + bad[1]);
+                }
+            }
             eq(1, a.sendBatch(to(b), batchOf(0, 1, 64), d), "a good batch after the bad ones");
             eq(1, got.size(), "delivered");
         } finally {
