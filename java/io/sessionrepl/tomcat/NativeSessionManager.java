@@ -62,6 +62,7 @@ public class NativeSessionManager extends ManagerBase {
     private long drainTimeoutMs = 60_000;
     private boolean expireSessionsOnShutdown;
     private boolean notifyListenersOnReplication = true;
+    private boolean notifySessionListenersOnReplication = true;
     private volatile SessionStore store;
     private volatile RouteBinder routes;
     private volatile RouteValve routeValve;
@@ -97,9 +98,12 @@ public class NativeSessionManager extends ManagerBase {
                     expireSessionsOnShutdown = Boolean.parseBoolean(value.trim());
                     return true;
                 case "notifyListenersOnReplication":
-                    // the store's key too: it reports other members' changes only then
+                    // the store always reports other members' changes (this
+                    // manager needs them); these two only gate the webapp's listeners
                     notifyListenersOnReplication = Boolean.parseBoolean(value.trim());
-                    keys.put(name, value);
+                    return true;
+                case "notifySessionListenersOnReplication":
+                    notifySessionListenersOnReplication = Boolean.parseBoolean(value.trim());
                     return true;
                 default:
                     if (!Attributes.isSessionreplKey(name)) {
@@ -143,7 +147,8 @@ public class NativeSessionManager extends ManagerBase {
             log.warn("NativeSessionManager: state transfer not complete after " + stateTransferTimeoutMs
                 + " ms (" + e.result() + "); serving with the sessions received so far");
         }
-        replicaListeners = new ReplicaListeners(this, notifyListenersOnReplication, getContext().getName());
+        replicaListeners = new ReplicaListeners(this, notifyListenersOnReplication,
+            notifySessionListenersOnReplication, getContext().getName());
         String route = getJvmRoute();
         if (route != null && !route.isEmpty()) {
             RouteBinder rb = new RouteBinder(route, (o, n) -> {

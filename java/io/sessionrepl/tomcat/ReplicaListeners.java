@@ -26,7 +26,9 @@ import org.apache.juli.logging.LogFactory;
 
 /**
  * The webapp's session listeners on the nodes that receive replicated
- * changes, as DeltaManager's {@code notifyListenersOnReplication} does:
+ * changes, as DeltaManager does ({@code notifyListenersOnReplication} for
+ * the attribute listeners, {@code notifySessionListenersOnReplication} for
+ * the session and id listeners, both true by default):
  * {@code sessionCreated} and {@code attributeAdded} when a session made
  * elsewhere arrives, {@code attributeAdded}/{@code attributeReplaced}/
  * {@code attributeRemoved} when another node changes it,
@@ -48,7 +50,10 @@ final class ReplicaListeners {
     private static final int MAX_QUEUED = 10_000;
 
     private final NativeSessionManager manager;
-    private final boolean notifyOnReplication;
+    /** Attribute listeners on replicated changes ({@code notifyListenersOnReplication}). */
+    private final boolean attributes;
+    /** Session listeners on replicated changes ({@code notifySessionListenersOnReplication}). */
+    private final boolean sessions;
     private final ThreadPoolExecutor exec;
     private final AtomicLong dropped = new AtomicLong();
     /** Sessions whose attribute hashes are kept at most (oldest dropped). */
@@ -67,9 +72,10 @@ final class ReplicaListeners {
         }
     };
 
-    ReplicaListeners(NativeSessionManager manager, boolean notifyOnReplication, String name) {
+    ReplicaListeners(NativeSessionManager manager, boolean attributes, boolean sessions, String name) {
         this.manager = manager;
-        this.notifyOnReplication = notifyOnReplication;
+        this.attributes = attributes;
+        this.sessions = sessions;
         this.exec = new ThreadPoolExecutor(1, 1, 0, TimeUnit.MILLISECONDS, new ArrayBlockingQueue<>(MAX_QUEUED), r -> {
             Thread t = new Thread(r, "sessionrepl-listeners-" + name);
             t.setDaemon(true);
@@ -88,7 +94,7 @@ final class ReplicaListeners {
             return;
         }
         boolean local = e.kind() == SessionEvent.Kind.EXPIRED && e.number() == 1;
-        if (!notifyOnReplication && !local) {
+        if (!attributes && !sessions && !local) {
             return;
         }
         switch (e.kind()) {
@@ -129,6 +135,10 @@ final class ReplicaListeners {
                     break;
                 default: { // EXPIRED, INVALIDATED
                     seen.remove(e.id());
+                    boolean local = e.kind() == SessionEvent.Kind.EXPIRED && e.number() == 1;
+                    if (!sessions && !local) {
+                        break;
+                    }
                     HttpSession hs = manager.replicaView(e.id(), null).getSession();
                     for (Object l : ctx.getApplicationLifecycleListeners()) {
                         if (l instanceof HttpSessionListener) {
@@ -164,6 +174,9 @@ final class ReplicaListeners {
         if (attrs != null) {
             seen.put(newId, attrs);
         }
+        if (!sessions) {
+            return;
+        }
         HttpSession hs = manager.replicaView(newId, null).getSession();
         for (Object l : ctx.getApplicationEventListeners()) {
             if (l instanceof HttpSessionIdListener) {
@@ -189,14 +202,14 @@ final class ReplicaListeners {
         Map<String, Integer> before = seen.get(id);
         boolean created = before == null;
         Map<String, Integer> after = new HashMap<>();
-        if (created) {
+        if (created && sessions) {
             for (Object o : ctx.getApplicationLifecycleListeners()) {
                 if (o instanceof HttpSessionListener) {
                     call(() -> ((HttpSessionListener) o).sessionCreated(new HttpSessionEvent(hs)));
                 }
             }
         }
-        Object[] listeners = ctx.getApplicationEventListeners();
+        Object[] listeners = attributes ? ctx.getApplicationEventListeners() : new Object[0];
         for (Map.Entry<String, byte[]> a : now.entrySet()) {
             int h = Arrays.hashCode(a.getValue()) * 31 + a.getValue().length;
             after.put(a.getKey(), h);
