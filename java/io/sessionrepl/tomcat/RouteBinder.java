@@ -57,9 +57,23 @@ final class RouteBinder {
     private static final String MOVED = RECORD + "moved.";
     private static final int MAX_RENAMES = 10_000;
     /** How long a node that lost a rename race waits for the winner's rename to show. */
-    private static final long RACE_WAIT_MS = 2_000;
+    private static final long RACE_WAIT_MS = 1_000;
 
     private final String route;
+    /**
+     * Old ids a node waited for in vain (no such session, no rename): later
+     * requests with them are served as they are at once (bounded, oldest
+     * dropped), so a stale cookie costs the wait once, not per request.
+     */
+    private final Map<String, Boolean> gone = new LinkedHashMap<String, Boolean>(64, 0.75f, false) {
+        private static final long serialVersionUID = 1L;
+
+        @Override
+        protected boolean removeEldestEntry(Map.Entry<String, Boolean> e) {
+            return size() > MAX_RENAMES;
+        }
+    };
+
     /** Route to the store address its record named, as last read. */
     private final Map<String, String> addresses = new java.util.concurrent.ConcurrentHashMap<>();
     /** Route renames seen: old id to new id (bounded, oldest dropped). */
@@ -148,6 +162,11 @@ final class RouteBinder {
             request.changeSessionId(known);
             return;
         }
+        synchronized (gone) {
+            if (gone.containsKey(id)) {
+                return;
+            }
+        }
         if (routeAlive(s, id.substring(dot + 1), timeoutMs)) {
             return;
         }
@@ -165,7 +184,12 @@ final class RouteBinder {
             known = awaitRename(s, id, timeoutMs);
             if (known != null) {
                 request.changeSessionId(known);
-            } else if (!"SR_NOT_FOUND".equals(e.result())) {
+                return;
+            }
+            synchronized (gone) {
+                gone.put(id, Boolean.TRUE);
+            }
+            if (!"SR_NOT_FOUND".equals(e.result())) {
                 log.warn("NativeSessionManager: taking session " + id + " over: " + e.getMessage());
             }
             return;
