@@ -9,7 +9,9 @@
 //                  impl=sessionrepl-jni (send and onMessage per message)
 //                  and impl=sessionrepl-jni-batch (sendBatch, 64 messages
 //                  per call, and onMessageBatch); every impl is warmed up
-//                  with the same number of messages first
+//                  with the same number of messages first; three rounds,
+//                  the impls interleaved, each impl's best round printed
+//                  (best_of=3)
 //   sync-ack-1k  : 1 thread, ACKS x 1 KiB, ack after delivery; native
 //                  synchronous vs Tribes USE_ACK|SYNCHRONIZED_ACK; p50/p99
 //                  of each send
@@ -66,6 +68,9 @@ public final class JvmBench {
             this.lat = lat;
         }
 
+        /** Rounds this row is the best of (fastasync: every impl the same). */
+        int runs = 1;
+
         double rate() { return count / secs; }
 
         double p(double q) {
@@ -78,8 +83,9 @@ public final class JvmBench {
 
         void print() {
             System.out.printf(Locale.ROOT,
-                "S8 %s impl=%s count=%d size=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.1f p50_us=%.1f p99_us=%.1f threads=1%n",
-                name, impl, count, SIZE, secs, rate(), count * (double) SIZE / secs / 1e6, p(0.50), p(0.99));
+                "S8 %s impl=%s count=%d size=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.1f p50_us=%.1f p99_us=%.1f threads=1%s%n",
+                name, impl, count, SIZE, secs, rate(), count * (double) SIZE / secs / 1e6, p(0.50), p(0.99),
+                runs > 1 ? " best_of=" + runs : "");
             System.out.flush();
         }
     }
@@ -163,6 +169,13 @@ public final class JvmBench {
     }
 
     static final int BATCH = 64;
+    static final int ROUNDS = 3;
+
+    static Row best(Row kept, Row next) {
+        Row b = kept == null || next.rate() > kept.rate() ? next : kept;
+        b.runs = kept == null ? 1 : kept.runs + 1;
+        return b;
+    }
 
     static void sendBatches(Channel a, InetSocketAddress[] to, byte[] p, SendOptions o, ByteBuffer buf, int count)
             throws InterruptedException {
@@ -329,11 +342,19 @@ public final class JvmBench {
         ROOT_LOG.setLevel(Level.SEVERE);
         int count = args.length > 0 ? Integer.parseInt(args[0]) : 200_000;
         int acks = args.length > 1 ? Integer.parseInt(args[1]) : 20_000;
-        Row nf = nativeFast(count);
+        // Fastasync: ROUNDS rounds, the three impls interleaved in each (so a
+        // load spike on this shared machine hits them alike); each impl's
+        // best round is printed.
+        Row nf = null;
+        Row nb = null;
+        Row tf = null;
+        for (int r = 0; r < ROUNDS; r++) {
+            nf = best(nf, nativeFast(count));
+            nb = best(nb, nativeFastBatch(count));
+            tf = best(tf, tribesRun(false, count));
+        }
         nf.print();
-        Row nb = nativeFastBatch(count);
         nb.print();
-        Row tf = tribesRun(false, count);
         tf.print();
         Row ns = nativeSync(acks);
         ns.print();
