@@ -123,8 +123,8 @@ pub struct Shared {
     /// The receiver's per-stream high-water marks (exactly-once delivery
     /// across reconnects), shared by its threads.
     pub dedup: crate::proto::dedup::DedupTable,
-    /// The batch listener of the worker threads, if any (set before the
-    /// receiver starts).
+    /// The batch listener, if any (set before the receiver starts): the
+    /// workers and the receiver thread's own deliveries use it.
     pub batch: std::sync::OnceLock<BatchListener>,
 }
 
