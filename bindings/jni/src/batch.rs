@@ -3,13 +3,15 @@
 //! send. A JNI transition, a local frame and two `byte[]`s per message cost
 //! more than the engine's own work per 1 KiB message; per batch they do not.
 //!
-//! Delivery: the worker's messages are laid out in a direct `ByteBuffer`
+//! Delivery: a batch's messages (at most 1 MiB of them per upcall) are laid
+//! out in a direct `ByteBuffer`
 //! that Java allocated (so the JVM owns that memory, and a buffer a
 //! listener kept past its call can never point at freed memory), each as
 //! `u32 meta length, meta, u32 payload length, payload` (the meta as
 //! `channel::message_meta` encodes it), and `Native.onBatch` returns null or one
-//! failure text (or null) per message. Buffers are pooled per channel and
-//! grow to the largest batch seen.
+//! failure text (or null) per message. Buffers are pooled per channel (at
+//! most 8 of at most 1 MiB; a larger single message gets a buffer of its
+//! own that is not kept).
 //!
 //! Sending: a direct `ByteBuffer` holding `u32 length, bytes` per message
 //! is copied once and each message goes out as a slice of that copy.
@@ -77,7 +79,7 @@ fn addr_len(a: &std::net::SocketAddr) -> usize {
     }
 }
 
-/// The meta of a message as [`message_meta`] encodes it, without a
+/// The meta of a message as `channel::message_meta` encodes it, without a
 /// `Vec` per message: from, peer, member id, message id.
 fn meta_len(m: &Message) -> usize {
     addr_len(&m.from) + addr_len(&m.peer) + 16 + 8
