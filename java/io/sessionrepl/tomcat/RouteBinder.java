@@ -32,9 +32,10 @@ import org.apache.juli.logging.LogFactory;
  *     served as they are, so round-robin between live nodes renames
  *     nothing. A route without a record (not yet published: a node retries
  *     at its next request) is taken as alive, never renamed on a guess.</li>
- * <li>A rename is the store's {@code changeId}, which the session's primary
- *     orders: when two survivors rename at once, one wins and the other's
- *     fails ({@code SR_NOT_FOUND}, the old id is gone).</li>
+ * <li>Before renaming, a node claims the session: a commit based on the
+ *     version it read, which the session's primary applies for one claimant
+ *     only; the others get {@code SR_CONFLICT} and do not rename. Then the
+ *     winner renames it with the store's {@code changeId}.</li>
  * <li>The winner leaves a forwarding record {@code sessionrepl-moved.<old
  *     id>} in the store (expiring like a session); holders also learn the
  *     rename from the store's {@code ID_CHANGED} event (kept in a bounded
@@ -176,8 +177,11 @@ final class RouteBinder {
             return;
         }
         String newId = id.substring(0, dot + 1) + route;
-        try (Commit c = s.changeId(id, newId)) {
-            c.await(timeoutMs);
+        try {
+            claim(s, id, timeoutMs);
+            try (Commit c = s.changeId(id, newId)) {
+                c.await(timeoutMs);
+            }
         } catch (SessionReplException e) {
             // another node renamed it first (its forwarding record or event
             // may be a moment behind its rename), or the session is gone
@@ -206,6 +210,25 @@ final class RouteBinder {
         log.info("NativeSessionManager: took session " + id + " over from a dead route as " + newId);
         renamedHere.accept(id, newId);
         request.changeSessionId(newId);
+    }
+
+    /**
+     * Makes this node the one that renames {@code id}: a commit based on
+     * the version read here, which the session's primary applies for one
+     * node only (the store's optimistic check); every other node's claim on
+     * that version fails with {@code SR_CONFLICT}. The store's
+     * {@code changeId} alone does not exclude a second rename (two
+     * survivors renamed one session to two ids in a run here).
+     */
+    private static void claim(SessionStore s, String id, long timeoutMs) {
+        Lookup l = s.get(id, timeoutMs);
+        if (l.status() != Lookup.Status.FOUND) {
+            throw new SessionReplException("SR_NOT_FOUND", "session " + id + " is gone");
+        }
+        io.sessionrepl.Session read = l.session();
+        try (Commit c = s.commit(s.begin(id).basedOn(read).setMaxInactive(read.maxInactiveSecs()))) {
+            c.await(timeoutMs);
+        }
     }
 
     /** Waits, at most {@link #RACE_WAIT_MS}, for another node's rename of {@code id} to show. */
