@@ -267,9 +267,7 @@ extern "system" fn store_get(
         match found {
             StoreLookup::Local(sess) => {
                 let m = sess.meta();
-                e.u8(0)
-                    .bytes(sess.id())
-                    .u64(sess.version().counter);
+                e.u8(0).bytes(sess.id()).u64(sess.version().counter);
                 e.0.extend_from_slice(&sess.version().writer);
                 e.u64(m.creation_time)
                     .u64(m.max_inactive_secs as u64)
