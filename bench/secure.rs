@@ -5,10 +5,10 @@
 //! Run with `cargo bench --bench secure`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use sessionrepl::__internal::proto::secure::tribes::TribesCipher;
+use sessionrepl::__internal::proto::secure::{SecureContext, SecureSession, SharedKey};
+use sessionrepl::__internal::wire::tribes::TribesMember;
 use sessionrepl::membership::auth::HeartbeatAuth;
-use sessionrepl::proto::secure::tribes::TribesCipher;
-use sessionrepl::proto::secure::{SecureContext, SecureSession, SharedKey};
-use sessionrepl::wire::tribes::TribesMember;
 use std::time::Duration;
 
 /// Session-attribute-like bytes (what the scenarios send).

@@ -5,9 +5,10 @@
 //! `cargo run --release --example zc_threshold`
 
 use bytes::Bytes;
-use sessionrepl::transport::pump::{Dest, Outgoing};
-use sessionrepl::transport::uring_pump::{UringPump, UringPumpTuning};
-use sessionrepl::transport::Shared;
+use sessionrepl::__internal::driver::uring::UringTuning;
+use sessionrepl::__internal::transport::Pump;
+use sessionrepl::__internal::transport::Shared;
+use sessionrepl::__internal::transport::{Dest, Outgoing};
 use sessionrepl::{Channel, Config};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,13 +29,14 @@ fn run(size: usize, zc_min: usize, total_bytes: usize) -> f64 {
     let mut cfg = Config::default();
     cfg.max_queue_length = 4096;
     let shared = Arc::new(Shared::new(cfg, [1; 16], None));
-    let pump = UringPump::start_tuned(
+    let pump = Pump::start_uring(
         shared,
         "zc",
-        UringPumpTuning {
+        UringTuning {
             zc_min,
             zc_loopback: true,
         },
+        false,
     )
     .expect("pump");
     let payload = Bytes::from(vec![7u8; size]);

@@ -359,6 +359,14 @@ impl Channel {
         opts: SendOptions,
         ticket: Option<Arc<Ticket>>,
     ) -> Result<u64> {
+        let m = self.native_message(payload, opts)?;
+        self.dispatch_native(to, m, ticket, None)
+    }
+
+    /// The native frame of one send: compressed here in the synchronous
+    /// modes, flagged for the I/O thread's BATCH compression in the
+    /// asynchronous ones, checked against `maxFrameSize`, with its id.
+    fn native_message(&self, payload: Bytes, opts: SendOptions) -> Result<NativeMessage> {
         let inner = &*self.inner;
         let cfg = &inner.shared.cfg;
         // The asynchronous modes compress on the I/O thread, many messages
@@ -378,16 +386,42 @@ impl Channel {
             )));
         }
         flags |= opts.ack_flags();
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let ack = opts.ack != crate::config::AckMode::None;
+        Ok(NativeMessage {
+            id: inner.next_id.fetch_add(1, Ordering::Relaxed),
+            payload,
+            flags,
+            ack: opts.ack != crate::config::AckMode::None,
+        })
+    }
+
+    /// Sends `m` to native members: in the synchronous modes on this
+    /// thread, by `deadline` if given (else `ackTimeout` from now); in the
+    /// asynchronous ones onto the engine's queue.
+    fn dispatch_native(
+        &self,
+        to: &[SocketAddr],
+        m: NativeMessage,
+        ticket: Option<Arc<Ticket>>,
+        deadline: Option<Instant>,
+    ) -> Result<u64> {
+        let inner = &*self.inner;
+        let NativeMessage {
+            id,
+            payload,
+            flags,
+            ack,
+        } = m;
         match inner.mode {
             ReplicationMode::Synchronous | ReplicationMode::Pooled => {
                 let hdr = FrameHeader::data(id, payload.len(), flags).encode();
-                if to.len() == 1 && ticket.is_none() {
+                if to.len() == 1 && ticket.is_none() && deadline.is_none() {
                     inner.sync.send_one(to[0], &hdr, &payload, id, ack)?;
                     return Ok(id);
                 }
-                let results = inner.sync.send_many(to, &hdr, &payload, id, ack);
+                let results = match deadline {
+                    Some(d) => inner.sync.send_many_by(to, &hdr, &payload, id, ack, d),
+                    None => inner.sync.send_many(to, &hdr, &payload, id, ack),
+                };
                 let d = if ack { Delivery::Acked } else { Delivery::Sent };
                 let mut first_err = None;
                 for (a, r) in results {
@@ -423,8 +457,13 @@ impl Channel {
         }
     }
 
-    /// Some destinations may be Tribes nodes: those get Tribes framing
-    /// (synchronously, on this thread), the rest the native protocol.
+    /// Some destinations may be Tribes nodes: those get Tribes framing, the
+    /// rest the native protocol, and the whole send ends by one deadline
+    /// (`ackTimeout` from now): the Tribes members are sent to in parallel
+    /// (one `poll` loop on this thread), and in the synchronous modes
+    /// while the native members are, so a stalled member of either kind
+    /// delays no other. Nothing is sent to anyone when the message is
+    /// refused up front (too large; a full queue in the asynchronous modes).
     fn send_mixed(
         &self,
         to: &[SocketAddr],
@@ -432,6 +471,7 @@ impl Channel {
         opts: SendOptions,
         ticket: Option<Arc<Ticket>>,
     ) -> Result<u64> {
+        let deadline = Instant::now() + self.inner.shared.cfg.ack_timeout;
         let (tribes, native): (Vec<SocketAddr>, Vec<SocketAddr>) = {
             let p = self
                 .inner
@@ -440,18 +480,52 @@ impl Channel {
                 .unwrap_or_else(|e| e.into_inner());
             to.iter().partition(|a| p.contains(a))
         };
-        let id = if native.is_empty() {
-            self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+        let native_msg = if native.is_empty() {
+            None
         } else {
-            self.send_native(&native, payload.clone(), opts, ticket.clone())?
+            Some(self.native_message(payload.clone(), opts)?)
         };
-        let mut first_err = None;
-        for a in tribes {
-            let sent = if self.inner.shared.cfg.tribes_envelope {
-                self.inner.tribes.send_raw(a, &payload, opts.ack)
-            } else {
-                self.inner.tribes.send(a, &payload, opts.ack, opts.compress)
-            };
+        let (head, body) = if tribes.is_empty() {
+            (Bytes::new(), Bytes::new())
+        } else if self.inner.shared.cfg.tribes_envelope {
+            TribesSender::raw_frame(&payload)?
+        } else {
+            self.inner.tribes.frame(&payload, opts.ack, opts.compress)?
+        };
+        let sync = self.inner.mode.is_synchronous();
+        let (id, native_r, batch) = match native_msg {
+            None => {
+                let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                (id, Ok(id), None)
+            }
+            // The native members' enqueue decides first: refused, no
+            // Tribes member gets the message either.
+            Some(m) if !sync => {
+                let id = self.dispatch_native(&native, m, ticket.clone(), None)?;
+                (id, Ok(id), None)
+            }
+            // Tribes frames go out first (without blocking); their acks
+            // come in while the native members are served.
+            Some(m) => {
+                let b = self.inner.tribes.start(
+                    &tribes,
+                    head.clone(),
+                    body.clone(),
+                    opts.ack,
+                    deadline,
+                );
+                let id = m.id;
+                let r = self.dispatch_native(&native, m, ticket.clone(), Some(deadline));
+                (id, r, Some(b))
+            }
+        };
+        let batch = batch.unwrap_or_else(|| {
+            self.inner
+                .tribes
+                .start(&tribes, head, body, opts.ack, deadline)
+        });
+        let mut first_err = native_r.err();
+        for (a, sent) in self.inner.tribes.finish(batch) {
             let o = sent.map(|()| {
                 if opts.ack == crate::config::AckMode::None {
                     Delivery::Sent
@@ -459,7 +533,7 @@ impl Channel {
                     Delivery::Acked
                 }
             });
-            if self.inner.mode.is_synchronous() && ticket.is_none() {
+            if sync && ticket.is_none() {
                 if let Err(e) = &o {
                     if matches!(e, Error::Unreachable(_)) {
                         self.inner.shared.unreachable(a);
@@ -477,25 +551,28 @@ impl Channel {
     }
 
     /// Sends to Tribes members explicitly (BYTE_MESSAGE ChannelData in
-    /// Tribes framing), whatever membership knows about them. With
-    /// `tribesEnvelope`, `payload` is a whole ChannelData and goes as is.
+    /// Tribes framing), whatever membership knows about them, to all of
+    /// them at once, by `ackTimeout` from now. With `tribesEnvelope`,
+    /// `payload` is a whole ChannelData and goes as is.
     ///
     /// # Errors
-    /// The first member's failure.
+    /// The first failure, in the order of `to`.
     pub fn send_tribes(&self, to: &[SocketAddr], payload: Bytes, opts: SendOptions) -> Result<()> {
         if !self.is_running() {
             return Err(Error::NotRunning);
         }
-        for &a in to {
-            if self.inner.shared.cfg.tribes_envelope {
-                self.inner.tribes.send_raw(a, &payload, opts.ack)?;
-            } else {
-                self.inner
-                    .tribes
-                    .send(a, &payload, opts.ack, opts.compress)?;
-            }
-        }
-        Ok(())
+        let (head, body) = if self.inner.shared.cfg.tribes_envelope {
+            TribesSender::raw_frame(&payload)?
+        } else {
+            self.inner.tribes.frame(&payload, opts.ack, opts.compress)?
+        };
+        let deadline = Instant::now() + self.inner.shared.cfg.ack_timeout;
+        let b = self.inner.tribes.start(to, head, body, opts.ack, deadline);
+        self.inner
+            .tribes
+            .finish(b)
+            .into_iter()
+            .try_for_each(|(_, r)| r)
     }
 
     /// Current members (empty with `membershipType=none`), longest-running
@@ -624,6 +701,14 @@ impl Drop for Inner {
             r.stop();
         }
     }
+}
+
+/// One message's native frame, ready for any number of members.
+struct NativeMessage {
+    id: u64,
+    payload: Bytes,
+    flags: u8,
+    ack: bool,
 }
 
 /// 16 random bytes from the OS (falling back to time and pid).

@@ -120,6 +120,13 @@ pub struct Config {
     /// `keepAliveCount`: close an outgoing connection after this many
     /// messages (0 = unlimited, the default).
     pub keep_alive_count: u64,
+    /// `memberIdleRelease`: a member's sender state in the asynchronous
+    /// modes (queue, window, stream epoch) is released once it has had no
+    /// connection and nothing to send for this long (default 10 s; at
+    /// least 1 ms). A member that leaves is released at once. A later send
+    /// starts a new stream (a new epoch), so keep it well above the gaps
+    /// between sends to a live member.
+    pub member_idle_release: Duration,
     /// `pingInterval`: a keepalive PING goes out on a connection idle this
     /// long (default 5 s; 0 disables).
     pub ping_interval: Duration,
@@ -183,6 +190,7 @@ impl Default for Config {
             max_pool_socket_limit: 25,
             keep_alive_timeout: Duration::from_millis(60_000),
             keep_alive_count: 0,
+            member_idle_release: Duration::from_millis(10_000),
             ping_interval: Duration::from_millis(5_000),
             connect_timeout: Duration::from_millis(2_000),
             reconnect_backoff_min: Duration::from_millis(10),
@@ -299,6 +307,7 @@ impl Config {
             "maxPoolSocketLimit" => self.max_pool_socket_limit = parse_u64(k, v, 1, 1024)? as usize,
             "keepAliveTimeout" => self.keep_alive_timeout = parse_ms(k, v, 0, MAX_MS)?,
             "keepAliveCount" => self.keep_alive_count = parse_u64(k, v, 0, u64::MAX)?,
+            "memberIdleRelease" => self.member_idle_release = parse_ms(k, v, 1, MAX_MS)?,
             "pingInterval" => self.ping_interval = parse_ms(k, v, 0, MAX_MS)?,
             "connectTimeout" => self.connect_timeout = parse_ms(k, v, 1, MAX_MS)?,
             "reconnectBackoffMin" => self.reconnect_backoff_min = parse_ms(k, v, 0, MAX_MS)?,
@@ -444,10 +453,11 @@ pub struct RxLimitKeys {
     /// connection unread, until memory frees (default 256 MiB; at least
     /// `maxFrameSize`).
     pub max_receive_memory: usize,
-    /// `connectionUploadTimeout` (Tomcat's connector name): a frame that
-    /// reserved receive memory must arrive in full within this, else its
-    /// connection is closed, so a peer that stops mid-frame cannot hold
-    /// memory (default 300 s).
+    /// `connectionUploadTimeout` (Tomcat's connector name): a frame, of
+    /// any size, must arrive in full within this from its first byte (a
+    /// large one: from its memory reservation), else its connection is
+    /// closed, so a peer that stops mid-frame cannot hold memory or a
+    /// connection slot (default 300 s).
     pub connection_upload_timeout: Duration,
     /// `maxInflatePerTurn`: inflated bytes one connection may produce
     /// before the receiver turns to the others (default 4 MiB).
@@ -528,6 +538,17 @@ mod tests {
         assert!(c.set("replicationMode", "turbo").is_err());
         assert!(c.set("compress", "maybe").is_err());
         assert!(c.set("memberId", "abc").is_err());
+    }
+
+    #[test]
+    fn member_idle_release_parses_and_is_checked() {
+        let mut c = Config::default();
+        assert_eq!(c.member_idle_release, Duration::from_secs(10));
+        c.set("memberIdleRelease", "1500").unwrap();
+        assert_eq!(c.member_idle_release, Duration::from_millis(1500));
+        assert!(c.set("memberIdleRelease", "0").is_err());
+        assert!(c.set("memberIdleRelease", "soon").is_err());
+        assert_eq!(c.member_idle_release, Duration::from_millis(1500));
     }
 
     #[test]

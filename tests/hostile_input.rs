@@ -2,9 +2,9 @@
 //! the receiver keeps serving its other connections.
 
 use bytes::Bytes;
-use sessionrepl::wire::compress::Deflater;
-use sessionrepl::wire::frame::{FrameHeader, FLAG_ACK_DELIVERY, FLAG_COMPRESSED};
-use sessionrepl::wire::Preface;
+use sessionrepl::__internal::wire::compress::Deflater;
+use sessionrepl::__internal::wire::frame::{FrameHeader, FLAG_ACK_DELIVERY, FLAG_COMPRESSED};
+use sessionrepl::__internal::wire::Preface;
 use sessionrepl::{Channel, ReplicationMode};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,6 +19,7 @@ use common::io_cfg;
 on_both_drivers!(
     hostile_connections_are_closed_and_others_keep_working,
     foreign_cluster_domain_is_refused,
+    small_frame_stopped_midway_is_closed_at_connection_upload_timeout,
 );
 
 fn good_preface() -> Vec<u8> {
@@ -45,12 +46,10 @@ fn data_frame(id: u64, flags: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-fn hostile_connections_are_closed_and_others_keep_working() {
+/// A receiver with `cfg` that counts the messages delivered.
+fn counting_receiver(cfg: sessionrepl::Config) -> (Channel, Arc<AtomicU64>) {
     let delivered = Arc::new(AtomicU64::new(0));
     let d2 = delivered.clone();
-    let mut cfg = io_cfg();
-    cfg.max_frame_size = 64 * 1024;
-    cfg.max_decompressed_size = 256 * 1024;
     let rx = Channel::builder(cfg)
         .listener(move |_| {
             d2.fetch_add(1, Ordering::SeqCst);
@@ -58,6 +57,14 @@ fn hostile_connections_are_closed_and_others_keep_working() {
         })
         .start()
         .unwrap();
+    (rx, delivered)
+}
+
+fn hostile_connections_are_closed_and_others_keep_working() {
+    let mut cfg = io_cfg();
+    cfg.max_frame_size = 64 * 1024;
+    cfg.max_decompressed_size = 256 * 1024;
+    let (rx, delivered) = counting_receiver(cfg);
     let addr = rx.local_addr();
 
     // A well-behaved sender keeps a connection open across all attacks.
@@ -100,8 +107,8 @@ fn hostile_connections_are_closed_and_others_keep_working() {
     batch_body.extend_from_slice(&[1; 10]);
     let z = Deflater::new(1).compress(&batch_body).unwrap();
     let mut bad_batch = good_preface();
-    let h = sessionrepl::wire::frame::FrameHeader {
-        ty: sessionrepl::wire::FrameType::Batch,
+    let h = sessionrepl::__internal::wire::frame::FrameHeader {
+        ty: sessionrepl::__internal::wire::FrameType::Batch,
         flags: FLAG_COMPRESSED,
         len: z.len() as u32,
         id: 3,
@@ -162,5 +169,62 @@ fn foreign_cluster_domain_is_refused() {
     }
     assert_eq!(rx.stats().protocol_errors, 1);
     assert_eq!(rx.stats().msgs_received, 0);
+    rx.stop();
+}
+
+/// A peer that stops in the middle of a small frame (no receive-memory
+/// reservation: under 64 KiB) is closed at `connectionUploadTimeout`; an
+/// idle connection between frames is not, and a member keeps being served.
+fn small_frame_stopped_midway_is_closed_at_connection_upload_timeout() {
+    let mut cfg = io_cfg();
+    cfg.rx_limits.connection_upload_timeout = Duration::from_millis(1000);
+    let (rx, delivered) = counting_receiver(cfg);
+    let addr = rx.local_addr();
+    let open = |bytes: &[u8]| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(bytes).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    };
+    // Idle between frames: one whole frame, then nothing.
+    let mut idle_bytes = good_preface();
+    idle_bytes.extend(data_frame(1, 0, b"whole"));
+    let mut idle = open(&idle_bytes);
+    // Stopped midway: a 100-byte frame of which 10 bytes arrive.
+    let mut cut = good_preface();
+    cut.extend_from_slice(&FrameHeader::data(2, 100, 0).encode());
+    cut.extend_from_slice(&[1; 10]);
+    let t0 = Instant::now();
+    let mut stopped = open(&cut);
+    let mut sink = Vec::new();
+    let _ = stopped.read_to_end(&mut sink); // returns when the node closes it
+    let took = t0.elapsed();
+    eprintln!("connection stopped mid-frame closed after {took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(15),
+        "closed after {took:?}, connectionUploadTimeout is 1 s"
+    );
+    // The idle connection is still open (a read times out, no EOF) ...
+    idle.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut b = [0u8; 64];
+    match idle.read(&mut b) {
+        Ok(0) => panic!("an idle connection between frames was closed"),
+        Ok(_) => {}
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+    }
+    // ... and still delivers.
+    idle.write_all(&data_frame(3, 0, b"later")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while delivered.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(delivered.load(Ordering::SeqCst), 2, "the whole frames only");
     rx.stop();
 }

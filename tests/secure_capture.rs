@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 
 use capture::{contains, LoopbackCapture};
-use sessionrepl::proto::secure::{SecureContext, SecureSession, SharedKey};
+use sessionrepl::__internal::proto::secure::{SecureContext, SecureSession, SharedKey};
 
 fn start_capture() -> Option<LoopbackCapture> {
     match LoopbackCapture::start() {

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use sessionrepl::proto::secure::tribes::{ReplayWindow, TribesCipher};
-use sessionrepl::proto::secure::SharedKey;
-use sessionrepl::wire::tribes::{options, ChannelData, FrameDecoder, TribesMember};
+use sessionrepl::__internal::proto::secure::tribes::{ReplayWindow, TribesCipher};
+use sessionrepl::__internal::proto::secure::SharedKey;
+use sessionrepl::__internal::wire::tribes::{options, ChannelData, FrameDecoder, TribesMember};
 
 mod common;
 use common::{compile_java, stdout_lines, Log, JULI_JAR, TRIBES_JAR};

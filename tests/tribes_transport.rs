@@ -23,6 +23,7 @@ on_both_drivers!(
     tribes_sends_to_sessionrepl_with_every_ack_mode_and_gzip,
     sessionrepl_sends_to_tribes_and_waits_for_its_ack,
     envelope_mode_carries_whole_channel_data_both_ways,
+    mixed_send_to_stalled_members_ends_by_one_ack_timeout,
 );
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -237,7 +238,7 @@ fn sessionrepl_sends_to_tribes_and_waits_for_its_ack() {
 /// its whole ChannelData, gzip untouched; a ChannelData the host made goes
 /// to a Tribes member as is, and its ack (or FAIL_ACK) comes back.
 fn envelope_mode_carries_whole_channel_data_both_ways() {
-    use sessionrepl::wire::tribes::{ChannelData, TribesMember};
+    use sessionrepl::__internal::wire::tribes::{ChannelData, TribesMember};
     let classes = match compile() {
         Ok(c) => c,
         Err(why) => {
@@ -314,7 +315,7 @@ fn envelope_mode_carries_whole_channel_data_both_ways() {
 
 /// A ChannelData package as Tribes encodes it.
 fn envelope(options: u32, blob: &[u8], message: &[u8]) -> Bytes {
-    let cd = sessionrepl::wire::tribes::ChannelData {
+    let cd = sessionrepl::__internal::wire::tribes::ChannelData {
         options,
         timestamp: 1,
         unique_id: Bytes::from_static(&[9; 16]),
@@ -324,4 +325,165 @@ fn envelope(options: u32, blob: &[u8], message: &[u8]) -> Bytes {
     let mut out = bytes::BytesMut::new();
     cd.encode(&mut out).unwrap();
     out.freeze()
+}
+
+/// A member that accepts connections and never reads them (nor acks),
+/// until `stop`.
+fn deaf(stop: Arc<std::sync::atomic::AtomicBool>) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            match l.accept() {
+                Ok((s, _)) => held.push(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    addr
+}
+
+/// Announces `members` as plain Tribes nodes (a Tribes heartbeat: their
+/// member blob, no sessionrepl facts) on `group:port` every 100 ms until
+/// `stop`.
+fn announce(
+    group: std::net::Ipv4Addr,
+    port: u16,
+    members: Vec<SocketAddr>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use sessionrepl::wire::tribes::TribesMember;
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_multicast_ttl_v4(1).unwrap();
+    socket2::SockRef::from(&s)
+        .set_multicast_if_v4(&std::net::Ipv4Addr::LOCALHOST)
+        .unwrap();
+    let started = std::time::Instant::now();
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            for (i, a) in members.iter().enumerate() {
+                let mut m = TribesMember::new(a.ip(), a.port(), [0x70 + i as u8; 16]);
+                m.alive_ms = started.elapsed().as_millis() as i64;
+                let _ = s.send_to(&m.to_bytes().unwrap(), (group, port));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+/// One send to native and Tribes members, several of which stopped
+/// reading (a SIGSTOPped Tribes JVM, raw sockets that never read, a native
+/// member that never answers), ends by one `ackTimeout` in every mode, not
+/// one `ackTimeout` per stalled member one after another; the healthy
+/// members get the message and ack it.
+fn mixed_send_to_stalled_members_ends_by_one_ack_timeout() {
+    use sessionrepl::{Config, ReplicationMode};
+    use std::time::Instant;
+    let classes = match compile() {
+        Ok(c) => c,
+        Err(why) => {
+            println!("SKIP tribes_transport: {why}");
+            return;
+        }
+    };
+    let mut healthy = Peer::start(&classes, false);
+    let stopped = Peer::start(&classes, false);
+    let st = Command::new("kill")
+        .args(["-STOP", &stopped.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (d1, d2) = (deaf(stop.clone()), deaf(stop.clone()));
+    let native_deaf = deaf(stop.clone());
+    let (rx, got) = node();
+    let tribes = vec![healthy.addr(), stopped.addr(), d1, d2];
+    let mport = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let group = std::net::Ipv4Addr::new(239, 203, (std::process::id() % 250) as u8, 9);
+    let ann = announce(group, mport, tribes.clone(), stop.clone());
+    let ack_timeout = Duration::from_millis(2000);
+    for (n, mode) in [
+        ReplicationMode::Synchronous,
+        ReplicationMode::FastAsyncQueue,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cfg: Config = io_cfg();
+        for (k, v) in [
+            ("membershipType", "multicast".to_string()),
+            ("mcastAddr", group.to_string()),
+            ("mcastPort", mport.to_string()),
+            ("mcastBindAddress", "127.0.0.1".into()),
+            ("mcastTTL", "1".into()),
+            ("mcastFrequency", "100".into()),
+            ("mcastDropTime", "30000".into()),
+        ] {
+            cfg.set(k, &v).unwrap();
+        }
+        cfg.replication_mode = mode;
+        cfg.ack_timeout = ack_timeout;
+        let tx = Channel::builder(cfg).start().unwrap();
+        let known = Instant::now() + WAIT;
+        while !tribes
+            .iter()
+            .all(|a| tx.members().iter().any(|m| m.addr == *a))
+        {
+            assert!(
+                Instant::now() < known,
+                "Tribes members not learnt: {:?}",
+                tx.members()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut to = vec![rx.local_addr(), native_deaf];
+        to.extend(&tribes);
+        let text = format!("mixed-{n}");
+        let opts = SendOptions {
+            ack: AckMode::Delivery,
+            compress: false,
+        };
+        let t0 = Instant::now();
+        let (_, ticket) = tx
+            .send_with_ticket(&to, Bytes::from(text.clone()), opts)
+            .unwrap();
+        let outcomes = ticket.wait(WAIT).unwrap();
+        let took = t0.elapsed();
+        eprintln!("{mode:?}: mixed send to 6 members, 4 stalled, took {took:?}: {outcomes:?}");
+        // Before: one ackTimeout for the native part, then one per stalled
+        // Tribes member (>= 3 x ackTimeout here).
+        assert!(
+            took < ack_timeout + Duration::from_millis(1500),
+            "{mode:?}: took {took:?}, ackTimeout {ack_timeout:?}"
+        );
+        for (a, o) in &outcomes {
+            let healthy_member = *a == rx.local_addr() || *a == healthy.addr();
+            if healthy_member {
+                assert!(
+                    matches!(o, Ok(sessionrepl::transport::Delivery::Acked)),
+                    "{a}: {o:?}"
+                );
+            } else {
+                assert!(matches!(o, Err(Error::Timeout)), "{a}: {o:?}");
+            }
+        }
+        assert_eq!(outcomes.len(), to.len());
+        let l = healthy.expect("received");
+        assert!(l.contains(&format!("text={text} ")), "{l}");
+        assert!(got.lock().unwrap().iter().any(|(_, t)| *t == text));
+        tx.stop();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    ann.join().unwrap();
+    let _ = Command::new("kill")
+        .args(["-CONT", &stopped.child.id().to_string()])
+        .status();
+    healthy.cmd("stop");
+    rx.stop();
 }

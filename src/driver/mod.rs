@@ -13,14 +13,53 @@
 //! 3. wake a sleeping I/O thread with one syscall only when it sleeps;
 //! 4. on stop, cancel and drain everything in flight with no leak.
 //!
-//! Two backends meet it: mio (readiness, epoll on Linux; raw system calls
-//! in [`sys`]) and io_uring ([`uring`], Linux only: completions, multishot
-//! accept and receive on a provided-buffer ring, batched `sendmsg`). This
-//! layer is the only one with `unsafe`.
+//! The contract itself is the [`Driver`] trait (its rules are in its
+//! docs): register and connect sockets by [`Token`],
+//! read into buffers the engine lends (or, with provided buffers, hand out
+//! zero-copy chunks), write many frames per call, wake from another
+//! thread, and wait for events with a deadline. Operations complete at
+//! once or later as an [`Event`], so one engine loop per direction
+//! (`transport::engine`) runs over any driver, monomorphised.
+//!
+//! Two backends meet it: mio ([`mio::MioDriver`]: readiness, epoll on
+//! Linux; raw system calls in [`sys`]) and io_uring
+//! ([`uring::UringDriver`], Linux only: completions, multishot accept and
+//! receive on a provided-buffer ring, batched `sendmsg`). This layer is the
+//! only one with `unsafe`.
 
+mod contract;
+#[cfg(test)]
+pub(crate) mod fake;
+pub mod mio;
 pub mod sys;
 #[cfg(target_os = "linux")]
 pub mod uring;
+
+pub use contract::{join_adjacent, Driver, Ended, Event, Frame, SockOpts, Token, FRAMES_PER_SEND};
+
+/// Tokens to values, hashed with one multiplication (tokens are small
+/// distinct integers the engines choose; SipHash would cost more than the
+/// lookup it guards).
+pub(crate) type TokenMap<V> =
+    std::collections::HashMap<Token, V, std::hash::BuildHasherDefault<TokenHasher>>;
+
+/// The hasher of [`TokenMap`].
+#[derive(Default)]
+pub(crate) struct TokenHasher(u64);
+
+impl std::hash::Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// Which backend runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

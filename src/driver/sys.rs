@@ -284,6 +284,29 @@ pub fn wait_signal(
     }
 }
 
+/// True when a connect ended connected to itself: on loopback, a connect to
+/// a free port inside the ephemeral range can pick that same port as its
+/// source, and TCP's simultaneous open then joins the socket to itself (it
+/// reads back what it writes). Every sender treats that as a failed
+/// connect.
+pub(crate) fn connected_to_itself(s: socket2::SockRef<'_>) -> bool {
+    match (s.local_addr(), s.peer_addr()) {
+        (Ok(l), Ok(p)) => l.as_socket().is_some() && l.as_socket() == p.as_socket(),
+        _ => false,
+    }
+}
+
+/// The reason given for [`connected_to_itself`].
+pub(crate) const SELF_CONNECT: &str = "connected to itself (the destination port is free)";
+
+/// A finished connect's result: a failure if it ended connected to itself.
+pub(crate) fn check_connected(s: socket2::SockRef<'_>, res: io::Result<()>) -> io::Result<()> {
+    match res {
+        Ok(()) if connected_to_itself(s) => Err(io::Error::other(SELF_CONNECT)),
+        r => r,
+    }
+}
+
 /// Waits until one of `fds` is ready or `timeout` passes (`poll(2)`,
 /// rounded up to whole milliseconds so a short wait never spins). Returns
 /// how many entries have `revents` set; `EINTR` counts as zero.

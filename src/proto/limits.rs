@@ -4,7 +4,7 @@
 //! decisions (admit, evict, reserve, expire) and the next deadline out. The
 //! I/O drivers (mio, io_uring) only carry the decisions out.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The configured bounds (see the "Receiver limits" table in
@@ -23,8 +23,9 @@ pub struct RxLimitsConfig {
     pub output_stall_timeout: Duration,
     /// `maxReceiveMemory`: bytes of frames in progress across connections.
     pub max_receive_memory: usize,
-    /// `connectionUploadTimeout`: time a frame that reserved receive
-    /// memory may take to arrive in full.
+    /// `connectionUploadTimeout`: time a frame, once started, may take to
+    /// arrive in full (a large frame's clock starts when its memory is
+    /// reserved).
     pub upload_timeout: Duration,
     /// `maxInflatePerTurn`: inflated bytes per connection before the
     /// receiver turns to other connections.
@@ -54,8 +55,8 @@ pub enum Expiry {
     Handshake,
     /// Acks unsent above `maxPendingAckBytes` for `ackWriteTimeout`.
     OutputStalled,
-    /// A frame holding receive memory did not complete within
-    /// `connectionUploadTimeout`.
+    /// A frame started (or holding receive memory) did not complete
+    /// within `connectionUploadTimeout`.
     Upload,
 }
 
@@ -66,11 +67,12 @@ pub struct RxLimits {
     conns: usize,
     /// Connections still in their handshake: token → deadline. Tokens
     /// ascend with accept order, so the first entry is the oldest.
-    handshaking: BTreeMap<usize, Instant>,
+    handshaking: Deadlines,
     /// Connections above the output bound: token → deadline.
-    stalled_output: BTreeMap<usize, Instant>,
-    /// Connections holding a reservation: token → deadline of its frame.
-    uploads: BTreeMap<usize, Instant>,
+    stalled_output: Deadlines,
+    /// Connections with a frame partly received (and those holding a
+    /// reservation): token → deadline of that frame.
+    uploads: Deadlines,
     mem_used: usize,
     /// Connections waiting for receive memory, in arrival order.
     mem_waiters: VecDeque<usize>,
@@ -84,9 +86,9 @@ impl RxLimits {
         RxLimits {
             cfg,
             conns: 0,
-            handshaking: BTreeMap::new(),
-            stalled_output: BTreeMap::new(),
-            uploads: BTreeMap::new(),
+            handshaking: Deadlines::default(),
+            stalled_output: Deadlines::default(),
+            uploads: Deadlines::default(),
             mem_used: 0,
             mem_waiters: VecDeque::new(),
             freed: false,
@@ -105,35 +107,35 @@ impl RxLimits {
     pub fn admit(&mut self, token: usize, now: Instant) -> Admit {
         let verdict = if self.conns < self.cfg.max_connections {
             Admit::Accept
-        } else if let Some((&old, _)) = self.handshaking.iter().next() {
+        } else if let Some(old) = self.handshaking.oldest() {
             Admit::Evict(old)
         } else {
             return Admit::Refuse;
         };
         self.conns += 1;
         self.handshaking
-            .insert(token, now + self.cfg.handshake_timeout);
+            .set(token, now + self.cfg.handshake_timeout);
         verdict
     }
 
     /// The connection completed its preface: its handshake deadline ends
     /// and it is no longer evictable.
     pub fn opened(&mut self, token: usize) {
-        self.handshaking.remove(&token);
+        self.handshaking.remove(token);
     }
 
     /// True while `token` has not completed its preface.
     pub fn is_handshaking(&self, token: usize) -> bool {
-        self.handshaking.contains_key(&token)
+        self.handshaking.contains(token)
     }
 
     /// The connection is gone; `reserved` receive memory it held returns
     /// to the pool.
     pub fn closed(&mut self, token: usize, reserved: usize) {
         self.conns = self.conns.saturating_sub(1);
-        self.handshaking.remove(&token);
-        self.stalled_output.remove(&token);
-        self.uploads.remove(&token);
+        self.handshaking.remove(token);
+        self.stalled_output.remove(token);
+        self.uploads.remove(token);
         self.mem_waiters.retain(|&t| t != token);
         self.release_memory(reserved);
     }
@@ -152,12 +154,12 @@ impl RxLimits {
     /// starts (an earlier one stays).
     pub fn output_blocked(&mut self, token: usize, now: Instant) {
         let deadline = now + self.cfg.output_stall_timeout;
-        self.stalled_output.entry(token).or_insert(deadline);
+        self.stalled_output.set_if_absent(token, deadline);
     }
 
     /// The connection's output is back within the bound.
     pub fn output_unblocked(&mut self, token: usize) {
-        self.stalled_output.remove(&token);
+        self.stalled_output.remove(token);
     }
 
     /// Reserves `n` bytes of receive memory for `token`'s frame in
@@ -172,18 +174,36 @@ impl RxLimits {
         if self.mem_used + n <= self.cfg.max_receive_memory {
             self.mem_waiters.retain(|&t| t != token);
             self.mem_used += n;
-            self.uploads.insert(token, now + self.cfg.upload_timeout);
+            self.uploads.set(token, now + self.cfg.upload_timeout);
             return true;
         }
         if !self.mem_waiters.contains(&token) {
             self.mem_waiters.push_back(token);
         }
+        // Waiting for memory is not the peer's doing: its frame's clock
+        // starts again when the reservation is granted.
+        self.uploads.remove(token);
         false
+    }
+
+    /// `token` holds a frame partly received, of any size (a header in
+    /// part counts), that started at `now`: it must arrive in full within
+    /// `connectionUploadTimeout`, else [`Expiry::Upload`] closes the
+    /// connection. A peer that stops mid-frame holds its connection slot
+    /// and its read chunk, whatever the frame's size.
+    pub fn frame_started(&mut self, token: usize, now: Instant) {
+        self.uploads.set(token, now + self.cfg.upload_timeout);
+    }
+
+    /// `token` is between frames: no frame deadline (an idle connection
+    /// is not an upload).
+    pub fn between_frames(&mut self, token: usize) {
+        self.uploads.remove(token);
     }
 
     /// `token`'s frame completed: its `n` reserved bytes return to the pool.
     pub fn release(&mut self, token: usize, n: usize) {
-        self.uploads.remove(&token);
+        self.uploads.remove(token);
         self.release_memory(n);
     }
 
@@ -219,14 +239,10 @@ impl RxLimits {
     /// reported once: its deadline is removed here.
     pub fn expired(&mut self, now: Instant) -> Vec<(usize, Expiry)> {
         let mut out = Vec::new();
-        take_due(&mut self.handshaking, now, Expiry::Handshake, &mut out);
-        take_due(
-            &mut self.stalled_output,
-            now,
-            Expiry::OutputStalled,
-            &mut out,
-        );
-        take_due(&mut self.uploads, now, Expiry::Upload, &mut out);
+        self.handshaking.take_due(now, Expiry::Handshake, &mut out);
+        self.stalled_output
+            .take_due(now, Expiry::OutputStalled, &mut out);
+        self.uploads.take_due(now, Expiry::Upload, &mut out);
         out
     }
 
@@ -234,26 +250,68 @@ impl RxLimits {
     pub fn next_deadline(&self) -> Option<Instant> {
         [&self.handshaking, &self.stalled_output, &self.uploads]
             .iter()
-            .filter_map(|m| m.values().min().copied())
+            .filter_map(|d| d.next())
             .min()
     }
 }
 
-/// Removes the deadlines in `map` that are due at `now`, reporting each as
-/// `why`.
-fn take_due(
-    map: &mut BTreeMap<usize, Instant>,
-    now: Instant,
-    why: Expiry,
-    out: &mut Vec<(usize, Expiry)>,
-) {
-    map.retain(|&t, &mut d| {
-        let due = d <= now;
-        if due {
-            out.push((t, why));
+/// One kind of deadline, by connection, ordered both ways: by token (the
+/// oldest connection first) and by time. The driver asks for what is due
+/// and for the next deadline on every turn, so with thousands of
+/// connections neither may scan them all: both cost O(log n) here.
+#[derive(Debug, Default)]
+struct Deadlines {
+    by_token: BTreeMap<usize, Instant>,
+    by_time: BTreeSet<(Instant, usize)>,
+}
+
+impl Deadlines {
+    /// Sets (or moves) `token`'s deadline.
+    fn set(&mut self, token: usize, at: Instant) {
+        if let Some(old) = self.by_token.insert(token, at) {
+            self.by_time.remove(&(old, token));
         }
-        !due
-    });
+        self.by_time.insert((at, token));
+    }
+
+    /// Sets `token`'s deadline unless it has one (an earlier one stays).
+    fn set_if_absent(&mut self, token: usize, at: Instant) {
+        if !self.by_token.contains_key(&token) {
+            self.set(token, at);
+        }
+    }
+
+    fn remove(&mut self, token: usize) {
+        if let Some(old) = self.by_token.remove(&token) {
+            self.by_time.remove(&(old, token));
+        }
+    }
+
+    fn contains(&self, token: usize) -> bool {
+        self.by_token.contains_key(&token)
+    }
+
+    /// The connection with the smallest token (tokens ascend with accept
+    /// order: the oldest).
+    fn oldest(&self) -> Option<usize> {
+        self.by_token.keys().next().copied()
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.by_time.first().map(|&(at, _)| at)
+    }
+
+    /// Removes the deadlines due at `now`, reporting each as `why`.
+    fn take_due(&mut self, now: Instant, why: Expiry, out: &mut Vec<(usize, Expiry)>) {
+        while let Some(&(at, token)) = self.by_time.first() {
+            if at > now {
+                break;
+            }
+            self.by_time.pop_first();
+            self.by_token.remove(&token);
+            out.push((token, why));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -291,6 +349,54 @@ mod tests {
         assert_eq!(l.connections(), 3);
         l.closed(1, 0);
         assert_eq!(l.admit(6, t0), Admit::Accept);
+    }
+
+    #[test]
+    fn deadlines_come_due_in_time_order_and_move_when_set_again() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut d = Deadlines::default();
+        d.set(5, t0 + s(3));
+        d.set(9, t0 + s(1));
+        d.set(7, t0 + s(2));
+        d.set_if_absent(9, t0 + s(9)); // an earlier one stays
+        d.set(7, t0 + s(5)); // moved
+        assert_eq!((d.oldest(), d.next()), (Some(5), Some(t0 + s(1))));
+        let mut out = Vec::new();
+        d.take_due(t0 + s(4), Expiry::Upload, &mut out);
+        assert_eq!(out, vec![(9, Expiry::Upload), (5, Expiry::Upload)]);
+        assert!(!d.contains(5) && d.contains(7));
+        d.remove(7);
+        assert_eq!((d.oldest(), d.next()), (None, None));
+    }
+
+    #[test]
+    fn any_frame_started_must_complete_within_the_upload_timeout() {
+        let t0 = Instant::now();
+        let mut l = RxLimits::new(cfg());
+        for t in 1..=3 {
+            l.admit(t, t0);
+            l.opened(t);
+        }
+        // Small frames (no reservation) started on 1 and 2.
+        l.frame_started(1, t0);
+        l.frame_started(2, t0 + Duration::from_secs(1));
+        // 2 finished its frame: no deadline left for it.
+        l.between_frames(2);
+        // 3 waits for memory: not its fault, no clock until granted.
+        l.frame_started(3, t0);
+        assert!(!l.reserve(3, 2000, t0));
+        assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(30)));
+        assert!(l.expired(t0 + Duration::from_millis(29_999)).is_empty());
+        assert_eq!(
+            l.expired(t0 + Duration::from_secs(30)),
+            vec![(1, Expiry::Upload)]
+        );
+        assert_eq!(l.next_deadline(), None);
+        // Granted later, 3's frame gets the whole timeout from then.
+        let t1 = t0 + Duration::from_secs(40);
+        assert!(l.reserve(3, 500, t1));
+        assert_eq!(l.next_deadline(), Some(t1 + Duration::from_secs(30)));
     }
 
     #[test]

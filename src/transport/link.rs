@@ -1,9 +1,8 @@
-//! What the two asynchronous engines (mio [`pump`](super::pump), io_uring
-//! [`uring_pump`](super::uring_pump)) share around the sans-IO
-//! [`SenderConn`]: the caller-side handle (queue, flags, per-member
-//! admission), moving queued messages onto members, and carrying out what
-//! a member's state machine asks (connect, close, report outcomes). The
-//! engines differ only in how bytes move.
+//! What the asynchronous sender engine needs around the sans-IO
+//! [`SenderConn`], apart from moving bytes: the caller-side handle (queue,
+//! flags, per-member admission), moving queued messages onto members, and
+//! carrying out what a member's state machine asks (connect, close, report
+//! outcomes).
 
 use super::pump::Outgoing;
 use super::{Shared, Ticket};

@@ -1,31 +1,29 @@
 //! Senders (the four replication modes) and the receiver.
 //!
-//! - [`receiver`]: a mio selector thread accepts, reads into large buffers,
-//!   decodes in place and hands the listener zero-copy slices, in order per
-//!   connection; an optional worker pool keeps that order.
+//! - [`receiver`]: one I/O thread accepts, reads into large (or provided)
+//!   buffers, decodes in place and hands the listener zero-copy slices, in
+//!   order per connection; an optional worker pool keeps that order.
 //! - [`sync`]: `synchronous` and `pooled`: the caller's thread writes on a
 //!   checked-out connection and waits for its ack there.
 //! - [`pump`]: `asynchronous` and `fastasyncqueue`: one I/O thread drives
 //!   every member's sans-IO [`SenderConn`](crate::proto::sender::SenderConn)
 //!   (queue, window, acks, deadlines, resend), writing many frames per
-//!   `writev`; the two modes differ only in admission policy.
+//!   driver call; the two modes differ only in admission policy.
+//!
+//! Both I/O threads run an engine loop of `engine`, written once over the
+//! [`Driver`](crate::driver::Driver) contract and monomorphised for mio and
+//! io_uring.
 
+mod engine;
 mod link;
-pub mod pump;
-pub mod receiver;
+pub(crate) mod pump;
+pub(crate) mod receiver;
 mod rx_core;
-mod rx_engine;
-pub mod sync;
+pub(crate) mod sync;
 mod ticket;
-pub mod tribes_send;
-#[cfg(target_os = "linux")]
-pub mod uring_pump;
-#[cfg(target_os = "linux")]
-pub mod uring_rx;
+pub(crate) mod tribes_send;
 
 pub use ticket::Ticket;
-
-use crate::driver::Backend;
 
 use crate::config::{AckMode, Config};
 use crate::error::Error;
@@ -34,6 +32,15 @@ use crate::wire::frame::{FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// True for the errors that mean "not now" on a non-blocking socket
+/// (including a connect still in progress).
+pub(crate) fn not_now(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+    ) || e.raw_os_error() == Some(libc::EINPROGRESS)
+}
 
 /// A message handed to the listener. `payload` is a zero-copy slice of the
 /// receive buffer (or of the inflated buffer); clone it to keep it.
@@ -105,7 +112,9 @@ impl SendOptions {
     }
 }
 
-/// State shared by a channel's transport threads.
+/// State shared by a channel's transport threads (internal; reached from
+/// outside only through `__internal::transport`).
+#[doc(hidden)]
 pub struct Shared {
     /// Configuration (frozen at start).
     pub cfg: Config,
@@ -186,161 +195,8 @@ impl Shared {
     }
 }
 
-/// The receiver of whichever driver runs.
-pub enum AnyReceiver {
-    /// mio selector thread.
-    Mio(receiver::Receiver),
-    /// io_uring ring thread.
-    #[cfg(target_os = "linux")]
-    Uring(uring_rx::UringReceiver),
-}
+/// The receiver (of whichever driver runs).
+pub(crate) type AnyReceiver = receiver::Receiver;
 
-impl AnyReceiver {
-    /// Starts the receiver of `backend`.
-    ///
-    /// # Errors
-    /// Bind, ring or thread failures.
-    pub fn start(
-        backend: Backend,
-        shared: Arc<Shared>,
-        listener: MessageListener,
-    ) -> crate::Result<AnyReceiver> {
-        Ok(match backend {
-            Backend::Mio => AnyReceiver::Mio(receiver::Receiver::start(shared, listener)?),
-            #[cfg(target_os = "linux")]
-            Backend::Uring => AnyReceiver::Uring(uring_rx::UringReceiver::start(shared, listener)?),
-            #[cfg(not(target_os = "linux"))]
-            Backend::Uring => AnyReceiver::Mio(receiver::Receiver::start(shared, listener)?),
-        })
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        match self {
-            AnyReceiver::Mio(r) => r.local_addr(),
-            #[cfg(target_os = "linux")]
-            AnyReceiver::Uring(r) => r.local_addr(),
-        }
-    }
-
-    /// Stops it. Idempotent.
-    pub fn stop(&mut self) {
-        match self {
-            AnyReceiver::Mio(r) => r.stop(),
-            #[cfg(target_os = "linux")]
-            AnyReceiver::Uring(r) => r.stop(),
-        }
-    }
-}
-
-/// The asynchronous engine of whichever driver runs.
-pub enum AnyPump {
-    /// mio.
-    Mio(pump::Pump),
-    /// io_uring.
-    #[cfg(target_os = "linux")]
-    Uring(uring_pump::UringPump),
-}
-
-impl AnyPump {
-    /// Starts the engine of `backend` on a thread named `name`, with the
-    /// `fastasyncqueue` policy: a member whose queue is full fails its copy
-    /// of a message with `QueueFull` (reported), the others take theirs.
-    ///
-    /// # Errors
-    /// Poll, ring or thread failures.
-    pub fn start(backend: Backend, shared: Arc<Shared>, name: &str) -> crate::Result<AnyPump> {
-        Self::start_policy(backend, shared, name, false)
-    }
-
-    /// As [`AnyPump::start`]; with `admission` (the `asynchronous`
-    /// policy) a send first reserves room at every destination, all or
-    /// nothing, waiting up to `queueAddWaitTimeout`.
-    ///
-    /// # Errors
-    /// Poll, ring or thread failures.
-    pub fn start_policy(
-        backend: Backend,
-        shared: Arc<Shared>,
-        name: &str,
-        admission: bool,
-    ) -> crate::Result<AnyPump> {
-        Ok(match backend {
-            #[cfg(target_os = "linux")]
-            Backend::Uring => AnyPump::Uring(uring_pump::UringPump::start_policy(
-                shared,
-                name,
-                uring_pump::UringPumpTuning::default(),
-                admission,
-            )?),
-            _ => AnyPump::Mio(pump::Pump::start_policy(shared, name, admission)?),
-        })
-    }
-
-    /// `addr` left the cluster: its sender state is released once every
-    /// message to it has an outcome.
-    pub fn member_left(&self, addr: SocketAddr) {
-        match self {
-            AnyPump::Mio(p) => p.member_left(addr),
-            #[cfg(target_os = "linux")]
-            AnyPump::Uring(p) => p.member_left(addr),
-        }
-    }
-
-    /// Members the engine holds state for (released when idle).
-    pub fn members(&self) -> u64 {
-        match self {
-            AnyPump::Mio(p) => p.members(),
-            #[cfg(target_os = "linux")]
-            AnyPump::Uring(p) => p.members(),
-        }
-    }
-
-    /// Queues a message; see [`pump::Pump::send`].
-    ///
-    /// # Errors
-    /// [`Error::QueueFull`], [`Error::NotRunning`].
-    pub fn send(&self, item: pump::Outgoing) -> crate::Result<()> {
-        match self {
-            AnyPump::Mio(p) => p.send(item),
-            #[cfg(target_os = "linux")]
-            AnyPump::Uring(p) => p.send(item),
-        }
-    }
-
-    /// Messages queued and not yet taken by the I/O thread.
-    pub fn queue_len(&self) -> usize {
-        match self {
-            AnyPump::Mio(p) => p.queue_len(),
-            #[cfg(target_os = "linux")]
-            AnyPump::Uring(p) => p.queue_len(),
-        }
-    }
-
-    /// Messages taken by the I/O thread that have no outcome yet.
-    pub fn in_flight(&self) -> u64 {
-        match self {
-            AnyPump::Mio(p) => p.in_flight(),
-            #[cfg(target_os = "linux")]
-            AnyPump::Uring(p) => p.in_flight(),
-        }
-    }
-
-    /// True when nothing is queued, pending or awaiting an ack.
-    pub fn is_idle(&self) -> bool {
-        match self {
-            AnyPump::Mio(p) => p.is_idle(),
-            #[cfg(target_os = "linux")]
-            AnyPump::Uring(p) => p.is_idle(),
-        }
-    }
-
-    /// Stops the engine; see [`pump::Pump::stop`]. Idempotent.
-    pub fn stop(&self) {
-        match self {
-            AnyPump::Mio(p) => p.stop(),
-            #[cfg(target_os = "linux")]
-            AnyPump::Uring(p) => p.stop(),
-        }
-    }
-}
+/// The asynchronous engine (of whichever driver runs).
+pub(crate) type AnyPump = pump::Pump;

@@ -104,6 +104,8 @@ pub(crate) struct ConnCore {
     inflated: usize,
     /// The handshake completed (native preface, or a first Tribes frame).
     opened: bool,
+    /// A frame is partly received and its `connectionUploadTimeout` runs.
+    mid_frame: bool,
     /// The inner frames of a BATCH not delivered yet: a batch stops where
     /// a bound pauses the connection and goes on when it resumes, so one
     /// batch cannot queue a million jobs or acks at once.
@@ -263,6 +265,7 @@ impl RxCore {
             token,
             hold: None,
             reserved: 0,
+            mid_frame: false,
             inflated: 0,
             opened: false,
             batch_rest: None,
@@ -365,10 +368,14 @@ impl RxCore {
     }
 
     /// A frame completed: its reservation returns to the pool.
+    /// It also ends the frame's `connectionUploadTimeout`.
     fn frame_done(&mut self, c: &mut ConnCore) {
         if c.reserved > 0 {
             self.limits.release(c.token, c.reserved);
             c.reserved = 0;
+        }
+        if std::mem::take(&mut c.mid_frame) {
+            self.limits.between_frames(c.token);
         }
     }
 
@@ -383,6 +390,22 @@ impl RxCore {
             c.reserved = need;
         } else {
             c.hold = Some(Hold::Memory);
+        }
+    }
+
+    /// The decoder needs more bytes and `left` are buffered: a frame in
+    /// part (of any size) must complete within `connectionUploadTimeout`
+    /// from its start; `fresh` says frames completed since the last call,
+    /// so what is buffered is a new frame. Nothing buffered: between
+    /// frames, no deadline.
+    fn mid_frame(&mut self, c: &mut ConnCore, left: usize, fresh: bool) {
+        if left == 0 {
+            if std::mem::take(&mut c.mid_frame) {
+                self.limits.between_frames(c.token);
+            }
+        } else if !c.mid_frame || fresh {
+            c.mid_frame = true;
+            self.limits.frame_started(c.token, Instant::now());
         }
     }
 
@@ -428,6 +451,7 @@ impl RxCore {
             return self.decode_tribes(c, buf);
         }
         let mut delivered = 0u64;
+        let mut decoded = false;
         let result = loop {
             if let Some(rest) = c.batch_rest.take() {
                 match self.run_batch(token, c, rest) {
@@ -441,6 +465,9 @@ impl RxCore {
             let ev = match c.proto.poll(buf) {
                 Ok(Some(ev)) => ev,
                 Ok(None) => {
+                    if c.opened {
+                        self.mid_frame(c, buf.len(), decoded);
+                    }
                     // PINGs are answered inside `poll`: check their PONGs.
                     if !self.over_bounds(c) {
                         if let Some(len) = c.proto.frame_in_progress() {
@@ -451,6 +478,7 @@ impl RxCore {
                 }
                 Err(e) => break Err(Close::Protocol(e)),
             };
+            decoded = true;
             match ev {
                 InEvent::Open(p) => {
                     self.handshake_done(c);
@@ -614,6 +642,7 @@ impl RxCore {
     fn decode_tribes<B: FrameBuf>(&mut self, c: &mut ConnCore, buf: &mut B) -> Result<(), Close> {
         use tribes::options::{GZIP, SYNCHRONIZED_ACK, USE_ACK};
         let mut delivered = 0u64;
+        let mut decoded = false;
         loop {
             let Some(t) = c.tribes.as_mut() else {
                 return Ok(());
@@ -623,6 +652,9 @@ impl RxCore {
                 Ok(None) => {
                     // The whole frame's length once its header is in.
                     let more = t.dec.needed(buf);
+                    if c.opened {
+                        self.mid_frame(c, buf.len(), decoded);
+                    }
                     if buf.len() >= tribes::FRAME_HEADER_LEN && more > 0 {
                         self.need_frame(c, buf.len() + more);
                     }
@@ -630,6 +662,7 @@ impl RxCore {
                 }
                 Err(e) => return Err(Close::Protocol(e)),
             };
+            decoded = true;
             self.frame_done(c);
             self.handshake_done(c);
             // In envelope mode the host (the JVM drop-in) gets the whole

@@ -221,3 +221,69 @@ fn a_tribes_peer_that_does_not_read_its_acks_is_held_too() {
     rx.decode(1, &mut c, &mut buf).unwrap();
     assert!(delivered.load(Ordering::SeqCst) > n);
 }
+
+#[test]
+fn a_small_frame_stopped_midway_expires_at_connection_upload_timeout() {
+    let mut cfg = Config::default();
+    cfg.rx_limits.connection_upload_timeout = Duration::from_secs(30);
+    let (mut rx, delivered) = core(cfg);
+    let mut c = rx.new_conn(1, peer());
+    let frame = data(1, 0, &[5u8; 100]);
+    // Preface and one whole frame: between frames, no deadline.
+    let mut buf = BytesMut::from(&preface()[..]);
+    buf.extend_from_slice(&frame);
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    assert_eq!(delivered.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        rx.limits.next_deadline(),
+        None,
+        "an idle connection has none"
+    );
+    // Half a header, then half a small frame: its clock starts at the first
+    // byte and does not restart while the same frame trickles in.
+    let t0 = Instant::now();
+    buf.extend_from_slice(&frame[..5]);
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    let due = rx
+        .limits
+        .next_deadline()
+        .expect("a frame started has a deadline");
+    assert!(due >= t0 + Duration::from_secs(30) && due < Instant::now() + Duration::from_secs(30));
+    buf.extend_from_slice(&frame[5..60]);
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    assert_eq!(
+        rx.limits.next_deadline(),
+        Some(due),
+        "same frame, same deadline"
+    );
+    // On the virtual clock: not before, then the connection is closed.
+    assert!(rx.limits.expired(due - Duration::from_millis(1)).is_empty());
+    assert_eq!(rx.limits.expired(due), vec![(1, Expiry::Upload)]);
+}
+
+#[test]
+fn a_completed_frame_ends_its_deadline_and_the_next_partial_starts_anew() {
+    let (mut rx, delivered) = core(Config::default());
+    let mut c = rx.new_conn(1, peer());
+    let a = data(1, 0, &[1u8; 100]);
+    let b = data(2, 0, &[2u8; 100]);
+    let mut buf = BytesMut::from(&preface()[..]);
+    buf.extend_from_slice(&a[..50]);
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    let first = rx.limits.next_deadline().expect("first frame's deadline");
+    std::thread::sleep(Duration::from_millis(2));
+    // The first frame completes and the second starts in the same read.
+    buf.extend_from_slice(&a[50..]);
+    buf.extend_from_slice(&b[..30]);
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    assert_eq!(delivered.load(Ordering::SeqCst), 1);
+    let second = rx.limits.next_deadline().expect("second frame's deadline");
+    assert!(
+        second > first,
+        "the second frame's clock starts when it does"
+    );
+    buf.extend_from_slice(&b[30..]);
+    rx.decode(1, &mut c, &mut buf).unwrap();
+    assert_eq!(delivered.load(Ordering::SeqCst), 2);
+    assert_eq!(rx.limits.next_deadline(), None);
+}

@@ -10,7 +10,7 @@
 //! | 8 | 16 | member id |
 //! | 24 | 2 | auth length A (at most 1024; reserved, 0 today) |
 //! | 26 | 2 | listen port of the writer's receiver (0 = none) |
-//! | 28 | 4 | capabilities (bit 0 = deflate) |
+//! | 28 | 4 | capabilities (bit 0 = deflate, bit 1 = sequence markers) |
 //! | 32 | D | cluster domain |
 //! | 32+D | A | authentication data |
 
@@ -28,6 +28,11 @@ pub const MAX_DOMAIN: usize = 255;
 pub const MAX_AUTH: usize = 1024;
 /// Capability bit: the sender can inflate deflate payloads.
 pub const CAP_DEFLATE: u32 = 1;
+/// Capability bit: the writer's receiver understands sequence markers
+/// (`FLAG_SEQ` DATA frames, exactly-once delivery): a sender writes them
+/// only to a receiver whose reply preface has it, since an older receiver
+/// would deliver them as messages.
+pub const CAP_SEQ: u32 = 2;
 /// Flag: this preface answers one.
 pub const FLAG_REPLY: u8 = 1;
 
@@ -58,7 +63,7 @@ impl Preface {
             version: VERSION,
             reply,
             member_id,
-            caps: CAP_DEFLATE,
+            caps: CAP_DEFLATE | CAP_SEQ,
             domain: domain[..domain.len().min(MAX_DOMAIN)].to_vec(),
             auth: Vec::new(),
             listen_port: 0,

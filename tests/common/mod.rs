@@ -168,18 +168,27 @@ pub fn io_cfg() -> Config {
 /// (with the reason printed) only where the kernel refuses io_uring, and
 /// never under `CI=true`, where a skipped run must not count as passed.
 pub fn with_io(io: &'static str, f: fn()) {
-    if io == "uring" {
-        if let Err(why) = sessionrepl::driver::uring::probe() {
+    if io == "uring" && !uring_usable() {
+        return;
+    }
+    IO.with(|c| *c.borrow_mut() = io);
+    f();
+}
+
+/// True where io_uring runs; else prints why the caller skips, and fails
+/// under `CI=true`, where a skipped run must not count as passed.
+pub fn uring_usable() -> bool {
+    match sessionrepl::driver::uring::probe() {
+        Ok(_) => true,
+        Err(why) => {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
                 "io_uring unavailable under CI=true: {why}"
             );
             eprintln!("skipped: io_uring unavailable here: {why}");
-            return;
+            false
         }
     }
-    IO.with(|c| *c.borrow_mut() = io);
-    f();
 }
 
 /// Generates `<test>::mio` and `<test>::uring` for each test body (the

@@ -65,15 +65,7 @@ impl Filled {
     /// One slice covering `head` followed by `next`, when both lie back to
     /// back inside `buffer` (the view `head` came with).
     pub fn join(head: &Bytes, buffer: &Bytes, next: &Bytes) -> Option<Bytes> {
-        let base = buffer.as_ptr() as usize;
-        let h = head.as_ptr() as usize;
-        let n = next.as_ptr() as usize;
-        let end = base + buffer.len();
-        if h < base || h + head.len() != n || n + next.len() > end {
-            return None;
-        }
-        let start = h - base;
-        Some(buffer.slice(start..start + head.len() + next.len()))
+        crate::driver::join_adjacent(head, buffer, next)
     }
 }
 

@@ -22,12 +22,14 @@
 //! file lookup they save is rare on the receive side.
 
 mod bufring;
+mod driver;
 mod op;
 pub mod probe;
 mod ring;
 mod slab;
 
 pub use bufring::{BufRing, Filled};
+pub use driver::{Provided, UringDriver, UringTuning};
 pub(crate) use op::recv_filled;
 pub use op::{Gather, Op};
 pub use probe::{force_unavailable, probe};

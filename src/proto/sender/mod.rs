@@ -43,6 +43,7 @@ use super::AckTracker;
 use crate::config::Config;
 use crate::error::Error;
 use crate::wire::frame::{ack_ranges, FrameHeader, HEADER_LEN};
+use crate::wire::preface::CAP_SEQ;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -85,7 +86,8 @@ pub struct SenderLimits {
     pub ping_interval: Duration,
     /// Largest frame payload (`maxFrameSize`).
     pub max_frame_size: usize,
-    /// A member with nothing to do for this long may be forgotten.
+    /// A member with nothing to do for this long may be forgotten
+    /// (`memberIdleRelease`).
     pub idle_release: Duration,
     /// A member whose queue is full and that wrote nothing for this long
     /// is stalled: its new messages fail at once ([`Error::QueueFull`])
@@ -108,7 +110,7 @@ impl SenderLimits {
             keep_alive_count: c.keep_alive_count,
             ping_interval: c.ping_interval,
             max_frame_size: c.max_frame_size,
-            idle_release: Duration::from_secs(10),
+            idle_release: c.member_idle_release,
             stall_after: (c.ack_timeout / 4).min(Duration::from_millis(250)),
         }
     }
@@ -206,6 +208,10 @@ pub struct SenderConn<T> {
     wire_expect: Option<u64>,
     /// The sequence number expected after the last pending entry.
     tail_expect: Option<u64>,
+    /// The member's receiver understands sequence markers (its reply
+    /// preface says so; assumed until a reply says otherwise). Without,
+    /// no marker is written: an older receiver would deliver it.
+    seq_markers: bool,
     inflight: AckTracker<Pending<T>>,
     backoff: Duration,
     last_activity: Instant,
@@ -251,6 +257,7 @@ impl<T: Default> SenderConn<T> {
             head_off: 0,
             wire_expect: None,
             tail_expect: None,
+            seq_markers: true,
             inflight: AckTracker::new(),
             backoff: limits.backoff_min,
             last_activity: now,
@@ -339,7 +346,7 @@ impl<T: Default> SenderConn<T> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let deadline = now + self.limits.ack_timeout;
-        if self.tail_expect != Some(seq) {
+        if self.seq_markers && self.tail_expect != Some(seq) {
             self.pending
                 .push_back(Pending::marker(self.epoch, seq, deadline));
             self.markers += 1;
@@ -397,12 +404,16 @@ impl<T: Default> SenderConn<T> {
         self.last_activity = now;
     }
 
-    /// True when there is something to write and room to write it.
+    /// True when there is something to write and room to write it. Frames
+    /// wait for the receiver's reply preface (one round trip per
+    /// connection): it says whether sequence markers may be written.
     #[inline]
     pub fn wants_write(&self) -> bool {
         self.state == State::Open
             && (!self.ctl.is_empty()
-                || (!self.pending.is_empty() && self.inflight.len() < self.limits.window))
+                || (self.proto.is_open()
+                    && !self.pending.is_empty()
+                    && self.inflight.len() < self.limits.window))
     }
 
     /// What to write next, at most `max_frames` frames after the control
@@ -414,8 +425,13 @@ impl<T: Default> SenderConn<T> {
         b: &mut Batcher,
         max_frames: usize,
     ) -> (&[u8], impl Iterator<Item = Chunk<'_>>) {
-        // A full window holds frames back (control bytes still go).
-        let max = max_frames.min(self.limits.window.saturating_sub(self.inflight.len()));
+        // A full window holds frames back (control bytes still go), and so
+        // does a receiver that has not answered the preface yet.
+        let max = if self.proto.is_open() {
+            max_frames.min(self.limits.window.saturating_sub(self.inflight.len()))
+        } else {
+            0
+        };
         if self.to_deflate > 0 {
             let start = usize::from(self.head_off > 0);
             let (done, z) =
@@ -505,7 +521,15 @@ impl<T: Default> SenderConn<T> {
                 Err(e) => return self.close_broken(now, &format!("bad reply: {e}")),
             };
             match r {
-                Reply::Preface(_) => {}
+                Reply::Preface(p) => {
+                    // Nothing is written yet on this connection: the
+                    // markers can still be dropped (or put back).
+                    let seq = p.caps & CAP_SEQ != 0;
+                    if seq != self.seq_markers {
+                        self.seq_markers = seq;
+                        self.mark_gaps(now);
+                    }
+                }
                 Reply::Ack(p) => {
                     for (first, count) in ack_ranges(&p) {
                         let out = &mut self.outcomes;
@@ -596,7 +620,7 @@ impl<T: Default> SenderConn<T> {
             if p.marker {
                 continue;
             }
-            if expect != Some(p.seq) {
+            if self.seq_markers && expect != Some(p.seq) {
                 out.push_back(Pending::marker(self.epoch, p.seq, now));
                 markers += 1;
             }

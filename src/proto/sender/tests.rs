@@ -37,6 +37,9 @@ struct Peer {
     cursor: StreamCursor,
     /// Bytes in the socket, unread.
     unread: BytesMut,
+    /// It read the sender's preface and answered it (a member that stops
+    /// reading later has done so already).
+    answered: bool,
 }
 
 /// One sender and the member it talks to.
@@ -53,6 +56,10 @@ struct Sim {
     acking: bool,
     /// Socket buffer: unread bytes beyond this are not accepted.
     sock_buf: usize,
+    /// Capabilities the member's reply preface announces.
+    peer_caps: u32,
+    /// FLAG_SEQ frames the member received.
+    markers_seen: usize,
     delivered: Vec<u64>,
     outcomes: BTreeMap<u64, Vec<Outcome>>,
     closes: Vec<String>,
@@ -71,6 +78,8 @@ impl Sim {
             reachable: true,
             acking: true,
             sock_buf: 64 * 1024,
+            peer_caps: Preface::new([2; 16], b"", true).caps,
+            markers_seen: 0,
             delivered: Vec::new(),
             outcomes: BTreeMap::new(),
             closes: Vec::new(),
@@ -108,10 +117,13 @@ impl Sim {
                         self.tx.handle_connecting(self.now, &p);
                         if self.reachable {
                             self.tx.handle_connected(self.now);
+                            let mut reply = Preface::new([2; 16], b"", true);
+                            reply.caps = self.peer_caps;
                             self.peer = Some(Peer {
-                                conn: InboundConn::new(Preface::new([2; 16], b"", true), 1 << 20),
+                                conn: InboundConn::new(reply, 1 << 20),
                                 cursor: StreamCursor::default(),
                                 unread: BytesMut::new(),
+                                answered: false,
                             });
                         }
                     }
@@ -145,7 +157,8 @@ impl Sim {
                     }
                 }
             }
-            if self.reading && self.read() {
+            let answer = self.peer.as_ref().is_some_and(|p| !p.answered);
+            if (self.reading || answer) && self.read() {
                 moved = true;
             }
             if !moved {
@@ -163,6 +176,7 @@ impl Sim {
         if p.unread.is_empty() {
             return false;
         }
+        p.answered = true;
         let mut inflater = Inflater::new(1 << 24);
         loop {
             let ev = p.conn.poll(&mut p.unread).expect("valid stream");
@@ -180,8 +194,12 @@ impl Sim {
             };
             for (id, flags, payload) in frames {
                 if flags & FLAG_SEQ != 0 {
-                    p.cursor.on_marker(&self.table, [1; 16], &payload).unwrap();
-                    continue;
+                    self.markers_seen += 1;
+                    // An older receiver does not know the flag: a message.
+                    if self.peer_caps & CAP_SEQ != 0 {
+                        p.cursor.on_marker(&self.table, [1; 16], &payload).unwrap();
+                        continue;
+                    }
                 }
                 if p.cursor.accept() {
                     self.delivered.push(id);
@@ -416,6 +434,60 @@ fn quiet_connection_closes_after_keepalive_timeout_and_state_is_released() {
     assert!(!s.tx.is_reclaimable(s.now));
     s.advance(Duration::from_secs(10));
     assert!(s.tx.is_reclaimable(s.now));
+}
+
+#[test]
+fn frames_wait_for_the_reply_preface() {
+    let mut s = Sim::new(limits());
+    s.reading = false;
+    s.tx.handle_connecting(s.now, b"PREFACE");
+    s.tx.handle_connected(s.now);
+    s.send(true, false, b"early");
+    let mut b = Batcher::new(1);
+    let (ctl, frames) = s.tx.poll_transmit(&mut b, 16);
+    assert_eq!(ctl, b"PREFACE");
+    assert_eq!(frames.count(), 0, "no frame before the receiver answered");
+    s.tx.handle_written(s.now, 7);
+    assert!(!s.tx.wants_write(), "nothing to write until the reply");
+}
+
+#[test]
+fn an_older_receiver_gets_no_sequence_markers() {
+    let mut s = Sim::new(limits());
+    s.peer_caps &= !CAP_SEQ;
+    let ids: Vec<u64> = (0..5).map(|i| s.send(i % 2 == 0, false, b"m")).collect();
+    s.settle();
+    assert_eq!(
+        s.markers_seen, 0,
+        "a marker would be delivered as a message"
+    );
+    assert_eq!(s.delivered, ids);
+    s.one_outcome_each(ids.iter().copied());
+    // A receiver that understands them gets them, on the next connection
+    // too (the member was upgraded meanwhile).
+    s.peer = None;
+    s.tx.handle_broken(s.now, "gone");
+    s.peer_caps |= CAP_SEQ;
+    s.delivered.clear();
+    let more: Vec<u64> = (0..3).map(|_| s.send(true, false, b"n")).collect();
+    s.advance(Duration::from_millis(200));
+    assert!(s.markers_seen >= 1, "the stream is numbered again");
+    assert_eq!(s.delivered, more);
+}
+
+#[test]
+fn member_idle_release_is_the_configured_time() {
+    let mut c = crate::config::Config::default();
+    c.set("memberIdleRelease", "2500").unwrap();
+    c.set("keepAliveTimeout", "300").unwrap();
+    let mut s = Sim::new(SenderLimits::from_config(&c));
+    s.send(true, false, b"x");
+    s.settle();
+    s.advance(Duration::from_millis(301));
+    assert_eq!(s.tx.state(), State::Idle);
+    let since = s.tx.idle_since;
+    assert!(!s.tx.is_reclaimable(since + Duration::from_millis(2499)));
+    assert!(s.tx.is_reclaimable(since + Duration::from_millis(2500)));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! sleep in one `read` bounded by `SO_RCVTIMEO` ([`SyncConn::read_by`])
 //! instead of `poll` + `recv`.
 
-use super::super::Shared;
+use super::super::{not_now, Shared};
 use crate::error::{Error, Result};
 use crate::proto::outbound::{OutboundConn, Reply};
 use crate::wire::frame::{ack_ranges, HEADER_LEN};
@@ -61,14 +61,6 @@ fn broken(e: impl std::fmt::Display) -> Error {
     Error::Unreachable(e.to_string())
 }
 
-/// True for the errors that mean "not now" on a non-blocking socket.
-fn not_now(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    ) || e.raw_os_error() == Some(libc::EINPROGRESS)
-}
-
 impl SyncConn {
     /// Starts a non-blocking connect to `addr`; the opening continues in
     /// [`SyncConn::open`].
@@ -83,6 +75,9 @@ impl SyncConn {
         sock.set_nodelay(cfg.tcp_no_delay).map_err(broken)?;
         super::super::receiver::set_buffers(&sock, cfg);
         let opening = match sock.connect(&addr.into()) {
+            Ok(()) if crate::driver::sys::connected_to_itself(socket2::SockRef::from(&sock)) => {
+                return Err(broken(crate::driver::sys::SELF_CONNECT))
+            }
             Ok(()) => {
                 sock.set_nonblocking(false).map_err(broken)?;
                 Opening::SendingPreface(0)
@@ -128,6 +123,9 @@ impl SyncConn {
                         return Err(broken(e));
                     }
                     match self.stream.peer_addr() {
+                        Ok(_) if crate::driver::sys::connected_to_itself((&self.stream).into()) => {
+                            return Err(broken(crate::driver::sys::SELF_CONNECT))
+                        }
                         Ok(_) => {
                             self.stream.set_nonblocking(false).map_err(broken)?;
                             self.opening = Opening::SendingPreface(0);

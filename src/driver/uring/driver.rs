@@ -1,0 +1,487 @@
+//! The completion driver: [`Driver`] over a [`Ring`]. Each token has at
+//! most one connect, one send and one receive in flight; a send gathers
+//! its frames into one `sendmsg` (headers copied, payloads shared), and a
+//! frame whose payload reaches [`UringTuning::zc_min`] goes alone as
+//! `SENDMSG_ZC`, its buffers held until the notification. With a
+//! provided-buffer ring, receives are multishot and hand out zero-copy
+//! chunks; when the ring runs low they fall back to plain receives into
+//! the engine's buffer, so nothing is lost and nothing waits.
+
+use super::{recv_filled, BufRing, Completion, Gather, Op, OpId, Ring, RingWaker};
+use crate::driver::contract::{Driver, Ended, Event, Frame, SockOpts, Token};
+use crate::driver::{sys, TokenMap};
+use bytes::BytesMut;
+use socket2::Socket;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The accept's tag (`u64::MAX` and `u64::MAX - 1` are the ring's own).
+const ACCEPT_TAG: u64 = u64::MAX - 2;
+
+/// Tuning of the io_uring driver.
+#[derive(Debug, Clone, Copy)]
+pub struct UringTuning {
+    /// Payloads of at least this many bytes go as `SENDMSG_ZC`.
+    /// `usize::MAX` disables zero-copy sends.
+    pub zc_min: usize,
+    /// Use zero-copy sends to loopback addresses too.
+    pub zc_loopback: bool,
+}
+
+impl Default for UringTuning {
+    /// 32 KiB, not on loopback. Measured with `examples/zc_threshold.rs`
+    /// (see docs/IO_URING.md): on loopback the kernel copies zero-copy
+    /// sends anyway, and they ran at 0.4-0.6x plain `sendmsg` from 16 KiB
+    /// to 256 KiB. Off loopback the published break-even is about 3 KB
+    /// per send; a zero-copy frame here goes alone (it leaves the gathered
+    /// batch), so the threshold sits well above that.
+    fn default() -> Self {
+        UringTuning {
+            zc_min: 32 * 1024,
+            zc_loopback: false,
+        }
+    }
+}
+
+/// Provided buffers for multishot receives.
+pub struct Provided {
+    /// The ring of buffers.
+    pub bufs: BufRing,
+    /// Below this many free buffers, receives are plain ones.
+    pub low_water: usize,
+    /// Buffers the ring holds when full.
+    pub ring_buffers: usize,
+    /// Bytes the pool may allocate in all.
+    pub pool_bytes: usize,
+}
+
+struct Slot {
+    sock: Socket,
+    loopback: bool,
+    connect: Option<OpId>,
+    send: Option<OpId>,
+    recv: Option<OpId>,
+    /// The receive in flight is multishot.
+    multishot: bool,
+    /// A stop was asked for the multishot receive in flight.
+    stopping: bool,
+}
+
+/// The io_uring driver.
+pub struct UringDriver {
+    // Declared first: dropped (drained) before the buffers it may fill.
+    ring: Ring,
+    provided: Option<Provided>,
+    waker: Arc<RingWaker>,
+    tuning: UringTuning,
+    listener: Option<Socket>,
+    accept: Option<OpId>,
+    slots: TokenMap<Slot>,
+    done: Vec<Completion>,
+    /// Gather buffers back from finished sends, for reuse (boxed: a
+    /// submitted op points the kernel at the `msghdr` inside the box).
+    #[allow(clippy::vec_box)]
+    gathers: Vec<Box<Gather>>,
+    stopping: bool,
+}
+
+impl crate::queue::Wake for RingWaker {
+    fn wake(&self) {
+        self.wake_now();
+    }
+}
+
+impl UringDriver {
+    /// A driver over a new ring of `entries` slots; create it on the
+    /// thread that uses it (the ring has one issuer).
+    ///
+    /// # Errors
+    /// Ring creation failures (io_uring missing or forbidden).
+    pub fn new(entries: u32, tuning: UringTuning) -> io::Result<UringDriver> {
+        let ring = Ring::new(entries)?;
+        let waker = ring.waker();
+        Ok(UringDriver {
+            ring,
+            provided: None,
+            waker,
+            tuning,
+            listener: None,
+            accept: None,
+            slots: TokenMap::default(),
+            done: Vec::new(),
+            gathers: Vec::new(),
+            stopping: false,
+        })
+    }
+
+    /// The ring, to register a provided-buffer ring on.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Receives go multishot into `p`'s buffers.
+    pub fn provide(&mut self, p: Provided) {
+        self.provided = Some(p);
+    }
+
+    fn slot(&mut self, token: Token) -> io::Result<&mut Slot> {
+        self.slots
+            .get_mut(&token)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no such socket"))
+    }
+
+    fn arm_accept(&mut self) {
+        let Some(l) = &self.listener else { return };
+        let fd = l.as_raw_fd();
+        match self.ring.push(Op::AcceptMulti { fd }, ACCEPT_TAG) {
+            Ok(id) => self.accept = Some(id),
+            Err(e) => crate::sr_log!(Error, "cannot arm accept: {e}"),
+        }
+    }
+
+    /// Gives back a provided buffer a completion consumed, and a finished
+    /// send's gather buffer for reuse.
+    fn recycle(&mut self, c: &Completion, op: Option<Op>) {
+        if let (Some(bid), Some(p)) = (c.buffer(), self.provided.as_mut()) {
+            drop(p.bufs.filled(bid, c.res.max(0) as usize, c.flags));
+        }
+        if let Some(Op::SendMsg { mut batch, .. }) = op {
+            batch.clear();
+            if self.gathers.len() < 64 {
+                self.gathers.push(batch);
+            }
+        }
+    }
+
+    fn on_accept(&mut self, c: Completion, out: &mut Vec<Event>) {
+        if !c.more() {
+            self.accept = None;
+        }
+        if c.res >= 0 {
+            let sock = Socket::from(super::owned_fd(c.res));
+            if let Some(peer) = sock.peer_addr().ok().and_then(|a| a.as_socket()) {
+                out.push(Event::Accepted { sock, peer });
+            }
+        } else if c.res != -libc::ECANCELED {
+            let e = io::Error::from_raw_os_error(-c.res);
+            crate::sr_log!(Warn, "accept failed: {e}");
+        }
+        if self.accept.is_none() && !self.stopping {
+            self.arm_accept();
+        }
+    }
+
+    fn on_completion(&mut self, mut c: Completion, out: &mut Vec<Event>) {
+        if c.notif() || c.orphan {
+            // A zero-copy send done with its buffers, or a cancelled
+            // receive that consumed a provided buffer.
+            let op = c.op.take();
+            self.recycle(&c, op);
+            return;
+        }
+        if c.tag == ACCEPT_TAG {
+            return self.on_accept(c, out);
+        }
+        let token = c.tag as usize;
+        let Some(s) = self.slots.get_mut(&token) else {
+            let op = c.op.take();
+            return self.recycle(&c, op);
+        };
+        let err = || io::Error::from_raw_os_error(-c.res);
+        if s.connect == Some(c.id) {
+            s.connect = None;
+            let res = if c.res < 0 { Err(err()) } else { Ok(()) };
+            let res = sys::check_connected((&s.sock).into(), res);
+            out.push(Event::Connected { token, res });
+        } else if s.send == Some(c.id) {
+            s.send = None;
+            let res = if c.res < 0 {
+                Err(err())
+            } else {
+                Ok(c.res as usize)
+            };
+            out.push(Event::Sent { token, res });
+            let op = c.op.take();
+            self.recycle(&c, op);
+        } else if s.recv == Some(c.id) {
+            if let Some(op @ Op::Recv { .. }) = c.op.take() {
+                s.recv = None;
+                let buf = recv_filled(op, c.res).unwrap_or_default();
+                let res = if c.res < 0 {
+                    Err(err())
+                } else {
+                    Ok(c.res as usize)
+                };
+                out.push(Event::Received { token, res, buf });
+            } else {
+                self.on_multi(token, c, out);
+            }
+        } else {
+            // A late completion of an operation already replaced.
+            let op = c.op.take();
+            self.recycle(&c, op);
+        }
+    }
+
+    fn on_multi(&mut self, token: Token, c: Completion, out: &mut Vec<Event>) {
+        let Some(s) = self.slots.get_mut(&token) else {
+            return;
+        };
+        let last = !c.more();
+        if last {
+            s.recv = None;
+        }
+        let stopping = s.stopping;
+        let how = if c.res > 0 {
+            let filled = c.buffer().and_then(|bid| {
+                self.provided
+                    .as_mut()?
+                    .bufs
+                    .filled(bid, c.res as usize, c.flags)
+            });
+            match filled {
+                Some(f) => {
+                    out.push(Event::Chunk {
+                        token,
+                        data: f.chunk,
+                        buffer: f.buffer,
+                    });
+                    Ended::Rearm
+                }
+                None => Ended::Failed(io::Error::other("receive without a provided buffer")),
+            }
+        } else if c.res == 0 {
+            Ended::Eof
+        } else if c.res == -libc::ENOBUFS || (c.res == -libc::ECANCELED && stopping) {
+            Ended::Rearm
+        } else {
+            Ended::Failed(io::Error::from_raw_os_error(-c.res))
+        };
+        if last || !matches!(how, Ended::Rearm) {
+            out.push(Event::RecvEnded { token, how });
+        }
+    }
+}
+
+impl Driver for UringDriver {
+    type Waker = RingWaker;
+
+    fn waker(&self) -> Arc<RingWaker> {
+        self.waker.clone()
+    }
+
+    fn listen(&mut self, sock: Socket) -> io::Result<()> {
+        self.listener = Some(sock);
+        self.arm_accept();
+        if self.accept.is_none() {
+            return Err(io::Error::other("cannot arm accept"));
+        }
+        Ok(())
+    }
+
+    fn register(&mut self, token: Token, sock: Socket) -> io::Result<()> {
+        let loopback = sock
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a| a.ip().is_loopback());
+        let slot = Slot {
+            sock,
+            loopback,
+            connect: None,
+            send: None,
+            recv: None,
+            multishot: false,
+            stopping: false,
+        };
+        if self.slots.insert(token, slot).is_some() {
+            return Err(io::Error::other("token in use"));
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, token: Token, addr: SocketAddr, opts: &SockOpts) -> io::Result<()> {
+        let sock = Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        opts.apply(&sock);
+        let op = Op::Connect {
+            fd: sock.as_raw_fd(),
+            addr: Box::new(addr.into()),
+        };
+        let id = self.ring.push(op, token as u64)?;
+        let slot = Slot {
+            sock,
+            loopback: addr.ip().is_loopback(),
+            connect: Some(id),
+            send: None,
+            recv: None,
+            multishot: false,
+            stopping: false,
+        };
+        if let Some(old) = self.slots.insert(token, slot) {
+            self.release(old);
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, token: Token, buf: &mut BytesMut, want: usize) -> io::Result<Option<usize>> {
+        let s = self.slot(token)?;
+        let fd = s.sock.as_raw_fd();
+        let mut b = std::mem::take(buf);
+        b.reserve(want);
+        let id = self.ring.push(
+            Op::Recv {
+                fd,
+                buf: b,
+                max: want,
+            },
+            token as u64,
+        )?;
+        let s = self.slot(token)?;
+        s.recv = Some(id);
+        s.multishot = false;
+        Ok(None)
+    }
+
+    fn recv_multi(&mut self, token: Token) -> io::Result<bool> {
+        let Some(p) = self.provided.as_mut() else {
+            return Ok(false);
+        };
+        if p.bufs.provided() < p.ring_buffers {
+            p.bufs.replenish();
+        }
+        if p.bufs.provided() < p.low_water {
+            return Ok(false);
+        }
+        let group = p.bufs.group();
+        let s = self.slot(token)?;
+        let fd = s.sock.as_raw_fd();
+        let id = self.ring.push(Op::RecvMulti { fd, group }, token as u64)?;
+        let s = self.slot(token)?;
+        s.recv = Some(id);
+        s.multishot = true;
+        s.stopping = false;
+        Ok(true)
+    }
+
+    fn stop_multi(&mut self, token: Token) {
+        if let Some(s) = self.slots.get_mut(&token) {
+            if let (Some(id), true, false) = (s.recv, s.multishot, s.stopping) {
+                self.ring.stop(id);
+                s.stopping = true;
+            }
+        }
+    }
+
+    fn send<'a>(
+        &mut self,
+        token: Token,
+        ctl: &[u8],
+        frames: impl Iterator<Item = Frame<'a>>,
+    ) -> io::Result<Option<usize>> {
+        let zc_default = self.tuning.zc_min;
+        let zc_loopback = self.tuning.zc_loopback;
+        let mut g = self.gathers.pop().unwrap_or_default();
+        let s = self.slot(token)?;
+        let zc_min = if s.loopback && !zc_loopback {
+            usize::MAX
+        } else {
+            zc_default
+        };
+        let fd = s.sock.as_raw_fd();
+        g.push_copy(ctl);
+        let mut zc = false;
+        for (k, f) in frames.take(crate::driver::FRAMES_PER_SEND).enumerate() {
+            let big = f.body.len() >= zc_min;
+            if big && k > 0 {
+                // A large frame goes alone, zero-copy, next time.
+                break;
+            }
+            g.push_copy(f.head);
+            if f.skip == 0 {
+                g.push_shared(f.body.clone());
+            } else if f.skip < f.body.len() {
+                g.push_shared(f.body.slice(f.skip..));
+            }
+            if big {
+                zc = true;
+                break;
+            }
+        }
+        if g.is_empty() {
+            self.gathers.push(g);
+            return Ok(Some(0));
+        }
+        let id = self
+            .ring
+            .push(Op::SendMsg { fd, batch: g, zc }, token as u64)?;
+        self.slot(token)?.send = Some(id);
+        Ok(None)
+    }
+
+    fn close(&mut self, token: Token, last: &[u8]) {
+        if let Some(s) = self.slots.remove(&token) {
+            if !last.is_empty() {
+                let _ = s
+                    .sock
+                    .send_with_flags(last, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+            }
+            if s.send.is_some() {
+                // A send still queued (the acks of a peer's last frames)
+                // is issued before the cancel and shutdown below.
+                let _ = self.ring.submit();
+            }
+            self.release(s);
+        }
+    }
+
+    fn poll(&mut self, timeout: Duration, out: &mut Vec<Event>) -> io::Result<()> {
+        let r = if timeout.is_zero() {
+            self.ring.submit()
+        } else {
+            self.ring.wait(timeout)
+        };
+        let mut done = std::mem::take(&mut self.done);
+        self.ring.reap(&mut done);
+        for c in done.drain(..) {
+            self.on_completion(c, out);
+        }
+        self.done = done;
+        r
+    }
+
+    fn pool_bytes(&self) -> usize {
+        self.provided.as_ref().map_or(0, |p| p.pool_bytes)
+    }
+
+    fn shutdown(&mut self) {
+        self.stopping = true;
+        let tokens: Vec<Token> = self.slots.keys().copied().collect();
+        for t in tokens {
+            self.close(t, &[]);
+        }
+        if let Some(a) = self.accept.take() {
+            self.ring.cancel(a);
+        }
+        if !self.ring.drain(Duration::from_secs(5)) {
+            crate::sr_log!(Error, "io_uring driver did not drain");
+        }
+    }
+}
+
+impl UringDriver {
+    /// Cancels a socket's operations and closes it; their buffers stay
+    /// parked in the ring until the last completions.
+    fn release(&mut self, s: Slot) {
+        for id in [s.connect, s.send, s.recv].into_iter().flatten() {
+            self.ring.cancel(id);
+        }
+        let _ = s.sock.shutdown(std::net::Shutdown::Both);
+    }
+}

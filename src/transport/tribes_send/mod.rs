@@ -1,0 +1,177 @@
+//! Sending to Apache Tribes members: a BYTE_MESSAGE ChannelData in a
+//! `FLT2002` frame, waiting for Tribes' 21-byte ACK (or FAIL_ACK) when an
+//! ack is requested. Used for destinations known to be Tribes nodes
+//! (membership tells) in every mode: Tribes acks carry no message id, so
+//! one message is in flight per connection, as in Tribes' own NioSender.
+//!
+//! Connections are non-blocking and pooled per member; a send to several
+//! members steps all of them in one `poll` loop (`batch`), so it ends by
+//! one deadline (`ackTimeout`) whatever each member does.
+
+mod batch;
+
+use super::Shared;
+use crate::config::AckMode;
+use crate::error::{Error, Result};
+use crate::wire::compress;
+use crate::wire::tribes::{self, options, ChannelData, TribesMember};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The Tribes-framing sender of a channel.
+pub struct TribesSender {
+    shared: Arc<Shared>,
+    idle: Mutex<HashMap<SocketAddr, Vec<TcpStream>>>,
+    started: Instant,
+    seq: AtomicU64,
+    /// Our member blob, encoded once (every ChannelData carries it).
+    blob: std::sync::OnceLock<Bytes>,
+}
+
+impl TribesSender {
+    /// A sender for `shared`'s channel.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        TribesSender {
+            shared,
+            idle: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            seq: AtomicU64::new(0),
+            blob: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Our member blob, as Tribes expects in every ChannelData (its alive
+    /// time is the first send's; receivers only need a valid blob).
+    fn member_blob(&self) -> Result<Bytes> {
+        if let Some(b) = self.blob.get() {
+            return Ok(b.clone());
+        }
+        let local = self.shared.local.get().copied().ok_or(Error::NotRunning)?;
+        let mut m = TribesMember::new(local.ip(), local.port(), self.shared.member_id);
+        m.alive_ms = self.started.elapsed().as_millis() as i64;
+        m.domain = self.shared.cfg.domain.clone();
+        m.payload = crate::membership::PeerFacts::new(crate::membership::caps::ALL)
+            .encode()
+            .to_vec();
+        let b = Bytes::from(m.to_bytes()?);
+        Ok(self.blob.get_or_init(|| b).clone())
+    }
+
+    /// The Tribes frame of one message, as head (frame header and
+    /// ChannelData up to its body) and body. `compress` sets
+    /// GzipInterceptor's flag and gzips the body.
+    ///
+    /// # Errors
+    /// [`Error::NotRunning`] before the receiver is bound; a body too
+    /// large for a Tribes frame.
+    pub(crate) fn frame(
+        &self,
+        payload: &Bytes,
+        ack: AckMode,
+        compress: bool,
+    ) -> Result<(Bytes, Bytes)> {
+        let mut opts = options::BYTE_MESSAGE;
+        match ack {
+            AckMode::None => {}
+            AckMode::Receipt => opts |= options::USE_ACK,
+            AckMode::Delivery => opts |= options::USE_ACK | options::SYNCHRONIZED_ACK,
+        }
+        let body = if compress {
+            opts |= options::GZIP;
+            Bytes::from(compress::gzip(payload))
+        } else {
+            payload.clone()
+        };
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut uid = self.shared.member_id;
+        for (b, x) in uid.iter_mut().zip(n.to_be_bytes().iter().cycle()) {
+            *b ^= *x;
+        }
+        let cd = ChannelData {
+            options: opts,
+            timestamp: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            unique_id: Bytes::copy_from_slice(&uid),
+            address: self.member_blob()?,
+            message: body,
+        };
+        let mut head = BytesMut::with_capacity(cd.prefix_len() + tribes::FRAME_HEADER_LEN);
+        head.extend_from_slice(&tribes::frame_header(cd.encoded_len())?);
+        cd.encode_prefix(&mut head)?;
+        Ok((head.freeze(), cd.message))
+    }
+
+    /// The Tribes frame of `package`, a whole ChannelData made by the host
+    /// (the JVM drop-in's envelope), sent as is.
+    ///
+    /// # Errors
+    /// A package too large for a Tribes frame.
+    pub(crate) fn raw_frame(package: &Bytes) -> Result<(Bytes, Bytes)> {
+        let head = tribes::frame_header(package.len())?;
+        Ok((Bytes::copy_from_slice(&head), package.clone()))
+    }
+
+    /// Sends one message to a Tribes member and, with an ack, waits for it,
+    /// all by `ackTimeout` from now.
+    /// `compress` sets GzipInterceptor's flag and gzips the body.
+    ///
+    /// # Errors
+    /// [`Error::Unreachable`], [`Error::Timeout`], or
+    /// [`Error::RemoteFailure`] on FAIL_ACK.
+    pub fn send(
+        &self,
+        to: SocketAddr,
+        payload: &Bytes,
+        ack: AckMode,
+        compress: bool,
+    ) -> Result<()> {
+        let (head, body) = self.frame(payload, ack, compress)?;
+        self.send_one(to, head, body, ack)
+    }
+
+    /// Sends `package`, a whole ChannelData made by the host (the JVM
+    /// drop-in's envelope), in a Tribes frame as is, and with an ack waits
+    /// for it. `ack` must match the package's own option bits (the receiver
+    /// acks as they say).
+    ///
+    /// # Errors
+    /// As [`TribesSender::send`].
+    pub fn send_raw(&self, to: SocketAddr, package: &Bytes, ack: AckMode) -> Result<()> {
+        let (head, body) = Self::raw_frame(package)?;
+        self.send_one(to, head, body, ack)
+    }
+
+    fn send_one(&self, to: SocketAddr, head: Bytes, body: Bytes, ack: AckMode) -> Result<()> {
+        let deadline = Instant::now() + self.shared.cfg.ack_timeout;
+        let b = self.start(&[to], head, body, ack, deadline);
+        self.finish(b).pop().map_or(Err(Error::Timeout), |(_, r)| r)
+    }
+
+    /// An idle connection to `to`, if the pool holds one.
+    fn pooled(&self, to: SocketAddr) -> Option<TcpStream> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&to)
+            .and_then(|v| v.pop())
+    }
+
+    fn checkin(&self, to: SocketAddr, s: TcpStream) {
+        let mut g = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let v = g.entry(to).or_default();
+        if v.len() < self.shared.cfg.max_pool_socket_limit {
+            v.push(s);
+        }
+    }
+
+    /// Closes idle connections.
+    pub fn close_all(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
