@@ -42,6 +42,7 @@ pub use crate::transport::{Delivery, Outcome};
 pub struct ChannelBuilder {
     cfg: Config,
     listener: Option<MessageListener>,
+    batch: Option<crate::transport::BatchListener>,
     outcome: Option<OutcomeListener>,
     members: Option<MemberListener>,
 }
@@ -62,6 +63,16 @@ impl ChannelBuilder {
     /// Sets the listener from an existing `Arc`.
     pub fn listener_arc(mut self, l: MessageListener) -> Self {
         self.listener = Some(l);
+        self
+    }
+
+    /// Sets a batch listener: native connections' messages go to it in
+    /// batches, in order per connection, instead of to
+    /// [`ChannelBuilder::listener`] one by one; the per-message listener
+    /// still serves Tribes connections, so set both. See
+    /// [`crate::transport::BatchListener`].
+    pub fn batch_listener(mut self, l: crate::transport::BatchListener) -> Self {
+        self.batch = Some(l);
         self
     }
 
@@ -95,6 +106,9 @@ impl ChannelBuilder {
         let mut shared = Shared::new(cfg, member_id, self.outcome);
         shared.secure = secure;
         let shared = Arc::new(shared);
+        if let Some(b) = self.batch {
+            let _ = shared.batch.set(b);
+        }
         let listener = self
             .listener
             .unwrap_or_else(|| Arc::new(|_: &Message| Ok(())));
@@ -239,6 +253,7 @@ impl Channel {
         ChannelBuilder {
             cfg,
             listener: None,
+            batch: None,
             outcome: None,
             members: None,
         }

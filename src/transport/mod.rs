@@ -72,6 +72,20 @@ pub struct Message {
 /// when the sender asked for an ack after delivery.
 pub type MessageListener = Arc<dyn Fn(&Message) -> Result<(), String> + Send + Sync>;
 
+/// Receives messages in batches (at most [`MAX_DELIVERY_BATCH`], in order
+/// per connection): on a worker thread (`tcpThreadCount > 0`) every message
+/// it found queued at once; on the receiver thread (`tcpThreadCount=0`) the
+/// messages one connection's read turn decoded. It pushes one result per
+/// message onto the vector, in order; a missing result counts as a
+/// failure. Set with [`crate::channel::ChannelBuilder::batch_listener`], it
+/// replaces the per-message listener for native connections, so a host
+/// with a costly call boundary (JNI) pays it once per batch; Tribes
+/// connections still go through the per-message listener.
+pub type BatchListener = Arc<dyn Fn(&[&Message], &mut Vec<Result<(), String>>) + Send + Sync>;
+
+/// The most messages one [`BatchListener`] call receives.
+pub const MAX_DELIVERY_BATCH: usize = 64;
+
 pub use crate::proto::sender::{Delivery, Outcome};
 
 /// Told each message's outcome in the asynchronous modes:
@@ -129,6 +143,9 @@ pub struct Shared {
     /// Set when every connection must be authenticated and encrypted
     /// (`encryptionKey` or the `tls*File` settings).
     pub secure: Option<crate::proto::secure::SecureContext>,
+    /// The batch listener, if any (set before the receiver starts): the
+    /// workers and the receiver thread's own deliveries use it.
+    pub batch: std::sync::OnceLock<BatchListener>,
 }
 
 impl Shared {
@@ -143,6 +160,7 @@ impl Shared {
             on_unreachable: std::sync::OnceLock::new(),
             dedup: Default::default(),
             secure: None,
+            batch: std::sync::OnceLock::new(),
         }
     }
 

@@ -151,6 +151,11 @@ pub(crate) struct RxCore {
     /// Shared-key mode: Tribes `EncryptInterceptor` bodies from Tribes
     /// members are opened (and replays refused) with this.
     tribes_crypt: Option<secure::TribesCrypt>,
+    /// Messages for the batch listener delivered on this thread
+    /// (`tcpThreadCount=0`), held until the end of the connection's decode
+    /// turn (or [`super::MAX_DELIVERY_BATCH`]), with their ack-after-delivery bit.
+    inline: Vec<(Message, bool)>,
+    results: Vec<Result<(), String>>,
 }
 
 /// The receiver bounds from the config, `driver_pool` bytes of the memory
@@ -198,7 +203,7 @@ pub(crate) fn start_workers(
         let (w2, l2, r2, s2) = (ws.clone(), listener.clone(), rx.clone(), shared.clone());
         let t = crate::driver::sys::ThreadBuilder::new()
             .name(format!("sr-worker-{i}"))
-            .spawn(move || worker_loop(w2, l2, r2, s2))?;
+            .spawn(move || worker::worker_loop(w2, l2, r2, s2))?;
         handles.push(WorkerHandle {
             shared: ws,
             thread: Some(t),
@@ -217,6 +222,8 @@ pub(crate) fn start_workers(
         rx,
         limits: RxLimits::new(limits_config(&shared.cfg, driver_pool)),
         tribes_crypt: secure::TribesCrypt::for_node(shared),
+        inline: Vec::new(),
+        results: Vec::new(),
     };
     Ok((core, handles))
 }
@@ -557,6 +564,7 @@ impl RxCore {
                 break Ok(());
             }
         };
+        self.flush_inline(c);
         Stats::add(&self.shared.stats.msgs_received, delivered);
         result
     }
@@ -624,6 +632,13 @@ impl RxCore {
             payload,
         };
         let ack = flags & FLAG_ACK_DELIVERY != 0;
+        if self.workers.is_empty() && self.shared.batch.get().is_some() {
+            self.inline.push((msg, ack));
+            if self.inline.len() >= super::MAX_DELIVERY_BATCH {
+                self.flush_inline(c);
+            }
+            return;
+        }
         if self.workers.is_empty() {
             let r = deliver(&self.listener, &msg, &self.shared);
             if ack {
@@ -808,47 +823,8 @@ fn deliver(l: &MessageListener, m: &Message, shared: &Shared) -> Result<(), Stri
     r
 }
 
-fn worker_loop(w: Arc<WorkerShared>, l: MessageListener, rx: Arc<RxShared>, shared: Arc<Shared>) {
-    let spin = shared.cfg.idle.spin;
-    let mut idle_since: Option<Instant> = None;
-    loop {
-        if let Some(job) = w.q.pop() {
-            idle_since = None;
-            let r = deliver(&l, &job.msg, &shared);
-            if job.ack {
-                let mut ret = AckReturn {
-                    token: job.token,
-                    id: job.msg.id,
-                    err: r.err(),
-                };
-                // The return queue holds every worker's full queue, so this
-                // only spins if the I/O thread is far behind.
-                while let Err(back) = rx.acks.push(ret) {
-                    ret = back;
-                    std::thread::yield_now();
-                }
-                if rx.sleeping.swap(false, Ordering::SeqCst) {
-                    rx.waker.wake();
-                }
-            }
-            continue;
-        }
-        if w.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        match idle_since {
-            None => idle_since = Some(Instant::now()),
-            Some(t) if t.elapsed() >= spin => {
-                w.sleeping.store(true, Ordering::SeqCst);
-                if w.q.is_empty() && !w.stop.load(Ordering::SeqCst) {
-                    std::thread::park_timeout(Duration::from_millis(100));
-                }
-                w.sleeping.store(false, Ordering::SeqCst);
-            }
-            _ => std::hint::spin_loop(),
-        }
-    }
-}
+#[path = "rx_worker.rs"]
+mod worker;
 
 #[path = "rx_secure.rs"]
 mod secure;
