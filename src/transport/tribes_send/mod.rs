@@ -117,42 +117,6 @@ impl TribesSender {
         Ok((Bytes::copy_from_slice(&head), package.clone()))
     }
 
-    /// Sends one message to a Tribes member and, with an ack, waits for it,
-    /// all by `ackTimeout` from now.
-    /// `compress` sets GzipInterceptor's flag and gzips the body.
-    ///
-    /// # Errors
-    /// [`Error::Unreachable`], [`Error::Timeout`], or
-    /// [`Error::RemoteFailure`] on FAIL_ACK.
-    pub fn send(
-        &self,
-        to: SocketAddr,
-        payload: &Bytes,
-        ack: AckMode,
-        compress: bool,
-    ) -> Result<()> {
-        let (head, body) = self.frame(payload, ack, compress)?;
-        self.send_one(to, head, body, ack)
-    }
-
-    /// Sends `package`, a whole ChannelData made by the host (the JVM
-    /// drop-in's envelope), in a Tribes frame as is, and with an ack waits
-    /// for it. `ack` must match the package's own option bits (the receiver
-    /// acks as they say).
-    ///
-    /// # Errors
-    /// As [`TribesSender::send`].
-    pub fn send_raw(&self, to: SocketAddr, package: &Bytes, ack: AckMode) -> Result<()> {
-        let (head, body) = Self::raw_frame(package)?;
-        self.send_one(to, head, body, ack)
-    }
-
-    fn send_one(&self, to: SocketAddr, head: Bytes, body: Bytes, ack: AckMode) -> Result<()> {
-        let deadline = Instant::now() + self.shared.cfg.ack_timeout;
-        let b = self.start(&[to], head, body, ack, deadline);
-        self.finish(b).pop().map_or(Err(Error::Timeout), |(_, r)| r)
-    }
-
     /// An idle connection to `to`, if the pool holds one.
     fn pooled(&self, to: SocketAddr) -> Option<TcpStream> {
         self.idle
