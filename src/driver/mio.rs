@@ -35,6 +35,12 @@ struct Slot {
     send_wait: bool,
     /// A receive waits for the next readable edge, with its buffer.
     recv_wait: Option<(BytesMut, usize)>,
+    /// The read on the last readable edge (no hang-up, no error) left
+    /// room in its buffer: it emptied the socket, and whatever arrives
+    /// later brings a new edge (epoll is edge-triggered), so the next
+    /// receive waits for that edge without the read that would only find
+    /// the socket empty. Cleared by any readable edge.
+    drained: bool,
 }
 
 /// The mio driver.
@@ -76,6 +82,7 @@ impl MioDriver {
             writable: !connecting,
             send_wait: false,
             recv_wait: None,
+            drained: false,
         };
         if let Some(old) = self.slots.insert(token, slot) {
             self.forget(&old);
@@ -133,13 +140,20 @@ impl MioDriver {
             }
         }
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            s.drained = false;
             if let Some((mut buf, want)) = s.recv_wait.take() {
                 match read(s.sock.as_raw_fd(), &mut buf, want) {
-                    Ok(Some(n)) => out.push(Event::Received {
-                        token,
-                        res: Ok(n),
-                        buf,
-                    }),
+                    Ok(Some(n)) => {
+                        s.drained = n > 0
+                            && buf.len() < buf.capacity()
+                            && !ev.is_read_closed()
+                            && !ev.is_error();
+                        out.push(Event::Received {
+                            token,
+                            res: Ok(n),
+                            buf,
+                        })
+                    }
                     Ok(None) => s.recv_wait = Some((buf, want)),
                     Err(e) => out.push(Event::Received {
                         token,
@@ -216,6 +230,10 @@ impl Driver for MioDriver {
 
     fn recv(&mut self, token: Token, buf: &mut BytesMut, want: usize) -> io::Result<Option<usize>> {
         let s = self.slot(token)?;
+        if std::mem::take(&mut s.drained) {
+            s.recv_wait = Some((std::mem::take(buf), want));
+            return Ok(None);
+        }
         let r = read(s.sock.as_raw_fd(), buf, want)?;
         if r.is_none() {
             s.recv_wait = Some((std::mem::take(buf), want));

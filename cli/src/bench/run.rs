@@ -30,19 +30,26 @@ pub struct BenchOptions {
     pub from: Option<std::path::PathBuf>,
 }
 
+/// A receiving and a sending channel, both on the `io` driver (the receiver
+/// is the side the driver matters most to: the synchronous modes write
+/// from the caller's thread), the sender in `mode` and edited by `edit`.
 fn channel_pair(
     mode: ReplicationMode,
+    io: &str,
     edit: impl FnOnce(&mut Config),
 ) -> sessionrepl::Result<(Channel, Channel, Arc<AtomicU64>)> {
     let got = Arc::new(AtomicU64::new(0));
     let g2 = got.clone();
-    let rx = Channel::builder(bench_config()?)
+    let mut rx_cfg = bench_config()?;
+    rx_cfg.io_backend = io.to_string();
+    let rx = Channel::builder(rx_cfg)
         .listener(move |_| {
             g2.fetch_add(1, Ordering::Relaxed);
             Ok(())
         })
         .start()?;
     let mut cfg = bench_config()?;
+    cfg.io_backend = io.to_string();
     cfg.replication_mode = mode;
     cfg.queue_add_wait_timeout = Duration::from_secs(60);
     cfg.ack_timeout = Duration::from_secs(30);
@@ -87,9 +94,8 @@ fn stream(
     compress: bool,
     io: &str,
 ) -> sessionrepl::Result<BenchLine> {
-    let (rx, tx, got) = channel_pair(ReplicationMode::FastAsyncQueue, |c| {
+    let (rx, tx, got) = channel_pair(ReplicationMode::FastAsyncQueue, io, |c| {
         c.compress = compress;
-        c.io_backend = io.to_string();
     })?;
     let to = [rx.local_addr()];
     let opts = SendOptions {
@@ -130,7 +136,7 @@ fn acked(
     } else {
         ReplicationMode::Synchronous
     };
-    let (rx, tx, got) = channel_pair(mode, |c| c.io_backend = io.to_string())?;
+    let (rx, tx, got) = channel_pair(mode, io, |_| {})?;
     let to = [rx.local_addr()];
     let opts = SendOptions {
         ack: AckMode::Delivery,

@@ -432,6 +432,11 @@ impl Driver for UringDriver {
                     .sock
                     .send_with_flags(last, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
             }
+            if s.send.is_some() {
+                // A send still queued (the acks of a peer's last frames)
+                // is issued before the cancel and shutdown below.
+                let _ = self.ring.submit();
+            }
             self.release(s);
         }
     }

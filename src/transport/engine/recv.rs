@@ -479,10 +479,11 @@ impl<D: Driver> RecvEngine<D> {
 
     /// Counts and logs the close, frees the connection's slot and memory,
     /// and closes its socket (after a best-effort FAIL for a protocol
-    /// error).
+    /// error, or the acks of frames that came with the peer's hang-up; not
+    /// past a send still in flight).
     fn close(&mut self, t: Token, mut c: RxConn, why: Close) {
         self.core.on_close(&c.core, &why);
-        let last: &[u8] = if let Close::Protocol(_) = why {
+        let last: &[u8] = if matches!(why, Close::Protocol(_) | Close::Eof) && !c.sending {
             c.core.proto.take_output()
         } else {
             &[]

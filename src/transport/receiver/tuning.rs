@@ -54,16 +54,28 @@ mod tests {
         let cfg = Config::default();
         // 256 MiB: the default pool (128 × 1 MiB) fits as it is.
         let t = fit_pool(UringRxTuning::default(), &cfg);
-        assert_eq!((t.max_buffers, t.ring_buffers), (128, 32));
+        assert_eq!((t.max_buffers, t.ring_buffers), (128, 4));
         let mut cfg = Config::default();
         cfg.rx_limits.max_receive_memory = 32 << 20;
         let t = fit_pool(UringRxTuning::default(), &cfg);
-        assert_eq!((t.max_buffers, t.ring_buffers), (16, 16));
+        assert_eq!((t.max_buffers, t.ring_buffers), (16, 4));
+        let t = fit_pool(
+            UringRxTuning {
+                ring_buffers: 32,
+                ..UringRxTuning::default()
+            },
+            &cfg,
+        );
+        assert_eq!(
+            (t.max_buffers, t.ring_buffers),
+            (16, 16),
+            "ring within the pool"
+        );
         cfg.rx_limits.max_receive_memory = 20 << 20;
         let t = fit_pool(UringRxTuning::default(), &cfg);
         assert_eq!(
             (t.max_buffers, t.ring_buffers),
-            (8, 8),
+            (8, 4),
             "never below 8 buffers"
         );
     }

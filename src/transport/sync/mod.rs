@@ -3,7 +3,8 @@
 //! reads the ack on that same connection. `synchronous` keeps one connection
 //! per member; `pooled` up to `maxPoolSocketLimit`, so concurrent callers do
 //! not queue behind each other. The fast path (an idle connection in the
-//! pool) takes no lock.
+//! pool) takes no lock, and a caller gets back the connection it used last
+//! when it is idle (`idle.rs`).
 //!
 //! Isolation: no step blocks (connect is non-blocking, reads and writes use
 //! `MSG_DONTWAIT`; a caller sleeps only in `poll` or, waiting on a single
@@ -25,6 +26,7 @@
 //! ran out before the ack (see `spin_missed`).
 
 mod conn;
+mod idle;
 
 use super::Shared;
 use crate::error::{Error, Result};
@@ -32,7 +34,7 @@ use crate::stats::Stats;
 use crate::wire::frame::HEADER_LEN;
 use bytes::Bytes;
 use conn::{SyncConn, Wait};
-use crossbeam_queue::ArrayQueue;
+use idle::IdleSlots;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -42,7 +44,7 @@ use std::time::{Duration, Instant};
 /// A member's pool of connections.
 struct Pool {
     addr: SocketAddr,
-    idle: ArrayQueue<SyncConn>,
+    idle: IdleSlots<SyncConn>,
     open: AtomicUsize,
     waiters: AtomicUsize,
     lock: Mutex<()>,
@@ -70,7 +72,7 @@ enum Step {
 struct Dest {
     addr: SocketAddr,
     pool: Arc<Pool>,
-    conn: Option<SyncConn>,
+    conn: Option<Box<SyncConn>>,
     step: Step,
     /// Connection losses so far (resent up to `maxRetryAttempts`).
     attempt: u32,
@@ -149,7 +151,7 @@ impl SyncSender {
             .or_insert_with(|| {
                 Arc::new(Pool {
                     addr,
-                    idle: ArrayQueue::new(self.limit),
+                    idle: IdleSlots::new(self.limit),
                     open: AtomicUsize::new(0),
                     waiters: AtomicUsize::new(0),
                     lock: Mutex::new(()),
@@ -161,7 +163,7 @@ impl SyncSender {
 
     /// An idle connection, or a new one being opened, or `Ok(None)` when the
     /// pool is exhausted. Never waits.
-    fn try_checkout(&self, pool: &Pool) -> Result<Option<SyncConn>> {
+    fn try_checkout(&self, pool: &Pool) -> Result<Option<Box<SyncConn>>> {
         loop {
             if let Some(c) = pool.idle.pop() {
                 let ka = &self.shared.cfg;
@@ -186,7 +188,7 @@ impl SyncSender {
                 continue;
             }
             return match SyncConn::start(pool.addr, &self.shared) {
-                Ok(c) => Ok(Some(c)),
+                Ok(c) => Ok(Some(Box::new(c))),
                 Err(e) => {
                     self.discard(pool);
                     Err(e)
@@ -209,7 +211,7 @@ impl SyncSender {
         pool.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
-    fn checkin(&self, pool: &Pool, c: SyncConn) {
+    fn checkin(&self, pool: &Pool, c: Box<SyncConn>) {
         if pool.idle.push(c).is_err() {
             self.discard(pool);
             return;
