@@ -141,8 +141,7 @@ impl Sim {
                             self.tx.handle_connected(self.now);
                             let mut reply = Preface::new([2; 16], b"", true);
                             reply.caps = self.peer_caps;
-                            let mut conn =
-                                InboundConn::new(reply, 1 << 20);
+                            let mut conn = InboundConn::new(reply, 1 << 20);
                             if let Some(ctx) = &self.peer_secure {
                                 conn.set_secure(SecureStream::accept(ctx).unwrap());
                             }
