@@ -314,18 +314,18 @@ pub(crate) fn intake<E: Engine>(
     let batch = batch.min((e.handle().shared.cfg.max_queue_length / 2).max(1));
     let mut n = 0;
     let mut last: Option<usize> = None;
+    // Clear `idle` before popping so `is_idle` cannot see an empty queue
+    // and a stale idle flag at once. Only this thread sets it again (in
+    // `publish`, after intake), so once per intake is enough: no atomic
+    // read-modify-write per message.
+    idle.store(false, Ordering::SeqCst);
     while n < batch {
         let item = match held.take() {
             Some(i) => i,
-            None => {
-                // Clear `idle` before popping so `is_idle` cannot see an
-                // empty queue and a stale idle flag at once.
-                idle.store(false, Ordering::SeqCst);
-                match queue.pop() {
-                    Some(i) => i,
-                    None => break,
-                }
-            }
+            None => match queue.pop() {
+                Some(i) => i,
+                None => break,
+            },
         };
         let wait = item.dest.as_slice().iter().any(|&a| {
             let i = e.index(a, now);

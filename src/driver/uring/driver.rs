@@ -18,6 +18,10 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Payloads up to this size are copied into the send's own buffer rather
+/// than shared by reference count.
+const COPY_MAX: usize = 4 * 1024;
+
 /// The accept's tag (`u64::MAX` and `u64::MAX - 1` are the ring's own).
 const ACCEPT_TAG: u64 = u64::MAX - 2;
 
@@ -404,9 +408,15 @@ impl Driver for UringDriver {
                 break;
             }
             g.push_copy(f.head);
-            if f.skip == 0 {
+            let rest = f.body.len().saturating_sub(f.skip);
+            if rest <= COPY_MAX {
+                // Small payloads are copied next to their headers: one
+                // iovec for the run, and no reference count touched (a
+                // payload's count is often shared with the producer).
+                g.push_copy(f.body.get(f.skip..).unwrap_or_default());
+            } else if f.skip == 0 {
                 g.push_shared(f.body.clone());
-            } else if f.skip < f.body.len() {
+            } else {
                 g.push_shared(f.body.slice(f.skip..));
             }
             if big {

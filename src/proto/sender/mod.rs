@@ -559,15 +559,19 @@ impl<T: Default> SenderConn<T> {
             written -= left;
             self.head_off = 0;
             let p = self.pending.pop_front().expect("front exists");
-            self.markers -= usize::from(p.marker);
             bytes += size as u64;
             self.wire_expect = Some(p.seq + p.count());
-            for p in Items::of(p) {
+            if p.marker {
+                self.markers -= 1;
+            } else if p.batch.is_none() {
+                // The common entry: one message, handled in place (no
+                // iterator over a batch, no further moves of the entry).
                 msgs += 1;
-                if p.ack {
-                    self.inflight.track(p.id, p.deadline, p);
-                } else {
-                    self.outcomes.push_back((p.id, p.token, Ok(Delivery::Sent)));
+                self.item_written(p);
+            } else {
+                for p in Items::of(p) {
+                    msgs += 1;
+                    self.item_written(p);
                 }
             }
         }
@@ -578,6 +582,17 @@ impl<T: Default> SenderConn<T> {
         self.sent_on_conn += msgs;
         self.counters.msgs_sent += msgs;
         self.counters.bytes_sent += bytes;
+    }
+
+    /// One message fully written: tracked for its ack, or ended as sent.
+    #[inline]
+    fn item_written(&mut self, p: Pending<T>) {
+        if p.ack {
+            self.inflight.track(p.id, p.deadline, p);
+        } else {
+            let Pending { id, token, .. } = p;
+            self.outcomes.push_back((id, token, Ok(Delivery::Sent)));
+        }
     }
 
     /// Decodes every complete reply in `buf` (bytes read from the socket).
