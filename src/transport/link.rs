@@ -240,14 +240,21 @@ pub(crate) trait Engine {
 pub(crate) fn new_conn(addr: SocketAddr, shared: &Shared, now: Instant) -> Conn {
     let mut e = [0u8; 8];
     e.copy_from_slice(&crate::channel::random_id()[..8]);
-    SenderConn::new(
+    let c = SenderConn::new(
         addr,
         SenderLimits::from_config(&shared.cfg),
         shared.cfg.domain.clone(),
         u64::from_le_bytes(e),
         now,
     )
-    .with_secure(shared.secure.clone())
+    .with_secure(shared.secure.clone());
+    if shared.outcome.is_some() {
+        c
+    } else {
+        // No listener: a sent message without a ticket is told to nobody,
+        // so it is only counted (no outcome entry per message).
+        c.with_quiet_sent(|t: &Tok| t.is_none())
+    }
 }
 
 /// Carries out what member `i`'s sender asks: connects, closes, outcomes
@@ -269,7 +276,7 @@ pub(crate) fn drive<E: Engine>(e: &mut E, i: usize, now: Instant) {
     let adm = e.handle().admission.clone();
     let c = e.conn(i);
     let addr = c.addr();
-    let mut n = 0;
+    let mut n = c.take_quiet_sent();
     while let Some((id, tok, o)) = c.poll_outcome() {
         shared.report(id, addr, o, tok.as_ref());
         n += 1;

@@ -248,6 +248,13 @@ pub struct SenderConn<T> {
     sealed_ctl: usize,
     /// The secure handshake must be done by then.
     handshake_deadline: Option<Instant>,
+    /// Set: a message written without ack whose token passes this test
+    /// ends without an outcome entry, only counted in `quiet_sent` (nobody
+    /// would be told of it: no ticket, no listener).
+    quiet: Option<fn(&T) -> bool>,
+    /// Messages ended as sent without an outcome entry since the last
+    /// [`take_quiet_sent`](SenderConn::take_quiet_sent).
+    quiet_sent: usize,
 }
 
 impl<T: Default> SenderConn<T> {
@@ -294,7 +301,24 @@ impl<T: Default> SenderConn<T> {
             secure: None,
             sealed_ctl: 0,
             handshake_deadline: None,
+            quiet: None,
+            quiet_sent: 0,
         }
+    }
+
+    /// Messages written without ack whose token passes `quiet` end as
+    /// sent without an outcome from [`poll_outcome`](Self::poll_outcome):
+    /// they are only counted, see [`take_quiet_sent`](Self::take_quiet_sent).
+    /// For a driver that would report such an outcome to nobody.
+    pub fn with_quiet_sent(mut self, quiet: fn(&T) -> bool) -> SenderConn<T> {
+        self.quiet = Some(quiet);
+        self
+    }
+
+    /// Messages that ended as sent without an outcome entry (see
+    /// [`with_quiet_sent`](Self::with_quiet_sent)) since the last call.
+    pub fn take_quiet_sent(&mut self) -> usize {
+        std::mem::take(&mut self.quiet_sent)
     }
 
     /// Runs every connection of this sender through the secure layer
@@ -589,6 +613,8 @@ impl<T: Default> SenderConn<T> {
     fn item_written(&mut self, p: Pending<T>) {
         if p.ack {
             self.inflight.track(p.id, p.deadline, p);
+        } else if self.quiet.is_some_and(|q| q(&p.token)) {
+            self.quiet_sent += 1;
         } else {
             let Pending { id, token, .. } = p;
             self.outcomes.push_back((id, token, Ok(Delivery::Sent)));

@@ -669,3 +669,31 @@ fn silent_member_fails_the_handshake_by_its_deadline_and_is_counted() {
     s.one_outcome_each([id].into_iter());
     assert!(s.delivered.is_empty());
 }
+
+#[test]
+fn quiet_sent_messages_are_counted_not_reported_and_the_rest_still_are() {
+    let mut s = Sim::new(limits());
+    // Odd tokens are "told to nobody"; acked messages always report.
+    s.tx = SenderConn::new(ADDR.parse().unwrap(), limits(), Vec::new(), 42, s.now)
+        .with_quiet_sent(|t: &u64| t % 2 == 1);
+    let ids: Vec<u64> = (0..12).map(|k| s.send(k % 3 == 0, false, b"q")).collect();
+    s.settle();
+    assert_eq!(s.delivered, ids, "every message still reaches the member");
+    let quiet: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|&id| id % 2 == 1 && (id - 1) % 3 != 0)
+        .collect();
+    let loud: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !quiet.contains(id))
+        .collect();
+    s.one_outcome_each(loud.iter().copied());
+    for id in &quiet {
+        assert!(!s.outcomes.contains_key(id), "message {id} reported");
+    }
+    assert_eq!(s.tx.take_quiet_sent(), quiet.len());
+    assert_eq!(s.tx.take_quiet_sent(), 0, "the count is taken once");
+    assert_eq!(s.tx.load(), 0);
+}
