@@ -21,6 +21,9 @@ use std::time::Duration;
 /// Payloads up to this size are copied into the send's own buffer rather
 /// than shared by reference count.
 const COPY_MAX: usize = 4 * 1024;
+/// Most payload bytes one send copies (the rest of its frames are shared):
+/// bounds what a pooled send buffer keeps.
+const COPY_BUDGET: usize = 256 * 1024;
 
 /// The accept's tag (`u64::MAX` and `u64::MAX - 1` are the ring's own).
 const ACCEPT_TAG: u64 = u64::MAX - 2;
@@ -409,7 +412,7 @@ impl Driver for UringDriver {
             }
             g.push_copy(f.head);
             let rest = f.body.len().saturating_sub(f.skip);
-            if rest <= COPY_MAX {
+            if rest <= COPY_MAX && g.copied_len() + rest <= COPY_BUDGET {
                 // Small payloads are copied next to their headers: one
                 // iovec for the run, and no reference count touched (a
                 // payload's count is often shared with the producer).

@@ -177,6 +177,11 @@ impl Gather {
         self.pieces.push(Piece::Shared(b));
     }
 
+    /// Bytes copied into this gather's own buffer.
+    pub fn copied_len(&self) -> usize {
+        self.copied.len()
+    }
+
     /// Bytes in total.
     pub fn len(&self) -> usize {
         self.len
