@@ -4,10 +4,10 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use sessionrepl::proto::FrameDecoder;
-use sessionrepl::queue::{SendQueue, Wake};
-use sessionrepl::wire::compress::{Deflater, Inflater};
-use sessionrepl::wire::frame::{FrameHeader, HEADER_LEN};
+use sessionrepl::__internal::proto::FrameDecoder;
+use sessionrepl::__internal::queue::{SendQueue, Wake};
+use sessionrepl::__internal::wire::compress::{Deflater, Inflater};
+use sessionrepl::__internal::wire::frame::{FrameHeader, HEADER_LEN};
 use std::io::{IoSlice, Write};
 use std::time::Duration;
 

@@ -1,20 +1,28 @@
 /* http_session_server.c: a small HTTP/1.1 server on plain sockets whose
  * sessions live in a replicated sessionrepl session store.
  *
+ * One thread runs an epoll loop over the listening socket, the client
+ * connections and the store's completion fd: no request ever blocks it.
  * A cookie, SRSESSION=<id>, carries the session id. Every request to /
- * increments the session's "counter" attribute, commits it and waits until
- * the session's holders acknowledged the change before it answers
- *   counter=<n> node=<store address> session=<id>
- * A request with a cookie for a session this node does not hold fetches it
- * from the cluster (sr_session_store_get), so a session survives the loss
- * of the node that served it. GET /members answers the number of store
- * members this node sees.
+ * reads the session (sr_session_store_get_async: fetched from the cluster
+ * when this node holds no copy, so a session survives the loss of the
+ * node that served it), increments its "counter" attribute and commits it
+ * (sr_session_store_commit_async); the answer goes out once the session's
+ * holders acknowledged the change:
+ *   counter=<n> node=<store address> session=<id> copies=<n>
+ * When this node has drained and the read answers SR_MOVED, the answer is
+ * a 307 redirect to the URL the new holder announced as its memberPayload
+ * (sr_session_store_member_payload). GET /members answers the number of
+ * store members this node sees; GET /drain hands this node's sessions
+ * over and keeps serving (redirecting) until it stops.
  *
  * Usage: http_session_server <http-port> [key=value ...]
  *   http-port 0 takes a free port (printed on the "ready" line);
  *   the key=value pairs configure the store (sr_config_set): membership,
- *   multicast group, session mode, ...; "lifetime=<s>" (not a store key)
- *   stops the server by itself after that many seconds.
+ *   multicast group, session mode, ...; "memberPayload=auto" announces
+ *   this server's own http://127.0.0.1:<port> (needs multicast
+ *   membership); "lifetime=<s>" (not a store key) stops the server by
+ *   itself after that many seconds.
  * SIGTERM or SIGINT: drain the sessions to the other members, then exit.
  *
  * Build:  cc http_session_server.c $(pkg-config --cflags --libs sessionrepl)
@@ -30,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +48,21 @@
 #define COOKIE "SRSESSION="
 #define ID_LEN 16
 #define WAIT_MS 10000
+#define MAX_CONNS 256
+#define BATCH 64
+
+/* One client connection and the request it is waiting on. */
+typedef struct conn {
+    int fd;
+    char req[8192];
+    size_t got;
+    char id[128];
+    size_t id_len;
+    long counter;
+    int busy; /* an asynchronous call for it is in flight */
+} conn;
+
+static conn *conns[MAX_CONNS];
 
 static volatile sig_atomic_t stop_requested;
 
@@ -138,93 +162,200 @@ static long read_counter(const sr_session *s) {
     return strtol(text, NULL, 10);
 }
 
-/* One request to "/": count it in the session, replicate, answer. */
-static void serve_counter(int fd, sr_session_store *store, const char *node, const char *req) {
-    char id[128], body[512], detail[256];
-    size_t id_len = cookie_session(req, id, sizeof id), copies = 0, n;
-    long counter = 0;
-    int is_new = 1;
-    sr_txn *txn = NULL;
-    sr_result r;
-
-    if (id_len > 0) {
-        sr_session *s = NULL;
-        sr_addr moved;
-        r = sr_session_store_get(store, (const uint8_t *)id, id_len, 0, &s, &moved);
-        if (r == SR_OK) {
-            counter = read_counter(s);
-            sr_session_free(s);
-            is_new = 0;
-        } else if (r == SR_MOVED) {
-            char where[64];
-            sr_addr_format(&moved, where, sizeof where, &n);
-            snprintf(body, sizeof body, "session moved to %s\n", where);
-            respond(fd, 503, "Service Unavailable", NULL, body);
-            return;
-        } else if (r != SR_NOT_FOUND) {
-            sr_last_error_message(detail, sizeof detail, &n);
-            snprintf(body, sizeof body, "get: %s (%s)\n", sr_result_message(r), detail);
-            respond(fd, 503, "Service Unavailable", NULL, body);
-            return;
+static void conn_close(conn *c) {
+    int i;
+    for (i = 0; i < MAX_CONNS; i++) {
+        if (conns[i] == c) {
+            conns[i] = NULL;
         }
     }
-    if (is_new) {
-        new_session_id(store, id);
-        id_len = strlen(id);
-    }
-    counter++;
-    snprintf(body, sizeof body, "%ld", counter);
-    if ((r = sr_session_store_begin(store, (const uint8_t *)id, id_len, &txn)) != SR_OK ||
-        (r = sr_txn_set(txn, "counter", (const uint8_t *)body, strlen(body))) != SR_OK) {
-        sr_txn_free(txn);
-        die("begin", r);
-    }
-    /* Answer only once the holders acknowledged: then the count survives
-     * the loss of this node. The txn is consumed either way. */
-    r = is_new ? sr_session_store_create(store, txn, WAIT_MS, &copies)
-               : sr_session_store_commit(store, txn, WAIT_MS, &copies);
-    if (r != SR_OK) {
-        sr_last_error_message(detail, sizeof detail, &n);
-        snprintf(body, sizeof body, "commit: %s (%s)\n", sr_result_message(r), detail);
-        respond(fd, 503, "Service Unavailable", NULL, body);
-        return;
-    }
-    snprintf(body, sizeof body, "counter=%ld node=%s session=%s copies=%zu\n", counter, node, id,
-             copies);
-    respond(fd, 200, "OK", id, body);
+    close(c->fd); /* also leaves the epoll set */
+    free(c);
 }
 
-static void serve(int fd, sr_session_store *store, const char *node) {
-    char req[8192];
-    size_t got = 0;
-    /* Read the request head (no body is expected). */
-    while (got + 1 < sizeof req) {
-        struct pollfd p = {fd, POLLIN, 0};
-        ssize_t n;
-        if (poll(&p, 1, 5000) <= 0) {
-            return;
-        }
-        n = read(fd, req + got, sizeof req - 1 - got);
-        if (n <= 0) {
-            return;
-        }
-        got += (size_t)n;
-        req[got] = 0;
-        if (strstr(req, "\r\n\r\n") != NULL) {
-            break;
-        }
+/* Answers, then closes the connection (Connection: close). */
+static void finish(conn *c, int status, const char *reason, const char *cookie_id,
+                   const char *body) {
+    int fl = fcntl(c->fd, F_GETFL);
+    fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK); /* small answers: write them whole */
+    respond(c->fd, status, reason, cookie_id, body);
+    conn_close(c);
+}
+
+static void fail_with(conn *c, const char *what, sr_result r) {
+    char body[512], detail[256];
+    size_t n;
+    detail[0] = 0;
+    sr_last_error_message(detail, sizeof detail, &n);
+    snprintf(body, sizeof body, "%s: %s (%s)\n", what, sr_result_message(r), detail);
+    finish(c, 503, "Service Unavailable", NULL, body);
+}
+
+/* Records counter+1 and starts the commit (or the create of a new
+ * session); its completion answers the request. */
+static void start_commit(conn *c, sr_session_store *store, int is_new) {
+    char v[32];
+    sr_txn *txn = NULL;
+    sr_result r;
+    c->counter++;
+    snprintf(v, sizeof v, "%ld", c->counter);
+    if ((r = sr_session_store_begin(store, (const uint8_t *)c->id, c->id_len, &txn)) != SR_OK ||
+        (r = sr_txn_set(txn, "counter", (const uint8_t *)v, strlen(v))) != SR_OK) {
+        sr_txn_free(txn);
+        fail_with(c, "begin", r);
+        return;
     }
-    if (strncmp(req, "GET /members ", 13) == 0) {
+    /* The txn is consumed either way; NULL callback: the completion goes to
+     * the reap queue behind the completion fd. */
+    r = is_new ? sr_session_store_create_async(store, txn, WAIT_MS, NULL, c, NULL)
+               : sr_session_store_commit_async(store, txn, WAIT_MS, NULL, c, NULL);
+    if (r != SR_OK) {
+        fail_with(c, "commit", r); /* e.g. SR_QUEUE_FULL: too many in flight */
+        return;
+    }
+    c->busy = 1;
+}
+
+/* A new session, with an id this node is the primary of. */
+static void start_new(conn *c, sr_session_store *store) {
+    new_session_id(store, c->id);
+    c->id_len = strlen(c->id);
+    c->counter = 0;
+    start_commit(c, store, 1);
+}
+
+/* SR_MOVED: redirect to the URL the new holder announced, if any. */
+static void redirect(conn *c, sr_session_store *store, const sr_addr *moved) {
+    uint8_t url[SR_MEMBER_PAYLOAD_MAX + 1];
+    char body[SR_MEMBER_PAYLOAD_MAX + 128], head[SR_MEMBER_PAYLOAD_MAX + 256], where[64];
+    size_t n = 0;
+    int fl, len;
+    if (sr_session_store_member_payload(store, moved, url, SR_MEMBER_PAYLOAD_MAX, &n) != SR_OK ||
+        n == 0) {
+        sr_addr_format(moved, where, sizeof where, &n);
+        snprintf(body, sizeof body, "session moved to %s\n", where);
+        finish(c, 503, "Service Unavailable", NULL, body);
+        return;
+    }
+    url[n] = 0;
+    snprintf(body, sizeof body, "moved to %s/\n", (const char *)url);
+    len = snprintf(head, sizeof head,
+                   "HTTP/1.1 307 Temporary Redirect\r\nLocation: %s/\r\n"
+                   "Content-Type: text/plain\r\nContent-Length: %zu\r\n"
+                   "Connection: close\r\n\r\n%s",
+                   (const char *)url, strlen(body), body);
+    fl = fcntl(c->fd, F_GETFL);
+    fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK);
+    if (len > 0 && write(c->fd, head, (size_t)len) < 0) {
+        perror("write");
+    }
+    conn_close(c);
+}
+
+/* One completion: the read feeds the commit, the commit answers. */
+static void on_completion(const sr_completion *done, sr_session_store *store, const char *node) {
+    conn *c = done->userdata;
+    char body[512];
+    c->busy = 0;
+    if (done->kind == SR_ASYNC_GET) {
+        if (done->result == SR_OK) {
+            c->counter = read_counter(done->session);
+            sr_session_free(done->session); /* ours now */
+            start_commit(c, store, 0);
+        } else if (done->result == SR_NOT_FOUND) {
+            start_new(c, store);
+        } else if (done->result == SR_MOVED) {
+            redirect(c, store, &done->moved);
+        } else {
+            fail_with(c, "get", done->result);
+        }
+        return;
+    }
+    /* Answer only once the holders acknowledged: then the count survives
+     * the loss of this node. */
+    if (done->result != SR_OK) {
+        fail_with(c, "commit", done->result);
+        return;
+    }
+    snprintf(body, sizeof body, "counter=%ld node=%s session=%s copies=%zu\n", c->counter, node,
+             c->id, done->copies);
+    finish(c, 200, "OK", c->id, body);
+}
+
+/* A whole request head arrived: route it. */
+static void on_request(conn *c, sr_session_store *store) {
+    sr_result r;
+    if (strncmp(c->req, "GET /members ", 13) == 0) {
         char body[32];
         size_t n = 0;
         sr_session_store_members(store, NULL, 0, &n); /* SR_INSUFFICIENT_SIZE gives the count */
         snprintf(body, sizeof body, "%zu\n", n);
-        respond(fd, 200, "OK", NULL, body);
-    } else if (strncmp(req, "GET / ", 6) == 0) {
-        serve_counter(fd, store, node, req);
+        finish(c, 200, "OK", NULL, body);
+    } else if (strncmp(c->req, "GET /drain ", 11) == 0) {
+        /* Blocks this loop while the sessions are handed over (an admin call). */
+        r = sr_session_store_drain(store, 30000);
+        finish(c, r == SR_OK ? 200 : 503, r == SR_OK ? "OK" : "Service Unavailable", NULL,
+               r == SR_OK ? "drained\n" : "drain timed out\n");
+    } else if (strncmp(c->req, "GET / ", 6) == 0) {
+        c->id_len = cookie_session(c->req, c->id, sizeof c->id);
+        if (c->id_len == 0) {
+            start_new(c, store);
+            return;
+        }
+        r = sr_session_store_get_async(store, (const uint8_t *)c->id, c->id_len, 0, NULL, c, NULL);
+        if (r != SR_OK) {
+            fail_with(c, "get", r);
+            return;
+        }
+        c->busy = 1;
     } else {
-        respond(fd, 404, "Not Found", NULL, "not found\n");
+        finish(c, 404, "Not Found", NULL, "not found\n");
     }
+}
+
+/* Readable client: read what is there; route once the head is complete. */
+static void on_readable(conn *c, sr_session_store *store) {
+    ssize_t n;
+    if (c->busy) {
+        return; /* no pipelining: the answer closes the connection */
+    }
+    n = read(c->fd, c->req + c->got, sizeof c->req - 1 - c->got);
+    if (n <= 0) {
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            conn_close(c);
+        }
+        return;
+    }
+    c->got += (size_t)n;
+    c->req[c->got] = 0;
+    if (strstr(c->req, "\r\n\r\n") != NULL) {
+        on_request(c, store);
+    } else if (c->got + 1 >= sizeof c->req) {
+        finish(c, 431, "Request Header Fields Too Large", NULL, "too large\n");
+    }
+}
+
+static void on_accept(int lfd, int ep) {
+    struct epoll_event ev;
+    int fd = accept(lfd, NULL, NULL), i;
+    conn *c;
+    if (fd < 0) {
+        return;
+    }
+    for (i = 0; i < MAX_CONNS && conns[i] != NULL; i++) {
+    }
+    c = i < MAX_CONNS ? calloc(1, sizeof *c) : NULL;
+    if (c == NULL) {
+        respond(fd, 503, "Service Unavailable", NULL, "busy\n");
+        close(fd);
+        return;
+    }
+    c->fd = fd;
+    conns[i] = c;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    ev.events = EPOLLIN;
+    ev.data.ptr = c;
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
 }
 
 int main(int argc, char **argv) {
@@ -234,7 +365,8 @@ int main(int argc, char **argv) {
     char node[64];
     size_t n;
     long lifetime_s = 600;
-    int port, lfd, one = 1, i;
+    int port, lfd, one = 1, i, ep, cfd = -1;
+    struct epoll_event ev;
     struct sockaddr_in sa;
     struct sigaction act;
     time_t started = time(NULL);
@@ -247,19 +379,6 @@ int main(int argc, char **argv) {
     port = atoi(argv[1]);
     if ((r = sr_config_new(&cfg)) != SR_OK) {
         die("config", r);
-    }
-    for (i = 2; i < argc; i++) {
-        char *eq = strchr(argv[i], '=');
-        if (eq == NULL) {
-            fprintf(stderr, "not key=value: %s\n", argv[i]);
-            return 2;
-        }
-        *eq = 0;
-        if (strcmp(argv[i], "lifetime") == 0) {
-            lifetime_s = atol(eq + 1);
-        } else if ((r = sr_config_set(cfg, argv[i], eq + 1)) != SR_OK) {
-            die(argv[i], r);
-        }
     }
 
     memset(&act, 0, sizeof act);
@@ -284,6 +403,27 @@ int main(int argc, char **argv) {
         port = ntohs(sa.sin_port);
     }
 
+    for (i = 2; i < argc; i++) {
+        char *eq = strchr(argv[i], '=');
+        if (eq == NULL) {
+            fprintf(stderr, "not key=value: %s\n", argv[i]);
+            return 2;
+        }
+        *eq = 0;
+        if (strcmp(argv[i], "lifetime") == 0) {
+            lifetime_s = atol(eq + 1);
+        } else if (strcmp(argv[i], "memberPayload") == 0 && strcmp(eq + 1, "auto") == 0) {
+            /* Where other nodes send the users of sessions they moved here. */
+            char url[64];
+            snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+            if ((r = sr_config_set(cfg, "memberPayload", url)) != SR_OK) {
+                die("memberPayload", r);
+            }
+        } else if ((r = sr_config_set(cfg, argv[i], eq + 1)) != SR_OK) {
+            die(argv[i], r);
+        }
+    }
+
     if ((r = sr_session_store_open(cfg, NULL, NULL, &store)) != SR_OK) {
         die("open", r);
     }
@@ -296,23 +436,59 @@ int main(int argc, char **argv) {
     printf("http_session_server: http 127.0.0.1:%d, store %s, ready\n", port, node);
     fflush(stdout);
 
+    /* One epoll set: the listener, the clients, and the store's completion
+     * fd (readable while completions wait to be reaped). */
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    if ((r = sr_session_store_completion_fd(store, &cfd)) != SR_OK) {
+        die("completion_fd", r);
+    }
+    ev.events = EPOLLIN;
+    ev.data.ptr = &lfd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+    ev.data.ptr = &cfd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ev);
     while (!stop_requested && time(NULL) - started < lifetime_s) {
-        struct pollfd p = {lfd, POLLIN, 0};
-        int fd;
-        if (poll(&p, 1, 200) <= 0) {
-            continue;
+        struct epoll_event evs[32];
+        int k, ready = epoll_wait(ep, evs, 32, 200);
+        for (k = 0; k < ready; k++) {
+            if (evs[k].data.ptr == &lfd) {
+                on_accept(lfd, ep);
+            } else if (evs[k].data.ptr == &cfd) {
+                sr_completion done[BATCH];
+                size_t got = 0, j;
+                if (sr_session_store_reap(store, done, BATCH, &got) == SR_OK) {
+                    for (j = 0; j < got; j++) {
+                        on_completion(&done[j], store, node);
+                    }
+                }
+            } else {
+                on_readable(evs[k].data.ptr, store);
+            }
         }
-        fd = accept(lfd, NULL, NULL);
-        if (fd < 0) {
-            continue;
-        }
-        serve(fd, store, node);
-        close(fd);
     }
     close(lfd);
     /* Hand the sessions over before leaving. */
     r = sr_session_store_drain(store, 30000);
     printf("http_session_server: %s: drained (%s)\n", node, sr_result_message(r));
+    /* Closing completes what is still in flight (SR_SHUTDOWN); reap it so
+     * every connection gets its answer, then free. */
+    sr_session_store_close(store);
+    {
+        sr_completion done[BATCH];
+        size_t got = 0, j;
+        while (sr_session_store_reap(store, done, BATCH, &got) == SR_OK && got > 0) {
+            for (j = 0; j < got; j++) {
+                sr_session_free(done[j].session);
+                finish(done[j].userdata, 503, "Service Unavailable", NULL, "shutting down\n");
+            }
+        }
+    }
+    for (i = 0; i < MAX_CONNS; i++) {
+        if (conns[i] != NULL) {
+            conn_close(conns[i]);
+        }
+    }
+    close(ep);
     sr_session_store_free(store);
     return 0;
 }

@@ -4,7 +4,10 @@
 # 127.0.0.1, TTL 1, a group, port and domain of this run only). curl counts
 # a session up on one instance, which is the session's primary; that
 # instance is SIGKILLed; the session, with its last acknowledged count, is
-# then served by the other two, and counting continues from there.
+# then served by the other two, and counting continues from there. Then b
+# drains (GET /drain) and keeps serving: a request for the session there is
+# a 307 redirect to c's URL, taken from c's memberPayload, and curl -L
+# continues counting on c.
 #
 # Usage: http_session_server.test.sh <path to http_session_server>
 set -eu
@@ -26,7 +29,7 @@ run=$$
 settings="membershipType=multicast mcastAddr=239.254.$((run % 250)).$((run / 250 % 250 + 1))
  mcastPort=$((21000 + run % 20000)) mcastBindAddress=127.0.0.1 mcastTTL=1
  mcastFrequency=100 mcastDropTime=1500 domain=http-failover-$run
- tcpListenAddress=127.0.0.1 tcpListenPort=0 lifetime=180"
+ tcpListenAddress=127.0.0.1 tcpListenPort=0 lifetime=180 memberPayload=auto"
 
 start() { # name -> starts an instance, records its pid
     # shellcheck disable=SC2086
@@ -103,6 +106,18 @@ echo "  c: $body"
 body=$(hit "$pb")
 echo "  b: $body"
 [ "$(field "$body" counter)" = "8" ] || fail "b did not see c's commit: $body"
+
+drained=$(curl -s -m 60 "http://127.0.0.1:$pb/drain" || true)
+[ "$drained" = "drained" ] || fail "b did not drain: $drained"
+code=$(curl -s -m 30 -o "$dir/moved" -w '%{http_code} %{redirect_url}' -b "$dir/jar" \
+    "http://127.0.0.1:$pb/") || fail "request to drained b failed"
+echo "  b (drained): $code"
+[ "$code" = "307 http://127.0.0.1:$pc/" ] || fail "expected a redirect to c, got: $code $(cat "$dir/moved")"
+body=$(curl -s -m 30 -f -L -b "$dir/jar" -c "$dir/jar" "http://127.0.0.1:$pb/") \
+    || fail "redirected request failed"
+echo "  b -> c: $body"
+[ "$(field "$body" counter)" = "9" ] || fail "c did not continue from 8 after the redirect: $body"
+[ "$(field "$body" session)" = "$session" ] || fail "redirect served another session: $body"
 
 kill -TERM "$pid_b" "$pid_c"
 wait "$pid_b" || fail "b exited with $?"

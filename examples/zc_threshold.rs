@@ -5,10 +5,10 @@
 //! `cargo run --release --example zc_threshold`
 
 use bytes::Bytes;
-use sessionrepl::driver::uring::UringTuning;
-use sessionrepl::transport::pump::Pump;
-use sessionrepl::transport::pump::{Dest, Outgoing};
-use sessionrepl::transport::Shared;
+use sessionrepl::__internal::driver::uring::UringTuning;
+use sessionrepl::__internal::transport::Pump;
+use sessionrepl::__internal::transport::Shared;
+use sessionrepl::__internal::transport::{Dest, Outgoing};
 use sessionrepl::{Channel, Config};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -31,6 +31,11 @@
 #define SR_ADDR_IPV6 6
 
 /**
+ * Longest member payload (`memberPayload`), in bytes.
+ */
+#define SR_MEMBER_PAYLOAD_MAX 1024
+
+/**
  * Longest domain `sr_member_info` holds, NUL included.
  */
 #define SR_MEMBER_DOMAIN_MAX 64
@@ -296,7 +301,40 @@ typedef enum sr_session_event_kind {
      * 0 on every node.
      */
     SR_SESSION_HEALTH = 9,
+    /**
+     * A member the store places sessions on joined: `by` is its address,
+     * `payload` its `memberPayload` (empty for static and DNS members).
+     */
+    SR_SESSION_MEMBER_ADDED = 10,
+    /**
+     * A member the store placed sessions on left: `by` is its address,
+     * `payload` its last `memberPayload`, `flag` why (an
+     * `sr_remove_reason`).
+     */
+    SR_SESSION_MEMBER_REMOVED = 11,
 } sr_session_event_kind;
+
+/**
+ * Which call started an asynchronous operation.
+ */
+typedef enum sr_async_kind {
+    /**
+     * `sr_session_store_commit_async`.
+     */
+    SR_ASYNC_COMMIT = 1,
+    /**
+     * `sr_session_store_create_async`.
+     */
+    SR_ASYNC_CREATE = 2,
+    /**
+     * `sr_session_store_invalidate_async`.
+     */
+    SR_ASYNC_INVALIDATE = 3,
+    /**
+     * `sr_session_store_get_async`.
+     */
+    SR_ASYNC_GET = 4,
+} sr_async_kind;
 
 /**
  * `replicationMode`: who writes a message and when `sr_channel_send`
@@ -568,6 +606,17 @@ typedef struct sr_stats {
      * maxConnections, ackWriteTimeout, connectionUploadTimeout).
      */
     uint64_t rx_limit_closes;
+    /**
+     * Connections refused because the peer did not authenticate (no or
+     * another cluster key, a certificate the cluster CA did not sign, clear
+     * text to a node that requires encryption), both directions.
+     */
+    uint64_t secure_refusals;
+    /**
+     * Secured connections closed for a record that failed authentication
+     * (tampered, replayed, reordered, truncated or from another connection).
+     */
+    uint64_t secure_errors;
 } sr_stats;
 
 /**
@@ -619,6 +668,18 @@ typedef struct sr_member {
      * milliseconds (0 for static and DNS members).
      */
     uint64_t alive_ms;
+    /**
+     * Its application metadata (`memberPayload` in its config, at most
+     * `SR_MEMBER_PAYLOAD_MAX` bytes, not NUL-terminated; may be NULL when
+     * `payload_len` is 0): where to send a user whose session it holds.
+     * Empty for members that announced none, and for static and DNS
+     * members (only multicast heartbeats carry it).
+     */
+    const uint8_t *payload;
+    /**
+     * Length of `payload` in bytes.
+     */
+    size_t payload_len;
 } sr_member;
 
 /**
@@ -761,9 +822,19 @@ typedef struct sr_session_event {
      */
     uint64_t count;
     /**
-     * Non-zero if this node expired the session (expired).
+     * Non-zero if this node expired the session (expired); the
+     * `sr_remove_reason` (member removed).
      */
     int flag;
+    /**
+     * The member's application metadata (member added or removed; not
+     * NUL-terminated; NULL when `payload_len` is 0).
+     */
+    const uint8_t *payload;
+    /**
+     * Length of `payload` in bytes.
+     */
+    size_t payload_len;
 } sr_session_event;
 
 /**
@@ -776,6 +847,57 @@ typedef struct sr_session_event {
  * the driver they would wait for is the thread running the callback.
  */
 typedef void (*sr_session_event_callback)(void *userdata, const struct sr_session_event *ev);
+
+/**
+ * How one asynchronous operation ended: passed to its completion callback
+ * (valid during the call) or copied out by `sr_session_store_reap`.
+ */
+typedef struct sr_completion {
+    /**
+     * The ticket the starting call wrote to `*out_ticket`.
+     */
+    uint64_t ticket;
+    /**
+     * Which call started it.
+     */
+    enum sr_async_kind kind;
+    /**
+     * The outcome: as the blocking call with the same name would return
+     * (`SR_OK`, `SR_NOT_FOUND`, `SR_MOVED`, `SR_CONFLICT`,
+     * `SR_REMOTE_FAILURE`, `SR_UNREACHABLE`, ...), or `SR_TIMEOUT` (the
+     * deadline passed; a commit may still be acknowledged later) or
+     * `SR_SHUTDOWN` (the store closed first).
+     */
+    enum sr_result result;
+    /**
+     * Commits, creates, invalidations with `SR_OK`: the copies that hold
+     * the change, this node's included; 0 otherwise.
+     */
+    size_t copies;
+    /**
+     * `SR_ASYNC_GET` with `SR_OK`: the snapshot, now owned by the receiver
+     * of the completion (free it with `sr_session_free`); NULL otherwise.
+     */
+    struct sr_session *session;
+    /**
+     * `SR_ASYNC_GET` with `SR_MOVED`: the member the session was handed
+     * to (see `sr_session_store_member_payload`); `family` 0 otherwise.
+     */
+    struct sr_addr moved;
+    /**
+     * The `userdata` given to the starting call.
+     */
+    void *userdata;
+} sr_completion;
+
+/**
+ * Called once per asynchronous operation started with a callback, on the
+ * store's completion thread (`sr-session-async`), with the `userdata` of
+ * the starting call; `completion` is valid during the call. For a failed
+ * operation (other than `SR_TIMEOUT` and `SR_SHUTDOWN`),
+ * `sr_last_error_message` gives the detail during the call.
+ */
+typedef void (*sr_completion_callback)(void *userdata, const struct sr_completion *completion);
 
 /**
  * A session store's counters (`sr_session_store_stats`). Fields are only
@@ -1336,6 +1458,33 @@ enum sr_result sr_channel_set_member_callback(struct sr_channel *ch,
                                               void *userdata);
 
 /**
+ * Copies the application metadata (`memberPayload`, at most
+ * `SR_MEMBER_PAYLOAD_MAX` bytes, no NUL added) of the member at `*addr`
+ * (this channel's own address gives its own) into `buf[0..len]` and its
+ * length into `*out_n`: the member-list counterpart of
+ * `sr_member.payload`. Empty for a member that announced none, and for
+ * static and DNS members.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` (`ch`, `addr`, `out_n`, or `buf`
+ * with `len > 0`), `SR_INVALID_ARGUMENT` (a bad `addr->family`),
+ * `SR_NOT_RUNNING`, `SR_NOT_FOUND` (no current member at `*addr`) or
+ * `SR_INSUFFICIENT_SIZE`: then `*out_n` is the length and `buf` is
+ * unchanged.
+ *
+ * Thread safety: any thread, including the member callback.
+ *
+ * # Safety
+ * `ch` is NULL or a live `sr_channel`; `addr` is NULL or points at an
+ * `sr_addr`; `buf` is NULL or writable for `len` bytes; `out_n` is NULL
+ * or writable.
+ */
+enum sr_result sr_channel_member_payload(const struct sr_channel *ch,
+                                         const struct sr_addr *addr,
+                                         uint8_t *buf,
+                                         size_t len,
+                                         size_t *out_n);
+
+/**
  * Copies the current members (never this node), longest-running first,
  * into `out[0..cap]` and their number into `*out_n`. Empty with
  * `membershipType=none`.
@@ -1798,12 +1947,16 @@ void sr_session_store_free(struct sr_session_store *store);
  * fail with `SR_SHUTDOWN` (reads of a closed store may answer
  * `SR_NOT_FOUND`). Without `sr_session_store_drain` first, the other
  * members re-replicate this node's sessions from their copies, as after
- * a crash. When it returns, the event callback is not running and will
- * not run again. Idempotent.
+ * a crash. Asynchronous calls still in flight complete (`SR_SHUTDOWN`
+ * unless their outcome came first): their callbacks have run when it
+ * returns, and reaped completions stay reapable until `_free`. When it
+ * returns, the event callback is not running and will not run again.
+ * Idempotent.
  *
  * Returns `SR_OK`, `SR_NULL_PARAMETER` or `SR_IN_CALLBACK`.
  *
- * Thread safety: any thread except the store's event callback.
+ * Thread safety: any thread except the store's event callback and its
+ * completion callbacks.
  *
  * # Safety
  * `store` is NULL or a live `sr_session_store`.
@@ -1916,6 +2069,189 @@ enum sr_result sr_session_store_holders(const struct sr_session_store *store,
                                         size_t *out_n);
 
 /**
+ * Copies the application metadata (`memberPayload`, at most
+ * `SR_MEMBER_PAYLOAD_MAX` bytes, no NUL added) of the member listening at
+ * `*addr` into `buf[0..len]` and its length into `*out_n`; this store's
+ * own address gives its own. For building a redirect: pass the `moved`
+ * address of an `SR_MOVED` answer, or the first of
+ * `sr_session_store_holders` (the primary). Empty (`*out_n` 0) for a
+ * member that announced none, or a static or DNS member (only multicast
+ * heartbeats carry it).
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` (`store`, `addr`, `out_n`, or
+ * `buf` with `len > 0`), `SR_INVALID_ARGUMENT` (a bad `addr->family`),
+ * `SR_NOT_FOUND` (no current member listens at `*addr`) or
+ * `SR_INSUFFICIENT_SIZE`: then `*out_n` is the length and `buf` is
+ * unchanged (`SR_MEMBER_PAYLOAD_MAX` bytes always suffice).
+ *
+ * Thread safety: any thread, the event and completion callbacks included.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `addr` is NULL or points
+ * at an `sr_addr`; `buf` is NULL or writable for `len` bytes; `out_n` is
+ * NULL or writable.
+ */
+enum sr_result sr_session_store_member_payload(const struct sr_session_store *store,
+                                               const struct sr_addr *addr,
+                                               uint8_t *buf,
+                                               size_t len,
+                                               size_t *out_n);
+
+/**
+ * Commits `txn` as `sr_session_store_commit` does, without waiting:
+ * returns at once with a ticket in `*out_ticket` (NULL allowed), and the
+ * outcome comes later in an `sr_completion`, exactly once: to `cb` with
+ * `userdata` if `cb` is not NULL, else to the reap queue
+ * (`sr_session_store_completion_fd`, `sr_session_store_reap`). Its
+ * `result` is what `sr_session_store_commit` would return with a long
+ * enough `wait_ms` (`SR_OK` once every holder acknowledged, with
+ * `copies`; `SR_CONFLICT`, `SR_NOT_FOUND`, `SR_UNREACHABLE`,
+ * `SR_REMOTE_FAILURE`, ...), `SR_TIMEOUT` when `timeout_ms` passed first
+ * (0: the store's `accessTimeout`; the commit may still be acknowledged
+ * later), or `SR_SHUTDOWN` when the store closed first. The change is
+ * applied here (or handed to the primary) before this returns. `txn` is
+ * consumed on every path.
+ *
+ * Returns `SR_OK` (started: one completion will follow),
+ * `SR_NULL_PARAMETER` (`store`, `txn`), `SR_QUEUE_FULL`
+ * (`maxAsyncOperations` calls are outstanding: started and not yet
+ * delivered or reaped), `SR_SHUTDOWN` (closed) or `SR_IO` (the first
+ * asynchronous call could not start the completion thread or eventfd).
+ * On any result but `SR_OK` no completion follows.
+ *
+ * Thread safety: any thread, the event callback and completion callbacks
+ * included. `cb` runs on the store's completion thread
+ * (`sr-session-async`), one completion at a time; it may call any
+ * `sr_session_store_*` function except `_close` and `_free`
+ * (`SR_IN_CALLBACK`), and a blocking call there delays the completions
+ * behind it. `userdata` must stay valid until the completion is
+ * delivered.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `txn` is NULL or a live
+ * `sr_txn` not used afterwards; `cb` is NULL or a valid function;
+ * `out_ticket` is NULL or writable.
+ */
+enum sr_result sr_session_store_commit_async(const struct sr_session_store *store,
+                                             struct sr_txn *txn,
+                                             uint64_t timeout_ms,
+                                             sr_completion_callback cb,
+                                             void *userdata,
+                                             uint64_t *out_ticket);
+
+/**
+ * Creates the session `txn` names as `sr_session_store_create`, without
+ * waiting: the outcome comes as with `sr_session_store_commit_async`
+ * (`SR_CONFLICT`: the id exists or was removed recently). `txn` is
+ * consumed on every path.
+ *
+ * Returns as `sr_session_store_commit_async`.
+ *
+ * Thread safety: as `sr_session_store_commit_async`.
+ *
+ * # Safety
+ * As `sr_session_store_commit_async`.
+ */
+enum sr_result sr_session_store_create_async(const struct sr_session_store *store,
+                                             struct sr_txn *txn,
+                                             uint64_t timeout_ms,
+                                             sr_completion_callback cb,
+                                             void *userdata,
+                                             uint64_t *out_ticket);
+
+/**
+ * Invalidates session `id[0..len]` as `sr_session_store_invalidate`,
+ * without waiting: the outcome comes as with
+ * `sr_session_store_commit_async`.
+ *
+ * Returns as `sr_session_store_commit_async`, plus `SR_NULL_PARAMETER`
+ * for `id` and `SR_INVALID_ARGUMENT` for `len` 0.
+ *
+ * Thread safety: as `sr_session_store_commit_async`.
+ *
+ * # Safety
+ * As `sr_session_store_commit_async`; `id` is NULL or readable for `len`
+ * bytes.
+ */
+enum sr_result sr_session_store_invalidate_async(const struct sr_session_store *store,
+                                                 const uint8_t *id,
+                                                 size_t len,
+                                                 uint64_t timeout_ms,
+                                                 sr_completion_callback cb,
+                                                 void *userdata,
+                                                 uint64_t *out_ticket);
+
+/**
+ * Looks session `id[0..len]` up as `sr_session_store_get`, without
+ * waiting: returns at once with a ticket, and the completion (see
+ * `sr_session_store_commit_async` for where it goes) carries `SR_OK` with
+ * the snapshot in `session` (the receiver owns it: `sr_session_free`),
+ * `SR_NOT_FOUND`, `SR_MOVED` with the new holder in `moved`, or
+ * `SR_TIMEOUT` when no primary answered within `timeout_ms` (0: the
+ * store's `accessTimeout`), or `SR_SHUTDOWN`. Even a session held here
+ * completes through the callback or the queue, never inside this call.
+ *
+ * Returns as `sr_session_store_commit_async`, plus `SR_NULL_PARAMETER`
+ * for `id` and `SR_INVALID_ARGUMENT` for `len` 0.
+ *
+ * Thread safety: as `sr_session_store_commit_async`.
+ *
+ * # Safety
+ * As `sr_session_store_invalidate_async`.
+ */
+enum sr_result sr_session_store_get_async(const struct sr_session_store *store,
+                                          const uint8_t *id,
+                                          size_t len,
+                                          uint64_t timeout_ms,
+                                          sr_completion_callback cb,
+                                          void *userdata,
+                                          uint64_t *out_ticket);
+
+/**
+ * Writes the store's completion descriptor to `*out_fd`: an eventfd that
+ * is readable while completions of asynchronous calls started without a
+ * callback wait in the reap queue. Add it to your poll/epoll/libuv loop
+ * for reading and call `sr_session_store_reap` when it is readable (do
+ * not read it yourself; reaping the queue empty clears it). It stays
+ * open, and the same, until `sr_session_store_free`, which closes it:
+ * take it out of your loop first. The first call starts the store's
+ * completion thread if no asynchronous call has.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER`, `SR_SHUTDOWN` (the store is
+ * closed; a descriptor handed out before stays open until `_free`) or
+ * `SR_IO`.
+ *
+ * Thread safety: any thread.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `out_fd` is NULL or
+ * writable.
+ */
+enum sr_result sr_session_store_completion_fd(const struct sr_session_store *store, int *out_fd);
+
+/**
+ * Moves up to `cap` completions from the reap queue into `out[0..cap]`,
+ * oldest first, and their number into `*out_n` (0 when none are
+ * waiting). Each is handed out once; the receiver owns its `session`.
+ * Reaping frees their places under `maxAsyncOperations`. After
+ * `sr_session_store_close` the completions it produced stay reapable.
+ *
+ * Returns `SR_OK`, `SR_NULL_PARAMETER` (`store`, `out_n`, or `out` with
+ * `cap > 0`).
+ *
+ * Thread safety: any thread; concurrent reapers each get different
+ * completions.
+ *
+ * # Safety
+ * `store` is NULL or a live `sr_session_store`; `out` is NULL or
+ * writable for `cap` entries; `out_n` is NULL or writable.
+ */
+enum sr_result sr_session_store_reap(const struct sr_session_store *store,
+                                     struct sr_completion *out,
+                                     size_t cap,
+                                     size_t *out_n);
+
+/**
  * Starts recording a request's changes to session `id[0..len]` (copied)
  * into a new `*out`, to fill with `sr_txn_set` and friends and hand to
  * `sr_session_store_commit` or `sr_session_store_create`.
@@ -1996,13 +2332,16 @@ enum sr_result sr_session_store_create(const struct sr_session_store *store,
  * read, with acknowledged state only, and no other node keeps a copy, so
  * the request never works on a stale one. The snapshot's version
  * (`sr_session_info_get`) is the base to set on the request's txn
- * (`sr_txn_set_base_from`).
+ * (`sr_txn_set_base_from`). It is not an access: a request that only
+ * reads calls `sr_session_store_access` too, or the session expires after
+ * its max inactive interval however often it is read.
  *
  * Returns `SR_OK`, `SR_NULL_PARAMETER` (`store`, `id`, `out`),
  * `SR_INVALID_ARGUMENT` (`len` 0), `SR_NOT_FOUND` (no such session in
  * the cluster), `SR_MOVED` (this node drained and handed it to the member
  * at the address written to `*out_moved`, if not NULL: forward or
- * redirect the request), `SR_TIMEOUT` (no primary answered in time: it
+ * redirect the request, e.g. to the URL `sr_session_store_member_payload`
+ * gives for that address), `SR_TIMEOUT` (no primary answered in time: it
  * was lost and not yet replaced, or is still settling), `SR_SHUTDOWN` or `SR_IN_CALLBACK`. `*out` is written only on
  * `SR_OK`, `*out_moved` only on `SR_MOVED`.
  *

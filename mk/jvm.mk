@@ -83,12 +83,13 @@ JVM_BENCH_COUNT ?= 200000
 JVM_BENCH_ACKS  ?= 20000
 .PHONY: bench-jvm
 bench-jvm: release jvm-lib jvm-jar
-	$(RELEASE_BIN) bench --scenario S2 --scale 10 --no-peer --no-floor
 	@mkdir -p $(JVM_BUILD)/bench
+	$(RELEASE_BIN) bench --scenario S2 --scale 10 --no-peer --no-floor | tee $(JVM_BUILD)/bench/s2.txt
 	$(JAVAC) --release 11 -encoding UTF-8 -cp $(JVM_BUILD)/sessionrepl.jar:$(TOMCAT_CP) \
 	  -d $(JVM_BUILD)/bench bench/jvm/JvmBench.java
 	$(JAVA) -Djava.net.preferIPv4Stack=true -Djava.library.path=$(FFI_REL) \
-	  -cp $(JVM_BUILD)/sessionrepl.jar:$(TOMCAT_CP):$(JVM_BUILD)/bench JvmBench $(JVM_BENCH_COUNT) $(JVM_BENCH_ACKS)
+	  -cp $(JVM_BUILD)/sessionrepl.jar:$(TOMCAT_CP):$(JVM_BUILD)/bench JvmBench $(JVM_BENCH_COUNT) $(JVM_BENCH_ACKS) \
+	  $$(sed -n 's/^S2 .* p50_us=\([0-9.]*\) .*/\1/p' $(JVM_BUILD)/bench/s2.txt | head -1)
 
 ## S8's Tomcat end-to-end figure: two Tomcat nodes (DeltaManager, sync-ack
 ## replication), stock Tribes then the native classes, same load generator.
@@ -99,6 +100,7 @@ bench-tomcat: jvm-lib jvm-jar
 	@rm -rf $(JVM_BUILD)/tbench && mkdir -p $(JVM_BUILD)/tbench
 	$(JAVAC) --release 11 -encoding UTF-8 -cp $(JVM_BUILD)/sessionrepl.jar:$(TOMCAT_CP) -d $(JVM_BUILD)/tbench \
 	  java/test/io/sessionrepl/tomcat/TomcatTest.java java/test/io/sessionrepl/tomcat/CounterServlet.java \
+	  java/test/io/sessionrepl/tomcat/CountingListener.java \
 	  bench/jvm/TomcatBench.java
 	$(JAVA) -Djava.net.preferIPv4Stack=true -cp $(JVM_BUILD)/sessionrepl.jar:$(TOMCAT_CP):$(JVM_BUILD)/tbench \
 	  io.sessionrepl.tomcat.TomcatBench $(abspath $(JVM_BUILD)/sessionrepl.jar) $(abspath $(FFI_REL)) $(TOMCAT_CP) \

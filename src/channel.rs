@@ -42,6 +42,7 @@ pub use crate::transport::{Delivery, Outcome};
 pub struct ChannelBuilder {
     cfg: Config,
     listener: Option<MessageListener>,
+    batch: Option<crate::transport::BatchListener>,
     outcome: Option<OutcomeListener>,
     members: Option<MemberListener>,
 }
@@ -62,6 +63,16 @@ impl ChannelBuilder {
     /// Sets the listener from an existing `Arc`.
     pub fn listener_arc(mut self, l: MessageListener) -> Self {
         self.listener = Some(l);
+        self
+    }
+
+    /// Sets a batch listener: native connections' messages go to it in
+    /// batches, in order per connection, instead of to
+    /// [`ChannelBuilder::listener`] one by one; the per-message listener
+    /// still serves Tribes connections, so set both. See
+    /// [`crate::transport::BatchListener`].
+    pub fn batch_listener(mut self, l: crate::transport::BatchListener) -> Self {
+        self.batch = Some(l);
         self
     }
 
@@ -91,7 +102,13 @@ impl ChannelBuilder {
         cfg.validate()?;
         let backend = crate::driver::Backend::resolve(&cfg.io_backend)?;
         let member_id = cfg.member_id.unwrap_or_else(random_id);
-        let shared = Arc::new(Shared::new(cfg, member_id, self.outcome));
+        let secure = cfg.security.context()?;
+        let mut shared = Shared::new(cfg, member_id, self.outcome);
+        shared.secure = secure;
+        let shared = Arc::new(shared);
+        if let Some(b) = self.batch {
+            let _ = shared.batch.set(b);
+        }
         let listener = self
             .listener
             .unwrap_or_else(|| Arc::new(|_: &Message| Ok(())));
@@ -156,11 +173,12 @@ impl ChannelBuilder {
                     u(ev);
                 }
             });
-            let local = LocalMemberInfo::new(
+            let mut local = LocalMemberInfo::new(
                 receiver.local_addr(),
                 shared.member_id,
                 shared.cfg.domain.clone(),
             );
+            local.payload = shared.cfg.membership.member_payload.clone();
             let svc = MembershipService::start(&shared.cfg.membership, local, listener)?;
             Some(svc)
         } else {
@@ -235,6 +253,7 @@ impl Channel {
         ChannelBuilder {
             cfg,
             listener: None,
+            batch: None,
             outcome: None,
             members: None,
         }
@@ -473,7 +492,7 @@ impl Channel {
         let (head, body) = if tribes.is_empty() {
             (Bytes::new(), Bytes::new())
         } else if self.inner.shared.cfg.tribes_envelope {
-            TribesSender::raw_frame(&payload)?
+            self.inner.tribes.raw_frame(&payload)?
         } else {
             self.inner.tribes.frame(&payload, opts.ack, opts.compress)?
         };
@@ -547,7 +566,7 @@ impl Channel {
             return Err(Error::NotRunning);
         }
         let (head, body) = if self.inner.shared.cfg.tribes_envelope {
-            TribesSender::raw_frame(&payload)?
+            self.inner.tribes.raw_frame(&payload)?
         } else {
             self.inner.tribes.frame(&payload, opts.ack, opts.compress)?
         };
@@ -570,6 +589,19 @@ impl Channel {
             .as_ref()
             .map(|m| m.members())
             .unwrap_or_default()
+    }
+
+    /// The application metadata (`memberPayload`) of the member at `addr`
+    /// as its last heartbeat carried it, or this node's own for its own
+    /// address; `None` if no current member is there.
+    pub fn member_payload(&self, addr: SocketAddr) -> Option<Vec<u8>> {
+        if addr == self.local_addr() {
+            return Some(self.inner.shared.cfg.membership.member_payload.clone());
+        }
+        self.members()
+            .iter()
+            .find(|m| m.addr == addr)
+            .map(|m| m.member_payload().to_vec())
     }
 
     /// Sends to every current member.

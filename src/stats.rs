@@ -77,6 +77,13 @@ counters! {
     /// Inbound connections closed by a receiver limit (handshakeTimeout,
     /// maxConnections, ackWriteTimeout, connectionUploadTimeout).
     rx_limit_closes,
+    /// Connections refused because the peer did not authenticate (no or
+    /// another cluster key, a certificate the cluster CA did not sign, clear
+    /// text to a node that requires encryption), both directions.
+    secure_refusals,
+    /// Secured connections closed for a record that failed authentication
+    /// (tampered, replayed, reordered, truncated or from another connection).
+    secure_errors,
 }
 
 impl Stats {

@@ -4,12 +4,12 @@
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use sessionrepl::proto::inbound::{InEvent, InboundConn};
-use sessionrepl::proto::FrameDecoder;
-use sessionrepl::wire::frame::{
+use sessionrepl::__internal::proto::inbound::{InEvent, InboundConn};
+use sessionrepl::__internal::proto::FrameDecoder;
+use sessionrepl::__internal::wire::frame::{
     FrameHeader, FrameType, FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_COMPRESSED,
 };
-use sessionrepl::wire::Preface;
+use sessionrepl::__internal::wire::Preface;
 
 fn frame_strategy() -> impl Strategy<Value = (u64, u8, Vec<u8>)> {
     (

@@ -2,9 +2,9 @@
 //! the receiver keeps serving its other connections.
 
 use bytes::Bytes;
-use sessionrepl::wire::compress::Deflater;
-use sessionrepl::wire::frame::{FrameHeader, FLAG_ACK_DELIVERY, FLAG_COMPRESSED};
-use sessionrepl::wire::Preface;
+use sessionrepl::__internal::wire::compress::Deflater;
+use sessionrepl::__internal::wire::frame::{FrameHeader, FLAG_ACK_DELIVERY, FLAG_COMPRESSED};
+use sessionrepl::__internal::wire::Preface;
 use sessionrepl::{Channel, ReplicationMode};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -107,8 +107,8 @@ fn hostile_connections_are_closed_and_others_keep_working() {
     batch_body.extend_from_slice(&[1; 10]);
     let z = Deflater::new(1).compress(&batch_body).unwrap();
     let mut bad_batch = good_preface();
-    let h = sessionrepl::wire::frame::FrameHeader {
-        ty: sessionrepl::wire::FrameType::Batch,
+    let h = sessionrepl::__internal::wire::frame::FrameHeader {
+        ty: sessionrepl::__internal::wire::FrameType::Batch,
         flags: FLAG_COMPRESSED,
         len: z.len() as u32,
         id: 3,

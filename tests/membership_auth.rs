@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use sessionrepl::__internal::wire::tribes::TribesMember;
 use sessionrepl::membership::{
     LocalMemberInfo, MemberEvent, MembershipConfig, MembershipService, RemoveReason,
 };
-use sessionrepl::wire::tribes::TribesMember;
 use sessionrepl::Config;
 use socket2::{Domain, Protocol, Socket, Type};
 

@@ -7,11 +7,11 @@
 //! ends with exactly one outcome.
 
 use bytes::BytesMut;
-use sessionrepl::proto::inbound::{InEvent, InboundConn};
-use sessionrepl::proto::outbound::{OutboundConn, Reply};
-use sessionrepl::proto::AckTracker;
-use sessionrepl::wire::frame::{ack_ranges, FrameHeader, FLAG_ACK_DELIVERY};
-use sessionrepl::wire::Preface;
+use sessionrepl::__internal::proto::inbound::{InEvent, InboundConn};
+use sessionrepl::__internal::proto::outbound::{OutboundConn, Reply};
+use sessionrepl::__internal::proto::AckTracker;
+use sessionrepl::__internal::wire::frame::{ack_ranges, FrameHeader, FLAG_ACK_DELIVERY};
+use sessionrepl::__internal::wire::Preface;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 

@@ -34,6 +34,17 @@ on_both_drivers!(
     stop_reports_shutdown_for_what_is_queued,
 );
 
+// A representative set with encryption on (shared key and certificates):
+// each replication mode, FAIL frames, several members.
+on_both_drivers_encrypted!(
+    synchronous_mode_with_ack_after_delivery,
+    pooled_mode_with_ack_and_worker_pool,
+    asynchronous_mode_compressed_without_ack,
+    fastasyncqueue_compressed_ack_on_receipt_with_workers,
+    listener_failure_comes_back_as_fail_in_every_mode,
+    one_message_to_many_members_reaches_each,
+);
+
 type Log = Arc<Mutex<Vec<(u64, Bytes)>>>;
 
 fn receiver(cfg_edit: impl FnOnce(&mut Config)) -> (Channel, Log) {

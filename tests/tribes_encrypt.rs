@@ -4,9 +4,10 @@
 //! (`proto::secure::tribes`) seals, Tribes opens, and the reverse; a message
 //! under another key, and a replay, are dropped by either side.
 //!
-//! The codec is not yet wired into the channel (issue 12 phase B): this test
-//! speaks Tribes framing over a plain socket. Without javac or the jars the
-//! test is skipped with a printed reason, and fails when `CI=true`.
+//! The first two tests speak Tribes framing over a plain socket; the last
+//! runs a live channel with `encryptionKey` against the Tribes nodes. Without
+//! javac or the jars the tests are skipped with a printed reason, and fail
+//! when `CI=true`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use sessionrepl::proto::secure::tribes::{ReplayWindow, TribesCipher};
-use sessionrepl::proto::secure::SharedKey;
-use sessionrepl::wire::tribes::{options, ChannelData, FrameDecoder, TribesMember};
+use sessionrepl::__internal::proto::secure::tribes::{ReplayWindow, TribesCipher};
+use sessionrepl::__internal::proto::secure::SharedKey;
+use sessionrepl::__internal::wire::tribes::{options, ChannelData, FrameDecoder, TribesMember};
 
 mod common;
 use common::{compile_java, stdout_lines, Log, JULI_JAR, TRIBES_JAR};
@@ -238,4 +239,79 @@ fn tribes_sealed_messages_open_in_sessionrepl_and_another_key_does_not() {
             }
         }
     }
+}
+
+/// A live channel with `encryptionKey` and a stock Tribes node with
+/// `EncryptInterceptor` under the same key exchange messages both ways;
+/// a Tribes node with another key, and a Tribes frame whose body is clear
+/// text (no interceptor), are refused, counted, and deliver nothing.
+#[test]
+fn live_channel_with_the_key_and_tribes_encrypt_interceptor_exchange_messages() {
+    use sessionrepl::config::AckMode;
+    use sessionrepl::transport::SendOptions;
+    use sessionrepl::Channel;
+    let Some(classes) = classes() else { return };
+    let mut cfg = sessionrepl::Config::default();
+    cfg.set("encryptionKey", K1).unwrap();
+    cfg.set("encryptionAlgorithm", "AES/GCM/NoPadding").unwrap();
+    let got: Arc<Log<String>> = Log::new(WAIT);
+    let g2 = got.clone();
+    let ch = Channel::builder(cfg)
+        .listener(move |m| {
+            g2.push(String::from_utf8_lossy(&m.payload).into_owned());
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let port = ch.local_addr().port();
+    let id = "5a".repeat(16);
+    let mut good = Peer::start(&classes, K1);
+    let mut other = Peer::start(&classes, K2);
+
+    // Tribes → sessionrepl, opened by the channel.
+    good.cmd(&format!(
+        "send 127.0.0.1 {port} {id} {} hello-from-tribes",
+        options::BYTE_MESSAGE
+    ));
+    got.wait_from("delivery", 0, |m| m == "hello-from-tribes");
+    good.expect("sent ok");
+
+    // sessionrepl → Tribes, sealed as EncryptInterceptor seals.
+    let opts = SendOptions {
+        ack: AckMode::Receipt,
+        compress: false,
+    };
+    let to: SocketAddr = ([127, 0, 0, 1], good.port).into();
+    ch.send_tribes(&[to], Bytes::from_static(b"hello-from-rust"), opts)
+        .unwrap();
+    let l = good.expect("received");
+    assert!(l.contains("text=hello-from-rust"), "{l}");
+
+    // Another key: refused, nothing delivered.
+    other.cmd(&format!(
+        "send 127.0.0.1 {port} {id} {} wrong-key-from-tribes",
+        options::BYTE_MESSAGE
+    ));
+    other.expect("sent");
+    let deadline = Instant::now() + WAIT;
+    while ch.stats().secure_refusals < 1 {
+        assert!(Instant::now() < deadline, "no refusal counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // No interceptor: a Tribes frame with a clear body.
+    let before = ch.stats().secure_refusals;
+    let me: SocketAddr = "127.0.0.1:4999".parse().unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&frame(me, b"cleartext-from-tribes".to_vec()))
+        .unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "answered a clear-text Tribes frame");
+    while ch.stats().secure_refusals <= before {
+        assert!(Instant::now() < deadline, "clear text not counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(got.snapshot(), vec!["hello-from-tribes".to_string()]);
+    ch.stop();
 }

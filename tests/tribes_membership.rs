@@ -11,10 +11,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sessionrepl::__internal::wire::tribes::{TribesMember, SHUTDOWN_COMMAND};
 use sessionrepl::membership::{
     hex, LocalMemberInfo, MemberEvent, MembershipConfig, MembershipService, RemoveReason,
 };
-use sessionrepl::wire::tribes::{TribesMember, SHUTDOWN_COMMAND};
 
 mod common;
 use common::{compile_java, stdout_lines, Log, JULI_JAR, TRIBES_JAR};

@@ -105,6 +105,50 @@ impl Drop for Peer {
     }
 }
 
+/// A Tomcat/Tribes node in a session store's `staticMembers` is found out
+/// from its (missing) answer to the native preface, and the store refuses
+/// to start with an error naming it; a sessionrepl store in the list is
+/// accepted the same way.
+#[test]
+fn a_session_store_refuses_a_tribes_node_in_static_members() {
+    let classes = match compile() {
+        Ok(c) => c,
+        Err(why) => {
+            println!("SKIP tribes_transport: {why}");
+            return;
+        }
+    };
+    let peer = Peer::start(&classes, false);
+    let static_cfg = |members: &str| {
+        let mut cfg = io_cfg();
+        cfg.set("membershipType", "static").unwrap();
+        cfg.set("staticMembers", members).unwrap();
+        cfg.set("handshakeTimeout", "1000").unwrap();
+        cfg
+    };
+    let started = std::time::Instant::now();
+    let err = match sessionrepl::session::SessionStore::open(static_cfg(&peer.addr().to_string())) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a store opened with a Tribes node as its static member"),
+    };
+    assert!(
+        err.contains("staticMembers")
+            && err.contains(&peer.addr().to_string())
+            && err.contains("not a sessionrepl node"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < WAIT,
+        "the probe took {:?}",
+        started.elapsed()
+    );
+    // A sessionrepl store there instead (listed with the Tribes node gone).
+    let a = sessionrepl::session::SessionStore::open(static_cfg("127.0.0.1:1")).unwrap();
+    let b = sessionrepl::session::SessionStore::open(static_cfg(&a.local_addr().to_string()));
+    assert!(b.is_ok(), "{:?}", b.err());
+    drop(peer);
+}
+
 const USE_ACK: u32 = 0x2;
 const SYNC_ACK: u32 = 0x4;
 const BYTE_MESSAGE: u32 = 0x1;
@@ -238,7 +282,7 @@ fn sessionrepl_sends_to_tribes_and_waits_for_its_ack() {
 /// its whole ChannelData, gzip untouched; a ChannelData the host made goes
 /// to a Tribes member as is, and its ack (or FAIL_ACK) comes back.
 fn envelope_mode_carries_whole_channel_data_both_ways() {
-    use sessionrepl::wire::tribes::{ChannelData, TribesMember};
+    use sessionrepl::__internal::wire::tribes::{ChannelData, TribesMember};
     let classes = match compile() {
         Ok(c) => c,
         Err(why) => {
@@ -315,7 +359,7 @@ fn envelope_mode_carries_whole_channel_data_both_ways() {
 
 /// A ChannelData package as Tribes encodes it.
 fn envelope(options: u32, blob: &[u8], message: &[u8]) -> Bytes {
-    let cd = sessionrepl::wire::tribes::ChannelData {
+    let cd = sessionrepl::__internal::wire::tribes::ChannelData {
         options,
         timestamp: 1,
         unique_id: Bytes::from_static(&[9; 16]),

@@ -5,7 +5,9 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use std::net::IpAddr;
 
-use sessionrepl::wire::tribes::{encode_frame, ChannelData, FrameDecoder, TribesMember};
+use sessionrepl::__internal::wire::tribes::{
+    encode_frame, ChannelData, FrameDecoder, TribesMember,
+};
 
 fn member() -> impl Strategy<Value = TribesMember> {
     (

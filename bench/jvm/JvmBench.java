@@ -5,13 +5,20 @@
 //
 //   fastasync-1k : 1 producer, COUNT x 1 KiB, no ack; native fastasyncqueue
 //                  vs Tribes MessageDispatchInterceptor; msgs/s until the
-//                  receiving listener (Java) has them all
+//                  receiving listener (Java) has them all. Two native rows:
+//                  impl=sessionrepl-jni (send and onMessage per message)
+//                  and impl=sessionrepl-jni-batch (sendBatch, 64 messages
+//                  per call, and onMessageBatch); every impl is warmed up
+//                  with the same number of messages first; five rounds,
+//                  the impls interleaved, each impl's best round printed
+//                  (best_of=5): Tribes keeps gaining over the first rounds
+//                  (JIT), 57k to 105k msgs/s in one run here
 //   sync-ack-1k  : 1 thread, ACKS x 1 KiB, ack after delivery; native
 //                  synchronous vs Tribes USE_ACK|SYNCHRONIZED_ACK; p50/p99
 //                  of each send
 //
 //   java -Djava.net.preferIPv4Stack=true -Djava.library.path=LIB \
-//        -cp sessionrepl.jar:tribes.jar:juli.jar:DIR JvmBench [COUNT] [ACKS]
+//        -cp sessionrepl.jar:tribes.jar:juli.jar:DIR JvmBench [COUNT] [ACKS] [RUST_S2_P50_US]
 //
 // Prints one line per scenario and implementation (impl=sessionrepl-jni,
 // impl=tribes), then the ratios, in the format of bench/SCENARIOS.md.
@@ -23,6 +30,7 @@ import io.sessionrepl.SessionReplException;
 import java.io.Serializable;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
+import java.nio.ByteBuffer;
 import java.util.Arrays;
 import java.util.Locale;
 import java.util.concurrent.atomic.AtomicLong;
@@ -61,6 +69,9 @@ public final class JvmBench {
             this.lat = lat;
         }
 
+        /** Rounds this row is the best of (fastasync: every impl the same). */
+        int runs = 1;
+
         double rate() { return count / secs; }
 
         double p(double q) {
@@ -73,8 +84,9 @@ public final class JvmBench {
 
         void print() {
             System.out.printf(Locale.ROOT,
-                "S8 %s impl=%s count=%d size=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.1f p50_us=%.1f p99_us=%.1f threads=1%n",
-                name, impl, count, SIZE, secs, rate(), count * (double) SIZE / secs / 1e6, p(0.50), p(0.99));
+                "S8 %s impl=%s count=%d size=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.1f p50_us=%.1f p99_us=%.1f threads=1%s%n",
+                name, impl, count, SIZE, secs, rate(), count * (double) SIZE / secs / 1e6, p(0.50), p(0.99),
+                runs > 1 ? " best_of=" + runs : "");
             System.out.flush();
         }
     }
@@ -112,7 +124,7 @@ public final class JvmBench {
              Channel a = Channel.builder(nativeCfg("fastasyncqueue")).start()) {
             InetSocketAddress[] to = {b.localAddress()};
             SendOptions none = SendOptions.ack(SendOptions.Ack.NONE).compress(false);
-            int warm = Math.max(1, Math.min(count / 10, 5000));
+            int warm = warmup(count);
             for (int i = 0; i < warm; i++) {
                 sendRetrying(a, to, p, none);
             }
@@ -124,6 +136,75 @@ public final class JvmBench {
             await(got, warm + (long) count, "native fastasync");
             return new Row("fastasync-1k", "sessionrepl-jni", count, (System.nanoTime() - t0) / 1e9, new long[0]);
         }
+    }
+
+    /**
+     * The batch APIs: {@link Channel#sendBatch} (BATCH messages per call
+     * from one direct buffer) and a {@link io.sessionrepl.MessageBatchListener}
+     * that reads each payload's length (one JNI upcall per receive batch).
+     */
+    static Row nativeFastBatch(int count) throws Exception {
+        AtomicLong got = new AtomicLong();
+        byte[] p = payload();
+        try (Channel b = Channel.builder(nativeCfg("fastasyncqueue")).onMessageBatch(batch -> {
+                long bytes = 0;
+                for (int i = 0; i < batch.size(); i++) {
+                    bytes += batch.payloadLength(i);
+                }
+                if (bytes >= 0) {
+                    got.addAndGet(batch.size());
+                }
+            }).start();
+             Channel a = Channel.builder(nativeCfg("fastasyncqueue")).start()) {
+            InetSocketAddress[] to = {b.localAddress()};
+            SendOptions none = SendOptions.ack(SendOptions.Ack.NONE).compress(false);
+            ByteBuffer buf = ByteBuffer.allocateDirect(BATCH * (4 + SIZE));
+            int warm = warmup(count);
+            sendBatches(a, to, p, none, buf, warm);
+            await(got, warm, "native batch warm-up");
+            long t0 = System.nanoTime();
+            sendBatches(a, to, p, none, buf, count);
+            await(got, warm + (long) count, "native fastasync batch");
+            return new Row("fastasync-1k", "sessionrepl-jni-batch", count, (System.nanoTime() - t0) / 1e9, new long[0]);
+        }
+    }
+
+    static final int BATCH = 64;
+    static final int ROUNDS = 5;
+
+    static Row best(Row kept, Row next) {
+        Row b = kept == null || next.rate() > kept.rate() ? next : kept;
+        b.runs = kept == null ? 1 : kept.runs + 1;
+        return b;
+    }
+
+    static void sendBatches(Channel a, InetSocketAddress[] to, byte[] p, SendOptions o, ByteBuffer buf, int count)
+            throws InterruptedException {
+        int left = count;
+        while (left > 0) {
+            buf.clear();
+            int n = Math.min(left, BATCH);
+            for (int i = 0; i < n; i++) {
+                Channel.putMessage(buf, p, 0, p.length);
+            }
+            buf.flip();
+            while (buf.hasRemaining()) {
+                try {
+                    a.sendBatch(to, buf, o);
+                } catch (SessionReplException e) {
+                    if (!"SR_QUEUE_FULL".equals(e.result())) {
+                        throw e;
+                    }
+                    Thread.sleep(0, 100_000);
+                }
+            }
+            left -= n;
+        }
+    }
+
+    /** Messages sent before timing (the same for every implementation): enough for the JIT. */
+    static int warmup(int count) {
+        return Math.max(1, Math.min(count / 4, 50_000));
     }
 
     static void sendRetrying(Channel a, InetSocketAddress[] to, byte[] p, SendOptions o) throws InterruptedException {
@@ -222,7 +303,7 @@ public final class JvmBench {
                 | org.apache.catalina.tribes.Channel.SEND_OPTIONS_SYNCHRONIZED_ACK
                 : org.apache.catalina.tribes.Channel.SEND_OPTIONS_ASYNCHRONOUS);
         try {
-            int warm = Math.max(1, Math.min(count / 10, 5000));
+            int warm = warmup(count);
             for (int i = 0; i < warm; i++) {
                 a.send(dest, new ByteMessage(p), options);
             }
@@ -262,16 +343,33 @@ public final class JvmBench {
         ROOT_LOG.setLevel(Level.SEVERE);
         int count = args.length > 0 ? Integer.parseInt(args[0]) : 200_000;
         int acks = args.length > 1 ? Integer.parseInt(args[1]) : 20_000;
-        Row nf = nativeFast(count);
+        // Fastasync: ROUNDS rounds, the three impls interleaved in each (so a
+        // load spike on this shared machine hits them alike); each impl's
+        // best round is printed.
+        Row nf = null;
+        Row nb = null;
+        Row tf = null;
+        for (int r = 0; r < ROUNDS; r++) {
+            nf = best(nf, nativeFast(count));
+            nb = best(nb, nativeFastBatch(count));
+            tf = best(tf, tribesRun(false, count));
+        }
         nf.print();
-        Row tf = tribesRun(false, count);
+        nb.print();
         tf.print();
         Row ns = nativeSync(acks);
         ns.print();
         Row ts = tribesRun(true, acks);
         ts.print();
-        System.out.printf(Locale.ROOT, "S8 ratios fastasync_msgs_per_s=%.1fx sync_ack_p50=%.2fx (native vs tribes, same JVM)%n",
-            nf.rate() / tf.rate(), ts.p(0.5) / Math.max(ns.p(0.5), 0.001));
+        System.out.printf(Locale.ROOT,
+            "S8 ratios fastasync_msgs_per_s=%.1fx batch_fastasync_msgs_per_s=%.1fx sync_ack_p50=%.2fx (native vs tribes, same JVM)%n",
+            nf.rate() / tf.rate(), nb.rate() / tf.rate(), ts.p(0.5) / Math.max(ns.p(0.5), 0.001));
+        if (args.length > 2 && !args[2].isEmpty()) {
+            // the Rust S2 p50 of the same run (make bench-jvm passes it): the goal is <= 1.5x
+            double s2 = Double.parseDouble(args[2]);
+            System.out.printf(Locale.ROOT, "S8 ratios sync_ack_p50_jni_vs_rust_s2=%.2fx (jni p50 %.1f us, rust S2 p50 %.1f us)%n",
+                ns.p(0.5) / Math.max(s2, 0.001), ns.p(0.5), s2);
+        }
         System.exit(0);
     }
 }

@@ -11,9 +11,11 @@
 //! assertions are then expected to fail.
 
 use bytes::Bytes;
-use sessionrepl::wire::compress::Deflater;
-use sessionrepl::wire::frame::{FrameHeader, FrameType, FLAG_ACK_RECEIPT, FLAG_COMPRESSED};
-use sessionrepl::wire::Preface;
+use sessionrepl::__internal::wire::compress::Deflater;
+use sessionrepl::__internal::wire::frame::{
+    FrameHeader, FrameType, FLAG_ACK_RECEIPT, FLAG_COMPRESSED,
+};
+use sessionrepl::__internal::wire::Preface;
 use sessionrepl::{Channel, ReplicationMode};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

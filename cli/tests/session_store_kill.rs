@@ -5,6 +5,9 @@
 #[path = "../../tests/store_util/mod.rs"]
 mod store_util;
 
+#[path = "../../tests/support/certs.rs"]
+mod certs;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::Receiver;
@@ -88,7 +91,13 @@ fn field(line: &str, key: &str) -> u64 {
 /// kills `kill` of them at once, and checks from a survivor that every
 /// acknowledged value is there.
 fn kill_and_check(n: usize, backups: usize, kill: &[usize]) {
-    let set = cluster_settings(&[&format!("backupCount={backups}")]);
+    kill_and_check_with(n, backups, kill, &[]);
+}
+
+/// As [`kill_and_check`], every node also configured with `extra`.
+fn kill_and_check_with(n: usize, backups: usize, kill: &[usize], extra: &[String]) {
+    let mut set = cluster_settings(&[&format!("backupCount={backups}")]);
+    set.extend(extra.iter().cloned());
     let mut procs: Vec<Proc> = (0..n).map(|_| Proc::start(&set)).collect();
     for p in procs.iter_mut() {
         let m = p.ask(&format!("waitmembers {} 20000", n - 1));
@@ -132,4 +141,14 @@ fn sigkill_of_one_node_with_one_backup_loses_no_acknowledged_commit() {
 #[test]
 fn two_nodes_killed_at_once_with_two_backups_lose_nothing() {
     kill_and_check(4, 2, &[0, 2]);
+}
+
+#[test]
+fn sigkill_with_shared_key_encryption_loses_no_acknowledged_commit() {
+    kill_and_check_with(3, 1, &[1], &certs::security_settings("key"));
+}
+
+#[test]
+fn sigkill_with_certificate_encryption_loses_no_acknowledged_commit() {
+    kill_and_check_with(3, 1, &[1], &certs::security_settings("tls"));
 }

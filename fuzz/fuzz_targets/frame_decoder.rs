@@ -6,12 +6,12 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use sessionrepl::proto::inbound::{InEvent, InboundConn};
-use sessionrepl::proto::outbound::OutboundConn;
-use sessionrepl::wire::compress::Inflater;
-use sessionrepl::wire::frame::batch_frames;
-use sessionrepl::wire::tribes;
-use sessionrepl::wire::Preface;
+use sessionrepl::__internal::proto::inbound::{InEvent, InboundConn};
+use sessionrepl::__internal::proto::outbound::OutboundConn;
+use sessionrepl::__internal::wire::compress::Inflater;
+use sessionrepl::__internal::wire::frame::batch_frames;
+use sessionrepl::__internal::wire::tribes;
+use sessionrepl::__internal::wire::Preface;
 
 const MAX: usize = 64 * 1024;
 

@@ -8,9 +8,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use sessionrepl::membership::auth::HeartbeatAuth;
-use sessionrepl::proto::secure::noise::decode_hello;
-use sessionrepl::proto::secure::tribes::TribesCipher;
-use sessionrepl::proto::secure::{SecureContext, SecureSession, SharedKey};
+use sessionrepl::__internal::proto::secure::noise::decode_hello;
+use sessionrepl::__internal::proto::secure::tribes::TribesCipher;
+use sessionrepl::__internal::proto::secure::{SecureContext, SecureSession, SharedKey};
 
 fuzz_target!(|data: &[u8]| {
     let split = data.first().map_or(0, |b| *b as usize).min(data.len());

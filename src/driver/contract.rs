@@ -1,34 +1,4 @@
-//! The contract every I/O backend meets, in the shape of completions.
-//!
-//! An engine names each socket with a [`Token`] it chooses, asks the
-//! driver to connect, read and write, and learns how each operation ended
-//! either at once (the call returns `Some`) or later, as an [`Event`] from
-//! [`Driver::poll`]. A readiness backend (mio) performs the system call on
-//! the spot and, when the socket is not ready, keeps the operation until
-//! readiness and then performs it; a completion backend (io_uring) submits
-//! it and reports its completion. Either way the engine sees one
-//! behaviour, so one engine loop per direction runs over both.
-//!
-//! Rules every driver keeps (the engines rely on them):
-//!
-//! 1. At most one [`Driver::recv`] (or one multishot receive) and one
-//!    [`Driver::send`] per token are outstanding; the engine does not ask
-//!    for another before the first one ended.
-//! 2. A buffer handed to [`Driver::recv`] that did not fill at once is
-//!    the driver's until [`Event::Received`] gives it back (with the bytes
-//!    read appended to what it held).
-//! 3. [`Driver::send`] borrows what it sends. A driver that cannot finish
-//!    at once copies the small parts and shares the payloads by reference
-//!    count, keeps them alive until the kernel is done, and reports the
-//!    bytes taken with [`Event::Sent`]; the engine keeps offering the same
-//!    bytes (minus what was taken) until then. `Sent` with `0` bytes means
-//!    only "the socket may take more now".
-//! 4. [`Driver::close`] ends everything of that token; nothing of it is
-//!    reported afterwards (operations in flight are cancelled, their
-//!    buffers parked until the kernel lets go). The token may be reused.
-//! 5. [`Driver::poll`] waits at most `timeout` (zero: not at all), and
-//!    returns early when the [`Driver::Waker`] was woken from another
-//!    thread; an idle engine sleeps in it.
+//! The contract every I/O backend meets: [`Driver`] and what it reports.
 
 use bytes::{Bytes, BytesMut};
 use std::io;
@@ -144,7 +114,40 @@ pub enum Event {
     },
 }
 
-/// An I/O backend (see the module docs for the rules).
+/// An I/O backend: the contract every driver meets, in the shape of
+/// completions.
+///
+/// An engine names each socket with a [`Token`] it chooses, asks the
+/// driver to connect, read and write, and learns how each operation ended
+/// either at once (the call returns `Some`) or later, as an [`Event`] from
+/// [`Driver::poll`]. A readiness backend (mio) performs the system call on
+/// the spot and, when the socket is not ready, keeps the operation until
+/// readiness and then performs it; a completion backend (io_uring) submits
+/// it and reports its completion. Either way the engine sees one
+/// behaviour, so one engine loop per direction runs over both.
+///
+/// Rules every driver keeps (the engines rely on them):
+///
+/// 1. At most one [`Driver::recv`] (or one multishot receive) and one
+///    [`Driver::send`] per token are outstanding; the engine does not ask
+///    for another before the first one ended.
+/// 2. A buffer handed to [`Driver::recv`] that did not fill at once is
+///    the driver's until [`Event::Received`] gives it back (with the bytes
+///    read appended to what it held).
+/// 3. [`Driver::send`] borrows what it sends. A driver that cannot finish
+///    at once copies the small parts and shares the payloads by reference
+///    count, keeps them alive until the kernel is done, and reports the
+///    bytes taken with [`Event::Sent`]; the engine keeps offering the same
+///    bytes (minus what was taken) until then. `Sent` with `0` bytes means
+///    only "the socket may take more now".
+/// 4. [`Driver::close`] ends everything of that token; later polls report
+///    nothing of it (operations in flight are cancelled, their buffers
+///    parked until the kernel lets go). The token may be reused at once;
+///    events the current poll already returned may still name it, so an
+///    engine ignores an event that does not answer what it asked for.
+/// 5. [`Driver::poll`] waits at most `timeout` (zero: not at all), and
+///    returns early when the [`Driver::Waker`] was woken from another
+///    thread; an idle engine sleeps in it.
 pub trait Driver {
     /// Its cross-thread waker: makes the next (or current)
     /// [`Driver::poll`] return soon.

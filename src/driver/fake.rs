@@ -34,6 +34,8 @@ pub(crate) struct FakeSock {
     pub(crate) inbox: Vec<u8>,
     send_wait: bool,
     recv_wait: Option<BytesMut>,
+    /// A multishot receive is armed.
+    multi: bool,
 }
 
 /// The fake driver.
@@ -49,6 +51,8 @@ pub(crate) struct FakeDriver {
     pub(crate) room_of: HashMap<SocketAddr, usize>,
     /// Every timeout the engine waited with.
     pub(crate) waits: Vec<Duration>,
+    /// Receives are multishot (zero-copy chunks) when armed.
+    pub(crate) multishot: bool,
     /// What the peer of each new connection sends first, unasked (a
     /// receiver's reply preface, which senders wait for).
     pub(crate) greeting: Vec<u8>,
@@ -66,6 +70,7 @@ impl FakeDriver {
             room,
             room_of: HashMap::new(),
             waits: Vec::new(),
+            multishot: false,
             greeting: Vec::new(),
             ready: Vec::new(),
             waker: Arc::default(),
@@ -90,6 +95,26 @@ impl FakeDriver {
                     res: Ok(0),
                 });
             }
+        }
+    }
+
+    /// A peer connects from `peer` (to the engine's listener).
+    pub(crate) fn accept(&mut self, peer: SocketAddr) {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a socket to carry the token");
+        self.ready.push(Event::Accepted { sock, peer });
+    }
+
+    /// The peer writes `b`, which arrives as the chunk `data` lying in
+    /// `buffer` when a multishot receive is armed (`data` must hold `b`).
+    pub(crate) fn chunk(&mut self, t: Token, data: bytes::Bytes, buffer: Option<bytes::Bytes>) {
+        match self.socks.get(&t) {
+            Some(s) if s.multi => self.ready.push(Event::Chunk {
+                token: t,
+                data,
+                buffer,
+            }),
+            _ => self.reply(t, &data),
         }
     }
 
@@ -124,11 +149,48 @@ impl Driver for FakeDriver {
     }
 
     fn listen(&mut self, _sock: socket2::Socket) -> io::Result<()> {
-        Err(io::Error::other("the fake driver does not listen"))
+        Ok(())
     }
 
-    fn register(&mut self, _token: Token, _sock: socket2::Socket) -> io::Result<()> {
-        Err(io::Error::other("the fake driver has no real sockets"))
+    fn register(&mut self, token: Token, _sock: socket2::Socket) -> io::Result<()> {
+        let s = FakeSock {
+            room: self.room,
+            ..FakeSock::default()
+        };
+        self.socks.insert(token, s);
+        Ok(())
+    }
+
+    fn recv_multi(&mut self, token: Token) -> io::Result<bool> {
+        let multishot = self.multishot;
+        let s = self
+            .socks
+            .get_mut(&token)
+            .ok_or(io::ErrorKind::NotConnected)?;
+        if !multishot {
+            return Ok(false);
+        }
+        s.multi = true;
+        if !s.inbox.is_empty() {
+            let data = bytes::Bytes::from(std::mem::take(&mut s.inbox));
+            self.ready.push(Event::Chunk {
+                token,
+                data,
+                buffer: None,
+            });
+        }
+        Ok(true)
+    }
+
+    fn stop_multi(&mut self, token: Token) {
+        if let Some(s) = self.socks.get_mut(&token) {
+            if std::mem::take(&mut s.multi) {
+                self.ready.push(Event::RecvEnded {
+                    token,
+                    how: super::contract::Ended::Rearm,
+                });
+            }
+        }
     }
 
     fn connect(&mut self, token: Token, addr: SocketAddr, _opts: &SockOpts) -> io::Result<()> {

@@ -13,8 +13,8 @@
 //! 3. wake a sleeping I/O thread with one syscall only when it sleeps;
 //! 4. on stop, cancel and drain everything in flight with no leak.
 //!
-//! The contract itself is the [`Driver`] trait (its rules are in the
-//! `contract` module's docs): register and connect sockets by [`Token`],
+//! The contract itself is the [`Driver`] trait (its rules are in its
+//! docs): register and connect sockets by [`Token`],
 //! read into buffers the engine lends (or, with provided buffers, hand out
 //! zero-copy chunks), write many frames per call, wake from another
 //! thread, and wait for events with a deadline. Operations complete at

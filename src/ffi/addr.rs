@@ -15,7 +15,7 @@ pub const SR_ADDR_IPV6: u16 = 6;
 /// `ip[0..4]`, network order, the rest zero) or `SR_ADDR_IPV6` (all 16
 /// bytes, network order); `port` is in host byte order.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct sr_addr {
     /// `SR_ADDR_IPV4` or `SR_ADDR_IPV6`.
     pub family: u16,

@@ -4,7 +4,7 @@
 use super::channel::{send_opts, write_id};
 use super::{
     arg_ref, arg_ref_plain, arg_slice, ffi_result, sr_addr, sr_channel, sr_result, sr_send_options,
-    write_text, Fail, Out, Userdata,
+    write_bytes, write_text, Fail, Out, Userdata,
 };
 use crate::membership::{Member, MemberEvent, MemberSource, PeerFacts, RemoveReason};
 use bytes::Bytes;
@@ -76,7 +76,20 @@ pub struct sr_member {
     /// How long its membership service had run at its last heartbeat, in
     /// milliseconds (0 for static and DNS members).
     pub alive_ms: u64,
+    /// Its application metadata (`memberPayload` in its config, at most
+    /// `SR_MEMBER_PAYLOAD_MAX` bytes, not NUL-terminated; may be NULL when
+    /// `payload_len` is 0): where to send a user whose session it holds.
+    /// Empty for members that announced none, and for static and DNS
+    /// members (only multicast heartbeats carry it).
+    pub payload: *const u8,
+    /// Length of `payload` in bytes.
+    pub payload_len: usize,
 }
+
+/// Longest member payload (`memberPayload`), in bytes.
+pub const SR_MEMBER_PAYLOAD_MAX: usize = 1024;
+
+const _: () = assert!(SR_MEMBER_PAYLOAD_MAX == crate::membership::MAX_MEMBER_PAYLOAD);
 
 /// One membership change, passed to the member callback; valid only until
 /// the callback returns.
@@ -154,7 +167,7 @@ impl MemberCallback {
 }
 
 impl sr_remove_reason {
-    fn from_rust(r: Option<RemoveReason>) -> Self {
+    pub(crate) fn from_rust(r: Option<RemoveReason>) -> Self {
         match r {
             None => Self::SR_REMOVE_NONE,
             Some(RemoveReason::Timeout) => Self::SR_REMOVE_TIMEOUT,
@@ -204,6 +217,8 @@ impl sr_member {
             is_sessionrepl: m.is_sessionrepl() as c_int,
             source: sr_member_source::from_rust(m.source),
             alive_ms: m.alive.as_millis().min(u128::from(u64::MAX)) as u64,
+            payload: m.member_payload().as_ptr(),
+            payload_len: m.member_payload().len(),
         }
     }
 }
@@ -265,6 +280,64 @@ pub unsafe extern "C" fn sr_channel_set_member_callback(
         });
         Ok(())
     })
+}
+
+/// Copies the application metadata (`memberPayload`, at most
+/// `SR_MEMBER_PAYLOAD_MAX` bytes, no NUL added) of the member at `*addr`
+/// (this channel's own address gives its own) into `buf[0..len]` and its
+/// length into `*out_n`: the member-list counterpart of
+/// `sr_member.payload`. Empty for a member that announced none, and for
+/// static and DNS members.
+///
+/// Returns `SR_OK`, `SR_NULL_PARAMETER` (`ch`, `addr`, `out_n`, or `buf`
+/// with `len > 0`), `SR_INVALID_ARGUMENT` (a bad `addr->family`),
+/// `SR_NOT_RUNNING`, `SR_NOT_FOUND` (no current member at `*addr`) or
+/// `SR_INSUFFICIENT_SIZE`: then `*out_n` is the length and `buf` is
+/// unchanged.
+///
+/// Thread safety: any thread, including the member callback.
+///
+/// # Safety
+/// `ch` is NULL or a live `sr_channel`; `addr` is NULL or points at an
+/// `sr_addr`; `buf` is NULL or writable for `len` bytes; `out_n` is NULL
+/// or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sr_channel_member_payload(
+    ch: *const sr_channel,
+    addr: *const sr_addr,
+    buf: *mut u8,
+    len: usize,
+    out_n: *mut usize,
+) -> sr_result {
+    ffi_result(|| {
+        // SAFETY: forwarded from the caller.
+        let h = unsafe { arg_ref(ch, "ch") }?;
+        let running = h.running()?;
+        // SAFETY: forwarded from the caller.
+        unsafe { write_member_payload(addr, buf, len, out_n, |a| running.member_payload(a)) }
+    })
+}
+
+/// The body of `sr_channel_member_payload` and
+/// `sr_session_store_member_payload`: reads `*addr`, looks its payload up
+/// and copies it out (`SR_NOT_FOUND` when `lookup` knows no such member).
+///
+/// # Safety
+/// `addr` is NULL or points at an `sr_addr`; `buf` and `out_n` as
+/// [`write_bytes`].
+pub(crate) unsafe fn write_member_payload(
+    addr: *const sr_addr,
+    buf: *mut u8,
+    len: usize,
+    out_n: *mut usize,
+    lookup: impl FnOnce(std::net::SocketAddr) -> Option<Vec<u8>>,
+) -> Result<(), Fail> {
+    // SAFETY: forwarded from the caller.
+    let a = unsafe { arg_ref_plain(addr, "addr") }?.to_socket()?;
+    let p = lookup(a)
+        .ok_or_else(|| Fail::new(sr_result::SR_NOT_FOUND, format!("no member listens at {a}")))?;
+    // SAFETY: forwarded from the caller.
+    unsafe { write_bytes(&p, buf, len, out_n) }
 }
 
 /// Copies the current members (never this node), longest-running first,

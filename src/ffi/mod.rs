@@ -293,25 +293,59 @@ pub(crate) unsafe fn write_text(
     out_n: *mut usize,
 ) -> Result<(), Fail> {
     // SAFETY: forwarded from the caller.
+    unsafe { write_buf(s.as_bytes(), true, buf.cast::<u8>(), len, out_n) }
+}
+
+/// Copies `b` into the caller's buffer, without a NUL: `out_n` as
+/// [`write_text`].
+///
+/// # Safety
+/// As [`write_text`].
+pub(crate) unsafe fn write_bytes(
+    b: &[u8],
+    buf: *mut u8,
+    len: usize,
+    out_n: *mut usize,
+) -> Result<(), Fail> {
+    // SAFETY: forwarded from the caller.
+    unsafe { write_buf(b, false, buf, len, out_n) }
+}
+
+/// The body of [`write_text`] (`nul`) and [`write_bytes`].
+///
+/// # Safety
+/// As [`write_text`].
+unsafe fn write_buf(
+    b: &[u8],
+    nul: bool,
+    buf: *mut u8,
+    len: usize,
+    out_n: *mut usize,
+) -> Result<(), Fail> {
+    // SAFETY: forwarded from the caller.
     let out_n = unsafe { Out::new(out_n, "out_n") }?;
     if buf.is_null() && len != 0 {
         return Err(Fail::null("buf"));
     }
-    let needed = s.len();
-    if len <= needed {
-        out_n.write(needed);
+    let needed = b.len() + nul as usize;
+    if len < needed {
+        out_n.write(b.len());
         return Err(Fail::new(
             sr_result::SR_INSUFFICIENT_SIZE,
-            format!("buffer of {len} bytes too small: {} needed", needed + 1),
+            format!("buffer of {len} bytes too small: {needed} needed"),
         ));
     }
-    // SAFETY: `buf` is non-NULL (len > needed >= 0) and valid for `len` >
-    // `needed` bytes; `s` does not overlap the caller's buffer.
-    unsafe {
-        std::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), needed);
-        buf.add(needed).write(0);
+    if needed > 0 {
+        // SAFETY: `buf` is non-NULL (len >= needed > 0) and writable for
+        // `len` >= `needed` bytes; `b` does not overlap the caller's buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), buf, b.len());
+            if nul {
+                buf.add(b.len()).write(0);
+            }
+        }
     }
-    out_n.write(needed);
+    out_n.write(b.len());
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `sr_session_event`: what the session store tells its event callback.
 
-use super::{sr_addr, Userdata};
+use super::{sr_addr, sr_remove_reason, Userdata};
+use crate::membership::MemberEvent;
 use crate::session::{MemberKey, SessionEvent, TransferFailure};
 use std::ffi::{c_int, c_void};
 
@@ -35,6 +36,13 @@ pub enum sr_session_event_kind {
     /// configured. Safe to take the next node down only once `version` is
     /// 0 on every node.
     SR_SESSION_HEALTH = 9,
+    /// A member the store places sessions on joined: `by` is its address,
+    /// `payload` its `memberPayload` (empty for static and DNS members).
+    SR_SESSION_MEMBER_ADDED = 10,
+    /// A member the store placed sessions on left: `by` is its address,
+    /// `payload` its last `memberPayload`, `flag` why (an
+    /// `sr_remove_reason`).
+    SR_SESSION_MEMBER_REMOVED = 11,
 }
 
 /// One session-store event, passed to the event callback; it and the bytes
@@ -62,8 +70,14 @@ pub struct sr_session_event {
     pub discarded_version: u64,
     /// Sessions held (ready), or donors missing (transfer failed).
     pub count: u64,
-    /// Non-zero if this node expired the session (expired).
+    /// Non-zero if this node expired the session (expired); the
+    /// `sr_remove_reason` (member removed).
     pub flag: c_int,
+    /// The member's application metadata (member added or removed; not
+    /// NUL-terminated; NULL when `payload_len` is 0).
+    pub payload: *const u8,
+    /// Length of `payload` in bytes.
+    pub payload_len: usize,
 }
 
 /// Called for each session-store event (see `sr_session_event_kind`), in
@@ -87,26 +101,57 @@ fn by(m: &MemberKey) -> sr_addr {
     m.addr.into()
 }
 
-impl EventCallback {
-    /// Calls the C callback with a view of `e` that lives for the call.
-    pub(crate) fn call(&self, e: &SessionEvent) {
-        let none = sr_addr {
-            family: 0,
-            port: 0,
-            ip: [0; 16],
-        };
-        let mut ev = sr_session_event {
-            kind: sr_session_event_kind::SR_SESSION_DRAINED,
+impl sr_session_event {
+    /// An event of `kind` with every other field zero.
+    fn blank(kind: sr_session_event_kind) -> Self {
+        sr_session_event {
+            kind,
             id: std::ptr::null(),
             id_len: 0,
             new_id: std::ptr::null(),
             new_id_len: 0,
-            by: none,
+            by: sr_addr::default(),
             version: 0,
             discarded_version: 0,
             count: 0,
             flag: 0,
+            payload: std::ptr::null(),
+            payload_len: 0,
+        }
+    }
+}
+
+impl EventCallback {
+    /// Calls the C callback with a view of a member event that lives for
+    /// the call.
+    pub(crate) fn call_member(&self, e: &MemberEvent) {
+        let (kind, flag) = match e {
+            MemberEvent::Added(_) => (sr_session_event_kind::SR_SESSION_MEMBER_ADDED, 0),
+            MemberEvent::Removed(_, r) => (
+                sr_session_event_kind::SR_SESSION_MEMBER_REMOVED,
+                sr_remove_reason::from_rust(Some(*r)) as c_int,
+            ),
+            MemberEvent::Suspect(_) => return,
         };
+        let m = e.member();
+        let mut ev = sr_session_event::blank(kind);
+        ev.by = m.addr.into();
+        ev.flag = flag;
+        ev.payload = m.member_payload().as_ptr();
+        ev.payload_len = m.member_payload().len();
+        self.invoke(&ev);
+    }
+
+    fn invoke(&self, ev: &sr_session_event) {
+        // SAFETY: `f` is a valid callback (the caller's promise to
+        // sr_session_store_open); `ev` and what it points at live for the
+        // call.
+        unsafe { (self.f)(self.userdata.get(), ev) }
+    }
+
+    /// Calls the C callback with a view of `e` that lives for the call.
+    pub(crate) fn call(&self, e: &SessionEvent) {
+        let mut ev = sr_session_event::blank(sr_session_event_kind::SR_SESSION_DRAINED);
         let set_id = |ev: &mut sr_session_event, id: &[u8]| {
             ev.id = id.as_ptr();
             ev.id_len = id.len();
@@ -177,9 +222,6 @@ impl EventCallback {
             }
             SessionEvent::Drained => ev.kind = SR_SESSION_DRAINED,
         }
-        // SAFETY: `f` is a valid callback (the caller's promise to
-        // sr_session_store_open); `ev` and the ids it points at live for
-        // the call.
-        unsafe { (self.f)(self.userdata.get(), &ev) }
+        self.invoke(&ev);
     }
 }

@@ -68,6 +68,11 @@ pub struct MembershipConfig {
     pub mcast_bind_address: Ipv4Addr,
     /// `mcastTTL` (default 1).
     pub mcast_ttl: u32,
+    /// `memberPayload`: application metadata this node announces in its
+    /// heartbeats (an HTTP address, a route name), at most
+    /// [`MAX_MEMBER_PAYLOAD`](super::member::MAX_MEMBER_PAYLOAD) bytes
+    /// (default empty). Tomcat's `Member` has the same `payload` field.
+    pub member_payload: Vec<u8>,
     /// `staticMembers`: comma-separated `host:port[/hexid]`.
     pub static_members: Vec<StaticMember>,
     /// `dnsMembershipName`: DNS name whose addresses are the members.
@@ -100,7 +105,7 @@ pub struct MembershipConfig {
 }
 
 /// Keys that only multicast membership reads.
-const MCAST_KEYS: [&str; 7] = [
+const MCAST_KEYS: [&str; 8] = [
     "mcastAddr",
     "mcastPort",
     "mcastFrequency",
@@ -108,6 +113,7 @@ const MCAST_KEYS: [&str; 7] = [
     "mcastClusterDomain",
     "mcastBindAddress",
     "mcastTTL",
+    "memberPayload",
 ];
 /// Keys that only DNS membership reads.
 const DNS_KEYS: [&str; 3] = [
@@ -146,6 +152,7 @@ impl Default for MembershipConfig {
             mcast_cluster_domain: Vec::new(),
             mcast_bind_address: Ipv4Addr::LOCALHOST,
             mcast_ttl: 1,
+            member_payload: Vec::new(),
             static_members: Vec::new(),
             dns_name: String::new(),
             dns_port: 4000,
@@ -228,6 +235,13 @@ impl MembershipConfig {
                 self.mcast_bind_address = a
             }
             "mcastTTL" => self.mcast_ttl = parse_u64(k, v, 0, 255)? as u32,
+            "memberPayload" => {
+                let max = super::member::MAX_MEMBER_PAYLOAD;
+                if v.len() > max {
+                    return Err(bad(k, &format!("at most {max} bytes")));
+                }
+                self.member_payload = v.as_bytes().to_vec()
+            }
             "staticMembers" => {
                 let mut list = Vec::new();
                 for e in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {

@@ -12,6 +12,43 @@ pub const FACTS_VERSION: u16 = 1;
 /// Encoded length of [`PeerFacts`]: magic (4) + version (2) + capabilities (4).
 pub const FACTS_LEN: usize = 10;
 
+/// Magic opening the member's application metadata (`memberPayload`) in a
+/// heartbeat's payload field, right after the facts: `SRMD`, a 2-byte
+/// big-endian length, then that many bytes.
+pub const PAYLOAD_MAGIC: [u8; 4] = *b"SRMD";
+/// Longest `memberPayload`, in bytes.
+pub const MAX_MEMBER_PAYLOAD: usize = 1024;
+
+/// Appends the `memberPayload` block (nothing for an empty one; cut to
+/// [`MAX_MEMBER_PAYLOAD`]).
+pub fn encode_member_payload(out: &mut Vec<u8>, p: &[u8]) {
+    if p.is_empty() {
+        return;
+    }
+    let p = &p[..p.len().min(MAX_MEMBER_PAYLOAD)];
+    out.extend_from_slice(&PAYLOAD_MAGIC);
+    out.extend_from_slice(&(p.len() as u16).to_be_bytes());
+    out.extend_from_slice(p);
+}
+
+/// The `memberPayload` a heartbeat payload field carries: empty unless it
+/// has the facts, then the block, whole and within
+/// [`MAX_MEMBER_PAYLOAD`] (anything else is ignored, not an error).
+pub fn decode_member_payload(payload: &[u8]) -> &[u8] {
+    if PeerFacts::decode(payload).is_none() {
+        return &[];
+    }
+    let rest = &payload[FACTS_LEN..];
+    if rest.len() < 6 || rest[..4] != PAYLOAD_MAGIC {
+        return &[];
+    }
+    let n = u16::from_be_bytes([rest[4], rest[5]]) as usize;
+    if n > MAX_MEMBER_PAYLOAD || rest.len() < 6 + n {
+        return &[];
+    }
+    &rest[6..6 + n]
+}
+
 /// Capability bits a sessionrepl node announces in its heartbeats.
 pub mod caps {
     /// Speaks the native protocol (`SRPL` preface, `docs/PROTOCOL.md`).
@@ -111,6 +148,13 @@ impl Member {
     /// True if the member announced sessionrepl facts.
     pub fn is_sessionrepl(&self) -> bool {
         self.facts.is_some()
+    }
+
+    /// Its application metadata (`memberPayload`: an HTTP address, a
+    /// route name), as its last heartbeat carried it; empty if none (or a
+    /// static/DNS member, which sends no heartbeats).
+    pub fn member_payload(&self) -> &[u8] {
+        decode_member_payload(&self.payload)
     }
 
     /// The unique id as 32 lower-case hex digits.
@@ -239,6 +283,8 @@ pub struct LocalMemberInfo {
     pub domain: Vec<u8>,
     /// Capability bits announced ([`caps`]).
     pub capabilities: u32,
+    /// Application metadata announced (`memberPayload`).
+    pub payload: Vec<u8>,
 }
 
 impl LocalMemberInfo {
@@ -249,6 +295,7 @@ impl LocalMemberInfo {
             id,
             domain: domain.into(),
             capabilities: caps::ALL,
+            payload: Vec::new(),
         }
     }
 }
@@ -256,6 +303,32 @@ impl LocalMemberInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_payload_round_trips_and_hostile_blocks_are_ignored() {
+        let mut p = PeerFacts::new(caps::ALL).encode().to_vec();
+        encode_member_payload(&mut p, b"http://127.0.0.1:8081");
+        p.extend_from_slice(b"SRHA-trailer-bytes");
+        assert_eq!(decode_member_payload(&p), b"http://127.0.0.1:8081");
+        // No facts, no block, a length past the end, one above the max.
+        assert_eq!(decode_member_payload(b"SRMD\x00\x01x"), b"");
+        let facts = PeerFacts::new(caps::ALL).encode().to_vec();
+        assert_eq!(decode_member_payload(&facts), b"");
+        let mut short = facts.clone();
+        short.extend_from_slice(b"SRMD\x00\x09abc");
+        assert_eq!(decode_member_payload(&short), b"");
+        let mut big = facts.clone();
+        big.extend_from_slice(b"SRMD\xff\xff");
+        big.resize(big.len() + 65535, b'x');
+        assert_eq!(decode_member_payload(&big), b"");
+        // Cut to the max on the way out; empty writes nothing.
+        let mut out = Vec::new();
+        encode_member_payload(&mut out, &[7u8; MAX_MEMBER_PAYLOAD + 5]);
+        assert_eq!(out.len(), 6 + MAX_MEMBER_PAYLOAD);
+        let mut none = Vec::new();
+        encode_member_payload(&mut none, b"");
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn facts_round_trip_and_plain_payloads_have_none() {

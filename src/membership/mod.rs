@@ -18,7 +18,7 @@ mod table;
 pub use config::{MembershipConfig, MembershipType, StaticMember};
 pub use member::{
     caps, derived_id, hex, LocalMemberInfo, Member, MemberEvent, MemberSource, PeerFacts,
-    RemoveReason, FACTS_LEN, FACTS_MAGIC, FACTS_VERSION,
+    RemoveReason, FACTS_LEN, FACTS_MAGIC, FACTS_VERSION, MAX_MEMBER_PAYLOAD, PAYLOAD_MAGIC,
 };
 pub use service::{MemberListener, MembershipService};
 pub use table::{MemberTable, MembershipStats, ProbeRequest, TableConfig, MAX_MEMBERS};

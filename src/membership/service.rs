@@ -322,6 +322,7 @@ impl Core {
         let mut m = TribesMember::new(self.local.addr.ip(), self.local.addr.port(), self.local.id);
         m.domain = self.local.domain.clone();
         m.payload = PeerFacts::new(self.local.capabilities).encode().to_vec();
+        super::member::encode_member_payload(&mut m.payload, &self.local.payload);
         if self.auth.is_some() {
             m.payload.extend_from_slice(&HeartbeatAuth::empty_trailer());
         }

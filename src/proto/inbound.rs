@@ -2,6 +2,7 @@
 //! acks and keepalive answers out.
 
 use super::decoder::{Frame, FrameBuf, FrameDecoder};
+use super::secure::{SecureError, SecureStream};
 use crate::error::{Error, Result};
 use crate::wire::frame::{put_reason_frame, AckBatch, FrameHeader, FrameType};
 use crate::wire::preface::Preface;
@@ -37,6 +38,8 @@ pub struct InboundConn {
     pub peer: Option<Preface>,
     acks: AckBatch,
     out: Vec<u8>,
+    /// Secure mode: the connection's secure filter (records in and out).
+    secure: Option<Box<SecureStream>>,
 }
 
 impl InboundConn {
@@ -50,12 +53,61 @@ impl InboundConn {
             peer: None,
             acks: AckBatch::default(),
             out: Vec::new(),
+            secure: None,
+        }
+    }
+
+    /// Runs the connection through `s`: the bytes given to
+    /// [`InboundConn::open_secure`] are opened, and output is sealed.
+    pub fn set_secure(&mut self, s: SecureStream) {
+        self.secure = Some(Box::new(s));
+    }
+
+    /// True in secure mode once the secure handshake completed.
+    pub fn secure_established(&self) -> bool {
+        self.secure.as_ref().is_some_and(|s| s.is_established())
+    }
+
+    /// True in secure mode.
+    pub fn is_secure(&self) -> bool {
+        self.secure.is_some()
+    }
+
+    /// Secure mode: bytes read from the socket, all taken; the plaintext
+    /// waits for [`InboundConn::take_plain`].
+    ///
+    /// # Errors
+    /// See [`SecureError`]: close the connection.
+    pub fn open_secure(&mut self, input: &[u8]) -> std::result::Result<(), SecureError> {
+        match self.secure.as_deref_mut() {
+            Some(s) => s.receive(input),
+            None => Ok(()),
+        }
+    }
+
+    /// Secure mode: the plaintext opened so far, to decode with
+    /// [`InboundConn::poll`]; give the rest back with
+    /// [`InboundConn::put_plain`].
+    pub fn take_plain(&mut self) -> BytesMut {
+        self.secure
+            .as_deref_mut()
+            .map(|s| std::mem::take(s.plain()))
+            .unwrap_or_default()
+    }
+
+    /// See [`InboundConn::take_plain`].
+    pub fn put_plain(&mut self, b: BytesMut) {
+        if let Some(s) = self.secure.as_deref_mut() {
+            *s.plain() = b;
         }
     }
 
     /// Bytes still needed for the frame in progress.
     pub fn wanted(&self, buf: &BytesMut) -> usize {
-        self.dec.wanted(buf)
+        match &self.secure {
+            Some(_) => self.dec.wanted_after(0),
+            None => self.dec.wanted(buf),
+        }
     }
 
     /// True once the peer's preface was accepted.
@@ -151,7 +203,8 @@ impl InboundConn {
     /// Bytes waiting to be written (batched acks counted as encoded): what
     /// the per-connection output bound (`maxPendingAckBytes`) measures.
     pub fn pending_output(&self) -> usize {
-        self.out.len() + self.acks.encoded_len()
+        let sealed = self.secure.as_ref().map_or(0, |s| s.pending().len());
+        self.out.len() + self.acks.encoded_len() + sealed
     }
 
     /// The payload length of a frame whose header arrived and whose
@@ -162,14 +215,31 @@ impl InboundConn {
 
     /// True if acks or other bytes are waiting to be written.
     pub fn has_output(&self) -> bool {
-        !self.out.is_empty() || !self.acks.is_empty()
+        !self.out.is_empty()
+            || !self.acks.is_empty()
+            || self
+                .secure
+                .as_ref()
+                .is_some_and(|s| !s.pending().is_empty())
     }
 
-    /// Flushes batched acks and returns the bytes to write. The caller
+    /// Flushes batched acks and returns the bytes to write (in secure
+    /// mode: sealed into records, after any handshake bytes). The caller
     /// removes what it wrote with `drain(..n)`.
     pub fn take_output(&mut self) -> &mut Vec<u8> {
         self.acks.flush_into(&mut self.out);
-        &mut self.out
+        // secure hook: only records leave a secured connection
+        let Some(s) = self.secure.as_deref_mut() else {
+            return &mut self.out;
+        };
+        if s.is_established() && !self.out.is_empty() {
+            let mut seal = s.sealer();
+            seal.push(&self.out);
+            if seal.finish().is_ok() {
+                self.out.clear();
+            }
+        }
+        s.pending_mut()
     }
 }
 

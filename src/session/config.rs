@@ -72,6 +72,11 @@ pub struct SessionConfig {
     /// a commit the former primary had in flight arrives first (default
     /// 1000).
     pub primary_settle_time: Duration,
+    /// `maxAsyncOperations`: asynchronous commits and reads of the C API
+    /// (`sr_session_store_*_async`) outstanding at once, from start until
+    /// completed and reaped (default 1024); past it they are refused with
+    /// `SR_QUEUE_FULL`.
+    pub max_async_operations: usize,
 }
 
 impl Default for SessionConfig {
@@ -93,6 +98,7 @@ impl Default for SessionConfig {
             member_discovery_time: None,
             min_commit_copies: 1,
             primary_settle_time: Duration::from_millis(1000),
+            max_async_operations: 1024,
         }
     }
 }
@@ -169,6 +175,9 @@ impl SessionConfig {
             "memberDiscoveryTime" => self.member_discovery_time = Some(parse_ms(k, v, 0, MAX_MS)?),
             "minCommitCopies" => self.min_commit_copies = parse_u64(k, v, 1, 64)? as usize,
             "primarySettleTime" => self.primary_settle_time = parse_ms(k, v, 0, MAX_MS)?,
+            "maxAsyncOperations" => {
+                self.max_async_operations = parse_u64(k, v, 1, 1 << 20)? as usize
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -40,6 +40,7 @@ pub use node::{
 };
 pub use placement::{Holders, Placement};
 pub use store::{
-    member_key, CommitHandle, EventListener, SessionStore, SessionStoreBuilder, StoreLookup,
+    member_key, CommitHandle, EventListener, FetchHandle, LookupStep, MemberEventListener,
+    SessionStore, SessionStoreBuilder, StoreLookup, LOOKUP_RETRY,
 };
 pub use table::SessionTable;

@@ -247,6 +247,7 @@ pub(crate) fn new_conn(addr: SocketAddr, shared: &Shared, now: Instant) -> Conn 
         u64::from_le_bytes(e),
         now,
     )
+    .with_secure(shared.secure.clone())
 }
 
 /// Carries out what member `i`'s sender asks: connects, closes, outcomes
@@ -285,6 +286,8 @@ pub(crate) fn drive<E: Engine>(e: &mut E, i: usize, now: Instant) {
         Stats::add(&s.resends, k.resends);
         Stats::add(&s.compressed, k.compressed);
         Stats::add(&s.reconnects, k.reconnects);
+        Stats::add(&s.secure_refusals, k.secure_refusals);
+        Stats::add(&s.secure_errors, k.secure_errors);
     }
 }
 

@@ -16,12 +16,12 @@
 
 mod engine;
 mod link;
-pub mod pump;
-pub mod receiver;
+pub(crate) mod pump;
+pub(crate) mod receiver;
 mod rx_core;
-pub mod sync;
+pub(crate) mod sync;
 mod ticket;
-pub mod tribes_send;
+pub(crate) mod tribes_send;
 
 pub use ticket::Ticket;
 
@@ -40,6 +40,14 @@ pub(crate) fn not_now(e: &std::io::Error) -> bool {
         e.kind(),
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
     ) || e.raw_os_error() == Some(libc::EINPROGRESS)
+}
+
+/// Wall-clock milliseconds since the Unix epoch (Tribes timestamps).
+pub(crate) fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A message handed to the listener. `payload` is a zero-copy slice of the
@@ -63,6 +71,20 @@ pub struct Message {
 /// Receives messages. Returning `Err(reason)` sends a FAIL with that reason
 /// when the sender asked for an ack after delivery.
 pub type MessageListener = Arc<dyn Fn(&Message) -> Result<(), String> + Send + Sync>;
+
+/// Receives messages in batches (at most [`MAX_DELIVERY_BATCH`], in order
+/// per connection): on a worker thread (`tcpThreadCount > 0`) every message
+/// it found queued at once; on the receiver thread (`tcpThreadCount=0`) the
+/// messages one connection's read turn decoded. It pushes one result per
+/// message onto the vector, in order; a missing result counts as a
+/// failure. Set with [`crate::channel::ChannelBuilder::batch_listener`], it
+/// replaces the per-message listener for native connections, so a host
+/// with a costly call boundary (JNI) pays it once per batch; Tribes
+/// connections still go through the per-message listener.
+pub type BatchListener = Arc<dyn Fn(&[&Message], &mut Vec<Result<(), String>>) + Send + Sync>;
+
+/// The most messages one [`BatchListener`] call receives.
+pub const MAX_DELIVERY_BATCH: usize = 64;
 
 pub use crate::proto::sender::{Delivery, Outcome};
 
@@ -98,7 +120,9 @@ impl SendOptions {
     }
 }
 
-/// State shared by a channel's transport threads.
+/// State shared by a channel's transport threads (internal; reached from
+/// outside only through `__internal::transport`).
+#[doc(hidden)]
 pub struct Shared {
     /// Configuration (frozen at start).
     pub cfg: Config,
@@ -116,6 +140,12 @@ pub struct Shared {
     /// The receiver's per-stream high-water marks (exactly-once delivery
     /// across reconnects), shared by its threads.
     pub dedup: crate::proto::dedup::DedupTable,
+    /// Set when every connection must be authenticated and encrypted
+    /// (`encryptionKey` or the `tls*File` settings).
+    pub secure: Option<crate::proto::secure::SecureContext>,
+    /// The batch listener, if any (set before the receiver starts): the
+    /// workers and the receiver thread's own deliveries use it.
+    pub batch: std::sync::OnceLock<BatchListener>,
 }
 
 impl Shared {
@@ -129,6 +159,8 @@ impl Shared {
             local: std::sync::OnceLock::new(),
             on_unreachable: std::sync::OnceLock::new(),
             dedup: Default::default(),
+            secure: None,
+            batch: std::sync::OnceLock::new(),
         }
     }
 
@@ -176,7 +208,7 @@ impl Shared {
 }
 
 /// The receiver (of whichever driver runs).
-pub type AnyReceiver = receiver::Receiver;
+pub(crate) type AnyReceiver = receiver::Receiver;
 
 /// The asynchronous engine (of whichever driver runs).
-pub type AnyPump = pump::Pump;
+pub(crate) type AnyPump = pump::Pump;

@@ -6,6 +6,7 @@ use super::{Message, MessageListener, Shared};
 use crate::error::Error;
 use crate::proto::inbound::{InEvent, InboundConn};
 use crate::proto::limits::{Admit, Expiry, RxLimits, RxLimitsConfig, UNRESERVED_FRAME};
+use crate::proto::secure::SecureError;
 use crate::proto::FrameBuf;
 use crate::queue::Wake;
 use crate::sr_log;
@@ -67,6 +68,8 @@ pub(crate) enum Close {
     Protocol(Error),
     /// A receiver limit (handshake deadline, slot eviction, acks unread).
     Limit(&'static str),
+    /// The peer did not authenticate, or a record failed authentication.
+    Secure(SecureError),
 }
 
 /// Why a connection is not read for now, besides a full worker queue.
@@ -145,6 +148,14 @@ pub(crate) struct RxCore {
     worker_threads: Vec<Option<std::thread::Thread>>,
     pub(crate) rx: Arc<RxShared>,
     limits: RxLimits,
+    /// Shared-key mode: Tribes `EncryptInterceptor` bodies from Tribes
+    /// members are opened (and replays refused) with this.
+    tribes_crypt: Option<secure::TribesCrypt>,
+    /// Messages for the batch listener delivered on this thread
+    /// (`tcpThreadCount=0`), held until the end of the connection's decode
+    /// turn (or [`super::MAX_DELIVERY_BATCH`]), with their ack-after-delivery bit.
+    inline: Vec<(Message, bool)>,
+    results: Vec<Result<(), String>>,
 }
 
 /// The receiver bounds from the config, `driver_pool` bytes of the memory
@@ -192,7 +203,7 @@ pub(crate) fn start_workers(
         let (w2, l2, r2, s2) = (ws.clone(), listener.clone(), rx.clone(), shared.clone());
         let t = crate::driver::sys::ThreadBuilder::new()
             .name(format!("sr-worker-{i}"))
-            .spawn(move || worker_loop(w2, l2, r2, s2))?;
+            .spawn(move || worker::worker_loop(w2, l2, r2, s2))?;
         handles.push(WorkerHandle {
             shared: ws,
             thread: Some(t),
@@ -210,6 +221,9 @@ pub(crate) fn start_workers(
             .collect(),
         rx,
         limits: RxLimits::new(limits_config(&shared.cfg, driver_pool)),
+        tribes_crypt: secure::TribesCrypt::for_node(shared),
+        inline: Vec::new(),
+        results: Vec::new(),
     };
     Ok((core, handles))
 }
@@ -422,6 +436,23 @@ impl RxCore {
         if c.paused() {
             return Ok(());
         }
+        if self.shared.secure.is_some() {
+            // secure hook: records are opened before the frame decoder
+            return self.decode_secure(token, c, buf);
+        }
+        self.decode_clear(token, c, buf)
+    }
+
+    /// Decodes frames from clear bytes (see [`RxCore::decode`]).
+    pub(super) fn decode_clear<B: FrameBuf>(
+        &mut self,
+        token: usize,
+        c: &mut ConnCore,
+        buf: &mut B,
+    ) -> Result<(), Close> {
+        if c.paused() {
+            return Ok(());
+        }
         if c.dialect == Dialect::Unknown {
             match detect_dialect(buf) {
                 Dialect::Unknown => return Ok(()),
@@ -533,6 +564,7 @@ impl RxCore {
                 break Ok(());
             }
         };
+        self.flush_inline(c);
         Stats::add(&self.shared.stats.msgs_received, delivered);
         result
     }
@@ -600,6 +632,13 @@ impl RxCore {
             payload,
         };
         let ack = flags & FLAG_ACK_DELIVERY != 0;
+        if self.workers.is_empty() && self.shared.batch.get().is_some() {
+            self.inline.push((msg, ack));
+            if self.inline.len() >= super::MAX_DELIVERY_BATCH {
+                self.flush_inline(c);
+            }
+            return;
+        }
         if self.workers.is_empty() {
             let r = deliver(&self.listener, &msg, &self.shared);
             if ack {
@@ -653,7 +692,11 @@ impl RxCore {
             // In envelope mode the host (the JVM drop-in) gets the whole
             // ChannelData and handles gzip and control bodies itself.
             let envelope = self.shared.cfg.tribes_envelope.then(|| payload.clone());
-            let cd = ChannelData::decode(payload).map_err(Close::Protocol)?;
+            let mut cd = ChannelData::decode(payload).map_err(Close::Protocol)?;
+            if self.shared.secure.is_some() {
+                // secure hook: EncryptInterceptor bodies opened, or refused
+                self.tribes_open(&mut cd, envelope.is_some())?;
+            }
             let member = cd.member().map_err(Close::Protocol)?;
             let from = match u16::try_from(member.port) {
                 Ok(p) if p != 0 => SocketAddr::new(member.host, p),
@@ -751,6 +794,7 @@ impl RxCore {
     pub(crate) fn on_close(&mut self, c: &ConnCore, why: &Close) {
         self.limits.closed(c.token, c.reserved);
         let peer = c.peer;
+        self.count_secure_close(c, why);
         match why {
             Close::Limit(what) => {
                 Stats::add(&self.shared.stats.rx_limit_closes, 1);
@@ -762,6 +806,7 @@ impl RxCore {
                 Stats::add(&self.shared.stats.protocol_errors, 1);
                 sr_log!(Warn, "closing connection from {peer}: {e}");
             }
+            Close::Secure(_) => {} // counted and logged above
         }
     }
 }
@@ -778,47 +823,11 @@ fn deliver(l: &MessageListener, m: &Message, shared: &Shared) -> Result<(), Stri
     r
 }
 
-fn worker_loop(w: Arc<WorkerShared>, l: MessageListener, rx: Arc<RxShared>, shared: Arc<Shared>) {
-    let spin = shared.cfg.idle.spin;
-    let mut idle_since: Option<Instant> = None;
-    loop {
-        if let Some(job) = w.q.pop() {
-            idle_since = None;
-            let r = deliver(&l, &job.msg, &shared);
-            if job.ack {
-                let mut ret = AckReturn {
-                    token: job.token,
-                    id: job.msg.id,
-                    err: r.err(),
-                };
-                // The return queue holds every worker's full queue, so this
-                // only spins if the I/O thread is far behind.
-                while let Err(back) = rx.acks.push(ret) {
-                    ret = back;
-                    std::thread::yield_now();
-                }
-                if rx.sleeping.swap(false, Ordering::SeqCst) {
-                    rx.waker.wake();
-                }
-            }
-            continue;
-        }
-        if w.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        match idle_since {
-            None => idle_since = Some(Instant::now()),
-            Some(t) if t.elapsed() >= spin => {
-                w.sleeping.store(true, Ordering::SeqCst);
-                if w.q.is_empty() && !w.stop.load(Ordering::SeqCst) {
-                    std::thread::park_timeout(Duration::from_millis(100));
-                }
-                w.sleeping.store(false, Ordering::SeqCst);
-            }
-            _ => std::hint::spin_loop(),
-        }
-    }
-}
+#[path = "rx_worker.rs"]
+mod worker;
+
+#[path = "rx_secure.rs"]
+mod secure;
 
 #[cfg(test)]
 #[path = "rx_core_tests.rs"]

@@ -153,15 +153,31 @@ fn compile_java_here(file: &str) -> Result<PathBuf, String> {
 
 use sessionrepl::Config;
 
+#[path = "../support/certs.rs"]
+pub mod certs;
+
 thread_local! {
     static IO: std::cell::RefCell<&'static str> = const { std::cell::RefCell::new("mio") };
+    static SEC: std::cell::RefCell<&'static str> = const { std::cell::RefCell::new("none") };
 }
 
-/// A default config for the driver under test.
+/// A default config for the driver (and security mode) under test.
 pub fn io_cfg() -> Config {
     let mut c = Config::default();
     c.io_backend = IO.with(|io| io.borrow().to_string());
+    for s in certs::security_settings(SEC.with(|m| *m.borrow())) {
+        let (k, v) = s.split_once('=').unwrap();
+        c.set(k, v).unwrap();
+    }
     c
+}
+
+/// Runs `f` as [`with_io`] does, every channel from [`io_cfg`] in
+/// security mode `sec` (`"key"`: shared key, `"tls"`: certificates).
+pub fn with_io_secure(io: &'static str, sec: &'static str, f: fn()) {
+    SEC.with(|c| *c.borrow_mut() = sec);
+    with_io(io, f);
+    SEC.with(|c| *c.borrow_mut() = "none");
 }
 
 /// Runs `f` with every channel on driver `io`; the io_uring run is skipped
@@ -208,5 +224,35 @@ macro_rules! on_both_drivers {
                 }
             }
         )*
+    };
+}
+
+/// Generates `encrypted::<test>::{mio,uring}_{key,tls}`: each body on
+/// both drivers with encryption on in both modes. Call once per file.
+#[allow(unused_macros)]
+macro_rules! on_both_drivers_encrypted {
+    ($($name:ident),* $(,)?) => {
+        mod encrypted {
+            $(
+                mod $name {
+                    #[test]
+                    fn mio_key() {
+                        super::super::common::with_io_secure("mio", "key", super::super::$name);
+                    }
+                    #[test]
+                    fn uring_key() {
+                        super::super::common::with_io_secure("uring", "key", super::super::$name);
+                    }
+                    #[test]
+                    fn mio_tls() {
+                        super::super::common::with_io_secure("mio", "tls", super::super::$name);
+                    }
+                    #[test]
+                    fn uring_tls() {
+                        super::super::common::with_io_secure("uring", "tls", super::super::$name);
+                    }
+                }
+            )*
+        }
     };
 }

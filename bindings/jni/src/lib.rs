@@ -21,6 +21,7 @@
 //!   hostile (bounded lengths, clear errors).
 #![deny(missing_docs)]
 
+mod batch;
 mod boundary;
 mod channel;
 mod enc;
@@ -73,6 +74,7 @@ fn natives() -> Vec<jni::NativeMethod> {
     let mut v = Vec::new();
     v.extend(boundary::natives());
     v.extend(channel::natives());
+    v.extend(batch::natives());
     v.extend(store::natives());
     v
 }

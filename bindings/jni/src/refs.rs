@@ -19,6 +19,10 @@ pub(crate) struct Refs {
     pub exception_new: JMethodID,
     /// `Native.onMessage(Object, byte[] meta, byte[] payload) -> String`.
     pub on_message: JStaticMethodID,
+    /// `Native.onBatch(Object, ByteBuffer, int count, int length) -> String[]`.
+    pub on_batch: JStaticMethodID,
+    /// `Native.allocBatch(int capacity) -> ByteBuffer` (direct).
+    pub alloc_batch: JStaticMethodID,
     /// `Native.onMember(Object, byte[])`.
     pub on_member: JStaticMethodID,
     /// `Native.onOutcome(Object, byte[])`.
@@ -51,6 +55,11 @@ pub(crate) fn init(env: &mut JNIEnv) -> Result<(), String> {
             .map_err(|x| e(name, x))
     };
     let on_message = stat("onMessage", "(Ljava/lang/Object;[B[B)Ljava/lang/String;")?;
+    let on_batch = stat(
+        "onBatch",
+        "(Ljava/lang/Object;Ljava/nio/ByteBuffer;II)[Ljava/lang/String;",
+    )?;
+    let alloc_batch = stat("allocBatch", "(I)Ljava/nio/ByteBuffer;")?;
     let on_member = stat("onMember", "(Ljava/lang/Object;[B)V")?;
     let on_outcome = stat("onOutcome", "(Ljava/lang/Object;[B)V")?;
     let on_session_event = stat("onSessionEvent", "(Ljava/lang/Object;[B)V")?;
@@ -61,6 +70,8 @@ pub(crate) fn init(env: &mut JNIEnv) -> Result<(), String> {
         exception: env.new_global_ref(&exc).map_err(|x| e("global ref", x))?,
         exception_new,
         on_message,
+        on_batch,
+        alloc_batch,
         on_member,
         on_outcome,
         on_session_event,

@@ -162,7 +162,7 @@ extern "system" fn store_is_primary_for(
 
 /// Decodes a `Txn` from Java: id, then ops (1 set name value, 2 remove
 /// name, 3 max inactive secs, 4 principal, 5 auth type; 4 and 5 take a
-/// presence byte then the bytes).
+/// presence byte then the bytes; 6 the base version: counter, 16-byte writer).
 fn txn_from(b: &[u8]) -> Result<Txn, Fail> {
     let mut d = Dec::new(b);
     let mut t = Txn::new(bytes::Bytes::copy_from_slice(d.bytes()?));
@@ -192,6 +192,14 @@ fn txn_from(b: &[u8]) -> Result<Txn, Fail> {
             5 => {
                 let a = opt(&mut d)?;
                 t.set_auth_type(a);
+            }
+            6 => {
+                let counter = d.u64()?;
+                let mut writer = [0u8; 16];
+                for b in writer.iter_mut() {
+                    *b = d.u8()?;
+                }
+                t.set_base(sessionrepl::session::Version { counter, writer });
             }
             op => return Err(Fail::arg(format!("unknown transaction op {op}"))),
         }
@@ -237,7 +245,7 @@ extern "system" fn commit_free(mut env: JNIEnv, _c: JClass, c: jlong) {
     })
 }
 
-/// Looks up: 0 found (id, version, creation time, max inactive, principal,
+/// Looks up: 0 found (id, version counter and writer, creation time, max inactive, principal,
 /// auth type, idle ms, attribute count, name/value pairs), 1 moved
 /// (address), 2 not found. `ms < 0` waits the configured `accessTimeout`.
 extern "system" fn store_get(
@@ -259,10 +267,9 @@ extern "system" fn store_get(
         match found {
             StoreLookup::Local(sess) => {
                 let m = sess.meta();
-                e.u8(0)
-                    .bytes(sess.id())
-                    .u64(sess.version().counter)
-                    .u64(m.creation_time)
+                e.u8(0).bytes(sess.id()).u64(sess.version().counter);
+                e.0.extend_from_slice(&sess.version().writer);
+                e.u64(m.creation_time)
                     .u64(m.max_inactive_secs as u64)
                     .opt_bytes(m.principal.as_deref())
                     .opt_bytes(m.auth_type.as_deref())

@@ -63,16 +63,38 @@ fn channel_pair(
 /// the scenarios start (tuning experiments: `idleSpinMicros`, buffers, ...).
 static BENCH_SETS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
 
+/// Set while the clear-text comparison rows of an encrypted run are
+/// measured: [`bench_config`] then leaves the security settings out.
+static CLEAR_TEXT_ROWS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True for the settings that turn encryption on.
+fn is_security_key(k: &str) -> bool {
+    k.starts_with("encryption") || k.starts_with("tls")
+}
+
 /// A default config with the bench's `--set` pairs applied.
 ///
 /// # Errors
 /// A pair the config refuses.
 pub fn bench_config() -> sessionrepl::Result<Config> {
     let mut cfg = Config::default();
+    let clear = CLEAR_TEXT_ROWS.load(Ordering::Relaxed);
     for (k, v) in BENCH_SETS.get().map(Vec::as_slice).unwrap_or_default() {
+        if clear && is_security_key(k) {
+            continue;
+        }
         cfg.set(k, v)?;
     }
     Ok(cfg)
+}
+
+/// The security mode of the bench's settings (`none`, `shared-key`,
+/// `tls`), for the `sec=` field.
+fn security_mode() -> &'static str {
+    match bench_config().map(|c| c.security.context()) {
+        Ok(Ok(Some(ctx))) => ctx.mode_name(),
+        _ => "none",
+    }
 }
 
 fn wait_for(got: &AtomicU64, n: u64, limit: Duration) -> sessionrepl::Result<()> {
@@ -272,7 +294,7 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
             }
             "--io" => {
                 let v = val()?;
-                sessionrepl::driver::Backend::resolve(&v).map_err(|e| e.to_string())?;
+                sessionrepl::__internal::driver::Backend::resolve(&v).map_err(|e| e.to_string())?;
                 o.io = v;
             }
             "--no-peer" => o.peer = false,
@@ -323,10 +345,25 @@ pub fn cli(args: &[String]) -> Result<(), String> {
                 Err(e) => eprintln!("{} floor failed: {e}", s.id()),
             }
         }
+        let sec = security_mode();
+        if sec != "none" {
+            // The clear-text rows to compare with, from the same run.
+            CLEAR_TEXT_ROWS.store(true, Ordering::Relaxed);
+            let r = run_sessionrepl_lines(s, count, &o.io);
+            CLEAR_TEXT_ROWS.store(false, Ordering::Relaxed);
+            match r {
+                Ok(lines) => {
+                    for l in lines {
+                        out(l.with_extra("io", &o.io).with_extra("sec", "none"));
+                    }
+                }
+                Err(e) => return Err(format!("{} (clear text) failed: {e}", s.id())),
+            }
+        }
         match run_sessionrepl_lines(s, count, &o.io) {
             Ok(lines) if !lines.is_empty() => {
                 for l in lines {
-                    out(l.with_extra("io", &o.io));
+                    out(l.with_extra("io", &o.io).with_extra("sec", sec));
                 }
             }
             Ok(_) => eprintln!(
@@ -350,7 +387,7 @@ pub fn cli(args: &[String]) -> Result<(), String> {
             if let Some(key) = bench_config().ok().and_then(|c| c.security.encryption_key) {
                 let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
                 match tribes::run_scenario_keyed(s, n, size, Duration::from_secs(300), Some(&hex)) {
-                    Ok(Some(l)) => println!("{l}"),
+                    Ok(Some(l)) => out(l),
                     Ok(None) => {}
                     Err(e) => eprintln!("{} tribes-encrypt failed: {e}", s.id()),
                 }

@@ -19,7 +19,7 @@ const COPIES: usize = 2;
 
 fn config(io: &str, run: u32) -> sessionrepl::Result<Config> {
     let pid = std::process::id();
-    let mut c = Config::default();
+    let mut c = super::run::bench_config()?;
     for (k, v) in [
         ("membershipType", "multicast".to_string()),
         (

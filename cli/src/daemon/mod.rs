@@ -25,7 +25,7 @@ mod metrics;
 mod server_xml;
 
 use metrics::{metric, MetricsServer, Render};
-use sessionrepl::driver::sys::{block_signals, wait_signal};
+use sessionrepl::__internal::driver::sys::{block_signals, wait_signal};
 use sessionrepl::log::{set_max_level, Level};
 use sessionrepl::session::{SessionEvent, SessionStore};
 use sessionrepl::{Channel, Config, Error};

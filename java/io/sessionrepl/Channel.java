@@ -32,6 +32,7 @@ public final class Channel implements AutoCloseable {
     public static final class Builder {
         private final Config cfg;
         private MessageListener messages;
+        private MessageBatchListener batches;
         private MemberListener members;
         private OutcomeListener outcomes;
 
@@ -45,6 +46,19 @@ public final class Channel implements AutoCloseable {
          */
         public Builder onMessage(MessageListener l) {
             messages = l;
+            return this;
+        }
+
+        /**
+         * Receives messages a batch at a time (one call across JNI per batch
+         * instead of per message); replaces {@link #onMessage}. Messages
+         * from Tribes connections come as batches of one.
+         *
+         * @param l receives batches of messages
+         * @return this builder
+         */
+        public Builder onMessageBatch(MessageBatchListener l) {
+            batches = l;
             return this;
         }
 
@@ -79,6 +93,7 @@ public final class Channel implements AutoCloseable {
     }
 
     private final MessageListener messages;
+    private final MessageBatchListener batches;
     private final MemberListener members;
     private final OutcomeListener outcomes;
     private final Guard guard;
@@ -97,9 +112,11 @@ public final class Channel implements AutoCloseable {
 
     private Channel(Builder b) {
         this.messages = b.messages;
+        this.batches = b.batches;
         this.members = b.members;
         this.outcomes = b.outcomes;
-        int want = (messages != null ? 1 : 0) | (members != null ? 2 : 0) | (outcomes != null ? 4 : 0);
+        boolean listens = messages != null || batches != null;
+        int want = (listens ? 1 : 0) | (members != null ? 2 : 0) | (outcomes != null ? 4 : 0);
         long h = Native.channelStart(this, b.cfg.keys(), b.cfg.vals(), want);
         this.guard = new Guard(h, "SR_NOT_RUNNING", "channel");
         Wire.In in = new Wire.In(guard.with(Native::channelInfo));
@@ -186,6 +203,61 @@ public final class Channel implements AutoCloseable {
         int off = payload.position();
         int len = payload.remaining();
         return guard.with(h -> Native.channelSend(h, d, null, payload, off, len, o, false));
+    }
+
+    /**
+     * Sends many messages in one call across JNI: {@code batch} holds, from
+     * its position to its limit, each message as a big-endian {@code int}
+     * length followed by that many bytes ({@link #putMessage} writes one).
+     * Each message is sent as by {@link #send(InetSocketAddress[], byte[],
+     * SendOptions)}, in order; the bytes are copied before it returns.
+     * The position moves past the messages sent. When a message cannot be
+     * sent (a full queue in the asynchronous modes, a failure in the
+     * synchronous ones) the call stops there: it throws if that was the
+     * first message, else it returns the count so far (the next call meets
+     * the failure first).
+     *
+     * @param to destinations (null or empty: every current member)
+     * @param batch a direct buffer of length-prefixed messages
+     * @param opts ack and compression, for every message
+     * @return the number of messages sent (queued), at least 1 when any remained
+     * @throws SessionReplException as {@code send}; {@code SR_INVALID_ARGUMENT}
+     *     for a heap buffer or a length that exceeds the buffer
+     */
+    public int sendBatch(InetSocketAddress[] to, ByteBuffer batch, SendOptions opts) {
+        if (!batch.isDirect()) {
+            throw new SessionReplException("SR_INVALID_ARGUMENT", "not a direct ByteBuffer");
+        }
+        if (!batch.hasRemaining()) {
+            return 0;
+        }
+        byte[] d = dests(to);
+        int o = opts.bits();
+        int off = batch.position();
+        int len = batch.remaining();
+        long r = guard.with(h -> Native.channelSendBatch(h, d, batch, off, len, o));
+        batch.position(off + (int) r);
+        return (int) (r >>> 32);
+    }
+
+    /**
+     * Appends one message to a batch for {@link #sendBatch}.
+     *
+     * @param batch the batch being filled
+     * @param payload the message
+     * @param off its first byte
+     * @param len its length
+     * @return false (and nothing written) when it does not fit
+     * @throws IndexOutOfBoundsException (nothing written) when {@code off}
+     *     and {@code len} do not lie within {@code payload}
+     */
+    public static boolean putMessage(ByteBuffer batch, byte[] payload, int off, int len) {
+        java.util.Objects.checkFromIndexSize(off, len, payload.length);
+        if (batch.remaining() - 4 < len) {
+            return false;
+        }
+        batch.putInt(len).put(payload, off, len);
+        return true;
     }
 
     /**
@@ -307,8 +379,34 @@ public final class Channel implements AutoCloseable {
 
     // -- from Native, on engine threads --
 
-    void deliver(byte[] meta, byte[] payload) throws Exception {
+    /** Delivers one message; returns null or the failure text. */
+    String deliver(byte[] meta, byte[] payload) throws Exception {
+        if (batches != null) {
+            String[] f = deliverBatch(MessageBatch.of(meta, payload));
+            return f == null ? null : f[0];
+        }
         messages.onMessage(new Message(meta, payload));
+        return null;
+    }
+
+    /** Delivers a batch; returns null or one failure text (or null) per message. */
+    String[] deliverBatch(MessageBatch b) {
+        if (batches != null) {
+            try {
+                batches.onBatch(b);
+            } catch (Throwable t) {
+                b.failRest(Native.reason(t));
+            }
+            return b.failures();
+        }
+        for (int i = 0; i < b.size(); i++) {
+            try {
+                messages.onMessage(b.message(i));
+            } catch (Throwable t) {
+                b.fail(i, Native.reason(t));
+            }
+        }
+        return b.failures();
     }
 
     void memberEvent(byte[] enc) {

@@ -35,6 +35,7 @@ final class Native {
     static native byte[] channelInfo(long h);
     static native long channelSend(long h, byte[] dests, byte[] arr, ByteBuffer buf,
                                    int off, int len, int opts, boolean ticket);
+    static native long channelSendBatch(long h, byte[] dests, ByteBuffer buf, int off, int len, int opts);
     static native long ticketId(long t);
     static native byte[] ticketWait(long t, long ms);
     static native void ticketFree(long t);
@@ -82,14 +83,41 @@ final class Native {
     static String onMessage(Object target, byte[] meta, byte[] payload) {
         IN_CALLBACK.set(target);
         try {
-            ((Channel) target).deliver(meta, payload);
-            return null;
+            return ((Channel) target).deliver(meta, payload);
         } catch (Throwable t) {
-            String m = t.toString();
-            return m.isEmpty() ? "listener failed" : m;
+            return reason(t);
         } finally {
             IN_CALLBACK.remove();
         }
+    }
+
+    /**
+     * A batch of messages for a channel's listener: returns null, or one
+     * failure text (or null) per message.
+     */
+    static String[] onBatch(Object target, ByteBuffer buf, int count, int length) {
+        IN_CALLBACK.set(target);
+        try {
+            return ((Channel) target).deliverBatch(new MessageBatch(buf, count, length));
+        } catch (Throwable t) {
+            // A malformed batch (never expected): refuse all of it.
+            String[] all = new String[Math.max(0, count)];
+            java.util.Arrays.fill(all, "batch refused: " + t);
+            return all;
+        } finally {
+            IN_CALLBACK.remove();
+        }
+    }
+
+    /** A direct buffer for the native side to lay batches out in. */
+    static ByteBuffer allocBatch(int capacity) {
+        return ByteBuffer.allocateDirect(capacity);
+    }
+
+    /** The failure text of a listener's exception. */
+    static String reason(Throwable t) {
+        String m = t.toString();
+        return m.isEmpty() ? "listener failed" : m;
     }
 
     /** A membership event for a channel's member listener. */

@@ -9,6 +9,7 @@ import java.util.Map;
 public final class Session {
     private final String id;
     private final long version;
+    private final byte[] writer;
     private final long creationTime;
     private final long maxInactiveSecs;
     private final byte[] principal;
@@ -19,6 +20,7 @@ public final class Session {
     Session(Wire.In in) {
         this.id = new String(in.bytes(), StandardCharsets.UTF_8);
         this.version = in.u64();
+        this.writer = in.fixed(16);
         this.creationTime = in.u64();
         this.maxInactiveSecs = in.u64();
         this.principal = in.optBytes();
@@ -38,6 +40,9 @@ public final class Session {
 
     /** @return the version counter (bumped by every commit) */
     public long version() { return version; }
+
+    /** The writer half of the version ({@link Txn#basedOn}). */
+    byte[] versionWriter() { return writer.clone(); }
 
     /** @return the creation time (epoch ms as the creating node counted it) */
     public long creationTime() { return creationTime; }

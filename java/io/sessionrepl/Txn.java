@@ -26,6 +26,24 @@ public final class Txn {
     }
 
     /**
+     * Optimistic concurrency: the commit applies only if the session is
+     * still at the version {@code read} was taken at (decided by the
+     * session's primary); otherwise it fails with {@code SR_CONFLICT} and
+     * changes nothing. Without it, the last writer wins.
+     *
+     * @param read the snapshot the changes were based on
+     * @return this txn
+     */
+    public Txn basedOn(Session read) {
+        ops.u8(6).u64(read.version());
+        byte[] w = read.versionWriter();
+        for (byte b : w) {
+            ops.u8(b & 0xff);
+        }
+        return this;
+    }
+
+    /**
      * @param name attribute name
      * @param value serialized value
      * @return this txn

@@ -1,6 +1,6 @@
-//! Authenticated, encrypted connections, sans-IO. **Not yet wired into the
-//! transport** (issue 12 phase B): this module is complete and tested on
-//! its own; the connection paths call it once the transport rewrite lands.
+//! Authenticated, encrypted connections, sans-IO. The connection paths
+//! (`proto::sender`, `proto::inbound` through `transport::rx_core`, and the
+//! synchronous sender) run every byte through a [`SecureStream`].
 //!
 //! One interface, [`SecureSession`], over two modes:
 //!
@@ -39,11 +39,14 @@
 
 pub mod keys;
 pub mod noise;
+mod records;
+pub mod stream;
 pub mod tls;
 pub mod tribes;
 
 pub use keys::SharedKey;
 pub use noise::NoiseSession;
+pub use stream::SecureStream;
 pub use tls::{TlsContext, TlsSession};
 
 use std::fmt;
@@ -77,6 +80,69 @@ impl fmt::Display for SecureError {
 }
 
 impl std::error::Error for SecureError {}
+
+/// Room a plaintext buffer takes when it must grow (four full records).
+const PLAIN_RESERVE: usize = 256 * 1024;
+
+/// Where a session appends the plaintext it opened (a `Vec<u8>`, or the
+/// `BytesMut` frames are split from without a copy).
+pub trait PlainBuf {
+    /// Bytes held.
+    fn len(&self) -> usize;
+    /// True if empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Grows by `n` zero bytes and returns them.
+    fn grow(&mut self, n: usize) -> &mut [u8];
+    /// Appends `data` and returns the appended bytes (to open in place).
+    fn append(&mut self, data: &[u8]) -> &mut [u8];
+    /// Shortens to `len` bytes.
+    fn cut(&mut self, len: usize);
+}
+
+impl PlainBuf for Vec<u8> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        let start = Vec::len(self);
+        self.resize(start + n, 0);
+        &mut self[start..]
+    }
+    fn append(&mut self, data: &[u8]) -> &mut [u8] {
+        let start = Vec::len(self);
+        self.extend_from_slice(data);
+        &mut self[start..]
+    }
+    fn cut(&mut self, len: usize) {
+        self.truncate(len)
+    }
+}
+
+impl PlainBuf for bytes::BytesMut {
+    fn len(&self) -> usize {
+        bytes::BytesMut::len(self)
+    }
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        let start = bytes::BytesMut::len(self);
+        self.resize(start + n, 0);
+        &mut self[start..]
+    }
+    fn append(&mut self, data: &[u8]) -> &mut [u8] {
+        let start = bytes::BytesMut::len(self);
+        if self.capacity() - start < data.len() {
+            // Frames split off earlier still share the old allocation: take
+            // room for several records at once, not one allocation each.
+            self.reserve(data.len().max(PLAIN_RESERVE));
+        }
+        self.extend_from_slice(data);
+        &mut self[start..]
+    }
+    fn cut(&mut self, len: usize) {
+        self.truncate(len)
+    }
+}
 
 impl From<SecureError> for crate::Error {
     fn from(e: SecureError) -> Self {
@@ -167,7 +233,7 @@ impl SecureSession {
     ///
     /// # Errors
     /// See [`SecureError`]; after an error, close the connection.
-    pub fn receive(&mut self, input: &[u8], plain: &mut Vec<u8>) -> Result<(), SecureError> {
+    pub fn receive(&mut self, input: &[u8], plain: &mut impl PlainBuf) -> Result<(), SecureError> {
         match self {
             Self::Noise(s) => s.receive(input, plain),
             Self::Tls(s) => s.receive(input, plain),

@@ -23,15 +23,18 @@
 //!
 //! Each side sends one hello (initiator first). Then every byte travels in
 //! records: a 2-byte length L (17..=65535) and L bytes of AES-256-GCM
-//! ciphertext with its 16-byte tag. The record nonce is Noise's implicit
-//! counter: a replayed, dropped, reordered or spliced record fails
-//! authentication and fails the connection.
+//! ciphertext with its 16-byte tag, keyed per direction from the
+//! handshake's split (see `records`). The record nonce is an implicit
+//! counter and the length is authenticated: a replayed, dropped,
+//! reordered or spliced record fails authentication and fails the
+//! connection.
 
 use std::sync::Arc;
 
-use snow::{Builder, HandshakeState, TransportState};
+use snow::{Builder, HandshakeState};
 
-use super::SecureError;
+use super::records::RecordKeys;
+use super::{PlainBuf, SecureError};
 
 /// Magic of a shared-key hello.
 pub const HELLO_MAGIC: [u8; 4] = *b"SRPN";
@@ -130,7 +133,7 @@ enum State {
     AwaitAnswer(Box<HandshakeState>),
     /// Responder: waiting for the initiator's hello.
     AwaitHello,
-    Established(Box<TransportState>),
+    Established(Box<RecordKeys>),
     Failed,
 }
 
@@ -142,8 +145,6 @@ pub struct NoiseSession {
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     early: Vec<u8>,
-    /// Reused buffer where scattered plaintext is gathered before sealing.
-    gather: Vec<u8>,
 }
 
 impl std::fmt::Debug for NoiseSession {
@@ -180,7 +181,6 @@ impl NoiseSession {
             inbuf: Vec::new(),
             outbuf,
             early: Vec::new(),
-            gather: Vec::new(),
         })
     }
 
@@ -200,7 +200,6 @@ impl NoiseSession {
             inbuf: Vec::new(),
             outbuf: Vec::new(),
             early: Vec::new(),
-            gather: Vec::new(),
         })
     }
 
@@ -208,6 +207,19 @@ impl NoiseSession {
     /// responder: the hello verified and the answer is queued).
     pub fn is_established(&self) -> bool {
         matches!(self.state, State::Established(_))
+    }
+
+    /// The record keys once established (for sealing in place).
+    pub(crate) fn record_keys(&mut self) -> Option<&mut RecordKeys> {
+        match &mut self.state {
+            State::Established(k) if self.outbuf.is_empty() => Some(k),
+            _ => None,
+        }
+    }
+
+    /// True if [`NoiseSession::record_keys`] gives the keys.
+    pub(crate) fn has_record_keys(&self) -> bool {
+        matches!(self.state, State::Established(_)) && self.outbuf.is_empty()
     }
 
     /// Which of the accepted keys the peer used (0 = the current one).
@@ -241,7 +253,7 @@ impl NoiseSession {
     /// [`SecureError::Corrupt`] for a tampered, replayed, reordered,
     /// truncated-length or foreign record. The session is failed after
     /// any error: close the connection.
-    pub fn receive(&mut self, input: &[u8], plain: &mut Vec<u8>) -> Result<(), SecureError> {
+    pub fn receive(&mut self, input: &[u8], plain: &mut impl PlainBuf) -> Result<(), SecureError> {
         let r = if self.inbuf.is_empty() {
             self.process(input, plain).map(|used| {
                 self.inbuf.extend_from_slice(&input[used..]);
@@ -269,18 +281,7 @@ impl NoiseSession {
     /// [`SecureError::Backpressure`] past [`MAX_EARLY`];
     /// [`SecureError::Corrupt`] on a failed session.
     pub fn send(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), SecureError> {
-        out.append(&mut self.outbuf);
-        match &mut self.state {
-            State::Established(t) => seal_records(t, plain, out),
-            State::Failed => Err(SecureError::Corrupt("session failed".into())),
-            State::AwaitAnswer(_) | State::AwaitHello => {
-                if self.early.len() + plain.len() > MAX_EARLY {
-                    return Err(SecureError::Backpressure);
-                }
-                self.early.extend_from_slice(plain);
-                Ok(())
-            }
-        }
+        self.send_vectored(&[plain], out).map(|_| ())
     }
 
     /// As [`NoiseSession::send`] for plaintext in pieces (frame headers and
@@ -295,16 +296,21 @@ impl NoiseSession {
         parts: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<usize, SecureError> {
-        let mut g = std::mem::take(&mut self.gather);
-        g.clear();
-        for p in parts {
-            g.extend_from_slice(p);
+        out.append(&mut self.outbuf);
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        match &mut self.state {
+            State::Established(t) => t.seal(parts, out).map(|()| total),
+            State::Failed => Err(SecureError::Corrupt("session failed".into())),
+            State::AwaitAnswer(_) | State::AwaitHello => {
+                if self.early.len() + total > MAX_EARLY {
+                    return Err(SecureError::Backpressure);
+                }
+                for p in parts {
+                    self.early.extend_from_slice(p);
+                }
+                Ok(total)
+            }
         }
-        let r = self.send(&g, out).map(|()| g.len());
-        if g.capacity() <= 4 * MAX_RECORD_LEN {
-            self.gather = g;
-        }
-        r
     }
 
     fn fail(&mut self) {
@@ -316,7 +322,7 @@ impl NoiseSession {
 
     /// Consumes complete hellos and records from `buf`; returns how many
     /// bytes it used.
-    fn process(&mut self, buf: &[u8], plain: &mut Vec<u8>) -> Result<usize, SecureError> {
+    fn process(&mut self, buf: &[u8], plain: &mut impl PlainBuf) -> Result<usize, SecureError> {
         let mut pos = 0;
         loop {
             let rest = &buf[pos..];
@@ -329,30 +335,7 @@ impl NoiseSession {
                     self.on_hello(hello)?;
                     pos += n;
                 }
-                State::Established(t) => {
-                    if rest.len() < RECORD_HEADER_LEN {
-                        return Ok(pos);
-                    }
-                    let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-                    if len <= TAG_LEN {
-                        return Err(SecureError::Corrupt(format!("record of {len} bytes")));
-                    }
-                    if rest.len() < RECORD_HEADER_LEN + len {
-                        return Ok(pos);
-                    }
-                    let ct = &rest[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len];
-                    let start = plain.len();
-                    plain.resize(start + len - TAG_LEN, 0);
-                    if t.read_message(ct, &mut plain[start..]).is_err() {
-                        plain.truncate(start);
-                        return Err(SecureError::Corrupt(
-                            "record failed authentication (tampered, replayed, reordered or \
-                             from another connection)"
-                                .into(),
-                        ));
-                    }
-                    pos += RECORD_HEADER_LEN + len;
-                }
+                State::Established(t) => return Ok(pos + t.open(rest, plain)?),
             }
         }
     }
@@ -370,9 +353,9 @@ impl NoiseSession {
                 hs.read_message(hello.body, &mut scratch).map_err(|_| {
                     SecureError::Refused("responder does not prove the cluster key".into())
                 })?;
-                let mut t = hs.into_transport_mode().map_err(internal)?;
+                let mut t = record_keys(&mut hs)?;
                 let early = std::mem::take(&mut self.early);
-                seal_records(&mut t, &early, &mut self.outbuf)?;
+                t.seal(&[&early], &mut self.outbuf)?;
                 self.state = State::Established(Box::new(t));
                 Ok(())
             }
@@ -387,9 +370,9 @@ impl NoiseSession {
                     }
                     let n = hs.write_message(&[], &mut scratch).map_err(internal)?;
                     encode_hello(SUITE_NNPSK0_AESGCM, &scratch[..n], &mut self.outbuf);
-                    let mut t = hs.into_transport_mode().map_err(internal)?;
+                    let mut t = record_keys(&mut hs)?;
                     let early = std::mem::take(&mut self.early);
-                    seal_records(&mut t, &early, &mut self.outbuf)?;
+                    t.seal(&[&early], &mut self.outbuf)?;
                     self.state = State::Established(Box::new(t));
                     self.key_index = Some(i);
                     return Ok(());
@@ -403,22 +386,13 @@ impl NoiseSession {
     }
 }
 
-fn seal_records(
-    t: &mut TransportState,
-    plain: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), SecureError> {
-    for chunk in plain.chunks(MAX_RECORD_PLAINTEXT) {
-        let len = chunk.len() + TAG_LEN;
-        let start = out.len();
-        out.resize(start + RECORD_HEADER_LEN + len, 0);
-        out[start..start + RECORD_HEADER_LEN].copy_from_slice(&(len as u16).to_be_bytes());
-        if let Err(e) = t.write_message(chunk, &mut out[start + RECORD_HEADER_LEN..]) {
-            out.truncate(start);
-            return Err(SecureError::Corrupt(format!("cannot seal record: {e}")));
-        }
+/// The record keys of a finished handshake (its raw split).
+fn record_keys(hs: &mut HandshakeState) -> Result<RecordKeys, SecureError> {
+    if !hs.is_handshake_finished() {
+        return Err(SecureError::Corrupt("handshake not finished".into()));
     }
-    Ok(())
+    let (k1, k2) = hs.dangerously_get_raw_split();
+    Ok(RecordKeys::new(hs.is_initiator(), &k1, &k2))
 }
 
 fn internal(e: snow::Error) -> SecureError {

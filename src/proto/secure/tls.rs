@@ -24,7 +24,7 @@ use rustls::{
     RootCertStore, ServerConfig, ServerConnection, SignatureScheme,
 };
 
-use super::SecureError;
+use super::{PlainBuf, SecureError};
 
 /// Most plaintext buffered inside rustls before the handshake completes.
 pub const MAX_EARLY: usize = 256 * 1024;
@@ -256,7 +256,7 @@ impl TlsSession {
     /// [`SecureError::Refused`] for certificate and handshake failures,
     /// [`SecureError::Corrupt`] for bad records; close the connection
     /// after sending what [`TlsSession::poll_transmit`] gives (an alert).
-    pub fn receive(&mut self, input: &[u8], plain: &mut Vec<u8>) -> Result<(), SecureError> {
+    pub fn receive(&mut self, input: &[u8], plain: &mut impl PlainBuf) -> Result<(), SecureError> {
         if self.failed {
             return Err(SecureError::Corrupt("session failed".into()));
         }
@@ -275,22 +275,21 @@ impl TlsSession {
         Ok(())
     }
 
-    fn drain_plaintext(&mut self, plain: &mut Vec<u8>) -> Result<(), SecureError> {
+    fn drain_plaintext(&mut self, plain: &mut impl PlainBuf) -> Result<(), SecureError> {
         loop {
             let start = plain.len();
-            plain.resize(start + 16 * 1024, 0);
-            match self.conn.reader().read(&mut plain[start..]) {
+            match self.conn.reader().read(plain.grow(16 * 1024)) {
                 Ok(0) => {
-                    plain.truncate(start);
+                    plain.cut(start);
                     return Ok(());
                 }
-                Ok(n) => plain.truncate(start + n),
+                Ok(n) => plain.cut(start + n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    plain.truncate(start);
+                    plain.cut(start);
                     return Ok(());
                 }
                 Err(e) => {
-                    plain.truncate(start);
+                    plain.cut(start);
                     self.failed = true;
                     return Err(SecureError::Corrupt(format!("TLS: {e}")));
                 }

@@ -31,6 +31,7 @@
 //! stopped reading).
 
 mod pending;
+mod secure;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -39,6 +40,7 @@ pub use pending::Batcher;
 use pending::{batch_window, Items, Pending};
 
 use super::outbound::{OutboundConn, Reply};
+use super::secure::{SecureContext, SecureStream};
 use super::AckTracker;
 use crate::config::Config;
 use crate::error::Error;
@@ -93,6 +95,9 @@ pub struct SenderLimits {
     /// is stalled: its new messages fail at once ([`Error::QueueFull`])
     /// instead of holding up the engine's shared intake.
     pub stall_after: Duration,
+    /// A secure handshake not done by this long after connecting fails
+    /// the connection (`handshakeTimeout`).
+    pub handshake_timeout: Duration,
 }
 
 impl SenderLimits {
@@ -112,6 +117,7 @@ impl SenderLimits {
             max_frame_size: c.max_frame_size,
             idle_release: c.member_idle_release,
             stall_after: (c.ack_timeout / 4).min(Duration::from_millis(250)),
+            handshake_timeout: c.rx_limits.handshake_timeout,
         }
     }
 }
@@ -173,6 +179,10 @@ pub struct Counters {
     pub compressed: u64,
     /// Reconnects after a backoff.
     pub reconnects: u64,
+    /// Connections whose peer did not prove the cluster key / certificate.
+    pub secure_refusals: u64,
+    /// Connections closed for a record that failed authentication.
+    pub secure_errors: u64,
 }
 
 /// One frame (or the rest of one) to write: copy `hdr`, share
@@ -230,6 +240,14 @@ pub struct SenderConn<T> {
     outcomes: VecDeque<(u64, T, Outcome)>,
     actions: VecDeque<Action>,
     counters: Counters,
+    /// Set: every connection is authenticated and encrypted.
+    secure_ctx: Option<SecureContext>,
+    /// This connection's secure filter (secure mode, while connected).
+    secure: Option<Box<SecureStream>>,
+    /// Control bytes sealed in the batch being written.
+    sealed_ctl: usize,
+    /// The secure handshake must be done by then.
+    handshake_deadline: Option<Instant>,
 }
 
 impl<T: Default> SenderConn<T> {
@@ -272,7 +290,18 @@ impl<T: Default> SenderConn<T> {
             outcomes: VecDeque::new(),
             actions: VecDeque::new(),
             counters: Counters::default(),
+            secure_ctx: None,
+            secure: None,
+            sealed_ctl: 0,
+            handshake_deadline: None,
         }
+    }
+
+    /// Runs every connection of this sender through the secure layer
+    /// (`ctx` set): a handshake before any frame, then only records.
+    pub fn with_secure(mut self, ctx: Option<SecureContext>) -> SenderConn<T> {
+        self.secure_ctx = ctx;
+        self
     }
 
     /// The member's address.
@@ -389,6 +418,7 @@ impl<T: Default> SenderConn<T> {
         self.last_activity = now;
         self.wire_expect = None;
         self.mark_gaps(now);
+        self.secure_connecting(now);
     }
 
     /// The connect could not even start (no socket, no room in the ring):
@@ -402,6 +432,9 @@ impl<T: Default> SenderConn<T> {
         self.state = State::Open;
         self.backoff = self.limits.backoff_min;
         self.last_activity = now;
+        if self.secure.is_some() {
+            self.handshake_deadline = Some(now + self.limits.handshake_timeout);
+        }
     }
 
     /// True when there is something to write and room to write it. Frames
@@ -409,11 +442,22 @@ impl<T: Default> SenderConn<T> {
     /// connection): it says whether sequence markers may be written.
     #[inline]
     pub fn wants_write(&self) -> bool {
-        self.state == State::Open
-            && (!self.ctl.is_empty()
-                || (self.proto.is_open()
-                    && !self.pending.is_empty()
-                    && self.inflight.len() < self.limits.window))
+        if self.state != State::Open {
+            return false;
+        }
+        // secure hook: only ciphertext leaves, and only after the handshake
+        if let Some(s) = &self.secure {
+            if !s.pending().is_empty() {
+                return true;
+            }
+            if !s.is_established() {
+                return false;
+            }
+        }
+        !self.ctl.is_empty()
+            || (self.proto.is_open()
+                && !self.pending.is_empty()
+                && self.inflight.len() < self.limits.window)
     }
 
     /// What to write next, at most `max_frames` frames after the control
@@ -439,11 +483,16 @@ impl<T: Default> SenderConn<T> {
             self.to_deflate = self.to_deflate.saturating_sub(done);
             self.counters.compressed += z as u64;
         }
+        // secure hook: the batch is sealed, the driver writes ciphertext
+        let secure = self.secure.is_some();
+        if secure {
+            self.seal_batch(max);
+        }
         let head_off = self.head_off;
         let frames = self
             .pending
             .iter()
-            .take(max)
+            .take(if secure { 0 } else { max })
             .enumerate()
             .map(move |(k, p)| {
                 let skip = if k == 0 { head_off } else { 0 };
@@ -461,21 +510,43 @@ impl<T: Default> SenderConn<T> {
                     }
                 }
             });
-        (&self.ctl, frames)
+        let out = match &self.secure {
+            Some(s) => s.pending(),
+            None => &self.ctl,
+        };
+        (out, frames)
     }
 
     /// The socket took `written` bytes of what
     /// [`poll_transmit`](Self::poll_transmit) offered: control bytes
     /// first, then frames; a frame fully written is tracked for its ack or
     /// ends as [`Delivery::Sent`].
-    pub fn handle_written(&mut self, now: Instant, mut written: usize) {
+    pub fn handle_written(&mut self, now: Instant, written: usize) {
         self.last_activity = now;
         if written > 0 {
             self.last_progress = now;
         }
-        let ctl = written.min(self.ctl.len());
+        // secure hook: plaintext counts once its records are all out
+        let (ctl, written) = match self.secure.as_deref_mut() {
+            Some(s) => {
+                let plain = s.written(written);
+                if plain == 0 {
+                    return;
+                }
+                let ctl = std::mem::take(&mut self.sealed_ctl).min(plain);
+                (ctl, plain - ctl)
+            }
+            None => {
+                let ctl = written.min(self.ctl.len());
+                (ctl, written - ctl)
+            }
+        };
+        self.advance_written(ctl, written);
+    }
+
+    /// `ctl` control bytes and then `written` frame bytes went out.
+    fn advance_written(&mut self, ctl: usize, mut written: usize) {
         self.ctl.drain(..ctl);
-        written -= ctl;
         let (mut msgs, mut bytes) = (0u64, 0u64);
         while written > 0 {
             let Some(p) = self.pending.front() else { break };
@@ -514,6 +585,14 @@ impl<T: Default> SenderConn<T> {
     /// ([`Action::Close`] follows).
     pub fn handle_replies(&mut self, now: Instant, buf: &mut BytesMut) {
         self.last_activity = now;
+        if self.secure.is_some() {
+            // secure hook: replies are opened first
+            return self.secure_replies(now, buf);
+        }
+        self.decode_replies(now, buf);
+    }
+
+    fn decode_replies(&mut self, now: Instant, buf: &mut BytesMut) {
         loop {
             let r = match self.proto.poll(buf) {
                 Ok(Some(r)) => r,
@@ -591,6 +670,7 @@ impl<T: Default> SenderConn<T> {
         self.pending = retry.into();
         self.head_off = 0;
         self.ctl.clear();
+        self.secure_closed();
         self.wire_expect = None;
         self.ping_deadline = None;
         self.mark_gaps(now);
@@ -650,6 +730,7 @@ impl<T: Default> SenderConn<T> {
         self.tail_expect = None;
         self.wire_expect = None;
         self.ctl.clear();
+        self.secure_closed();
         if !matches!(self.state, State::Idle) {
             self.actions.push_back(Action::Close("shutdown".into()));
         }

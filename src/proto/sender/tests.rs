@@ -6,6 +6,7 @@
 use super::*;
 use crate::proto::dedup::{DedupTable, StreamCursor};
 use crate::proto::inbound::{InEvent, InboundConn};
+use crate::proto::secure::{SecureContext, SharedKey};
 use crate::wire::compress::Inflater;
 use crate::wire::frame::{batch_frames, FLAG_ACK_RECEIPT, FLAG_COMPRESSED, FLAG_SEQ};
 use crate::wire::Preface;
@@ -28,6 +29,7 @@ fn limits() -> SenderLimits {
         max_frame_size: 1 << 20,
         idle_release: Duration::from_secs(10),
         stall_after: Duration::from_millis(200),
+        handshake_timeout: Duration::from_millis(300),
     }
 }
 
@@ -64,6 +66,12 @@ struct Sim {
     outcomes: BTreeMap<u64, Vec<Outcome>>,
     closes: Vec<String>,
     next_id: u64,
+    /// The member's secure context (secure mode).
+    peer_secure: Option<SecureContext>,
+    /// A member refusing the handshake closes (else it stays silent).
+    close_on_refusal: bool,
+    /// Every byte the sender wrote.
+    wire: Vec<u8>,
 }
 
 impl Sim {
@@ -84,7 +92,21 @@ impl Sim {
             outcomes: BTreeMap::new(),
             closes: Vec::new(),
             next_id: 1,
+            peer_secure: None,
+            close_on_refusal: true,
+            wire: Vec::new(),
         }
+    }
+
+    /// Both ends in shared-key mode, the sender with `tx_key`, the member
+    /// with `rx_key`.
+    fn secure(l: SenderLimits, tx_key: &str, rx_key: &str) -> Sim {
+        let ctx = |k: &str| SecureContext::shared_key(&[SharedKey::from_hex(k).unwrap()]);
+        let mut s = Sim::new(l);
+        s.tx = SenderConn::new(ADDR.parse().unwrap(), l, Vec::new(), 42, s.now)
+            .with_secure(Some(ctx(tx_key)));
+        s.peer_secure = Some(ctx(rx_key));
+        s
     }
 
     fn send(&mut self, ack: bool, deflate: bool, payload: &[u8]) -> u64 {
@@ -119,8 +141,12 @@ impl Sim {
                             self.tx.handle_connected(self.now);
                             let mut reply = Preface::new([2; 16], b"", true);
                             reply.caps = self.peer_caps;
+                            let mut conn = InboundConn::new(reply, 1 << 20);
+                            if let Some(ctx) = &self.peer_secure {
+                                conn.set_secure(SecureStream::accept(ctx).unwrap());
+                            }
                             self.peer = Some(Peer {
-                                conn: InboundConn::new(reply, 1 << 20),
+                                conn,
                                 cursor: StreamCursor::default(),
                                 unread: BytesMut::new(),
                                 answered: false,
@@ -151,6 +177,7 @@ impl Sim {
                     }
                     let n = bytes.len().min(room);
                     if n > 0 {
+                        self.wire.extend_from_slice(&bytes[..n]);
                         p.unread.extend_from_slice(&bytes[..n]);
                         self.tx.handle_written(self.now, n);
                         moved = true;
@@ -178,8 +205,23 @@ impl Sim {
         }
         p.answered = true;
         let mut inflater = Inflater::new(1 << 24);
+        let mut buf = if p.conn.is_secure() {
+            let r = p.conn.open_secure(&p.unread);
+            p.unread.clear();
+            if let Err(e) = r {
+                self.closes.push(format!("member: {e}"));
+                if self.close_on_refusal {
+                    self.peer = None;
+                    self.tx.handle_broken(self.now, "closed by member");
+                }
+                return true;
+            }
+            p.conn.take_plain()
+        } else {
+            std::mem::take(&mut p.unread)
+        };
         loop {
-            let ev = p.conn.poll(&mut p.unread).expect("valid stream");
+            let ev = p.conn.poll(&mut buf).expect("valid stream");
             let Some(ev) = ev else { break };
             let frames: Vec<(u64, u8, Bytes)> = match ev {
                 InEvent::Open(_) | InEvent::GoAway(_) => continue,
@@ -208,6 +250,11 @@ impl Sim {
                     p.conn.ack(id);
                 }
             }
+        }
+        if p.conn.is_secure() {
+            p.conn.put_plain(buf);
+        } else {
+            p.unread = buf;
         }
         let out = std::mem::take(p.conn.take_output());
         if !out.is_empty() {
@@ -542,4 +589,83 @@ fn a_member_that_left_is_released_once_nothing_is_owed() {
     s.one_outcome_each([id].into_iter());
     assert_eq!(s.closes, vec!["member left".to_string()]);
     assert!(s.tx.is_reclaimable(s.now), "released at once, no idle wait");
+}
+
+const K1: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const K2: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn secure_sender_writes_only_records_and_every_message_is_acked_once() {
+    let mut s = Sim::secure(limits(), K1, K1);
+    let marker = b"PLAINTEXT-MARKER-in-every-payload";
+    let ids: Vec<u64> = (0..40)
+        .map(|k| s.send(k % 2 == 0, k % 5 == 0, &marker.repeat(1 + k as usize % 3)))
+        .collect();
+    s.settle();
+    assert!(s.tx.is_secured());
+    s.one_outcome_each(ids.iter().copied());
+    assert_eq!(s.count(|o| o.is_ok()), 40);
+    assert_eq!(s.delivered, ids);
+    assert!(!s.wire.is_empty() && !contains(&s.wire, marker));
+    assert!(s.wire.starts_with(b"SRPN"));
+    // A large message spans several records and several write batches.
+    let big = s.send(true, false, &vec![7u8; 300 * 1024]);
+    s.settle();
+    assert!(matches!(s.outcomes[&big][..], [Ok(Delivery::Acked)]));
+}
+
+#[test]
+fn secure_sender_survives_a_reconnect_with_a_fresh_session() {
+    let mut s = Sim::secure(limits(), K1, K1);
+    let a = s.send(true, false, b"one");
+    s.settle();
+    s.tx.handle_broken(s.now, "test");
+    s.peer = None;
+    s.advance(Duration::from_millis(50));
+    let b = s.send(true, false, b"two");
+    s.advance(Duration::from_millis(50));
+    assert!(matches!(s.outcomes[&a][..], [Ok(Delivery::Acked)]));
+    assert!(matches!(s.outcomes[&b][..], [Ok(Delivery::Acked)]));
+    assert_eq!(s.delivered, vec![a, b]);
+}
+
+#[test]
+fn member_with_another_key_gets_only_the_hello_and_nothing_is_delivered() {
+    let mut s = Sim::secure(limits(), K1, K2);
+    let ids: Vec<u64> = (0..5).map(|_| s.send(true, false, b"secret")).collect();
+    s.advance(Duration::from_millis(1500));
+    s.one_outcome_each(ids.iter().copied());
+    assert_eq!(s.count(|o| o.is_ok()), 0);
+    assert!(s.delivered.is_empty());
+    assert!(
+        s.closes.iter().any(|c| c.contains("does not prove")),
+        "{:?}",
+        s.closes
+    );
+    // Only hellos (8-byte header + 48-byte Noise message) went out.
+    assert!(!contains(&s.wire, b"secret"));
+    assert_eq!(s.wire.len() % 56, 0, "{} bytes", s.wire.len());
+}
+
+#[test]
+fn silent_member_fails_the_handshake_by_its_deadline_and_is_counted() {
+    let mut s = Sim::secure(limits(), K1, K2);
+    s.close_on_refusal = false;
+    let id = s.send(true, false, b"x");
+    s.settle();
+    assert!(!s.tx.is_secured());
+    s.advance(Duration::from_millis(350));
+    assert!(
+        s.closes.iter().any(|c| c.contains("handshake timed out")),
+        "{:?}",
+        s.closes
+    );
+    assert!(s.tx.take_counters().secure_refusals >= 1);
+    s.advance(Duration::from_millis(1000));
+    s.one_outcome_each([id].into_iter());
+    assert!(s.delivered.is_empty());
 }

@@ -29,7 +29,12 @@ impl<T: Default> SenderConn<T> {
                     self.want_connect();
                 }
             }
-            State::Open => self.keepalive(now),
+            State::Open => {
+                self.secure_timeout(now);
+                if self.state == State::Open {
+                    self.keepalive(now);
+                }
+            }
             _ => {}
         }
         if self.state == State::Idle && self.load() > 0 {
@@ -138,6 +143,9 @@ impl<T: Default> SenderConn<T> {
         match self.state {
             State::Connecting(d) | State::Backoff(d) => at(d),
             State::Open => {
+                if let Some(d) = self.handshake_deadline {
+                    at(d);
+                }
                 if let Some(d) = self.ping_deadline {
                     at(d);
                 } else {

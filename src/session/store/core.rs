@@ -25,7 +25,7 @@
 use super::handle::{Slot, SlotResult};
 use crate::channel::Channel;
 use crate::config::AckMode;
-use crate::membership::derived_id;
+use crate::membership::{derived_id, MemberEvent};
 use crate::session::model::{MemberKey, SessionId};
 use crate::session::node::{
     CommitTicket, NodeState, SendOutcome, SendToken, SessionEvent, SessionNode, TransferFailure,
@@ -41,6 +41,15 @@ use std::time::{Duration, Instant};
 
 /// The host's listener of session events.
 pub type EventListener = Arc<dyn Fn(&SessionEvent) + Send + Sync>;
+
+/// The host's listener of the store's members coming and going.
+pub type MemberEventListener = Arc<dyn Fn(&MemberEvent) + Send + Sync>;
+
+/// What the driver thread hands the host's listeners, in one order.
+enum HostEvent {
+    Session(SessionEvent),
+    Member(MemberEvent),
+}
 
 /// The store's key for the member whose receiver listens on `addr`: the
 /// address and an id derived from it. Membership events and messages both
@@ -85,20 +94,25 @@ pub(crate) struct Status {
 pub(crate) struct Core {
     state: OnceLock<Mutex<State>>,
     inbox: SegQueue<Input>,
-    events: SegQueue<SessionEvent>,
+    events: SegQueue<HostEvent>,
     wake: AtomicBool,
     pub(crate) driver: OnceLock<Thread>,
     pub(crate) channel: OnceLock<Channel>,
     pub(crate) status: Mutex<Status>,
     pub(crate) status_cv: Condvar,
     listener: Option<EventListener>,
+    member_listener: Option<MemberEventListener>,
     pub(crate) stopping: AtomicBool,
     opts_ack: SendOptions,
     opts_plain: SendOptions,
 }
 
 impl Core {
-    pub(crate) fn new(listener: Option<EventListener>, compress: bool) -> Self {
+    pub(crate) fn new(
+        listener: Option<EventListener>,
+        member_listener: Option<MemberEventListener>,
+        compress: bool,
+    ) -> Self {
         Core {
             state: OnceLock::new(),
             inbox: SegQueue::new(),
@@ -109,6 +123,7 @@ impl Core {
             status: Mutex::new(Status::default()),
             status_cv: Condvar::new(),
             listener,
+            member_listener,
             stopping: AtomicBool::new(false),
             opts_ack: SendOptions {
                 ack: AckMode::Delivery,
@@ -286,7 +301,16 @@ impl Core {
             _ => {}
         }
         if self.listener.is_some() {
-            self.events.push(e);
+            self.events.push(HostEvent::Session(e));
+            self.wake();
+        }
+    }
+
+    /// Queues a change of the store's members for the host's member
+    /// listener (on the driver thread, in order with the session events).
+    pub(crate) fn member_event(&self, e: &MemberEvent) {
+        if self.member_listener.is_some() {
+            self.events.push(HostEvent::Member(e.clone()));
             self.wake();
         }
     }
@@ -357,9 +381,11 @@ impl Core {
                 }
                 next
             });
-            if let Some(l) = &self.listener {
-                while let Some(e) = self.events.pop() {
-                    l(&e);
+            while let Some(e) = self.events.pop() {
+                match (e, &self.listener, &self.member_listener) {
+                    (HostEvent::Session(e), Some(l), _) => l(&e),
+                    (HostEvent::Member(e), _, Some(l)) => l(&e),
+                    _ => {}
                 }
             }
             if self.wake.load(Ordering::Acquire) {

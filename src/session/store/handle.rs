@@ -31,12 +31,23 @@ struct SlotState {
 /// A one-shot result, completed by whoever holds the node's lock and waited
 /// for by a host thread. The condvar is signalled only when someone waits,
 /// so a commit nobody waits for costs no wake-up.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Slot {
     state: Mutex<SlotState>,
     cv: Condvar,
     /// The session a read found.
     session: Mutex<Option<Session>>,
+    /// Called once, after the result is set (see [`Slot::on_complete`]).
+    waker: Mutex<Option<Waker>>,
+}
+
+/// A completion notice: runs on the thread that completes the slot.
+type Waker = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").field("state", &self.state).finish()
+    }
 }
 
 impl Slot {
@@ -51,13 +62,37 @@ impl Slot {
     }
 
     pub(crate) fn complete(&self, r: SlotResult) {
-        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if g.result.is_none() {
+        {
+            let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if g.result.is_some() {
+                return;
+            }
             g.result = Some((r, Instant::now()));
             if g.waiting {
                 self.cv.notify_all();
             }
         }
+        let w = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = w {
+            w();
+        }
+    }
+
+    /// Calls `f` once the slot completes: at once (on this thread) if it
+    /// already has, else on the thread that completes it, which may hold the
+    /// store's lock, so `f` must not call the store. A second waker
+    /// replaces the first.
+    pub(crate) fn on_complete(&self, f: Waker) {
+        // The waker is set under the state lock, so `complete` either sees
+        // it (its take happens after the result is set) or this sees the
+        // result.
+        let g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if g.result.is_some() {
+            drop(g);
+            f();
+            return;
+        }
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
     }
 
     /// Completes a read with what it found.
@@ -145,6 +180,16 @@ impl CommitHandle {
         self.slot.peek().is_some()
     }
 
+    /// Calls `f` once the outcome is known: at once, on this thread, if it
+    /// already is; otherwise on the thread that learns it, which may hold
+    /// the store's internal lock. So `f` must be short and must not call
+    /// the store (hand the news to another thread instead); read the
+    /// outcome with [`CommitHandle::try_result`]. A second call replaces
+    /// the first `f` if it has not run yet.
+    pub fn on_complete(&self, f: impl FnOnce() + Send + 'static) {
+        self.slot.on_complete(Box::new(f));
+    }
+
     /// Time from the commit call until its outcome was known (`None` while
     /// pending): the replication latency a benchmark reports.
     pub fn latency(&self) -> Option<Duration> {
@@ -174,5 +219,65 @@ fn result_of(r: SlotResult) -> Result<usize> {
         )),
         SlotResult::Failed(CommitFailure::NotFound) => Err(Error::NotFound),
         SlotResult::Closed => Err(Error::Shutdown),
+    }
+}
+
+/// One non-blocking step of a lookup ([`SessionStore::lookup_step`]).
+///
+/// [`SessionStore::lookup_step`]: super::SessionStore::lookup_step
+#[derive(Debug)]
+pub enum LookupStep {
+    /// The answer.
+    Done(super::StoreLookup),
+    /// Asked the session's primary: wait for the answer on the handle.
+    Fetching(FetchHandle),
+    /// No ready primary can answer now (lost and not yet replaced, still
+    /// settling, or a concurrent read took the answer): try again shortly.
+    Retry,
+}
+
+/// A read of a session held elsewhere, on its way from the primary.
+#[derive(Debug, Clone)]
+pub struct FetchHandle {
+    slot: Arc<Slot>,
+}
+
+impl FetchHandle {
+    pub(crate) fn new(slot: Arc<Slot>) -> Self {
+        FetchHandle { slot }
+    }
+
+    /// Calls `f` once the answer is here, as [`CommitHandle::on_complete`]
+    /// (same thread rules: `f` must not call the store).
+    pub fn on_complete(&self, f: impl FnOnce() + Send + 'static) {
+        self.slot.on_complete(Box::new(f));
+    }
+
+    /// The answer if it came: `None` while pending; then `Done` or `Retry`
+    /// (a step of [`SessionStore::lookup_step`] again).
+    ///
+    /// # Errors
+    /// [`Error::Shutdown`] if the store closed first.
+    ///
+    /// [`SessionStore::lookup_step`]: super::SessionStore::lookup_step
+    pub fn outcome(&self) -> Option<Result<LookupStep>> {
+        self.slot.peek().map(|(r, _)| self.step_of(r))
+    }
+
+    /// Waits until `deadline` for the answer; `None` on timeout.
+    pub(crate) fn wait_until(&self, deadline: Instant) -> Option<Result<LookupStep>> {
+        self.slot.wait_until(deadline).map(|r| self.step_of(r))
+    }
+
+    fn step_of(&self, r: SlotResult) -> Result<LookupStep> {
+        Ok(match r {
+            SlotResult::Fetched(found) => match self.slot.take_session() {
+                Some(s) => LookupStep::Done(super::StoreLookup::Local(s)),
+                None if !found => LookupStep::Done(super::StoreLookup::NotFound),
+                None => LookupStep::Retry,
+            },
+            SlotResult::Closed => return Err(Error::Shutdown),
+            _ => LookupStep::Retry,
+        })
     }
 }

@@ -27,10 +27,11 @@
 
 mod core;
 mod handle;
+mod probe;
 
-pub use self::core::{member_key, EventListener};
+pub use self::core::{member_key, EventListener, MemberEventListener};
 use self::core::{Core, Input};
-pub use handle::CommitHandle;
+pub use handle::{CommitHandle, FetchHandle, LookupStep};
 use handle::{Slot, SlotResult};
 
 use super::model::{MemberKey, Session, SessionId, Txn};
@@ -58,10 +59,15 @@ pub enum StoreLookup {
     NotFound,
 }
 
+/// How long [`SessionStore::get`] waits before it asks again when no ready
+/// primary could answer.
+pub const LOOKUP_RETRY: Duration = Duration::from_millis(20);
+
 /// Builds a [`SessionStore`]: the config plus an optional event listener.
 pub struct SessionStoreBuilder {
     cfg: Config,
     listener: Option<EventListener>,
+    member_listener: Option<MemberEventListener>,
 }
 
 impl SessionStoreBuilder {
@@ -72,6 +78,19 @@ impl SessionStoreBuilder {
     /// the store's driver thread, outside any lock: it may call the store.
     pub fn event_listener(mut self, f: impl Fn(&SessionEvent) + Send + Sync + 'static) -> Self {
         self.listener = Some(Arc::new(f));
+        self
+    }
+
+    /// Sets the listener of the store's members: `Added` when a member the
+    /// store places sessions on joins, `Removed` when it leaves (plain
+    /// Tribes nodes heard by multicast are not store members and are not
+    /// reported). Called on the store's driver thread, in order with the
+    /// session events, outside any lock: it may call the store. Read a
+    /// member's metadata with [`Member::member_payload`].
+    ///
+    /// [`Member::member_payload`]: crate::membership::Member::member_payload
+    pub fn member_listener(mut self, f: impl Fn(&MemberEvent) + Send + Sync + 'static) -> Self {
+        self.member_listener = Some(Arc::new(f));
         self
     }
 
@@ -101,8 +120,20 @@ impl SessionStoreBuilder {
                     MembershipType::Static | MembershipType::None => Duration::ZERO,
                 });
         let access_timeout = cfg.session.access_timeout;
+        let static_probe = (cfg.membership.membership_type == MembershipType::Static).then(|| {
+            (
+                cfg.membership
+                    .static_members
+                    .iter()
+                    .map(|m| m.addr)
+                    .collect::<Vec<_>>(),
+                cfg.domain.clone(),
+                cfg.membership.failure_connect_timeout,
+                cfg.rx_limits.handshake_timeout.min(probe::MAX_REPLY_WAIT),
+            )
+        });
         let session_cfg = cfg.session.clone();
-        let core = Arc::new(Core::new(self.listener, cfg.compress));
+        let core = Arc::new(Core::new(self.listener, self.member_listener, cfg.compress));
         let (w1, w2, w3) = (
             Arc::downgrade(&core),
             Arc::downgrade(&core),
@@ -125,8 +156,25 @@ impl SessionStoreBuilder {
                     MemberEvent::Removed(m, _) => c.push(Input::Removed(m.addr)),
                     _ => {}
                 }
+                match ev {
+                    MemberEvent::Added(m) | MemberEvent::Removed(m, _) if is_store_member(m) => {
+                        c.member_event(ev)
+                    }
+                    _ => {}
+                }
             })
             .start()?;
+        if let Some((members, domain, connect, reply)) = static_probe {
+            // A member's kind comes from its answer to our preface (static
+            // members send no heartbeat facts).
+            let mut p = crate::wire::Preface::new(channel.member_id(), &domain, false);
+            p.listen_port = channel.local_addr().port();
+            let me = channel.local_addr();
+            if let Err(e) = probe::check_static_members(&members, me, &p.encode(), connect, reply) {
+                channel.stop();
+                return Err(e);
+            }
+        }
         let me = member_key(channel.local_addr());
         let now = Instant::now();
         let node = super::SessionNode::new(session_cfg, me, now);
@@ -184,6 +232,7 @@ impl SessionStore {
         SessionStoreBuilder {
             cfg,
             listener: None,
+            member_listener: None,
         }
     }
 
@@ -314,7 +363,9 @@ impl SessionStore {
     }
 
     /// Looks session `id` up, fetching it from its owner when this node
-    /// holds no copy (backup mode), waiting up to `accessTimeout`.
+    /// holds no copy (backup mode), waiting up to `accessTimeout`. Not an
+    /// access for expiry: a read-only request calls
+    /// [`SessionStore::access`] too.
     ///
     /// # Errors
     /// [`Error::Timeout`] if the owner did not answer in time.
@@ -333,41 +384,42 @@ impl SessionStore {
     pub fn get_timeout(&self, id: &[u8], timeout: Duration) -> Result<StoreLookup> {
         let deadline = Instant::now() + timeout;
         loop {
-            let r = self.core.with(|st, now| match st.node.get(id, now) {
-                Lookup::Local(s) => Ok(Some(StoreLookup::Local(s.clone()))),
-                Lookup::Moved(m) => Ok(Some(StoreLookup::Moved(m.addr))),
-                Lookup::NotFound => Ok(Some(StoreLookup::NotFound)),
-                Lookup::Unavailable => Ok(None),
-                Lookup::Fetching { .. } => {
-                    let slot = Slot::new();
-                    let key = SessionId::copy_from_slice(id);
-                    st.fetches.entry(key).or_default().push(slot.clone());
-                    Err(slot)
-                }
-            });
-            match r {
-                Ok(Some(found)) => return Ok(found),
-                Ok(None) => {}
-                Err(slot) => match slot.wait_until(deadline) {
+            let step = match self.lookup_step(id) {
+                LookupStep::Fetching(h) => match h.wait_until(deadline) {
                     None => return Err(Error::Timeout),
-                    Some(SlotResult::Fetched(found)) => {
-                        if let Some(s) = slot.take_session() {
-                            return Ok(StoreLookup::Local(s));
-                        }
-                        if !found {
-                            return Ok(StoreLookup::NotFound);
-                        }
-                    }
-                    Some(SlotResult::Closed) => return Err(Error::Shutdown),
-                    Some(_) => {}
+                    Some(step) => step?,
                 },
+                step => step,
+            };
+            if let LookupStep::Done(found) = step {
+                return Ok(found);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::Timeout);
             }
-            std::thread::sleep(left.min(Duration::from_millis(20)));
+            std::thread::sleep(left.min(LOOKUP_RETRY));
         }
+    }
+
+    /// One step of [`SessionStore::get`] that never blocks: the answer, a
+    /// fetch from the session's primary to wait for (its
+    /// [`FetchHandle::on_complete`] says when), or `Retry` (no ready
+    /// primary can answer yet; try again after [`LOOKUP_RETRY`]). For hosts
+    /// that run their own event loop.
+    pub fn lookup_step(&self, id: &[u8]) -> LookupStep {
+        self.core.with(|st, now| match st.node.get(id, now) {
+            Lookup::Local(s) => LookupStep::Done(StoreLookup::Local(s.clone())),
+            Lookup::Moved(m) => LookupStep::Done(StoreLookup::Moved(m.addr)),
+            Lookup::NotFound => LookupStep::Done(StoreLookup::NotFound),
+            Lookup::Unavailable => LookupStep::Retry,
+            Lookup::Fetching { .. } => {
+                let slot = Slot::new();
+                let key = SessionId::copy_from_slice(id);
+                st.fetches.entry(key).or_default().push(slot.clone());
+                LookupStep::Fetching(FetchHandle::new(slot))
+            }
+        })
     }
 
     /// Records a read-only request: refreshes the last access here and, no
@@ -434,6 +486,15 @@ impl SessionStore {
                 .map(|m| m.addr)
                 .collect()
         })
+    }
+
+    /// The application metadata (`memberPayload`) of the member listening
+    /// at `addr` (this node's own included): what it announced in its
+    /// heartbeats. `None` if no current member listens there. Use it with
+    /// [`StoreLookup::Moved`] and [`SessionStore::holders`] to send a user
+    /// to the node that holds their session.
+    pub fn member_payload(&self, addr: SocketAddr) -> Option<Vec<u8>> {
+        self.channel().member_payload(addr)
     }
 
     /// The other members the store places sessions on (listen addresses).

@@ -9,6 +9,8 @@
 //! Which driver runs is decided once, when the engine thread starts.
 
 pub(crate) mod recv;
+#[cfg(test)]
+mod recv_tests;
 pub(crate) mod send;
 #[cfg(test)]
 mod tests;

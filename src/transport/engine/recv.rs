@@ -89,50 +89,63 @@ impl<D: Driver> RecvEngine<D> {
     /// Runs until stopped, then closes every connection and lets the
     /// driver drain.
     pub(crate) fn run(mut self) {
-        let spin = self.core.shared.cfg.idle.spin;
         let mut idle_since: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
-            let timeout = match idle_since {
-                Some(t) if self.again.is_empty() && t.elapsed() >= spin => {
-                    self.core.rx.sleeping.store(true, Ordering::SeqCst);
-                    if self.core.rx.acks.is_empty() {
-                        // Until the next handshake or ack-write deadline.
-                        self.core.sleep_for(IDLE_POLL)
-                    } else {
-                        Duration::ZERO
-                    }
-                }
-                _ => Duration::ZERO,
-            };
-            let mut events = std::mem::take(&mut self.events);
-            if let Err(e) = self.d.poll(timeout, &mut events) {
-                sr_log!(Error, "receiver driver failed: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            self.core.rx.sleeping.store(false, Ordering::SeqCst);
-            let mut did = !events.is_empty();
-            for ev in events.drain(..) {
-                self.on_event(ev);
-            }
-            self.events = events;
-            did |= self.drain_worker_acks();
-            did |= self.enforce_limits();
-            if !self.again.is_empty() {
-                for t in std::mem::take(&mut self.again) {
-                    self.with_conn(t, Self::serve);
-                }
-                did = true;
-            }
-            if did {
-                idle_since = None;
-            } else if idle_since.is_none() {
-                idle_since = Some(Instant::now());
-            }
+            self.turn(&mut idle_since);
         }
         for (t, _) in std::mem::take(&mut self.conns) {
             self.d.close(t, &[]);
         }
         self.d.shutdown();
+    }
+
+    /// One turn: wait (not at all while connections are due again, or
+    /// before the idle spin is over), handle the events, the workers'
+    /// acks, the deadlines, and the connections due again.
+    pub(crate) fn turn(&mut self, idle_since: &mut Option<Instant>) {
+        let spin = self.core.shared.cfg.idle.spin;
+        let timeout = match *idle_since {
+            Some(t) if self.again.is_empty() && t.elapsed() >= spin => {
+                self.core.rx.sleeping.store(true, Ordering::SeqCst);
+                if self.core.rx.acks.is_empty() {
+                    // Until the next handshake or ack-write deadline.
+                    self.core.sleep_for(IDLE_POLL)
+                } else {
+                    Duration::ZERO
+                }
+            }
+            _ => Duration::ZERO,
+        };
+        let mut events = std::mem::take(&mut self.events);
+        if let Err(e) = self.d.poll(timeout, &mut events) {
+            sr_log!(Error, "receiver driver failed: {e}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.core.rx.sleeping.store(false, Ordering::SeqCst);
+        let mut did = !events.is_empty();
+        for ev in events.drain(..) {
+            self.on_event(ev);
+        }
+        self.events = events;
+        did |= self.drain_worker_acks();
+        did |= self.enforce_limits();
+        if !self.again.is_empty() {
+            for t in std::mem::take(&mut self.again) {
+                self.with_conn(t, Self::serve);
+            }
+            did = true;
+        }
+        if did {
+            *idle_since = None;
+        } else if idle_since.is_none() {
+            *idle_since = Some(Instant::now());
+        }
+    }
+
+    /// The driver (tests inspect and steer it).
+    #[cfg(test)]
+    pub(crate) fn driver(&mut self) -> &mut D {
+        &mut self.d
     }
 
     /// Takes `t`'s connection out, runs `f` on it, then flushes its output

@@ -9,6 +9,7 @@
 use super::super::{not_now, Shared};
 use crate::error::{Error, Result};
 use crate::proto::outbound::{OutboundConn, Reply};
+use crate::proto::secure::SecureStream;
 use crate::wire::frame::{ack_ranges, HEADER_LEN};
 use bytes::BytesMut;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -31,6 +32,9 @@ pub(super) enum Wait {
 enum Opening {
     /// TCP connect in progress.
     Connecting,
+    /// Secure mode: the handshake runs (its messages written, the answer
+    /// awaited) before the preface.
+    Securing,
     /// Sending our preface; `usize` bytes of it are written.
     SendingPreface(usize),
     /// Waiting for the receiver's preface.
@@ -51,6 +55,11 @@ pub(super) struct SyncConn {
     /// Messages sent on this connection.
     pub(super) sent: u64,
     pub(super) opened: Instant,
+    /// Secure mode: the filter, and the ciphertext read but not opened.
+    secure: Option<Box<SecureStream>>,
+    raw: BytesMut,
+    /// The member failed or dropped the secure handshake.
+    refused: bool,
 }
 
 fn closed() -> Error {
@@ -74,13 +83,20 @@ impl SyncConn {
         sock.set_nonblocking(true).map_err(broken)?;
         sock.set_nodelay(cfg.tcp_no_delay).map_err(broken)?;
         super::super::engine::set_buffers(&sock, cfg);
+        let secure = match &shared.secure {
+            Some(ctx) => Some(Box::new(
+                SecureStream::connect(ctx, addr.ip())
+                    .map_err(|e| broken(format!("secure session: {e}")))?,
+            )),
+            None => None,
+        };
         let opening = match sock.connect(&addr.into()) {
             Ok(()) if crate::driver::sys::connected_to_itself(socket2::SockRef::from(&sock)) => {
                 return Err(broken(crate::driver::sys::SELF_CONNECT))
             }
             Ok(()) => {
                 sock.set_nonblocking(false).map_err(broken)?;
-                Opening::SendingPreface(0)
+                Opening::Securing
             }
             Err(e) if not_now(&e) => Opening::Connecting,
             Err(e) => return Err(broken(e)),
@@ -94,7 +110,16 @@ impl SyncConn {
             rcv_timeout: Duration::ZERO,
             sent: 0,
             opened: Instant::now(),
+            secure,
+            raw: BytesMut::new(),
+            refused: false,
         })
+    }
+
+    /// True if the member failed or dropped the secure handshake (count it
+    /// as a refusal).
+    pub(super) fn refused(&self) -> bool {
+        self.refused
     }
 
     /// The socket, for `poll`.
@@ -128,12 +153,48 @@ impl SyncConn {
                         }
                         Ok(_) => {
                             self.stream.set_nonblocking(false).map_err(broken)?;
-                            self.opening = Opening::SendingPreface(0);
+                            self.opening = Opening::Securing;
                         }
                         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
                             return Ok(Some(Wait::Out))
                         }
                         Err(e) => return Err(broken(e)),
+                    }
+                }
+                Opening::Securing => {
+                    let Some(s) = self.secure.as_deref() else {
+                        self.opening = Opening::SendingPreface(0);
+                        continue;
+                    };
+                    if !s.pending().is_empty() {
+                        if !self.flush_secure()? {
+                            return Ok(Some(Wait::Out));
+                        }
+                    } else if s.is_established() {
+                        self.opening = Opening::SendingPreface(0);
+                    } else {
+                        match self.read_some() {
+                            Ok(true) => {}
+                            Ok(false) => return Ok(Some(Wait::In)),
+                            Err(e) => {
+                                self.refused = true;
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+                Opening::SendingPreface(off) if self.secure.is_some() => {
+                    // secure hook: the preface is sealed once, then written
+                    if off == 0 {
+                        self.seal(&[&self.preface.clone()])?;
+                    }
+                    self.opening = if self.flush_secure()? {
+                        Opening::AwaitingPreface
+                    } else {
+                        Opening::SendingPreface(1)
+                    };
+                    if self.opening != Opening::AwaitingPreface {
+                        return Ok(Some(Wait::Out));
                     }
                 }
                 Opening::SendingPreface(off) => {
@@ -179,9 +240,36 @@ impl SyncConn {
         }
     }
 
+    /// Secure mode: seals `parts` into records waiting to be written.
+    fn seal(&mut self, parts: &[&[u8]]) -> Result<()> {
+        let s = self.secure.as_deref_mut().expect("secure mode");
+        let mut seal = s.sealer();
+        for p in parts {
+            seal.push(p);
+        }
+        seal.finish().map_err(broken)
+    }
+
+    /// Secure mode: writes sealed bytes; true once none wait.
+    fn flush_secure(&mut self) -> Result<bool> {
+        loop {
+            let s = self.secure.as_deref().expect("secure mode");
+            if s.pending().is_empty() {
+                return Ok(true);
+            }
+            match self.send_some(&[IoSlice::new(s.pending())])? {
+                Some(n) => {
+                    self.secure.as_deref_mut().expect("secure mode").written(n);
+                }
+                None => return Ok(false),
+            }
+        }
+    }
+
     /// Writes what is left of one frame (header + payload) from byte `off`.
     /// Returns the new offset; the frame is out when it reaches
-    /// `HEADER_LEN + payload.len()`.
+    /// `HEADER_LEN + payload.len()`. (Secure mode: the frame is sealed at
+    /// offset 0 and any offset in between means "records still waiting".)
     ///
     /// # Errors
     /// [`Error::Unreachable`] on a broken connection.
@@ -192,6 +280,17 @@ impl SyncConn {
         mut off: usize,
     ) -> Result<usize> {
         let total = HEADER_LEN + payload.len();
+        if self.secure.is_some() {
+            // secure hook
+            if off == 0 {
+                self.seal(&[hdr, payload])?;
+            }
+            if !self.flush_secure()? {
+                return Ok(1);
+            }
+            self.sent += 1;
+            return Ok(total);
+        }
         while off < total {
             let sent = if off < HEADER_LEN {
                 self.send_some(&[IoSlice::new(&hdr[off..]), IoSlice::new(payload)])?
@@ -207,12 +306,34 @@ impl SyncConn {
         Ok(off)
     }
 
+    /// Secure mode: opens what was read into `rbuf`.
+    fn open_read(&mut self) -> Result<()> {
+        if let Some(s) = self.secure.as_deref_mut() {
+            let r = s.receive(&self.raw);
+            self.raw.clear();
+            r.map_err(broken)?;
+            self.rbuf.extend_from_slice(s.plain());
+            s.plain().clear();
+        }
+        Ok(())
+    }
+
+    /// The buffer reads go to: ciphertext in secure mode.
+    fn read_buf(&mut self) -> &mut BytesMut {
+        if self.secure.is_some() {
+            &mut self.raw
+        } else {
+            &mut self.rbuf
+        }
+    }
+
     /// Reads what is there without blocking. `false` when nothing was.
     fn read_some(&mut self) -> Result<bool> {
         loop {
-            match crate::driver::sys::try_read_into(self.fd(), &mut self.rbuf, 4096) {
+            let fd = self.fd();
+            match crate::driver::sys::try_read_into(fd, self.read_buf(), 4096) {
                 Ok(0) => return Err(closed()),
-                Ok(_) => return Ok(true),
+                Ok(_) => return self.open_read().map(|()| true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(broken(e)),
@@ -237,9 +358,10 @@ impl SyncConn {
             self.stream.set_read_timeout(Some(t)).map_err(broken)?;
             self.rcv_timeout = t;
         }
-        match crate::driver::sys::read_into(self.fd(), &mut self.rbuf, 4096) {
+        let fd = self.fd();
+        match crate::driver::sys::read_into(fd, self.read_buf(), 4096) {
             Ok(0) => Err(closed()),
-            Ok(_) => Ok(true),
+            Ok(_) => self.open_read().map(|()| true),
             Err(e)
                 if matches!(
                     e.kind(),

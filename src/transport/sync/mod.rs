@@ -544,7 +544,8 @@ impl SyncSender {
                 Err(Error::Unreachable(why))
                     if d.attempt < self.shared.cfg.max_retry_attempts && now < deadline =>
                 {
-                    if let Some(_c) = d.conn.take() {
+                    if let Some(c) = d.conn.take() {
+                        self.count_refusal(&c);
                         self.discard(&d.pool);
                     }
                     d.attempt += 1;
@@ -561,6 +562,13 @@ impl SyncSender {
         }
     }
 
+    /// Counts a member that did not pass the secure handshake.
+    fn count_refusal(&self, c: &SyncConn) {
+        if c.refused() {
+            Stats::add(&self.shared.stats.secure_refusals, 1);
+        }
+    }
+
     /// Records one member's outcome (once) and returns or closes its
     /// connection: kept after an ack or a FAIL, closed after anything else.
     fn finish(&self, d: &mut Dest, r: Result<()>) {
@@ -570,7 +578,10 @@ impl SyncSender {
         if let Some(c) = d.conn.take() {
             match &r {
                 Ok(()) | Err(Error::RemoteFailure(_)) => self.checkin(&d.pool, c),
-                _ => self.discard(&d.pool),
+                _ => {
+                    self.count_refusal(&c);
+                    self.discard(&d.pool)
+                }
             }
         }
         let r = match r {

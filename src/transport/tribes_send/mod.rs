@@ -13,6 +13,7 @@ mod batch;
 use super::Shared;
 use crate::config::AckMode;
 use crate::error::{Error, Result};
+use crate::proto::secure::tribes::TribesCipher;
 use crate::wire::compress;
 use crate::wire::tribes::{self, options, ChannelData, TribesMember};
 use bytes::{Bytes, BytesMut};
@@ -20,7 +21,16 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+/// A message to Tribes members that this node cannot encrypt (`what`):
+/// refused rather than sent in clear text.
+fn refused(what: &str) -> Error {
+    Error::Unreachable(format!(
+        "Tribes member: {what} cannot be sent encrypted (only shared-key mode \
+         speaks EncryptInterceptor)"
+    ))
+}
 
 /// The Tribes-framing sender of a channel.
 pub struct TribesSender {
@@ -30,12 +40,21 @@ pub struct TribesSender {
     seq: AtomicU64,
     /// Our member blob, encoded once (every ChannelData carries it).
     blob: std::sync::OnceLock<Bytes>,
+    /// Shared-key mode: message bodies sealed as Tribes'
+    /// `EncryptInterceptor` does (`AES/GCM/NoPadding`, `encryptionKey`).
+    cipher: Option<TribesCipher>,
 }
 
 impl TribesSender {
     /// A sender for `shared`'s channel.
     pub fn new(shared: Arc<Shared>) -> Self {
+        let cipher = shared
+            .secure
+            .as_ref()
+            .and(shared.cfg.security.encryption_key.as_ref())
+            .map(TribesCipher::new);
         TribesSender {
+            cipher,
             shared,
             idle: Mutex::new(HashMap::new()),
             started: Instant::now(),
@@ -86,6 +105,14 @@ impl TribesSender {
         } else {
             payload.clone()
         };
+        let now_ms = super::unix_ms();
+        // Under encryption the body goes sealed as EncryptInterceptor's,
+        // never in clear text.
+        let body = match (&self.shared.secure, &self.cipher) {
+            (None, _) => body,
+            (Some(_), Some(c)) => Bytes::from(c.seal_random(&body, now_ms)?),
+            (Some(_), None) => return Err(refused("certificate mode")),
+        };
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut uid = self.shared.member_id;
         for (b, x) in uid.iter_mut().zip(n.to_be_bytes().iter().cycle()) {
@@ -93,10 +120,7 @@ impl TribesSender {
         }
         let cd = ChannelData {
             options: opts,
-            timestamp: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+            timestamp: now_ms,
             unique_id: Bytes::copy_from_slice(&uid),
             address: self.member_blob()?,
             message: body,
@@ -111,46 +135,14 @@ impl TribesSender {
     /// (the JVM drop-in's envelope), sent as is.
     ///
     /// # Errors
-    /// A package too large for a Tribes frame.
-    pub(crate) fn raw_frame(package: &Bytes) -> Result<(Bytes, Bytes)> {
+    /// A package too large for a Tribes frame; any package under encryption
+    /// (refused, never sent in clear text).
+    pub(crate) fn raw_frame(&self, package: &Bytes) -> Result<(Bytes, Bytes)> {
+        if self.shared.secure.is_some() {
+            return Err(refused("tribesEnvelope packages"));
+        }
         let head = tribes::frame_header(package.len())?;
         Ok((Bytes::copy_from_slice(&head), package.clone()))
-    }
-
-    /// Sends one message to a Tribes member and, with an ack, waits for it,
-    /// all by `ackTimeout` from now.
-    /// `compress` sets GzipInterceptor's flag and gzips the body.
-    ///
-    /// # Errors
-    /// [`Error::Unreachable`], [`Error::Timeout`], or
-    /// [`Error::RemoteFailure`] on FAIL_ACK.
-    pub fn send(
-        &self,
-        to: SocketAddr,
-        payload: &Bytes,
-        ack: AckMode,
-        compress: bool,
-    ) -> Result<()> {
-        let (head, body) = self.frame(payload, ack, compress)?;
-        self.send_one(to, head, body, ack)
-    }
-
-    /// Sends `package`, a whole ChannelData made by the host (the JVM
-    /// drop-in's envelope), in a Tribes frame as is, and with an ack waits
-    /// for it. `ack` must match the package's own option bits (the receiver
-    /// acks as they say).
-    ///
-    /// # Errors
-    /// As [`TribesSender::send`].
-    pub fn send_raw(&self, to: SocketAddr, package: &Bytes, ack: AckMode) -> Result<()> {
-        let (head, body) = Self::raw_frame(package)?;
-        self.send_one(to, head, body, ack)
-    }
-
-    fn send_one(&self, to: SocketAddr, head: Bytes, body: Bytes, ack: AckMode) -> Result<()> {
-        let deadline = Instant::now() + self.shared.cfg.ack_timeout;
-        let b = self.start(&[to], head, body, ack, deadline);
-        self.finish(b).pop().map_or(Err(Error::Timeout), |(_, r)| r)
     }
 
     /// An idle connection to `to`, if the pool holds one.

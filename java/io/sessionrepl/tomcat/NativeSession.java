@@ -102,6 +102,11 @@ public class NativeSession extends StandardSession {
         super.expire(notify);
     }
 
+    /** Sets the id without registering with the manager (a detached view). */
+    void detachedId(String newId) {
+        this.id = newId;
+    }
+
     void loading(boolean on) {
         loading = on;
     }

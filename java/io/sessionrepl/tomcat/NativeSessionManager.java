@@ -61,7 +61,12 @@ public class NativeSessionManager extends ManagerBase {
     private long commitTimeoutMs = 10_000;
     private long drainTimeoutMs = 60_000;
     private boolean expireSessionsOnShutdown;
+    private boolean notifyListenersOnReplication = true;
+    private boolean notifySessionListenersOnReplication = true;
     private volatile SessionStore store;
+    private volatile RouteBinder routes;
+    private volatile RouteValve routeValve;
+    private volatile ReplicaListeners replicaListeners;
     private Thread shutdownHook;
 
     /** A manager in backup mode with one backup. */
@@ -91,6 +96,14 @@ public class NativeSessionManager extends ManagerBase {
                     return true;
                 case "expireSessionsOnShutdown":
                     expireSessionsOnShutdown = Boolean.parseBoolean(value.trim());
+                    return true;
+                case "notifyListenersOnReplication":
+                    // the store always reports other members' changes (this
+                    // manager needs them); these two only gate the webapp's listeners
+                    notifyListenersOnReplication = Boolean.parseBoolean(value.trim());
+                    return true;
+                case "notifySessionListenersOnReplication":
+                    notifySessionListenersOnReplication = Boolean.parseBoolean(value.trim());
                     return true;
                 default:
                     if (!Attributes.isSessionreplKey(name)) {
@@ -134,6 +147,23 @@ public class NativeSessionManager extends ManagerBase {
             log.warn("NativeSessionManager: state transfer not complete after " + stateTransferTimeoutMs
                 + " ms (" + e.result() + "); serving with the sessions received so far");
         }
+        replicaListeners = new ReplicaListeners(this, notifyListenersOnReplication,
+            notifySessionListenersOnReplication, getContext().getName());
+        String route = getJvmRoute();
+        if (route != null && !route.isEmpty()) {
+            RouteBinder rb = new RouteBinder(route, (o, n) -> {
+                ReplicaListeners rl = replicaListeners;
+                if (rl != null) {
+                    rl.renamedHere(o, n);
+                }
+            });
+            rb.publish(store, commitTimeoutMs);
+            routes = rb;
+            // on the host, so that it runs before any valve of the context
+            // (the authenticator reads the session early)
+            routeValve = new RouteValve();
+            getContext().getParent().getPipeline().addValve(routeValve);
+        }
         getContext().getPipeline().addValve(new CommitValve());
         // Embedded Tomcat (and a JVM ended by SIGTERM without Catalina's own
         // hook) never stops the context: drain from a shutdown hook then.
@@ -159,6 +189,17 @@ public class NativeSessionManager extends ManagerBase {
             } catch (IllegalStateException e) {
                 // the JVM is shutting down: the hook runs (and finds the store closed)
             }
+        }
+        ReplicaListeners rl = replicaListeners;
+        replicaListeners = null;
+        if (rl != null) {
+            rl.stop();
+        }
+        routes = null;
+        RouteValve rv = routeValve;
+        routeValve = null;
+        if (rv != null && getContext().getParent() != null) {
+            getContext().getParent().getPipeline().removeValve(rv);
         }
         closeStore("stop");
         sessions.clear();
@@ -210,8 +251,8 @@ public class NativeSessionManager extends ManagerBase {
      */
     @Override
     public Session findSession(String id) throws IOException {
-        if (id == null) {
-            return null;
+        if (id == null || id.startsWith(RouteBinder.RECORD)) {
+            return null; // a route record is never a session (a forged cookie)
         }
         Session local = sessions.get(id);
         if (local != null) {
@@ -231,16 +272,33 @@ public class NativeSessionManager extends ManagerBase {
         if (l.status() != Lookup.Status.FOUND) {
             return null;
         }
-        io.sessionrepl.Session snap = l.session();
+        NativeSession ns = load(id, l.session(), true);
+        ns.markInStore();
+        return ns;
+    }
+
+    /**
+     * A session object from a store snapshot (null: the id only).
+     * {@code serve}: put it in {@code sessions} for the rest of the request;
+     * otherwise it is a detached view for listeners.
+     */
+    private NativeSession load(String id, io.sessionrepl.Session snap, boolean serve) {
         NativeSession ns = (NativeSession) createEmptySession();
         ns.loading(true);
         try {
             ns.setNew(false);
             ns.setValid(true);
+            if (serve) {
+                ns.setId(id, false); // also puts it in `sessions` for the rest of this request
+            } else {
+                ns.detachedId(id);
+            }
+            if (snap == null) {
+                return ns;
+            }
             ns.setCreationTime(snap.creationTime());
             ns.setMaxInactiveInterval((int) Math.max(Integer.MIN_VALUE, Math.min(Integer.MAX_VALUE,
                 snap.maxInactiveSecs())));
-            ns.setId(id, false); // also puts it in `sessions` for the rest of this request
             for (Map.Entry<String, byte[]> e : snap.attributes().entrySet()) {
                 Object v = deserialize(e.getKey(), e.getValue());
                 if (v != null) {
@@ -250,8 +308,17 @@ public class NativeSessionManager extends ManagerBase {
         } finally {
             ns.loading(false);
         }
-        ns.markInStore();
         return ns;
+    }
+
+    /** A detached session object for listeners on replicated changes. */
+    NativeSession replicaView(String id, io.sessionrepl.Session snap) {
+        return load(id, snap, false);
+    }
+
+    /** True while a request here holds session {@code id}. */
+    boolean servesNow(String id) {
+        return sessions.containsKey(id);
     }
 
     /**
@@ -320,8 +387,20 @@ public class NativeSessionManager extends ManagerBase {
         }
     }
 
-    /** Store events (its driver thread): expiries and invalidations elsewhere reach local listeners. */
+    /**
+     * Store events (its driver thread): route renames to the route binder,
+     * replicated changes to the listeners' thread, and expiries and
+     * invalidations elsewhere to a session a request here holds.
+     */
     private void event(SessionEvent e) {
+        RouteBinder rb = routes;
+        if (rb != null) {
+            rb.event(e);
+        }
+        ReplicaListeners rl = replicaListeners;
+        if (rl != null) {
+            rl.event(e);
+        }
         if (e.kind() == SessionEvent.Kind.EXPIRED || e.kind() == SessionEvent.Kind.INVALIDATED) {
             Session s = sessions.get(e.id());
             if (s instanceof NativeSession) {
@@ -381,6 +460,26 @@ public class NativeSessionManager extends ManagerBase {
     /** Nothing to unload: sessions live in the native store (drained at stop). */
     @Override
     public void unload() {
+    }
+
+    /**
+     * On the host's pipeline: moves a request of this context whose session
+     * id names a dead node's jvmRoute to this node's route ({@link RouteBinder}).
+     */
+    private final class RouteValve extends ValveBase {
+        RouteValve() {
+            super(true);
+        }
+
+        @Override
+        public void invoke(Request request, Response response) throws IOException, ServletException {
+            RouteBinder rb = routes;
+            if (rb != null && request.getContext() == getContext()) {
+                int minutes = getContext().getSessionTimeout();
+                rb.bind(request, store, commitTimeoutMs, minutes > 0 ? minutes * 60 : -1);
+            }
+            getNext().invoke(request, response);
+        }
     }
 
     /** Commits the session of each request when it ends. */

@@ -11,7 +11,8 @@ import java.io.IOException;
  * The tiny webapp of the Tomcat tests: {@code GET /count} increments the
  * session's counter, {@code GET /count?op=read} only reads it; the answer
  * is {@code count=N node=NAME}; {@code ?op=rotate} changes the session id,
- * {@code ?op=logout} invalidates the session.
+ * {@code ?op=logout} invalidates the session, {@code ?op=events} shows
+ * what {@link CountingListener} counted on this node.
  */
 public class CounterServlet extends HttpServlet {
     private static final long serialVersionUID = 1L;
@@ -19,6 +20,11 @@ public class CounterServlet extends HttpServlet {
     @Override
     protected void doGet(HttpServletRequest req, HttpServletResponse resp) throws IOException {
         String op = req.getParameter("op");
+        if ("events".equals(op)) {
+            resp.setContentType("text/plain");
+            resp.getWriter().print(CountingListener.counts() + " node=" + System.getProperty("sessionrepl.test.node"));
+            return;
+        }
         if ("rotate".equals(op)) {
             req.getSession(false);
             String id = req.changeSessionId();

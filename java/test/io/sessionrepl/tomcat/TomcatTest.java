@@ -382,21 +382,62 @@ public final class TomcatTest {
         nodes.add(x);
         awaitUp(x);
         Thread.sleep(1000);
-        Node[] order = {a, b, x};
+        // listeners on other nodes: the session's copy fires them where it arrives
         int want = 0;
-        for (int i = 0; i < 6; i++) {
-            Node n = order[i % 3];
+        for (int i = 0; i < 2; i++) {
+            want++;
+            String body = eventually(a, jarFile, "", "count=" + want + " ");
+            check(body.startsWith("count=" + want + " node=a"), "a answered " + body);
+        }
+        waitFor(() -> replicaEvents(b, x).equals("created=1 destroyed=0 added=1 replaced=1 removed=0 idchanged=0"),
+            "listener events on the backup: b " + events(b) + ", x " + events(x) + "; a (local) " + events(a));
+        String id = sessionId(jarFile);
+        check(id.endsWith(".a"), "a's id carries its jvmRoute: " + id);
+        // round-robin between live nodes: the session keeps its id
+        Node[] order = {b, x, a, b};
+        for (Node n : order) {
             want++;
             String body = eventually(n, jarFile, "", "count=" + want + " ");
             check(body.startsWith("count=" + want + " node=" + n.name), n.name + " answered " + body);
+            check(sessionId(jarFile).equals(id), "no rename while a is alive: " + sessionId(jarFile) + " on " + n.name);
         }
+        Path oldJar = dir.resolve("cookies-old.txt");
+        Files.copy(jarFile, oldJar);
         a.kill(); // the session's primary: it was created there
         Thread.sleep(4000);
+        // both survivors get a's cookie at the same moment: one renames the
+        // session to its route, the other follows, and both answer that id
+        Path jarB = dir.resolve("cookies-b.txt");
+        Path jarX = dir.resolve("cookies-x.txt");
+        Files.copy(jarFile, jarB);
+        Files.copy(jarFile, jarX);
+        String[] raced = new String[2];
+        Thread onB = new Thread(() -> raced[0] = curlOrError(b, jarB, "?op=read"));
+        Thread onX = new Thread(() -> raced[1] = curlOrError(x, jarX, "?op=read"));
+        onB.start();
+        onX.start();
+        onB.join(60_000);
+        onX.join(60_000);
+        String winner = sessionId(jarB);
+        String base = id.substring(0, id.length() - 1);
+        check(winner.equals(base + "b") || winner.equals(base + "x"), "renamed to a survivor's route: " + winner);
+        check(winner.equals(sessionId(jarX)), "b and x converged: " + winner + " vs " + sessionId(jarX));
+        check(raced[0].startsWith("count=" + want + " node=b"), "racing b answered " + raced[0]);
+        check(raced[1].startsWith("count=" + want + " node=x"), "racing x answered " + raced[1]);
         for (Node n : new Node[] {b, x, b}) {
             want++;
             String body = eventually(n, jarFile, "", "count=" + want + " ");
             check(body.startsWith("count=" + want + " node=" + n.name), "after SIGKILL " + n.name + " answered " + body);
+            String now = sessionId(jarFile);
+            check(now.equals(winner), "id after SIGKILL on " + n.name + ": " + now);
         }
+        // the id listeners: the winner renamed it, the other survivor holds a copy
+        waitFor(() -> replicaEvents(b).endsWith(" idchanged=1") && replicaEvents(x).endsWith(" idchanged=1"),
+            "sessionIdChanged for the takeover: b " + replicaEvents(b) + ", x " + replicaEvents(x));
+        // a client still holding a's id reaches x: x follows b's rename
+        String stale = eventually(x, oldJar, "?op=read", "count=" + want + " ");
+        check(stale.startsWith("count=" + want + " node=x"), "x with the old cookie answered " + stale);
+        check(sessionId(oldJar).equals(sessionId(jarFile)), "old cookie replaced by " + sessionId(oldJar));
         // session-fixation protection: a new id on b, the counter follows it to x
         String rot = curl(b, jarFile, "?op=rotate");
         check(rot.startsWith("rotated=") && rot.endsWith("node=b"), "rotate answered " + rot);
@@ -462,6 +503,53 @@ public final class TomcatTest {
         check(onX.startsWith("count=" + want + " node=x"), "after kill x answered " + onX);
     }
 
+    static String curlOrError(Node n, Path cookies, String query) {
+        try {
+            return curl(n, cookies, query);
+        } catch (Exception e) {
+            return "curl failed: " + e;
+        }
+    }
+
+    /** This node's listener counts. */
+    static String events(Node n) throws Exception {
+        String e = curl(n, n.log.resolveSibling(n.name + "-nocookie.txt"), "?op=events");
+        return e.substring(0, Math.max(0, e.indexOf(" node=")));
+    }
+
+    /** Listener counts summed over nodes, as {@code created=N destroyed=N ...}. */
+    static String replicaEvents(Node... nodes) {
+        String[] names = {"created", "destroyed", "added", "replaced", "removed", "idchanged"};
+        int[] sum = new int[names.length];
+        try {
+            for (Node n : nodes) {
+                String[] parts = events(n).split(" ");
+                for (int i = 0; i < names.length; i++) {
+                    sum[i] += Integer.parseInt(parts[i].substring(names[i].length() + 1));
+                }
+            }
+        } catch (Exception e) {
+            return "unreadable: " + e;
+        }
+        StringBuilder out = new StringBuilder();
+        for (int i = 0; i < names.length; i++) {
+            out.append(i == 0 ? "" : " ").append(names[i]).append('=').append(sum[i]);
+        }
+        return out.toString();
+    }
+
+    /** The JSESSIONID in a curl cookie jar (empty if none). */
+    static String sessionId(Path jarFile) throws IOException {
+        String id = "";
+        for (String line : Files.readAllLines(jarFile)) {
+            String[] f = line.split("\t");
+            if (f.length >= 7 && f[5].equals("JSESSIONID")) {
+                id = f[6];
+            }
+        }
+        return id;
+    }
+
     /**
      * GETs {@code /count + query} until the answer starts with
      * {@code want}, at most WAIT_MS; an increment is sent once and then
@@ -525,7 +613,7 @@ public final class TomcatTest {
             + "<Server port=\"-1\" shutdown=\"SHUTDOWN\">\n"
             + "  <Service name=\"Catalina\">\n"
             + "    <Connector port=\"" + http + "\" address=\"127.0.0.1\" protocol=\"HTTP/1.1\"/>\n"
-            + "    <Engine name=\"Catalina\" defaultHost=\"localhost\">\n"
+            + "    <Engine name=\"Catalina\" defaultHost=\"localhost\"" + (nsm ? " jvmRoute=\"" + name + "\"" : "") + ">\n"
             + (nsm ? "" : "      <Cluster className=\"org.apache.catalina.ha.tcp.SimpleTcpCluster\" channelSendOptions=\"6\">\n"
             + "        " + mgr + "\n"
             + "        <Channel className=\"org.apache.catalina.tribes.group.GroupChannel\">\n"
@@ -602,12 +690,14 @@ public final class TomcatTest {
     static Path writeApp(Path app) throws IOException {
         Path classes = app.resolve("WEB-INF/classes/io/sessionrepl/tomcat");
         Files.createDirectories(classes);
-        Files.copy(Path.of(testClasses, "io/sessionrepl/tomcat/CounterServlet.class"),
-            classes.resolve("CounterServlet.class"));
+        for (String c : new String[] {"CounterServlet.class", "CountingListener.class"}) {
+            Files.copy(Path.of(testClasses, "io/sessionrepl/tomcat", c), classes.resolve(c));
+        }
         Files.writeString(app.resolve("WEB-INF/web.xml"),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
             + "<web-app xmlns=\"https://jakarta.ee/xml/ns/jakartaee\" version=\"6.0\">\n"
             + "  <distributable/>\n"
+            + "  <listener><listener-class>io.sessionrepl.tomcat.CountingListener</listener-class></listener>\n"
             + "  <servlet><servlet-name>count</servlet-name>"
             + "<servlet-class>io.sessionrepl.tomcat.CounterServlet</servlet-class></servlet>\n"
             + "  <servlet-mapping><servlet-name>count</servlet-name><url-pattern>/count</url-pattern></servlet-mapping>\n"

@@ -1,0 +1,266 @@
+//! One connection's secure filter, the same on every path (the
+//! asynchronous sender, the synchronous sender, the receiver): ciphertext
+//! in → plaintext for the frame decoder; plaintext out (in pieces) →
+//! records for the socket. Drivers only move bytes.
+//!
+//! Output is sealed in batches: the caller hands a whole write batch
+//! (preface, frame headers, payloads) through a [`Sealer`], which fills
+//! records of up to 64 KiB in place in one reused buffer. The count of
+//! plaintext behind the sealed bytes is kept so a sender learns a frame
+//! went out only once all of its ciphertext did.
+
+use std::net::IpAddr;
+
+use bytes::BytesMut;
+
+use super::noise::{MAX_RECORD_PLAINTEXT, RECORD_HEADER_LEN, TAG_LEN};
+use super::records::RecordKeys;
+use super::{SecureContext, SecureError, SecureSession};
+
+/// Most plaintext sealed per [`SecureStream::sealer`] batch by senders.
+pub const SEAL_BATCH: usize = 4 * MAX_RECORD_PLAINTEXT;
+
+/// A reused output buffer above this capacity is given back once drained.
+const KEEP_CAPACITY: usize = 1 << 20;
+
+/// One connection's secure layer with its buffers.
+#[derive(Debug)]
+pub struct SecureStream {
+    session: SecureSession,
+    /// Ciphertext (handshake messages, records); `wire[..sent]` is
+    /// written already.
+    wire: Vec<u8>,
+    sent: usize,
+    /// Plaintext bytes whose records are in `wire`.
+    sealed: usize,
+    /// Opened plaintext not yet decoded.
+    plain: BytesMut,
+    /// Gathered plaintext (certificate mode: rustls makes the records).
+    gather: Vec<u8>,
+}
+
+impl SecureStream {
+    fn new(session: SecureSession) -> SecureStream {
+        let mut s = SecureStream {
+            session,
+            wire: Vec::new(),
+            sent: 0,
+            sealed: 0,
+            plain: BytesMut::new(),
+            gather: Vec::new(),
+        };
+        s.session.poll_transmit(&mut s.wire);
+        s
+    }
+
+    /// The connecting side; its first handshake message is in
+    /// [`SecureStream::pending`] at once.
+    ///
+    /// # Errors
+    /// [`SecureError::Config`] if the context cannot make a session.
+    pub fn connect(ctx: &SecureContext, peer: IpAddr) -> Result<SecureStream, SecureError> {
+        SecureSession::connect(ctx, peer).map(Self::new)
+    }
+
+    /// The accepting side.
+    ///
+    /// # Errors
+    /// [`SecureError::Config`] if the context cannot make a session.
+    pub fn accept(ctx: &SecureContext) -> Result<SecureStream, SecureError> {
+        SecureSession::accept(ctx).map(Self::new)
+    }
+
+    /// True once application bytes may be sealed.
+    pub fn is_established(&self) -> bool {
+        self.session.is_established()
+    }
+
+    /// Bytes read from the socket: authenticated plaintext goes to
+    /// [`SecureStream::plain`], handshake answers to
+    /// [`SecureStream::pending`].
+    ///
+    /// # Errors
+    /// See [`SecureError`]: close the connection.
+    pub fn receive(&mut self, input: &[u8]) -> Result<(), SecureError> {
+        let r = self.session.receive(input, &mut self.plain);
+        self.session.poll_transmit(&mut self.wire);
+        r
+    }
+
+    /// The peer closed its side.
+    ///
+    /// # Errors
+    /// [`SecureError::Corrupt`] if the stream ended inside a record.
+    pub fn receive_eof(&mut self) -> Result<(), SecureError> {
+        self.session.receive_eof()
+    }
+
+    /// Opened plaintext, for the frame decoder (it consumes from the
+    /// front).
+    pub fn plain(&mut self) -> &mut BytesMut {
+        &mut self.plain
+    }
+
+    /// Ciphertext to write.
+    pub fn pending(&self) -> &[u8] {
+        &self.wire[self.sent..]
+    }
+
+    /// The output buffer itself, for writers that drain what they wrote
+    /// with `drain(..n)` instead of calling [`SecureStream::written`].
+    pub fn pending_mut(&mut self) -> &mut Vec<u8> {
+        if self.sent > 0 {
+            self.wire.drain(..self.sent);
+            self.sent = 0;
+        }
+        &mut self.wire
+    }
+
+    /// The socket took `n` bytes of [`SecureStream::pending`]. Returns the
+    /// plaintext now fully on the wire: all that was sealed once the
+    /// output drained, else 0.
+    pub fn written(&mut self, n: usize) -> usize {
+        self.sent = (self.sent + n).min(self.wire.len());
+        if self.sent == self.wire.len() {
+            self.wire.clear();
+            self.sent = 0;
+            if self.wire.capacity() > KEEP_CAPACITY {
+                self.wire = Vec::new();
+            }
+            return std::mem::take(&mut self.sealed);
+        }
+        0
+    }
+
+    /// Starts sealing one batch of plaintext (pieces pushed in order).
+    /// Call only when established.
+    pub fn sealer(&mut self) -> Sealer<'_> {
+        let SecureStream {
+            session,
+            wire,
+            sealed,
+            gather,
+            ..
+        } = self;
+        let noise = matches!(session, SecureSession::Noise(n) if n.has_record_keys());
+        if noise {
+            let SecureSession::Noise(n) = session else {
+                unreachable!("checked above")
+            };
+            Sealer::Records(RecordSealer {
+                keys: n.record_keys().expect("checked above"),
+                out: wire,
+                sealed,
+                open: None,
+                failed: false,
+            })
+        } else {
+            gather.clear();
+            Sealer::Gather {
+                session,
+                wire,
+                sealed,
+                gather,
+            }
+        }
+    }
+}
+
+/// One batch being sealed; [`Sealer::finish`] closes its last record.
+pub enum Sealer<'a> {
+    /// Shared-key records sealed in place.
+    Records(RecordSealer<'a>),
+    /// Certificate mode: gathered, then handed to rustls at once.
+    #[allow(missing_docs)]
+    Gather {
+        session: &'a mut SecureSession,
+        wire: &'a mut Vec<u8>,
+        sealed: &'a mut usize,
+        gather: &'a mut Vec<u8>,
+    },
+}
+
+/// Fills and seals shared-key records in the output buffer.
+pub struct RecordSealer<'a> {
+    keys: &'a mut RecordKeys,
+    out: &'a mut Vec<u8>,
+    sealed: &'a mut usize,
+    /// Start of the record being filled (its header) in `out`.
+    open: Option<usize>,
+    failed: bool,
+}
+
+impl RecordSealer<'_> {
+    fn push(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let start = *self.open.get_or_insert_with(|| {
+                self.out.extend_from_slice(&[0; RECORD_HEADER_LEN]);
+                self.out.len() - RECORD_HEADER_LEN
+            });
+            let fill = self.out.len() - start - RECORD_HEADER_LEN;
+            let take = (MAX_RECORD_PLAINTEXT - fill).min(data.len());
+            self.out.extend_from_slice(&data[..take]);
+            *self.sealed += take;
+            data = &data[take..];
+            if fill + take == MAX_RECORD_PLAINTEXT {
+                self.close();
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        let Some(start) = self.open.take() else {
+            return;
+        };
+        if self.keys.seal_at(self.out, start).is_err() {
+            self.failed = true;
+        }
+    }
+}
+
+impl Sealer<'_> {
+    /// Appends plaintext to the batch.
+    pub fn push(&mut self, data: &[u8]) {
+        match self {
+            Sealer::Records(r) => r.push(data),
+            Sealer::Gather { gather, .. } => gather.extend_from_slice(data),
+        }
+    }
+
+    /// Seals what is left of the batch.
+    ///
+    /// # Errors
+    /// The session failed (close the connection).
+    pub fn finish(self) -> Result<(), SecureError> {
+        match self {
+            Sealer::Records(mut r) => {
+                r.close();
+                if r.failed {
+                    return Err(SecureError::Corrupt("cannot seal record".into()));
+                }
+                Ok(())
+            }
+            Sealer::Gather {
+                session,
+                wire,
+                sealed,
+                gather,
+            } => {
+                if gather.is_empty() {
+                    return Ok(());
+                }
+                session.send(gather, wire)?;
+                *sealed += gather.len();
+                if gather.capacity() > KEEP_CAPACITY {
+                    *gather = Vec::new();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Upper bound of the ciphertext for `plain` bytes in shared-key records.
+pub fn sealed_len(plain: usize) -> usize {
+    plain + plain.div_ceil(MAX_RECORD_PLAINTEXT) * (RECORD_HEADER_LEN + TAG_LEN)
+}
