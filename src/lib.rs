@@ -51,14 +51,9 @@ pub mod transport;
 #[path = "internal.rs"]
 pub mod __internal;
 
-// Transition: branches written before the layers moved under `__internal`
-// still name them at the crate root (tests/rx_reads.rs,
-// tests/secure_connections.rs on perf and sec2). Hidden like `__internal`;
-// remove this re-export (making it `pub(crate) use`) once every user says
-// `sessionrepl::__internal::` — `perl -pi -e
-// 's/\bsessionrepl::(driver|proto|wire|queue)\b/sessionrepl::__internal::$1/g'`.
-#[doc(hidden)]
-pub use __internal::{driver, proto, queue, wire};
+// The internal layers under their short names inside the crate; outside
+// it they are reached only through the hidden `__internal` module.
+pub(crate) use __internal::{driver, proto, queue, wire};
 
 pub use channel::Channel;
 pub use config::{Config, ReplicationMode};

@@ -6,9 +6,9 @@
 //! nothing is left unread that way.
 
 use bytes::BytesMut;
-use sessionrepl::proto::outbound::{OutboundConn, Reply};
-use sessionrepl::wire::frame::{ack_ranges, FrameHeader, FLAG_ACK_DELIVERY};
-use sessionrepl::wire::Preface;
+use sessionrepl::__internal::proto::outbound::{OutboundConn, Reply};
+use sessionrepl::__internal::wire::frame::{ack_ranges, FrameHeader, FLAG_ACK_DELIVERY};
+use sessionrepl::__internal::wire::Preface;
 use sessionrepl::Channel;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -115,7 +115,7 @@ fn encrypted_channels_hide_the_marker(sec: &str, io: &str) {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    if io == "uring" && sessionrepl::driver::uring::probe().is_err() {
+    if io == "uring" && sessionrepl::__internal::driver::uring::probe().is_err() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "no io_uring under CI=true"

@@ -5,11 +5,11 @@
 //! connection closes that connection only, delivering nothing.
 
 use bytes::Bytes;
+use sessionrepl::__internal::proto::secure::{SecureContext, SecureSession, SharedKey};
+use sessionrepl::__internal::wire::frame::FrameHeader;
+use sessionrepl::__internal::wire::Preface;
 use sessionrepl::config::AckMode;
-use sessionrepl::proto::secure::{SecureContext, SecureSession, SharedKey};
 use sessionrepl::transport::SendOptions;
-use sessionrepl::wire::frame::FrameHeader;
-use sessionrepl::wire::Preface;
 use sessionrepl::{Channel, Error, ReplicationMode};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

@@ -398,7 +398,7 @@ fn announce(
     members: Vec<SocketAddr>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
-    use sessionrepl::wire::tribes::TribesMember;
+    use sessionrepl::__internal::wire::tribes::TribesMember;
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_multicast_ttl_v4(1).unwrap();
     socket2::SockRef::from(&s)

@@ -19,8 +19,11 @@ commands:
   store-node [--events] [--set key=value]...
                             one session-store node driven by commands on stdin
                             (see cli/src/store_node/)
-  bench [--scenario S1,S4] [--scale N] [--io mio|uring] [--no-peer] [--no-floor] [--plot FILE.svg [--from LINES]]
-                            benchmark scenarios of bench/SCENARIOS.md
+  bench [--scenario S1,S4] [--scale N] [--io mio|uring] [--no-peer] [--no-floor]
+        [--set key=value]... [--plot FILE.svg [--from LINES]]
+                            benchmark scenarios of bench/SCENARIOS.md; with
+                            --set encryptionKey=HEX (or tls*File) each scenario
+                            prints a clear and an encrypted row
   help                      this text
 ";
 

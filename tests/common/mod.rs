@@ -194,7 +194,7 @@ pub fn with_io(io: &'static str, f: fn()) {
 /// True where io_uring runs; else prints why the caller skips, and fails
 /// under `CI=true`, where a skipped run must not count as passed.
 pub fn uring_usable() -> bool {
-    match sessionrepl::driver::uring::probe() {
+    match sessionrepl::__internal::driver::uring::probe() {
         Ok(_) => true,
         Err(why) => {
             assert!(

@@ -307,7 +307,11 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
             "--no-floor" => o.floor = false,
             "--plot" => o.plot = Some(val()?.into()),
             "--from" => o.from = Some(val()?.into()),
-            other => return Err(format!("unknown bench option '{other}'")),
+            other => {
+                return Err(format!(
+                    "unknown bench option '{other}' (see `sessionrepl help`)"
+                ))
+            }
         }
     }
     if o.from.is_some() && o.plot.is_none() {

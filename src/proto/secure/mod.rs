@@ -19,7 +19,7 @@
 //! The calling pattern for one connection (either side):
 //!
 //! ```
-//! # use sessionrepl::proto::secure::*;
+//! # use sessionrepl::__internal::proto::secure::*;
 //! # use std::sync::Arc;
 //! let ctx = SecureContext::shared_key(&[SharedKey::from_hex(&"11".repeat(32)).unwrap()]);
 //! let mut a = SecureSession::connect(&ctx, "127.0.0.1".parse().unwrap()).unwrap();

@@ -5,10 +5,15 @@
 //!
 //! Output is sealed in batches: the caller hands a whole write batch
 //! (preface, frame headers, payloads) through a [`Sealer`], which fills
-//! records of up to 64 KiB in place in one reused buffer. The count of
-//! plaintext behind the sealed bytes is kept so a sender learns a frame
-//! went out only once all of its ciphertext did.
+//! records of up to 64 KiB in place in one reused buffer. Where each
+//! record ends is kept with the plaintext it carries, so a sender learns a
+//! frame went out as soon as the records holding it did: not earlier (the
+//! member cannot ack it before), and not later either — the member opens,
+//! delivers and acks the first frames of a batch while the rest is still
+//! being written, and an ack for a frame not yet counted as written finds
+//! nothing to acknowledge (it would be lost, and the message time out).
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use bytes::BytesMut;
@@ -23,6 +28,10 @@ pub const SEAL_BATCH: usize = 4 * MAX_RECORD_PLAINTEXT;
 /// A reused output buffer above this capacity is given back once drained.
 const KEEP_CAPACITY: usize = 1 << 20;
 
+/// Certificate mode: plaintext handed to rustls per call, so its records
+/// are marked one by one (rustls' largest record payload).
+const TLS_PIECE: usize = 16 * 1024;
+
 /// One connection's secure layer with its buffers.
 #[derive(Debug)]
 pub struct SecureStream {
@@ -33,6 +42,9 @@ pub struct SecureStream {
     sent: usize,
     /// Plaintext bytes whose records are in `wire`.
     sealed: usize,
+    /// Per sealed record (or certificate-mode piece), in `wire` order: the
+    /// offset in `wire` where it ends and the plaintext it carries.
+    marks: VecDeque<(usize, usize)>,
     /// Opened plaintext not yet decoded.
     plain: BytesMut,
     /// Gathered plaintext (certificate mode: rustls makes the records).
@@ -46,6 +58,7 @@ impl SecureStream {
             wire: Vec::new(),
             sent: 0,
             sealed: 0,
+            marks: VecDeque::new(),
             plain: BytesMut::new(),
             gather: Vec::new(),
         };
@@ -107,29 +120,47 @@ impl SecureStream {
     }
 
     /// The output buffer itself, for writers that drain what they wrote
-    /// with `drain(..n)` instead of calling [`SecureStream::written`].
+    /// with `drain(..n)` instead of calling [`SecureStream::written`] (they
+    /// get no plaintext accounting).
     pub fn pending_mut(&mut self) -> &mut Vec<u8> {
         if self.sent > 0 {
             self.wire.drain(..self.sent);
             self.sent = 0;
         }
+        self.marks.clear();
+        self.sealed = 0;
         &mut self.wire
     }
 
     /// The socket took `n` bytes of [`SecureStream::pending`]. Returns the
-    /// plaintext now fully on the wire: all that was sealed once the
-    /// output drained, else 0.
+    /// plaintext now fully on the wire: that of every record whose last
+    /// byte was written (all that was sealed once the output drained).
     pub fn written(&mut self, n: usize) -> usize {
         self.sent = (self.sent + n).min(self.wire.len());
+        let mut plain = 0;
+        while let Some(&(end, p)) = self.marks.front() {
+            if end > self.sent {
+                break;
+            }
+            self.marks.pop_front();
+            plain += p;
+        }
         if self.sent == self.wire.len() {
             self.wire.clear();
             self.sent = 0;
+            self.marks.clear();
             if self.wire.capacity() > KEEP_CAPACITY {
                 self.wire = Vec::new();
             }
-            return std::mem::take(&mut self.sealed);
+            plain = self.sealed;
         }
-        0
+        self.sealed -= plain;
+        plain
+    }
+
+    /// Plaintext sealed into records not fully written yet.
+    pub fn unsent_plain(&self) -> usize {
+        self.sealed
     }
 
     /// Starts sealing one batch of plaintext (pieces pushed in order).
@@ -139,6 +170,7 @@ impl SecureStream {
             session,
             wire,
             sealed,
+            marks,
             gather,
             ..
         } = self;
@@ -151,6 +183,7 @@ impl SecureStream {
                 keys: n.record_keys().expect("checked above"),
                 out: wire,
                 sealed,
+                marks,
                 open: None,
                 failed: false,
             })
@@ -160,6 +193,7 @@ impl SecureStream {
                 session,
                 wire,
                 sealed,
+                marks,
                 gather,
             }
         }
@@ -176,6 +210,7 @@ pub enum Sealer<'a> {
         session: &'a mut SecureSession,
         wire: &'a mut Vec<u8>,
         sealed: &'a mut usize,
+        marks: &'a mut VecDeque<(usize, usize)>,
         gather: &'a mut Vec<u8>,
     },
 }
@@ -185,6 +220,7 @@ pub struct RecordSealer<'a> {
     keys: &'a mut RecordKeys,
     out: &'a mut Vec<u8>,
     sealed: &'a mut usize,
+    marks: &'a mut VecDeque<(usize, usize)>,
     /// Start of the record being filled (its header) in `out`.
     open: Option<usize>,
     failed: bool,
@@ -200,7 +236,6 @@ impl RecordSealer<'_> {
             let fill = self.out.len() - start - RECORD_HEADER_LEN;
             let take = (MAX_RECORD_PLAINTEXT - fill).min(data.len());
             self.out.extend_from_slice(&data[..take]);
-            *self.sealed += take;
             data = &data[take..];
             if fill + take == MAX_RECORD_PLAINTEXT {
                 self.close();
@@ -212,9 +247,13 @@ impl RecordSealer<'_> {
         let Some(start) = self.open.take() else {
             return;
         };
+        let plain = self.out.len() - start - RECORD_HEADER_LEN;
         if self.keys.seal_at(self.out, start).is_err() {
             self.failed = true;
+            return;
         }
+        *self.sealed += plain;
+        self.marks.push_back((self.out.len(), plain));
     }
 }
 
@@ -244,13 +283,14 @@ impl Sealer<'_> {
                 session,
                 wire,
                 sealed,
+                marks,
                 gather,
             } => {
-                if gather.is_empty() {
-                    return Ok(());
+                for piece in gather.chunks(TLS_PIECE) {
+                    session.send(piece, wire)?;
+                    *sealed += piece.len();
+                    marks.push_back((wire.len(), piece.len()));
                 }
-                session.send(gather, wire)?;
-                *sealed += gather.len();
                 if gather.capacity() > KEEP_CAPACITY {
                     *gather = Vec::new();
                 }

@@ -181,3 +181,54 @@ fn scattered_plaintext_arrives_whole_over_tls() {
     s.receive(&w, &mut sp).unwrap();
     assert_eq!(sp, parts.concat());
 }
+
+use crate::proto::secure::{SecureContext, SecureStream};
+
+/// Seals `total` plaintext bytes in one [`SecureStream`] batch and writes
+/// the ciphertext to the peer in 1000-byte pieces: after every piece, the
+/// plaintext [`SecureStream::written`] reported so far covers all the peer
+/// could open (a sender must count a frame as written before its ack can
+/// come back), and by the end it is all of it.
+fn written_keeps_ahead_of_the_peer(client: &SecureContext, server: &SecureContext) {
+    let mut c = SecureStream::connect(client, PEER.parse().unwrap()).unwrap();
+    let mut s = SecureStream::accept(server).unwrap();
+    for _ in 0..10 {
+        let w = c.pending().to_vec();
+        let n = w.len();
+        c.written(n);
+        s.receive(&w).unwrap();
+        let w = s.pending().to_vec();
+        let n = w.len();
+        s.written(n);
+        c.receive(&w).unwrap();
+    }
+    assert!(c.is_established() && s.is_established());
+    let total = 200 * 1024 + 17;
+    let data = vec![9u8; total];
+    let mut seal = c.sealer();
+    seal.push(&data[..1000]);
+    seal.push(&data[1000..]);
+    seal.finish().unwrap();
+    assert_eq!(c.unsent_plain(), total);
+    let (mut counted, mut opened) = (0, 0);
+    while !c.pending().is_empty() {
+        let piece = c.pending()[..c.pending().len().min(1000)].to_vec();
+        counted += c.written(piece.len());
+        s.receive(&piece).unwrap();
+        opened += s.plain().len();
+        s.plain().clear();
+        assert!(counted >= opened, "counted {counted} < opened {opened}");
+    }
+    assert_eq!((counted, opened, c.unsent_plain()), (total, total, 0));
+}
+
+#[test]
+fn written_counts_each_record_as_it_goes_out() {
+    use crate::proto::secure::SharedKey;
+    let key = SharedKey::from_hex(&"ab".repeat(32)).unwrap();
+    let ctx = SecureContext::shared_key(&[key]);
+    written_keeps_ahead_of_the_peer(&ctx, &ctx);
+    let ca = Ca::new();
+    let tls = |san| SecureContext::Tls(Arc::new(ca.context(san)));
+    written_keeps_ahead_of_the_peer(&tls("a"), &tls("b"));
+}

@@ -550,14 +550,16 @@ impl<T: Default> SenderConn<T> {
         if written > 0 {
             self.last_progress = now;
         }
-        // secure hook: plaintext counts once its records are all out
+        // secure hook: plaintext counts once the records holding it are
+        // out (the batch's control bytes first, then its frames)
         let (ctl, written) = match self.secure.as_deref_mut() {
             Some(s) => {
                 let plain = s.written(written);
                 if plain == 0 {
                     return;
                 }
-                let ctl = std::mem::take(&mut self.sealed_ctl).min(plain);
+                let ctl = self.sealed_ctl.min(plain);
+                self.sealed_ctl -= ctl;
                 (ctl, plain - ctl)
             }
             None => {

@@ -45,6 +45,14 @@ impl<T: Default> SenderConn<T> {
         self.secure.as_ref().is_some_and(|s| s.is_established())
     }
 
+    /// Secure mode: part of the front frames is sealed into records not
+    /// fully written yet (they cannot be dropped from the queue).
+    pub(super) fn frames_in_records(&self) -> bool {
+        self.secure
+            .as_deref()
+            .is_some_and(|s| s.unsent_plain() > self.sealed_ctl)
+    }
+
     /// Seals the next batch (control bytes, then up to `max` frames, at
     /// most [`SEAL_BATCH`] bytes) once the previous one is fully written.
     pub(super) fn seal_batch(&mut self, max: usize) {

@@ -618,6 +618,59 @@ fn secure_sender_writes_only_records_and_every_message_is_acked_once() {
     assert!(matches!(s.outcomes[&big][..], [Ok(Delivery::Acked)]));
 }
 
+/// The S6 `attr-100k` stall (15 s, one `ackTimeout`, per lost ack): a
+/// write batch of records larger than the socket takes goes out in parts,
+/// and the member opens, delivers and acks the first frames before the
+/// rest is written. Those frames must already count as written, else their
+/// acks find nothing to acknowledge and the messages time out.
+#[test]
+fn secure_acks_for_frames_of_a_batch_still_being_written_are_not_lost() {
+    let mut s = Sim::secure(limits(), K1, K1);
+    s.sock_buf = 48 * 1024;
+    let ids: Vec<u64> = (0..12)
+        .map(|_| s.send(true, false, &[5u8; 40 * 1024]))
+        .collect();
+    s.settle();
+    assert_eq!(s.delivered, ids);
+    for id in &ids {
+        assert!(
+            matches!(
+                s.outcomes.get(id).map(Vec::as_slice),
+                Some([Ok(Delivery::Acked)])
+            ),
+            "message {id} acked at once, not left to time out: {:?}",
+            s.outcomes.get(id)
+        );
+    }
+    assert_eq!(s.tx.inflight.len(), 0);
+}
+
+/// A deadline passing while the front frames sit in records not fully
+/// written cannot drop them from the queue (the written-bytes count would
+/// then land on the frames behind): the member is not reading, so the
+/// connection closes, as for a frame written in part in clear text.
+#[test]
+fn secure_overdue_frames_in_unwritten_records_close_the_connection() {
+    let mut s = Sim::secure(limits(), K1, K1);
+    let first = s.send(true, false, b"first");
+    s.settle();
+    assert!(s.tx.is_secured());
+    assert!(matches!(s.outcomes[&first][..], [Ok(Delivery::Acked)]));
+    s.reading = false;
+    s.sock_buf = s.peer.as_ref().map_or(0, |p| p.unread.len()) + 1000;
+    let ids: Vec<u64> = (0..3).map(|_| s.send(true, false, &[6u8; 4096])).collect();
+    s.settle();
+    assert!(s.tx.frames_in_records());
+    s.advance(Duration::from_millis(1100));
+    assert!(
+        s.closes.iter().any(|c| c.contains("write deadline passed")),
+        "closes: {:?}",
+        s.closes
+    );
+    s.one_outcome_each(ids.iter().copied());
+    assert_eq!(s.count(|o| matches!(o, Err(Error::Timeout))), 3);
+}
+
 #[test]
 fn secure_sender_survives_a_reconnect_with_a_fresh_session() {
     let mut s = Sim::secure(limits(), K1, K1);

@@ -57,7 +57,7 @@ impl<T: Default> SenderConn<T> {
         if !front_due {
             return;
         }
-        if self.head_off > 0 {
+        if self.head_off > 0 || self.frames_in_records() {
             return self.close_broken(now, "write deadline passed (member not reading)");
         }
         let mut removed = false;
