@@ -1,11 +1,14 @@
 /*
  * sessionrepl's own Tribes transport test peer: one Apache Tribes
  * GroupChannel (NioReceiver on 127.0.0.1, no membership service traffic
- * beyond loopback), optionally with GzipInterceptor, that sends and
- * receives ByteMessages on command.
+ * beyond loopback), optionally with GzipInterceptor and/or a stock
+ * EncryptInterceptor (encryptionAlgorithm="AES/GCM/NoPadding", key in hex),
+ * that sends and receives ByteMessages on command. With a key, messages
+ * that do not decrypt, or replays, are dropped by the interceptor (it logs
+ * an error on stderr) and never printed.
  *
  * Usage: java -Djava.net.preferIPv4Stack=true -cp <dir>:tomcat10-tribes.jar:tomcat10-juli.jar \
- *            TribesTransportPeer <tcpPort> <gzip: true|false>
+ *            TribesTransportPeer <tcpPort> <gzip: true|false> [encryptionKey hex]
  * Stdin commands:
  *   send <host> <port> <idhex32> <options> <text>   send text as a ByteMessage with these options
  *   stop
@@ -27,6 +30,7 @@ import org.apache.catalina.tribes.Channel;
 import org.apache.catalina.tribes.ChannelListener;
 import org.apache.catalina.tribes.Member;
 import org.apache.catalina.tribes.group.GroupChannel;
+import org.apache.catalina.tribes.group.interceptors.EncryptInterceptor;
 import org.apache.catalina.tribes.group.interceptors.GzipInterceptor;
 import org.apache.catalina.tribes.membership.MemberImpl;
 import org.apache.catalina.tribes.membership.StaticMember;
@@ -56,6 +60,12 @@ public class TribesTransportPeer {
         receiver.setAutoBind(1);
         if (gzip) {
             channel.addInterceptor(new GzipInterceptor());
+        }
+        if (args.length > 2) {
+            EncryptInterceptor enc = new EncryptInterceptor();
+            enc.setEncryptionAlgorithm("AES/GCM/NoPadding");
+            enc.setEncryptionKey(args[2]);
+            channel.addInterceptor(enc);
         }
         channel.addChannelListener(new ChannelListener() {
             @Override

@@ -47,8 +47,9 @@ impl Peer {
             .arg("-Djava.net.preferIPv4Stack=true")
             .arg("-cp")
             .arg(format!("{}:{TRIBES_JAR}:{JULI_JAR}", classes.display()))
-            .arg("TribesEncryptPeer")
+            .arg("TribesTransportPeer")
             .arg(port.to_string())
+            .arg("false")
             .arg(key)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -88,7 +89,7 @@ impl Drop for Peer {
 }
 
 fn classes() -> Option<std::path::PathBuf> {
-    match compile_java("TribesEncryptPeer.java") {
+    match compile_java("TribesTransportPeer.java") {
         Ok(c) => Some(c),
         Err(why) => {
             assert!(
