@@ -11,8 +11,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,71 +20,13 @@ use sessionrepl::__internal::proto::secure::SharedKey;
 use sessionrepl::__internal::wire::tribes::{options, ChannelData, FrameDecoder, TribesMember};
 
 mod common;
-use common::{compile_java, stdout_lines, Log, JULI_JAR, TRIBES_JAR};
+use common::{compile_java, Log, TribesPeer};
 
 const WAIT: Duration = Duration::from_secs(30);
 const K1: &str = "00112233445566778899aabbccddeeff0011223344556677";
 const K2: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa9988";
 
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Arc<Log<String>>,
-    used: usize,
-    port: u16,
-}
-
-impl Peer {
-    fn start(classes: &Path, key: &str) -> Peer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("java")
-            .arg("-Djava.net.preferIPv4Stack=true")
-            .arg("-cp")
-            .arg(format!("{}:{TRIBES_JAR}:{JULI_JAR}", classes.display()))
-            .arg("TribesTransportPeer")
-            .arg(port.to_string())
-            .arg("false")
-            .arg(key)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("java");
-        let stdin = child.stdin.take().unwrap();
-        let lines = stdout_lines(&mut child, WAIT);
-        let mut p = Peer {
-            child,
-            stdin,
-            lines,
-            used: 0,
-            port,
-        };
-        p.expect("started");
-        p
-    }
-    fn expect(&mut self, prefix: &str) -> String {
-        let (i, line) = self
-            .lines
-            .wait_from(prefix, self.used, |l| l.starts_with(prefix));
-        self.used = i + 1;
-        line
-    }
-    fn cmd(&mut self, c: &str) {
-        writeln!(self.stdin, "{c}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Peer = TribesPeer;
 
 fn classes() -> Option<std::path::PathBuf> {
     match compile_java("TribesTransportPeer.java") {
@@ -135,7 +75,7 @@ fn frame(me: SocketAddr, message: Vec<u8>) -> Vec<u8> {
 #[test]
 fn sessionrepl_sealed_messages_reach_tribes_and_forgeries_and_replays_do_not() {
     let Some(classes) = classes() else { return };
-    let mut peer = Peer::start(&classes, K1);
+    let mut peer = Peer::start(&classes, false, Some(K1));
     let me: SocketAddr = "127.0.0.1:4999".parse().unwrap();
     let good = TribesCipher::new(&key(K1));
     let wrong = TribesCipher::new(&key(K2));
@@ -168,8 +108,8 @@ fn tribes_sealed_messages_open_in_sessionrepl_and_another_key_does_not() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let id = "5a".repeat(16);
-    let mut good_peer = Peer::start(&classes, K1);
-    let mut other_peer = Peer::start(&classes, K2);
+    let mut good_peer = Peer::start(&classes, false, Some(K1));
+    let mut other_peer = Peer::start(&classes, false, Some(K2));
     let cipher = TribesCipher::new(&key(K1));
     let mut window = ReplayWindow::new(10_000, 8192, now_ms());
     let dec = FrameDecoder::new(1 << 20);
@@ -266,8 +206,8 @@ fn live_channel_with_the_key_and_tribes_encrypt_interceptor_exchange_messages() 
         .unwrap();
     let port = ch.local_addr().port();
     let id = "5a".repeat(16);
-    let mut good = Peer::start(&classes, K1);
-    let mut other = Peer::start(&classes, K2);
+    let mut good = Peer::start(&classes, false, Some(K1));
+    let mut other = Peer::start(&classes, false, Some(K2));
 
     // Tribes → sessionrepl, opened by the channel.
     good.cmd(&format!(

@@ -8,16 +8,14 @@ use bytes::Bytes;
 use sessionrepl::config::AckMode;
 use sessionrepl::transport::SendOptions;
 use sessionrepl::{Channel, Error};
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[macro_use]
 mod common;
-use common::{compile_java, io_cfg, stdout_lines, Log, JULI_JAR, TRIBES_JAR};
+use common::{compile_java, io_cfg, TribesPeer};
 
 on_both_drivers!(
     tribes_sends_to_sessionrepl_with_every_ack_mode_and_gzip,
@@ -32,78 +30,7 @@ fn compile() -> Result<std::path::PathBuf, String> {
     compile_java("TribesTransportPeer.java")
 }
 
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Arc<Log<String>>,
-    /// Lines already matched by `expect` (each is consumed once).
-    used: usize,
-    port: u16,
-}
-
-impl Peer {
-    fn start(classes: &Path, gzip: bool) -> Peer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("java")
-            .arg("-Djava.net.preferIPv4Stack=true")
-            .arg("-cp")
-            .arg(format!("{}:{TRIBES_JAR}:{JULI_JAR}", classes.display()))
-            .arg("TribesTransportPeer")
-            .arg(port.to_string())
-            .arg(gzip.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("java");
-        let stdin = child.stdin.take().unwrap();
-        let lines = stdout_lines(&mut child, WAIT);
-        let mut p = Peer {
-            child,
-            stdin,
-            lines,
-            used: 0,
-            port: 0,
-        };
-        let l = p.expect("started");
-        p.port = l
-            .split("port=")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        p
-    }
-    /// The next line (after the last one expected) starting with `prefix`.
-    fn expect(&mut self, prefix: &str) -> String {
-        let (i, line) = self
-            .lines
-            .wait_from(prefix, self.used, |l| l.starts_with(prefix));
-        self.used = i + 1;
-        line
-    }
-    fn cmd(&mut self, c: &str) {
-        writeln!(self.stdin, "{c}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Peer = TribesPeer;
 
 /// A Tomcat/Tribes node in a session store's `staticMembers` is found out
 /// from its (missing) answer to the native preface, and the store refuses
@@ -118,7 +45,7 @@ fn a_session_store_refuses_a_tribes_node_in_static_members() {
             return;
         }
     };
-    let peer = Peer::start(&classes, false);
+    let peer = Peer::start(&classes, false, None);
     let static_cfg = |members: &str| {
         let mut cfg = io_cfg();
         cfg.set("membershipType", "static").unwrap();
@@ -181,7 +108,7 @@ fn tribes_sends_to_sessionrepl_with_every_ack_mode_and_gzip() {
         }
     };
     for gzip in [false, true] {
-        let mut peer = Peer::start(&classes, gzip);
+        let mut peer = Peer::start(&classes, gzip, None);
         let (ch, got) = node();
         let a = ch.local_addr();
         let id = "0102030405060708090a0b0c0d0e0f10";
@@ -250,7 +177,7 @@ fn sessionrepl_sends_to_tribes_and_waits_for_its_ack() {
         }
     };
     for gzip in [false, true] {
-        let mut peer = Peer::start(&classes, gzip);
+        let mut peer = Peer::start(&classes, gzip, None);
         let (ch, _) = node();
         let to = [peer.addr()];
         for ack in [AckMode::None, AckMode::Receipt, AckMode::Delivery] {
@@ -291,7 +218,7 @@ fn envelope_mode_carries_whole_channel_data_both_ways() {
         }
     };
     for gzip in [false, true] {
-        let mut peer = Peer::start(&classes, gzip);
+        let mut peer = Peer::start(&classes, gzip, None);
         let got: Arc<Mutex<Vec<Bytes>>> = Arc::default();
         let g2 = got.clone();
         let mut cfg = io_cfg();
@@ -432,8 +359,8 @@ fn mixed_send_to_stalled_members_ends_by_one_ack_timeout() {
             return;
         }
     };
-    let mut healthy = Peer::start(&classes, false);
-    let stopped = Peer::start(&classes, false);
+    let mut healthy = Peer::start(&classes, false, None);
+    let stopped = Peer::start(&classes, false, None);
     let st = Command::new("kill")
         .args(["-STOP", &stopped.child.id().to_string()])
         .status()

@@ -3,7 +3,8 @@
 //! compiling the project's Java peers against Debian's Tribes jar.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Arc, Condvar, Mutex};
@@ -255,4 +256,90 @@ macro_rules! on_both_drivers_encrypted {
             )*
         }
     };
+}
+
+/// How long a [`TribesPeer`] line may take to appear.
+pub const TRIBES_PEER_WAIT: Duration = Duration::from_secs(30);
+
+/// A `java/TribesTransportPeer` process: a stock Tribes node driven by
+/// commands on its stdin (see that file for the commands and lines).
+pub struct TribesPeer {
+    /// The JVM process.
+    pub child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    /// Every line it printed.
+    pub lines: Arc<Log<String>>,
+    /// Lines already matched by `expect` (each is consumed once).
+    used: usize,
+    /// The port its receiver is bound to.
+    pub port: u16,
+}
+
+impl TribesPeer {
+    /// Starts the peer from `classes` (see [`compile_java`]), with
+    /// GzipInterceptor if `gzip` and EncryptInterceptor under `key`.
+    pub fn start(classes: &Path, gzip: bool, key: Option<&str>) -> TribesPeer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new("java")
+            .arg("-Djava.net.preferIPv4Stack=true")
+            .arg("-cp")
+            .arg(format!("{}:{TRIBES_JAR}:{JULI_JAR}", classes.display()))
+            .arg("TribesTransportPeer")
+            .arg(port.to_string())
+            .arg(gzip.to_string())
+            .args(key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("java");
+        let stdin = child.stdin.take().unwrap();
+        let lines = stdout_lines(&mut child, TRIBES_PEER_WAIT);
+        let mut p = TribesPeer {
+            child,
+            stdin,
+            lines,
+            used: 0,
+            port: 0,
+        };
+        let l = p.expect("started");
+        p.port = l
+            .split("port=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        p
+    }
+    /// The next line (after the last one expected) starting with `prefix`.
+    pub fn expect(&mut self, prefix: &str) -> String {
+        let (i, line) = self
+            .lines
+            .wait_from(prefix, self.used, |l| l.starts_with(prefix));
+        self.used = i + 1;
+        line
+    }
+    /// Writes one command line.
+    pub fn cmd(&mut self, c: &str) {
+        writeln!(self.stdin, "{c}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+    /// The peer's receiver address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for TribesPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
