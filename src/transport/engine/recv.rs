@@ -101,11 +101,15 @@ impl<D: Driver> RecvEngine<D> {
 
     /// One turn: wait (not at all while connections are due again, or
     /// before the idle spin is over), handle the events, the workers'
-    /// acks, the deadlines, and the connections due again.
+    /// acks, the deadlines, and the connections due again. Time is the
+    /// driver's clock, read before the wait and after it (a virtual clock
+    /// on the fake driver), never per message.
     pub(crate) fn turn(&mut self, idle_since: &mut Option<Instant>) {
         let spin = self.core.shared.cfg.idle.spin;
+        let now = self.d.now();
+        self.core.set_now(now);
         let timeout = match *idle_since {
-            Some(t) if self.again.is_empty() && t.elapsed() >= spin => {
+            Some(t) if self.again.is_empty() && now.saturating_duration_since(t) >= spin => {
                 self.core.rx.sleeping.store(true, Ordering::SeqCst);
                 if self.core.rx.acks.is_empty() {
                     // Until the next handshake or ack-write deadline.
@@ -122,6 +126,8 @@ impl<D: Driver> RecvEngine<D> {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.core.rx.sleeping.store(false, Ordering::SeqCst);
+        let now = self.d.now();
+        self.core.set_now(now);
         let mut did = !events.is_empty();
         for ev in events.drain(..) {
             self.on_event(ev);
@@ -138,7 +144,7 @@ impl<D: Driver> RecvEngine<D> {
         if did {
             *idle_since = None;
         } else if idle_since.is_none() {
-            *idle_since = Some(Instant::now());
+            *idle_since = Some(now);
         }
     }
 
