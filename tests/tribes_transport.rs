@@ -27,8 +27,49 @@ on_both_drivers!(
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn compile() -> Result<std::path::PathBuf, String> {
+/// The Java peer's classes, or `None` (the reason printed) where they
+/// cannot be built here (never under `CI=true`: [`compile_java`] fails).
+fn classes() -> Option<std::path::PathBuf> {
     compile_java("TribesTransportPeer.java")
+        .map_err(|why| println!("SKIP tribes_transport: {why}"))
+        .ok()
+}
+
+/// Sends `text` to `to` with an ack after delivery and waits for every
+/// member's outcome; returns them and how long the send took to end.
+fn send_acked(
+    tx: &Channel,
+    to: &[SocketAddr],
+    text: &str,
+) -> (Vec<(SocketAddr, sessionrepl::transport::Outcome)>, Duration) {
+    let opts = SendOptions {
+        ack: AckMode::Delivery,
+        compress: false,
+    };
+    let t0 = std::time::Instant::now();
+    let (_, ticket) = tx
+        .send_with_ticket(to, Bytes::from(text.to_string()), opts)
+        .unwrap();
+    let outcomes = ticket.wait(WAIT).unwrap();
+    (outcomes, t0.elapsed())
+}
+
+/// Asserts one outcome per member of `to`: `Acked` for the `healthy`,
+/// `Timeout` for the others.
+fn assert_outcomes(
+    outcomes: &[(SocketAddr, sessionrepl::transport::Outcome)],
+    to: &[SocketAddr],
+    healthy: &[SocketAddr],
+) {
+    use sessionrepl::transport::Delivery;
+    assert_eq!(outcomes.len(), to.len());
+    for (a, o) in outcomes {
+        if healthy.contains(a) {
+            assert!(matches!(o, Ok(Delivery::Acked)), "{a}: {o:?}");
+        } else {
+            assert!(matches!(o, Err(Error::Timeout)), "{a}: {o:?}");
+        }
+    }
 }
 
 type Peer = TribesPeer;
@@ -39,12 +80,8 @@ type Peer = TribesPeer;
 /// accepted the same way.
 #[test]
 fn a_session_store_refuses_a_tribes_node_in_static_members() {
-    let classes = match compile() {
-        Ok(c) => c,
-        Err(why) => {
-            println!("SKIP tribes_transport: {why}");
-            return;
-        }
+    let Some(classes) = classes() else {
+        return;
     };
     let peer = Peer::start(&classes, false, None);
     let static_cfg = |members: &str| {
@@ -101,12 +138,8 @@ fn node() -> (Channel, Received) {
 }
 
 fn tribes_sends_to_sessionrepl_with_every_ack_mode_and_gzip() {
-    let classes = match compile() {
-        Ok(c) => c,
-        Err(why) => {
-            println!("SKIP tribes_transport: {why}");
-            return;
-        }
+    let Some(classes) = classes() else {
+        return;
     };
     for gzip in [false, true] {
         let mut peer = Peer::start(&classes, gzip, None);
@@ -170,12 +203,8 @@ fn tribes_sends_to_sessionrepl_with_every_ack_mode_and_gzip() {
 }
 
 fn sessionrepl_sends_to_tribes_and_waits_for_its_ack() {
-    let classes = match compile() {
-        Ok(c) => c,
-        Err(why) => {
-            println!("SKIP tribes_transport: {why}");
-            return;
-        }
+    let Some(classes) = classes() else {
+        return;
     };
     for gzip in [false, true] {
         let mut peer = Peer::start(&classes, gzip, None);
@@ -211,12 +240,8 @@ fn sessionrepl_sends_to_tribes_and_waits_for_its_ack() {
 /// to a Tribes member as is, and its ack (or FAIL_ACK) comes back.
 fn envelope_mode_carries_whole_channel_data_both_ways() {
     use sessionrepl::__internal::wire::tribes::{ChannelData, TribesMember};
-    let classes = match compile() {
-        Ok(c) => c,
-        Err(why) => {
-            println!("SKIP tribes_transport: {why}");
-            return;
-        }
+    let Some(classes) = classes() else {
+        return;
     };
     for gzip in [false, true] {
         let mut peer = Peer::start(&classes, gzip, None);
@@ -352,13 +377,8 @@ fn announce(
 /// members get the message and ack it.
 fn mixed_send_to_stalled_members_ends_by_one_ack_timeout() {
     use sessionrepl::ReplicationMode;
-    use std::time::Instant;
-    let classes = match compile() {
-        Ok(c) => c,
-        Err(why) => {
-            println!("SKIP tribes_transport: {why}");
-            return;
-        }
+    let Some(classes) = classes() else {
+        return;
     };
     let mut healthy = Peer::start(&classes, false, None);
     let stopped = Peer::start(&classes, false, None);
@@ -386,16 +406,7 @@ fn mixed_send_to_stalled_members_ends_by_one_ack_timeout() {
         let mut to = vec![rx.local_addr(), native_deaf];
         to.extend(&tribes);
         let text = format!("mixed-{n}");
-        let opts = SendOptions {
-            ack: AckMode::Delivery,
-            compress: false,
-        };
-        let t0 = Instant::now();
-        let (_, ticket) = tx
-            .send_with_ticket(&to, Bytes::from(text.clone()), opts)
-            .unwrap();
-        let outcomes = ticket.wait(WAIT).unwrap();
-        let took = t0.elapsed();
+        let (outcomes, took) = send_acked(&tx, &to, &text);
         eprintln!("{mode:?}: mixed send to 6 members, 4 stalled, took {took:?}: {outcomes:?}");
         // Before: one ackTimeout for the native part, then one per stalled
         // Tribes member (>= 3 x ackTimeout here).
@@ -403,18 +414,7 @@ fn mixed_send_to_stalled_members_ends_by_one_ack_timeout() {
             took < ack_timeout + Duration::from_millis(1500),
             "{mode:?}: took {took:?}, ackTimeout {ack_timeout:?}"
         );
-        for (a, o) in &outcomes {
-            let healthy_member = *a == rx.local_addr() || *a == healthy.addr();
-            if healthy_member {
-                assert!(
-                    matches!(o, Ok(sessionrepl::transport::Delivery::Acked)),
-                    "{a}: {o:?}"
-                );
-            } else {
-                assert!(matches!(o, Err(Error::Timeout)), "{a}: {o:?}");
-            }
-        }
-        assert_eq!(outcomes.len(), to.len());
+        assert_outcomes(&outcomes, &to, &[rx.local_addr(), healthy.addr()]);
         let l = healthy.expect("received");
         assert!(l.contains(&format!("text={text} ")), "{l}");
         assert!(got.lock().unwrap().iter().any(|(_, t)| *t == text));
@@ -488,14 +488,8 @@ fn mixed_sender(
 /// Tribes frame stopped where the socket first filled and went on only after
 /// the native part's deadline, so it too ended in `Timeout`.
 fn mixed_sync_send_writes_a_large_tribes_frame_while_a_native_member_stalls() {
-    use sessionrepl::transport::Delivery;
-    use std::time::Instant;
-    let classes = match compile() {
-        Ok(c) => c,
-        Err(why) => {
-            println!("SKIP tribes_transport: {why}");
-            return;
-        }
+    let Some(classes) = classes() else {
+        return;
     };
     let mut peer = Peer::start(&classes, false, None);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -513,16 +507,7 @@ fn mixed_sync_send_writes_a_large_tribes_frame_while_a_native_member_stalls() {
     );
     let text = format!("big-{}", "x".repeat(8 << 20));
     let to = vec![native_deaf, rx.local_addr(), peer.addr()];
-    let opts = SendOptions {
-        ack: AckMode::Delivery,
-        compress: false,
-    };
-    let t0 = Instant::now();
-    let (_, ticket) = tx
-        .send_with_ticket(&to, Bytes::from(text.clone()), opts)
-        .unwrap();
-    let outcomes = ticket.wait(WAIT).unwrap();
-    let took = t0.elapsed();
+    let (outcomes, took) = send_acked(&tx, &to, &text);
     let short: Vec<_> = outcomes
         .iter()
         .map(|(a, o)| (a, o.as_ref().map_err(|e| e.to_string())))
@@ -531,14 +516,7 @@ fn mixed_sync_send_writes_a_large_tribes_frame_while_a_native_member_stalls() {
         "mixed sync send of {} bytes took {took:?}: {short:?}",
         text.len()
     );
-    assert_eq!(outcomes.len(), to.len());
-    for (a, o) in &outcomes {
-        if *a == native_deaf {
-            assert!(matches!(o, Err(Error::Timeout)), "{a}: {o:?}");
-        } else {
-            assert!(matches!(o, Ok(Delivery::Acked)), "{a}: {o:?}");
-        }
-    }
+    assert_outcomes(&outcomes, &to, &[rx.local_addr(), peer.addr()]);
     // The stalled member holds the send to its deadline, and no longer.
     assert!(
         took >= ack_timeout - Duration::from_millis(50)
