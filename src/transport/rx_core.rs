@@ -411,11 +411,12 @@ impl RxCore {
         }
     }
 
-    /// The decoder needs more bytes and `left` are buffered: a frame in
-    /// part (of any size) must complete within `connectionUploadTimeout`
-    /// from its start; `fresh` says frames completed since the last call,
-    /// so what is buffered is a new frame. Nothing buffered: between
-    /// frames, no deadline.
+    /// The decoder needs more bytes and `left` bytes of the next frame
+    /// are in (buffered, or a header the decoder took): a frame in part
+    /// (of any size) must complete within `connectionUploadTimeout` from
+    /// its start; `fresh` says frames completed since the last call, so
+    /// what is in is a new frame. Nothing in: between frames, no
+    /// deadline.
     fn mid_frame(&mut self, c: &mut ConnCore, left: usize, fresh: bool) {
         if left == 0 {
             if std::mem::take(&mut c.mid_frame) {
@@ -501,7 +502,11 @@ impl RxCore {
                 Ok(Some(ev)) => ev,
                 Ok(None) => {
                     if c.opened {
-                        self.mid_frame(c, buf.len(), decoded);
+                        // A header the decoder already took is part of
+                        // the frame in progress, even with no payload
+                        // byte buffered yet.
+                        let taken = c.proto.frame_in_progress().map_or(0, |_| HEADER_LEN);
+                        self.mid_frame(c, buf.len() + taken, decoded);
                     }
                     // PINGs are answered inside `poll`: check their PONGs.
                     if !self.over_bounds(c) {

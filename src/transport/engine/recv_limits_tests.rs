@@ -10,8 +10,9 @@ use crate::driver::{Driver, Token};
 use crate::transport::rx_core;
 use crate::transport::{Message, MessageListener, Shared};
 use crate::wire::compress::Deflater;
-use crate::wire::frame::{FrameHeader, FLAG_ACK_RECEIPT, FLAG_COMPRESSED};
+use crate::wire::frame::{FrameHeader, FLAG_ACK_RECEIPT, FLAG_COMPRESSED, HEADER_LEN};
 use crate::wire::Preface;
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,7 +36,7 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(mut cfg: Config, room: usize) -> Rig {
+    fn new(mut cfg: Config, room: usize, multishot: bool) -> Rig {
         cfg.idle.spin = Duration::ZERO;
         cfg.tcp_thread_count = 0;
         cfg.validate().expect("a valid config");
@@ -49,11 +50,9 @@ impl Rig {
         let (core, workers) =
             rx_core::start_workers(&shared, listener, Box::new(NoWake), 0).unwrap();
         assert!(workers.is_empty(), "delivery runs on the engine thread");
-        let e = RecvEngine::new(
-            FakeDriver::new(room),
-            core,
-            Arc::new(AtomicBool::new(false)),
-        );
+        let mut d = FakeDriver::new(room);
+        d.multishot = multishot;
+        let e = RecvEngine::new(d, core, Arc::new(AtomicBool::new(false)));
         Rig {
             e,
             shared,
@@ -83,6 +82,12 @@ impl Rig {
         self.turn();
         let t = self.d().socks.keys().copied().find(|t| !before.contains(t));
         (t, at)
+    }
+
+    /// The peer of `t` sends `b` (a zero-copy chunk while a multishot
+    /// receive is armed, else bytes a plain read takes).
+    fn send(&mut self, t: Token, b: &[u8]) {
+        self.d().chunk(t, Bytes::copy_from_slice(b), None);
     }
 
     fn open(&mut self, t: Token) -> bool {
@@ -124,6 +129,33 @@ impl Rig {
     }
 }
 
+/// Each test runs on both shapes of receive: plain reads into the
+/// connection's buffer (the mio driver's) and zero-copy chunks of provided
+/// buffers (io_uring's multishot receive).
+macro_rules! both_shapes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn plain_reads() {
+                super::$name(false)
+            }
+            #[test]
+            fn zero_copy_chunks() {
+                super::$name(true)
+            }
+        }
+    )*};
+}
+
+both_shapes!(
+    half_a_preface_is_closed_at_handshake_timeout_exactly,
+    out_of_slots_the_oldest_unauthenticated_goes_first_and_a_member_is_served,
+    a_partial_frame_is_closed_at_connection_upload_timeout_from_its_first_byte,
+    a_peer_that_never_reads_its_acks_is_paused_then_closed_at_ack_write_timeout,
+    a_frame_past_receive_memory_waits_until_a_stopped_upload_is_closed,
+    decompression_work_per_turn_is_bounded_and_others_go_between,
+);
+
 fn preface() -> Vec<u8> {
     Preface::new([5; 16], b"", false).encode()
 }
@@ -138,19 +170,18 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-#[test]
-fn half_a_preface_is_closed_at_handshake_timeout_exactly() {
+fn half_a_preface_is_closed_at_handshake_timeout_exactly(multishot: bool) {
     let mut cfg = Config::default();
     cfg.rx_limits.handshake_timeout = ms(700);
-    let mut r = Rig::new(cfg, 1 << 20);
+    let mut r = Rig::new(cfg, 1 << 20, multishot);
     let (t, at) = r.accept(4001);
     let t = t.expect("accepted");
     let half = preface();
-    r.d().reply(t, &half[..half.len() / 2]);
+    r.send(t, &half[..half.len() / 2]);
     // Trickling bytes of the same preface do not restart the clock.
     r.until(at + ms(300));
     assert!(r.open(t));
-    r.d().reply(t, &half[half.len() / 2..half.len() - 1]);
+    r.send(t, &half[half.len() / 2..half.len() - 1]);
     let closed = r.until_closed(t);
     assert_eq!(closed - at, ms(700), "closed at handshakeTimeout");
     assert_eq!(r.limit_closes(), 1);
@@ -158,26 +189,25 @@ fn half_a_preface_is_closed_at_handshake_timeout_exactly() {
     // A peer that completes its preface in time is not closed.
     let (m, at) = r.accept(4002);
     let m = m.expect("accepted");
-    r.d().reply(m, &preface());
+    r.send(m, &preface());
     r.until(at + ms(5000));
     assert!(r.open(m), "an opened connection has no handshake deadline");
     assert_eq!(r.limit_closes(), 1);
 }
 
-#[test]
-fn out_of_slots_the_oldest_unauthenticated_goes_first_and_a_member_is_served() {
+fn out_of_slots_the_oldest_unauthenticated_goes_first_and_a_member_is_served(multishot: bool) {
     let mut cfg = Config::default();
     cfg.rx_limits.max_connections = 3;
-    let mut r = Rig::new(cfg, 1 << 20);
+    let mut r = Rig::new(cfg, 1 << 20, multishot);
     // A member, then two half-open connections: every slot is taken.
     let (member, _) = r.accept(5000);
     let member = member.unwrap();
-    r.d().reply(member, &preface());
+    r.send(member, &preface());
     r.turn();
     let (h1, _) = r.accept(5001);
     let (h2, _) = r.accept(5002);
     let (h1, h2) = (h1.unwrap(), h2.unwrap());
-    r.d().reply(h1, &preface()[..3]);
+    r.send(h1, &preface()[..3]);
     r.turn();
     // A newcomer evicts the oldest connection still in its handshake, at
     // once (no time passes), not the member.
@@ -191,8 +221,8 @@ fn out_of_slots_the_oldest_unauthenticated_goes_first_and_a_member_is_served() {
     // The newcomer is a member too: it is served, and so is the first.
     let mut b = preface();
     b.extend_from_slice(&frame(7, 0, b"new"));
-    r.d().reply(newcomer, &b);
-    r.d().reply(member, &frame(8, 0, b"old"));
+    r.send(newcomer, &b);
+    r.send(member, &frame(8, 0, b"old"));
     r.turn();
     let got = r.got();
     assert!(
@@ -202,24 +232,23 @@ fn out_of_slots_the_oldest_unauthenticated_goes_first_and_a_member_is_served() {
     // Next, h2 is evicted; then every slot has a member: refused.
     let (m3, _) = r.accept(5004);
     assert!(!r.open(h2));
-    r.d().reply(m3.unwrap(), &preface());
+    r.send(m3.unwrap(), &preface());
     r.turn();
     let (refused, _) = r.accept(5005);
     assert_eq!(refused, None, "no slot without a half-open connection");
     assert_eq!(r.limit_closes(), 3, "two evictions and one refusal");
-    r.d().reply(member, &frame(9, 0, b"still"));
+    r.send(member, &frame(9, 0, b"still"));
     r.turn();
     assert!(r.got().contains(&(5000, 9)), "members keep their slots");
 }
 
-#[test]
-fn a_partial_frame_is_closed_at_connection_upload_timeout_from_its_first_byte() {
+fn a_partial_frame_is_closed_at_connection_upload_timeout_from_its_first_byte(multishot: bool) {
     let mut cfg = Config::default();
     cfg.rx_limits.connection_upload_timeout = ms(2000);
-    let mut r = Rig::new(cfg, 1 << 20);
+    let mut r = Rig::new(cfg, 1 << 20, multishot);
     let (t, _) = r.accept(4100);
     let t = t.unwrap();
-    r.d().reply(t, &preface());
+    r.send(t, &preface());
     r.turn();
     // Idle between frames: no deadline.
     let idle_from = r.now();
@@ -228,22 +257,48 @@ fn a_partial_frame_is_closed_at_connection_upload_timeout_from_its_first_byte() 
     // A small frame's first 10 bytes (a header in part), then a trickle.
     let f = frame(1, 0, &[9u8; 500]);
     let started = r.now();
-    r.d().reply(t, &f[..10]);
+    r.send(t, &f[..10]);
     r.until(started + ms(1500));
-    r.d().reply(t, &f[10..400]);
+    r.send(t, &f[10..400]);
     let closed = r.until_closed(t);
     assert_eq!(closed - started, ms(2000), "from the frame's first byte");
     assert!(r.got().is_empty());
     assert_eq!(r.limit_closes(), 1);
+
+    // A whole header and not one byte of its payload is a frame started
+    // too (the decoder has taken the header: nothing is left buffered).
+    let (t, _) = r.accept(4101);
+    let t = t.unwrap();
+    r.send(t, &preface());
+    r.turn();
+    let started = r.now();
+    r.send(t, &f[..HEADER_LEN]);
+    let closed = r.until_closed(t);
+    assert_eq!(closed - started, ms(2000), "a header alone");
+    // Its payload arriving later does not restart the clock either.
+    let (t, _) = r.accept(4102);
+    let t = t.unwrap();
+    r.send(t, &preface());
+    r.turn();
+    let started = r.now();
+    r.send(t, &f[..HEADER_LEN]);
+    r.until(started + ms(1500));
+    r.send(t, &f[HEADER_LEN..200]);
+    let closed = r.until_closed(t);
+    assert_eq!(
+        closed - started,
+        ms(2000),
+        "a header, then part of its payload"
+    );
+    assert_eq!(r.limit_closes(), 3);
 }
 
-#[test]
-fn a_peer_that_never_reads_its_acks_is_paused_then_closed_at_ack_write_timeout() {
+fn a_peer_that_never_reads_its_acks_is_paused_then_closed_at_ack_write_timeout(multishot: bool) {
     let mut cfg = Config::default();
     cfg.rx_limits.max_pending_ack_bytes = 1024;
     cfg.rx_limits.ack_write_timeout = ms(1000);
     // The peer reads nothing: not even the reply preface leaves.
-    let mut r = Rig::new(cfg, 0);
+    let mut r = Rig::new(cfg, 0, multishot);
     let (t, _) = r.accept(4200);
     let t = t.unwrap();
     // Ids with gaps: acks of consecutive ids would travel as one range.
@@ -252,13 +307,13 @@ fn a_peer_that_never_reads_its_acks_is_paused_then_closed_at_ack_write_timeout()
         b.extend_from_slice(&frame(2 * k + 1, FLAG_ACK_RECEIPT, b"x"));
     }
     let blocked = r.now();
-    r.d().reply(t, &b);
+    r.send(t, &b);
     r.turn();
     let n = r.got().len();
     assert!(n > 0 && n < 2000, "paused at the output bound, after {n}");
     // Paused: it is no longer read, so what the peer sends next stays in
     // its socket.
-    r.d().reply(t, &frame(5000, FLAG_ACK_RECEIPT, b"y"));
+    r.send(t, &frame(5000, FLAG_ACK_RECEIPT, b"y"));
     r.turn();
     assert!(!r.d().socks[&t].inbox.is_empty(), "read while paused");
     assert_eq!(r.got().len(), n, "delivered while paused");
@@ -269,7 +324,7 @@ fn a_peer_that_never_reads_its_acks_is_paused_then_closed_at_ack_write_timeout()
     // One that reads its acks in time resumes and gets everything.
     let (t, _) = r.accept(4201);
     let t = t.unwrap();
-    r.d().reply(t, &b);
+    r.send(t, &b);
     r.turn();
     let first = r.got().len() - n;
     assert!(first < 2000);
@@ -282,15 +337,14 @@ fn a_peer_that_never_reads_its_acks_is_paused_then_closed_at_ack_write_timeout()
     assert_eq!(r.limit_closes(), 1);
 }
 
-#[test]
-fn a_frame_past_receive_memory_waits_until_a_stopped_upload_is_closed() {
+fn a_frame_past_receive_memory_waits_until_a_stopped_upload_is_closed(multishot: bool) {
     const BIG: usize = 150 * 1024;
     let mut cfg = Config::default();
     cfg.max_frame_size = 200 * 1024;
     cfg.max_decompressed_size = 200 * 1024;
     cfg.rx_limits.max_receive_memory = 200 * 1024;
     cfg.rx_limits.connection_upload_timeout = ms(3000);
-    let mut r = Rig::new(cfg, 1 << 20);
+    let mut r = Rig::new(cfg, 1 << 20, multishot);
     let (a, _) = r.accept(4300);
     let (b, _) = r.accept(4301);
     let (a, b) = (a.unwrap(), b.unwrap());
@@ -300,14 +354,14 @@ fn a_frame_past_receive_memory_waits_until_a_stopped_upload_is_closed() {
     let mut s = preface();
     s.extend_from_slice(&fa[..100 * 1024]);
     let a_started = r.now();
-    r.d().reply(a, &s);
+    r.send(a, &s);
     r.turn();
     // B's frame would take the total past 200 KiB: B waits, unread.
     let mut s = preface();
     s.extend_from_slice(&fb[..1000]);
-    r.d().reply(b, &s);
+    r.send(b, &s);
     r.turn();
-    r.d().reply(b, &fb[1000..]);
+    r.send(b, &fb[1000..]);
     r.until(a_started + ms(2999));
     assert!(r.open(a) && r.open(b));
     assert_eq!(
@@ -327,11 +381,10 @@ fn a_frame_past_receive_memory_waits_until_a_stopped_upload_is_closed() {
     assert_eq!(r.limit_closes(), 1);
 }
 
-#[test]
-fn decompression_work_per_turn_is_bounded_and_others_go_between() {
+fn decompression_work_per_turn_is_bounded_and_others_go_between(multishot: bool) {
     let mut cfg = Config::default();
     cfg.rx_limits.max_inflate_per_turn = 1 << 20;
-    let mut r = Rig::new(cfg, 1 << 20);
+    let mut r = Rig::new(cfg, 1 << 20, multishot);
     let (a, _) = r.accept(4400);
     let (b, _) = r.accept(4401);
     let (a, b) = (a.unwrap(), b.unwrap());
@@ -341,10 +394,10 @@ fn decompression_work_per_turn_is_bounded_and_others_go_between() {
     for id in 1..=8 {
         s.extend_from_slice(&frame(id, FLAG_COMPRESSED, &z));
     }
-    r.d().reply(a, &s);
+    r.send(a, &s);
     let mut s = preface();
     s.extend_from_slice(&frame(100, 0, b"b"));
-    r.d().reply(b, &s);
+    r.send(b, &s);
     let start = r.now();
     r.turn();
     // A inflates its budget (two frames) per serving; B's message goes
