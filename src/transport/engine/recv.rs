@@ -102,23 +102,29 @@ impl<D: Driver> RecvEngine<D> {
     /// One turn: wait (not at all while connections are due again, or
     /// before the idle spin is over), handle the events, the workers'
     /// acks, the deadlines, and the connections due again. Time is the
-    /// driver's clock, read before the wait and after it (a virtual clock
-    /// on the fake driver), never per message.
+    /// driver's clock (a virtual clock on the fake driver), read once
+    /// after the wait, and before it only when the engine may sleep; never
+    /// per message.
     pub(crate) fn turn(&mut self, idle_since: &mut Option<Instant>) {
         let spin = self.core.shared.cfg.idle.spin;
-        let now = self.d.now();
-        self.core.set_now(now);
-        let timeout = match *idle_since {
-            Some(t) if self.again.is_empty() && now.saturating_duration_since(t) >= spin => {
-                self.core.rx.sleeping.store(true, Ordering::SeqCst);
-                if self.core.rx.acks.is_empty() {
-                    // Until the next handshake or ack-write deadline.
-                    self.core.sleep_for(IDLE_POLL)
-                } else {
-                    Duration::ZERO
-                }
+        let may_sleep = match *idle_since {
+            Some(t) if self.again.is_empty() => {
+                let now = self.d.now();
+                self.core.set_now(now);
+                now.saturating_duration_since(t) >= spin
             }
-            _ => Duration::ZERO,
+            _ => false,
+        };
+        let timeout = if !may_sleep {
+            Duration::ZERO
+        } else {
+            self.core.rx.sleeping.store(true, Ordering::SeqCst);
+            if self.core.rx.acks.is_empty() {
+                // Until the next deadline (handshake, upload, ack write).
+                self.core.sleep_for(IDLE_POLL)
+            } else {
+                Duration::ZERO
+            }
         };
         let mut events = std::mem::take(&mut self.events);
         if let Err(e) = self.d.poll(timeout, &mut events) {
