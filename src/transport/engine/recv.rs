@@ -103,8 +103,8 @@ impl<D: Driver> RecvEngine<D> {
     /// before the idle spin is over), handle the events, the workers'
     /// acks, the deadlines, and the connections due again. Time is the
     /// driver's clock (a virtual clock on the fake driver), read once
-    /// after the wait, and before it only when the engine may sleep; never
-    /// per message.
+    /// after the wait, and when the engine may sleep (before the wait, and
+    /// at the end of a turn that did nothing); never per message.
     pub(crate) fn turn(&mut self, idle_since: &mut Option<Instant>) {
         let spin = self.core.shared.cfg.idle.spin;
         let may_sleep = match *idle_since {
@@ -150,7 +150,8 @@ impl<D: Driver> RecvEngine<D> {
         if did {
             *idle_since = None;
         } else if idle_since.is_none() {
-            *idle_since = Some(now);
+            // Idle from the end of this turn (as the spin is measured).
+            *idle_since = Some(self.d.now());
         }
     }
 
