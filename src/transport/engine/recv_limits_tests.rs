@@ -84,6 +84,15 @@ impl Rig {
         (t, at)
     }
 
+    /// A peer connects from `port` and completes its preface.
+    fn opened(&mut self, port: u16) -> Token {
+        let (t, _) = self.accept(port);
+        let t = t.expect("accepted");
+        self.send(t, &preface());
+        self.turn();
+        t
+    }
+
     /// The peer of `t` sends `b` (a zero-copy chunk while a multishot
     /// receive is armed, else bytes a plain read takes).
     fn send(&mut self, t: Token, b: &[u8]) {
@@ -200,10 +209,7 @@ fn out_of_slots_the_oldest_unauthenticated_goes_first_and_a_member_is_served(mul
     cfg.rx_limits.max_connections = 3;
     let mut r = Rig::new(cfg, 1 << 20, multishot);
     // A member, then two half-open connections: every slot is taken.
-    let (member, _) = r.accept(5000);
-    let member = member.unwrap();
-    r.send(member, &preface());
-    r.turn();
+    let member = r.opened(5000);
     let (h1, _) = r.accept(5001);
     let (h2, _) = r.accept(5002);
     let (h1, h2) = (h1.unwrap(), h2.unwrap());
@@ -230,10 +236,8 @@ fn out_of_slots_the_oldest_unauthenticated_goes_first_and_a_member_is_served(mul
         "{got:?}"
     );
     // Next, h2 is evicted; then every slot has a member: refused.
-    let (m3, _) = r.accept(5004);
+    r.opened(5004);
     assert!(!r.open(h2));
-    r.send(m3.unwrap(), &preface());
-    r.turn();
     let (refused, _) = r.accept(5005);
     assert_eq!(refused, None, "no slot without a half-open connection");
     assert_eq!(r.limit_closes(), 3, "two evictions and one refusal");
@@ -246,10 +250,7 @@ fn a_partial_frame_is_closed_at_connection_upload_timeout_from_its_first_byte(mu
     let mut cfg = Config::default();
     cfg.rx_limits.connection_upload_timeout = ms(2000);
     let mut r = Rig::new(cfg, 1 << 20, multishot);
-    let (t, _) = r.accept(4100);
-    let t = t.unwrap();
-    r.send(t, &preface());
-    r.turn();
+    let t = r.opened(4100);
     // Idle between frames: no deadline.
     let idle_from = r.now();
     r.until(idle_from + ms(10_000));
@@ -267,19 +268,13 @@ fn a_partial_frame_is_closed_at_connection_upload_timeout_from_its_first_byte(mu
 
     // A whole header and not one byte of its payload is a frame started
     // too (the decoder has taken the header: nothing is left buffered).
-    let (t, _) = r.accept(4101);
-    let t = t.unwrap();
-    r.send(t, &preface());
-    r.turn();
+    let t = r.opened(4101);
     let started = r.now();
     r.send(t, &f[..HEADER_LEN]);
     let closed = r.until_closed(t);
     assert_eq!(closed - started, ms(2000), "a header alone");
     // Its payload arriving later does not restart the clock either.
-    let (t, _) = r.accept(4102);
-    let t = t.unwrap();
-    r.send(t, &preface());
-    r.turn();
+    let t = r.opened(4102);
     let started = r.now();
     r.send(t, &f[..HEADER_LEN]);
     r.until(started + ms(1500));
