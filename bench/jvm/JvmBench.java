@@ -343,6 +343,19 @@ public final class JvmBench {
         ROOT_LOG.setLevel(Level.SEVERE);
         int count = args.length > 0 ? Integer.parseInt(args[0]) : 200_000;
         int acks = args.length > 1 ? Integer.parseInt(args[1]) : 20_000;
+        // -Ds8.only=jni|jni-batch|tribes: that fastasync impl alone, for a
+        // profiler (perf record on this JVM); prints its rows and stops.
+        String only = System.getProperty("s8.only");
+        if (only != null) {
+            Row o = null;
+            for (int r = 0; r < ROUNDS; r++) {
+                Row next = only.equals("jni") ? nativeFast(count)
+                    : only.equals("jni-batch") ? nativeFastBatch(count) : tribesRun(false, count);
+                next.print();
+                o = best(o, next);
+            }
+            System.exit(0);
+        }
         // Fastasync: ROUNDS rounds, the three impls interleaved in each (so a
         // load spike on this shared machine hits them alike); each impl's
         // best round is printed.
