@@ -12,7 +12,7 @@ use jni::JNIEnv;
 use sessionrepl::session::{CommitHandle, SessionEvent, SessionStore, StoreLookup, Txn};
 use std::ffi::c_void;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 struct StoreHandle {
     store: SessionStore,
@@ -248,6 +248,20 @@ extern "system" fn commit_free(mut env: JNIEnv, _c: JClass, c: jlong) {
 /// Looks up: 0 found (id, version counter and writer, creation time, max inactive, principal,
 /// auth type, idle ms, attribute count, name/value pairs), 1 moved
 /// (address), 2 not found. `ms < 0` waits the configured `accessTimeout`.
+/// `get(id, 0)`: the answer when one is ready now, else the copy this
+/// node holds (a backup's copy, which a read through the primary would
+/// have to fetch and so could never answer without waiting), else
+/// `SR_TIMEOUT`.
+fn get_now(s: &SessionStore, id: &[u8]) -> Result<StoreLookup, Fail> {
+    match s.get_timeout(id, Duration::ZERO) {
+        Err(sessionrepl::Error::Timeout) => match s.local_copy(id) {
+            Some(sess) => Ok(StoreLookup::Local(sess)),
+            None => Err(sessionrepl::Error::Timeout.into()),
+        },
+        r => Ok(r?),
+    }
+}
+
 extern "system" fn store_get(
     mut env: JNIEnv,
     _c: JClass,
@@ -258,10 +272,10 @@ extern "system" fn store_get(
     entry(&mut env, std::ptr::null_mut(), |env| {
         let s = &store(h)?.store;
         let id = env.convert_byte_array(&id)?;
-        let found = if ms < 0 {
-            s.get(&id)?
-        } else {
-            s.get_timeout(&id, millis(ms))?
+        let found = match ms {
+            ..0 => s.get(&id)?,
+            0 => get_now(s, &id)?,
+            _ => s.get_timeout(&id, millis(ms))?,
         };
         let mut e = Enc::default();
         match found {

@@ -153,10 +153,16 @@ public final class SessionStore implements AutoCloseable {
     }
 
     /**
-     * As {@link #get(String)} with an explicit wait.
+     * As {@link #get(String)} with an explicit wait. With {@code 0} it
+     * never waits: the answer when one is ready now (this node is the
+     * session's settled primary, or delta mode), else the copy this node
+     * holds (a backup's copy, which may lag the primary by commits in
+     * flight), else {@code SR_TIMEOUT} (only a fetch from the primary
+     * could answer).
      *
      * @param id the session id
-     * @param timeoutMs how long a fetch may take (negative: {@code accessTimeout})
+     * @param timeoutMs how long a fetch may take (negative: {@code
+     *     accessTimeout}; 0: no wait, as above)
      * @return the lookup
      * @throws SessionReplException {@code SR_TIMEOUT}
      */
