@@ -24,13 +24,13 @@ import java.util.concurrent.CopyOnWriteArrayList;
 final class IntakeTest {
     private IntakeTest() {}
 
-    /** Sizes that cross chunk boundaries, hit the 64 KiB own-allocation limit and exceed it. */
+    /** Sizes that cross chunk boundaries, hit the 16 KiB own-allocation limit and exceed it. */
     static int size(int i) {
         if (i % 97 == 0) {
             return 64 * 1024 + 1 + i % 7;
         }
         if (i % 89 == 0) {
-            return 64 * 1024;
+            return 16 * 1024 + i % 2;
         }
         return 4 + (i * 131) % 4000;
     }
