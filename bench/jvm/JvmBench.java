@@ -363,9 +363,13 @@ public final class JvmBench {
         Row nb = null;
         Row tf = null;
         for (int r = 0; r < ROUNDS; r++) {
-            nf = best(nf, nativeFast(count));
-            nb = best(nb, nativeFastBatch(count));
-            tf = best(tf, tribesRun(false, count));
+            Row[] round = {nativeFast(count), nativeFastBatch(count), tribesRun(false, count)};
+            nf = best(nf, round[0]);
+            nb = best(nb, round[1]);
+            tf = best(tf, round[2]);
+            // every round on stderr (stdout keeps the scenario lines)
+            System.err.printf(Locale.ROOT, "S8 round %d: jni %.0f batch %.0f tribes %.0f msgs/s%n",
+                r + 1, round[0].rate(), round[1].rate(), round[2].rate());
         }
         nf.print();
         nb.print();
