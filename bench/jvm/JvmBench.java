@@ -113,8 +113,11 @@ public final class JvmBench {
     // ---- native channel through JNI ----
 
     static Config nativeCfg(String mode) {
-        return new Config().set("tcpListenAddress", "127.0.0.1").set("membershipType", "none")
+        Config c = new Config().set("tcpListenAddress", "127.0.0.1").set("membershipType", "none")
             .set("replicationMode", mode).set("ackTimeout", "30000");
+        // -Ds8.io=mio|uring: the driver (default: the config's default)
+        String io = System.getProperty("s8.io");
+        return io == null ? c : c.set("ioBackend", io);
     }
 
     static Row nativeFast(int count) throws Exception {

@@ -83,16 +83,20 @@ pub(crate) fn message_meta(m: &Message) -> Vec<u8> {
     e.0
 }
 
-/// A member: id, address, domain, alive ms, is-sessionrepl.
+/// A member: id, address, domain, alive ms, is-sessionrepl, its
+/// `memberPayload`.
 pub(crate) fn member_enc(e: &mut Enc, m: &Member) {
     e.0.extend_from_slice(&m.id);
     e.addr(m.addr)
         .bytes(&m.domain)
         .u64(m.alive.as_millis() as u64)
-        .u8(m.is_sessionrepl() as u8);
+        .u8(m.is_sessionrepl() as u8)
+        .bytes(m.member_payload());
 }
 
-fn member_event(ev: &MemberEvent) -> Vec<u8> {
+/// A membership event: kind (1 added, 2 removed, 3 suspect), the member,
+/// the removal reason.
+pub(crate) fn member_event(ev: &MemberEvent) -> Vec<u8> {
     let mut e = Enc::default();
     let (kind, reason) = match ev {
         MemberEvent::Added(_) => (1, ""),
