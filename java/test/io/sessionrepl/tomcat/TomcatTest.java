@@ -303,23 +303,17 @@ public final class TomcatTest {
     }
 
     static void counterScenario(String name, String manager, List<Node> nodes) throws Exception {
-        int c = ++clusterNo;
-        long pid = ProcessHandle.current().pid();
-        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
-        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
-        String domain = "tomcat-test-" + pid + "-" + c;
-        Path dir = work.resolve(name);
-        deleteTree(dir);
-        Path app = writeApp(dir.resolve("app"));
-        Path jarFile = dir.resolve("cookies.txt");
+        Site site = new Site(name);
+        Path dir = site.dir;
+        Path jarFile = site.dir.resolve("cookies.txt");
 
         // one after the other, as operators do: two DeltaManagers starting at
         // the same instant each drop the other's state request (stock Tomcat
         // behaviour) and wait out stateTransferTimeout
-        Node a = start(dir, "a", manager, mcast, mport, domain, app);
+        Node a = site.start("a", manager);
         nodes.add(a);
         awaitUp(a);
-        Node b = start(dir, "b", manager, mcast, mport, domain, app);
+        Node b = site.start("b", manager);
         nodes.add(b);
         awaitUp(b);
 
@@ -333,7 +327,7 @@ public final class TomcatTest {
         }
 
         // a third node joins late and reads the counter
-        Node x = start(dir, "x", manager, mcast, mport, domain, app);
+        Node x = site.start("x", manager);
         nodes.add(x);
         awaitUp(x);
         String late = eventually(x, jarFile, "?op=read", "count=" + want + " ");
@@ -365,23 +359,17 @@ public final class TomcatTest {
      * counter still continues.
      */
     static void managerScenario(String name, List<Node> nodes) throws Exception {
-        int c = ++clusterNo;
-        long pid = ProcessHandle.current().pid();
-        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
-        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
-        String domain = "tomcat-test-" + pid + "-" + c;
-        Path dir = work.resolve(name);
-        deleteTree(dir);
-        Path app = writeApp(dir.resolve("app"));
-        Path jarFile = dir.resolve("cookies.txt");
-        String mgr = "NSM:" + mcast + ":" + mport + ":" + domain;
-        Node a = start(dir, "a", mgr, mcast, mport, domain, app);
+        Site site = new Site(name);
+        Path dir = site.dir;
+        Path jarFile = site.dir.resolve("cookies.txt");
+        String mgr = "NSM:";
+        Node a = site.start("a", mgr);
         nodes.add(a);
         awaitUp(a);
-        Node b = start(dir, "b", mgr, mcast, mport, domain, app);
+        Node b = site.start("b", mgr);
         nodes.add(b);
         awaitUp(b);
-        Node x = start(dir, "x", mgr, mcast, mport, domain, app);
+        Node x = site.start("x", mgr);
         nodes.add(x);
         awaitUp(x);
         Thread.sleep(1000);
@@ -462,6 +450,36 @@ public final class TomcatTest {
         check(gone.startsWith("count=null"), "after logout b answered " + gone);
     }
 
+    /** A test cluster of its own: multicast group and port, domain, work directory and webapp. */
+    static final class Site {
+        final String mcast;
+        final int mport;
+        final String domain;
+        final Path dir;
+        final Path app;
+
+        Site(String name) throws IOException {
+            int c = ++clusterNo;
+            long pid = ProcessHandle.current().pid();
+            mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
+            mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
+            domain = "tomcat-test-" + pid + "-" + c;
+            dir = work.resolve(name);
+            deleteTree(dir);
+            app = writeApp(dir.resolve("app"));
+        }
+
+        /** Starts Tomcat node {@code name} of this site with the native transport (or NSM). */
+        Node start(String name, String manager) throws Exception {
+            return start(name, manager, false);
+        }
+
+        /** Starts Tomcat node {@code name}; {@code stock}: with the stock Tribes transport. */
+        Node start(String name, String manager, boolean stock) throws Exception {
+            return TomcatTest.start(dir, name, manager, mcast, mport, domain, app, stock);
+        }
+    }
+
     /**
      * notifyListenersOnReplication="false": three NativeSessionManager
      * nodes, each holding a copy (backupCount 2); on b, where the attribute
@@ -470,21 +488,14 @@ public final class TomcatTest {
      * listener, while x (defaults) fires both.
      */
     static void listenersOffScenario(String name, List<Node> nodes) throws Exception {
-        int c = ++clusterNo;
-        long pid = ProcessHandle.current().pid();
-        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
-        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
-        String domain = "tomcat-test-" + pid + "-" + c;
-        Path dir = work.resolve(name);
-        deleteTree(dir);
-        Path app = writeApp(dir.resolve("app"));
-        Path jarFile = dir.resolve("cookies.txt");
+        Site site = new Site(name);
+        Path jarFile = site.dir.resolve("cookies.txt");
         String mgr = "NSM:|backupCount=\"2\"";
-        Node a = start(dir, "a", mgr, mcast, mport, domain, app);
+        Node a = site.start("a", mgr);
         nodes.add(a);
-        Node b = start(dir, "b", mgr + " notifyListenersOnReplication=\"false\"", mcast, mport, domain, app);
+        Node b = site.start("b", mgr + " notifyListenersOnReplication=\"false\"");
         nodes.add(b);
-        Node x = start(dir, "x", mgr, mcast, mport, domain, app);
+        Node x = site.start("x", mgr);
         nodes.add(x);
         for (Node n : nodes) {
             awaitUp(n);
@@ -510,19 +521,13 @@ public final class TomcatTest {
      * SIGKILLed the native ones carry on.
      */
     static void mixedScenario(String name, String manager, List<Node> nodes) throws Exception {
-        int c = ++clusterNo;
-        long pid = ProcessHandle.current().pid();
-        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
-        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
-        String domain = "tomcat-test-" + pid + "-" + c;
-        Path dir = work.resolve(name);
-        deleteTree(dir);
-        Path app = writeApp(dir.resolve("app"));
-        Path jarFile = dir.resolve("cookies.txt");
-        Node a = start(dir, "a", manager, mcast, mport, domain, app, true);
+        Site site = new Site(name);
+        Path dir = site.dir;
+        Path jarFile = site.dir.resolve("cookies.txt");
+        Node a = site.start("a", manager, true);
         nodes.add(a);
         awaitUp(a);
-        Node b = start(dir, "b", manager, mcast, mport, domain, app, false);
+        Node b = site.start("b", manager, false);
         nodes.add(b);
         awaitUp(b);
         int want = 0;
@@ -532,7 +537,7 @@ public final class TomcatTest {
             String body = eventually(n, jarFile, "", "count=" + want + " ");
             check(body.startsWith("count=" + want + " node=" + n.name), n.name + " answered " + body);
         }
-        Node x = start(dir, "x", manager, mcast, mport, domain, app, false);
+        Node x = site.start("x", manager, false);
         nodes.add(x);
         awaitUp(x);
         String late = eventually(x, jarFile, "?op=read", "count=" + want + " ");
@@ -632,11 +637,6 @@ public final class TomcatTest {
             Thread.sleep(300);
         }
         throw new AssertionError(n.name + " did not serve within " + START_TIMEOUT_MS + " ms");
-    }
-
-    static Node start(Path dir, String name, String manager, String mcast, int mport, String domain, Path app)
-            throws Exception {
-        return start(dir, name, manager, mcast, mport, domain, app, false);
     }
 
     static Node start(Path dir, String name, String manager, String mcast, int mport, String domain, Path app,
