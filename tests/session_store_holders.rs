@@ -104,7 +104,9 @@ fn local_copy_is_the_copy_each_holder_keeps_and_none_elsewhere() {
         let held = h.contains(&n.store.local_addr());
         if held {
             // The backup's copy arrives with the commit's ack at the latest.
-            wait_for("the holder's copy", || n.store.local_copy(b"mine").is_some());
+            wait_for("the holder's copy", || {
+                n.store.local_copy(b"mine").is_some()
+            });
             let s = n.store.local_copy(b"mine").unwrap();
             assert_eq!(s.attribute(b"k").map(|v| &v[..]), Some(&b"v1"[..]));
         } else {
