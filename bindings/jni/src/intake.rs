@@ -13,8 +13,9 @@
 //! a message is written at its end and split off as a frozen
 //! [`Bytes`] (a reference count on the chunk, not a copy). When the chunk
 //! is full, `reserve` takes the same memory back if every message cut from
-//! it has been sent (dropped), else a new chunk is allocated and the old
-//! one is freed with its last message. So the intake holds at most one
+//! it has been sent (dropped), else (the usual case under load: its last
+//! messages are still queued) a new chunk is allocated and the old one is
+//! freed with its last message: one allocation per chunk, not per message. So the intake holds at most one
 //! chunk beyond the messages the bounded send queue holds anyway; a
 //! payload over [`OWN`] bytes gets an allocation of its own.
 
@@ -256,5 +257,70 @@ impl Dests {
         }
         d.n = count;
         Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(intake: &Intake, src: &[u8]) -> Bytes {
+        intake
+            .copy(src.len(), |out| {
+                for (o, b) in out.iter_mut().zip(src) {
+                    o.write(*b);
+                }
+                Ok(())
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn held_messages_stay_intact_across_chunks_and_a_sent_chunk_is_reused() {
+        let intake = Intake::default();
+        let msg = |i: usize| vec![i as u8; 1000 + i % 7];
+        // Many chunks' worth, all held: nothing is overwritten.
+        let held: Vec<Bytes> = (0..300).map(|i| put(&intake, &msg(i))).collect();
+        for (i, b) in held.iter().enumerate() {
+            assert_eq!(&b[..], &msg(i)[..], "message {i}");
+        }
+        drop(held);
+        // Every message of the current chunk dropped: the next chunk is the
+        // same memory (reclaimed, not allocated).
+        let first = put(&intake, &[1; 1000]);
+        let at = first.as_ptr();
+        drop(first);
+        let mut last = Bytes::new();
+        for _ in 0..(CHUNK / 1000 + 1) {
+            // Sent (dropped) before the next is copied, so when the chunk
+            // fills up no message still holds it.
+            drop(std::mem::take(&mut last));
+            last = put(&intake, &[2; 1000]);
+        }
+        assert!(
+            (at as usize..at as usize + CHUNK).contains(&(last.as_ptr() as usize)),
+            "the chunk was taken back"
+        );
+        // A payload over OWN gets its own allocation, intact.
+        let big = vec![7u8; OWN + 1];
+        assert_eq!(&put(&intake, &big)[..], &big[..]);
+    }
+
+    #[test]
+    fn a_failed_fill_leaves_the_intake_usable() {
+        let intake = Intake::default();
+        let r = intake.copy(10, |_| Err(Fail::arg("no")));
+        assert!(r.is_err());
+        assert_eq!(&put(&intake, b"abc")[..], b"abc");
+    }
+
+    #[test]
+    fn spans_outside_the_array_or_over_the_frame_limit_are_refused() {
+        assert!(span(-1, 1, 10, 100).is_err());
+        assert!(span(0, -1, 10, 100).is_err());
+        assert!(span(5, 6, 10, 100).is_err());
+        assert!(span(i32::MAX, i32::MAX, 10, 100).is_err());
+        assert!(span(0, 10, 10, 5).is_err());
+        assert_eq!(span(2, 3, 10, 100).unwrap(), (2, 3));
     }
 }
