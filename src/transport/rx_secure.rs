@@ -9,7 +9,7 @@
 
 use super::{Close, ConnCore, RxCore, Shared};
 use crate::proto::secure::tribes::{ReplayWindow, TribesCipher};
-use crate::proto::secure::{looks_secure, PlainBuf, SecureError, SecureStream};
+use crate::proto::secure::{looks_secure, PlainBuf, SecureContext, SecureError, SecureStream};
 use crate::proto::FrameBuf;
 use crate::sr_log;
 use crate::stats::Stats;
@@ -84,6 +84,13 @@ impl RxCore {
         let r = self.decode_clear(token, c, &mut plain);
         c.proto.put_plain(plain);
         r
+    }
+
+    /// True on a shared-key node: records are opened in the receive
+    /// buffer, so the driver should read into it (not into chunks of its
+    /// own, which would be copied there).
+    pub(crate) fn opens_in_place(&self) -> bool {
+        matches!(self.shared.secure, Some(SecureContext::SharedKey(_)))
     }
 
     /// Shared-key records opened where they lie (see
