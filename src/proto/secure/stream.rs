@@ -45,7 +45,9 @@ pub struct SecureStream {
     /// Per sealed record (or certificate-mode piece), in `wire` order: the
     /// offset in `wire` where it ends and the plaintext it carries.
     marks: VecDeque<(usize, usize)>,
-    /// Opened plaintext not yet decoded.
+    /// Certificate mode: opened plaintext not yet decoded. Shared-key
+    /// mode: the receive buffer for bytes that arrive in buffers not the
+    /// connection's own (see [`SecureStream::open_in_place`]).
     plain: BytesMut,
     /// Gathered plaintext (certificate mode: rustls makes the records).
     gather: Vec<u8>,

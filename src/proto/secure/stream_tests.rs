@@ -234,7 +234,7 @@ fn hello_split_across_reads_then_records_in_the_same_read() {
 
 #[test]
 fn a_peer_without_the_key_is_refused_in_place_and_gets_no_answer() {
-    let mut a = SecureStream::connect(&ctx(2), "127.0.0.1".parse().unwrap()).unwrap();
+    let a = SecureStream::connect(&ctx(2), "127.0.0.1".parse().unwrap()).unwrap();
     let mut b = SecureStream::accept(&ctx(1)).unwrap();
     let mut rx = BytesMut::from(a.pending());
     assert!(matches!(
