@@ -130,7 +130,7 @@ impl RxCore {
         };
         let r = self.decode_clear(token, c, &mut plain);
         if let Some(sec) = c.proto.secure_stream() {
-            sec.plain_left(plain.len());
+            sec.plain_left(plain.len(), here);
         }
         if !plain.is_empty() {
             plain.unsplit(std::mem::take(here));
@@ -197,3 +197,7 @@ impl RxCore {
 fn refused(why: &str) -> Close {
     Close::Secure(SecureError::Refused(why.into()))
 }
+
+#[cfg(test)]
+#[path = "rx_secure_tests.rs"]
+mod tests;

@@ -168,10 +168,15 @@ impl SecureStream {
 
     /// The frame decoder left `n` of the plaintext bytes
     /// [`SecureStream::open_in_place`] reported (it took the rest from the
-    /// front of the buffer).
-    pub fn plain_left(&mut self, n: usize) {
+    /// front of the buffer); `rest` is the buffer after them. With no
+    /// plaintext left, the spent bytes at the start of `rest` are dropped.
+    pub fn plain_left(&mut self, n: usize, rest: &mut BytesMut) {
         debug_assert!(n <= self.ready);
         self.ready = n.min(self.ready);
+        if self.ready == 0 && self.gap > 0 && self.gap <= rest.len() {
+            rest.advance(self.gap);
+            self.gap = 0;
+        }
     }
 
     /// The peer closed its side.
