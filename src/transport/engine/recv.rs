@@ -281,7 +281,9 @@ impl<D: Driver> RecvEngine<D> {
         if c.reading != Reading::None || c.core.paused() || !c.queued.is_empty() {
             return Ok(());
         }
-        if self.d.recv_multi(t).map_err(Close::Io)? {
+        // Shared-key records are opened in the buffer they are read into:
+        // a plain read puts them there, a chunk would be copied there.
+        if !self.core.opens_in_place() && self.d.recv_multi(t).map_err(Close::Io)? {
             c.reading = Reading::Multi;
             return Ok(());
         }
