@@ -109,6 +109,9 @@ pub(crate) struct ConnCore {
     opened: bool,
     /// A frame is partly received and its `connectionUploadTimeout` runs.
     mid_frame: bool,
+    /// Shared-key mode: bytes of a record not complete yet (so not opened).
+    /// They are part of the frame in progress for its upload deadline.
+    pub(super) unopened: usize,
     /// The inner frames of a BATCH not delivered yet: a batch stops where
     /// a bound pauses the connection and goes on when it resumes, so one
     /// batch cannot queue a million jobs or acks at once.
@@ -284,6 +287,7 @@ impl RxCore {
             hold: None,
             reserved: 0,
             mid_frame: false,
+            unopened: 0,
             inflated: 0,
             opened: false,
             batch_rest: None,
@@ -505,8 +509,9 @@ impl RxCore {
                         // A header the decoder already took is part of
                         // the frame in progress, even with no payload
                         // byte buffered yet.
+                        // So are the bytes of a record not yet complete.
                         let taken = c.proto.frame_in_progress().map_or(0, |_| HEADER_LEN);
-                        self.mid_frame(c, buf.len() + taken, decoded);
+                        self.mid_frame(c, buf.len() + taken + c.unopened, decoded);
                     }
                     // PINGs are answered inside `poll`: check their PONGs.
                     if !self.over_bounds(c) {

@@ -123,6 +123,7 @@ impl RxCore {
                 return Err(Close::Secure(e));
             }
         };
+        c.unopened = sec.unopened(here);
         let mut plain = if ready > 0 {
             here.split_to(ready)
         } else {

@@ -69,6 +69,18 @@ impl Sender {
         s.finish().unwrap();
         self.take()
     }
+    /// DATA frames `ids` sealed as a write batch of their own: its records
+    /// start at a frame boundary.
+    fn batch(&mut self, ids: std::ops::RangeInclusive<u64>) -> Vec<u8> {
+        let mut s = self.0.sealer();
+        for id in ids {
+            let p = payload(id);
+            s.push(&FrameHeader::data(id, p.len(), 0).encode());
+            s.push(&p);
+        }
+        s.finish().unwrap();
+        self.take()
+    }
 }
 
 /// Runs the handshake through `rx`; returns the sealed frames to feed.
@@ -148,4 +160,50 @@ fn a_flipped_bit_closes_the_connection_and_delivers_nothing_after_it() {
         "{n} messages delivered, more than the first record holds"
     );
     check(&got, n);
+}
+
+/// A record stopped midway is a frame in progress, even when every frame
+/// before it is complete: its clock starts with the read that left it
+/// (frames completed before it in the same read), does not restart while
+/// it trickles in, and the connection expires at `connectionUploadTimeout`
+/// on the engine's clock. Before, such a connection counted as between
+/// frames (no deadline) and was never closed.
+#[test]
+fn a_record_stopped_midway_expires_at_connection_upload_timeout() {
+    let (mut rx, got) = core();
+    let mut c = rx.new_conn(1, "127.0.0.1:9".parse().unwrap());
+    let mut tx = Sender::new();
+    let mut wire = handshake(&mut rx, &mut c, &mut tx, 10); // one record
+    let first = wire.len();
+    wire.extend_from_slice(&tx.batch(11..=20)); // the next record
+    let upload = Config::default().rx_limits.connection_upload_timeout;
+    let t0 = Instant::now() + Duration::from_secs(1);
+    rx.set_now(t0);
+    // The first record and half the second.
+    let cut = first + (wire.len() - first) / 2;
+    let mut carry = BytesMut::from(&wire[..cut]);
+    rx.decode(1, &mut c, &mut carry).unwrap();
+    check(&got, 10);
+    let due = rx
+        .limits
+        .next_deadline()
+        .expect("a partial record has an upload deadline");
+    assert_eq!(due, t0 + upload, "from the engine's clock");
+    // More of the same record later: same deadline.
+    rx.set_now(t0 + upload / 2);
+    carry.extend_from_slice(&wire[cut..cut + 5]);
+    rx.decode(1, &mut c, &mut carry).unwrap();
+    check(&got, 10);
+    assert_eq!(
+        rx.limits.next_deadline(),
+        Some(due),
+        "same record, same deadline"
+    );
+    assert!(rx.limits.expired(due - Duration::from_millis(1)).is_empty());
+    assert_eq!(rx.limits.expired(due), vec![(1, Expiry::Upload)]);
+    // Completed in time instead, it ends the deadline: between frames.
+    carry.extend_from_slice(&wire[cut + 5..]);
+    rx.decode(1, &mut c, &mut carry).unwrap();
+    check(&got, 20);
+    assert_eq!(rx.limits.next_deadline(), None, "between frames");
 }

@@ -166,6 +166,13 @@ impl SecureStream {
         Ok(self.ready)
     }
 
+    /// After [`SecureStream::open_in_place`] on `buf`: how many of its
+    /// bytes belong to a record not complete yet (neither plaintext nor
+    /// spent). A frame in progress includes them.
+    pub fn unopened(&self, buf: &BytesMut) -> usize {
+        buf.len().saturating_sub(self.ready + self.gap)
+    }
+
     /// The frame decoder left `n` of the plaintext bytes
     /// [`SecureStream::open_in_place`] reported (it took the rest from the
     /// front of the buffer); `rest` is the buffer after them. With no
