@@ -9,7 +9,9 @@ use crate::proto::inbound::{InEvent, InboundConn};
 use crate::proto::secure::{SecureContext, SharedKey};
 use crate::wire::compress::Inflater;
 use crate::wire::frame::{batch_frames, FLAG_ACK_RECEIPT, FLAG_COMPRESSED, FLAG_SEQ};
+use crate::wire::preface::CAP_SEQ;
 use crate::wire::Preface;
+use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 
 const ADDR: &str = "127.0.0.1:4000";
