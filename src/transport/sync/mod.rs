@@ -392,7 +392,10 @@ impl SyncSender {
                 spun = !spin.is_zero();
                 spin_until = Some(now + spin);
             }
-            if wait_in && spin_until.is_some_and(|u| now < u) {
+            if let Some(until) = spin_until.filter(|&u| wait_in && now < u) {
+                if let [d] = &mut *ds {
+                    spin_for_ack(d, until);
+                }
                 std::hint::spin_loop();
                 continue;
             }
@@ -648,6 +651,30 @@ impl SyncSender {
                 m.retire();
             }
         }
+    }
+}
+
+/// One member waiting for its ack: polls its socket until bytes arrive
+/// (a failure is kept for the next step) or `until`, reading the clock
+/// only every few polls — the generic loop of `drive` would read it twice
+/// and walk every step per poll, which delays seeing the ack.
+fn spin_for_ack(d: &mut Dest, until: Instant) {
+    let Some(c) = d.conn.as_mut().filter(|_| matches!(d.step, Step::Acking)) else {
+        return;
+    };
+    for n in 1u32.. {
+        match c.read_some() {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                d.failed = Some(e);
+                return;
+            }
+        }
+        if n % 8 == 0 && Instant::now() >= until {
+            return;
+        }
+        std::hint::spin_loop();
     }
 }
 
