@@ -276,17 +276,17 @@ impl SyncSender {
         id: u64,
         ack: bool,
     ) -> Result<()> {
-        if self.share {
-            return self.send_shared(to, hdr, payload, id, ack);
-        }
-        let now = Instant::now();
-        let mut d = [self.dest(to, now)];
         let msg = Msg {
             hdr,
             payload,
             id,
             ack,
         };
+        if self.share {
+            return self.send_shared(to, msg);
+        }
+        let now = Instant::now();
+        let mut d = [self.dest(to, now)];
         self.drive(&mut d, msg, now + self.shared.cfg.ack_timeout);
         let [d] = d;
         match d.step {

@@ -212,21 +212,15 @@ impl Mux {
 }
 
 impl SyncSender {
-    /// Sends one frame to one member on the member's shared connection
-    /// and, if `ack`, waits for its ack, all by `ackTimeout` from now.
-    /// Resends on a fresh connection after a connection loss, up to
-    /// `maxRetryAttempts`; a timeout is never retried.
-    ///
-    /// # Errors
-    /// [`Error::Unreachable`], [`Error::Timeout`], [`Error::RemoteFailure`].
-    pub(super) fn send_shared(
-        &self,
-        to: SocketAddr,
-        hdr: &[u8; HEADER_LEN],
-        payload: &Bytes,
-        id: u64,
-        ack: bool,
-    ) -> Result<()> {
+    /// [`SyncSender::send_one`] on the member's shared connection (same
+    /// outcomes, deadline and resends).
+    pub(super) fn send_shared(&self, to: SocketAddr, msg: super::Msg<'_>) -> Result<()> {
+        let super::Msg {
+            hdr,
+            payload,
+            id,
+            ack,
+        } = msg;
         let deadline = Instant::now() + self.shared.cfg.ack_timeout;
         let pool = self.pool(to);
         let mut attempt = 0;

@@ -167,6 +167,15 @@ fn callers(
         .collect()
 }
 
+/// One send of `id` that the peer must see on connection `conn`; the
+/// peer acks it and the send succeeds.
+fn send_acked_on(tx: &Arc<SyncSender>, peer: &ScriptedPeer, id: u64, conn: usize) {
+    let hs = callers(tx, peer.addr, &[id]);
+    assert_eq!(peer.take(1), vec![(conn, id)]);
+    peer.ack(conn, id);
+    assert!(hs.into_iter().all(|h| h.join().unwrap().0.is_ok()));
+}
+
 #[test]
 fn callers_share_one_connection_and_each_gets_its_ack_out_of_order() {
     let peer = ScriptedPeer::start();
@@ -185,10 +194,7 @@ fn callers_share_one_connection_and_each_gets_its_ack_out_of_order() {
         assert!(took < ACK_TIMEOUT, "took {took:?}");
     }
     // The connection stays for the next send.
-    let hs = callers(&tx, peer.addr, &[5]);
-    assert_eq!(peer.take(1), vec![(0, 5)]);
-    peer.ack(0, 5);
-    assert!(hs.into_iter().all(|h| h.join().unwrap().0.is_ok()));
+    send_acked_on(&tx, &peer, 5, 0);
     assert_eq!(peer.accepted(), 1);
     assert_eq!(tx.shared.stats.acks_received.load(Ordering::Relaxed), 5);
 }
@@ -227,10 +233,7 @@ fn one_callers_timeout_leaves_the_others_acked_and_retires_the_connection() {
         assert!(t.elapsed() < Duration::from_secs(10), "never closed");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let hs = callers(&tx, peer.addr, &[4]);
-    assert_eq!(peer.take(1), vec![(1, 4)]);
-    peer.ack(1, 4);
-    assert!(hs.into_iter().all(|h| h.join().unwrap().0.is_ok()));
+    send_acked_on(&tx, &peer, 4, 1);
     assert_eq!(peer.accepted(), 2);
     assert_eq!(tx.shared.stats.timeouts.load(Ordering::Relaxed), 1);
 }
@@ -301,15 +304,7 @@ fn a_pooled_channel_sharing_connections_gets_every_ack_from_a_real_receiver() {
     use crate::config::ReplicationMode;
     use crate::transport::{AckMode, SendOptions};
     use crate::Channel;
-    let got = Arc::new(AtomicUsize::new(0));
-    let g2 = got.clone();
-    let rx = Channel::builder(Config::default())
-        .listener(move |_| {
-            g2.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        })
-        .start()
-        .unwrap();
+    let (rx, got) = super::tests::counting_receiver();
     let mut cfg = Config::default();
     cfg.set("replicationMode", "pooled").unwrap();
     cfg.set("poolSharedConnection", "true").unwrap();
