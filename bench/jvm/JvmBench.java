@@ -113,8 +113,11 @@ public final class JvmBench {
     // ---- native channel through JNI ----
 
     static Config nativeCfg(String mode) {
-        return new Config().set("tcpListenAddress", "127.0.0.1").set("membershipType", "none")
+        Config c = new Config().set("tcpListenAddress", "127.0.0.1").set("membershipType", "none")
             .set("replicationMode", mode).set("ackTimeout", "30000");
+        // -Ds8.io=mio|uring: the driver (default: the config's default)
+        String io = System.getProperty("s8.io");
+        return io == null ? c : c.set("ioBackend", io);
     }
 
     static Row nativeFast(int count) throws Exception {
@@ -343,6 +346,19 @@ public final class JvmBench {
         ROOT_LOG.setLevel(Level.SEVERE);
         int count = args.length > 0 ? Integer.parseInt(args[0]) : 200_000;
         int acks = args.length > 1 ? Integer.parseInt(args[1]) : 20_000;
+        // -Ds8.only=jni|jni-batch|tribes: that fastasync impl alone, for a
+        // profiler (perf record on this JVM); prints its rows and stops.
+        String only = System.getProperty("s8.only");
+        if (only != null) {
+            Row o = null;
+            for (int r = 0; r < ROUNDS; r++) {
+                Row next = only.equals("jni") ? nativeFast(count)
+                    : only.equals("jni-batch") ? nativeFastBatch(count) : tribesRun(false, count);
+                next.print();
+                o = best(o, next);
+            }
+            System.exit(0);
+        }
         // Fastasync: ROUNDS rounds, the three impls interleaved in each (so a
         // load spike on this shared machine hits them alike); each impl's
         // best round is printed.
@@ -350,9 +366,13 @@ public final class JvmBench {
         Row nb = null;
         Row tf = null;
         for (int r = 0; r < ROUNDS; r++) {
-            nf = best(nf, nativeFast(count));
-            nb = best(nb, nativeFastBatch(count));
-            tf = best(tf, tribesRun(false, count));
+            Row[] round = {nativeFast(count), nativeFastBatch(count), tribesRun(false, count)};
+            nf = best(nf, round[0]);
+            nb = best(nb, round[1]);
+            tf = best(tf, round[2]);
+            // every round on stderr (stdout keeps the scenario lines)
+            System.err.printf(Locale.ROOT, "S8 round %d: jni %.0f batch %.0f tribes %.0f msgs/s%n",
+                r + 1, round[0].rate(), round[1].rate(), round[2].rate());
         }
         nf.print();
         nb.print();
