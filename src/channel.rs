@@ -201,7 +201,9 @@ impl ChannelBuilder {
                 tribes_peers,
                 any_tribes_peer,
                 membership,
-                sync: SyncSender::new(shared.clone(), limit),
+                sync: SyncSender::new(shared.clone(), limit).with_shared_connections(
+                    mode == ReplicationMode::Pooled && shared.cfg.pool_shared_connection,
+                ),
                 shared,
                 mode,
                 local: receiver.local_addr(),
