@@ -25,6 +25,12 @@ const COPY_MAX: usize = 4 * 1024;
 /// bounds what a pooled send buffer keeps.
 const COPY_BUDGET: usize = 256 * 1024;
 
+/// Control-only sends (acks) up to this size, on a socket with no send in
+/// flight, are tried at once with a non-blocking `send`: one system call
+/// either way, but the ack leaves now instead of at the next submit, and
+/// no completion follows.
+const DIRECT_CTL_MAX: usize = 4 * 1024;
+
 /// The accept's tag (`u64::MAX` and `u64::MAX - 1` are the ring's own).
 const ACCEPT_TAG: u64 = u64::MAX - 2;
 
@@ -394,6 +400,23 @@ impl Driver for UringDriver {
     ) -> io::Result<Option<usize>> {
         let zc_default = self.tuning.zc_min;
         let zc_loopback = self.tuning.zc_loopback;
+        let mut frames = frames.peekable();
+        let s = self.slot(token)?;
+        if s.send.is_none()
+            && !ctl.is_empty()
+            && ctl.len() <= DIRECT_CTL_MAX
+            && frames.peek().is_none()
+        {
+            match s
+                .sock
+                .send_with_flags(ctl, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
         let mut g = self.gathers.pop().unwrap_or_default();
         let s = self.slot(token)?;
         let zc_min = if s.loopback && !zc_loopback {
