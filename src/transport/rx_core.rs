@@ -347,6 +347,10 @@ impl RxCore {
 
     /// Connections whose deadline passed, with the reason to close them.
     pub(crate) fn expired(&mut self) -> Vec<(usize, Close)> {
+        // Most turns (a busy-polling engine's every turn) have none due.
+        if self.limits.next_deadline().is_none_or(|d| d > self.now) {
+            return Vec::new();
+        }
         self.limits
             .expired(self.now)
             .into_iter()
@@ -706,6 +710,10 @@ impl RxCore {
 
     /// Pops the acks workers handed back.
     pub(crate) fn pop_ack(&self) -> Option<AckReturn> {
+        if self.workers.is_empty() {
+            // Delivered inline: no worker hands acks back.
+            return None;
+        }
         self.rx.acks.pop()
     }
 
