@@ -18,8 +18,8 @@ const WAKER: mio::Token = mio::Token(usize::MAX);
 const LISTENER: mio::Token = mio::Token(usize::MAX - 1);
 /// Zero-timeout polls (an engine busy-polling) served by a direct read of
 /// the hot socket between two `epoll_wait` calls: every other socket, the
-/// listener and the waker are still looked at on every second such poll.
-const HOT_POLLS: u32 = 2;
+/// listener and the waker are still looked at on every fourth such poll.
+const HOT_POLLS: u32 = 4;
 
 /// Wakes a [`MioDriver`]'s thread.
 pub struct MioWaker(Waker);
@@ -375,3 +375,7 @@ impl Driver for MioDriver {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "mio_tests.rs"]
+mod tests;
