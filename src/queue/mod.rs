@@ -1,19 +1,15 @@
 //! Bounded lock-free queues for the hot path.
 //!
 //! [`SendQueue`] is the fastasyncqueue: many producers push without taking
-//! a lock (a CAS on the ring); one I/O thread takes items in batches
-//! ([`SendQueue::drain`]), with no read-modify-write per item. Producers make
+//! a lock (a CAS on the ring); one I/O thread pops in batches. Producers make
 //! a wake-up system call only when the consumer has announced it is going to
 //! sleep. A full queue is the caller's error after `queueAddWaitTimeout`,
 //! never silent growth; a producer waiting for room sleeps until the
 //! consumer frees some ([`SendQueue::popped`]), it does not poll.
 
-mod ring;
-
 use crate::error::Error;
+use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::Backoff;
-pub(crate) use ring::Drain;
-use ring::Ring;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +22,7 @@ pub trait Wake: Send + Sync {
 
 /// A bounded multi-producer queue with sleep/wake hand-shaking.
 pub struct SendQueue<T> {
-    q: Ring<T>,
+    q: ArrayQueue<T>,
     sleeping: AtomicBool,
     waker: Box<dyn Wake>,
     /// Producers waiting for room.
@@ -39,7 +35,7 @@ impl<T> SendQueue<T> {
     /// A queue of `capacity` items whose consumer is woken with `waker`.
     pub fn new(capacity: usize, waker: Box<dyn Wake>) -> Self {
         SendQueue {
-            q: Ring::new(capacity),
+            q: ArrayQueue::new(capacity.max(1)),
             sleeping: AtomicBool::new(false),
             waker,
             waiting: AtomicUsize::new(0),
@@ -159,16 +155,7 @@ impl<T> SendQueue<T> {
     /// Pops one item.
     #[inline]
     pub fn pop(&self) -> Option<T> {
-        self.q.drain(1).next()
-    }
-
-    /// Consumer: takes up to `max` items in order; the queue's head moves
-    /// once, when the returned batch is dropped. Call
-    /// [`popped`](Self::popped) afterwards to wake producers waiting for
-    /// room.
-    #[inline]
-    pub(crate) fn drain(&self, max: usize) -> Drain<'_, T> {
-        self.q.drain(max)
+        self.q.pop()
     }
 
     /// Consumer: announce sleep. Returns false (and cancels) if items

@@ -326,11 +326,10 @@ pub(crate) fn intake<E: Engine>(
     // `publish`, after intake), so once per intake is enough: no atomic
     // read-modify-write per message.
     idle.store(false, Ordering::SeqCst);
-    let mut taken = queue.drain(batch);
     while n < batch {
         let item = match held.take() {
             Some(i) => i,
-            None => match taken.next() {
+            None => match queue.pop() {
                 Some(i) => i,
                 None => break,
             },
@@ -387,7 +386,6 @@ pub(crate) fn intake<E: Engine>(
         }
         n += 1;
     }
-    drop(taken);
     if n > 0 {
         queue.popped();
     }
