@@ -212,3 +212,60 @@ fn a_full_socket_resumes_when_the_peer_reads_and_an_ack_completes_the_message() 
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!((seen[0].0, seen[0].2.as_str()), (5, "Ok(Acked)"));
 }
+
+#[test]
+fn a_writing_member_holds_at_most_intake_ahead_and_one_that_stopped_takes_up_to_its_bound() {
+    use crate::proto::sender::BUSY_WINDOW;
+    use crate::transport::pump::INTAKE_AHEAD;
+    let a = addr(4007);
+    let body: &'static [u8] = &[b'y'; 100];
+    let (mut e, h, seen) = engine(cfg(), FakeDriver::new(64 * 1024));
+    h.send(msg(1, Dest::One(a), body, 0)).unwrap();
+    for _ in 0..20 {
+        e.turn(false);
+    }
+    assert_eq!(seen.lock().unwrap().len(), 1, "connected and written");
+    let n = 5000;
+    for id in 2..=n {
+        h.send(msg(id, Dest::One(a), body, 0)).unwrap();
+    }
+    // No time passes: the member keeps writing until its socket is full
+    // and takes no more than INTAKE_AHEAD beyond what it wrote.
+    for _ in 0..10 {
+        e.turn(true);
+    }
+    let sent = seen.lock().unwrap().len();
+    let member = h.in_flight() as usize;
+    assert!(sent > 100 && sent < 1000, "the socket took {sent}");
+    assert_eq!(member, INTAKE_AHEAD, "what the member holds");
+    assert_eq!(
+        h.queue_len() + 1,
+        n as usize - sent - member,
+        "the rest waits"
+    );
+    // The socket stays full: after BUSY_WINDOW the member is no longer
+    // busy and takes messages up to its queue bound, as before.
+    let t0 = e.driver().now();
+    while h.queue_len() > 0 && e.driver().now() < t0 + Duration::from_millis(100) {
+        e.turn(false);
+    }
+    assert_eq!(h.queue_len(), 0);
+    let took = e.driver().now() - t0;
+    assert!(took < 2 * BUSY_WINDOW, "held for {took:?}");
+    // (published before the turn's last events: one write may follow)
+    let (sent, member) = (seen.lock().unwrap().len(), h.in_flight() as usize);
+    let all = n as usize;
+    assert!(
+        member + sent >= all && member + sent <= all + 1,
+        "{member} + {sent}"
+    );
+    let t = e.driver().token_of(a).expect("connected");
+    e.driver().give_room(t, 1 << 30);
+    for _ in 0..100 {
+        e.turn(false);
+    }
+    let seen = seen.lock().unwrap();
+    let ids: Vec<u64> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(ids, (1..=n).collect::<Vec<_>>(), "each once, in order");
+    assert!(seen.iter().all(|s| s.2 == "Ok(Sent)"));
+}
