@@ -117,12 +117,6 @@ impl<D: Driver> SendEngine<D> {
         let timeout = if busy || (self.held.is_none() && !self.queue.is_empty()) {
             self.idle_since = None;
             Duration::ZERO
-        } else if self.held.is_some() && self.held_by_busy(now) {
-            // A member that is writing holds intake: turn on at once, as
-            // an intake with room would (its socket drains in microseconds;
-            // a sleep would leave the receiver without data meanwhile).
-            self.idle_since = None;
-            Duration::ZERO
         } else if self.held.is_some() {
             // A full member holds intake: sleep until its socket takes
             // more (an event) or it may count as stalled (a timer),
@@ -364,26 +358,6 @@ impl<D: Driver> SendEngine<D> {
                 self.conns[i] = None;
             }
         }
-    }
-
-    /// True when the held message waits only for a busy member (see
-    /// [`SenderConn::is_busy`](crate::proto::sender::SenderConn::is_busy)).
-    fn held_by_busy(&mut self, now: Instant) -> bool {
-        use link::Engine as _;
-        let ahead = self.intake_ahead();
-        let Some(h) = self.held.take() else {
-            return false;
-        };
-        let busy = h.dest.as_slice().iter().all(|&a| {
-            let i = self.index(a, now);
-            let c = self.conn(i);
-            c.is_busy(now, ahead) || !c.is_full()
-        }) && h.dest.as_slice().iter().any(|&a| {
-            let i = self.index(a, now);
-            self.conn(i).is_busy(now, ahead)
-        });
-        self.held = Some(h);
-        busy
     }
 
     fn held_until(&mut self, now: Instant) -> Instant {
