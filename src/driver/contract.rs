@@ -153,12 +153,6 @@ pub trait Driver {
     /// [`Driver::poll`] return soon.
     type Waker: crate::queue::Wake + 'static;
 
-    /// True when [`Driver::send`] hands the bytes to the kernel to send
-    /// later ([`Event::Sent`] reports them) rather than writing them in the
-    /// call. A sender engine then keeps more frames queued per member: the
-    /// frames of a send in flight still count as queued until it ends.
-    const SENDS_COMPLETE_LATER: bool = false;
-
     /// The waker of this driver.
     fn waker(&self) -> Arc<Self::Waker>;
 

@@ -234,11 +234,6 @@ pub(crate) trait Engine {
     fn connect(&mut self, i: usize, now: Instant);
     /// Drops member `i`'s socket (cancelling its operations).
     fn close(&mut self, i: usize);
-    /// How many unwritten messages a writing member holds before it takes
-    /// no more off the shared queue (see [`SenderConn::is_busy`]).
-    fn intake_ahead(&self) -> usize {
-        INTAKE_AHEAD
-    }
 }
 
 /// A new member sender for `addr` with a fresh random epoch.
@@ -321,7 +316,6 @@ pub(crate) fn intake<E: Engine>(
     touched: &mut Vec<usize>,
 ) -> usize {
     let idle = e.handle().idle.clone();
-    let ahead = e.intake_ahead();
     // Write between intakes before a healthy member's queue could fill
     // from one turn's worth alone.
     let batch = batch.min((e.handle().shared.cfg.max_queue_length / 2).max(1));
@@ -343,7 +337,7 @@ pub(crate) fn intake<E: Engine>(
         let wait = item.dest.as_slice().iter().any(|&a| {
             let i = e.index(a, now);
             let c = e.conn(i);
-            c.is_busy(now, ahead) || (c.is_full() && !c.is_stalled(now))
+            c.is_busy(now, INTAKE_AHEAD) || (c.is_full() && !c.is_stalled(now))
         });
         if wait {
             *held = Some(item);
@@ -453,11 +447,10 @@ pub(crate) fn held_until<E: Engine>(
     now: Instant,
 ) -> Instant {
     if let Some(h) = held {
-        let ahead = e.intake_ahead();
         for &a in h.dest.as_slice() {
             let i = e.index(a, now);
             let c = e.conn(i);
-            t = t.min(if c.is_busy(now, ahead) {
+            t = t.min(if c.is_busy(now, INTAKE_AHEAD) {
                 c.busy_until()
             } else {
                 c.stall_deadline()

@@ -276,8 +276,6 @@ impl UringDriver {
 impl Driver for UringDriver {
     type Waker = RingWaker;
 
-    const SENDS_COMPLETE_LATER: bool = true;
-
     fn waker(&self) -> Arc<RingWaker> {
         self.waker.clone()
     }

@@ -401,16 +401,6 @@ impl<D: Driver> link::Engine for SendEngine<D> {
         &self.h
     }
 
-    /// With io_uring the frames of a send in flight still count as queued,
-    /// and A/B runs of S1 did not show the hold paying there: no hold.
-    fn intake_ahead(&self) -> usize {
-        if D::SENDS_COMPLETE_LATER {
-            usize::MAX
-        } else {
-            crate::transport::pump::INTAKE_AHEAD
-        }
-    }
-
     fn index(&mut self, addr: SocketAddr, now: Instant) -> usize {
         let (i, new) = self.index.lookup(addr, self.conns.len());
         if new {
