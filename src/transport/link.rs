@@ -4,7 +4,7 @@
 //! carrying out what a member's state machine asks (connect, close, report
 //! outcomes).
 
-use super::pump::{Outgoing, INTAKE_AHEAD};
+use super::pump::Outgoing;
 use super::{Shared, Ticket};
 use crate::error::Error;
 use crate::proto::sender::{Action, Message, SenderConn, SenderLimits};
@@ -337,7 +337,7 @@ pub(crate) fn intake<E: Engine>(
         let wait = item.dest.as_slice().iter().any(|&a| {
             let i = e.index(a, now);
             let c = e.conn(i);
-            c.is_busy(now, INTAKE_AHEAD) || (c.is_full() && !c.is_stalled(now))
+            c.is_full() && !c.is_stalled(now)
         });
         if wait {
             *held = Some(item);
@@ -438,8 +438,7 @@ impl LinkIndex {
 }
 
 /// Until when a held message may wait: `t` (the engine's next timer), or
-/// earlier, when a busy destination would stop being busy or a full one
-/// would count as stalled.
+/// earlier, when a full destination would count as stalled.
 pub(crate) fn held_until<E: Engine>(
     e: &mut E,
     held: &Option<Outgoing>,
@@ -449,12 +448,7 @@ pub(crate) fn held_until<E: Engine>(
     if let Some(h) = held {
         for &a in h.dest.as_slice() {
             let i = e.index(a, now);
-            let c = e.conn(i);
-            t = t.min(if c.is_busy(now, INTAKE_AHEAD) {
-                c.busy_until()
-            } else {
-                c.stall_deadline()
-            });
+            t = t.min(e.conn(i).stall_deadline());
         }
     }
     t

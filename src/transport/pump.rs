@@ -25,13 +25,6 @@ use std::thread::JoinHandle;
 /// Items taken off the queue per turn.
 pub(crate) const INTAKE_BATCH: usize = 1024;
 
-/// A member that has this many messages waiting unwritten and is writing
-/// takes no more off the shared queue until it has written some (see
-/// [`SenderConn::is_busy`](crate::proto::sender::SenderConn::is_busy)):
-/// two full driver sends' worth keeps its socket fed, and its queue stays
-/// small enough to stay in cache between enqueue and write.
-pub(crate) const INTAKE_AHEAD: usize = 2 * crate::driver::FRAMES_PER_SEND;
-
 /// Where a queued message goes.
 #[derive(Debug, Clone)]
 pub enum Dest {

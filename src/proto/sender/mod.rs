@@ -52,10 +52,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// How recently a member must have written to count as busy (see
-/// [`SenderConn::is_busy`]).
-pub const BUSY_WINDOW: Duration = Duration::from_millis(2);
-
 /// One member's sender; `T` is the caller's per-message handle.
 pub struct SenderConn<T> {
     addr: SocketAddr,
@@ -232,25 +228,6 @@ impl<T: Default> SenderConn<T> {
     /// When a full, progressing member would count as stalled.
     pub fn stall_deadline(&self) -> Instant {
         self.last_progress + self.limits.stall_after
-    }
-
-    /// True when `ahead` or more messages wait unwritten on an open
-    /// connection that wrote within [`BUSY_WINDOW`]: what the member holds
-    /// keeps its socket busy, so a driver may leave further messages in
-    /// its shared intake for now (entries taken just before they are
-    /// written are still in cache; a deep queue of them is not). Never
-    /// true for a member that stopped writing: that one takes messages up
-    /// to its queue bound, and counts as stalled in time, as before.
-    #[inline]
-    pub fn is_busy(&self, now: Instant, ahead: usize) -> bool {
-        self.state == State::Open
-            && self.pending.len() - self.markers >= ahead
-            && now.saturating_duration_since(self.last_progress) < BUSY_WINDOW
-    }
-
-    /// When a busy member stops counting as busy unless it writes again.
-    pub fn busy_until(&self) -> Instant {
-        self.last_progress + BUSY_WINDOW
     }
 
     /// True when this sender holds nothing and has had nothing to do since

@@ -578,34 +578,6 @@ fn a_full_member_counts_as_stalled_only_while_nothing_goes_out() {
 }
 
 #[test]
-fn a_member_is_busy_only_while_it_writes_with_enough_queued() {
-    let mut s = Sim::new(limits());
-    s.reading = false;
-    s.sock_buf = 300; // room for the preface and a frame or two
-    for _ in 0..10 {
-        s.send(false, false, &[7; 100]);
-    }
-    assert!(!s.tx.is_busy(s.now, 4), "not connected yet");
-    s.settle();
-    assert_eq!(s.tx.state(), State::Open);
-    let left = s.tx.queued();
-    assert!((4..10).contains(&left), "some written, {left} wait");
-    assert!(s.tx.is_busy(s.now, 4), "wrote just now, enough queued");
-    assert!(!s.tx.is_busy(s.now, left + 1), "fewer than asked wait");
-    assert_eq!(s.tx.busy_until(), s.now + BUSY_WINDOW);
-    s.advance(BUSY_WINDOW - Duration::from_micros(1));
-    assert!(s.tx.is_busy(s.now, 4));
-    s.advance(Duration::from_micros(1));
-    assert!(!s.tx.is_busy(s.now, 4), "nothing written for BUSY_WINDOW");
-    assert!(!s.tx.is_stalled(s.now), "not stalled yet: intake goes on");
-    s.reading = true;
-    s.settle();
-    assert_eq!(s.tx.queued(), 0);
-    assert!(!s.tx.is_busy(s.now, 1));
-    s.one_outcome_each(1..=10);
-}
-
-#[test]
 fn a_member_that_left_is_released_once_nothing_is_owed() {
     let mut s = Sim::new(limits());
     s.acking = false;
