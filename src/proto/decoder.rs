@@ -208,7 +208,11 @@ mod tests {
         let mut oversized = good.clone();
         oversized[4..8].copy_from_slice(&2000u32.to_be_bytes());
         oversized.resize(HEADER_LEN + 2000, 0);
-        for (what, w) in [("flags", bad_flags), ("reserved", reserved), ("size", oversized)] {
+        for (what, w) in [
+            ("flags", bad_flags),
+            ("reserved", reserved),
+            ("size", oversized),
+        ] {
             let mut d = FrameDecoder::new(1000);
             let mut buf = BytesMut::from(&w[..]);
             assert!(d.decode(&mut buf).is_err(), "{what}");
@@ -225,7 +229,10 @@ mod tests {
         w.extend(good);
         let mut d = FrameDecoder::new(1000);
         let mut buf = Bytes::from(w);
-        assert_eq!(d.decode(&mut buf).unwrap().unwrap().header.ty, FrameType::Ping);
+        assert_eq!(
+            d.decode(&mut buf).unwrap().unwrap().header.ty,
+            FrameType::Ping
+        );
         let f = d.decode(&mut buf).unwrap().unwrap();
         assert_eq!((f.header.id, &f.payload[..]), (3, &b"abc"[..]));
         assert!(buf.is_empty() && d.decode(&mut buf).unwrap().is_none());
