@@ -40,7 +40,7 @@ static int checks_failed;
         }                                                                             \
     } while (0)
 
-static void sleep_ms(long ms) {
+static inline void sleep_ms(long ms) {
     struct timespec ts;
     ts.tv_sec = ms / 1000;
     ts.tv_nsec = (ms % 1000) * 1000000L;
@@ -48,7 +48,7 @@ static void sleep_ms(long ms) {
 }
 
 /* The thread's last error detail, as a static string (tests only). */
-static const char *last_error(void) {
+static inline const char *last_error(void) {
     static char buf[512];
     size_t n = 0;
     buf[0] = 0;
@@ -58,7 +58,7 @@ static const char *last_error(void) {
     return buf;
 }
 
-static int report(const char *name) {
+static inline int report(const char *name) {
     printf("%s: %d passed, %d failed\n", name, checks_passed, checks_failed);
     return checks_failed == 0 ? 0 : 1;
 }

@@ -515,12 +515,19 @@ static void test_deadline_and_close(void) {
     }
     cb_init(&s, st);
     CHECK_RC(sr_session_store_local_addr(st, &me), SR_OK);
-    /* An id whose primary is the silent member. */
-    for (int i = 0; i < 200 && !found; i++) {
-        snprintf(id, sizeof id, "silent%d", i);
-        if (sr_session_store_holders(st, (const uint8_t *)id, strlen(id), holders, 4, &n) == SR_OK &&
-            n >= 1 && holders[0].port != me.port) {
-            found = 1;
+    /* An id whose primary is the silent member, once its probe has made it
+     * a member (the probe runs on its own thread: wait for it, generously). */
+    for (int tries = 0; tries < 400 && !found; tries++) {
+        for (int i = 0; i < 200 && !found; i++) {
+            snprintf(id, sizeof id, "silent%d", i);
+            if (sr_session_store_holders(st, (const uint8_t *)id, strlen(id), holders, 4, &n) ==
+                    SR_OK &&
+                n >= 1 && holders[0].port != me.port) {
+                found = 1;
+            }
+        }
+        if (!found) {
+            sleep_ms(50);
         }
     }
     CHECK(found);

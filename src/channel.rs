@@ -201,7 +201,9 @@ impl ChannelBuilder {
                 tribes_peers,
                 any_tribes_peer,
                 membership,
-                sync: SyncSender::new(shared.clone(), limit),
+                sync: SyncSender::new(shared.clone(), limit).with_shared_connections(
+                    mode == ReplicationMode::Pooled && shared.cfg.pool_shared_connection,
+                ),
                 shared,
                 mode,
                 local: receiver.local_addr(),
@@ -464,9 +466,10 @@ impl Channel {
     /// Some destinations may be Tribes nodes: those get Tribes framing, the
     /// rest the native protocol, and the whole send ends by one deadline
     /// (`ackTimeout` from now): the Tribes members are sent to in parallel
-    /// (one `poll` loop on this thread), and in the synchronous modes
-    /// while the native members are, so a stalled member of either kind
-    /// delays no other. Nothing is sent to anyone when the message is
+    /// (one `poll` loop), and in the synchronous modes while the native
+    /// members are (a Tribes connect or write still in progress is driven
+    /// on a helper thread for the call meanwhile), so a stalled member of
+    /// either kind delays no other. Nothing is sent to anyone when the message is
     /// refused up front (too large; a full queue in the asynchronous modes).
     fn send_mixed(
         &self,
@@ -497,39 +500,33 @@ impl Channel {
             self.inner.tribes.frame(&payload, opts.ack, opts.compress)?
         };
         let sync = self.inner.mode.is_synchronous();
-        let (id, native_r, batch) = match native_msg {
+        let tx = &self.inner.tribes;
+        let (id, native_r, tribes_r) = match native_msg {
             None => {
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-                (id, Ok(id), None)
+                let b = tx.start(&tribes, head, body, opts.ack, deadline);
+                (id, Ok(id), tx.finish(b))
             }
             // The native members' enqueue decides first: refused, no
             // Tribes member gets the message either.
             Some(m) if !sync => {
                 let id = self.dispatch_native(&native, m, ticket.clone(), None)?;
-                (id, Ok(id), None)
+                let b = tx.start(&tribes, head, body, opts.ack, deadline);
+                (id, Ok(id), tx.finish(b))
             }
-            // Tribes frames go out first (without blocking); their acks
-            // come in while the native members are served.
+            // Tribes frames go out first (without blocking) and progress
+            // (connects, writes, acks) while the native members are served.
             Some(m) => {
-                let b = self.inner.tribes.start(
-                    &tribes,
-                    head.clone(),
-                    body.clone(),
-                    opts.ack,
-                    deadline,
-                );
+                let b = tx.start(&tribes, head, body, opts.ack, deadline);
                 let id = m.id;
-                let r = self.dispatch_native(&native, m, ticket.clone(), Some(deadline));
-                (id, r, Some(b))
+                let (r, t) = tx.finish_alongside(b, || {
+                    self.dispatch_native(&native, m, ticket.clone(), Some(deadline))
+                });
+                (id, r, t)
             }
         };
-        let batch = batch.unwrap_or_else(|| {
-            self.inner
-                .tribes
-                .start(&tribes, head, body, opts.ack, deadline)
-        });
         let mut first_err = native_r.err();
-        for (a, sent) in self.inner.tribes.finish(batch) {
+        for (a, sent) in tribes_r {
             let o = sent.map(|()| {
                 if opts.ack == crate::config::AckMode::None {
                     Delivery::Sent

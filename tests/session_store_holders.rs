@@ -90,3 +90,31 @@ fn holders_of_a_lone_node_is_itself() {
     let me = nodes[0].store.local_addr();
     assert_eq!(nodes[0].store.holders(b"any"), vec![me]);
 }
+
+#[test]
+fn local_copy_is_the_copy_each_holder_keeps_and_none_elsewhere() {
+    let cfg = cluster_settings(&["backupCount=1"]);
+    let nodes = cluster(3, &cfg);
+    for n in &nodes {
+        wait_members(&n.store, 2);
+    }
+    create(&nodes[0].store, "mine", "k", "v1");
+    let h = nodes[0].store.holders(b"mine");
+    for n in &nodes {
+        let held = h.contains(&n.store.local_addr());
+        if held {
+            // The backup's copy arrives with the commit's ack at the latest.
+            wait_for("the holder's copy", || {
+                n.store.local_copy(b"mine").is_some()
+            });
+            let s = n.store.local_copy(b"mine").unwrap();
+            assert_eq!(s.attribute(b"k").map(|v| &v[..]), Some(&b"v1"[..]));
+        } else {
+            assert!(
+                n.store.local_copy(b"mine").is_none(),
+                "a non-holder has no local copy"
+            );
+        }
+    }
+    assert!(nodes[0].store.local_copy(b"never-made").is_none());
+}

@@ -22,12 +22,54 @@ on_both_drivers!(
     sessionrepl_sends_to_tribes_and_waits_for_its_ack,
     envelope_mode_carries_whole_channel_data_both_ways,
     mixed_send_to_stalled_members_ends_by_one_ack_timeout,
+    mixed_sync_send_writes_a_large_tribes_frame_while_a_native_member_stalls,
 );
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn compile() -> Result<std::path::PathBuf, String> {
+/// The Java peer's classes, or `None` (the reason printed) where they
+/// cannot be built here (never under `CI=true`: [`compile_java`] fails).
+fn classes() -> Option<std::path::PathBuf> {
     compile_java("TribesTransportPeer.java")
+        .map_err(|why| println!("SKIP tribes_transport: {why}"))
+        .ok()
+}
+
+/// Sends `text` to `to` with an ack after delivery and waits for every
+/// member's outcome; returns them and how long the send took to end.
+fn send_acked(
+    tx: &Channel,
+    to: &[SocketAddr],
+    text: &str,
+) -> (Vec<(SocketAddr, sessionrepl::transport::Outcome)>, Duration) {
+    let opts = SendOptions {
+        ack: AckMode::Delivery,
+        compress: false,
+    };
+    let t0 = std::time::Instant::now();
+    let (_, ticket) = tx
+        .send_with_ticket(to, Bytes::from(text.to_string()), opts)
+        .unwrap();
+    let outcomes = ticket.wait(WAIT).unwrap();
+    (outcomes, t0.elapsed())
+}
+
+/// Asserts one outcome per member of `to`: `Acked` for the `healthy`,
+/// `Timeout` for the others.
+fn assert_outcomes(
+    outcomes: &[(SocketAddr, sessionrepl::transport::Outcome)],
+    to: &[SocketAddr],
+    healthy: &[SocketAddr],
+) {
+    use sessionrepl::transport::Delivery;
+    assert_eq!(outcomes.len(), to.len());
+    for (a, o) in outcomes {
+        if healthy.contains(a) {
+            assert!(matches!(o, Ok(Delivery::Acked)), "{a}: {o:?}");
+        } else {
+            assert!(matches!(o, Err(Error::Timeout)), "{a}: {o:?}");
+        }
+    }
 }
 
 type Peer = TribesPeer;
@@ -38,12 +80,8 @@ type Peer = TribesPeer;
 /// accepted the same way.
 #[test]
 fn a_session_store_refuses_a_tribes_node_in_static_members() {
-    let classes = match compile() {
-        Ok(c) => c,
-        Err(why) => {
-            println!("SKIP tribes_transport: {why}");
-            return;
-        }
+    let Some(classes) = classes() else {
+        return;
     };
     let peer = Peer::start(&classes, false, None);
     let static_cfg = |members: &str| {
@@ -100,12 +138,8 @@ fn node() -> (Channel, Received) {
 }
 
 fn tribes_sends_to_sessionrepl_with_every_ack_mode_and_gzip() {
-    let classes = match compile() {
-        Ok(c) => c,
-        Err(why) => {
-            println!("SKIP tribes_transport: {why}");
-            return;
-        }
+    let Some(classes) = classes() else {
+        return;
     };
     for gzip in [false, true] {
         let mut peer = Peer::start(&classes, gzip, None);
@@ -169,12 +203,8 @@ fn tribes_sends_to_sessionrepl_with_every_ack_mode_and_gzip() {
 }
 
 fn sessionrepl_sends_to_tribes_and_waits_for_its_ack() {
-    let classes = match compile() {
-        Ok(c) => c,
-        Err(why) => {
-            println!("SKIP tribes_transport: {why}");
-            return;
-        }
+    let Some(classes) = classes() else {
+        return;
     };
     for gzip in [false, true] {
         let mut peer = Peer::start(&classes, gzip, None);
@@ -210,12 +240,8 @@ fn sessionrepl_sends_to_tribes_and_waits_for_its_ack() {
 /// to a Tribes member as is, and its ack (or FAIL_ACK) comes back.
 fn envelope_mode_carries_whole_channel_data_both_ways() {
     use sessionrepl::__internal::wire::tribes::{ChannelData, TribesMember};
-    let classes = match compile() {
-        Ok(c) => c,
-        Err(why) => {
-            println!("SKIP tribes_transport: {why}");
-            return;
-        }
+    let Some(classes) = classes() else {
+        return;
     };
     for gzip in [false, true] {
         let mut peer = Peer::start(&classes, gzip, None);
@@ -350,14 +376,9 @@ fn announce(
 /// one `ackTimeout` per stalled member one after another; the healthy
 /// members get the message and ack it.
 fn mixed_send_to_stalled_members_ends_by_one_ack_timeout() {
-    use sessionrepl::{Config, ReplicationMode};
-    use std::time::Instant;
-    let classes = match compile() {
-        Ok(c) => c,
-        Err(why) => {
-            println!("SKIP tribes_transport: {why}");
-            return;
-        }
+    use sessionrepl::ReplicationMode;
+    let Some(classes) = classes() else {
+        return;
     };
     let mut healthy = Peer::start(&classes, false, None);
     let stopped = Peer::start(&classes, false, None);
@@ -371,12 +392,7 @@ fn mixed_send_to_stalled_members_ends_by_one_ack_timeout() {
     let native_deaf = deaf(stop.clone());
     let (rx, got) = node();
     let tribes = vec![healthy.addr(), stopped.addr(), d1, d2];
-    let mport = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let group = std::net::Ipv4Addr::new(239, 203, (std::process::id() % 250) as u8, 9);
+    let (group, mport) = private_group(9);
     let ann = announce(group, mport, tribes.clone(), stop.clone());
     let ack_timeout = Duration::from_millis(2000);
     for (n, mode) in [
@@ -386,46 +402,11 @@ fn mixed_send_to_stalled_members_ends_by_one_ack_timeout() {
     .into_iter()
     .enumerate()
     {
-        let mut cfg: Config = io_cfg();
-        for (k, v) in [
-            ("membershipType", "multicast".to_string()),
-            ("mcastAddr", group.to_string()),
-            ("mcastPort", mport.to_string()),
-            ("mcastBindAddress", "127.0.0.1".into()),
-            ("mcastTTL", "1".into()),
-            ("mcastFrequency", "100".into()),
-            ("mcastDropTime", "30000".into()),
-        ] {
-            cfg.set(k, &v).unwrap();
-        }
-        cfg.replication_mode = mode;
-        cfg.ack_timeout = ack_timeout;
-        let tx = Channel::builder(cfg).start().unwrap();
-        let known = Instant::now() + WAIT;
-        while !tribes
-            .iter()
-            .all(|a| tx.members().iter().any(|m| m.addr == *a))
-        {
-            assert!(
-                Instant::now() < known,
-                "Tribes members not learnt: {:?}",
-                tx.members()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let tx = mixed_sender(mode, ack_timeout, (group, mport), &tribes);
         let mut to = vec![rx.local_addr(), native_deaf];
         to.extend(&tribes);
         let text = format!("mixed-{n}");
-        let opts = SendOptions {
-            ack: AckMode::Delivery,
-            compress: false,
-        };
-        let t0 = Instant::now();
-        let (_, ticket) = tx
-            .send_with_ticket(&to, Bytes::from(text.clone()), opts)
-            .unwrap();
-        let outcomes = ticket.wait(WAIT).unwrap();
-        let took = t0.elapsed();
+        let (outcomes, took) = send_acked(&tx, &to, &text);
         eprintln!("{mode:?}: mixed send to 6 members, 4 stalled, took {took:?}: {outcomes:?}");
         // Before: one ackTimeout for the native part, then one per stalled
         // Tribes member (>= 3 x ackTimeout here).
@@ -433,18 +414,7 @@ fn mixed_send_to_stalled_members_ends_by_one_ack_timeout() {
             took < ack_timeout + Duration::from_millis(1500),
             "{mode:?}: took {took:?}, ackTimeout {ack_timeout:?}"
         );
-        for (a, o) in &outcomes {
-            let healthy_member = *a == rx.local_addr() || *a == healthy.addr();
-            if healthy_member {
-                assert!(
-                    matches!(o, Ok(sessionrepl::transport::Delivery::Acked)),
-                    "{a}: {o:?}"
-                );
-            } else {
-                assert!(matches!(o, Err(Error::Timeout)), "{a}: {o:?}");
-            }
-        }
-        assert_eq!(outcomes.len(), to.len());
+        assert_outcomes(&outcomes, &to, &[rx.local_addr(), healthy.addr()]);
         let l = healthy.expect("received");
         assert!(l.contains(&format!("text={text} ")), "{l}");
         assert!(got.lock().unwrap().iter().any(|(_, t)| *t == text));
@@ -456,5 +426,113 @@ fn mixed_send_to_stalled_members_ends_by_one_ack_timeout() {
         .args(["-CONT", &stopped.child.id().to_string()])
         .status();
     healthy.cmd("stop");
+    rx.stop();
+}
+
+/// A multicast group and port of this test cluster's own (`salt` tells
+/// the tests of one process apart), on loopback only.
+fn private_group(salt: u8) -> (std::net::Ipv4Addr, u16) {
+    let mport = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pid = (std::process::id() % 250) as u8;
+    (std::net::Ipv4Addr::new(239, 203, pid, salt), mport)
+}
+
+/// A sender in `mode` with `ackTimeout`, which learns `tribes` as Tribes
+/// nodes from [`announce`]'s heartbeats on `group`; returned once it
+/// knows them all.
+fn mixed_sender(
+    mode: sessionrepl::ReplicationMode,
+    ack_timeout: Duration,
+    group: (std::net::Ipv4Addr, u16),
+    tribes: &[SocketAddr],
+) -> Channel {
+    let mut cfg: sessionrepl::Config = io_cfg();
+    for (k, v) in [
+        ("membershipType", "multicast".to_string()),
+        ("mcastAddr", group.0.to_string()),
+        ("mcastPort", group.1.to_string()),
+        ("mcastBindAddress", "127.0.0.1".into()),
+        ("mcastTTL", "1".into()),
+        ("mcastFrequency", "100".into()),
+        ("mcastDropTime", "30000".into()),
+    ] {
+        cfg.set(k, &v).unwrap();
+    }
+    cfg.replication_mode = mode;
+    cfg.ack_timeout = ack_timeout;
+    let tx = Channel::builder(cfg).start().unwrap();
+    let known = std::time::Instant::now() + WAIT;
+    while !tribes
+        .iter()
+        .all(|a| tx.members().iter().any(|m| m.addr == *a))
+    {
+        assert!(
+            std::time::Instant::now() < known,
+            "Tribes members not learnt: {:?}",
+            tx.members()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tx
+}
+
+/// One synchronous send to a native member that never reads, a live native
+/// member and a live Tribes JVM, with a frame (8 MiB) far larger than what
+/// the sockets take at once: the Tribes frame is written while the native
+/// part waits, so the Tribes member gets the message and acks it within the
+/// one `ackTimeout`; only the stalled member ends in `Timeout`. Before, the
+/// Tribes frame stopped where the socket first filled and went on only after
+/// the native part's deadline, so it too ended in `Timeout`.
+fn mixed_sync_send_writes_a_large_tribes_frame_while_a_native_member_stalls() {
+    let Some(classes) = classes() else {
+        return;
+    };
+    let mut peer = Peer::start(&classes, false, None);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let native_deaf = deaf(stop.clone());
+    let (rx, got) = node();
+    let tribes = vec![peer.addr()];
+    let (group, mport) = private_group(10);
+    let ann = announce(group, mport, tribes.clone(), stop.clone());
+    let ack_timeout = Duration::from_millis(2000);
+    let tx = mixed_sender(
+        sessionrepl::ReplicationMode::Synchronous,
+        ack_timeout,
+        (group, mport),
+        &tribes,
+    );
+    let text = format!("big-{}", "x".repeat(8 << 20));
+    let to = vec![native_deaf, rx.local_addr(), peer.addr()];
+    let (outcomes, took) = send_acked(&tx, &to, &text);
+    let short: Vec<_> = outcomes
+        .iter()
+        .map(|(a, o)| (a, o.as_ref().map_err(|e| e.to_string())))
+        .collect();
+    eprintln!(
+        "mixed sync send of {} bytes took {took:?}: {short:?}",
+        text.len()
+    );
+    assert_outcomes(&outcomes, &to, &[rx.local_addr(), peer.addr()]);
+    // The stalled member holds the send to its deadline, and no longer.
+    assert!(
+        took >= ack_timeout - Duration::from_millis(50)
+            && took < ack_timeout + Duration::from_millis(1500),
+        "took {took:?}, ackTimeout {ack_timeout:?}"
+    );
+    let l = peer.expect("received");
+    assert!(
+        l.starts_with(&format!("received bytes={} text=big-xxx", text.len())),
+        "{}",
+        &l[..80.min(l.len())]
+    );
+    assert!(got.lock().unwrap().iter().any(|(_, t)| *t == text));
+    tx.stop();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    ann.join().unwrap();
+    peer.cmd("stop");
     rx.stop();
 }

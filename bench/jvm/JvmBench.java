@@ -113,29 +113,15 @@ public final class JvmBench {
     // ---- native channel through JNI ----
 
     static Config nativeCfg(String mode) {
-        return new Config().set("tcpListenAddress", "127.0.0.1").set("membershipType", "none")
+        Config c = new Config().set("tcpListenAddress", "127.0.0.1").set("membershipType", "none")
             .set("replicationMode", mode).set("ackTimeout", "30000");
+        // -Ds8.io=mio|uring: the driver (default: the config's default)
+        String io = System.getProperty("s8.io");
+        return io == null ? c : c.set("ioBackend", io);
     }
 
     static Row nativeFast(int count) throws Exception {
-        AtomicLong got = new AtomicLong();
-        byte[] p = payload();
-        try (Channel b = Channel.builder(nativeCfg("fastasyncqueue")).onMessage(m -> got.incrementAndGet()).start();
-             Channel a = Channel.builder(nativeCfg("fastasyncqueue")).start()) {
-            InetSocketAddress[] to = {b.localAddress()};
-            SendOptions none = SendOptions.ack(SendOptions.Ack.NONE).compress(false);
-            int warm = warmup(count);
-            for (int i = 0; i < warm; i++) {
-                sendRetrying(a, to, p, none);
-            }
-            await(got, warm, "native warm-up");
-            long t0 = System.nanoTime();
-            for (int i = 0; i < count; i++) {
-                sendRetrying(a, to, p, none);
-            }
-            await(got, warm + (long) count, "native fastasync");
-            return new Row("fastasync-1k", "sessionrepl-jni", count, (System.nanoTime() - t0) / 1e9, new long[0]);
-        }
+        return nativeRun(count, false, false, "sessionrepl-jni");
     }
 
     /**
@@ -144,9 +130,22 @@ public final class JvmBench {
      * that reads each payload's length (one JNI upcall per receive batch).
      */
     static Row nativeFastBatch(int count) throws Exception {
+        return nativeRun(count, true, true, "sessionrepl-jni-batch");
+    }
+
+    /**
+     * Fastasync through the native channel: {@code send} per message or
+     * {@code sendBatch}; a per-message {@code onMessage} listener (a
+     * {@link io.sessionrepl.Message} each) or a batch listener that reads
+     * each payload's length. The mixed pairs (-Ds8.only=jni-send|jni-recv)
+     * tell the send side's per-call cost from the receive side's.
+     */
+    static Row nativeRun(int count, boolean batchSend, boolean batchListen, String impl) throws Exception {
         AtomicLong got = new AtomicLong();
         byte[] p = payload();
-        try (Channel b = Channel.builder(nativeCfg("fastasyncqueue")).onMessageBatch(batch -> {
+        Channel.Builder rb = Channel.builder(nativeCfg("fastasyncqueue"));
+        if (batchListen) {
+            rb.onMessageBatch(batch -> {
                 long bytes = 0;
                 for (int i = 0; i < batch.size(); i++) {
                     bytes += batch.payloadLength(i);
@@ -154,18 +153,33 @@ public final class JvmBench {
                 if (bytes >= 0) {
                     got.addAndGet(batch.size());
                 }
-            }).start();
+            });
+        } else {
+            rb.onMessage(m -> got.incrementAndGet());
+        }
+        try (Channel b = rb.start();
              Channel a = Channel.builder(nativeCfg("fastasyncqueue")).start()) {
             InetSocketAddress[] to = {b.localAddress()};
             SendOptions none = SendOptions.ack(SendOptions.Ack.NONE).compress(false);
             ByteBuffer buf = ByteBuffer.allocateDirect(BATCH * (4 + SIZE));
             int warm = warmup(count);
-            sendBatches(a, to, p, none, buf, warm);
-            await(got, warm, "native batch warm-up");
+            sendAll(a, to, p, none, buf, warm, batchSend);
+            await(got, warm, impl + " warm-up");
             long t0 = System.nanoTime();
-            sendBatches(a, to, p, none, buf, count);
-            await(got, warm + (long) count, "native fastasync batch");
-            return new Row("fastasync-1k", "sessionrepl-jni-batch", count, (System.nanoTime() - t0) / 1e9, new long[0]);
+            sendAll(a, to, p, none, buf, count, batchSend);
+            await(got, warm + (long) count, impl);
+            return new Row("fastasync-1k", impl, count, (System.nanoTime() - t0) / 1e9, new long[0]);
+        }
+    }
+
+    static void sendAll(Channel a, InetSocketAddress[] to, byte[] p, SendOptions o, ByteBuffer buf, int count,
+            boolean batch) throws InterruptedException {
+        if (batch) {
+            sendBatches(a, to, p, o, buf, count);
+            return;
+        }
+        for (int i = 0; i < count; i++) {
+            sendRetrying(a, to, p, o);
         }
     }
 
@@ -343,6 +357,24 @@ public final class JvmBench {
         ROOT_LOG.setLevel(Level.SEVERE);
         int count = args.length > 0 ? Integer.parseInt(args[0]) : 200_000;
         int acks = args.length > 1 ? Integer.parseInt(args[1]) : 20_000;
+        // -Ds8.only=jni|jni-batch|tribes: that fastasync impl alone, for a
+        // profiler (perf record on this JVM); prints its rows and stops.
+        // jni-send (send per message, batch listener) and jni-recv
+        // (sendBatch, onMessage per message) split the per-message row.
+        String only = System.getProperty("s8.only");
+        if (only != null) {
+            Row o = null;
+            for (int r = 0; r < ROUNDS; r++) {
+                Row next = only.equals("jni") ? nativeFast(count)
+                    : only.equals("jni-batch") ? nativeFastBatch(count)
+                    : only.equals("jni-send") ? nativeRun(count, false, true, "sessionrepl-jni-send")
+                    : only.equals("jni-recv") ? nativeRun(count, true, false, "sessionrepl-jni-recv")
+                    : tribesRun(false, count);
+                next.print();
+                o = best(o, next);
+            }
+            System.exit(0);
+        }
         // Fastasync: ROUNDS rounds, the three impls interleaved in each (so a
         // load spike on this shared machine hits them alike); each impl's
         // best round is printed.
@@ -350,9 +382,13 @@ public final class JvmBench {
         Row nb = null;
         Row tf = null;
         for (int r = 0; r < ROUNDS; r++) {
-            nf = best(nf, nativeFast(count));
-            nb = best(nb, nativeFastBatch(count));
-            tf = best(tf, tribesRun(false, count));
+            Row[] round = {nativeFast(count), nativeFastBatch(count), tribesRun(false, count)};
+            nf = best(nf, round[0]);
+            nb = best(nb, round[1]);
+            tf = best(tf, round[2]);
+            // every round on stderr (stdout keeps the scenario lines)
+            System.err.printf(Locale.ROOT, "S8 round %d: jni %.0f batch %.0f tribes %.0f msgs/s%n",
+                r + 1, round[0].rate(), round[1].rate(), round[2].rate());
         }
         nf.print();
         nb.print();

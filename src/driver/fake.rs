@@ -56,6 +56,9 @@ pub(crate) struct FakeDriver {
     /// What the peer of each new connection sends first, unasked (a
     /// receiver's reply preface, which senders wait for).
     pub(crate) greeting: Vec<u8>,
+    /// A sleeping poll returns at this time at the latest, as if the peer
+    /// acted then: a test acts at an exact virtual time.
+    pub(crate) wake_at: Option<Instant>,
     ready: Vec<Event>,
     waker: Arc<FakeWaker>,
 }
@@ -72,6 +75,7 @@ impl FakeDriver {
             waits: Vec::new(),
             multishot: false,
             greeting: Vec::new(),
+            wake_at: None,
             ready: Vec::new(),
             waker: Arc::default(),
         }
@@ -271,7 +275,11 @@ impl Driver for FakeDriver {
         self.waits.push(timeout);
         if self.ready.is_empty() {
             // Virtual time: a sleep passes at once; a zero wait still ticks.
-            self.clock += timeout.max(Duration::from_micros(1));
+            let mut step = timeout.max(Duration::from_micros(1));
+            if let Some(w) = self.wake_at.filter(|&w| w > self.clock) {
+                step = step.min(w - self.clock);
+            }
+            self.clock += step;
         }
         out.append(&mut self.ready);
         Ok(())

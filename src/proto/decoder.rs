@@ -21,6 +21,11 @@ pub trait FrameBuf: std::ops::Deref<Target = [u8]> {
     fn skip(&mut self, n: usize);
     /// Splits the first `n` bytes off as a shared, zero-copy slice.
     fn split_frame(&mut self, n: usize) -> Bytes;
+    /// The buffer itself if it is mutable (a connection's own receive
+    /// buffer, where records are opened in place).
+    fn as_bytes_mut(&mut self) -> Option<&mut BytesMut> {
+        None
+    }
 }
 
 impl FrameBuf for BytesMut {
@@ -31,6 +36,10 @@ impl FrameBuf for BytesMut {
     #[inline]
     fn split_frame(&mut self, n: usize) -> Bytes {
         self.split_to(n).freeze()
+    }
+    #[inline]
+    fn as_bytes_mut(&mut self) -> Option<&mut BytesMut> {
+        Some(self)
     }
 }
 

@@ -68,6 +68,11 @@ impl InboundConn {
         self.secure.as_ref().is_some_and(|s| s.is_established())
     }
 
+    /// The secure filter, in secure mode.
+    pub fn secure_stream(&mut self) -> Option<&mut SecureStream> {
+        self.secure.as_deref_mut()
+    }
+
     /// True in secure mode.
     pub fn is_secure(&self) -> bool {
         self.secure.is_some()

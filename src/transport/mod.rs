@@ -1,12 +1,12 @@
 //! Senders (the four replication modes) and the receiver.
 //!
-//! - [`receiver`]: one I/O thread accepts, reads into large (or provided)
+//! - `receiver`: one I/O thread accepts, reads into large (or provided)
 //!   buffers, decodes in place and hands the listener zero-copy slices, in
 //!   order per connection; an optional worker pool keeps that order.
-//! - [`sync`]: `synchronous` and `pooled`: the caller's thread writes on a
+//! - `sync`: `synchronous` and `pooled`: the caller's thread writes on a
 //!   checked-out connection and waits for its ack there.
-//! - [`pump`]: `asynchronous` and `fastasyncqueue`: one I/O thread drives
-//!   every member's sans-IO [`SenderConn`](crate::proto::sender::SenderConn)
+//! - `pump`: `asynchronous` and `fastasyncqueue`: one I/O thread drives
+//!   every member's sans-IO `SenderConn`
 //!   (queue, window, acks, deadlines, resend), writing many frames per
 //!   driver call; the two modes differ only in admission policy.
 //!

@@ -109,6 +109,9 @@ pub(crate) struct ConnCore {
     opened: bool,
     /// A frame is partly received and its `connectionUploadTimeout` runs.
     mid_frame: bool,
+    /// Shared-key mode: bytes of a record not complete yet (so not opened).
+    /// They are part of the frame in progress for its upload deadline.
+    pub(super) unopened: usize,
     /// The inner frames of a BATCH not delivered yet: a batch stops where
     /// a bound pauses the connection and goes on when it resumes, so one
     /// batch cannot queue a million jobs or acks at once.
@@ -156,6 +159,10 @@ pub(crate) struct RxCore {
     /// turn (or [`super::MAX_DELIVERY_BATCH`]), with their ack-after-delivery bit.
     inline: Vec<(Message, bool)>,
     results: Vec<Result<(), String>>,
+    /// The engine's clock for this turn ([`RxCore::set_now`]): every
+    /// deadline and bound reads this, never the OS clock, so the protocol
+    /// logic runs the same on a virtual clock.
+    now: Instant,
 }
 
 /// The receiver bounds from the config, `driver_pool` bytes of the memory
@@ -224,6 +231,7 @@ pub(crate) fn start_workers(
         tribes_crypt: secure::TribesCrypt::for_node(shared),
         inline: Vec::new(),
         results: Vec::new(),
+        now: Instant::now(),
     };
     Ok((core, handles))
 }
@@ -240,12 +248,18 @@ pub(crate) fn stop_workers(workers: &mut [WorkerHandle]) {
 }
 
 impl RxCore {
+    /// Sets the time the engine read from its driver's clock for this
+    /// turn (one read per turn, not per message).
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
     /// Decides on a connection just accepted as `token` (tokens ascend):
     /// accept it, accept it after closing an older connection still in its
     /// handshake (the caller closes that one with [`Close::Limit`]), or
     /// refuse it (counted and logged here; the caller drops the socket).
     pub(crate) fn admit(&mut self, token: usize, peer: SocketAddr) -> Admit {
-        let a = self.limits.admit(token, Instant::now());
+        let a = self.limits.admit(token, self.now);
         if a == Admit::Refuse {
             Stats::add(&self.shared.stats.rx_limit_closes, 1);
             sr_log!(
@@ -273,6 +287,7 @@ impl RxCore {
             hold: None,
             reserved: 0,
             mid_frame: false,
+            unopened: 0,
             inflated: 0,
             opened: false,
             batch_rest: None,
@@ -310,7 +325,7 @@ impl RxCore {
         }
         if c.hold != Some(Hold::Output) && self.limits.output_over(c.proto.pending_output()) {
             c.hold = Some(Hold::Output);
-            self.limits.output_blocked(c.token, Instant::now());
+            self.limits.output_blocked(c.token, self.now);
         }
     }
 
@@ -333,7 +348,7 @@ impl RxCore {
     /// Connections whose deadline passed, with the reason to close them.
     pub(crate) fn expired(&mut self) -> Vec<(usize, Close)> {
         self.limits
-            .expired(Instant::now())
+            .expired(self.now)
             .into_iter()
             .map(|(t, e)| {
                 let why = match e {
@@ -350,11 +365,11 @@ impl RxCore {
             .collect()
     }
 
-    /// How long the driver may sleep before a deadline is due (capped at
-    /// `max`).
+    /// How long the driver may sleep from the time last set before a
+    /// deadline is due (capped at `max`).
     pub(crate) fn sleep_for(&self, max: Duration) -> Duration {
         match self.limits.next_deadline() {
-            Some(d) => d.saturating_duration_since(Instant::now()).min(max),
+            Some(d) => d.saturating_duration_since(self.now).min(max),
             None => max,
         }
     }
@@ -364,7 +379,7 @@ impl RxCore {
     fn over_bounds(&mut self, c: &mut ConnCore) -> bool {
         if self.limits.output_over(c.proto.pending_output()) {
             c.hold = Some(Hold::Output);
-            self.limits.output_blocked(c.token, Instant::now());
+            self.limits.output_blocked(c.token, self.now);
             return true;
         }
         if c.inflated >= self.limits.config().inflate_per_turn {
@@ -393,18 +408,19 @@ impl RxCore {
             return;
         }
         let need = len.min(self.limits.config().max_receive_memory);
-        if self.limits.reserve(c.token, need, Instant::now()) {
+        if self.limits.reserve(c.token, need, self.now) {
             c.reserved = need;
         } else {
             c.hold = Some(Hold::Memory);
         }
     }
 
-    /// The decoder needs more bytes and `left` are buffered: a frame in
-    /// part (of any size) must complete within `connectionUploadTimeout`
-    /// from its start; `fresh` says frames completed since the last call,
-    /// so what is buffered is a new frame. Nothing buffered: between
-    /// frames, no deadline.
+    /// The decoder needs more bytes and `left` bytes of the next frame
+    /// are in (buffered, or a header the decoder took): a frame in part
+    /// (of any size) must complete within `connectionUploadTimeout` from
+    /// its start; `fresh` says frames completed since the last call, so
+    /// what is in is a new frame. Nothing in: between frames, no
+    /// deadline.
     fn mid_frame(&mut self, c: &mut ConnCore, left: usize, fresh: bool) {
         if left == 0 {
             if std::mem::take(&mut c.mid_frame) {
@@ -412,7 +428,7 @@ impl RxCore {
             }
         } else if !c.mid_frame || fresh {
             c.mid_frame = true;
-            self.limits.frame_started(c.token, Instant::now());
+            self.limits.frame_started(c.token, self.now);
         }
     }
 
@@ -490,7 +506,12 @@ impl RxCore {
                 Ok(Some(ev)) => ev,
                 Ok(None) => {
                     if c.opened {
-                        self.mid_frame(c, buf.len(), decoded);
+                        // A header the decoder already took is part of
+                        // the frame in progress, even with no payload
+                        // byte buffered yet.
+                        // So are the bytes of a record not yet complete.
+                        let taken = c.proto.frame_in_progress().map_or(0, |_| HEADER_LEN);
+                        self.mid_frame(c, buf.len() + taken + c.unopened, decoded);
                     }
                     // PINGs are answered inside `poll`: check their PONGs.
                     if !self.over_bounds(c) {

@@ -241,14 +241,16 @@ fn a_small_frame_stopped_midway_expires_at_connection_upload_timeout() {
     );
     // Half a header, then half a small frame: its clock starts at the first
     // byte and does not restart while the same frame trickles in.
-    let t0 = Instant::now();
+    let t0 = Instant::now() + Duration::from_secs(1);
+    rx.set_now(t0);
     buf.extend_from_slice(&frame[..5]);
     rx.decode(1, &mut c, &mut buf).unwrap();
     let due = rx
         .limits
         .next_deadline()
         .expect("a frame started has a deadline");
-    assert!(due >= t0 + Duration::from_secs(30) && due < Instant::now() + Duration::from_secs(30));
+    assert_eq!(due, t0 + Duration::from_secs(30), "from the engine's clock");
+    rx.set_now(t0 + Duration::from_secs(7));
     buf.extend_from_slice(&frame[5..60]);
     rx.decode(1, &mut c, &mut buf).unwrap();
     assert_eq!(
@@ -271,15 +273,17 @@ fn a_completed_frame_ends_its_deadline_and_the_next_partial_starts_anew() {
     buf.extend_from_slice(&a[..50]);
     rx.decode(1, &mut c, &mut buf).unwrap();
     let first = rx.limits.next_deadline().expect("first frame's deadline");
-    std::thread::sleep(Duration::from_millis(2));
+    let later = Duration::from_millis(2);
+    rx.set_now(first - Config::default().rx_limits.connection_upload_timeout + later);
     // The first frame completes and the second starts in the same read.
     buf.extend_from_slice(&a[50..]);
     buf.extend_from_slice(&b[..30]);
     rx.decode(1, &mut c, &mut buf).unwrap();
     assert_eq!(delivered.load(Ordering::SeqCst), 1);
     let second = rx.limits.next_deadline().expect("second frame's deadline");
-    assert!(
-        second > first,
+    assert_eq!(
+        second,
+        first + later,
         "the second frame's clock starts when it does"
     );
     buf.extend_from_slice(&b[30..]);

@@ -9,14 +9,14 @@
 
 use super::{Close, ConnCore, RxCore, Shared};
 use crate::proto::secure::tribes::{ReplayWindow, TribesCipher};
-use crate::proto::secure::{looks_secure, SecureError, SecureStream};
+use crate::proto::secure::{looks_secure, PlainBuf, SecureContext, SecureError, SecureStream};
 use crate::proto::FrameBuf;
 use crate::sr_log;
 use crate::stats::Stats;
 use crate::transport::unix_ms;
 use crate::wire::tribes::ChannelData;
 use crate::wire::{detect_dialect, Dialect};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// Most message IVs the Tribes replay window remembers.
 const TRIBES_REPLAY_IVS: usize = 65_536;
@@ -72,6 +72,9 @@ impl RxCore {
                 }
             }
         }
+        if c.proto.secure_stream().is_some_and(|s| s.opens_in_place()) {
+            return self.decode_in_place(token, c, buf);
+        }
         if !buf.is_empty() {
             let r = c.proto.open_secure(buf);
             buf.skip(buf.len());
@@ -80,6 +83,61 @@ impl RxCore {
         let mut plain = c.proto.take_plain();
         let r = self.decode_clear(token, c, &mut plain);
         c.proto.put_plain(plain);
+        r
+    }
+
+    /// True on a shared-key node: records are opened in the receive
+    /// buffer, so the driver should read into it (not into chunks of its
+    /// own, which would be copied there).
+    pub(crate) fn opens_in_place(&self) -> bool {
+        matches!(self.shared.secure, Some(SecureContext::SharedKey(_)))
+    }
+
+    /// Shared-key records opened where they lie (see
+    /// `SecureStream::open_in_place`), and frames decoded from the opened
+    /// plaintext as slices of the same buffer: the connection's receive
+    /// buffer when the driver reads into one, else the stream's own
+    /// buffer, which chunks from elsewhere (provided buffers) are copied
+    /// to once.
+    fn decode_in_place<B: FrameBuf>(
+        &mut self,
+        token: usize,
+        c: &mut ConnCore,
+        buf: &mut B,
+    ) -> Result<(), Close> {
+        let mut own = c.proto.take_plain();
+        let in_caller = own.is_empty() && buf.as_bytes_mut().is_some();
+        if !in_caller && !buf.is_empty() {
+            own.append(buf);
+            buf.skip(buf.len());
+        }
+        let here = match buf.as_bytes_mut() {
+            Some(b) if in_caller => b,
+            _ => &mut own,
+        };
+        let sec = c.proto.secure_stream().expect("secure mode");
+        let ready = match sec.open_in_place(here) {
+            Ok(n) => n,
+            Err(e) => {
+                c.proto.put_plain(own);
+                return Err(Close::Secure(e));
+            }
+        };
+        c.unopened = sec.unopened(here);
+        let mut plain = if ready > 0 {
+            here.split_to(ready)
+        } else {
+            BytesMut::new()
+        };
+        let r = self.decode_clear(token, c, &mut plain);
+        if let Some(sec) = c.proto.secure_stream() {
+            sec.plain_left(plain.len(), here);
+        }
+        if !plain.is_empty() {
+            plain.unsplit(std::mem::take(here));
+            *here = plain;
+        }
+        c.proto.put_plain(own);
         r
     }
 
@@ -140,3 +198,7 @@ impl RxCore {
 fn refused(why: &str) -> Close {
     Close::Secure(SecureError::Refused(why.into()))
 }
+
+#[cfg(test)]
+#[path = "rx_secure_tests.rs"]
+mod tests;

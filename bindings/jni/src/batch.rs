@@ -13,12 +13,14 @@
 //! most 8 of at most 1 MiB; a larger single message gets a buffer of its
 //! own that is not kept).
 //!
-//! Sending: a direct `ByteBuffer` holding `u32 length, bytes` per message
-//! is copied once and each message goes out as a slice of that copy.
+//! Sending: a direct `ByteBuffer` holding `u32 length, bytes` per message;
+//! each message is copied once, from the buffer into the channel's pooled
+//! intake ([`crate::intake`]), and queued as its own frame.
 
 use crate::boundary::{entry, with_env, Fail};
 use crate::channel::{chan, options};
 use crate::enc::Enc;
+use crate::intake::{direct, span, Dests};
 use crate::refs;
 use jni::objects::{GlobalRef, JByteArray, JByteBuffer, JClass, JObjectArray, JString, JValue};
 use jni::signature::ReturnType;
@@ -248,14 +250,26 @@ extern "system" fn channel_send_batch(
     opts: jint,
 ) -> jlong {
     entry(&mut env, 0, |env| {
-        let c = &chan(h)?.ch;
-        let to = crate::channel::dest_addrs(env, &dests)?;
-        let all = crate::channel::buffer_bytes(env, &buf, off, len)?;
+        let ch = chan(h)?;
+        let c = &ch.ch;
+        let to = Dests::read(env, &dests)?;
+        let mem = direct(env, &buf)?;
+        let (start, len) = span(off, len, mem.len(), usize::MAX)?;
+        let all = &mem[start..start + len];
+        let max = c.config().max_frame_size;
         let o = options(c, opts);
         let (mut count, mut at) = (0i64, 0usize);
         while at < all.len() {
-            let r = frame_at(&all, at).and_then(|(start, end)| {
-                c.send(&to, all.slice(start..end), o)?;
+            // Each message is copied from Java's buffer into the pooled
+            // intake (no allocation) and queued as its own frame.
+            let r = frame_at(all, at).and_then(|(s, end)| {
+                if end - s > max {
+                    return Err(Fail::arg(format!(
+                        "batch: message at byte {at} of {} bytes exceeds maxFrameSize {max}",
+                        end - s
+                    )));
+                }
+                c.send(to.as_slice(), ch.intake.slice(&all[s..end])?, o)?;
                 Ok(end)
             });
             match r {

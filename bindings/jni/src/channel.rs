@@ -3,7 +3,8 @@
 //! flush, stats; and the message, member and outcome callbacks.
 
 use crate::boundary::{bytes, entry, with_env, Fail};
-use crate::enc::{Dec, Enc};
+use crate::enc::Enc;
+use crate::intake::Dests;
 use crate::refs;
 use jni::objects::{
     GlobalRef, JByteArray, JByteBuffer, JClass, JObject, JObjectArray, JString, JValue,
@@ -56,6 +57,8 @@ fn config_parse(
 /// What a channel handle points at.
 pub(crate) struct ChannelHandle {
     pub(crate) ch: Channel,
+    /// Pooled memory the payloads to send are copied into.
+    pub(crate) intake: crate::intake::Intake,
 }
 
 /// The channel behind a handle from Java.
@@ -80,16 +83,20 @@ pub(crate) fn message_meta(m: &Message) -> Vec<u8> {
     e.0
 }
 
-/// A member: id, address, domain, alive ms, is-sessionrepl.
+/// A member: id, address, domain, alive ms, is-sessionrepl, its
+/// `memberPayload`.
 pub(crate) fn member_enc(e: &mut Enc, m: &Member) {
     e.0.extend_from_slice(&m.id);
     e.addr(m.addr)
         .bytes(&m.domain)
         .u64(m.alive.as_millis() as u64)
-        .u8(m.is_sessionrepl() as u8);
+        .u8(m.is_sessionrepl() as u8)
+        .bytes(m.member_payload());
 }
 
-fn member_event(ev: &MemberEvent) -> Vec<u8> {
+/// A membership event: kind (1 added, 2 removed, 3 suspect), the member,
+/// the removal reason.
+pub(crate) fn member_event(ev: &MemberEvent) -> Vec<u8> {
     let mut e = Enc::default();
     let (kind, reason) = match ev {
         MemberEvent::Added(_) => (1, ""),
@@ -197,7 +204,10 @@ extern "system" fn channel_start(
             });
         }
         let ch = b.start()?;
-        Ok(Box::into_raw(Box::new(ChannelHandle { ch })) as jlong)
+        Ok(Box::into_raw(Box::new(ChannelHandle {
+            ch,
+            intake: Default::default(),
+        })) as jlong)
     })
 }
 
@@ -281,93 +291,6 @@ pub(crate) fn options(c: &Channel, bits: jint) -> SendOptions {
     o
 }
 
-/// The destinations Java encoded (`Wire.addrs`); none for null.
-pub(crate) fn dest_addrs(env: &mut JNIEnv, dests: &JByteArray) -> Result<Vec<SocketAddr>, Fail> {
-    if dests.is_null() {
-        return Ok(Vec::new());
-    }
-    Dec::new(&env.convert_byte_array(dests)?).addrs()
-}
-
-/// An offset and a length from Java, both non-negative.
-fn span(off: jint, len: jint) -> Result<(usize, usize), Fail> {
-    match (usize::try_from(off), usize::try_from(len)) {
-        (Ok(o), Ok(l)) => Ok((o, l)),
-        _ => Err(Fail::arg("negative offset or length")),
-    }
-}
-
-/// Copies `len` bytes at `off` from a `byte[]` or a direct `ByteBuffer`.
-fn payload(
-    env: &mut JNIEnv,
-    arr: &JByteArray,
-    buf: &JByteBuffer,
-    off: jint,
-    len: jint,
-) -> Result<bytes::Bytes, Fail> {
-    if arr.is_null() {
-        return buffer_bytes(env, buf, off, len);
-    }
-    let (off, len) = span(off, len)?;
-    let n = env.get_array_length(arr)? as usize;
-    if off.checked_add(len).is_none_or(|end| end > n) {
-        return Err(Fail::arg("offset and length exceed the array"));
-    }
-    // Copied straight into uninitialized capacity: zeroing 1 KiB first
-    // (calloc) showed in the per-message send's profile.
-    let mut v: Vec<u8> = Vec::with_capacity(len);
-    let raw = env.get_raw();
-    // SAFETY: `raw` is this call's valid JNIEnv; GetByteArrayRegion is a
-    // function every JVM provides; `arr` is a live local reference and
-    // `off + len <= n` was checked above, so it writes exactly `len` bytes
-    // to `v`'s capacity of `len` (or, on failure, nothing and raises).
-    unsafe {
-        let f = (**raw)
-            .GetByteArrayRegion
-            .ok_or_else(|| Fail::arg("JNI: no GetByteArrayRegion"))?;
-        f(
-            raw,
-            arr.as_raw(),
-            off as i32,
-            len as i32,
-            v.as_mut_ptr().cast::<i8>(),
-        );
-    }
-    if env.exception_check()? {
-        return Err(Fail::Pending);
-    }
-    // SAFETY: the JVM wrote all `len` bytes (no exception is pending).
-    unsafe { v.set_len(len) };
-    Ok(bytes::Bytes::from(v))
-}
-
-/// Copies `len` bytes at `off` from a direct `ByteBuffer`.
-pub(crate) fn buffer_bytes(
-    env: &mut JNIEnv,
-    buf: &JByteBuffer,
-    off: jint,
-    len: jint,
-) -> Result<bytes::Bytes, Fail> {
-    let (off, len) = span(off, len)?;
-    if buf.is_null() {
-        return Err(Fail::Named(
-            "SR_NULL_PARAMETER".into(),
-            "null payload".into(),
-        ));
-    }
-    let p = env
-        .get_direct_buffer_address(buf)
-        .map_err(|_| Fail::arg("not a direct ByteBuffer"))?;
-    let cap = env.get_direct_buffer_capacity(buf)?;
-    if off.checked_add(len).is_none_or(|end| end > cap) {
-        return Err(Fail::arg("offset and length exceed the buffer"));
-    }
-    // SAFETY: `p` is the direct buffer's memory of `cap` bytes, which the
-    // buffer object (alive for this call) keeps; `off + len <= cap`.
-    let s = unsafe { std::slice::from_raw_parts(p.add(off), len) };
-    Ok(bytes::Bytes::copy_from_slice(s))
-}
-
 /// What a ticket handle points at.
 struct TicketHandle {
     id: u64,
@@ -398,15 +321,21 @@ extern "system" fn channel_send(
     want_ticket: jboolean,
 ) -> jlong {
     entry(&mut env, 0, |env| {
-        let c = &chan(h)?.ch;
-        let to = dest_addrs(env, &dests)?;
-        let p = payload(env, &arr, &buf, off, len)?;
+        let ch = chan(h)?;
+        let c = &ch.ch;
+        let to = Dests::read(env, &dests)?;
+        let max = c.config().max_frame_size;
+        let p = if arr.is_null() {
+            ch.intake.buffer(env, &buf, off, len, max)?
+        } else {
+            ch.intake.array(env, &arr, off, len, max)?
+        };
         let o = options(c, opts);
         if want_ticket != 0 {
-            let (id, t) = c.send_with_ticket(&to, p, o)?;
+            let (id, t) = c.send_with_ticket(to.as_slice(), p, o)?;
             return Ok(Box::into_raw(Box::new(TicketHandle { id, t })) as jlong);
         }
-        Ok(c.send(&to, p, o)? as jlong)
+        Ok(c.send(to.as_slice(), p, o)? as jlong)
     })
 }
 

@@ -25,6 +25,7 @@ mod batch;
 mod boundary;
 mod channel;
 mod enc;
+mod intake;
 mod refs;
 mod store;
 

@@ -12,7 +12,7 @@ use jni::JNIEnv;
 use sessionrepl::session::{CommitHandle, SessionEvent, SessionStore, StoreLookup, Txn};
 use std::ffi::c_void;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 struct StoreHandle {
     store: SessionStore,
@@ -97,21 +97,31 @@ fn event_enc(ev: &SessionEvent) -> Vec<u8> {
     e.0
 }
 
+/// Flags of `storeOpen`: which listeners the Java store has.
+const WANT_EVENTS: jint = 1;
+const WANT_MEMBERS: jint = 2;
+
 extern "system" fn store_open(
     mut env: JNIEnv,
     _c: JClass,
     target: JObject,
     keys: JObjectArray,
     values: JObjectArray,
-    want_events: jboolean,
+    want: jint,
 ) -> jlong {
     entry(&mut env, 0, |env| {
         let cfg = config_from(env, &keys, &values)?;
         let mut b = SessionStore::builder(cfg);
-        if want_events != 0 {
-            let t: Arc<GlobalRef> = Arc::new(env.new_global_ref(&target)?);
+        let t: Arc<GlobalRef> = Arc::new(env.new_global_ref(&target)?);
+        if want & WANT_EVENTS != 0 {
+            let t = t.clone();
             b = b.event_listener(move |ev| {
                 crate::channel::callback(&t, |r| r.on_session_event, &event_enc(ev))
+            });
+        }
+        if want & WANT_MEMBERS != 0 {
+            b = b.member_listener(move |ev| {
+                crate::channel::callback(&t, |r| r.on_member, &crate::channel::member_event(ev))
             });
         }
         let store = b.open()?;
@@ -248,6 +258,20 @@ extern "system" fn commit_free(mut env: JNIEnv, _c: JClass, c: jlong) {
 /// Looks up: 0 found (id, version counter and writer, creation time, max inactive, principal,
 /// auth type, idle ms, attribute count, name/value pairs), 1 moved
 /// (address), 2 not found. `ms < 0` waits the configured `accessTimeout`.
+/// `get(id, 0)`: the answer when one is ready now, else the copy this
+/// node holds (a backup's copy, which a read through the primary would
+/// have to fetch and so could never answer without waiting), else
+/// `SR_TIMEOUT`.
+fn get_now(s: &SessionStore, id: &[u8]) -> Result<StoreLookup, Fail> {
+    match s.get_timeout(id, Duration::ZERO) {
+        Err(sessionrepl::Error::Timeout) => match s.local_copy(id) {
+            Some(sess) => Ok(StoreLookup::Local(sess)),
+            None => Err(sessionrepl::Error::Timeout.into()),
+        },
+        r => Ok(r?),
+    }
+}
+
 extern "system" fn store_get(
     mut env: JNIEnv,
     _c: JClass,
@@ -258,10 +282,10 @@ extern "system" fn store_get(
     entry(&mut env, std::ptr::null_mut(), |env| {
         let s = &store(h)?.store;
         let id = env.convert_byte_array(&id)?;
-        let found = if ms < 0 {
-            s.get(&id)?
-        } else {
-            s.get_timeout(&id, millis(ms))?
+        let found = match ms {
+            ..0 => s.get(&id)?,
+            0 => get_now(s, &id)?,
+            _ => s.get_timeout(&id, millis(ms))?,
         };
         let mut e = Enc::default();
         match found {
@@ -352,14 +376,42 @@ extern "system" fn store_info(mut env: JNIEnv, _c: JClass, h: jlong) -> jbyteArr
     })
 }
 
+/// The `memberPayload` of the member at the address Java encoded
+/// (`Wire.addrs` of one), empty if it announced none; null when no current
+/// member listens there.
+extern "system" fn store_member_payload(
+    mut env: JNIEnv,
+    _c: JClass,
+    h: jlong,
+    addr: JByteArray,
+) -> jbyteArray {
+    entry(&mut env, std::ptr::null_mut(), |env| {
+        let s = &store(h)?.store;
+        let enc = env.convert_byte_array(&addr)?;
+        let addrs = Dec::new(&enc).addrs()?;
+        let [a] = addrs[..] else {
+            return Err(Fail::arg("one address expected"));
+        };
+        match s.member_payload(a) {
+            Some(p) => Ok(bytes(env, &p)?.into_raw()),
+            None => Ok(std::ptr::null_mut()),
+        }
+    })
+}
+
 pub(crate) fn natives() -> Vec<jni::NativeMethod> {
     use crate::native;
     const KV: &str = "[Ljava/lang/String;[Ljava/lang/String;";
     vec![
         native(
             "storeOpen",
-            &format!("(Ljava/lang/Object;{KV}Z)J"),
+            &format!("(Ljava/lang/Object;{KV}I)J"),
             store_open as *mut c_void,
+        ),
+        native(
+            "storeMemberPayload",
+            "(J[B)[B",
+            store_member_payload as *mut c_void,
         ),
         native("storeClose", "(J)V", store_close as *mut c_void),
         native("storeFree", "(J)V", store_free as *mut c_void),

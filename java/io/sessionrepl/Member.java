@@ -9,6 +9,7 @@ public final class Member {
     private final byte[] domain;
     private final long aliveMs;
     private final boolean sessionrepl;
+    private final byte[] payload;
 
     Member(Wire.In in) {
         this.id = in.fixed(16);
@@ -16,6 +17,7 @@ public final class Member {
         this.domain = in.bytes();
         this.aliveMs = in.u64();
         this.sessionrepl = in.u8() != 0;
+        this.payload = in.bytes();
     }
 
     /** @return its 16-byte member id */
@@ -32,6 +34,13 @@ public final class Member {
 
     /** @return true if it is a sessionrepl node (false: a plain Tribes node) */
     public boolean isSessionrepl() { return sessionrepl; }
+
+    /**
+     * @return the application metadata it announces ({@code memberPayload}:
+     *     e.g. its HTTP address for redirects), empty if none; only
+     *     multicast heartbeats carry it
+     */
+    public byte[] payload() { return payload.clone(); }
 
     @Override
     public String toString() {

@@ -44,7 +44,8 @@ final class Native {
     static native String channelPrometheus(long h);
 
     // -- session store --
-    static native long storeOpen(Object target, String[] keys, String[] values, boolean events);
+    static native long storeOpen(Object target, String[] keys, String[] values, int want);
+    static native byte[] storeMemberPayload(long h, byte[] addr);
     static native void storeClose(long h);
     static native void storeFree(long h);
     static native void storeWaitReady(long h, long ms);
@@ -124,7 +125,11 @@ final class Native {
     static void onMember(Object target, byte[] event) {
         IN_CALLBACK.set(target);
         try {
-            ((Channel) target).memberEvent(event);
+            if (target instanceof SessionStore) {
+                ((SessionStore) target).memberEvent(event);
+            } else {
+                ((Channel) target).memberEvent(event);
+            }
         } catch (Throwable t) {
             Channel.report("member listener", t);
         } finally {

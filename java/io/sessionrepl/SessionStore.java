@@ -29,11 +29,14 @@ import java.util.Map;
 public final class SessionStore implements AutoCloseable {
     private final Guard guard;
     private final SessionEventListener listener;
+    private final MemberListener members;
     private final InetSocketAddress local;
 
-    private SessionStore(Config cfg, SessionEventListener listener) {
+    private SessionStore(Config cfg, SessionEventListener listener, MemberListener members) {
         this.listener = listener;
-        long h = Native.storeOpen(this, cfg.keys(), cfg.vals(), listener != null);
+        this.members = members;
+        int want = (listener != null ? 1 : 0) | (members != null ? 2 : 0);
+        long h = Native.storeOpen(this, cfg.keys(), cfg.vals(), want);
         this.guard = new Guard(h, "SR_SHUTDOWN", "session store");
         this.local = new Wire.In(guard.with(Native::storeInfo)).addr();
     }
@@ -49,7 +52,40 @@ public final class SessionStore implements AutoCloseable {
      * @throws SessionReplException invalid configuration or bind failure
      */
     public static SessionStore open(Config cfg, SessionEventListener listener) {
-        return new SessionStore(cfg, listener);
+        return new SessionStore(cfg, listener, null);
+    }
+
+    /**
+     * As {@link #open(Config, SessionEventListener)}, also telling
+     * {@code members} every membership change the store sees (members
+     * joining, leaving, going silent), with each member's
+     * {@code memberPayload}.
+     *
+     * @param cfg as for {@link #open(Config, SessionEventListener)}
+     * @param listener told the store's events, or null
+     * @param members told membership changes, or null
+     * @return the open store
+     * @throws SessionReplException invalid configuration or bind failure
+     */
+    public static SessionStore open(Config cfg, SessionEventListener listener, MemberListener members) {
+        return new SessionStore(cfg, listener, members);
+    }
+
+    /**
+     * The application metadata ({@code memberPayload}) of the member at
+     * {@code address}, e.g. where to redirect a request that
+     * {@link Lookup.Status#MOVED} sent there; this store's own address
+     * gives its own.
+     *
+     * @param address a member's address (a {@link Lookup#movedTo()}, a
+     *     {@link #members()} entry)
+     * @return its payload (empty if it announced none), or null when no
+     *     current member listens there
+     * @throws SessionReplException {@code SR_SHUTDOWN} after close
+     */
+    public byte[] memberPayload(InetSocketAddress address) {
+        byte[] a = Wire.addrs(address);
+        return guard.with(h -> Native.storeMemberPayload(h, a));
     }
 
     /** @return the receiver's address (this member's address) */
@@ -153,10 +189,16 @@ public final class SessionStore implements AutoCloseable {
     }
 
     /**
-     * As {@link #get(String)} with an explicit wait.
+     * As {@link #get(String)} with an explicit wait. With {@code 0} it
+     * never waits: the answer when one is ready now (this node is the
+     * session's settled primary, or delta mode), else the copy this node
+     * holds (a backup's copy, which may lag the primary by commits in
+     * flight), else {@code SR_TIMEOUT} (only a fetch from the primary
+     * could answer).
      *
      * @param id the session id
-     * @param timeoutMs how long a fetch may take (negative: {@code accessTimeout})
+     * @param timeoutMs how long a fetch may take (negative: {@code
+     *     accessTimeout}; 0: no wait, as above)
      * @return the lookup
      * @throws SessionReplException {@code SR_TIMEOUT}
      */
@@ -267,6 +309,10 @@ public final class SessionStore implements AutoCloseable {
     public void close() {
         Native.refuseInCallback(this, "SessionStore.close");
         guard.free(Native::storeFree);
+    }
+
+    void memberEvent(byte[] enc) {
+        members.onMemberEvent(new MemberEvent(enc));
     }
 
     void event(byte[] enc) {

@@ -313,7 +313,31 @@ impl NoiseSession {
         }
     }
 
-    fn fail(&mut self) {
+    /// The in-place receive path (`SecureStream::open_in_place`): consumes
+    /// the complete hellos at the start of `input` while the handshake
+    /// runs and returns how many bytes it used; records are left to
+    /// [`NoiseSession::opening_keys`].
+    ///
+    /// # Errors
+    /// As [`NoiseSession::receive`]; the session is failed after any.
+    pub(crate) fn receive_handshake(&mut self, input: &[u8]) -> Result<usize, SecureError> {
+        let r = self.handshake(input);
+        if r.is_err() {
+            self.fail();
+        }
+        r
+    }
+
+    /// The keys to open records with once established (whatever waits to
+    /// be transmitted).
+    pub(crate) fn opening_keys(&mut self) -> Option<&mut RecordKeys> {
+        match &mut self.state {
+            State::Established(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn fail(&mut self) {
         self.state = State::Failed;
         self.inbuf = Vec::new();
         self.outbuf.clear();
@@ -323,19 +347,28 @@ impl NoiseSession {
     /// Consumes complete hellos and records from `buf`; returns how many
     /// bytes it used.
     fn process(&mut self, buf: &[u8], plain: &mut impl PlainBuf) -> Result<usize, SecureError> {
+        let pos = self.handshake(buf)?;
+        match &mut self.state {
+            State::Established(t) => Ok(pos + t.open(&buf[pos..], plain)?),
+            _ => Ok(pos),
+        }
+    }
+
+    /// Consumes complete hellos from `buf` until established; returns how
+    /// many bytes it used.
+    fn handshake(&mut self, buf: &[u8]) -> Result<usize, SecureError> {
         let mut pos = 0;
         loop {
-            let rest = &buf[pos..];
-            match &mut self.state {
+            match &self.state {
                 State::Failed => return Err(SecureError::Corrupt("session failed".into())),
+                State::Established(_) => return Ok(pos),
                 State::AwaitHello | State::AwaitAnswer(_) => {
-                    let Some((hello, n)) = decode_hello(rest)? else {
+                    let Some((hello, n)) = decode_hello(&buf[pos..])? else {
                         return Ok(pos);
                     };
                     self.on_hello(hello)?;
                     pos += n;
                 }
-                State::Established(t) => return Ok(pos + t.open(rest, plain)?),
             }
         }
     }

@@ -114,6 +114,44 @@ impl RecordKeys {
         }
     }
 
+    /// Opens the complete records of `buf` in place. `buf` holds
+    /// `[ready plaintext][gap][ciphertext]`: each record whose bytes are all
+    /// there is opened and its plaintext written right after `ready` (the
+    /// cipher reads ahead of where it writes, so the shift over the gap
+    /// costs nothing), `ready` grows by its plaintext and `gap` by its
+    /// header and tag. A partial record is left where it is.
+    ///
+    /// # Errors
+    /// A length out of bounds or a record that fails authentication; the
+    /// bytes after `ready` are then unspecified (the session is over).
+    pub(crate) fn open_in_place(
+        &mut self,
+        buf: &mut [u8],
+        ready: &mut usize,
+        gap: &mut usize,
+    ) -> Result<(), SecureError> {
+        loop {
+            let at = *ready + *gap;
+            let rest = &buf[at..];
+            if rest.len() < RECORD_HEADER_LEN {
+                return Ok(());
+            }
+            let hdr = [rest[0], rest[1]];
+            let len = record_len(hdr)?;
+            if rest.len() < RECORD_HEADER_LEN + len {
+                return Ok(());
+            }
+            let nonce = self.rx.next_nonce()?;
+            let region = &mut buf[*ready..at + RECORD_HEADER_LEN + len];
+            self.rx
+                .key
+                .open_within(nonce, Aad::from(hdr), region, *gap + RECORD_HEADER_LEN..)
+                .map_err(|_| failed_authentication())?;
+            *ready += len - TAG_LEN;
+            *gap += RECORD_HEADER_LEN + TAG_LEN;
+        }
+    }
+
     /// Opens the complete records at the start of `buf` into `plain`;
     /// returns the bytes used (a partial record is left).
     pub(crate) fn open(
@@ -128,10 +166,7 @@ impl RecordKeys {
                 return Ok(pos);
             }
             let hdr = [rest[0], rest[1]];
-            let len = u16::from_be_bytes(hdr) as usize;
-            if len <= TAG_LEN || len > MAX_RECORD_LEN {
-                return Err(SecureError::Corrupt(format!("record of {len} bytes")));
-            }
+            let len = record_len(hdr)?;
             if rest.len() < RECORD_HEADER_LEN + len {
                 return Ok(pos);
             }
@@ -145,14 +180,26 @@ impl RecordKeys {
                 .is_err()
             {
                 plain.cut(start);
-                return Err(SecureError::Corrupt(
-                    "record failed authentication (tampered, replayed, reordered or from \
-                     another connection)"
-                        .into(),
-                ));
+                return Err(failed_authentication());
             }
             plain.cut(start + len - TAG_LEN);
             pos += RECORD_HEADER_LEN + len;
         }
     }
+}
+
+/// The body length a record header announces, checked against the bounds.
+fn record_len(hdr: [u8; RECORD_HEADER_LEN]) -> Result<usize, SecureError> {
+    let len = u16::from_be_bytes(hdr) as usize;
+    if len <= TAG_LEN || len > MAX_RECORD_LEN {
+        return Err(SecureError::Corrupt(format!("record of {len} bytes")));
+    }
+    Ok(len)
+}
+
+fn failed_authentication() -> SecureError {
+    SecureError::Corrupt(
+        "record failed authentication (tampered, replayed, reordered or from another connection)"
+            .into(),
+    )
 }

@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use super::noise::{MAX_RECORD_PLAINTEXT, RECORD_HEADER_LEN, TAG_LEN};
 use super::records::RecordKeys;
@@ -45,10 +45,17 @@ pub struct SecureStream {
     /// Per sealed record (or certificate-mode piece), in `wire` order: the
     /// offset in `wire` where it ends and the plaintext it carries.
     marks: VecDeque<(usize, usize)>,
-    /// Opened plaintext not yet decoded.
+    /// Certificate mode: opened plaintext not yet decoded. Shared-key
+    /// mode: the receive buffer for bytes that arrive in buffers not the
+    /// connection's own (see [`SecureStream::open_in_place`]).
     plain: BytesMut,
     /// Gathered plaintext (certificate mode: rustls makes the records).
     gather: Vec<u8>,
+    /// In-place receiving ([`SecureStream::open_in_place`]): opened
+    /// plaintext at the front of the receive buffer, and the bytes after
+    /// it that are spent (record headers and tags) before the ciphertext.
+    ready: usize,
+    gap: usize,
 }
 
 impl SecureStream {
@@ -61,6 +68,8 @@ impl SecureStream {
             marks: VecDeque::new(),
             plain: BytesMut::new(),
             gather: Vec::new(),
+            ready: 0,
+            gap: 0,
         };
         s.session.poll_transmit(&mut s.wire);
         s
@@ -98,6 +107,83 @@ impl SecureStream {
         let r = self.session.receive(input, &mut self.plain);
         self.session.poll_transmit(&mut self.wire);
         r
+    }
+
+    /// True if records are opened with [`SecureStream::open_in_place`]
+    /// (shared-key mode); otherwise with [`SecureStream::receive`].
+    pub fn opens_in_place(&self) -> bool {
+        matches!(self.session, SecureSession::Noise(_))
+    }
+
+    /// Shared-key mode: opens the records in `buf` where they lie, so
+    /// frames are decoded from (and delivered as slices of) the receive
+    /// buffer itself, with no copy. `buf` is the one receive buffer of
+    /// the connection: it holds what the last call left (the plaintext
+    /// not decoded, spent bytes, a partial record) followed by the bytes
+    /// read since. Hellos at its start are consumed (an answer goes to
+    /// [`SecureStream::pending`]). Returns how many plaintext bytes are at
+    /// the front of `buf`; say with [`SecureStream::plain_left`] how many
+    /// of them the decoder left there.
+    ///
+    /// The spent bytes are dropped as soon as the plaintext before them is
+    /// no longer than they are (moving it is then cheaper than they grow,
+    /// 18 bytes per record), so they never take more than the frame in
+    /// progress.
+    ///
+    /// # Errors
+    /// See [`SecureError`]: close the connection (nothing of `buf` may be
+    /// decoded).
+    pub fn open_in_place(&mut self, buf: &mut BytesMut) -> Result<usize, SecureError> {
+        let SecureSession::Noise(n) = &mut self.session else {
+            return Err(SecureError::Config(
+                "records open in place in shared-key mode only".into(),
+            ));
+        };
+        if self.ready + self.gap > buf.len() {
+            n.fail();
+            return Err(SecureError::Corrupt(
+                "receive buffer does not hold the records left in it".into(),
+            ));
+        }
+        if n.opening_keys().is_none() {
+            // Hellos come first on a connection: nothing is opened yet.
+            let used = n.receive_handshake(buf)?;
+            buf.advance(used);
+            n.poll_transmit(&mut self.wire);
+        }
+        let Some(keys) = n.opening_keys() else {
+            return Ok(0);
+        };
+        if let Err(e) = keys.open_in_place(buf, &mut self.ready, &mut self.gap) {
+            n.fail();
+            return Err(e);
+        }
+        if self.gap > 0 && self.gap >= self.ready {
+            buf.copy_within(..self.ready, self.gap);
+            buf.advance(self.gap);
+            self.gap = 0;
+        }
+        Ok(self.ready)
+    }
+
+    /// After [`SecureStream::open_in_place`] on `buf`: how many of its
+    /// bytes belong to a record not complete yet (neither plaintext nor
+    /// spent). A frame in progress includes them.
+    pub fn unopened(&self, buf: &BytesMut) -> usize {
+        buf.len().saturating_sub(self.ready + self.gap)
+    }
+
+    /// The frame decoder left `n` of the plaintext bytes
+    /// [`SecureStream::open_in_place`] reported (it took the rest from the
+    /// front of the buffer); `rest` is the buffer after them. With no
+    /// plaintext left, the spent bytes at the start of `rest` are dropped.
+    pub fn plain_left(&mut self, n: usize, rest: &mut BytesMut) {
+        debug_assert!(n <= self.ready);
+        self.ready = n.min(self.ready);
+        if self.ready == 0 && self.gap > 0 && self.gap <= rest.len() {
+            rest.advance(self.gap);
+            self.gap = 0;
+        }
     }
 
     /// The peer closed its side.
@@ -304,3 +390,7 @@ impl Sealer<'_> {
 pub fn sealed_len(plain: usize) -> usize {
     plain + plain.div_ceil(MAX_RECORD_PLAINTEXT) * (RECORD_HEADER_LEN + TAG_LEN)
 }
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;

@@ -40,7 +40,7 @@ pub struct Transmit {
     pub to: Dest,
     /// Encoded message.
     pub payload: Bytes,
-    /// Report each member's outcome with [`SessionNode::handle_send_outcome`]
+    /// Report each member's outcome with [`SessionNode::handle_send_outcome`](super::SessionNode::handle_send_outcome)
     /// unless this is [`SendToken::NONE`].
     pub token: SendToken,
 }

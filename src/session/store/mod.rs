@@ -402,6 +402,14 @@ impl SessionStore {
         }
     }
 
+    /// The copy of `id` this node holds (delta mode: every node; backup
+    /// mode: its primary and backups), read without a fetch and without
+    /// waiting. Unlike [`SessionStore::get`] it may lag the primary by
+    /// commits in flight; `None` when this node holds no copy.
+    pub fn local_copy(&self, id: &[u8]) -> Option<Session> {
+        self.core.with(|st, _| st.node.table.get(id).cloned())
+    }
+
     /// One step of [`SessionStore::get`] that never blocks: the answer, a
     /// fetch from the session's primary to wait for (its
     /// [`FetchHandle::on_complete`] says when), or `Retry` (no ready

@@ -10,6 +10,8 @@
 
 pub(crate) mod recv;
 #[cfg(test)]
+mod recv_limits_tests;
+#[cfg(test)]
 mod recv_tests;
 pub(crate) mod send;
 #[cfg(test)]

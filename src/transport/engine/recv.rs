@@ -101,20 +101,30 @@ impl<D: Driver> RecvEngine<D> {
 
     /// One turn: wait (not at all while connections are due again, or
     /// before the idle spin is over), handle the events, the workers'
-    /// acks, the deadlines, and the connections due again.
+    /// acks, the deadlines, and the connections due again. Time is the
+    /// driver's clock (a virtual clock on the fake driver), read once
+    /// after the wait, and when the engine may sleep (before the wait, and
+    /// at the end of a turn that did nothing); never per message.
     pub(crate) fn turn(&mut self, idle_since: &mut Option<Instant>) {
         let spin = self.core.shared.cfg.idle.spin;
-        let timeout = match *idle_since {
-            Some(t) if self.again.is_empty() && t.elapsed() >= spin => {
-                self.core.rx.sleeping.store(true, Ordering::SeqCst);
-                if self.core.rx.acks.is_empty() {
-                    // Until the next handshake or ack-write deadline.
-                    self.core.sleep_for(IDLE_POLL)
-                } else {
-                    Duration::ZERO
-                }
+        let may_sleep = match *idle_since {
+            Some(t) if self.again.is_empty() => {
+                let now = self.d.now();
+                self.core.set_now(now);
+                now.saturating_duration_since(t) >= spin
             }
-            _ => Duration::ZERO,
+            _ => false,
+        };
+        let timeout = if !may_sleep {
+            Duration::ZERO
+        } else {
+            self.core.rx.sleeping.store(true, Ordering::SeqCst);
+            if self.core.rx.acks.is_empty() {
+                // Until the next deadline (handshake, upload, ack write).
+                self.core.sleep_for(IDLE_POLL)
+            } else {
+                Duration::ZERO
+            }
         };
         let mut events = std::mem::take(&mut self.events);
         if let Err(e) = self.d.poll(timeout, &mut events) {
@@ -122,6 +132,8 @@ impl<D: Driver> RecvEngine<D> {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.core.rx.sleeping.store(false, Ordering::SeqCst);
+        let now = self.d.now();
+        self.core.set_now(now);
         let mut did = !events.is_empty();
         for ev in events.drain(..) {
             self.on_event(ev);
@@ -138,7 +150,8 @@ impl<D: Driver> RecvEngine<D> {
         if did {
             *idle_since = None;
         } else if idle_since.is_none() {
-            *idle_since = Some(Instant::now());
+            // Idle from the end of this turn (as the spin is measured).
+            *idle_since = Some(self.d.now());
         }
     }
 
@@ -268,7 +281,9 @@ impl<D: Driver> RecvEngine<D> {
         if c.reading != Reading::None || c.core.paused() || !c.queued.is_empty() {
             return Ok(());
         }
-        if self.d.recv_multi(t).map_err(Close::Io)? {
+        // Shared-key records are opened in the buffer they are read into:
+        // a plain read puts them there, a chunk would be copied there.
+        if !self.core.opens_in_place() && self.d.recv_multi(t).map_err(Close::Io)? {
             c.reading = Reading::Multi;
             return Ok(());
         }

@@ -224,20 +224,26 @@ impl SyncConn {
         }
     }
 
-    /// One non-blocking `sendmsg` (no SIGPIPE). `None` when the socket
-    /// takes nothing now.
+    /// One non-blocking `sendmsg` on this connection; see [`send_some`].
     fn send_some(&self, iov: &[IoSlice<'_>]) -> Result<Option<usize>> {
-        loop {
-            match SockRef::from(&self.stream)
-                .send_vectored_with_flags(iov, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-            {
-                Ok(0) => return Err(broken("connection wrote zero bytes")),
-                Ok(n) => return Ok(Some(n)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) => return Err(broken(e)),
-            }
-        }
+        send_some(&self.stream, iov)
+    }
+
+    /// A second handle on the open connection, for a writer that runs
+    /// while another thread reads (`mux.rs`).
+    ///
+    /// # Errors
+    /// [`Error::Unreachable`] if the descriptor cannot be duplicated.
+    pub(super) fn writer(&self) -> Result<TcpStream> {
+        self.stream.try_clone().map_err(broken)
+    }
+
+    /// The next reply (ack, FAIL, ...) among the bytes read so far.
+    ///
+    /// # Errors
+    /// [`Error::Unreachable`] on a malformed reply.
+    pub(super) fn next_reply(&mut self) -> Result<Option<Reply>> {
+        self.proto.poll(&mut self.rbuf).map_err(broken)
     }
 
     /// Secure mode: seals `parts` into records waiting to be written.
@@ -328,7 +334,10 @@ impl SyncConn {
     }
 
     /// Reads what is there without blocking. `false` when nothing was.
-    fn read_some(&mut self) -> Result<bool> {
+    ///
+    /// # Errors
+    /// [`Error::Unreachable`] on a closed or broken connection.
+    pub(super) fn read_some(&mut self) -> Result<bool> {
         loop {
             let fd = self.fd();
             match crate::driver::sys::try_read_into(fd, self.read_buf(), 4096) {
@@ -400,6 +409,25 @@ impl SyncConn {
             if !self.read_some()? {
                 return Ok(false);
             }
+        }
+    }
+}
+
+/// One non-blocking `sendmsg` (no SIGPIPE). `None` when the socket takes
+/// nothing now.
+///
+/// # Errors
+/// [`Error::Unreachable`] on a broken connection.
+pub(super) fn send_some(stream: &TcpStream, iov: &[IoSlice<'_>]) -> Result<Option<usize>> {
+    loop {
+        match SockRef::from(stream)
+            .send_vectored_with_flags(iov, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        {
+            Ok(0) => return Err(broken("connection wrote zero bytes")),
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(broken(e)),
         }
     }
 }

@@ -27,6 +27,7 @@
 
 mod conn;
 mod idle;
+mod mux;
 
 use super::Shared;
 use crate::error::{Error, Result};
@@ -49,6 +50,9 @@ struct Pool {
     waiters: AtomicUsize,
     lock: Mutex<()>,
     cv: Condvar,
+    /// `pooled`, one member at a time: the connection callers share
+    /// (`mux.rs`).
+    mux: Mutex<Option<Arc<mux::Mux>>>,
 }
 
 /// How long a caller that also waits on sockets rechecks an exhausted pool.
@@ -120,6 +124,8 @@ pub struct SyncSender {
     spin_misses: AtomicU32,
     spin_skip: AtomicU32,
     pools: RwLock<HashMap<SocketAddr, Arc<Pool>>>,
+    /// Callers to one member share one connection (`mux.rs`).
+    share: bool,
 }
 
 impl SyncSender {
@@ -134,7 +140,17 @@ impl SyncSender {
             spin_misses: AtomicU32::new(0),
             spin_skip: AtomicU32::new(0),
             pools: RwLock::new(HashMap::new()),
+            share: false,
         }
+    }
+
+    /// Lets concurrent sends to one member share one connection (`pooled`
+    /// mode): their frames leave together and one read takes their acks.
+    /// Not with encryption, and not for a send to several members, which
+    /// keep a connection each from the pool.
+    pub fn with_shared_connections(mut self, on: bool) -> Self {
+        self.share = on && self.shared.secure.is_none();
+        self
     }
 
     fn pool(&self, addr: SocketAddr) -> Arc<Pool> {
@@ -156,6 +172,7 @@ impl SyncSender {
                     waiters: AtomicUsize::new(0),
                     lock: Mutex::new(()),
                     cv: Condvar::new(),
+                    mux: Mutex::new(None),
                 })
             })
             .clone()
@@ -259,14 +276,17 @@ impl SyncSender {
         id: u64,
         ack: bool,
     ) -> Result<()> {
-        let now = Instant::now();
-        let mut d = [self.dest(to, now)];
         let msg = Msg {
             hdr,
             payload,
             id,
             ack,
         };
+        if self.share {
+            return self.send_shared(to, msg);
+        }
+        let now = Instant::now();
+        let mut d = [self.dest(to, now)];
         self.drive(&mut d, msg, now + self.shared.cfg.ack_timeout);
         let [d] = d;
         match d.step {
@@ -372,7 +392,10 @@ impl SyncSender {
                 spun = !spin.is_zero();
                 spin_until = Some(now + spin);
             }
-            if wait_in && spin_until.is_some_and(|u| now < u) {
+            if let Some(until) = spin_until.filter(|&u| wait_in && now < u) {
+                if let [d] = &mut *ds {
+                    spin_for_ack(d, until);
+                }
                 std::hint::spin_loop();
                 continue;
             }
@@ -584,23 +607,28 @@ impl SyncSender {
                 }
             }
         }
-        let r = match r {
+        d.step = Step::Done(self.report(d.addr, r));
+    }
+
+    /// Counts a member's failed outcome (and tells membership of an
+    /// unreachable one); the error names the member.
+    fn report(&self, addr: SocketAddr, r: Result<()>) -> Result<()> {
+        match r {
             Err(Error::Timeout) => {
                 Stats::add(&self.shared.stats.timeouts, 1);
                 Err(Error::Timeout)
             }
             Err(Error::Unreachable(w)) => {
                 Stats::add(&self.shared.stats.failures, 1);
-                self.shared.unreachable(d.addr);
-                Err(Error::Unreachable(format!("{}: {w}", d.addr)))
+                self.shared.unreachable(addr);
+                Err(Error::Unreachable(format!("{addr}: {w}")))
             }
             Err(e) => {
                 Stats::add(&self.shared.stats.failures, 1);
                 Err(e)
             }
             Ok(()) => Ok(()),
-        };
-        d.step = Step::Done(r);
+        }
     }
 
     #[inline]
@@ -619,9 +647,38 @@ impl SyncSender {
             while p.idle.pop().is_some() {
                 p.open.fetch_sub(1, Ordering::AcqRel);
             }
+            if let Some(m) = p.mux.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                m.retire();
+            }
         }
     }
 }
 
+/// One member waiting for its ack: polls its socket until bytes arrive
+/// (a failure is kept for the next step) or `until`, reading the clock
+/// only every few polls — the generic loop of `drive` would read it twice
+/// and walk every step per poll, which delays seeing the ack.
+fn spin_for_ack(d: &mut Dest, until: Instant) {
+    let Some(c) = d.conn.as_mut().filter(|_| matches!(d.step, Step::Acking)) else {
+        return;
+    };
+    for n in 1u32.. {
+        match c.read_some() {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                d.failed = Some(e);
+                return;
+            }
+        }
+        if n % 8 == 0 && Instant::now() >= until {
+            return;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+#[cfg(test)]
+mod mux_tests;
 #[cfg(test)]
 mod tests;

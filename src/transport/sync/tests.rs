@@ -157,15 +157,7 @@ fn a_member_that_never_acks_does_not_hold_a_healthy_members_connection() {
 /// acking) while another caller sends to B alone.
 fn stalled_beside_healthy(stalled_reads: bool, size: usize) {
     let stalled = bad_peer(stalled_reads);
-    let got = Arc::new(AtomicUsize::new(0));
-    let g2 = got.clone();
-    let healthy = Channel::builder(Config::default())
-        .listener(move |_| {
-            g2.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        })
-        .start()
-        .unwrap();
+    let (healthy, got) = counting_receiver();
     let (a, b) = (stalled.addr, healthy.local_addr());
     // One connection per member (synchronous): a caller that kept B's
     // connection while waiting for A would stall every other caller to B.
@@ -213,6 +205,20 @@ fn stalled_beside_healthy(stalled_reads: bool, size: usize) {
     assert!(matches!(res[1], (x, Ok(())) if x == b), "{res:?}");
     assert!(all <= ack_timeout + SLACK, "send to [A, B] took {all:?}");
     healthy.stop();
+}
+
+/// A real receiver (default config) that counts what it delivers.
+pub(super) fn counting_receiver() -> (Channel, Arc<AtomicUsize>) {
+    let got = Arc::new(AtomicUsize::new(0));
+    let g2 = got.clone();
+    let rx = Channel::builder(Config::default())
+        .listener(move |_| {
+            g2.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    (rx, got)
 }
 
 #[test]

@@ -59,6 +59,16 @@ impl TribesBatch {
     fn len(&self) -> usize {
         self.head.len() + self.body.len() + tribes::END_DATA.len()
     }
+
+    /// True if a part can progress only if it is driven: its connect is in
+    /// progress or its frame is partly written. Parts that wait for an ack
+    /// need no driving (the ack waits in the socket until `finish` reads
+    /// it).
+    fn needs_driving(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| !matches!(p.step, Step::Acking(_) | Step::Done(_)))
+    }
 }
 
 /// The error of a broken connection.
@@ -151,6 +161,39 @@ impl TribesSender {
                 _ => (p.addr, Err(Error::Timeout)),
             })
             .collect()
+    }
+
+    /// Finishes `b` (as [`TribesSender::finish`]) while `other` runs on
+    /// this thread, so both progress by the same deadline: a synchronous
+    /// send's native part blocks its caller, and a Tribes part with a
+    /// connect in progress or a frame larger than its socket takes at once
+    /// would otherwise move on only after it. Such a part is driven on a
+    /// helper thread for this call alone (one at most per caller; not one
+    /// per member); a batch that only waits for acks needs none.
+    pub(crate) fn finish_alongside<R>(
+        &self,
+        b: TribesBatch,
+        other: impl FnOnce() -> R,
+    ) -> (R, Vec<(SocketAddr, Result<()>)>) {
+        if !b.needs_driving() {
+            let r = other();
+            return (r, self.finish(b));
+        }
+        let slot = std::sync::Mutex::new(Some(b));
+        let take = || slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        std::thread::scope(|s| {
+            let helper = std::thread::Builder::new()
+                .name("sr-tribes-send".into())
+                .spawn_scoped(s, || take().map(|b| self.finish(b)));
+            let r = other();
+            let done = match helper {
+                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                // No thread to be had: it goes on after `other`, as before.
+                Err(_) => None,
+            };
+            let done = done.or_else(|| take().map(|b| self.finish(b)));
+            (r, done.expect("the batch is finished exactly once"))
+        })
     }
 
     /// Advances every part; returns how many wait on their socket.

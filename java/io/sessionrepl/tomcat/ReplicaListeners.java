@@ -189,7 +189,7 @@ final class ReplicaListeners {
     private void changed(Context ctx, SessionStore s, String id) {
         Lookup l;
         try {
-            l = s.get(id, -1); // the copy here: no fetch, but through the store's thread
+            l = s.get(id, 0); // the copy here, without a fetch from the primary or a wait
         } catch (SessionReplException x) {
             return;
         }

@@ -55,6 +55,8 @@ public final class ApiTest {
         tests.add(new Object[] {"store_misuse_throws", (Body) ApiTest::storeMisuse});
         tests.add(new Object[] {"store_commit_based_on_a_stale_read_conflicts", (Body) ApiTest::storeBasedOn});
         tests.addAll(BatchTest.tests());
+        tests.addAll(IntakeTest.tests());
+        tests.addAll(MemberPayloadTest.tests());
         int passed = 0;
         int failed = 0;
         for (Object[] t : tests) {

@@ -59,6 +59,7 @@ public final class TomcatTest {
             {"tomcat_backupmanager_native_transport", "org.apache.catalina.ha.session.BackupManager"},
             {"tomcat_mixed_stock_and_native_deltamanager", "org.apache.catalina.ha.session.DeltaManager"},
             {"tomcat_native_session_manager_backup", "io.sessionrepl.tomcat.NativeSessionManager"},
+            {"tomcat_native_session_manager_replica_listeners_off", "io.sessionrepl.tomcat.NativeSessionManager"},
         };
         int passed = 0;
         int failed = 0;
@@ -88,7 +89,9 @@ public final class TomcatTest {
             long t0 = System.nanoTime();
             List<Node> nodes = new ArrayList<>();
             try {
-                if (t[1].endsWith("NativeSessionManager")) {
+                if (t[0].endsWith("listeners_off")) {
+                    listenersOffScenario(t[0], nodes);
+                } else if (t[1].endsWith("NativeSessionManager")) {
                     managerScenario(t[0], nodes);
                 } else if (t[0].contains("mixed")) {
                     mixedScenario(t[0], t[1], nodes);
@@ -300,23 +303,17 @@ public final class TomcatTest {
     }
 
     static void counterScenario(String name, String manager, List<Node> nodes) throws Exception {
-        int c = ++clusterNo;
-        long pid = ProcessHandle.current().pid();
-        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
-        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
-        String domain = "tomcat-test-" + pid + "-" + c;
-        Path dir = work.resolve(name);
-        deleteTree(dir);
-        Path app = writeApp(dir.resolve("app"));
-        Path jarFile = dir.resolve("cookies.txt");
+        Site site = new Site(name);
+        Path dir = site.dir;
+        Path jarFile = site.dir.resolve("cookies.txt");
 
         // one after the other, as operators do: two DeltaManagers starting at
         // the same instant each drop the other's state request (stock Tomcat
         // behaviour) and wait out stateTransferTimeout
-        Node a = start(dir, "a", manager, mcast, mport, domain, app);
+        Node a = site.start("a", manager);
         nodes.add(a);
         awaitUp(a);
-        Node b = start(dir, "b", manager, mcast, mport, domain, app);
+        Node b = site.start("b", manager);
         nodes.add(b);
         awaitUp(b);
 
@@ -330,7 +327,7 @@ public final class TomcatTest {
         }
 
         // a third node joins late and reads the counter
-        Node x = start(dir, "x", manager, mcast, mport, domain, app);
+        Node x = site.start("x", manager);
         nodes.add(x);
         awaitUp(x);
         String late = eventually(x, jarFile, "?op=read", "count=" + want + " ");
@@ -362,23 +359,17 @@ public final class TomcatTest {
      * counter still continues.
      */
     static void managerScenario(String name, List<Node> nodes) throws Exception {
-        int c = ++clusterNo;
-        long pid = ProcessHandle.current().pid();
-        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
-        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
-        String domain = "tomcat-test-" + pid + "-" + c;
-        Path dir = work.resolve(name);
-        deleteTree(dir);
-        Path app = writeApp(dir.resolve("app"));
-        Path jarFile = dir.resolve("cookies.txt");
-        String mgr = "NSM:" + mcast + ":" + mport + ":" + domain;
-        Node a = start(dir, "a", mgr, mcast, mport, domain, app);
+        Site site = new Site(name);
+        Path dir = site.dir;
+        Path jarFile = site.dir.resolve("cookies.txt");
+        String mgr = "NSM:";
+        Node a = site.start("a", mgr);
         nodes.add(a);
         awaitUp(a);
-        Node b = start(dir, "b", mgr, mcast, mport, domain, app);
+        Node b = site.start("b", mgr);
         nodes.add(b);
         awaitUp(b);
-        Node x = start(dir, "x", mgr, mcast, mport, domain, app);
+        Node x = site.start("x", mgr);
         nodes.add(x);
         awaitUp(x);
         Thread.sleep(1000);
@@ -459,6 +450,69 @@ public final class TomcatTest {
         check(gone.startsWith("count=null"), "after logout b answered " + gone);
     }
 
+    /** A test cluster of its own: multicast group and port, domain, work directory and webapp. */
+    static final class Site {
+        final String mcast;
+        final int mport;
+        final String domain;
+        final Path dir;
+        final Path app;
+
+        Site(String name) throws IOException {
+            int c = ++clusterNo;
+            long pid = ProcessHandle.current().pid();
+            mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
+            mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
+            domain = "tomcat-test-" + pid + "-" + c;
+            dir = work.resolve(name);
+            deleteTree(dir);
+            app = writeApp(dir.resolve("app"));
+        }
+
+        /** Starts Tomcat node {@code name} of this site with the native transport (or NSM). */
+        Node start(String name, String manager) throws Exception {
+            return start(name, manager, false);
+        }
+
+        /** Starts Tomcat node {@code name}; {@code stock}: with the stock Tribes transport. */
+        Node start(String name, String manager, boolean stock) throws Exception {
+            return TomcatTest.start(dir, name, manager, mcast, mport, domain, app, stock);
+        }
+    }
+
+    /**
+     * notifyListenersOnReplication="false": three NativeSessionManager
+     * nodes, each holding a copy (backupCount 2); on b, where the attribute
+     * listeners are off on replication, a session created and changed on a
+     * fires sessionCreated (its session listeners stay on) and no attribute
+     * listener, while x (defaults) fires both.
+     */
+    static void listenersOffScenario(String name, List<Node> nodes) throws Exception {
+        Site site = new Site(name);
+        Path jarFile = site.dir.resolve("cookies.txt");
+        String mgr = "NSM:|backupCount=\"2\"";
+        Node a = site.start("a", mgr);
+        nodes.add(a);
+        Node b = site.start("b", mgr + " notifyListenersOnReplication=\"false\"");
+        nodes.add(b);
+        Node x = site.start("x", mgr);
+        nodes.add(x);
+        for (Node n : nodes) {
+            awaitUp(n);
+        }
+        Thread.sleep(1000);
+        for (int want = 1; want <= 2; want++) {
+            String body = eventually(a, jarFile, "", "count=" + want + " ");
+            check(body.startsWith("count=" + want + " node=a"), "a answered " + body);
+        }
+        String on = "created=1 destroyed=0 added=1 replaced=1 removed=0 idchanged=0";
+        waitFor(() -> replicaEvents(x).equals(on), "x (listeners on) fired them: " + replicaEvents(x));
+        waitFor(() -> replicaEvents(b).startsWith("created=1 "), "b got the session: " + replicaEvents(b));
+        Thread.sleep(1000); // b's listener thread had as long as x's
+        check(replicaEvents(b).equals("created=1 destroyed=0 added=0 replaced=0 removed=0 idchanged=0"),
+            "b fired no attribute listener on replication: " + replicaEvents(b));
+    }
+
     /**
      * A stock Tribes node (McastService, NioReceiver, ReplicationTransmitter)
      * and native nodes in one cluster: increments alternate between the
@@ -467,19 +521,13 @@ public final class TomcatTest {
      * SIGKILLed the native ones carry on.
      */
     static void mixedScenario(String name, String manager, List<Node> nodes) throws Exception {
-        int c = ++clusterNo;
-        long pid = ProcessHandle.current().pid();
-        String mcast = "239.252." + (pid % 250) + "." + (c % 250 + 1);
-        int mport = 40_000 + (int) ((pid * 11 + c * 173) % 9_000);
-        String domain = "tomcat-test-" + pid + "-" + c;
-        Path dir = work.resolve(name);
-        deleteTree(dir);
-        Path app = writeApp(dir.resolve("app"));
-        Path jarFile = dir.resolve("cookies.txt");
-        Node a = start(dir, "a", manager, mcast, mport, domain, app, true);
+        Site site = new Site(name);
+        Path dir = site.dir;
+        Path jarFile = site.dir.resolve("cookies.txt");
+        Node a = site.start("a", manager, true);
         nodes.add(a);
         awaitUp(a);
-        Node b = start(dir, "b", manager, mcast, mport, domain, app, false);
+        Node b = site.start("b", manager, false);
         nodes.add(b);
         awaitUp(b);
         int want = 0;
@@ -489,7 +537,7 @@ public final class TomcatTest {
             String body = eventually(n, jarFile, "", "count=" + want + " ");
             check(body.startsWith("count=" + want + " node=" + n.name), n.name + " answered " + body);
         }
-        Node x = start(dir, "x", manager, mcast, mport, domain, app, false);
+        Node x = site.start("x", manager, false);
         nodes.add(x);
         awaitUp(x);
         String late = eventually(x, jarFile, "?op=read", "count=" + want + " ");
@@ -591,11 +639,6 @@ public final class TomcatTest {
         throw new AssertionError(n.name + " did not serve within " + START_TIMEOUT_MS + " ms");
     }
 
-    static Node start(Path dir, String name, String manager, String mcast, int mport, String domain, Path app)
-            throws Exception {
-        return start(dir, name, manager, mcast, mport, domain, app, false);
-    }
-
     static Node start(Path dir, String name, String manager, String mcast, int mport, String domain, Path app,
             boolean stock) throws Exception {
         Path base = dir.resolve(name);
@@ -605,6 +648,8 @@ public final class TomcatTest {
         int http = freePort();
         int tcp = freePort();
         boolean nsm = manager.startsWith("NSM:");
+        // "NSM:...|attrs": more attributes of the NativeSessionManager
+        String nsmExtra = nsm && manager.contains("|") ? " " + manager.substring(manager.indexOf('|') + 1) : "";
         String mgr = manager.endsWith("BackupManager")
             ? "<Manager className=\"" + manager + "\" mapSendOptions=\"6\" rpcTimeout=\"15000\"/>"
             : "<Manager className=\"" + manager + "\" expireSessionsOnShutdown=\"false\""
@@ -627,7 +672,7 @@ public final class TomcatTest {
             + "      <Host name=\"localhost\" appBase=\"webapps\" unpackWARs=\"false\" autoDeploy=\"false\">\n"
             + (nsm ? "        <Context path=\"\" docBase=\"" + app + "\">\n"
                 + "          <Manager className=\"io.sessionrepl.tomcat.NativeSessionManager\" sessionMode=\"backup\""
-                + " backupCount=\"1\" membershipType=\"multicast\" mcastAddr=\"" + mcast + "\" mcastPort=\"" + mport
+                + (nsmExtra.contains("backupCount") ? "" : " backupCount=\"1\"") + nsmExtra + " membershipType=\"multicast\" mcastAddr=\"" + mcast + "\" mcastPort=\"" + mport
                 + "\" mcastBindAddress=\"127.0.0.1\" mcastTTL=\"1\" mcastFrequency=\"200\" mcastDropTime=\"2000\""
                 + " mcastClusterDomain=\"" + domain + "\" tcpListenAddress=\"127.0.0.1\" tcpListenPort=\"" + tcp
                 + "\" stateTransferTimeout=\"30\" commitTimeout=\"10000\" drainTimeout=\"20000\"/>\n"
