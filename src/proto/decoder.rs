@@ -1,7 +1,7 @@
 //! Splits native frames out of a read buffer without copying payloads.
 
 use crate::error::Result;
-use crate::wire::frame::{FrameHeader, HEADER_LEN};
+use crate::wire::frame::{FrameHeader, FrameType, DATA_FLAGS, HEADER_LEN};
 use bytes::{Buf, Bytes, BytesMut};
 
 /// A decoded frame: header and a zero-copy slice of the read buffer.
@@ -95,8 +95,41 @@ impl FrameDecoder {
     ///
     /// # Errors
     /// A header that fails validation; the connection must then be closed.
-    #[inline]
+    #[inline(always)]
     pub fn decode<B: FrameBuf>(&mut self, buf: &mut B) -> Result<Option<Frame>> {
+        if self.pending.is_none() {
+            if let Some(header) = self.complete_data(buf) {
+                // The common case, kept inline in the caller's loop: one
+                // split per frame, and no result moved through memory.
+                let mut payload = buf.split_frame(HEADER_LEN + header.len as usize);
+                payload.advance(HEADER_LEN);
+                return Ok(Some(Frame { header, payload }));
+            }
+        }
+        self.decode_general(buf)
+    }
+
+    /// The header of a valid DATA frame complete in `buf`; `None` for
+    /// anything else (other types, a bad header, a partial frame), which
+    /// [`FrameDecoder::decode_general`] then decodes or refuses.
+    #[inline(always)]
+    fn complete_data(&self, buf: &[u8]) -> Option<FrameHeader> {
+        let b: [u8; HEADER_LEN] = buf.get(..HEADER_LEN)?.try_into().ok()?;
+        let [ty, flags, r0, r1, l0, l1, l2, l3, id @ ..] = b;
+        if ty != FrameType::Data as u8 || r0 | r1 != 0 || flags & !DATA_FLAGS != 0 {
+            return None;
+        }
+        let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
+        if len > self.max_frame || buf.len() - HEADER_LEN < len {
+            return None;
+        }
+        Some(FrameHeader::data(u64::from_be_bytes(id), len, flags))
+    }
+
+    /// [`FrameDecoder::decode`] for every frame type and for frames that
+    /// arrive in parts.
+    #[inline(never)]
+    fn decode_general<B: FrameBuf>(&mut self, buf: &mut B) -> Result<Option<Frame>> {
         let header = match self.pending {
             Some(h) => h,
             None => {
@@ -172,6 +205,46 @@ mod tests {
         buf.extend_from_slice(&w[60..]);
         assert!(d.decode(&mut buf).unwrap().is_some());
         assert_eq!(d.frame_in_progress(), None);
+    }
+
+    #[test]
+    fn complete_frames_with_bad_headers_are_refused_like_partial_ones() {
+        let good = frame(3, b"abc");
+        let mut bad_flags = good.clone();
+        bad_flags[1] = 0x80;
+        let mut reserved = good.clone();
+        reserved[3] = 1;
+        let mut oversized = good.clone();
+        oversized[4..8].copy_from_slice(&2000u32.to_be_bytes());
+        oversized.resize(HEADER_LEN + 2000, 0);
+        for (what, w) in [
+            ("flags", bad_flags),
+            ("reserved", reserved),
+            ("size", oversized),
+        ] {
+            let mut d = FrameDecoder::new(1000);
+            let mut buf = BytesMut::from(&w[..]);
+            assert!(d.decode(&mut buf).is_err(), "{what}");
+        }
+        // Other frame types in between take the general path.
+        let mut w = FrameHeader {
+            ty: FrameType::Ping,
+            flags: 0,
+            len: 0,
+            id: 9,
+        }
+        .encode()
+        .to_vec();
+        w.extend(good);
+        let mut d = FrameDecoder::new(1000);
+        let mut buf = Bytes::from(w);
+        assert_eq!(
+            d.decode(&mut buf).unwrap().unwrap().header.ty,
+            FrameType::Ping
+        );
+        let f = d.decode(&mut buf).unwrap().unwrap();
+        assert_eq!((f.header.id, &f.payload[..]), (3, &b"abc"[..]));
+        assert!(buf.is_empty() && d.decode(&mut buf).unwrap().is_none());
     }
 
     #[test]

@@ -130,7 +130,27 @@ impl InboundConn {
     ///
     /// # Errors
     /// Any protocol violation; the connection must be closed.
+    #[inline(always)]
     pub fn poll<B: FrameBuf>(&mut self, buf: &mut B) -> Result<Option<InEvent>> {
+        // The hot path (a DATA frame on an open connection) stays inline in
+        // the caller's decode loop; the rest is out of line.
+        if self.state == State::Open {
+            match self.dec.decode(buf)? {
+                Some(f) if f.header.ty == FrameType::Data => return Ok(Some(InEvent::Data(f))),
+                Some(f) => {
+                    if let Some(ev) = self.control(f)? {
+                        return Ok(Some(ev));
+                    }
+                }
+                None => return Ok(None),
+            }
+        }
+        self.poll_general(buf)
+    }
+
+    /// [`InboundConn::poll`] for the preface and for control frames.
+    #[inline(never)]
+    fn poll_general<B: FrameBuf>(&mut self, buf: &mut B) -> Result<Option<InEvent>> {
         loop {
             match self.state {
                 State::AwaitPreface => {
@@ -156,33 +176,39 @@ impl InboundConn {
                     let Some(f) = self.dec.decode(buf)? else {
                         return Ok(None);
                     };
-                    match f.header.ty {
-                        FrameType::Data => return Ok(Some(InEvent::Data(f))),
-                        FrameType::Batch => return Ok(Some(InEvent::Batch(f))),
-                        FrameType::Ping => {
-                            let h = FrameHeader {
-                                ty: FrameType::Pong,
-                                flags: 0,
-                                len: 0,
-                                id: f.header.id,
-                            };
-                            self.out.extend_from_slice(&h.encode());
-                        }
-                        FrameType::Pong => {}
-                        FrameType::GoAway => {
-                            return Ok(Some(InEvent::GoAway(
-                                String::from_utf8_lossy(&f.payload).into_owned(),
-                            )))
-                        }
-                        FrameType::Ack | FrameType::Fail => {
-                            return Err(Error::Protocol(format!(
-                                "{:?} frame sent to a receiver",
-                                f.header.ty
-                            )))
-                        }
+                    if let Some(ev) = self.control(f)? {
+                        return Ok(Some(ev));
                     }
                 }
             }
+        }
+    }
+
+    /// A frame on an open connection: DATA and BATCH are events, a PING is
+    /// answered here (`None`), the rest ends the connection or is ignored.
+    #[inline(never)]
+    fn control(&mut self, f: Frame) -> Result<Option<InEvent>> {
+        match f.header.ty {
+            FrameType::Data => Ok(Some(InEvent::Data(f))),
+            FrameType::Batch => Ok(Some(InEvent::Batch(f))),
+            FrameType::Ping => {
+                let h = FrameHeader {
+                    ty: FrameType::Pong,
+                    flags: 0,
+                    len: 0,
+                    id: f.header.id,
+                };
+                self.out.extend_from_slice(&h.encode());
+                Ok(None)
+            }
+            FrameType::Pong => Ok(None),
+            FrameType::GoAway => Ok(Some(InEvent::GoAway(
+                String::from_utf8_lossy(&f.payload).into_owned(),
+            ))),
+            FrameType::Ack | FrameType::Fail => Err(Error::Protocol(format!(
+                "{:?} frame sent to a receiver",
+                f.header.ty
+            ))),
         }
     }
 

@@ -27,7 +27,7 @@ pub const FLAG_ACK_DELIVERY: u8 = 0x04;
 pub const FLAG_SEQ: u8 = 0x08;
 /// Length of a sequence marker's payload.
 pub const SEQ_MARKER_LEN: usize = 16;
-const DATA_FLAGS: u8 = FLAG_COMPRESSED | FLAG_ACK_RECEIPT | FLAG_ACK_DELIVERY | FLAG_SEQ;
+pub(crate) const DATA_FLAGS: u8 = FLAG_COMPRESSED | FLAG_ACK_RECEIPT | FLAG_ACK_DELIVERY | FLAG_SEQ;
 /// Not a wire flag: marks a queued DATA frame that the I/O thread is to
 /// compress (in a BATCH with its neighbours). Never written.
 pub const FLAG_INTERNAL_DEFLATE: u8 = 0x80;

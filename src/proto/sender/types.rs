@@ -19,7 +19,7 @@ pub enum Delivery {
 /// Outcome of one message at one destination.
 pub type Outcome = Result<Delivery, Error>;
 
-/// The limits and timers a [`SenderConn`] runs with.
+/// The limits and timers a [`SenderConn`](super::SenderConn) runs with.
 #[derive(Debug, Clone, Copy)]
 pub struct SenderLimits {
     /// Messages waiting unwritten (`maxQueueLength`).
@@ -78,7 +78,7 @@ impl SenderLimits {
     }
 }
 
-/// One message handed to [`SenderConn::handle_enqueue`].
+/// One message handed to [`SenderConn::handle_enqueue`](super::SenderConn::handle_enqueue).
 pub struct Message<T> {
     /// Message id (unique per sending channel).
     pub id: u64,
@@ -112,15 +112,15 @@ pub enum State {
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Start a connection, then call [`SenderConn::handle_connecting`] (or
-    /// [`SenderConn::handle_connect_failed`]).
+    /// Start a connection, then call [`SenderConn::handle_connecting`](super::SenderConn::handle_connecting) (or
+    /// [`SenderConn::handle_connect_failed`](super::SenderConn::handle_connect_failed)).
     Connect,
     /// Drop the socket (its messages were already dealt with); the string
     /// says why, for the log.
     Close(String),
 }
 
-/// Counters since the last [`SenderConn::take_counters`].
+/// Counters since the last [`SenderConn::take_counters`](super::SenderConn::take_counters).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counters {
     /// Messages fully written.
