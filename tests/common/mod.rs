@@ -127,7 +127,11 @@ fn compile_java_here(file: &str) -> Result<PathBuf, String> {
     // Unique per call: tests of one binary compile from several threads.
     static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("sr-{stem}-{}-{n}", std::process::id()));
+    // Under the target's scratch dir (cargo sets it for integration
+    // tests), not /tmp, where one directory per test process piled up.
+    let scratch = option_env!("CARGO_TARGET_TMPDIR")
+        .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+    let dir = scratch.join(format!("sr-{stem}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     // The repository root: this package's, or its parent for the cli crate.

@@ -43,7 +43,11 @@ fn write_set(tag: &str) -> TlsFiles {
         .unwrap()
         .signed_by(&key, &ca)
         .unwrap();
-    let dir = std::env::temp_dir().join(format!("sr-tls-{}-{tag}", std::process::id()));
+    // Under the target's scratch dir (cargo sets it for integration
+    // tests), not /tmp, where one directory per test process piled up.
+    let scratch = option_env!("CARGO_TARGET_TMPDIR")
+        .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+    let dir = scratch.join(format!("sr-tls-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = TlsFiles {
         cert: dir.join("node.pem"),
