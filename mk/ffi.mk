@@ -58,6 +58,11 @@ ffi-header-check:
 	$(CBINDGEN) --quiet --config cbindgen.toml --output $(FFI_BUILD)/sessionrepl.h src/ffi/mod.rs
 	@diff -u include/sessionrepl.h $(FFI_BUILD)/sessionrepl.h \
 	  || { echo "include/sessionrepl.h is stale: run 'make ffi-header' and commit it"; exit 1; }
+	@# Whole-crate mode too: only src/ffi reaches the header (the other
+	@# modules carry `/// cbindgen:ignore`).
+	$(CBINDGEN) --quiet --config cbindgen.toml --crate sessionrepl --output $(FFI_BUILD)/sessionrepl-crate.h
+	@diff -u include/sessionrepl.h $(FFI_BUILD)/sessionrepl-crate.h \
+	  || { echo "cbindgen --crate sessionrepl emits more than src/ffi: a module lost its cbindgen:ignore"; exit 1; }
 	printf '#include "sessionrepl.h"\nint main(void) { return sr_version() == 0; }\n' > $(FFI_BUILD)/hdr.c
 	cp $(FFI_BUILD)/hdr.c $(FFI_BUILD)/hdr.cpp
 	$(FFI_CC) -std=c99 -pedantic $(FFI_WARN) -Iinclude -c $(FFI_BUILD)/hdr.c -o $(FFI_BUILD)/hdr_c.o

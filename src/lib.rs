@@ -20,15 +20,24 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+/// cbindgen:ignore
 pub mod channel;
+/// cbindgen:ignore
 pub mod config;
+/// cbindgen:ignore
 pub mod error;
 pub mod ffi;
+/// cbindgen:ignore
 pub mod log;
+/// cbindgen:ignore
 pub mod membership;
+/// cbindgen:ignore
 pub mod security;
+/// cbindgen:ignore
 pub mod session;
+/// cbindgen:ignore
 pub mod stats;
+/// cbindgen:ignore
 pub mod transport;
 
 /// Internal layers, public only for this workspace's own tools (the
@@ -36,6 +45,8 @@ pub mod transport;
 /// targets. Not a stable API: hidden from the documentation, free to change
 /// with any release. Inside the crate the layers are reached as
 /// `crate::wire`, `crate::proto`, `crate::driver` and `crate::queue`.
+///
+/// cbindgen:ignore
 #[doc(hidden)]
 #[path = "internal.rs"]
 pub mod __internal;

@@ -1,13 +1,13 @@
 //! Cluster membership: who is in the cluster (multicast heartbeats, static
 //! lists, DNS), failure detection, and membership events.
 //!
-//! - [`MemberTable`]: the sans-IO member list (heartbeats, probes and `now`
+//! - [`MemberTable`](crate::membership::MemberTable): the sans-IO member list (heartbeats, probes and `now`
 //!   in; events out), tested on a virtual clock.
-//! - [`MembershipService`]: the threads and sockets around it.
+//! - [`MembershipService`](crate::membership::MembershipService): the threads and sockets around it.
 //!
 //! Heartbeats are Tribes member blobs (`wire::tribes`), so sessionrepl nodes
 //! and Apache Tribes nodes see each other; sessionrepl nodes add
-//! [`PeerFacts`] to the blob's payload to recognise one another.
+//! [`PeerFacts`](crate::membership::PeerFacts) to the blob's payload to recognise one another.
 
 pub mod auth;
 mod config;

@@ -1,18 +1,18 @@
 //! Sans-IO protocol state machines: bytes and `now` in, frames, bytes to
 //! send and events out. No sockets, no clock, no threads.
 //!
-//! - [`decoder`]: splits native frames out of a read buffer, zero-copy.
-//! - [`inbound`]: the accepting side of a connection (preface, frames,
+//! - [`decoder`](crate::proto::decoder): splits native frames out of a read buffer, zero-copy.
+//! - [`inbound`](crate::proto::inbound): the accepting side of a connection (preface, frames,
 //!   acks to send back).
-//! - [`outbound`]: the connecting side (preface answer, ACK/FAIL/PONG).
-//! - [`ack`]: the sender's tracker of messages awaiting an ack.
-//! - [`secure`]: authenticated encryption of connections (shared-key Noise,
+//! - [`outbound`](crate::proto::outbound): the connecting side (preface answer, ACK/FAIL/PONG).
+//! - [`ack`](crate::proto::ack): the sender's tracker of messages awaiting an ack.
+//! - [`secure`](crate::proto::secure): authenticated encryption of connections (shared-key Noise,
 //!   mutual TLS) and the Tribes `EncryptInterceptor` message codec.
-//! - [`limits`]: the receiver's bounds (slots, handshake and ack-write
+//! - [`limits`](crate::proto::limits): the receiver's bounds (slots, handshake and ack-write
 //!   deadlines, receive memory).
-//! - [`sender`]: one member's asynchronous sender (queue, window, acks,
+//! - [`sender`](crate::proto::sender): one member's asynchronous sender (queue, window, acks,
 //!   deadlines, resend, keepalive, batching, sequence markers).
-//! - [`dedup`]: the receiver's side of exactly-once delivery across
+//! - [`dedup`](crate::proto::dedup): the receiver's side of exactly-once delivery across
 //!   reconnects (per-stream sequence high-water marks).
 
 pub mod ack;
