@@ -1,7 +1,7 @@
-//! The channel: what users hold. A [`ChannelBuilder`](crate::channel::ChannelBuilder) takes the config and
-//! listeners; [`ChannelBuilder::start`](crate::channel::ChannelBuilder::start) binds the receiver and starts the
-//! sender threads; [`Channel::send`](crate::channel::Channel::send) replicates a payload to members in the
-//! configured `replicationMode`; [`Channel::stop`](crate::channel::Channel::stop) ends it all.
+//! The channel: what users hold. A [`ChannelBuilder`] takes the config and
+//! listeners; [`ChannelBuilder::start`] binds the receiver and starts the
+//! sender threads; [`Channel::send`] replicates a payload to members in the
+//! configured `replicationMode`; [`Channel::stop`] ends it all.
 //!
 //! ```no_run
 //! use sessionrepl::{Channel, Config};
@@ -13,6 +13,11 @@
 //! ch.send(&[peer], Bytes::from_static(b"hello"), ch.default_options())?;
 //! # Ok::<(), sessionrepl::Error>(())
 //! ```
+//!
+//! [`ChannelBuilder`]: crate::channel::ChannelBuilder
+//! [`ChannelBuilder::start`]: crate::channel::ChannelBuilder::start
+//! [`Channel::send`]: crate::channel::Channel::send
+//! [`Channel::stop`]: crate::channel::Channel::stop
 
 use crate::config::{Config, ReplicationMode};
 use crate::error::{Error, Result};

@@ -1,8 +1,10 @@
 //! Channel configuration. Keys use Tomcat's attribute names where Tomcat has
 //! one (`tcpListenAddress`, `replicationMode`, `ackTimeout`, ...), so an
-//! operator can carry settings over. [`Config::set`](crate::config::Config::set) parses one key/value
+//! operator can carry settings over. [`Config::set`] parses one key/value
 //! pair and refuses unknown keys and bad values with a clear error; it never
 //! falls back to a default silently.
+//!
+//! [`Config::set`]: crate::config::Config::set
 
 use crate::error::{Error, Result};
 use crate::membership::MembershipConfig;

@@ -1,7 +1,10 @@
-//! A small logging facade. The engine logs through [`emit`](crate::log::emit); the host routes
-//! the records where it wants with [`set_sink`](crate::log::set_sink) (the C ABI's log callback
+//! A small logging facade. The engine logs through [`emit`]; the host routes
+//! the records where it wants with [`set_sink`] (the C ABI's log callback
 //! does exactly that). Without a sink, records at or above the level named by
 //! the `SESSIONREPL_LOG` environment variable (default `warn`) go to stderr.
+//!
+//! [`emit`]: crate::log::emit
+//! [`set_sink`]: crate::log::set_sink
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -5,9 +5,11 @@
 //!
 //! Key material never reaches a log, an error message or `Debug` output.
 //!
-//! [`SecurityConfig::context`](crate::security::SecurityConfig::context) builds what every native connection uses;
+//! [`SecurityConfig::context`] builds what every native connection uses;
 //! heartbeat authentication is live. Tribes-framed connections are refused
 //! (receive) or fail (send) on a node that requires encryption.
+//!
+//! [`SecurityConfig::context`]: crate::security::SecurityConfig::context
 
 use std::path::PathBuf;
 use std::time::Duration;

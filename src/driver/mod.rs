@@ -13,19 +13,26 @@
 //! 3. wake a sleeping I/O thread with one syscall only when it sleeps;
 //! 4. on stop, cancel and drain everything in flight with no leak.
 //!
-//! The contract itself is the [`Driver`](crate::driver::Driver) trait (its rules are in its
-//! docs): register and connect sockets by [`Token`](crate::driver::Token),
+//! The contract itself is the [`Driver`] trait (its rules are in its
+//! docs): register and connect sockets by [`Token`],
 //! read into buffers the engine lends (or, with provided buffers, hand out
 //! zero-copy chunks), write many frames per call, wake from another
 //! thread, and wait for events with a deadline. Operations complete at
-//! once or later as an [`Event`](crate::driver::Event), so one engine loop per direction
+//! once or later as an [`Event`], so one engine loop per direction
 //! (`transport::engine`) runs over any driver, monomorphised.
 //!
-//! Two backends meet it: mio ([`mio::MioDriver`](crate::driver::mio::MioDriver): readiness, epoll on
-//! Linux; raw system calls in [`sys`](crate::driver::sys)) and io_uring
-//! ([`uring::UringDriver`](crate::driver::uring::UringDriver), Linux only: completions, multishot accept and
+//! Two backends meet it: mio ([`mio::MioDriver`]: readiness, epoll on
+//! Linux; raw system calls in [`sys`]) and io_uring
+//! ([`uring::UringDriver`], Linux only: completions, multishot accept and
 //! receive on a provided-buffer ring, batched `sendmsg`). This layer is the
 //! only one with `unsafe`.
+//!
+//! [`Driver`]: crate::driver::Driver
+//! [`Token`]: crate::driver::Token
+//! [`Event`]: crate::driver::Event
+//! [`mio::MioDriver`]: crate::driver::mio::MioDriver
+//! [`sys`]: crate::driver::sys
+//! [`uring::UringDriver`]: crate::driver::uring::UringDriver
 
 mod contract;
 #[cfg(test)]

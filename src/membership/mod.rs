@@ -1,13 +1,17 @@
 //! Cluster membership: who is in the cluster (multicast heartbeats, static
 //! lists, DNS), failure detection, and membership events.
 //!
-//! - [`MemberTable`](crate::membership::MemberTable): the sans-IO member list (heartbeats, probes and `now`
+//! - [`MemberTable`]: the sans-IO member list (heartbeats, probes and `now`
 //!   in; events out), tested on a virtual clock.
-//! - [`MembershipService`](crate::membership::MembershipService): the threads and sockets around it.
+//! - [`MembershipService`]: the threads and sockets around it.
 //!
 //! Heartbeats are Tribes member blobs (`wire::tribes`), so sessionrepl nodes
 //! and Apache Tribes nodes see each other; sessionrepl nodes add
-//! [`PeerFacts`](crate::membership::PeerFacts) to the blob's payload to recognise one another.
+//! [`PeerFacts`] to the blob's payload to recognise one another.
+//!
+//! [`MemberTable`]: crate::membership::MemberTable
+//! [`MembershipService`]: crate::membership::MembershipService
+//! [`PeerFacts`]: crate::membership::PeerFacts
 
 pub mod auth;
 mod config;

@@ -1,11 +1,14 @@
 //! Bounded lock-free queues for the hot path.
 //!
-//! [`SendQueue`](crate::queue::SendQueue) is the fastasyncqueue: many producers push without taking
+//! [`SendQueue`] is the fastasyncqueue: many producers push without taking
 //! a lock (a CAS on the ring); one I/O thread pops in batches. Producers make
 //! a wake-up system call only when the consumer has announced it is going to
 //! sleep. A full queue is the caller's error after `queueAddWaitTimeout`,
 //! never silent growth; a producer waiting for room sleeps until the
-//! consumer frees some ([`SendQueue::popped`](crate::queue::SendQueue::popped)), it does not poll.
+//! consumer frees some ([`SendQueue::popped`]), it does not poll.
+//!
+//! [`SendQueue`]: crate::queue::SendQueue
+//! [`SendQueue::popped`]: crate::queue::SendQueue::popped
 
 use crate::error::Error;
 use crossbeam_queue::ArrayQueue;
