@@ -153,27 +153,8 @@ impl MioDriver {
         }
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             s.drained = false;
-            if let Some((mut buf, want)) = s.recv_wait.take() {
-                match read(s.sock.as_raw_fd(), &mut buf, want) {
-                    Ok(Some(n)) => {
-                        s.drained = n > 0
-                            && buf.len() < buf.capacity()
-                            && !ev.is_read_closed()
-                            && !ev.is_error();
-                        self.hot = Some(token);
-                        out.push(Event::Received {
-                            token,
-                            res: Ok(n),
-                            buf,
-                        })
-                    }
-                    Ok(None) => s.recv_wait = Some((buf, want)),
-                    Err(e) => out.push(Event::Received {
-                        token,
-                        res: Err(e),
-                        buf,
-                    }),
-                }
+            if s.read_waiting(token, ev.is_read_closed() || ev.is_error(), out) {
+                self.hot = Some(token);
             }
         }
     }
@@ -190,16 +171,27 @@ impl MioDriver {
             self.hot = None;
             return false;
         };
-        let Some((mut buf, want)) = s.recv_wait.take() else {
+        s.read_waiting(token, false, out)
+    }
+}
+
+impl Slot {
+    /// Reads into the waiting receive, if any: true if that produced a
+    /// `Received` event (data, end of stream or an error); false if nothing
+    /// waits or the socket had nothing (the receive keeps waiting).
+    /// `closing`: the edge also reported a hang-up or an error, so a read
+    /// that left room does not mean the socket is drained.
+    fn read_waiting(&mut self, token: Token, closing: bool, out: &mut Vec<Event>) -> bool {
+        let Some((mut buf, want)) = self.recv_wait.take() else {
             return false;
         };
-        let res = match read(s.sock.as_raw_fd(), &mut buf, want) {
+        let res = match read(self.sock.as_raw_fd(), &mut buf, want) {
             Ok(None) => {
-                s.recv_wait = Some((buf, want));
+                self.recv_wait = Some((buf, want));
                 return false;
             }
             Ok(Some(n)) => {
-                s.drained = n > 0 && buf.len() < buf.capacity();
+                self.drained = n > 0 && buf.len() < buf.capacity() && !closing;
                 Ok(n)
             }
             Err(e) => Err(e),
