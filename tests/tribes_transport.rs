@@ -23,6 +23,7 @@ on_both_drivers!(
     envelope_mode_carries_whole_channel_data_both_ways,
     mixed_send_to_stalled_members_ends_by_one_ack_timeout,
     mixed_sync_send_writes_a_large_tribes_frame_while_a_native_member_stalls,
+    mixed_sync_send_finishes_a_tribes_connect_still_in_progress,
 );
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -535,4 +536,126 @@ fn mixed_sync_send_writes_a_large_tribes_frame_while_a_native_member_stalls() {
     ann.join().unwrap();
     peer.cmd("stop");
     rx.stop();
+}
+
+/// One synchronous send to a native member that never reads, a live native
+/// member and a Tribes JVM whose connect is still in progress when the send
+/// starts: the Tribes node sits behind a gate, a listener whose accept queue
+/// is full, so the sender's SYN is dropped until the gate opens (500 ms in)
+/// and its SYN retransmit (about 1 s in) gets through. The Tribes part is
+/// connected, written and acked while the native part waits on the deaf
+/// member, so it ends `Acked` within the one `ackTimeout`; only the deaf
+/// member ends in `Timeout`.
+fn mixed_sync_send_finishes_a_tribes_connect_still_in_progress() {
+    let Some(classes) = classes() else {
+        return;
+    };
+    let mut peer = Peer::start(&classes, false, None);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let native_deaf = deaf(stop.clone());
+    let (rx, got) = node();
+    let gate = Gate::new(peer.addr());
+    let gated = gate.addr;
+    let tribes = vec![gated];
+    let (group, mport) = private_group(11);
+    let ann = announce(group, mport, tribes.clone(), stop.clone());
+    let ack_timeout = Duration::from_millis(2000);
+    let tx = mixed_sender(
+        sessionrepl::ReplicationMode::Synchronous,
+        ack_timeout,
+        (group, mport),
+        &tribes,
+    );
+    let opener = gate.open_after(Duration::from_millis(500));
+    let text = "behind-a-gate".to_string();
+    let to = vec![native_deaf, rx.local_addr(), gated];
+    let (outcomes, took) = send_acked(&tx, &to, &text);
+    eprintln!(
+        "deaf {native_deaf}, live {}, gated {gated}: mixed sync send through a closed gate took {took:?}: {outcomes:?}",
+        rx.local_addr()
+    );
+    let relayed = opener.join().unwrap();
+    assert!(relayed >= 1, "the sender never connected through the gate");
+    assert_outcomes(&outcomes, &to, &[rx.local_addr(), gated]);
+    assert!(
+        took >= ack_timeout - Duration::from_millis(50)
+            && took < ack_timeout + Duration::from_millis(1500),
+        "took {took:?}, ackTimeout {ack_timeout:?}"
+    );
+    let l = peer.expect("received");
+    assert!(l.contains(&format!("text={text} ")), "{l}");
+    assert!(got.lock().unwrap().iter().any(|(_, t)| *t == text));
+    tx.stop();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    ann.join().unwrap();
+    peer.cmd("stop");
+    rx.stop();
+}
+
+/// A listener in front of `target` whose accept queue is full (backlog 0,
+/// one connection parked in it), so a connect to it stays in progress
+/// (its SYNs dropped) until [`Gate::open_after`] starts accepting and
+/// relaying to `target`.
+struct Gate {
+    addr: SocketAddr,
+    listener: std::net::TcpListener,
+    filler: std::net::TcpStream,
+    target: SocketAddr,
+}
+
+impl Gate {
+    fn new(target: SocketAddr) -> Gate {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        s.listen(0).unwrap();
+        let listener: std::net::TcpListener = s.into();
+        let addr = listener.local_addr().unwrap();
+        let filler = std::net::TcpStream::connect(addr).unwrap();
+        // The queue is full: another connect stays in progress.
+        let probe = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+        assert!(probe.is_err(), "the gate's accept queue is not full");
+        Gate {
+            addr,
+            listener,
+            filler,
+            target,
+        }
+    }
+
+    /// Opens the gate after `delay`, relays the first connection other than
+    /// the filler to the target (waiting up to 10 s for it), and returns how
+    /// many it relayed (0 or 1).
+    fn open_after(self, delay: Duration) -> std::thread::JoinHandle<usize> {
+        let t0 = std::time::Instant::now();
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let filler = self.filler.local_addr().unwrap();
+            self.listener.set_nonblocking(true).unwrap();
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            let mut relayed = 0;
+            while relayed == 0 && std::time::Instant::now() < until {
+                match self.listener.accept() {
+                    Ok((s, from)) if from != filler => {
+                        s.set_nonblocking(false).unwrap();
+                        eprintln!("gate: relaying {from} at {:?}", t0.elapsed());
+                        relay(s, self.target);
+                        relayed += 1;
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            relayed
+        })
+    }
+}
+
+/// Copies bytes both ways between `a` and a new connection to `target`.
+fn relay(a: std::net::TcpStream, target: SocketAddr) {
+    let b = std::net::TcpStream::connect(target).unwrap();
+    let (a2, b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+    std::thread::spawn(move || std::io::copy(&mut &a, &mut &b));
+    std::thread::spawn(move || std::io::copy(&mut &b2, &mut &a2));
 }

@@ -402,7 +402,14 @@ impl SyncSender {
             if std::mem::take(&mut spun) {
                 self.spin_missed();
             }
-            let left = deadline - now;
+            // A member still opening fails at its `connectTimeout`, which may
+            // come before the send's deadline (and leave time to resend).
+            let wake = ds
+                .iter()
+                .filter(|d| matches!(d.step, Step::Opening) && d.connect_by < deadline)
+                .map(|d| d.connect_by)
+                .fold(deadline, Instant::min);
+            let left = wake.saturating_duration_since(now);
             if on_socket == 0 {
                 if let Some(i) = wait_pool {
                     // Several exhausted pools: recheck them all often.

@@ -256,3 +256,41 @@ fn spin_backs_off_after_misses_and_resets_after_a_hit() {
     let skipped = std::iter::from_fn(|| (!tx.spin_allowed()).then_some(())).count();
     assert_eq!(skipped, 2);
 }
+
+/// A member that accepts the connection but never answers the preface fails
+/// at `connectTimeout`, not at the (later) send deadline, which leaves the
+/// send time to try again (`maxRetryAttempts`). Before, the sender slept
+/// until the send's deadline and reported the member then, without a retry.
+#[test]
+fn a_preface_never_answered_fails_at_connect_timeout_and_is_retried() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a2 = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            a2.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let mut cfg = Config::default();
+    cfg.ack_timeout = Duration::from_secs(5);
+    cfg.connect_timeout = Duration::from_millis(200);
+    cfg.max_retry_attempts = 1;
+    let tx = SyncSender::new(Arc::new(Shared::new(cfg, [7; 16], None)), 1);
+    let p = Bytes::from_static(b"x");
+    let t = Instant::now();
+    let r = tx.send_one(addr, &frame(1, &p), &p, 1, true);
+    let took = t.elapsed();
+    assert!(
+        matches!(&r, Err(Error::Unreachable(w)) if w.contains("connectTimeout")),
+        "{r:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(390) && took < Duration::from_millis(200) + SLACK,
+        "took {took:?}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "one retry expected");
+}
