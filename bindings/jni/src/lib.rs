@@ -24,6 +24,7 @@
 mod batch;
 mod boundary;
 mod channel;
+mod dests;
 mod enc;
 mod intake;
 mod refs;
@@ -76,6 +77,7 @@ fn natives() -> Vec<jni::NativeMethod> {
     v.extend(boundary::natives());
     v.extend(channel::natives());
     v.extend(batch::natives());
+    v.extend(dests::natives());
     v.extend(store::natives());
     v
 }
