@@ -207,7 +207,8 @@ public final class JvmBench {
     }
 
     static final int BATCH = 64;
-    static final int ROUNDS = 5;
+    /** Rounds of the fastasync rows (-Ds8.rounds=N, default 5): each impl's best is printed. */
+    static final int ROUNDS = Integer.getInteger("s8.rounds", 5);
 
     static Row best(Row kept, Row next) {
         Row b = kept == null || next.rate() > kept.rate() ? next : kept;
@@ -408,7 +409,7 @@ public final class JvmBench {
             }
             System.exit(0);
         }
-        // Fastasync: ROUNDS rounds, the three impls interleaved in each (so a
+        // Fastasync: ROUNDS rounds, the four impls interleaved in each (so a
         // load spike on this shared machine hits them alike); each impl's
         // best round is printed.
         Row nf = null;
