@@ -77,6 +77,8 @@ pub(crate) struct DestSet(Box<[SocketAddr]>);
 
 /// The destinations of a send: the prepared `set` when it is not 0, else
 /// the encoded `dests`.
+// It lives on the stack for one call; boxing `Dests` would allocate per send.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum To<'a> {
     /// A prepared set, used as it is.
     Set(&'a [SocketAddr]),
