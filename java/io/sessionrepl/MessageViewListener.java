@@ -27,7 +27,9 @@ import java.nio.ByteBuffer;
  * <p><b>The buffer.</b> The payload is the bytes from
  * {@code payload.position()} to {@code payload.limit()} (relative reads
  * such as {@code get(byte[])}, {@code getInt()} start at the payload); for
- * absolute reads add {@code payload.position()}. It is read-only and
+ * absolute reads add {@code payload.position()}; the buffer's capacity
+ * spans the whole receive batch, and bytes outside position..limit belong
+ * to other messages. It is read-only and
  * big-endian; a direct buffer for messages from native connections, a
  * heap buffer for messages from Tribes connections. The listener may move
  * its position, limit and byte order: they are reset for the next message.
