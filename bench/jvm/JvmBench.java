@@ -92,9 +92,10 @@ public final class JvmBench {
 
         void print() {
             System.out.printf(Locale.ROOT,
-                "S8 %s impl=%s count=%d size=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.1f p50_us=%.1f p99_us=%.1f threads=1%s%n",
+                "S8 %s impl=%s count=%d size=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.1f p50_us=%.1f p99_us=%.1f threads=1%s%s%n",
                 name, impl, count, SIZE, secs, rate(), count * (double) SIZE / secs / 1e6, p(0.50), p(0.99),
-                runs > 1 ? " best_of=" + runs : "");
+                runs > 1 ? " best_of=" + runs : "",
+                impl.startsWith("sessionrepl") && !EXTRA_CFG.isEmpty() ? " cfg=" + EXTRA_CFG : "");
             System.out.flush();
         }
     }
@@ -120,12 +121,26 @@ public final class JvmBench {
 
     // ---- native channel through JNI ----
 
+    /** -Ds8.cfg: extra config keys of the native channels. */
+    static final String EXTRA_CFG = System.getProperty("s8.cfg", "");
+
     static Config nativeCfg(String mode) {
         Config c = new Config().set("tcpListenAddress", "127.0.0.1").set("membershipType", "none")
             .set("replicationMode", mode).set("ackTimeout", "30000");
         // -Ds8.io=mio|uring: the driver (default: the config's default)
         String io = System.getProperty("s8.io");
-        return io == null ? c : c.set("ioBackend", io);
+        if (io != null) {
+            c.set("ioBackend", io);
+        }
+        // -Ds8.cfg=key=value,key=value: more keys, for experiments (the
+        // native rows then end with cfg=...)
+        for (String kv : EXTRA_CFG.split(",")) {
+            int eq = kv.indexOf('=');
+            if (eq > 0) {
+                c.set(kv.substring(0, eq), kv.substring(eq + 1));
+            }
+        }
+        return c;
     }
 
     /** How the producer sends: per message to an address array, per message to a prepared set, in batches. */
