@@ -1,7 +1,7 @@
 //! The send side's intake: a Java payload is copied once, straight from the
 //! `byte[]` (`GetByteArrayRegion`) or the direct `ByteBuffer` into pooled
-//! memory the engine then sends from, with no allocation per message, and
-//! destinations are decoded on the stack.
+//! memory the engine then sends from, with no allocation per message
+//! (destinations: [`crate::dests`]).
 //!
 //! Why: the per-message `send`'s profile showed `malloc` of a `Vec` per
 //! message on the Java thread, its `free` on the engine thread (glibc's
