@@ -5,14 +5,21 @@
 //
 //   fastasync-1k : 1 producer, COUNT x 1 KiB, no ack; native fastasyncqueue
 //                  vs Tribes MessageDispatchInterceptor; msgs/s until the
-//                  receiving listener (Java) has them all. Two native rows:
-//                  impl=sessionrepl-jni (send and onMessage per message)
-//                  and impl=sessionrepl-jni-batch (sendBatch, 64 messages
-//                  per call, and onMessageBatch); every impl is warmed up
-//                  with the same number of messages first; five rounds,
-//                  the impls interleaved, each impl's best round printed
-//                  (best_of=5): Tribes keeps gaining over the first rounds
-//                  (JIT), 57k to 105k msgs/s in one run here
+//                  receiving listener (Java) has them all. Three native
+//                  rows: impl=sessionrepl-jni (send(InetSocketAddress[],
+//                  byte[]) and onMessage per message: a byte[] and a
+//                  Message per received message), impl=sessionrepl-jni-view
+//                  (sendTo(Destinations, byte[]) and onMessageView per
+//                  message: a prepared destination set, the payload lent
+//                  as a ByteBuffer) and impl=sessionrepl-jni-batch
+//                  (sendBatch, 64 messages per call, and onMessageBatch);
+//                  no listener reads the payload (nor does Tribes'); every
+//                  impl is warmed up with the same number of messages
+//                  first; seven rounds, the impls interleaved, each impl's
+//                  best round printed (best_of=7): Tribes keeps gaining
+//                  over the first rounds (JIT), 57k to 105k msgs/s in one
+//                  run here, and was still gaining in round 5 of some runs
+//                  (90k to 159k), so it gets two rounds more than it needed
 //   sync-ack-1k  : 1 thread, ACKS x 1 KiB, ack after delivery; native
 //                  synchronous vs Tribes USE_ACK|SYNCHRONIZED_ACK; p50/p99
 //                  of each send
@@ -24,6 +31,7 @@
 // impl=tribes), then the ratios, in the format of bench/SCENARIOS.md.
 import io.sessionrepl.Channel;
 import io.sessionrepl.Config;
+import io.sessionrepl.Destinations;
 import io.sessionrepl.SendOptions;
 import io.sessionrepl.SessionReplException;
 
@@ -84,9 +92,10 @@ public final class JvmBench {
 
         void print() {
             System.out.printf(Locale.ROOT,
-                "S8 %s impl=%s count=%d size=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.1f p50_us=%.1f p99_us=%.1f threads=1%s%n",
+                "S8 %s impl=%s count=%d size=%d secs=%.3f msgs_per_s=%.0f MB_per_s=%.1f p50_us=%.1f p99_us=%.1f threads=1%s%s%n",
                 name, impl, count, SIZE, secs, rate(), count * (double) SIZE / secs / 1e6, p(0.50), p(0.99),
-                runs > 1 ? " best_of=" + runs : "");
+                runs > 1 ? " best_of=" + runs : "",
+                impl.startsWith("sessionrepl") && !EXTRA_CFG.isEmpty() ? " cfg=" + EXTRA_CFG : "");
             System.out.flush();
         }
     }
@@ -112,16 +121,41 @@ public final class JvmBench {
 
     // ---- native channel through JNI ----
 
+    /** -Ds8.cfg: extra config keys of the native channels. */
+    static final String EXTRA_CFG = System.getProperty("s8.cfg", "");
+
     static Config nativeCfg(String mode) {
         Config c = new Config().set("tcpListenAddress", "127.0.0.1").set("membershipType", "none")
             .set("replicationMode", mode).set("ackTimeout", "30000");
         // -Ds8.io=mio|uring: the driver (default: the config's default)
         String io = System.getProperty("s8.io");
-        return io == null ? c : c.set("ioBackend", io);
+        if (io != null) {
+            c.set("ioBackend", io);
+        }
+        // -Ds8.cfg=key=value,key=value: more keys, for experiments (the
+        // native rows then end with cfg=...)
+        for (String kv : EXTRA_CFG.split(",")) {
+            int eq = kv.indexOf('=');
+            if (eq > 0) {
+                c.set(kv.substring(0, eq), kv.substring(eq + 1));
+            }
+        }
+        return c;
     }
 
+    /** How the producer sends: per message to an address array, per message to a prepared set, in batches. */
+    enum Send { ARRAY, DESTS, BATCH }
+
+    /** How the receiver listens: a Message per message, a lent view per message, a batch per call. */
+    enum Listen { MESSAGE, VIEW, BATCH }
+
     static Row nativeFast(int count) throws Exception {
-        return nativeRun(count, false, false, "sessionrepl-jni");
+        return nativeRun(count, Send.ARRAY, Listen.MESSAGE, "sessionrepl-jni");
+    }
+
+    /** Per message, with what a production user of that would pick: a prepared {@link Destinations} and a view listener. */
+    static Row nativeFastView(int count) throws Exception {
+        return nativeRun(count, Send.DESTS, Listen.VIEW, "sessionrepl-jni-view");
     }
 
     /**
@@ -130,21 +164,19 @@ public final class JvmBench {
      * that reads each payload's length (one JNI upcall per receive batch).
      */
     static Row nativeFastBatch(int count) throws Exception {
-        return nativeRun(count, true, true, "sessionrepl-jni-batch");
+        return nativeRun(count, Send.BATCH, Listen.BATCH, "sessionrepl-jni-batch");
     }
 
     /**
-     * Fastasync through the native channel: {@code send} per message or
-     * {@code sendBatch}; a per-message {@code onMessage} listener (a
-     * {@link io.sessionrepl.Message} each) or a batch listener that reads
-     * each payload's length. The mixed pairs (-Ds8.only=jni-send|jni-recv)
-     * tell the send side's per-call cost from the receive side's.
+     * Fastasync through the native channel, one producer thread: the
+     * mixed pairs (-Ds8.only=jni-send|jni-recv|jni-view-arr|jni-dests) tell
+     * each side's per-call cost apart.
      */
-    static Row nativeRun(int count, boolean batchSend, boolean batchListen, String impl) throws Exception {
+    static Row nativeRun(int count, Send send, Listen listen, String impl) throws Exception {
         AtomicLong got = new AtomicLong();
         byte[] p = payload();
         Channel.Builder rb = Channel.builder(nativeCfg("fastasyncqueue"));
-        if (batchListen) {
+        if (listen == Listen.BATCH) {
             rb.onMessageBatch(batch -> {
                 long bytes = 0;
                 for (int i = 0; i < batch.size(); i++) {
@@ -154,37 +186,49 @@ public final class JvmBench {
                     got.addAndGet(batch.size());
                 }
             });
+        } else if (listen == Listen.VIEW) {
+            rb.onMessageView((header, payload) -> {
+                if (payload.remaining() >= 0) {
+                    got.incrementAndGet();
+                }
+            });
         } else {
             rb.onMessage(m -> got.incrementAndGet());
         }
         try (Channel b = rb.start();
              Channel a = Channel.builder(nativeCfg("fastasyncqueue")).start()) {
             InetSocketAddress[] to = {b.localAddress()};
+            Destinations set = Destinations.of(to);
             SendOptions none = SendOptions.ack(SendOptions.Ack.NONE).compress(false);
             ByteBuffer buf = ByteBuffer.allocateDirect(BATCH * (4 + SIZE));
             int warm = warmup(count);
-            sendAll(a, to, p, none, buf, warm, batchSend);
+            sendAll(a, to, set, p, none, buf, warm, send);
             await(got, warm, impl + " warm-up");
             long t0 = System.nanoTime();
-            sendAll(a, to, p, none, buf, count, batchSend);
+            sendAll(a, to, set, p, none, buf, count, send);
             await(got, warm + (long) count, impl);
             return new Row("fastasync-1k", impl, count, (System.nanoTime() - t0) / 1e9, new long[0]);
         }
     }
 
-    static void sendAll(Channel a, InetSocketAddress[] to, byte[] p, SendOptions o, ByteBuffer buf, int count,
-            boolean batch) throws InterruptedException {
-        if (batch) {
+    static void sendAll(Channel a, InetSocketAddress[] to, Destinations set, byte[] p, SendOptions o, ByteBuffer buf,
+            int count, Send send) throws InterruptedException {
+        if (send == Send.BATCH) {
             sendBatches(a, to, p, o, buf, count);
             return;
         }
         for (int i = 0; i < count; i++) {
-            sendRetrying(a, to, p, o);
+            sendRetrying(a, send == Send.DESTS ? set : null, to, p, o);
         }
     }
 
     static final int BATCH = 64;
-    static final int ROUNDS = 5;
+    /**
+     * Rounds of the fastasync rows (-Ds8.rounds=N, default 7): each impl's
+     * best is printed. Seven, not five: Tribes' best round was sometimes
+     * the fifth (still warming up), so it gets two more.
+     */
+    static final int ROUNDS = Integer.getInteger("s8.rounds", 7);
 
     static Row best(Row kept, Row next) {
         Row b = kept == null || next.rate() > kept.rate() ? next : kept;
@@ -221,10 +265,15 @@ public final class JvmBench {
         return Math.max(1, Math.min(count / 4, 50_000));
     }
 
-    static void sendRetrying(Channel a, InetSocketAddress[] to, byte[] p, SendOptions o) throws InterruptedException {
+    static void sendRetrying(Channel a, Destinations set, InetSocketAddress[] to, byte[] p, SendOptions o)
+            throws InterruptedException {
         while (true) {
             try {
-                a.send(to, p, o);
+                if (set != null) {
+                    a.sendTo(set, p, o);
+                } else {
+                    a.send(to, p, o);
+                }
                 return;
             } catch (SessionReplException e) {
                 if (!"SR_QUEUE_FULL".equals(e.result())) {
@@ -357,40 +406,48 @@ public final class JvmBench {
         ROOT_LOG.setLevel(Level.SEVERE);
         int count = args.length > 0 ? Integer.parseInt(args[0]) : 200_000;
         int acks = args.length > 1 ? Integer.parseInt(args[1]) : 20_000;
-        // -Ds8.only=jni|jni-batch|tribes: that fastasync impl alone, for a
-        // profiler (perf record on this JVM); prints its rows and stops.
-        // jni-send (send per message, batch listener) and jni-recv
-        // (sendBatch, onMessage per message) split the per-message row.
+        // -Ds8.only=jni|jni-view|jni-batch|tribes: that fastasync impl
+        // alone, for a profiler (perf record on this JVM); prints its rows
+        // and stops. jni-send (send per message, batch listener), jni-recv
+        // (sendBatch, onMessage per message), jni-view-arr (send to an
+        // address array, onMessageView) and jni-dests (send to a prepared
+        // set, onMessage) split the per-message rows.
         String only = System.getProperty("s8.only");
         if (only != null) {
             Row o = null;
             for (int r = 0; r < ROUNDS; r++) {
                 Row next = only.equals("jni") ? nativeFast(count)
+                    : only.equals("jni-view") ? nativeFastView(count)
                     : only.equals("jni-batch") ? nativeFastBatch(count)
-                    : only.equals("jni-send") ? nativeRun(count, false, true, "sessionrepl-jni-send")
-                    : only.equals("jni-recv") ? nativeRun(count, true, false, "sessionrepl-jni-recv")
+                    : only.equals("jni-send") ? nativeRun(count, Send.ARRAY, Listen.BATCH, "sessionrepl-jni-send")
+                    : only.equals("jni-recv") ? nativeRun(count, Send.BATCH, Listen.MESSAGE, "sessionrepl-jni-recv")
+                    : only.equals("jni-view-arr") ? nativeRun(count, Send.ARRAY, Listen.VIEW, "sessionrepl-jni-view-arr")
+                    : only.equals("jni-dests") ? nativeRun(count, Send.DESTS, Listen.MESSAGE, "sessionrepl-jni-dests")
                     : tribesRun(false, count);
                 next.print();
                 o = best(o, next);
             }
             System.exit(0);
         }
-        // Fastasync: ROUNDS rounds, the three impls interleaved in each (so a
+        // Fastasync: ROUNDS rounds, the four impls interleaved in each (so a
         // load spike on this shared machine hits them alike); each impl's
         // best round is printed.
         Row nf = null;
+        Row nv = null;
         Row nb = null;
         Row tf = null;
         for (int r = 0; r < ROUNDS; r++) {
-            Row[] round = {nativeFast(count), nativeFastBatch(count), tribesRun(false, count)};
+            Row[] round = {nativeFast(count), nativeFastView(count), nativeFastBatch(count), tribesRun(false, count)};
             nf = best(nf, round[0]);
-            nb = best(nb, round[1]);
-            tf = best(tf, round[2]);
+            nv = best(nv, round[1]);
+            nb = best(nb, round[2]);
+            tf = best(tf, round[3]);
             // every round on stderr (stdout keeps the scenario lines)
-            System.err.printf(Locale.ROOT, "S8 round %d: jni %.0f batch %.0f tribes %.0f msgs/s%n",
-                r + 1, round[0].rate(), round[1].rate(), round[2].rate());
+            System.err.printf(Locale.ROOT, "S8 round %d: jni %.0f view %.0f batch %.0f tribes %.0f msgs/s%n",
+                r + 1, round[0].rate(), round[1].rate(), round[2].rate(), round[3].rate());
         }
         nf.print();
+        nv.print();
         nb.print();
         tf.print();
         Row ns = nativeSync(acks);
@@ -398,8 +455,9 @@ public final class JvmBench {
         Row ts = tribesRun(true, acks);
         ts.print();
         System.out.printf(Locale.ROOT,
-            "S8 ratios fastasync_msgs_per_s=%.1fx batch_fastasync_msgs_per_s=%.1fx sync_ack_p50=%.2fx (native vs tribes, same JVM)%n",
-            nf.rate() / tf.rate(), nb.rate() / tf.rate(), ts.p(0.5) / Math.max(ns.p(0.5), 0.001));
+            "S8 ratios fastasync_msgs_per_s=%.1fx view_fastasync_msgs_per_s=%.1fx batch_fastasync_msgs_per_s=%.1fx"
+                + " sync_ack_p50=%.2fx (native vs tribes, same JVM)%n",
+            nf.rate() / tf.rate(), nv.rate() / tf.rate(), nb.rate() / tf.rate(), ts.p(0.5) / Math.max(ns.p(0.5), 0.001));
         if (args.length > 2 && !args[2].isEmpty()) {
             // the Rust S2 p50 of the same run (make bench-jvm passes it): the goal is <= 1.5x
             double s2 = Double.parseDouble(args[2]);

@@ -19,8 +19,9 @@
 
 use crate::boundary::{entry, with_env, Fail};
 use crate::channel::{chan, options};
+use crate::dests::To;
 use crate::enc::Enc;
-use crate::intake::{direct, span, Dests};
+use crate::intake::{direct, span};
 use crate::refs;
 use jni::objects::{GlobalRef, JByteArray, JByteBuffer, JClass, JObjectArray, JString, JValue};
 use jni::signature::ReturnType;
@@ -243,6 +244,7 @@ extern "system" fn channel_send_batch(
     mut env: JNIEnv,
     _c: JClass,
     h: jlong,
+    set: jlong,
     dests: JByteArray,
     buf: JByteBuffer,
     off: jint,
@@ -252,7 +254,7 @@ extern "system" fn channel_send_batch(
     entry(&mut env, 0, |env| {
         let ch = chan(h)?;
         let c = &ch.ch;
-        let to = Dests::read(env, &dests)?;
+        let to = To::new(env, set, &dests)?;
         let mem = direct(env, &buf)?;
         let (start, len) = span(off, len, mem.len(), usize::MAX)?;
         let all = &mem[start..start + len];
@@ -304,7 +306,7 @@ fn frame_at(all: &[u8], at: usize) -> Result<(usize, usize), Fail> {
 pub(crate) fn natives() -> Vec<jni::NativeMethod> {
     vec![crate::native(
         "channelSendBatch",
-        "(J[BLjava/nio/ByteBuffer;III)J",
+        "(JJ[BLjava/nio/ByteBuffer;III)J",
         channel_send_batch as *mut std::ffi::c_void,
     )]
 }

@@ -3,8 +3,8 @@
 //! flush, stats; and the message, member and outcome callbacks.
 
 use crate::boundary::{bytes, entry, with_env, Fail};
+use crate::dests::To;
 use crate::enc::Enc;
-use crate::intake::Dests;
 use crate::refs;
 use jni::objects::{
     GlobalRef, JByteArray, JByteBuffer, JClass, JObject, JObjectArray, JString, JValue,
@@ -312,6 +312,7 @@ extern "system" fn channel_send(
     mut env: JNIEnv,
     _c: JClass,
     h: jlong,
+    set: jlong,
     dests: JByteArray,
     arr: JByteArray,
     buf: JByteBuffer,
@@ -323,7 +324,7 @@ extern "system" fn channel_send(
     entry(&mut env, 0, |env| {
         let ch = chan(h)?;
         let c = &ch.ch;
-        let to = Dests::read(env, &dests)?;
+        let to = To::new(env, set, &dests)?;
         let max = c.config().max_frame_size;
         let p = if arr.is_null() {
             ch.intake.buffer(env, &buf, off, len, max)?
@@ -413,7 +414,7 @@ pub(crate) fn natives() -> Vec<jni::NativeMethod> {
         native("channelInfo", "(J)[B", channel_info as *mut c_void),
         native(
             "channelSend",
-            "(J[B[BLjava/nio/ByteBuffer;IIIZ)J",
+            "(JJ[B[BLjava/nio/ByteBuffer;IIIZ)J",
             channel_send as *mut c_void,
         ),
         native("ticketId", "(J)J", ticket_id as *mut c_void),

@@ -1,7 +1,7 @@
 //! The send side's intake: a Java payload is copied once, straight from the
 //! `byte[]` (`GetByteArrayRegion`) or the direct `ByteBuffer` into pooled
-//! memory the engine then sends from, with no allocation per message, and
-//! destinations are decoded on the stack.
+//! memory the engine then sends from, with no allocation per message
+//! (destinations: [`crate::dests`]).
 //!
 //! Why: the per-message `send`'s profile showed `malloc` of a `Vec` per
 //! message on the Java thread, its `free` on the engine thread (glibc's
@@ -25,7 +25,6 @@ use jni::objects::{JByteArray, JByteBuffer};
 use jni::sys::jint;
 use jni::JNIEnv;
 use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 
 /// The pooled chunk messages are cut from: below glibc's mmap threshold
@@ -116,7 +115,7 @@ impl Intake {
 }
 
 /// The length of a Java `byte[]` (not null).
-fn array_len(env: &mut JNIEnv, arr: &JByteArray) -> Result<usize, Fail> {
+pub(crate) fn array_len(env: &mut JNIEnv, arr: &JByteArray) -> Result<usize, Fail> {
     if arr.is_null() {
         return Err(Fail::Named(
             "SR_NULL_PARAMETER".into(),
@@ -140,7 +139,7 @@ fn array_len(env: &mut JNIEnv, arr: &JByteArray) -> Result<usize, Fail> {
 /// out.len()` against the array's length (which never changes), so the
 /// JVM cannot throw and no `ExceptionCheck` follows (it cost more than the
 /// copy in the per-message send's profile).
-fn region(
+pub(crate) fn region(
     env: &mut JNIEnv,
     arr: &JByteArray,
     off: usize,
@@ -201,63 +200,6 @@ pub(crate) fn span(off: jint, len: jint, n: usize, max: usize) -> Result<(usize,
         )));
     }
     Ok((o, l))
-}
-
-/// Destinations of one send, decoded without allocating when they are few.
-pub(crate) struct Dests {
-    few: [SocketAddr; FEW],
-    n: usize,
-    many: Vec<SocketAddr>,
-}
-
-/// Destinations kept on the stack.
-const FEW: usize = 8;
-/// The largest destination encoding read onto the stack (FEW IPv6 ones).
-const FEW_BYTES: usize = 4 + FEW * 19;
-
-impl Dests {
-    /// The addresses (empty: every current member).
-    pub(crate) fn as_slice(&self) -> &[SocketAddr] {
-        if self.many.is_empty() {
-            &self.few[..self.n]
-        } else {
-            &self.many
-        }
-    }
-
-    /// Decodes Java's `Wire.addrs` encoding; none for null.
-    pub(crate) fn read(env: &mut JNIEnv, dests: &JByteArray) -> Result<Dests, Fail> {
-        let unspec = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
-        let mut d = Dests {
-            few: [unspec; FEW],
-            n: 0,
-            many: Vec::new(),
-        };
-        if dests.is_null() {
-            return Ok(d);
-        }
-        let n = array_len(env, dests)?;
-        if n > FEW_BYTES {
-            d.many = crate::enc::Dec::new(&env.convert_byte_array(dests)?).addrs()?;
-            return Ok(d);
-        }
-        let mut raw = [MaybeUninit::<u8>::uninit(); FEW_BYTES];
-        region(env, dests, 0, &mut raw[..n])?;
-        // SAFETY: `region` wrote all of `raw[..n]`; MaybeUninit<u8> has
-        // u8's layout.
-        let enc = unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), n) };
-        let mut dec = crate::enc::Dec::new(enc);
-        let count = dec.u32()? as usize;
-        if count > FEW {
-            d.many = crate::enc::Dec::new(enc).addrs()?;
-            return Ok(d);
-        }
-        for slot in d.few.iter_mut().take(count) {
-            *slot = dec.addr()?;
-        }
-        d.n = count;
-        Ok(d)
-    }
 }
 
 #[cfg(test)]

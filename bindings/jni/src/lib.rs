@@ -6,7 +6,7 @@
 //! the engine attached, for classes outside the system class loader).
 //!
 //! Conventions, as in the C ABI:
-//! - every entry runs inside [`boundary::entry`]: a Rust panic becomes a
+//! - every entry runs inside `boundary::entry`: a Rust panic becomes a
 //!   `SessionReplException` with the result name `SR_PANIC`, never a crash;
 //! - engine errors become `SessionReplException(result, detail)` with the
 //!   `sr_result` name (`SR_TIMEOUT`, `SR_INVALID_CONFIG_VALUE`, ...);
@@ -16,7 +16,7 @@
 //! - callback threads (receiver, sender I/O, membership, store driver)
 //!   attach to the JVM once, as daemons, and detach when they exit, which
 //!   is when the channel or store stops;
-//! - structured values cross as small byte encodings ([`enc`]) decoded by
+//! - structured values cross as small byte encodings (`enc`) decoded by
 //!   `io.sessionrepl.Wire` on the Java side, and Java's input is decoded as
 //!   hostile (bounded lengths, clear errors).
 #![deny(missing_docs)]
@@ -24,6 +24,7 @@
 mod batch;
 mod boundary;
 mod channel;
+mod dests;
 mod enc;
 mod intake;
 mod refs;
@@ -76,6 +77,7 @@ fn natives() -> Vec<jni::NativeMethod> {
     v.extend(boundary::natives());
     v.extend(channel::natives());
     v.extend(batch::natives());
+    v.extend(dests::natives());
     v.extend(store::natives());
     v
 }

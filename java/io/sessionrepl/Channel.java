@@ -33,6 +33,7 @@ public final class Channel implements AutoCloseable {
         private final Config cfg;
         private MessageListener messages;
         private MessageBatchListener batches;
+        private MessageViewListener views;
         private MemberListener members;
         private OutcomeListener outcomes;
 
@@ -41,17 +42,39 @@ public final class Channel implements AutoCloseable {
         }
 
         /**
+         * Receives each message as a {@link Message} of its own (the payload
+         * a {@code byte[]} the listener may keep). A channel has one message
+         * listener: this replaces one set by {@link #onMessageView}.
+         *
          * @param l receives messages; throwing fails a delivery ack
          * @return this builder
          */
         public Builder onMessage(MessageListener l) {
             messages = l;
+            views = null;
+            return this;
+        }
+
+        /**
+         * Receives each message with its payload lent as a read-only
+         * {@link ByteBuffer} valid during the call only (no copy and no
+         * allocation per message; see {@link MessageViewListener} for the
+         * rules); replaces {@link #onMessage}. {@link #onMessageBatch}, when
+         * set, takes precedence over both.
+         *
+         * @param l receives messages; throwing fails that message's delivery ack
+         * @return this builder
+         */
+        public Builder onMessageView(MessageViewListener l) {
+            views = l;
+            messages = null;
             return this;
         }
 
         /**
          * Receives messages a batch at a time (one call across JNI per batch
-         * instead of per message); replaces {@link #onMessage}. Messages
+         * instead of per message); replaces {@link #onMessage} and
+         * {@link #onMessageView}. Messages
          * from Tribes connections come as batches of one.
          *
          * @param l receives batches of messages
@@ -94,6 +117,8 @@ public final class Channel implements AutoCloseable {
 
     private final MessageListener messages;
     private final MessageBatchListener batches;
+    /** Each receiving thread's reused views, when the listener is a {@link MessageViewListener}. */
+    private final ThreadLocal<MessageViews> views;
     private final MemberListener members;
     private final OutcomeListener outcomes;
     private final Guard guard;
@@ -113,9 +138,11 @@ public final class Channel implements AutoCloseable {
     private Channel(Builder b) {
         this.messages = b.messages;
         this.batches = b.batches;
+        MessageViewListener vl = b.views;
+        this.views = vl == null ? null : ThreadLocal.withInitial(() -> new MessageViews(vl));
         this.members = b.members;
         this.outcomes = b.outcomes;
-        boolean listens = messages != null || batches != null;
+        boolean listens = messages != null || batches != null || views != null;
         int want = (listens ? 1 : 0) | (members != null ? 2 : 0) | (outcomes != null ? 4 : 0);
         long h = Native.channelStart(this, b.cfg.keys(), b.cfg.vals(), want);
         this.guard = new Guard(h, "SR_NOT_RUNNING", "channel");
@@ -152,6 +179,9 @@ public final class Channel implements AutoCloseable {
      * it returns when every destination acked (or, without ack, when it was
      * written) and throws the first failure; in the asynchronous modes it
      * returns once queued, and each outcome goes to the outcome listener.
+     * The bytes are copied before it returns. To send many messages to the
+     * same addresses, {@link #sendTo(Destinations, byte[], SendOptions)} with a
+     * prepared {@link Destinations} costs less per call.
      *
      * @param to destinations
      * @param payload the bytes
@@ -177,9 +207,7 @@ public final class Channel implements AutoCloseable {
      * @throws SessionReplException as the other {@code send}
      */
     public long send(InetSocketAddress[] to, byte[] payload, int off, int len, SendOptions opts) {
-        byte[] d = dests(to);
-        int o = opts.bits();
-        return guard.with(h -> Native.channelSend(h, d, payload, null, off, len, o, false));
+        return call(null, dests(to), payload, null, off, len, opts, false);
     }
 
     /**
@@ -195,14 +223,56 @@ public final class Channel implements AutoCloseable {
      *     {@code SR_INVALID_ARGUMENT} for a heap buffer
      */
     public long send(InetSocketAddress[] to, ByteBuffer payload, SendOptions opts) {
-        if (!payload.isDirect()) {
-            throw new SessionReplException("SR_INVALID_ARGUMENT", "not a direct ByteBuffer");
-        }
-        byte[] d = dests(to);
-        int o = opts.bits();
-        int off = payload.position();
-        int len = payload.remaining();
-        return guard.with(h -> Native.channelSend(h, d, null, payload, off, len, o, false));
+        direct(payload);
+        return call(null, dests(to), null, payload, payload.position(), payload.remaining(), opts, false);
+    }
+
+    /**
+     * As {@link #send(InetSocketAddress[], byte[], SendOptions)} to a
+     * prepared destination set: no address list is encoded or decoded per
+     * call. (A name of its own, so that {@code send(null, ...)}, every
+     * current member, stays unambiguous.)
+     *
+     * @param to the destinations, prepared by {@link Destinations#of}
+     * @param payload the bytes
+     * @param opts ack and compression
+     * @return the message id
+     * @throws SessionReplException as the other {@code send}
+     */
+    public long sendTo(Destinations to, byte[] payload, SendOptions opts) {
+        return sendTo(to, payload, 0, payload == null ? 0 : payload.length, opts);
+    }
+
+    /**
+     * As {@link #sendTo(Destinations, byte[], SendOptions)} for
+     * {@code payload[off .. off+len)}.
+     *
+     * @param to the destinations
+     * @param payload the array
+     * @param off first byte
+     * @param len number of bytes
+     * @param opts ack and compression
+     * @return the message id
+     * @throws SessionReplException as the other {@code send}
+     */
+    public long sendTo(Destinations to, byte[] payload, int off, int len, SendOptions opts) {
+        return call(java.util.Objects.requireNonNull(to, "to"), null, payload, null, off, len, opts, false);
+    }
+
+    /**
+     * As {@link #send(InetSocketAddress[], ByteBuffer, SendOptions)} to a
+     * prepared destination set.
+     *
+     * @param to the destinations
+     * @param payload a direct buffer (position to limit; not moved)
+     * @param opts ack and compression
+     * @return the message id
+     * @throws SessionReplException as the other {@code send}
+     */
+    public long sendTo(Destinations to, ByteBuffer payload, SendOptions opts) {
+        direct(payload);
+        return call(java.util.Objects.requireNonNull(to, "to"), null, null, payload, payload.position(),
+            payload.remaining(), opts, false);
     }
 
     /**
@@ -225,19 +295,60 @@ public final class Channel implements AutoCloseable {
      *     for a heap buffer or a length that exceeds the buffer
      */
     public int sendBatch(InetSocketAddress[] to, ByteBuffer batch, SendOptions opts) {
-        if (!batch.isDirect()) {
-            throw new SessionReplException("SR_INVALID_ARGUMENT", "not a direct ByteBuffer");
-        }
+        return batch(null, to, batch, opts);
+    }
+
+    /**
+     * As {@link #sendBatch(InetSocketAddress[], ByteBuffer, SendOptions)} to
+     * a prepared destination set.
+     *
+     * @param to the destinations
+     * @param batch a direct buffer of length-prefixed messages
+     * @param opts ack and compression, for every message
+     * @return the number of messages sent (queued)
+     * @throws SessionReplException as the other {@code sendBatch}
+     */
+    public int sendBatchTo(Destinations to, ByteBuffer batch, SendOptions opts) {
+        return batch(java.util.Objects.requireNonNull(to, "to"), null, batch, opts);
+    }
+
+    private int batch(Destinations set, InetSocketAddress[] to, ByteBuffer batch, SendOptions opts) {
+        direct(batch);
         if (!batch.hasRemaining()) {
             return 0;
         }
-        byte[] d = dests(to);
+        byte[] d = set == null ? dests(to) : null;
+        long s = set == null ? 0 : set.handle();
         int o = opts.bits();
         int off = batch.position();
         int len = batch.remaining();
-        long r = guard.with(h -> Native.channelSendBatch(h, d, batch, off, len, o));
+        long r;
+        try {
+            r = guard.with(h -> Native.channelSendBatch(h, s, d, batch, off, len, o));
+        } finally {
+            java.lang.ref.Reference.reachabilityFence(set);
+        }
         batch.position(off + (int) r);
         return (int) (r >>> 32);
+    }
+
+    /** One native send: to the prepared {@code set}, else to the encoded {@code d}. */
+    private long call(Destinations set, byte[] d, byte[] arr, ByteBuffer buf, int off, int len, SendOptions opts,
+            boolean ticket) {
+        long s = set == null ? 0 : set.handle();
+        int o = opts.bits();
+        try {
+            return guard.with(h -> Native.channelSend(h, s, d, arr, buf, off, len, o, ticket));
+        } finally {
+            // The set's native memory is freed only once it is unreachable.
+            java.lang.ref.Reference.reachabilityFence(set);
+        }
+    }
+
+    private static void direct(ByteBuffer b) {
+        if (!b.isDirect()) {
+            throw new SessionReplException("SR_INVALID_ARGUMENT", "not a direct ByteBuffer");
+        }
     }
 
     /**
@@ -272,10 +383,23 @@ public final class Channel implements AutoCloseable {
      * @throws SessionReplException when nothing could be sent at all
      */
     public Ticket sendWithTicket(InetSocketAddress[] to, byte[] payload, SendOptions opts) {
-        byte[] d = dests(to);
-        int o = opts.bits();
         int len = payload == null ? 0 : payload.length;
-        return new Ticket(guard.with(h -> Native.channelSend(h, d, payload, null, 0, len, o, true)));
+        return new Ticket(call(null, dests(to), payload, null, 0, len, opts, true));
+    }
+
+    /**
+     * As {@link #sendWithTicket(InetSocketAddress[], byte[], SendOptions)}
+     * to a prepared destination set.
+     *
+     * @param to the destinations
+     * @param payload the bytes
+     * @param opts ack and compression
+     * @return the ticket; close it when done
+     * @throws SessionReplException when nothing could be sent at all
+     */
+    public Ticket sendWithTicketTo(Destinations to, byte[] payload, SendOptions opts) {
+        int len = payload == null ? 0 : payload.length;
+        return new Ticket(call(java.util.Objects.requireNonNull(to, "to"), null, payload, null, 0, len, opts, true));
     }
 
     /**
@@ -289,14 +413,8 @@ public final class Channel implements AutoCloseable {
      * @throws SessionReplException as the other {@code sendWithTicket}
      */
     public Ticket sendWithTicket(InetSocketAddress[] to, ByteBuffer payload, SendOptions opts) {
-        if (!payload.isDirect()) {
-            throw new SessionReplException("SR_INVALID_ARGUMENT", "not a direct ByteBuffer");
-        }
-        byte[] d = dests(to);
-        int o = opts.bits();
-        int off = payload.position();
-        int len = payload.remaining();
-        return new Ticket(guard.with(h -> Native.channelSend(h, d, null, payload, off, len, o, true)));
+        direct(payload);
+        return new Ticket(call(null, dests(to), null, payload, payload.position(), payload.remaining(), opts, true));
     }
 
     /** @return the current members (empty with {@code membershipType=none}) */
@@ -381,16 +499,24 @@ public final class Channel implements AutoCloseable {
 
     /** Delivers one message; returns null or the failure text. */
     String deliver(byte[] meta, byte[] payload) throws Exception {
-        if (batches != null) {
-            String[] f = deliverBatch(MessageBatch.of(meta, payload));
+        if (batches != null || views != null) {
+            ByteBuffer b = MessageBatch.layout(meta, payload);
+            String[] f = deliverBatch(b, 1, b.capacity());
             return f == null ? null : f[0];
         }
         messages.onMessage(new Message(meta, payload));
         return null;
     }
 
-    /** Delivers a batch; returns null or one failure text (or null) per message. */
-    String[] deliverBatch(MessageBatch b) {
+    /**
+     * Delivers the {@code count} messages laid out in {@code buf[0 ..
+     * length)}; returns null or one failure text (or null) per message.
+     */
+    String[] deliverBatch(ByteBuffer buf, int count, int length) {
+        if (views != null && batches == null) {
+            return views.get().deliver(buf, count, length);
+        }
+        MessageBatch b = new MessageBatch(buf, count, length);
         if (batches != null) {
             try {
                 batches.onBatch(b);

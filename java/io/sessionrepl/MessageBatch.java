@@ -39,11 +39,11 @@ public final class MessageBatch {
         }
     }
 
-    /** A batch of one message (deliveries outside the worker threads). */
-    static MessageBatch of(byte[] meta, byte[] payload) {
+    /** One message in the batch layout (deliveries outside the worker threads). */
+    static ByteBuffer layout(byte[] meta, byte[] payload) {
         ByteBuffer b = ByteBuffer.allocate(8 + meta.length + payload.length);
         b.putInt(meta.length).put(meta).putInt(payload.length).put(payload);
-        return new MessageBatch(b, 1, b.capacity());
+        return b;
     }
 
     private static int checked(int at, int len, int length) {

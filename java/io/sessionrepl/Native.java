@@ -33,9 +33,13 @@ final class Native {
     static native void channelStop(long h);
     static native void channelFree(long h);
     static native byte[] channelInfo(long h);
-    static native long channelSend(long h, byte[] dests, byte[] arr, ByteBuffer buf,
+    /** Sends to the prepared set {@code set} (a {@link Destinations} handle), or when 0 to {@code dests}. */
+    static native long channelSend(long h, long set, byte[] dests, byte[] arr, ByteBuffer buf,
                                    int off, int len, int opts, boolean ticket);
-    static native long channelSendBatch(long h, byte[] dests, ByteBuffer buf, int off, int len, int opts);
+    static native long channelSendBatch(long h, long set, byte[] dests, ByteBuffer buf, int off, int len, int opts);
+    /** A native destination set from {@code Wire.addrs}'s encoding (null: every member). */
+    static native long destsNew(byte[] dests);
+    static native void destsFree(long set);
     static native long ticketId(long t);
     static native byte[] ticketWait(long t, long ms);
     static native void ticketFree(long t);
@@ -99,7 +103,7 @@ final class Native {
     static String[] onBatch(Object target, ByteBuffer buf, int count, int length) {
         IN_CALLBACK.set(target);
         try {
-            return ((Channel) target).deliverBatch(new MessageBatch(buf, count, length));
+            return ((Channel) target).deliverBatch(buf, count, length);
         } catch (Throwable t) {
             // A malformed batch (never expected): refuse all of it.
             String[] all = new String[Math.max(0, count)];

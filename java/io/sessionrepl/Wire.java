@@ -23,6 +23,11 @@ final class Wire {
             b = ByteBuffer.wrap(data);
         }
 
+        /** Reads {@code data} from its position to its limit (moving its position). */
+        In(ByteBuffer data) {
+            b = data;
+        }
+
         int u8() { return b.get() & 0xff; }
         int u32() { return b.getInt(); }
         long u64() { return b.getLong(); }

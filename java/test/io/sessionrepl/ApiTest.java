@@ -57,6 +57,7 @@ public final class ApiTest {
         tests.addAll(BatchTest.tests());
         tests.addAll(IntakeTest.tests());
         tests.addAll(MemberPayloadTest.tests());
+        tests.addAll(ViewTest.tests());
         int passed = 0;
         int failed = 0;
         for (Object[] t : tests) {

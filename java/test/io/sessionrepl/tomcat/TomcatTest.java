@@ -66,6 +66,7 @@ public final class TomcatTest {
         Object[][] unit = {
             {"tribes_channel_envelope_sync_ack_and_fail_ack", (Body) TomcatTest::envelope},
             {"tribes_attributes_checked_and_bad_value_named", (Body) TomcatTest::attributes},
+            {"tribes_sender_to_a_view_listener", (Body) TribesViewTest::tribesSenderToViewListener},
         };
         for (Object[] t : unit) {
             if (!((String) t[0]).contains(filter)) {
