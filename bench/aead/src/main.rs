@@ -14,6 +14,7 @@ const RUN_MS: u64 = 100;
 const SIZES: [usize; 3] = [1024, 16 * 1024, 65519];
 const AAD: [u8; 2] = [0xff, 0xef];
 const GAP: usize = 1024;
+const STREAM_RECORDS: usize = 16;
 
 /// MB/s of one ~`RUN_MS` run of `f`, which processes `size` bytes a call.
 fn run(size: usize, f: &mut dyn FnMut()) -> f64 {
@@ -52,12 +53,17 @@ macro_rules! ring_like {
                 .unwrap();
             let _ = black_box(t);
         };
-        let mut rec = vec![7u8; $size];
-        let n = Nonce::assume_unique_for_key(nonce_bytes(0));
-        let t = k2
-            .seal_in_place_separate_tag(n, Aad::from(AAD), &mut rec)
-            .unwrap();
-        rec.extend_from_slice(t.as_ref());
+        // One record sealed under nonce 0 (what the open closures open).
+        let record = |k: &LessSafeKey| {
+            let mut rec = vec![7u8; $size];
+            let n = Nonce::assume_unique_for_key(nonce_bytes(0));
+            let t = k
+                .seal_in_place_separate_tag(n, Aad::from(AAD), &mut rec)
+                .unwrap();
+            rec.extend_from_slice(t.as_ref());
+            rec
+        };
+        let rec = record(&k2);
         let mut work = rec.clone();
         let open = move || {
             work.copy_from_slice(&rec);
@@ -71,12 +77,7 @@ macro_rules! ring_like {
         // open_within: the record after a 1 KiB gap, its plaintext moved
         // to the front (how the receiver opens records in place).
         let k3 = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, $key).unwrap());
-        let mut rec = vec![7u8; $size];
-        let n = Nonce::assume_unique_for_key(nonce_bytes(0));
-        let t = k3
-            .seal_in_place_separate_tag(n, Aad::from(AAD), &mut rec)
-            .unwrap();
-        rec.extend_from_slice(t.as_ref());
+        let rec = record(&k3);
         let mut work = vec![0u8; GAP + rec.len()];
         let within = move || {
             work[GAP..].copy_from_slice(&rec);
@@ -89,6 +90,46 @@ macro_rules! ring_like {
             Box::new(open) as Box<dyn FnMut()>,
             Some(Box::new(within) as Box<dyn FnMut()>),
         )
+    }};
+}
+
+/// The receiver's case: `STREAM_RECORDS` records of `size` plaintext bytes
+/// back to back in one buffer (headers as in `records.rs`), each opened
+/// with `open_within` so its plaintext follows the one before it (the gap
+/// grows by a header and a tag per record). Each call first copies the
+/// sealed stream back in (the `copy` row of the size shows its cost).
+macro_rules! stream_open {
+    ($m:ident, $size:expr, $key:expr) => {{
+        use $m::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+        let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, $key).unwrap());
+        let mut wire = Vec::new();
+        for i in 0..STREAM_RECORDS {
+            let hdr = (($size + 16) as u16).to_be_bytes();
+            let mut rec = vec![7u8; $size];
+            let n = Nonce::assume_unique_for_key(nonce_bytes(i as u64));
+            let t = k
+                .seal_in_place_separate_tag(n, Aad::from(hdr), &mut rec)
+                .unwrap();
+            wire.extend_from_slice(&hdr);
+            wire.extend_from_slice(&rec);
+            wire.extend_from_slice(t.as_ref());
+        }
+        let mut work = wire.clone();
+        Box::new(move || {
+            work.copy_from_slice(&wire);
+            let (mut ready, mut gap) = (0usize, 0usize);
+            for i in 0..STREAM_RECORDS {
+                let at = ready + gap;
+                let hdr = [work[at], work[at + 1]];
+                let len = u16::from_be_bytes(hdr) as usize;
+                let n = Nonce::assume_unique_for_key(nonce_bytes(i as u64));
+                let region = &mut work[ready..at + 2 + len];
+                k.open_within(n, Aad::from(hdr), region, gap + 2..).unwrap();
+                ready += len - 16;
+                gap += 18;
+            }
+            black_box(ready);
+        }) as Box<dyn FnMut()>
     }};
 }
 
@@ -151,6 +192,22 @@ fn main() {
             println!(
                 "aead size={size} impl={name} seal_MB_per_s={seal:.0} open_MB_per_s={open:.0} \
                  open_within_MB_per_s={within:.0}"
+            );
+        }
+        let total = size * STREAM_RECORDS;
+        let mut streams = [
+            ("ring", stream_open!(ring, size, &key), 0f64),
+            ("aws-lc-rs", stream_open!(aws_lc_rs, size, &key), 0f64),
+        ];
+        for _ in 0..ROUNDS {
+            for (_, f, best) in streams.iter_mut() {
+                *best = best.max(run(total, f.as_mut()));
+            }
+        }
+        for (name, _, best) in &streams {
+            println!(
+                "aead size={size} impl={name} records={STREAM_RECORDS} \
+                 stream_open_within_MB_per_s={best:.0} (includes a copy of the stream)"
             );
         }
     }

@@ -1,16 +1,15 @@
-//! Shared-key records after the Noise handshake: AES-256-GCM keyed with
-//! the handshake's split keys, sealed through `aws-lc-rs` and opened
-//! through `ring` (the same cipher; either opens what the other seals).
+//! Shared-key records after the Noise handshake: AES-256-GCM through
+//! `aws-lc-rs` directly (AES-NI / AVX-512 VAES), keyed with the
+//! handshake's split keys.
 //!
 //! snow's own transport mode copies each record through its buffers and
 //! measured 546–672 MiB/s here; sealing in place in the caller's buffer
 //! with `LessSafeKey` avoids both the copy and an allocation per record.
 //! aws-lc's AVX-512 VAES code seals 64 KiB records about 1.5x as fast as
-//! ring's on this machine (`bench/aead`). Opening in place behind a gap
-//! (the receiver moves each record's plaintext up to the one before it)
-//! is one pass in ring's `open_within` but a decrypt then a `memmove` in
-//! aws-lc-rs's, which made the receiver slower in the S1 profile; so the
-//! receiving direction stays with ring (figures in `docs/SECURITY.md`).
+//! ring's on this machine (`bench/aead`). Its `open_within` decrypts in
+//! place and then moves the plaintext over the gap (ring's shifts while it
+//! decrypts), yet opening a stream of records the way the receiver does
+//! still measured 4–19 % faster than ring (figures in `docs/SECURITY.md`).
 //!
 //! Each direction has its own key and a 64-bit counter starting at 0; the
 //! nonce is 4 zero bytes then the counter big-endian (Noise's AESGCM
@@ -18,54 +17,51 @@
 //! is the associated data: the header is authenticated with the body. A
 //! replayed, dropped, reordered, truncated or foreign record fails its tag.
 
-use aws_lc_rs::aead as seal_aead;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 use super::noise::{MAX_RECORD_LEN, MAX_RECORD_PLAINTEXT, RECORD_HEADER_LEN, TAG_LEN};
 use super::{PlainBuf, SecureError};
 
-/// One direction's key (`K`: aws-lc-rs's sealing key or ring's opening
-/// key) and counter.
-struct Direction<K> {
-    key: K,
+/// One direction's key and counter.
+struct Direction {
+    key: LessSafeKey,
     counter: u64,
 }
 
-impl<K> Direction<K> {
-    /// The next nonce's bytes; the counter never wraps (the session fails
-    /// first).
-    fn next_nonce(&mut self) -> Result<[u8; 12], SecureError> {
+impl Direction {
+    fn new(raw: &[u8; 32]) -> Direction {
+        let k = UnboundKey::new(&AES_256_GCM, raw).expect("32-byte AES-256 key");
+        Direction {
+            key: LessSafeKey::new(k),
+            counter: 0,
+        }
+    }
+
+    /// The next nonce; the counter never wraps (the session fails first).
+    fn next_nonce(&mut self) -> Result<Nonce, SecureError> {
         let n = self.counter;
         self.counter = n
             .checked_add(1)
             .ok_or_else(|| SecureError::Corrupt("record counter exhausted".into()))?;
         let mut b = [0u8; 12];
         b[4..].copy_from_slice(&n.to_be_bytes());
-        Ok(b)
+        Ok(Nonce::assume_unique_for_key(b))
     }
 }
 
 /// Record keys of an established shared-key session.
 pub(crate) struct RecordKeys {
-    tx: Direction<seal_aead::LessSafeKey>,
-    rx: Direction<LessSafeKey>,
+    tx: Direction,
+    rx: Direction,
 }
 
 impl RecordKeys {
     /// From the handshake's split (`k1` initiator → responder, `k2` back).
     pub(crate) fn new(initiator: bool, k1: &[u8; 32], k2: &[u8; 32]) -> RecordKeys {
         let (tx, rx) = if initiator { (k1, k2) } else { (k2, k1) };
-        let tx = seal_aead::UnboundKey::new(&seal_aead::AES_256_GCM, tx).expect("32-byte key");
-        let rx = UnboundKey::new(&AES_256_GCM, rx).expect("32-byte AES-256 key");
         RecordKeys {
-            tx: Direction {
-                key: seal_aead::LessSafeKey::new(tx),
-                counter: 0,
-            },
-            rx: Direction {
-                key: LessSafeKey::new(rx),
-                counter: 0,
-            },
+            tx: Direction::new(tx),
+            rx: Direction::new(rx),
         }
     }
 
@@ -106,12 +102,12 @@ impl RecordKeys {
         debug_assert!(n > 0 && n <= MAX_RECORD_PLAINTEXT);
         let hdr = ((n + TAG_LEN) as u16).to_be_bytes();
         out[start..body].copy_from_slice(&hdr);
-        let nonce = seal_aead::Nonce::assume_unique_for_key(self.tx.next_nonce()?);
-        match self.tx.key.seal_in_place_separate_tag(
-            nonce,
-            seal_aead::Aad::from(hdr),
-            &mut out[body..],
-        ) {
+        let nonce = self.tx.next_nonce()?;
+        match self
+            .tx
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(hdr), &mut out[body..])
+        {
             Ok(tag) => {
                 out.extend_from_slice(tag.as_ref());
                 Ok(())
@@ -150,7 +146,7 @@ impl RecordKeys {
             if rest.len() < RECORD_HEADER_LEN + len {
                 return Ok(());
             }
-            let nonce = Nonce::assume_unique_for_key(self.rx.next_nonce()?);
+            let nonce = self.rx.next_nonce()?;
             let region = &mut buf[*ready..at + RECORD_HEADER_LEN + len];
             self.rx
                 .key
@@ -181,7 +177,7 @@ impl RecordKeys {
             }
             let start = plain.len();
             let dst = plain.append(&rest[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len]);
-            let nonce = Nonce::assume_unique_for_key(self.rx.next_nonce()?);
+            let nonce = self.rx.next_nonce()?;
             if self
                 .rx
                 .key
