@@ -283,3 +283,29 @@ fn shared_output_keeps_its_bytes_and_offsets_while_more_is_sealed() {
     assert_eq!(&rx[..data.len()], &data[..]);
     assert_eq!(&rx[data.len()..data.len() + 4], b"more");
 }
+
+#[test]
+fn a_shared_buffer_no_one_holds_is_taken_back_for_the_next_batch() {
+    let (mut a, _b, _rx) = pair();
+    for _ in 0..2 {
+        let mut s = a.sealer();
+        s.push(&pattern(30_000));
+        s.finish().unwrap();
+        a.share_pending();
+        let n = a.pending_shared().expect("output shared").0.len();
+        assert_eq!(a.written(n), 30_000);
+        // Written and no driver holds it: its allocation is the output
+        // buffer again (empty), not dropped.
+        assert!(a.shared.is_empty() && a.wire.is_empty());
+        assert!(a.wire.capacity() >= n, "capacity {}", a.wire.capacity());
+    }
+    // Still held by a driver when written: dropped, never copied.
+    let mut s = a.sealer();
+    s.push(&pattern(30_000));
+    s.finish().unwrap();
+    a.share_pending();
+    let (held, _) = a.pending_shared().expect("output shared");
+    let held = held.clone();
+    assert_eq!(a.written(held.len()), 30_000);
+    assert!(a.shared.is_empty() && a.wire.capacity() == 0);
+}
