@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::noise::{MAX_RECORD_PLAINTEXT, RECORD_HEADER_LEN, TAG_LEN};
 use super::records::RecordKeys;
@@ -39,6 +39,10 @@ pub struct SecureStream {
     /// Ciphertext (handshake messages, records); `wire[..sent]` is
     /// written already.
     wire: Vec<u8>,
+    /// The same output once handed out shared
+    /// ([`SecureStream::share_pending`]): while it is not empty it holds
+    /// all of the output (with the same offsets) and `wire` is empty.
+    shared: Bytes,
     sent: usize,
     /// Plaintext bytes whose records are in `wire`.
     sealed: usize,
@@ -63,6 +67,7 @@ impl SecureStream {
         let mut s = SecureStream {
             session,
             wire: Vec::new(),
+            shared: Bytes::new(),
             sent: 0,
             sealed: 0,
             marks: VecDeque::new(),
@@ -104,6 +109,7 @@ impl SecureStream {
     /// # Errors
     /// See [`SecureError`]: close the connection.
     pub fn receive(&mut self, input: &[u8]) -> Result<(), SecureError> {
+        self.unshare();
         let r = self.session.receive(input, &mut self.plain);
         self.session.poll_transmit(&mut self.wire);
         r
@@ -149,6 +155,10 @@ impl SecureStream {
             // Hellos come first on a connection: nothing is opened yet.
             let used = n.receive_handshake(buf)?;
             buf.advance(used);
+            if !self.shared.is_empty() {
+                // The answer goes after the output in `wire`.
+                Self::take_back(&mut self.wire, &mut self.shared);
+            }
             n.poll_transmit(&mut self.wire);
         }
         let Some(keys) = n.opening_keys() else {
@@ -202,13 +212,52 @@ impl SecureStream {
 
     /// Ciphertext to write.
     pub fn pending(&self) -> &[u8] {
-        &self.wire[self.sent..]
+        if self.shared.is_empty() {
+            &self.wire[self.sent..]
+        } else {
+            &self.shared[self.sent..]
+        }
+    }
+
+    /// Makes the output to write shareable (no copy), for a driver that
+    /// keeps what it sends until the kernel is done with it (io_uring
+    /// would otherwise copy each sealed batch); see
+    /// [`SecureStream::pending_shared`]. Output appended later (a seal, a
+    /// handshake answer) first takes the buffer back.
+    pub fn share_pending(&mut self) {
+        if self.shared.is_empty() && !self.wire.is_empty() {
+            self.shared = Bytes::from(std::mem::take(&mut self.wire));
+        }
+    }
+
+    /// After [`SecureStream::share_pending`]: the shared output and the
+    /// offset of its unwritten part (`None` if nothing is shared or all of
+    /// it is written).
+    pub fn pending_shared(&self) -> Option<(&Bytes, usize)> {
+        (self.sent < self.shared.len()).then_some((&self.shared, self.sent))
+    }
+
+    /// The shared output back into `wire`, the same bytes at the same
+    /// offsets: its allocation if no driver still holds it, else a copy.
+    fn take_back(wire: &mut Vec<u8>, shared: &mut Bytes) {
+        debug_assert!(wire.is_empty());
+        match std::mem::take(shared).try_into_mut() {
+            Ok(m) => *wire = Vec::from(m),
+            Err(b) => wire.extend_from_slice(&b),
+        }
+    }
+
+    fn unshare(&mut self) {
+        if !self.shared.is_empty() {
+            Self::take_back(&mut self.wire, &mut self.shared);
+        }
     }
 
     /// The output buffer itself, for writers that drain what they wrote
     /// with `drain(..n)` instead of calling [`SecureStream::written`] (they
     /// get no plaintext accounting).
     pub fn pending_mut(&mut self) -> &mut Vec<u8> {
+        self.unshare();
         if self.sent > 0 {
             self.wire.drain(..self.sent);
             self.sent = 0;
@@ -222,7 +271,8 @@ impl SecureStream {
     /// plaintext now fully on the wire: that of every record whose last
     /// byte was written (all that was sealed once the output drained).
     pub fn written(&mut self, n: usize) -> usize {
-        self.sent = (self.sent + n).min(self.wire.len());
+        let len = self.wire.len().max(self.shared.len());
+        self.sent = (self.sent + n).min(len);
         let mut plain = 0;
         while let Some(&(end, p)) = self.marks.front() {
             if end > self.sent {
@@ -231,7 +281,14 @@ impl SecureStream {
             self.marks.pop_front();
             plain += p;
         }
-        if self.sent == self.wire.len() {
+        if self.sent == len {
+            // All written: the shared buffer's allocation is reused if no
+            // driver holds it any more (never copied).
+            if !self.shared.is_empty() {
+                if let Ok(m) = std::mem::take(&mut self.shared).try_into_mut() {
+                    self.wire = Vec::from(m);
+                }
+            }
             self.wire.clear();
             self.sent = 0;
             self.marks.clear();
@@ -252,6 +309,7 @@ impl SecureStream {
     /// Starts sealing one batch of plaintext (pieces pushed in order).
     /// Call only when established.
     pub fn sealer(&mut self) -> Sealer<'_> {
+        self.unshare();
         let SecureStream {
             session,
             wire,

@@ -59,6 +59,9 @@ impl<T: Default> SenderConn<T> {
         let secure = self.secure.is_some();
         if secure {
             self.seal_batch(max);
+            if let Some(s) = self.secure.as_deref_mut() {
+                s.share_pending();
+            }
         }
         let head_off = self.head_off;
         let frames = self
@@ -82,11 +85,20 @@ impl<T: Default> SenderConn<T> {
                     }
                 }
             });
-        let out = match &self.secure {
-            Some(s) => s.pending(),
-            None => &self.ctl,
+        // Secure mode: the sealed batch goes as one shared frame body, so
+        // a driver that keeps what it sends (io_uring) does not copy it.
+        let (out, sealed) = match &self.secure {
+            Some(s) => (
+                &[][..],
+                s.pending_shared().map(|(b, skip)| Chunk {
+                    hdr: &[],
+                    payload: b,
+                    skip,
+                }),
+            ),
+            None => (&self.ctl[..], None),
         };
-        (out, frames)
+        (out, frames.chain(sealed))
     }
 
     /// The socket took `written` bytes of what
