@@ -284,3 +284,34 @@ fn zero_copy_sends_deliver_intact_and_stop_drains_them() {
     assert!(wait_for(|| uring::live_ops() == 0, 10), "ops in flight");
     assert_eq!(uring::leaked_ops(), leaked_before);
 }
+
+#[test]
+fn buffer_ring_refills_with_the_buffer_returned_last() {
+    if !available() {
+        return;
+    }
+    let ring = uring::Ring::new(8).unwrap();
+    // One ring slot, up to four buffers: each take lends the slot's buffer
+    // and refills the slot.
+    let mut bufs = uring::BufRing::new(&ring, 7, 1, 64, 4).unwrap();
+    let a = bufs.take(0, 64).unwrap();
+    let b = bufs.take(0, 64).unwrap();
+    assert_eq!(bufs.allocated(), 3, "a, b and the one now in the slot");
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    drop(a);
+    drop(b);
+    // The slot still holds the third buffer; the refill after taking it
+    // must be b (returned last, still warm), not a (returned first).
+    let c = bufs.take(0, 64).unwrap();
+    assert!(c.as_ptr() != pa && c.as_ptr() != pb);
+    let d = bufs.take(0, 64).unwrap();
+    assert_eq!(d.as_ptr(), pb, "the buffer returned last is reused first");
+    assert_eq!(
+        bufs.allocated(),
+        3,
+        "no buffer allocated while others came back"
+    );
+    // The ring first: it holds the buffer ring's registration.
+    drop(ring);
+    drop((c, d, bufs));
+}

@@ -114,6 +114,7 @@ fn stream(
     count: u64,
     size: usize,
     compress: bool,
+    copied: bool,
     io: &str,
 ) -> sessionrepl::Result<BenchLine> {
     let (rx, tx, got) = channel_pair(ReplicationMode::FastAsyncQueue, io, |c| {
@@ -125,24 +126,39 @@ fn stream(
         compress,
     };
     let payload = Bytes::from(super::payload(size));
+    // `copied`: each message its own copy of the caller's bytes, as
+    // `sr_channel_send` (the C API) makes one; otherwise one shared `Bytes`
+    // is cloned for every message (its reference count then bounces
+    // between the caller's and the I/O thread's cores).
+    let send = |tx: &Channel| {
+        let p = if copied {
+            Bytes::copy_from_slice(&payload)
+        } else {
+            payload.clone()
+        };
+        tx.send(&to, p, opts)
+    };
     let warm = warmup_count(count);
     for _ in 0..warm {
-        tx.send(&to, payload.clone(), opts)?;
+        send(&tx)?;
     }
     wait_for(&got, warm, Duration::from_secs(60))?;
     let t0 = Instant::now();
     for _ in 0..count {
-        tx.send(&to, payload.clone(), opts)?;
+        send(&tx)?;
     }
     wait_for(&got, warm + count, Duration::from_secs(300))?;
     let el = t0.elapsed();
     let st = tx.stats();
     tx.stop();
     rx.stop();
-    Ok(
-        BenchLine::measured(s, "sessionrepl", count, size as u64, el)
-            .with_extra("wire_bytes", st.bytes_sent),
-    )
+    let line = BenchLine::measured(s, "sessionrepl", count, size as u64, el)
+        .with_extra("wire_bytes", st.bytes_sent);
+    Ok(if copied {
+        line.with_extra("payload", "copied")
+    } else {
+        line
+    })
 }
 
 /// Request/ack (S2, S3, S4): `threads` callers, each send waits for its ack.
@@ -230,8 +246,8 @@ pub fn run_sessionrepl(
 ) -> sessionrepl::Result<Option<BenchLine>> {
     let size = s.default_size();
     Ok(Some(match s {
-        Scenario::S1 => stream(s, count, size, false, io)?,
-        Scenario::S5 => stream(s, count, size, true, io)?,
+        Scenario::S1 => stream(s, count, size, false, false, io)?,
+        Scenario::S5 => stream(s, count, size, true, false, io)?,
         Scenario::S2 | Scenario::S4 => acked(s, count, size, 1, io)?,
         Scenario::S3 => acked(s, count, size, s.threads(), io)?,
         Scenario::S6 => match super::session::s6(count, io)?.into_iter().next() {
@@ -243,8 +259,9 @@ pub fn run_sessionrepl(
 }
 
 /// Every line sessionrepl prints for a scenario: S6 has three workloads
-/// (1 KiB deltas, 100 × 1 KiB attributes, one 100 KiB attribute), the
-/// others one line.
+/// (1 KiB deltas, 100 × 1 KiB attributes, one 100 KiB attribute), S1 two
+/// (one shared `Bytes` cloned per send, and a fresh copy per send as
+/// `sr_channel_send` makes, `payload=copied`), the others one line.
 ///
 /// # Errors
 /// Whatever failed in the channel or the stores.
@@ -255,6 +272,11 @@ pub fn run_sessionrepl_lines(
 ) -> sessionrepl::Result<Vec<BenchLine>> {
     match s {
         Scenario::S6 => super::session::s6(count, io),
+        // A second S1 row: each payload a fresh copy (as the C API sends).
+        Scenario::S1 => Ok(vec![
+            stream(s, count, s.default_size(), false, false, io)?,
+            stream(s, count, s.default_size(), false, true, io)?,
+        ]),
         _ => Ok(run_sessionrepl(s, count, io)?.into_iter().collect()),
     }
 }

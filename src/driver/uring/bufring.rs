@@ -79,6 +79,8 @@ pub struct BufRing {
     slots: Vec<Option<Box<[u8]>>>,
     empty: Vec<u16>,
     home: Arc<ArrayQueue<Box<[u8]>>>,
+    /// Returned buffers taken from `home`, the last returned on top.
+    spare: Vec<Box<[u8]>>,
     allocated: usize,
     max_buffers: usize,
     provided: usize,
@@ -152,6 +154,7 @@ impl BufRing {
             slots: (0..entries).map(|_| None).collect(),
             empty: (0..entries).rev().collect(),
             home: Arc::new(ArrayQueue::new(max_buffers.max(entries as usize))),
+            spare: Vec::new(),
             allocated: 0,
             max_buffers: max_buffers.max(entries as usize),
             provided: 0,
@@ -182,8 +185,16 @@ impl BufRing {
         self.buf_size
     }
 
+    /// The buffer returned last (its memory is the likeliest still in
+    /// cache), else a new one within the cap. Returned buffers queue up
+    /// oldest first in `home`; taking them from there in that order would
+    /// rotate every buffer ever allocated, so the receive copy would land
+    /// in memory written longest ago.
     fn next_buffer(&mut self) -> Option<Box<[u8]>> {
-        if let Some(b) = self.home.pop() {
+        while let Some(b) = self.home.pop() {
+            self.spare.push(b);
+        }
+        if let Some(b) = self.spare.pop() {
             return Some(b);
         }
         if self.allocated < self.max_buffers {

@@ -162,6 +162,9 @@ impl<T: Default> SenderConn<T> {
             }
         }
         if self.pending.is_empty() {
+            // Back to the start of the ring: the next messages land in
+            // memory written moments ago, not capacity entries ago.
+            self.pending.clear();
             self.tail_expect = self.wire_expect;
             self.stalled = false;
         }
