@@ -65,6 +65,41 @@ public final class TribesHarness {
         }
     }
 
+    /**
+     * The payloads a sender cycles through: each cycles through
+     * "session-attribute-"; with {@code session} (S5) each also starts with
+     * its own session id ("sid=", 16 hex digits, ";") and 64 pseudo-random
+     * bytes, the same xorshift64 sequence as the Rust bench's
+     * session_payloads, so both compress the same bytes.
+     */
+    static byte[][] payloads(int n, int size, boolean session) throws Exception {
+        final byte[] pattern = "session-attribute-".getBytes("US-ASCII");
+        byte[][] out = new byte[n][];
+        long x = 0x9E3779B97F4A7C15L;
+        for (int m = 0; m < n; m++) {
+            byte[] p = new byte[size];
+            for (int i = 0; i < size; i++) {
+                p[i] = pattern[i % pattern.length];
+            }
+            if (session) {
+                java.io.ByteArrayOutputStream head = new java.io.ByteArrayOutputStream();
+                head.write(String.format("sid=%016x;", m).getBytes("US-ASCII"));
+                for (int k = 0; k < 8; k++) {
+                    x ^= x << 13;
+                    x ^= x >>> 7;
+                    x ^= x << 17;
+                    for (int b = 0; b < 8; b++) {
+                        head.write((int) (x >>> (8 * b)) & 0xff);
+                    }
+                }
+                byte[] h = head.toByteArray();
+                System.arraycopy(h, 0, p, 0, Math.min(h.length, size));
+            }
+            out[m] = p;
+        }
+        return out;
+    }
+
     static GroupChannel channel(int port, boolean dispatch, boolean gzip, String key, Member peer) {
         GroupChannel ch = new GroupChannel();
         NioReceiver rx = new NioReceiver();
@@ -165,11 +200,7 @@ public final class TribesHarness {
         a.start(Channel.SND_RX_SEQ | Channel.SND_TX_SEQ);
 
         final Member[] dest = {memberB};
-        final byte[] payload = new byte[size];
-        final byte[] pattern = "session-attribute-".getBytes("US-ASCII");
-        for (int i = 0; i < size; i++) {
-            payload[i] = pattern[i % pattern.length];
-        }
+        final byte[][] payloads = payloads(gzip ? 4096 : 1, size, gzip);
         final int options = Channel.SEND_OPTIONS_BYTE_MESSAGE
             | (ack ? Channel.SEND_OPTIONS_USE_ACK | Channel.SEND_OPTIONS_SYNCHRONIZED_ACK
                    : Channel.SEND_OPTIONS_ASYNCHRONOUS);
@@ -177,7 +208,7 @@ public final class TribesHarness {
         // Warm-up: JIT, connections, pools; fully delivered before timing.
         final int warm = Math.max(1, Math.min(count / 10, 5000));
         for (int i = 0; i < warm; i++) {
-            a.send(dest, new ByteMessage(payload), options);
+            a.send(dest, new ByteMessage(payloads[i % payloads.length]), options);
         }
         awaitCount(counter.received, warm, deadline);
         counter.target = warm + (long) count;
@@ -196,7 +227,7 @@ public final class TribesHarness {
                 try {
                     for (int i = 0; i < share; i++) {
                         long s = System.nanoTime();
-                        a.send(dest, new ByteMessage(payload), options);
+                        a.send(dest, new ByteMessage(payloads[i % payloads.length]), options);
                         if (ack) {
                             mine[i] = System.nanoTime() - s;
                         }

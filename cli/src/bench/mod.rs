@@ -59,6 +59,43 @@ pub fn payload(size: usize) -> Vec<u8> {
     buf
 }
 
+/// How many distinct S5 payloads a sender cycles through: 4 MiB of 1 KiB
+/// messages, far more than deflate's 32 KiB window sees at once.
+pub const SESSION_PAYLOADS: usize = 4096;
+
+/// S5's payloads, which compress like real session data rather than like one
+/// repeated string (SCENARIOS.md): `n` messages of `size` bytes, each
+/// [`payload`] with its own session id at the start (`sid=`, 16 hex digits
+/// of its index, `;`) and then 64 pseudo-random bytes (xorshift64 from a
+/// fixed seed, the same sequence `bench/tribes/TribesHarness.java` makes, so
+/// both peers compress the same bytes). Bytes past `size` are left out.
+///
+/// ```
+/// let p = sessionrepl_cli::bench::session_payloads(2, 1024);
+/// assert!(p[0].starts_with(b"sid=0000000000000000;"));
+/// assert!(p[1].starts_with(b"sid=0000000000000001;"));
+/// assert_ne!(p[0][21..85], p[1][21..85]);
+/// assert_eq!(p[0][85..], sessionrepl_cli::bench::payload(1024)[85..]);
+/// ```
+pub fn session_payloads(n: usize, size: usize) -> Vec<Vec<u8>> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|i| {
+            let mut p = payload(size);
+            let mut head = format!("sid={i:016x};").into_bytes();
+            for _ in 0..8 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                head.extend_from_slice(&x.to_le_bytes());
+            }
+            let k = head.len().min(size);
+            p[..k].copy_from_slice(&head[..k]);
+            p
+        })
+        .collect()
+}
+
 /// Fills `buf` with bytes cycling through [`PAYLOAD_PATTERN`], starting at
 /// the pattern's first byte.
 pub fn fill_payload(buf: &mut [u8]) {

@@ -125,14 +125,27 @@ fn stream(
         ack: AckMode::None,
         compress,
     };
-    let payload = Bytes::from(super::payload(size));
+    // S5 (compressed) cycles through distinct session-like payloads, S1
+    // sends one payload.
+    let payloads: Vec<Bytes> = if compress {
+        super::session_payloads(super::SESSION_PAYLOADS, size)
+            .into_iter()
+            .map(Bytes::from)
+            .collect()
+    } else {
+        vec![Bytes::from(super::payload(size))]
+    };
+    let next = std::cell::Cell::new(0usize);
     // `copied`: each message its own copy of the caller's bytes, as
     // `sr_channel_send` (the C API) makes one; otherwise one shared `Bytes`
     // is cloned for every message (its reference count then bounces
     // between the caller's and the I/O thread's cores).
     let send = |tx: &Channel| {
+        let i = next.get();
+        next.set(if i + 1 == payloads.len() { 0 } else { i + 1 });
+        let payload = &payloads[i];
         let p = if copied {
-            Bytes::copy_from_slice(&payload)
+            Bytes::copy_from_slice(payload)
         } else {
             payload.clone()
         };
