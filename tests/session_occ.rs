@@ -420,3 +420,85 @@ fn a_member_back_from_a_partition_gets_the_sessions_created_meanwhile() {
         }
     }
 }
+
+/// Real-process finding (netns jepsen seed 1796055969353167509, 2026-11-30):
+/// a member restarted and became the primary of sessions another member had
+/// written, so its first commit of one started a new term; a partition cut
+/// it off before anyone noticed, and that commit failed as unknown. The
+/// majority's new primary started a term on the same base: the same
+/// counter, and the restarted member's id ordered after its own, so after
+/// the heal the unknown commit replaced the acknowledged one on every
+/// holder. A primary that takes over from a lost one now starts its term
+/// two ahead, so it outranks a term the lost one may have started.
+#[test]
+fn a_primary_after_a_loss_outranks_the_lost_primarys_unknown_new_term() {
+    let session = SessionConfig {
+        primary_settle_time: ms(200),
+        min_commit_copies: 2,
+        ..backup()
+    };
+    let mut c = SimCluster::started(SimConfig::default(), session, 3);
+    let ids: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
+    for id in &ids {
+        let p = primary_of(&c, id);
+        let mut t = Txn::new(id.clone());
+        t.set("k", "first");
+        let tk = c.with(p, |n, now| n.create(t, 1, now)).unwrap();
+        c.run_for(ms(20));
+        assert!(matches!(outcome(&c, p, tk), Some(Ok(2))), "{id}");
+    }
+    // A fourth member joins (its id orders after the others') and becomes
+    // the primary of some of these sessions.
+    let j = c.add_node();
+    assert!(c.run_until(ms(3000), |c| c.node(j).is_ready()), "joiner");
+    c.run_for(ms(500));
+    let id = ids
+        .iter()
+        .find(|id| c.node(j).is_primary_for(id.as_bytes()))
+        .expect("the joiner is the primary of one of 40 sessions")
+        .clone();
+    // Cut off before anyone notices: its commit is applied there, unknown.
+    for x in 0..3 {
+        c.partition(j, x);
+    }
+    let s = read(&mut c, j, &id).unwrap();
+    let mut t = Txn::on(&s);
+    t.set("k", "cut-off");
+    let tj = c.with(j, |n, now| n.commit(t, now)).unwrap().unwrap();
+    c.run_for(ms(300));
+    assert!(
+        !matches!(outcome(&c, j, tj), Some(Ok(_))),
+        "cut-off commit acked"
+    );
+    // Membership notices on both sides; the majority's new primary commits.
+    for x in 0..3 {
+        c.with(x, |n, now| n.member_removed(sim_key(j), now));
+        c.with(j, |n, now| n.member_removed(sim_key(x), now));
+    }
+    c.run_for(ms(500));
+    let q = (0..3)
+        .find(|i| c.node(*i).is_primary_for(id.as_bytes()))
+        .unwrap();
+    let s = read(&mut c, q, &id).unwrap();
+    assert_eq!(value(&s), "first");
+    let mut t = Txn::on(&s);
+    t.set("k", "acked");
+    let tq = c.with(q, |n, now| n.commit(t, now)).unwrap().unwrap();
+    c.run_for(ms(100));
+    assert!(
+        matches!(outcome(&c, q, tq), Some(Ok(2))),
+        "{:?}",
+        outcome(&c, q, tq)
+    );
+    // Healed: everyone sees everyone again.
+    c.heal();
+    for x in 0..3 {
+        c.with(x, |n, now| n.member_added(sim_key(j), now));
+        c.with(j, |n, now| n.member_added(sim_key(x), now));
+    }
+    c.run_for(ms(3000));
+    for reader in 0..4 {
+        let s = read(&mut c, reader, &id).unwrap();
+        assert_eq!(value(&s), "acked", "read through node {reader}");
+    }
+}

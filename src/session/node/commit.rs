@@ -254,16 +254,22 @@ impl SessionNode {
         }
         let me = self.me.id;
         let draining = self.state == NodeState::Draining;
-        let promoted = backup && self.new_term.remove(&txn.id[..]);
+        let promoted = if backup {
+            self.new_term.remove(&txn.id[..])
+        } else {
+            None
+        };
         let s = self.table.get_mut(&txn.id).ok_or(Error::NotFound)?;
         let base = s.version;
         s.apply(&txn.ops, &txn.meta);
-        s.version = if backup && (base.writer != me || promoted) {
+        s.version = if backup && (base.writer != me || promoted.is_some()) {
             // First commit of a new primary: a new term (the counter's high
             // half), so that whatever an earlier primary left on some copy
-            // without acknowledgement orders before every commit from now on.
+            // without acknowledgement orders before every commit from now on
+            // (two terms ahead after the former primary was lost: see
+            // `new_term`).
             Version {
-                counter: ((base.counter >> 32) + 1) << 32,
+                counter: ((base.counter >> 32) + promoted.unwrap_or(1)) << 32,
                 writer: me,
             }
         } else {

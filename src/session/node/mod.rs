@@ -115,7 +115,12 @@ pub struct SessionNode {
     /// Sessions this node became the primary of again: its next commit
     /// starts a new term even if it wrote the last version itself (a
     /// primary in between may have left a higher version on some copy).
-    pub(crate) new_term: HashSet<SessionId>,
+    /// The value is how many terms that commit skips ahead: 2 when the
+    /// former primary left the view (it may itself have started a term on
+    /// the same base without anyone acknowledging it: a member just
+    /// restarted, then cut off by a partition before it was found out), 1
+    /// otherwise.
+    pub(crate) new_term: HashMap<SessionId, u64>,
     /// Commits whose base is not the current version while an earlier
     /// commit of the session is unacknowledged: decided once it settles
     /// (a conflict with a change that may still vanish is no conflict).
@@ -172,7 +177,7 @@ impl SessionNode {
             dirty: HashSet::default(),
             failed_repairs: HashSet::default(),
             repairing: HashSet::default(),
-            new_term: HashSet::default(),
+            new_term: HashMap::default(),
             queued: HashMap::default(),
             reuse_ticket: None,
             ready_at: None,
@@ -278,17 +283,21 @@ impl SessionNode {
                 // newer than another holder's (a commit the former primary
                 // had not finished); repair them before serving reads.
                 let copies = self.copies();
-                let promoted: Vec<SessionId> = self
+                let promoted: Vec<(SessionId, u64)> = self
                     .table
                     .iter()
-                    .filter(|s| {
-                        Placement::holders(&s.id, &live, copies).primary() == Some(self.me)
-                            && Placement::holders(&s.id, &old, copies).primary() != Some(self.me)
+                    .filter_map(|s| {
+                        let was = Placement::holders(&s.id, &old, copies).primary();
+                        (Placement::holders(&s.id, &live, copies).primary() == Some(self.me)
+                            && was != Some(self.me))
+                        .then(|| {
+                            let lost = was.is_some_and(|p| !live.contains(&p));
+                            (s.id.clone(), if lost { 2 } else { 1 })
+                        })
                     })
-                    .map(|s| s.id.clone())
                     .collect();
-                self.new_term.extend(promoted.iter().cloned());
-                self.dirty.extend(promoted);
+                self.dirty.extend(promoted.iter().map(|(id, _)| id.clone()));
+                self.new_term.extend(promoted);
             }
             self.recent_views.push_back((now, old));
             while self.recent_views.len() > 64 {
