@@ -493,49 +493,17 @@ fn mixed_sync_send_writes_a_large_tribes_frame_while_a_native_member_stalls() {
         return;
     };
     let mut peer = Peer::start(&classes, false, None);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let native_deaf = deaf(stop.clone());
-    let (rx, got) = node();
-    let tribes = vec![peer.addr()];
-    let (group, mport) = private_group(10);
-    let ann = announce(group, mport, tribes.clone(), stop.clone());
-    let ack_timeout = Duration::from_millis(2000);
-    let tx = mixed_sender(
-        sessionrepl::ReplicationMode::Synchronous,
-        ack_timeout,
-        (group, mport),
-        &tribes,
-    );
+    let mix = StalledMix::start(peer.addr(), 10);
     let text = format!("big-{}", "x".repeat(8 << 20));
-    let to = vec![native_deaf, rx.local_addr(), peer.addr()];
-    let (outcomes, took) = send_acked(&tx, &to, &text);
-    let short: Vec<_> = outcomes
-        .iter()
-        .map(|(a, o)| (a, o.as_ref().map_err(|e| e.to_string())))
-        .collect();
-    eprintln!(
-        "mixed sync send of {} bytes took {took:?}: {short:?}",
-        text.len()
-    );
-    assert_outcomes(&outcomes, &to, &[rx.local_addr(), peer.addr()]);
-    // The stalled member holds the send to its deadline, and no longer.
-    assert!(
-        took >= ack_timeout - Duration::from_millis(50)
-            && took < ack_timeout + Duration::from_millis(1500),
-        "took {took:?}, ackTimeout {ack_timeout:?}"
-    );
+    mix.send_past_the_deaf(peer.addr(), &text);
     let l = peer.expect("received");
     assert!(
         l.starts_with(&format!("received bytes={} text=big-xxx", text.len())),
         "{}",
         &l[..80.min(l.len())]
     );
-    assert!(got.lock().unwrap().iter().any(|(_, t)| *t == text));
-    tx.stop();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    ann.join().unwrap();
+    mix.stop();
     peer.cmd("stop");
-    rx.stop();
 }
 
 /// One synchronous send to a native member that never reads, a live native
@@ -551,45 +519,90 @@ fn mixed_sync_send_finishes_a_tribes_connect_still_in_progress() {
         return;
     };
     let mut peer = Peer::start(&classes, false, None);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let native_deaf = deaf(stop.clone());
-    let (rx, got) = node();
     let gate = Gate::new(peer.addr());
     let gated = gate.addr;
-    let tribes = vec![gated];
-    let (group, mport) = private_group(11);
-    let ann = announce(group, mport, tribes.clone(), stop.clone());
-    let ack_timeout = Duration::from_millis(2000);
-    let tx = mixed_sender(
-        sessionrepl::ReplicationMode::Synchronous,
-        ack_timeout,
-        (group, mport),
-        &tribes,
-    );
+    let mix = StalledMix::start(gated, 11);
     let opener = gate.open_after(Duration::from_millis(500));
-    let text = "behind-a-gate".to_string();
-    let to = vec![native_deaf, rx.local_addr(), gated];
-    let (outcomes, took) = send_acked(&tx, &to, &text);
-    eprintln!(
-        "deaf {native_deaf}, live {}, gated {gated}: mixed sync send through a closed gate took {took:?}: {outcomes:?}",
-        rx.local_addr()
-    );
+    let text = "behind-a-gate";
+    mix.send_past_the_deaf(gated, text);
     let relayed = opener.join().unwrap();
     assert!(relayed >= 1, "the sender never connected through the gate");
-    assert_outcomes(&outcomes, &to, &[rx.local_addr(), gated]);
-    assert!(
-        took >= ack_timeout - Duration::from_millis(50)
-            && took < ack_timeout + Duration::from_millis(1500),
-        "took {took:?}, ackTimeout {ack_timeout:?}"
-    );
     let l = peer.expect("received");
     assert!(l.contains(&format!("text={text} ")), "{l}");
-    assert!(got.lock().unwrap().iter().any(|(_, t)| *t == text));
-    tx.stop();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    ann.join().unwrap();
+    mix.stop();
     peer.cmd("stop");
-    rx.stop();
+}
+
+/// A synchronous sender with a 2 s `ackTimeout` that knows one Tribes node
+/// (from announced heartbeats), beside a native member that never reads and
+/// a live native node.
+struct StalledMix {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    deaf: SocketAddr,
+    rx: Channel,
+    got: Received,
+    ann: std::thread::JoinHandle<()>,
+    tx: Channel,
+}
+
+impl StalledMix {
+    const ACK_TIMEOUT: Duration = Duration::from_millis(2000);
+
+    /// `tribes` is announced as a Tribes node on a group of its own (`salt`).
+    fn start(tribes: SocketAddr, salt: u8) -> StalledMix {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let deaf = deaf(stop.clone());
+        let (rx, got) = node();
+        let (group, mport) = private_group(salt);
+        let ann = announce(group, mport, vec![tribes], stop.clone());
+        let tx = mixed_sender(
+            sessionrepl::ReplicationMode::Synchronous,
+            Self::ACK_TIMEOUT,
+            (group, mport),
+            &[tribes],
+        );
+        StalledMix {
+            stop,
+            deaf,
+            rx,
+            got,
+            ann,
+            tx,
+        }
+    }
+
+    /// Sends `text` with an ack to the deaf member, the live node and
+    /// `tribes`: the live node and `tribes` ack it, the deaf member times
+    /// out, and the deaf member holds the send to the one deadline, no
+    /// longer.
+    fn send_past_the_deaf(&self, tribes: SocketAddr, text: &str) {
+        let live = self.rx.local_addr();
+        let to = vec![self.deaf, live, tribes];
+        let (outcomes, took) = send_acked(&self.tx, &to, text);
+        let short: Vec<_> = outcomes
+            .iter()
+            .map(|(a, o)| (a, o.as_ref().map_err(|e| e.to_string())))
+            .collect();
+        eprintln!(
+            "deaf {}, live {live}, tribes {tribes}: mixed sync send of {} bytes took {took:?}: {short:?}",
+            self.deaf,
+            text.len()
+        );
+        assert_outcomes(&outcomes, &to, &[live, tribes]);
+        let limit = Self::ACK_TIMEOUT;
+        assert!(
+            took >= limit - Duration::from_millis(50) && took < limit + Duration::from_millis(1500),
+            "took {took:?}, ackTimeout {limit:?}"
+        );
+        assert!(self.got.lock().unwrap().iter().any(|(_, t)| *t == text));
+    }
+
+    fn stop(self) {
+        self.tx.stop();
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.ann.join().unwrap();
+        self.rx.stop();
+    }
 }
 
 /// A listener in front of `target` whose accept queue is full (backlog 0,
