@@ -110,13 +110,13 @@ impl FrameDecoder {
     }
 
     /// How many complete, valid DATA frames with none of the `exclude`
-    /// flags start `buf` (at most `max`), to take one by one with
-    /// [`FrameDecoder::take_data`]; 0 while a frame is in progress. Only
-    /// headers are read, nothing is split.
+    /// flags start `buf` (at most `max`), and how many bytes they take, to
+    /// take one by one with [`FrameDecoder::take_data`]; none while a
+    /// frame is in progress. Only headers are read, nothing is split.
     #[inline]
-    pub fn data_run(&self, buf: &[u8], max: usize, exclude: u8) -> usize {
+    pub fn data_run(&self, buf: &[u8], max: usize, exclude: u8) -> (usize, usize) {
         if self.pending.is_some() {
-            return 0;
+            return (0, 0);
         }
         let (mut off, mut n) = (0usize, 0usize);
         while n < max {
@@ -129,7 +129,7 @@ impl FrameDecoder {
             off += HEADER_LEN + h.len as usize;
             n += 1;
         }
-        n
+        (n, off)
     }
 
     /// Takes a complete DATA frame off the front of `buf` as `(id, flags,

@@ -149,14 +149,14 @@ impl InboundConn {
     }
 
     /// How many complete DATA frames without any of the `exclude` flags
-    /// start `buf` on an open connection (at most `max`; 0 before the
-    /// preface or while a frame is in progress): a run the caller takes
-    /// with [`InboundConn::take_data`] in one pass, instead of one
-    /// [`InboundConn::poll`] event each.
+    /// start `buf` on an open connection (at most `max`; none before the
+    /// preface or while a frame is in progress), and their length in
+    /// bytes: a run the caller takes with [`InboundConn::take_data`] in
+    /// one pass, instead of one [`InboundConn::poll`] event each.
     #[inline]
-    pub fn data_run(&self, buf: &[u8], max: usize, exclude: u8) -> usize {
+    pub fn data_run(&self, buf: &[u8], max: usize, exclude: u8) -> (usize, usize) {
         if self.state != State::Open {
-            return 0;
+            return (0, 0);
         }
         self.dec.data_run(buf, max, exclude)
     }

@@ -29,10 +29,13 @@ impl RxCore {
         c: &mut ConnCore,
         buf: &mut B,
     ) -> Option<u64> {
-        let n = c.proto.data_run(buf, DATA_RUN, FLAG_COMPRESSED | FLAG_SEQ);
+        let (n, len) = c.proto.data_run(buf, DATA_RUN, FLAG_COMPRESSED | FLAG_SEQ);
         if n == 0 {
             return None;
         }
+        // One split for the run; its frames are then cut from it (the
+        // last one is the rest of it, with no reference count touched).
+        let mut run = buf.split_frame(len);
         self.frame_done(c);
         let fresh = c.seq.accept_run(n);
         // The per-message listener on this thread borrows one message
@@ -47,7 +50,7 @@ impl RxCore {
         });
         let mut delivered = 0u64;
         for i in 0..n {
-            let Some((id, flags, payload)) = c.proto.take_data(buf) else {
+            let Some((id, flags, payload)) = c.proto.take_data(&mut run) else {
                 break; // cannot happen: `data_run` counted it
             };
             if !fresh.contains(&i) {
