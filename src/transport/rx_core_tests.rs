@@ -292,9 +292,12 @@ fn a_completed_frame_ends_its_deadline_and_the_next_partial_starts_anew() {
     assert_eq!(rx.limits.next_deadline(), None);
 }
 
+/// The (id, payload) of each message a listener got, in order.
+type Recorded = Arc<std::sync::Mutex<Vec<(u64, Vec<u8>)>>>;
+
 /// A core delivering on the I/O thread that records each message's id and
 /// payload.
-fn recording_core() -> (RxCore, Arc<std::sync::Mutex<Vec<(u64, Vec<u8>)>>>) {
+fn recording_core() -> (RxCore, Recorded) {
     let shared = Arc::new(Shared::new(Config::default(), [1; 16], None));
     let got = Arc::new(std::sync::Mutex::new(Vec::new()));
     let g2 = got.clone();
