@@ -15,7 +15,8 @@
 //! of a receiver (a reconnect may land on another receiver thread), with
 //! at most [`DedupTable::new`]'s `capacity` streams (the least recently
 //! opened is forgotten first). [`StreamCursor`] is one connection's view:
-//! a lock-free check per message.
+//! a lock-free check per message, or one for a run of messages
+//! ([`StreamCursor::accept_run`]).
 
 use crate::error::{Error, Result};
 use crate::wire::frame::parse_seq_marker;
