@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use sessionrepl::__internal::proto::inbound::{InEvent, InboundConn};
 use sessionrepl::__internal::proto::outbound::OutboundConn;
 use sessionrepl::__internal::wire::compress::Inflater;
-use sessionrepl::__internal::wire::frame::batch_frames;
+use sessionrepl::__internal::wire::frame::{batch_frames, FLAG_COMPRESSED, FLAG_SEQ};
 use sessionrepl::__internal::wire::tribes;
 use sessionrepl::__internal::wire::Preface;
 
@@ -47,6 +47,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
+    // The receiver's fast path (a run of DATA frames taken in one pass)
+    // yields exactly the frames, and the error, of one `poll` per frame.
+    let by_poll = frames_seen(a, b, false);
+    assert_eq!(by_poll, frames_seen(a, b, true));
+
     let mut tx = OutboundConn::new(Vec::new());
     let mut buf = BytesMut::from(data);
     while let Ok(Some(_)) = tx.poll(&mut buf) {}
@@ -62,3 +67,35 @@ fuzz_target!(|data: &[u8]| {
     let _ = tribes::ChannelData::decode(Bytes::copy_from_slice(data));
     let _ = tribes::TribesMember::decode(data);
 });
+
+/// The DATA frames (id, flags, payload) of `a` then `b` on one inbound
+/// connection, and whether it ended in an error; with `runs`, complete
+/// DATA frames are taken as runs (`data_run` / `take_data`) first.
+fn frames_seen(a: &[u8], b: &[u8], runs: bool) -> (Vec<(u64, u8, Bytes)>, bool) {
+    let mut rx = InboundConn::new(Preface::new([2; 16], b"", true), MAX);
+    let mut buf = BytesMut::from(a);
+    let mut seen = Vec::new();
+    for chunk in [b, &[][..]] {
+        buf.extend_from_slice(chunk);
+        loop {
+            if runs {
+                let (n, len) = rx.data_run(&buf, 64, FLAG_COMPRESSED | FLAG_SEQ);
+                if n > 0 {
+                    let mut run = buf.split_to(len).freeze();
+                    for _ in 0..n {
+                        seen.push(rx.take_data(&mut run).expect("counted by data_run"));
+                    }
+                    assert!(run.is_empty());
+                    continue;
+                }
+            }
+            match rx.poll(&mut buf) {
+                Ok(Some(InEvent::Data(f))) => seen.push((f.header.id, f.header.flags, f.payload)),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => return (seen, true),
+            }
+        }
+    }
+    (seen, false)
+}

@@ -109,6 +109,43 @@ impl FrameDecoder {
         self.decode_general(buf)
     }
 
+    /// How many complete, valid DATA frames with none of the `exclude`
+    /// flags start `buf` (at most `max`), and how many bytes they take, to
+    /// take one by one with [`FrameDecoder::take_data`]; none while a
+    /// frame is in progress. Only headers are read, nothing is split.
+    #[inline]
+    pub fn data_run(&self, buf: &[u8], max: usize, exclude: u8) -> (usize, usize) {
+        if self.pending.is_some() {
+            return (0, 0);
+        }
+        let (mut off, mut n) = (0usize, 0usize);
+        while n < max {
+            let Some(h) = buf.get(off..).and_then(|b| self.complete_data(b)) else {
+                break;
+            };
+            if h.flags & exclude != 0 {
+                break;
+            }
+            off += HEADER_LEN + h.len as usize;
+            n += 1;
+        }
+        (n, off)
+    }
+
+    /// Takes a complete DATA frame off the front of `buf` as `(id, flags,
+    /// payload)`; `None` (nothing taken) if `buf` does not start with one.
+    /// The caller's loop over a [`FrameDecoder::data_run`] keeps it inline.
+    #[inline(always)]
+    pub fn take_data<B: FrameBuf>(&mut self, buf: &mut B) -> Option<(u64, u8, Bytes)> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let h = self.complete_data(buf)?;
+        let mut payload = buf.split_frame(HEADER_LEN + h.len as usize);
+        payload.advance(HEADER_LEN);
+        Some((h.id, h.flags, payload))
+    }
+
     /// The header of a valid DATA frame complete in `buf`; `None` for
     /// anything else (other types, a bad header, a partial frame), which
     /// [`FrameDecoder::decode_general`] then decodes or refuses.

@@ -15,7 +15,8 @@
 //! of a receiver (a reconnect may land on another receiver thread), with
 //! at most [`DedupTable::new`]'s `capacity` streams (the least recently
 //! opened is forgotten first). [`StreamCursor`] is one connection's view:
-//! a lock-free check per message.
+//! a lock-free check per message, or one for a run of messages
+//! ([`StreamCursor::accept_run`]).
 
 use crate::error::{Error, Result};
 use crate::wire::frame::parse_seq_marker;
@@ -127,6 +128,34 @@ impl StreamCursor {
         self.next = self.next.saturating_add(1);
         m.fetch_max(seq, Ordering::AcqRel) < seq
     }
+
+    /// `n` messages arrived in a row: the indices (within the run) of
+    /// those to deliver; the others are duplicates (ack them, do not
+    /// deliver them again). One atomic operation for the whole run, and
+    /// the same outcome as [`StreamCursor::accept`] called `n` times: the
+    /// duplicates are a prefix (already delivered) and, past a number
+    /// saturated at `u64::MAX`, a suffix.
+    #[inline]
+    pub fn accept_run(&mut self, n: usize) -> std::ops::Range<usize> {
+        let Some(m) = &self.mark else {
+            return 0..n;
+        };
+        if n == 0 {
+            return 0..0;
+        }
+        let first = self.next;
+        // Distinct numbers in the run: a hostile marker near u64::MAX
+        // saturates, never wraps.
+        let distinct = (u64::MAX - first).saturating_add(1).min(n as u64) as usize;
+        let last = first + (distinct as u64 - 1);
+        self.next = first.saturating_add(n as u64);
+        let prev = m.fetch_max(last, Ordering::AcqRel);
+        if prev < first {
+            return 0..distinct;
+        }
+        let seen = ((prev - first) as u128 + 1).min(distinct as u128) as usize;
+        seen..distinct
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +180,34 @@ mod tests {
         let mut c3 = StreamCursor::default();
         c3.on_marker(&t, m, &seq_marker(8, 1)).unwrap();
         assert!(c3.accept());
+    }
+
+    #[test]
+    fn a_run_has_the_outcome_of_one_check_per_message() {
+        // Against `accept` one by one, for marks before, inside and past
+        // the run, and numbers saturating at u64::MAX.
+        for start in [1u64, 5, u64::MAX - 3, u64::MAX] {
+            for seen in [0u64, 1, 3, 6, 9, 20] {
+                for n in 0..12usize {
+                    let seen = start.saturating_add(seen).saturating_sub(1);
+                    let (ta, tb) = (DedupTable::default(), DedupTable::default());
+                    let mut prime = StreamCursor::default();
+                    prime.on_marker(&ta, [1; 16], &seq_marker(1, 1)).unwrap();
+                    prime.mark.as_ref().unwrap().store(seen, Ordering::SeqCst);
+                    tb.mark([1; 16], 1).store(seen, Ordering::SeqCst);
+                    let (mut a, mut b) = (StreamCursor::default(), StreamCursor::default());
+                    a.on_marker(&ta, [1; 16], &seq_marker(1, start)).unwrap();
+                    b.on_marker(&tb, [1; 16], &seq_marker(1, start)).unwrap();
+                    let one_by_one: Vec<bool> = (0..n).map(|_| a.accept()).collect();
+                    let run = b.accept_run(n);
+                    let by_run: Vec<bool> = (0..n).map(|i| run.contains(&i)).collect();
+                    assert_eq!(one_by_one, by_run, "start {start} seen {seen} n {n}");
+                    assert_eq!(a.accept(), b.accept(), "the next one agrees too");
+                }
+            }
+        }
+        let mut c = StreamCursor::default();
+        assert_eq!(c.accept_run(3), 0..3, "no marker: every message");
     }
 
     #[test]

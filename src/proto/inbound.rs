@@ -148,6 +148,30 @@ impl InboundConn {
         self.poll_general(buf)
     }
 
+    /// How many complete DATA frames without any of the `exclude` flags
+    /// start `buf` on an open connection (at most `max`; none before the
+    /// preface or while a frame is in progress), and their length in
+    /// bytes: a run the caller takes with [`InboundConn::take_data`] in
+    /// one pass, instead of one [`InboundConn::poll`] event each.
+    #[inline]
+    pub fn data_run(&self, buf: &[u8], max: usize, exclude: u8) -> (usize, usize) {
+        if self.state != State::Open {
+            return (0, 0);
+        }
+        self.dec.data_run(buf, max, exclude)
+    }
+
+    /// Takes the next frame of a run counted by [`InboundConn::data_run`]
+    /// as `(id, flags, payload)`; `None` if `buf` does not start with a
+    /// complete DATA frame.
+    #[inline(always)]
+    pub fn take_data<B: FrameBuf>(&mut self, buf: &mut B) -> Option<(u64, u8, bytes::Bytes)> {
+        if self.state != State::Open {
+            return None;
+        }
+        self.dec.take_data(buf)
+    }
+
     /// [`InboundConn::poll`] for the preface and for control frames.
     #[inline(never)]
     fn poll_general<B: FrameBuf>(&mut self, buf: &mut B) -> Result<Option<InEvent>> {

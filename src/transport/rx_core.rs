@@ -395,7 +395,7 @@ impl RxCore {
 
     /// A frame completed: its reservation returns to the pool.
     /// It also ends the frame's `connectionUploadTimeout`.
-    fn frame_done(&mut self, c: &mut ConnCore) {
+    pub(super) fn frame_done(&mut self, c: &mut ConnCore) {
         if c.reserved > 0 {
             self.limits.release(c.token, c.reserved);
             c.reserved = 0;
@@ -505,6 +505,14 @@ impl RxCore {
                 if c.paused() {
                     break Ok(());
                 }
+            }
+            if let Some(n) = self.data_run(token, c, buf) {
+                delivered += n;
+                decoded = true;
+                if !c.stalled.is_empty() || self.over_bounds(c) {
+                    break Ok(());
+                }
+                continue;
             }
             let ev = match c.proto.poll(buf) {
                 Ok(Some(ev)) => ev,
@@ -645,10 +653,14 @@ impl RxCore {
     /// One message: ack on receipt, deliver (here or on the connection's
     /// worker), ack or FAIL after delivery. A full worker queue parks the
     /// message on the connection, which stops reading until it drains.
-    fn on_data(&mut self, token: usize, c: &mut ConnCore, id: u64, flags: u8, payload: Bytes) {
-        if flags & FLAG_ACK_RECEIPT != 0 {
-            c.proto.ack(id);
-        }
+    pub(super) fn on_data(
+        &mut self,
+        token: usize,
+        c: &mut ConnCore,
+        id: u64,
+        flags: u8,
+        payload: Bytes,
+    ) {
         let msg = Message {
             from: c.from,
             peer: c.peer,
@@ -656,21 +668,18 @@ impl RxCore {
             id,
             payload,
         };
+        if self.workers.is_empty() && self.shared.batch.get().is_none() {
+            self.deliver_here(c, &msg, flags);
+            return;
+        }
+        if flags & FLAG_ACK_RECEIPT != 0 {
+            c.proto.ack(id);
+        }
         let ack = flags & FLAG_ACK_DELIVERY != 0;
-        if self.workers.is_empty() && self.shared.batch.get().is_some() {
+        if self.workers.is_empty() {
             self.inline.push((msg, ack));
             if self.inline.len() >= super::MAX_DELIVERY_BATCH {
                 self.flush_inline(c);
-            }
-            return;
-        }
-        if self.workers.is_empty() {
-            let r = deliver(&self.listener, &msg, &self.shared);
-            if ack {
-                match r {
-                    Ok(()) => c.proto.ack(id),
-                    Err(reason) => c.proto.fail(id, &reason),
-                }
             }
             return;
         }
@@ -756,6 +765,9 @@ mod worker;
 
 #[path = "rx_secure.rs"]
 mod secure;
+
+#[path = "rx_run.rs"]
+mod run;
 
 #[path = "rx_tribes.rs"]
 mod tribes_rx;
