@@ -101,8 +101,7 @@ impl FrameDecoder {
             if let Some(header) = self.complete_data(buf) {
                 // The common case, kept inline in the caller's loop: one
                 // split per frame, and no result moved through memory.
-                let mut payload = buf.split_frame(HEADER_LEN + header.len as usize);
-                payload.advance(HEADER_LEN);
+                let payload = split_data(buf, &header);
                 return Ok(Some(Frame { header, payload }));
             }
         }
@@ -141,9 +140,7 @@ impl FrameDecoder {
             return None;
         }
         let h = self.complete_data(buf)?;
-        let mut payload = buf.split_frame(HEADER_LEN + h.len as usize);
-        payload.advance(HEADER_LEN);
-        Some((h.id, h.flags, payload))
+        Some((h.id, h.flags, split_data(buf, &h)))
     }
 
     /// The header of a valid DATA frame complete in `buf`; `None` for
@@ -189,6 +186,15 @@ impl FrameDecoder {
         let payload = buf.split_frame(len);
         Ok(Some(Frame { header, payload }))
     }
+}
+
+/// Splits the complete frame `h` heads off the front of `buf` and returns
+/// its payload (a zero-copy slice).
+#[inline(always)]
+fn split_data<B: FrameBuf>(buf: &mut B, h: &FrameHeader) -> Bytes {
+    let mut payload = buf.split_frame(HEADER_LEN + h.len as usize);
+    payload.advance(HEADER_LEN);
+    payload
 }
 
 #[cfg(test)]

@@ -644,10 +644,17 @@ impl RxCore {
         if c.seq.accept() {
             return Ok(true);
         }
+        Self::ack_duplicate(c, id, flags);
+        Ok(false)
+    }
+
+    /// A duplicate of a delivered message (a resend after a reconnect):
+    /// acked if it asks for an ack, never delivered again.
+    #[inline]
+    pub(super) fn ack_duplicate(c: &mut ConnCore, id: u64, flags: u8) {
         if flags & (FLAG_ACK_RECEIPT | FLAG_ACK_DELIVERY) != 0 {
             c.proto.ack(id);
         }
-        Ok(false)
     }
 
     /// One message: ack on receipt, deliver (here or on the connection's

@@ -54,10 +54,7 @@ impl RxCore {
                 break; // cannot happen: `data_run` counted it
             };
             if !fresh.contains(&i) {
-                // A duplicate of a delivered message: acked, not delivered.
-                if flags & (FLAG_ACK_RECEIPT | FLAG_ACK_DELIVERY) != 0 {
-                    c.proto.ack(id);
-                }
+                Self::ack_duplicate(c, id, flags);
                 continue;
             }
             delivered += 1;
