@@ -217,6 +217,7 @@ impl ChannelBuilder {
                 fast_ref: OnceArc::default(),
                 running: AtomicBool::new(true),
                 next_id: AtomicU64::new(1),
+                intake: Default::default(),
             }),
         })
     }
@@ -242,6 +243,8 @@ struct Inner {
     fast_ref: OnceArc,
     running: AtomicBool,
     next_id: AtomicU64,
+    /// Pooled memory for payloads copied in ([`Channel::copy_payload`]).
+    intake: crate::queue::Intake,
 }
 
 /// A running replication channel. Cheap to clone; all clones share it.
@@ -604,6 +607,30 @@ impl Channel {
             .iter()
             .find(|m| m.addr == addr)
             .map(|m| m.member_payload().to_vec())
+    }
+
+    /// A copy of `data` in the channel's pooled send memory, to pass to
+    /// [`Channel::send`] when the caller's bytes are only borrowed (the C
+    /// API's `sr_channel_send`, the Java binding): cut from a shared 64 KiB
+    /// chunk instead of an allocation per message, so neither the sending
+    /// thread nor the I/O thread that drops it calls the allocator per
+    /// message. A queued message keeps its chunk alive until sent.
+    pub fn copy_payload(&self, data: &[u8]) -> Bytes {
+        self.inner.intake.copy(data)
+    }
+
+    /// As [`Channel::copy_payload`], with the bytes written by `fill`, which
+    /// must write all `len` bytes of the slice it is given or fail (then
+    /// nothing is kept). For a binding whose source is not a Rust slice.
+    ///
+    /// # Errors
+    /// Whatever `fill` returns.
+    pub fn copy_payload_with<E>(
+        &self,
+        len: usize,
+        fill: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Bytes, E> {
+        self.inner.intake.copy_with(len, fill)
     }
 
     /// Sends to every current member.

@@ -7,7 +7,6 @@ use super::{
     write_bytes, write_text, Fail, Out, Userdata,
 };
 use crate::membership::{Member, MemberEvent, MemberSource, PeerFacts, RemoveReason};
-use bytes::Bytes;
 use std::ffi::{c_char, c_int, c_void};
 use std::time::Duration;
 
@@ -439,7 +438,7 @@ pub unsafe extern "C" fn sr_channel_send_to_members(
                 "the channel has no members to send to",
             ));
         }
-        let id = channel.send_to_members(Bytes::copy_from_slice(data), opts)?;
+        let id = channel.send_to_members(channel.copy_payload(data), opts)?;
         write_id(out_id, id);
         Ok(())
     })

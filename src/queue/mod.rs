@@ -10,6 +10,9 @@
 //! [`SendQueue`]: crate::queue::SendQueue
 //! [`SendQueue::popped`]: crate::queue::SendQueue::popped
 
+mod intake;
+pub use intake::Intake;
+
 use crate::error::Error;
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::Backoff;

@@ -271,7 +271,7 @@ extern "system" fn channel_send_batch(
                         end - s
                     )));
                 }
-                c.send(to.as_slice(), ch.intake.slice(&all[s..end])?, o)?;
+                c.send(to.as_slice(), c.copy_payload(&all[s..end]), o)?;
                 Ok(end)
             });
             match r {

@@ -57,8 +57,6 @@ fn config_parse(
 /// What a channel handle points at.
 pub(crate) struct ChannelHandle {
     pub(crate) ch: Channel,
-    /// Pooled memory the payloads to send are copied into.
-    pub(crate) intake: crate::intake::Intake,
 }
 
 /// The channel behind a handle from Java.
@@ -204,10 +202,7 @@ extern "system" fn channel_start(
             });
         }
         let ch = b.start()?;
-        Ok(Box::into_raw(Box::new(ChannelHandle {
-            ch,
-            intake: Default::default(),
-        })) as jlong)
+        Ok(Box::into_raw(Box::new(ChannelHandle { ch })) as jlong)
     })
 }
 
@@ -327,9 +322,9 @@ extern "system" fn channel_send(
         let to = To::new(env, set, &dests)?;
         let max = c.config().max_frame_size;
         let p = if arr.is_null() {
-            ch.intake.buffer(env, &buf, off, len, max)?
+            crate::intake::buffer(c, env, &buf, off, len, max)?
         } else {
-            ch.intake.array(env, &arr, off, len, max)?
+            crate::intake::array(c, env, &arr, off, len, max)?
         };
         let o = options(c, opts);
         if want_ticket != 0 {

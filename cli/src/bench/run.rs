@@ -108,13 +108,27 @@ fn wait_for(got: &AtomicU64, n: u64, limit: Duration) -> sessionrepl::Result<()>
     Ok(())
 }
 
+/// How the S1 rows hand each payload to `send`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Payload {
+    /// One shared `Bytes`, cloned per send (a reference count).
+    Shared,
+    /// A fresh allocation per send (`Bytes::copy_from_slice`): a Rust
+    /// caller that copies into its own buffer; row `payload=copied`.
+    Copied,
+    /// A copy per send into the channel's pooled memory
+    /// (`Channel::copy_payload`), as `sr_channel_send` (the C API) and the
+    /// Java binding copy; row `payload=pooled`.
+    Pooled,
+}
+
 /// One-way stream (S1, S5): `count` messages of `size` bytes, no ack.
 fn stream(
     s: Scenario,
     count: u64,
     size: usize,
     compress: bool,
-    copied: bool,
+    how: Payload,
     io: &str,
 ) -> sessionrepl::Result<BenchLine> {
     let (rx, tx, got) = channel_pair(ReplicationMode::FastAsyncQueue, io, |c| {
@@ -136,18 +150,17 @@ fn stream(
         vec![Bytes::from(super::payload(size))]
     };
     let next = std::cell::Cell::new(0usize);
-    // `copied`: each message its own copy of the caller's bytes, as
-    // `sr_channel_send` (the C API) makes one; otherwise one shared `Bytes`
-    // is cloned for every message (its reference count then bounces
-    // between the caller's and the I/O thread's cores).
+    // `Shared`: one `Bytes` cloned for every message (its reference count
+    // then bounces between the caller's and the I/O thread's cores); the
+    // others copy the caller's bytes for each message.
     let send = |tx: &Channel| {
         let i = next.get();
         next.set(if i + 1 == payloads.len() { 0 } else { i + 1 });
         let payload = &payloads[i];
-        let p = if copied {
-            Bytes::copy_from_slice(payload)
-        } else {
-            payload.clone()
+        let p = match how {
+            Payload::Shared => payload.clone(),
+            Payload::Copied => Bytes::copy_from_slice(payload),
+            Payload::Pooled => tx.copy_payload(payload),
         };
         tx.send(&to, p, opts)
     };
@@ -167,10 +180,10 @@ fn stream(
     rx.stop();
     let line = BenchLine::measured(s, "sessionrepl", count, size as u64, el)
         .with_extra("wire_bytes", st.bytes_sent);
-    Ok(if copied {
-        line.with_extra("payload", "copied")
-    } else {
-        line
+    Ok(match how {
+        Payload::Shared => line,
+        Payload::Copied => line.with_extra("payload", "copied"),
+        Payload::Pooled => line.with_extra("payload", "pooled"),
     })
 }
 
@@ -259,8 +272,8 @@ pub fn run_sessionrepl(
 ) -> sessionrepl::Result<Option<BenchLine>> {
     let size = s.default_size();
     Ok(Some(match s {
-        Scenario::S1 => stream(s, count, size, false, false, io)?,
-        Scenario::S5 => stream(s, count, size, true, false, io)?,
+        Scenario::S1 => stream(s, count, size, false, Payload::Shared, io)?,
+        Scenario::S5 => stream(s, count, size, true, Payload::Shared, io)?,
         Scenario::S2 | Scenario::S4 => acked(s, count, size, 1, io)?,
         Scenario::S3 => acked(s, count, size, s.threads(), io)?,
         Scenario::S6 => match super::session::s6(count, io)?.into_iter().next() {
@@ -272,9 +285,10 @@ pub fn run_sessionrepl(
 }
 
 /// Every line sessionrepl prints for a scenario: S6 has three workloads
-/// (1 KiB deltas, 100 × 1 KiB attributes, one 100 KiB attribute), S1 two
-/// (one shared `Bytes` cloned per send, and a fresh copy per send as
-/// `sr_channel_send` makes, `payload=copied`), the others one line.
+/// (1 KiB deltas, 100 × 1 KiB attributes, one 100 KiB attribute), S1 three
+/// (one shared `Bytes` cloned per send; a fresh allocation per send,
+/// `payload=copied`; a copy per send into the channel's pooled memory as
+/// `sr_channel_send` makes, `payload=pooled`), the others one line.
 ///
 /// # Errors
 /// Whatever failed in the channel or the stores.
@@ -285,11 +299,11 @@ pub fn run_sessionrepl_lines(
 ) -> sessionrepl::Result<Vec<BenchLine>> {
     match s {
         Scenario::S6 => super::session::s6(count, io),
-        // A second S1 row: each payload a fresh copy (as the C API sends).
-        Scenario::S1 => Ok(vec![
-            stream(s, count, s.default_size(), false, false, io)?,
-            stream(s, count, s.default_size(), false, true, io)?,
-        ]),
+        // More S1 rows: each payload copied per send (see `Payload`).
+        Scenario::S1 => [Payload::Shared, Payload::Copied, Payload::Pooled]
+            .into_iter()
+            .map(|how| stream(s, count, s.default_size(), false, how, io))
+            .collect(),
         _ => Ok(run_sessionrepl(s, count, io)?.into_iter().collect()),
     }
 }

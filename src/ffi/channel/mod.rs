@@ -573,7 +573,8 @@ pub unsafe extern "C" fn sr_channel_send(
         let args = unsafe { send_args(ch, dests, n_dests, opts) }?;
         // SAFETY: forwarded from the caller.
         let data = unsafe { arg_slice(buf, len, "buf") }?;
-        let id = send_payload(args, Bytes::copy_from_slice(data))?;
+        let payload = args.channel.copy_payload(data);
+        let id = send_payload(args, payload)?;
         write_id(out_id, id);
         Ok(())
     })
@@ -697,7 +698,7 @@ pub unsafe extern "C" fn sr_channel_send_ticket(
         let args = unsafe { send_args(ch, dests, n_dests, opts) }?;
         // SAFETY: forwarded from the caller.
         let data = unsafe { arg_slice(buf, len, "buf") }?;
-        let payload = Bytes::copy_from_slice(data);
+        let payload = args.channel.copy_payload(data);
         let (id, ticket) = with_socket_addrs(args.dests, |to| {
             Ok(args.channel.send_with_ticket(to, payload, args.opts)?)
         })?;
