@@ -20,10 +20,13 @@ commands:
                             one session-store node driven by commands on stdin
                             (see cli/src/store_node/)
   bench [--scenario S1,S4] [--scale N] [--io mio|uring] [--no-peer] [--no-floor]
-        [--set key=value]... [--plot FILE.svg [--from LINES]]
+        [--set key=value]... [--rounds N] [--plot FILE.svg [--from LINES]]
                             benchmark scenarios of bench/SCENARIOS.md; with
                             --set encryptionKey=HEX (or tls*File) each scenario
-                            prints a clear and an encrypted row
+                            prints a clear and an encrypted row; --rounds N
+                            runs every row N times, interleaved, and ends
+                            with `#` lines: the median of the per-round
+                            ratios to the floor and the peer [min-max]
   help                      this text
 ";
 

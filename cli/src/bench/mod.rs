@@ -37,6 +37,7 @@ pub mod floor;
 mod latency;
 mod line;
 pub mod plot;
+pub mod rounds;
 mod scenario;
 mod session;
 pub mod tribes;

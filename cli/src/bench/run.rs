@@ -28,6 +28,9 @@ pub struct BenchOptions {
     /// `--from FILE`: plot the bench lines of an earlier run instead of
     /// running (with `--plot`).
     pub from: Option<std::path::PathBuf>,
+    /// `--rounds N`: every scenario's rows N times, interleaved, then the
+    /// median of the per-round ratios (see [`super::rounds`]).
+    pub rounds: u32,
 }
 
 /// A receiving and a sending channel, both on the `io` driver (the receiver
@@ -321,6 +324,7 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
         peer: true,
         plot: None,
         from: None,
+        rounds: 1,
     };
     let mut sets = Vec::new();
     let mut it = args.iter();
@@ -354,6 +358,13 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
                 sets.push((k.to_string(), v.to_string()));
             }
             "--no-floor" => o.floor = false,
+            "--rounds" => {
+                o.rounds = val()?
+                    .parse()
+                    .ok()
+                    .filter(|n: &u32| (1..=100).contains(n))
+                    .ok_or("--rounds takes a whole number from 1 to 100")?
+            }
             "--plot" => o.plot = Some(val()?.into()),
             "--from" => o.from = Some(val()?.into()),
             other => {
@@ -383,11 +394,34 @@ pub fn cli(args: &[String]) -> Result<(), String> {
         println!("plot {}", plot.display());
         return Ok(());
     }
-    let mut done: Vec<BenchLine> = Vec::new();
-    let mut out = |l: BenchLine| {
-        println!("{l}");
-        done.push(l);
-    };
+    let mut rounds: Vec<Vec<BenchLine>> = Vec::new();
+    for r in 1..=o.rounds {
+        if o.rounds > 1 {
+            println!("# round {r} of {}", o.rounds);
+        }
+        let mut done: Vec<BenchLine> = Vec::new();
+        run_round(&o, &mut |l: BenchLine| {
+            println!("{l}");
+            done.push(l);
+        })?;
+        rounds.push(done);
+    }
+    if o.rounds > 1 {
+        for l in super::rounds::summary(&rounds) {
+            println!("{l}");
+        }
+    }
+    let done: Vec<BenchLine> = rounds.into_iter().flatten().collect();
+    if let Some(plot) = &o.plot {
+        super::plot::plot_svg(&done, plot)?;
+        println!("plot {}", plot.display());
+    }
+    Ok(())
+}
+
+/// One round: every scenario's floor, sessionrepl and peer rows, each
+/// handed to `out` as it is measured.
+fn run_round(o: &BenchOptions, out: &mut dyn FnMut(BenchLine)) -> Result<(), String> {
     for &s in &o.scenarios {
         let count = s.scaled_count(o.scale);
         let size = s.default_size();
@@ -446,10 +480,6 @@ pub fn cli(args: &[String]) -> Result<(), String> {
                 }
             }
         }
-    }
-    if let Some(plot) = &o.plot {
-        super::plot::plot_svg(&done, plot)?;
-        println!("plot {}", plot.display());
     }
     Ok(())
 }
