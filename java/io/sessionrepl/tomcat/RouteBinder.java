@@ -144,41 +144,56 @@ final class RouteBinder {
      * renames the session here when its route's node is gone.
      */
     void bind(Request request, SessionStore s, long timeoutMs, int maxInactiveSecs) {
+        String to = bind(request.getRequestedSessionId(), s, timeoutMs, maxInactiveSecs);
+        if (to != null) {
+            request.changeSessionId(to);
+        }
+    }
+
+    /** Test seam: run after this node's claim of a session applied, before its rename. */
+    volatile Runnable afterClaim;
+
+    /**
+     * The id a request carrying session id {@code id} must use instead
+     * (null: keep it).
+     */
+    String bind(String id, SessionStore s, long timeoutMs, int maxInactiveSecs) {
         if (s == null) {
-            return;
+            return null;
         }
         if (!published) {
             publish(s, timeoutMs);
         }
-        String id = request.getRequestedSessionId();
         if (id == null || id.startsWith(RECORD)) {
-            return;
+            return null;
         }
         int dot = id.lastIndexOf('.');
         if (dot <= 0 || id.substring(dot + 1).equals(route)) {
-            return;
+            return null;
         }
         String known = renamed(s, id, timeoutMs, false);
         if (known != null) {
-            request.changeSessionId(known);
-            return;
+            return known;
         }
         synchronized (gone) {
             if (gone.containsKey(id)) {
-                return;
+                return null;
             }
         }
         if (routeAlive(s, id.substring(dot + 1), timeoutMs)) {
-            return;
+            return null;
         }
         known = renamed(s, id, timeoutMs, true);
         if (known != null) {
-            request.changeSessionId(known);
-            return;
+            return known;
         }
         String newId = id.substring(0, dot + 1) + route;
         try {
             claim(s, id, timeoutMs);
+            Runnable hook = afterClaim;
+            if (hook != null) {
+                hook.run();
+            }
             try (Commit c = s.changeId(id, newId)) {
                 c.await(timeoutMs);
             }
@@ -187,8 +202,7 @@ final class RouteBinder {
             // may be a moment behind its rename), or the session is gone
             known = awaitRename(s, id, timeoutMs);
             if (known != null) {
-                request.changeSessionId(known);
-                return;
+                return known;
             }
             synchronized (gone) {
                 gone.put(id, Boolean.TRUE);
@@ -196,7 +210,7 @@ final class RouteBinder {
             if (!"SR_NOT_FOUND".equals(e.result())) {
                 log.warn("NativeSessionManager: taking session " + id + " over: " + e.getMessage());
             }
-            return;
+            return null;
         }
         try (Commit c = s.create(s.begin(MOVED + id).setMaxInactive(maxInactiveSecs)
                 .set("to", newId.getBytes(StandardCharsets.UTF_8)))) {
@@ -209,7 +223,7 @@ final class RouteBinder {
         }
         log.info("NativeSessionManager: took session " + id + " over from a dead route as " + newId);
         renamedHere.accept(id, newId);
-        request.changeSessionId(newId);
+        return newId;
     }
 
     /**

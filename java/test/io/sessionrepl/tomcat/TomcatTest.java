@@ -67,6 +67,8 @@ public final class TomcatTest {
             {"tribes_channel_envelope_sync_ack_and_fail_ack", (Body) TomcatTest::envelope},
             {"tribes_attributes_checked_and_bad_value_named", (Body) TomcatTest::attributes},
             {"tribes_sender_to_a_view_listener", (Body) TribesViewTest::tribesSenderToViewListener},
+            {"route_binder_second_claimant_follows_the_first", (Body) RouteBinderTest::secondClaimantFollowsTheFirst},
+            {"route_binder_dead_claimants_claim_is_taken_over", (Body) RouteBinderTest::deadClaimantsClaimIsTakenOver},
         };
         for (Object[] t : unit) {
             if (!((String) t[0]).contains(filter)) {
