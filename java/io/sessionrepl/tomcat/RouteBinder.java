@@ -23,7 +23,9 @@ import org.apache.juli.logging.LogFactory;
  * cookie, so a sticky load balancer sends the client here from now on.
  *
  * <p>How renames converge when requests of one session reach several nodes
- * at once:
+ * at once: exactly one node renames a given dead-route session, and every
+ * other node follows that rename (never renames it a second time, never
+ * serves it under a third id, and is switched only to an id that exists).
  * <ul>
  * <li>Only a dead route is rewritten. Each node publishes its route in the
  *     store itself (a record {@code sessionrepl-route.<route>} holding its
@@ -32,19 +34,48 @@ import org.apache.juli.logging.LogFactory;
  *     served as they are, so round-robin between live nodes renames
  *     nothing. A route without a record (not yet published: a node retries
  *     at its next request) is taken as alive, never renamed on a guess.</li>
- * <li>Before renaming, a node claims the session: a commit based on the
- *     version it read, which the session's primary applies for one claimant
- *     only; the others get {@code SR_CONFLICT} and do not rename. Then the
- *     winner renames it with the store's {@code changeId}.</li>
- * <li>The winner leaves a forwarding record {@code sessionrepl-moved.<old
- *     id>} in the store (expiring like a session); holders also learn the
- *     rename from the store's {@code ID_CHANGED} event (kept in a bounded
- *     map). A request still carrying the old id is moved to the winner's
- *     id, with a new cookie, and never renamed again. Only renames that
- *     keep the id's part before the route are followed, so an id rotated
- *     for session-fixation protection is never handed to the holder of
- *     the old id.</li>
+ * <li><b>Claim.</b> Before renaming, a node reads the session and claims
+ *     it: a commit based on the version it read that writes the claim into
+ *     the session itself, attribute {@code sessionrepl-claim} naming the
+ *     old id, the new id, the claimant's store address and the attempt
+ *     ({@link RouteClaim}; never handed to the webapp or its listeners).
+ *     The session's primary applies one commit per version: of the nodes
+ *     that read one version, one claim applies and the others get
+ *     {@code SR_CONFLICT} and read again. A claim is thus in every read
+ *     made after it applied, so a node that reads later sees it.</li>
+ * <li><b>Follow.</b> A node that reads a claim of this id by a live
+ *     claimant (a current member, or this node's own attempt still in
+ *     progress on another request) does not claim: it waits, polling every
+ *     {@code POLL_MS} and at most the commit timeout, until the rename
+ *     shows (the store's {@code ID_CHANGED} event, the forwarding record,
+ *     or the claim's new id existing), then moves the request to that id
+ *     with a new cookie. If it never shows in time, the request is served
+ *     under its old id and the next request tries again.</li>
+ * <li><b>Take over.</b> A claim whose claimant has left the membership
+ *     (it died between its claim and its rename), or that this node's
+ *     earlier run or a failed attempt left, is dead: the next reader claims
+ *     over it on the version it read, by the same rule.</li>
+ * <li><b>Rename.</b> The winner renames the session with the store's
+ *     {@code changeId} (which the primary does not order, so the claim is
+ *     what excludes a second rename), then leaves a forwarding record
+ *     {@code sessionrepl-moved.<old id>} (expiring like a session); holders
+ *     also learn the rename from the {@code ID_CHANGED} event (kept in a
+ *     bounded map). A request still carrying the old id is moved to the
+ *     winner's id, with a new cookie, and never renamed again. Only renames
+ *     that keep the id's part before the route are followed, so an id
+ *     rotated for session-fixation protection is never handed to the
+ *     holder of the old id.</li>
+ * <li>A session that vanished without a claim seen here (renamed by a node
+ *     whose claim this one never read, or gone) is waited for at most
+ *     {@code RACE_WAIT_MS} for its forwarding record; then its id is served
+ *     as it is, and remembered (bounded) so later requests do not wait.</li>
  * </ul>
+ *
+ * <p>Not covered: a claimant cut off by a partition that membership turns
+ * into two views (each side takes the other for dead), and a claimant
+ * that stays a member without renaming (restarted at the same address
+ * before its rename): its claim is waited for, then the id is served as
+ * it is.
  */
 final class RouteBinder {
     private static final Log log = LogFactory.getLog(RouteBinder.class);
@@ -57,8 +88,13 @@ final class RouteBinder {
     private static final String ROUTE = RECORD + "route.";
     private static final String MOVED = RECORD + "moved.";
     private static final int MAX_RENAMES = 10_000;
-    /** How long a node that lost a rename race waits for the winner's rename to show. */
+    /**
+     * How long a node waits for the forwarding record of a session that
+     * vanished (renamed by a node whose claim it never read, or gone).
+     */
     private static final long RACE_WAIT_MS = 1_000;
+    /** Poll interval while waiting for another node's rename. */
+    private static final long POLL_MS = 20;
 
     private final String route;
     /**
@@ -86,6 +122,12 @@ final class RouteBinder {
             return size() > MAX_RENAMES;
         }
     };
+
+    /** This run's part of every claim attempt's name. */
+    private final String run = Long.toHexString(new java.security.SecureRandom().nextLong());
+    private final java.util.concurrent.atomic.AtomicLong attempts = new java.util.concurrent.atomic.AtomicLong();
+    /** Old id to the attempt of this node's claim of it in progress (one per id). */
+    private final Map<String, String> claiming = new java.util.concurrent.ConcurrentHashMap<>();
 
     /** Told (old id, new id) after this node renamed a session. */
     private final java.util.function.BiConsumer<String, String> renamedHere;
@@ -127,9 +169,7 @@ final class RouteBinder {
     /** A store event: remembers route renames (store thread; no waiting). */
     void event(SessionEvent e) {
         if (e.kind() == SessionEvent.Kind.ID_CHANGED && isRouteRename(e.id(), e.newId())) {
-            synchronized (renames) {
-                renames.put(e.id(), e.newId());
-            }
+            remember(e.id(), e.newId());
         }
     }
 
@@ -183,33 +223,134 @@ final class RouteBinder {
         if (routeAlive(s, id.substring(dot + 1), timeoutMs)) {
             return null;
         }
-        known = renamed(s, id, timeoutMs, true);
-        if (known != null) {
-            return known;
-        }
-        String newId = id.substring(0, dot + 1) + route;
-        try {
-            claim(s, id, timeoutMs);
-            Runnable hook = afterClaim;
-            if (hook != null) {
-                hook.run();
+        return takeOver(s, id, id.substring(0, dot + 1) + route, timeoutMs, maxInactiveSecs);
+    }
+
+    /**
+     * Renames {@code id} (whose route's node is gone) to {@code newId} if
+     * this node wins its claim, or follows the rename of the node that
+     * claimed it. Returns the id the request must use, or null to keep its
+     * own. Every wait is bounded: by {@code timeoutMs} for a live
+     * claimant's rename, by {@link #RACE_WAIT_MS} for the forwarding record
+     * of a session that vanished.
+     */
+    private String takeOver(SessionStore s, String id, String newId, long timeoutMs, int maxInactiveSecs) {
+        long start = System.nanoTime();
+        long claimantBy = start + timeoutMs * 1_000_000L;
+        long vanishedBy = start + Math.min(timeoutMs, RACE_WAIT_MS) * 1_000_000L;
+        RouteClaim seen = null; // the last live claim of another attempt read here
+        while (true) {
+            String known = renamed(s, id, timeoutMs, true);
+            if (known == null && seen != null && exists(s, seen.newId, timeoutMs)) {
+                known = seen.newId; // renamed; its record or event is a moment behind
+                remember(id, known);
             }
-            try (Commit c = s.changeId(id, newId)) {
-                c.await(timeoutMs);
-            }
-        } catch (SessionReplException e) {
-            // another node renamed it first (its forwarding record or event
-            // may be a moment behind its rename), or the session is gone
-            known = awaitRename(s, id, timeoutMs);
             if (known != null) {
                 return known;
             }
-            synchronized (gone) {
-                gone.put(id, Boolean.TRUE);
-            }
-            if (!"SR_NOT_FOUND".equals(e.result())) {
+            Lookup l;
+            try {
+                l = s.get(id, timeoutMs);
+            } catch (SessionReplException e) {
                 log.warn("NativeSessionManager: taking session " + id + " over: " + e.getMessage());
+                return null;
             }
+            if (l.status() != Lookup.Status.FOUND) {
+                // gone, or renamed by a node whose claim this one never read
+                if (seen == null && System.nanoTime() - vanishedBy > 0) {
+                    synchronized (gone) {
+                        gone.put(id, Boolean.TRUE);
+                    }
+                    return null;
+                }
+                if (!pauseUntil(claimantBy)) {
+                    return null;
+                }
+                continue;
+            }
+            io.sessionrepl.Session read = l.session();
+            RouteClaim c = RouteClaim.parse(read.attribute(RouteClaim.ATTRIBUTE));
+            if (c != null && c.oldId.equals(id) && claimantAlive(s, c)) {
+                seen = c; // its claimant renames it: wait for that, never claim over it
+                if (!pauseUntil(claimantBy)) {
+                    log.warn("NativeSessionManager: session " + id + " claimed (" + c + ") but not renamed after "
+                        + timeoutMs + " ms; serving it as it is");
+                    return null;
+                }
+                continue;
+            }
+            // no claim, or one whose claimant is gone: claim it on this version
+            String attempt = run + "-" + attempts.incrementAndGet();
+            if (claiming.putIfAbsent(id, attempt) != null) {
+                // another request here is about to claim it: its claim shows at the next read
+                if (!pauseUntil(claimantBy)) {
+                    return null;
+                }
+                continue;
+            }
+            Claimed r;
+            try {
+                r = claim(s, read, new RouteClaim(id, newId, me(s), attempt), timeoutMs);
+                if (r == Claimed.WON) {
+                    Runnable hook = afterClaim;
+                    if (hook != null) {
+                        hook.run();
+                    }
+                    return rename(s, id, newId, attempt, timeoutMs, maxInactiveSecs);
+                }
+            } finally {
+                claiming.remove(id, attempt);
+            }
+            if (r == Claimed.FAILED || System.nanoTime() - claimantBy > 0) {
+                return null;
+            }
+            // LOST: the session changed since the read (another node's claim): read again
+        }
+    }
+
+    /** How a claim ended. */
+    private enum Claimed { WON, LOST, FAILED }
+
+    /**
+     * Writes claim {@code c} into the session, based on the version read:
+     * the session's primary applies one commit per version, so of the
+     * nodes that read one version one claim applies; the others get
+     * {@code SR_CONFLICT} ({@code LOST}) and read the winner's claim.
+     */
+    private static Claimed claim(SessionStore s, io.sessionrepl.Session read, RouteClaim c, long timeoutMs) {
+        try (Commit k = s.commit(s.begin(c.oldId).basedOn(read).set(RouteClaim.ATTRIBUTE, c.encode()))) {
+            k.await(timeoutMs);
+            return Claimed.WON;
+        } catch (SessionReplException e) {
+            if ("SR_CONFLICT".equals(e.result())) {
+                return Claimed.LOST;
+            }
+            // outcome unknown or refused: this request keeps its id; if the
+            // claim did apply, it names an attempt no longer in progress
+            // here, which the next request here takes over
+            log.warn("NativeSessionManager: claiming session " + c.oldId + ": " + e.getMessage());
+            return Claimed.FAILED;
+        }
+    }
+
+    /** The winner's rename, then its forwarding record; returns the id to use (null: keep it). */
+    private String rename(SessionStore s, String id, String newId, String attempt, long timeoutMs,
+            int maxInactiveSecs) {
+        Commit rename;
+        try {
+            rename = s.changeId(id, newId);
+        } catch (SessionReplException e) {
+            // refused before anything applied (the new id in use or retired):
+            // no rename will come, so the claim is withdrawn for the others
+            log.warn("NativeSessionManager: renaming session " + id + " to " + newId + ": " + e.getMessage());
+            withdraw(s, id, attempt, timeoutMs);
+            return null;
+        }
+        try (Commit c = rename) {
+            c.await(timeoutMs);
+        } catch (SessionReplException e) {
+            // it may still apply (here it already has): the claim stands
+            log.warn("NativeSessionManager: renaming session " + id + " to " + newId + ": " + e.getMessage());
             return null;
         }
         try (Commit c = s.create(s.begin(MOVED + id).setMaxInactive(maxInactiveSecs)
@@ -218,47 +359,67 @@ final class RouteBinder {
         } catch (SessionReplException e) {
             log.warn("NativeSessionManager: recording the move of " + id + ": " + e.getMessage());
         }
-        synchronized (renames) {
-            renames.put(id, newId);
-        }
+        remember(id, newId);
         log.info("NativeSessionManager: took session " + id + " over from a dead route as " + newId);
         renamedHere.accept(id, newId);
         return newId;
     }
 
-    /**
-     * Makes this node the one that renames {@code id}: a commit based on
-     * the version read here, which the session's primary applies for one
-     * node only (the store's optimistic check); every other node's claim on
-     * that version fails with {@code SR_CONFLICT}. The store's
-     * {@code changeId} alone does not exclude a second rename (two
-     * survivors renamed one session to two ids in a run here).
-     */
-    private static void claim(SessionStore s, String id, long timeoutMs) {
-        Lookup l = s.get(id, timeoutMs);
-        if (l.status() != Lookup.Status.FOUND) {
-            throw new SessionReplException("SR_NOT_FOUND", "session " + id + " is gone");
-        }
-        io.sessionrepl.Session read = l.session();
-        try (Commit c = s.commit(s.begin(id).basedOn(read).setMaxInactive(read.maxInactiveSecs()))) {
-            c.await(timeoutMs);
+    /** Removes this attempt's claim from the session, if it is still there (based on a fresh read). */
+    private static void withdraw(SessionStore s, String id, String attempt, long timeoutMs) {
+        try {
+            Lookup l = s.get(id, timeoutMs);
+            RouteClaim c = l.status() == Lookup.Status.FOUND
+                ? RouteClaim.parse(l.session().attribute(RouteClaim.ATTRIBUTE)) : null;
+            if (c != null && c.attempt.equals(attempt)) {
+                s.commit(s.begin(id).basedOn(l.session()).remove(RouteClaim.ATTRIBUTE), timeoutMs);
+            }
+        } catch (SessionReplException e) {
+            log.warn("NativeSessionManager: withdrawing the claim of session " + id + ": " + e.getMessage());
         }
     }
 
-    /** Waits, at most {@link #RACE_WAIT_MS}, for another node's rename of {@code id} to show. */
-    private String awaitRename(SessionStore s, String id, long timeoutMs) {
-        long end = System.nanoTime() + Math.min(timeoutMs, RACE_WAIT_MS) * 1_000_000L;
-        while (true) {
-            String known = renamed(s, id, timeoutMs, true);
-            if (known != null || System.nanoTime() > end) {
-                return known;
-            }
-            try {
-                Thread.sleep(20);
-            } catch (InterruptedException x) {
-                Thread.currentThread().interrupt();
-                return null;
-            }
+    /**
+     * True while claim {@code c}'s rename may still come: its claimant is a
+     * member, or it is this node's and its attempt is in progress (a claim
+     * this node's earlier run or a failed attempt left is dead).
+     */
+    private boolean claimantAlive(SessionStore s, RouteClaim c) {
+        if (c.claimant.equals(me(s))) {
+            return c.attempt.equals(claiming.get(c.oldId));
+        }
+        return isMember(s, c.claimant);
+    }
+
+    private static String me(SessionStore s) {
+        return s.localAddress().toString();
+    }
+
+    private static boolean exists(SessionStore s, String id, long timeoutMs) {
+        try {
+            return s.get(id, timeoutMs).status() == Lookup.Status.FOUND;
+        } catch (SessionReplException e) {
+            return false;
+        }
+    }
+
+    private void remember(String oldId, String newId) {
+        synchronized (renames) {
+            renames.put(oldId, newId);
+        }
+    }
+
+    /** Sleeps one poll interval; false (without sleeping) once {@code deadline} (nanoTime) passed. */
+    private static boolean pauseUntil(long deadline) {
+        if (System.nanoTime() - deadline > 0) {
+            return false;
+        }
+        try {
+            Thread.sleep(POLL_MS);
+            return true;
+        } catch (InterruptedException x) {
+            Thread.currentThread().interrupt();
+            return false;
         }
     }
 
@@ -280,9 +441,7 @@ final class RouteBinder {
             if (!isRouteRename(id, newId)) {
                 return null;
             }
-            synchronized (renames) {
-                renames.put(id, newId);
-            }
+            remember(id, newId);
             return newId;
         } catch (SessionReplException e) {
             return null;

@@ -105,11 +105,41 @@ final class RouteBinderTest {
             String gotX = onX.result();
             String gotB = onB.result();
             String base = id.substring(0, id.length() - 1);
-            TomcatTest.check(gotB == null, "b, closed before its rename, moved nobody: " + gotB);
             TomcatTest.check(!xClaimedWhileBAlive.get(), "x claimed only after b left its view");
             TomcatTest.check(xClaims.get() == 1, "x claimed once: " + xClaims.get());
             TomcatTest.check((base + "x").equals(gotX), "x took the session over: " + gotX);
+            TomcatTest.check(gotB == null || gotB.equals(gotX), "b, closed before its rename, names no other id: "
+                + gotB);
             c.checkOnlyHolder(id, base + "x", base + "b");
+        }
+    }
+
+    /**
+     * b wins the claim but the store refuses its rename at once (its new
+     * id is in use): b withdraws its claim, so x, next, claims and renames
+     * the session instead of waiting out a rename that never comes.
+     */
+    static void refusedRenameWithdrawsTheClaim() throws Exception {
+        try (Cluster c = new Cluster()) {
+            String id = c.sessionOfDeadPrimary();
+            String base = id.substring(0, id.length() - 1);
+            try (Commit k = c.b.create(c.b.begin(base + "b").set("other", COUNT))) {
+                k.await(WAIT_MS);
+            }
+            TomcatTest.waitFor(() -> Cluster.found(c.b, base + "b"), "the blocking session on b");
+            AtomicInteger bClaims = new AtomicInteger();
+            c.rb.afterClaim = bClaims::incrementAndGet;
+            String gotB = c.rb.bind(id, c.b, STEP_MS, 600);
+            TomcatTest.check(bClaims.get() == 1, "b claimed: " + bClaims.get());
+            TomcatTest.check(gotB == null, "b, refused, keeps the id: " + gotB);
+            long t0 = System.nanoTime();
+            String gotX = c.rx.bind(id, c.x, STEP_MS, 600);
+            long ms = (System.nanoTime() - t0) / 1_000_000;
+            TomcatTest.check((base + "x").equals(gotX), "x renamed it after b withdrew (" + ms + " ms): " + gotX);
+            Lookup l = c.x.get(base + "x", WAIT_MS);
+            TomcatTest.check(l.status() == Lookup.Status.FOUND
+                && Arrays.equals(COUNT, l.session().attribute("count")), "the count moved to " + gotX);
+            TomcatTest.check(c.x.get(id, WAIT_MS).status() == Lookup.Status.NOT_FOUND, "the old id is gone");
         }
     }
 
@@ -233,7 +263,7 @@ final class RouteBinderTest {
             TomcatTest.check(s.get(oldId, WAIT_MS).status() == Lookup.Status.NOT_FOUND, "the old id is gone");
         }
 
-        private static boolean found(SessionStore s, String id) {
+        static boolean found(SessionStore s, String id) {
             try {
                 return s.get(id, 1_000).status() == Lookup.Status.FOUND;
             } catch (io.sessionrepl.SessionReplException e) {
