@@ -190,6 +190,8 @@ final class RouteBinder {
         }
     }
 
+    /** Test seam: run between this node's read of a session and its claim. */
+    volatile Runnable beforeClaim;
     /** Test seam: run after this node's claim of a session applied, before its rename. */
     volatile Runnable afterClaim;
 
@@ -270,7 +272,7 @@ final class RouteBinder {
             }
             io.sessionrepl.Session read = l.session();
             RouteClaim c = RouteClaim.parse(read.attribute(RouteClaim.ATTRIBUTE));
-            if (c != null && c.oldId.equals(id) && claimantAlive(s, c)) {
+            if (c != null && c.oldId.equals(id) && isRouteRename(id, c.newId) && claimantAlive(s, c)) {
                 seen = c; // its claimant renames it: wait for that, never claim over it
                 if (!pauseUntil(claimantBy)) {
                     log.warn("NativeSessionManager: session " + id + " claimed (" + c + ") but not renamed after "
@@ -290,6 +292,10 @@ final class RouteBinder {
             }
             Claimed r;
             try {
+                Runnable before = beforeClaim;
+                if (before != null) {
+                    before.run();
+                }
                 r = claim(s, read, new RouteClaim(id, newId, me(s), attempt), timeoutMs);
                 if (r == Claimed.WON) {
                     Runnable hook = afterClaim;
@@ -301,35 +307,51 @@ final class RouteBinder {
             } finally {
                 claiming.remove(id, attempt);
             }
-            if (r == Claimed.FAILED || System.nanoTime() - claimantBy > 0) {
+            if (r == Claimed.CLOSED || r == Claimed.REFUSED && !pauseUntil(claimantBy)
+                    || System.nanoTime() - claimantBy > 0) {
                 return null;
             }
-            // LOST: the session changed since the read (another node's claim): read again
+            // the session changed since the read (another node's claim or
+            // rename), or the claim was refused for now: read it again
         }
     }
 
     /** How a claim ended. */
-    private enum Claimed { WON, LOST, FAILED }
+    private enum Claimed {
+        /** Applied: this node renames the session. */
+        WON,
+        /** {@code SR_CONFLICT} or {@code SR_NOT_FOUND}: the session changed (or was renamed) since the read. */
+        CHANGED,
+        /** Refused for now or outcome unknown: read again after a pause. */
+        REFUSED,
+        /** This node's store is closed. */
+        CLOSED
+    }
 
     /**
      * Writes claim {@code c} into the session, based on the version read:
      * the session's primary applies one commit per version, so of the
      * nodes that read one version one claim applies; the others get
-     * {@code SR_CONFLICT} ({@code LOST}) and read the winner's claim.
+     * {@code SR_CONFLICT} (or {@code SR_NOT_FOUND} once the winner renamed
+     * it) and read the winner's claim or rename.
      */
     private static Claimed claim(SessionStore s, io.sessionrepl.Session read, RouteClaim c, long timeoutMs) {
         try (Commit k = s.commit(s.begin(c.oldId).basedOn(read).set(RouteClaim.ATTRIBUTE, c.encode()))) {
             k.await(timeoutMs);
             return Claimed.WON;
         } catch (SessionReplException e) {
-            if ("SR_CONFLICT".equals(e.result())) {
-                return Claimed.LOST;
+            switch (e.result()) {
+                case "SR_CONFLICT":
+                case "SR_NOT_FOUND":
+                    return Claimed.CHANGED;
+                case "SR_SHUTDOWN":
+                    return Claimed.CLOSED;
+                default:
+                    // if it did apply, its attempt is no longer in progress
+                    // here: this node's next read claims over it
+                    log.warn("NativeSessionManager: claiming session " + c.oldId + ": " + e.getMessage());
+                    return Claimed.REFUSED;
             }
-            // outcome unknown or refused: this request keeps its id; if the
-            // claim did apply, it names an attempt no longer in progress
-            // here, which the next request here takes over
-            log.warn("NativeSessionManager: claiming session " + c.oldId + ": " + e.getMessage());
-            return Claimed.FAILED;
         }
     }
 

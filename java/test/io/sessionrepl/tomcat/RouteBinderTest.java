@@ -115,6 +115,40 @@ final class RouteBinderTest {
     }
 
     /**
+     * x reads the session, then b claims and renames it, then x's claim
+     * (based on its read) arrives: it is refused, and x follows b's rename
+     * instead of keeping the old id.
+     */
+    static void claimOvertakenByARenameFollowsIt() throws Exception {
+        try (Cluster c = new Cluster()) {
+            String id = c.sessionOfDeadPrimary();
+            String base = id.substring(0, id.length() - 1);
+            CountDownLatch xRead = new CountDownLatch(1);
+            CountDownLatch bDone = new CountDownLatch(1);
+            AtomicInteger claims = new AtomicInteger();
+            c.rx.beforeClaim = () -> {
+                xRead.countDown();
+                try {
+                    bDone.await(WAIT_MS, TimeUnit.MILLISECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            };
+            c.rb.afterClaim = claims::incrementAndGet;
+            c.rx.afterClaim = claims::incrementAndGet;
+            Request onX = new Request(c.rx, id, c.x);
+            TomcatTest.check(xRead.await(WAIT_MS, TimeUnit.MILLISECONDS), "x read the session");
+            String gotB = c.rb.bind(id, c.b, STEP_MS, 600);
+            bDone.countDown();
+            String gotX = onX.result();
+            TomcatTest.check((base + "b").equals(gotB), "b renamed it: " + gotB);
+            TomcatTest.check(claims.get() == 1, "only b's claim applied: " + claims.get());
+            TomcatTest.check(gotB.equals(gotX), "x, its claim overtaken, followed b: " + gotX);
+            c.checkOnlyHolder(id, base + "b", base + "x");
+        }
+    }
+
+    /**
      * b wins the claim but the store refuses its rename at once (its new
      * id is in use): b withdraws its claim, so x, next, claims and renames
      * the session instead of waiting out a rename that never comes.
