@@ -239,7 +239,8 @@ final class RouteBinder {
     private String takeOver(SessionStore s, String id, String newId, long timeoutMs, int maxInactiveSecs) {
         long start = System.nanoTime();
         long claimantBy = start + timeoutMs * 1_000_000L;
-        long vanishedBy = start + Math.min(timeoutMs, RACE_WAIT_MS) * 1_000_000L;
+        boolean missing = false;
+        long vanishedBy = 0; // from when the session was first found missing
         RouteClaim seen = null; // the last live claim of another attempt read here
         while (true) {
             String known = renamed(s, id, timeoutMs, true);
@@ -259,13 +260,18 @@ final class RouteBinder {
             }
             if (l.status() != Lookup.Status.FOUND) {
                 // gone, or renamed by a node whose claim this one never read
-                if (seen == null && System.nanoTime() - vanishedBy > 0) {
+                if (!missing) {
+                    missing = true;
+                    vanishedBy = System.nanoTime() + Math.min(timeoutMs, RACE_WAIT_MS) * 1_000_000L;
+                }
+                if (seen != null) {
+                    if (!pauseUntil(claimantBy)) {
+                        return null;
+                    }
+                } else if (!pauseUntil(vanishedBy)) {
                     synchronized (gone) {
                         gone.put(id, Boolean.TRUE);
                     }
-                    return null;
-                }
-                if (!pauseUntil(claimantBy)) {
                     return null;
                 }
                 continue;
