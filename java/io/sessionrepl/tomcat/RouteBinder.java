@@ -48,9 +48,12 @@ import org.apache.juli.logging.LogFactory;
  *     progress on another request) does not claim: it waits, polling every
  *     {@code POLL_MS} and at most the commit timeout, until the rename
  *     shows (the store's {@code ID_CHANGED} event, the forwarding record,
- *     or the claim's new id existing), then moves the request to that id
- *     with a new cookie. If it never shows in time, the request is served
- *     under its old id and the next request tries again.</li>
+ *     or the old id gone and the claim's new id there), then moves the
+ *     request to that id with a new cookie; never to an id before it
+ *     exists. If the rename never shows in time, the request is served
+ *     under its old id and the next request tries again. A claim refused
+ *     with {@code SR_NOT_FOUND} (the winner renamed the session after this
+ *     node's read) is followed the same way.</li>
  * <li><b>Take over.</b> A claim whose claimant has left the membership
  *     (it died between its claim and its rename), or that this node's
  *     earlier run or a failed attempt left, is dead: the next reader claims
@@ -244,10 +247,6 @@ final class RouteBinder {
         RouteClaim seen = null; // the last live claim of another attempt read here
         while (true) {
             String known = renamed(s, id, timeoutMs, true);
-            if (known == null && seen != null && exists(s, seen.newId, timeoutMs)) {
-                known = seen.newId; // renamed; its record or event is a moment behind
-                remember(id, known);
-            }
             if (known != null) {
                 return known;
             }
@@ -259,6 +258,11 @@ final class RouteBinder {
                 return null;
             }
             if (l.status() != Lookup.Status.FOUND) {
+                if (seen != null && exists(s, seen.newId, timeoutMs)) {
+                    // the claimant renamed it; its record or event is a moment behind
+                    remember(id, seen.newId);
+                    return seen.newId;
+                }
                 // gone, or renamed by a node whose claim this one never read
                 if (!missing) {
                     missing = true;

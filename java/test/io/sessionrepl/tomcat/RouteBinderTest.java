@@ -27,7 +27,6 @@ final class RouteBinderTest {
     /** The binder's per-step wait (NativeSessionManager's commitTimeout). */
     private static final long STEP_MS = 10_000;
     private static final byte[] COUNT = {7};
-    private static final AtomicInteger CLUSTER = new AtomicInteger();
 
     private RouteBinderTest() {
     }
@@ -110,6 +109,37 @@ final class RouteBinderTest {
             TomcatTest.check((base + "x").equals(gotX), "x took the session over: " + gotX);
             TomcatTest.check(gotB == null || gotB.equals(gotX), "b, closed before its rename, names no other id: "
                 + gotB);
+            c.checkOnlyHolder(id, base + "x", base + "b");
+        }
+    }
+
+    /**
+     * Two requests with the old id on one node at once: the second reads
+     * the first one's claim (this node's attempt in progress), waits for
+     * its rename and follows it; one claim, one rename.
+     */
+    static void twoRequestsOnOneNodeRenameOnce() throws Exception {
+        try (Cluster c = new Cluster()) {
+            String id = c.sessionOfDeadPrimary();
+            String base = id.substring(0, id.length() - 1);
+            AtomicInteger claims = new AtomicInteger();
+            CountDownLatch claimed = new CountDownLatch(1);
+            c.rx.afterClaim = () -> {
+                claims.incrementAndGet();
+                claimed.countDown();
+                try {
+                    Thread.sleep(1_000); // the second request reads the claim meanwhile
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            };
+            Request first = new Request(c.rx, id, c.x);
+            TomcatTest.check(claimed.await(WAIT_MS, TimeUnit.MILLISECONDS), "the first request claimed");
+            Request second = new Request(c.rx, id, c.x);
+            String got1 = first.result();
+            String got2 = second.result();
+            TomcatTest.check(claims.get() == 1, "one claim: " + claims.get());
+            TomcatTest.check((base + "x").equals(got1) && got1.equals(got2), "both on x's id: " + got1 + ", " + got2);
             c.checkOnlyHolder(id, base + "x", base + "b");
         }
     }
@@ -222,21 +252,9 @@ final class RouteBinderTest {
         final RouteBinder rx = new RouteBinder("x", (o, n) -> { });
 
         Cluster() throws Exception {
-            int n = CLUSTER.incrementAndGet();
-            long pid = ProcessHandle.current().pid();
-            Config cfg = new Config()
-                .set("tcpListenAddress", "127.0.0.1")
-                .set("replicationMode", "fastasyncqueue")
+            Config cfg = io.sessionrepl.ApiTest.cluster("fastasyncqueue")
                 .set("sessionMode", "backup")
-                .set("backupCount", "1")
-                .set("membershipType", "multicast")
-                .set("mcastAddr", "239.251." + (pid % 250) + "." + (n % 250 + 1))
-                .set("mcastPort", String.valueOf(20_000 + (pid * 13 + n * 89) % 9_000))
-                .set("mcastBindAddress", "127.0.0.1")
-                .set("mcastTTL", "1")
-                .set("mcastFrequency", "100")
-                .set("mcastDropTime", "1500")
-                .set("domain", "route-binder-" + pid + "-" + n);
+                .set("backupCount", "1");
             a = SessionStore.open(cfg, null);
             SessionStore bs = null;
             SessionStore xs = null;

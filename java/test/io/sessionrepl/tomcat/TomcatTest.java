@@ -70,6 +70,7 @@ public final class TomcatTest {
             {"route_binder_second_claimant_follows_the_first", (Body) RouteBinderTest::secondClaimantFollowsTheFirst},
             {"route_binder_dead_claimants_claim_is_taken_over", (Body) RouteBinderTest::deadClaimantsClaimIsTakenOver},
             {"route_binder_claim_overtaken_by_a_rename_follows_it", (Body) RouteBinderTest::claimOvertakenByARenameFollowsIt},
+            {"route_binder_two_requests_on_one_node_rename_once", (Body) RouteBinderTest::twoRequestsOnOneNodeRenameOnce},
             {"route_binder_refused_rename_withdraws_the_claim", (Body) RouteBinderTest::refusedRenameWithdrawsTheClaim},
         };
         for (Object[] t : unit) {
