@@ -381,9 +381,13 @@ final class RouteBinder {
         try (Commit c = rename) {
             c.await(timeoutMs);
         } catch (SessionReplException e) {
-            // it may still apply (here it already has): the claim stands
+            // not every holder acknowledged it in time; it has applied here
+            // and may still apply everywhere: the claim stands, and the
+            // request moves only if the new id is there
             log.warn("NativeSessionManager: renaming session " + id + " to " + newId + ": " + e.getMessage());
-            return null;
+            if (!exists(s, newId, timeoutMs)) {
+                return null;
+            }
         }
         try (Commit c = s.create(s.begin(MOVED + id).setMaxInactive(maxInactiveSecs)
                 .set("to", newId.getBytes(StandardCharsets.UTF_8)))) {
