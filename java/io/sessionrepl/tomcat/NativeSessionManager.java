@@ -300,6 +300,9 @@ public class NativeSessionManager extends ManagerBase {
             ns.setMaxInactiveInterval((int) Math.max(Integer.MIN_VALUE, Math.min(Integer.MAX_VALUE,
                 snap.maxInactiveSecs())));
             for (Map.Entry<String, byte[]> e : snap.attributes().entrySet()) {
+                if (e.getKey().equals(RouteClaim.ATTRIBUTE)) {
+                    continue; // the route binder's, not the webapp's
+                }
                 Object v = deserialize(e.getKey(), e.getValue());
                 if (v != null) {
                     ns.setAttribute(e.getKey(), v, false);

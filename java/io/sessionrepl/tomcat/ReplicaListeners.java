@@ -211,6 +211,9 @@ final class ReplicaListeners {
         }
         Object[] listeners = attributes ? ctx.getApplicationEventListeners() : new Object[0];
         for (Map.Entry<String, byte[]> a : now.entrySet()) {
+            if (a.getKey().equals(RouteClaim.ATTRIBUTE)) {
+                continue; // the route binder's claim: no webapp attribute
+            }
             int h = Arrays.hashCode(a.getValue()) * 31 + a.getValue().length;
             after.put(a.getKey(), h);
             Integer was = created ? null : before.get(a.getKey());

@@ -122,8 +122,14 @@ public final class ApiTest {
             .set("ackTimeout", "10000");
     }
 
-    /** A cluster of its own: multicast group, port and domain no other test shares. */
-    static Config cluster(String mode) {
+    /**
+     * A cluster of its own: multicast group, port and domain no other test
+     * shares (also used by the Tomcat package's tests).
+     *
+     * @param mode the replication mode
+     * @return the configuration
+     */
+    public static Config cluster(String mode) {
         int n = CLUSTER.incrementAndGet();
         long pid = ProcessHandle.current().pid();
         return new Config()

@@ -67,6 +67,11 @@ public final class TomcatTest {
             {"tribes_channel_envelope_sync_ack_and_fail_ack", (Body) TomcatTest::envelope},
             {"tribes_attributes_checked_and_bad_value_named", (Body) TomcatTest::attributes},
             {"tribes_sender_to_a_view_listener", (Body) TribesViewTest::tribesSenderToViewListener},
+            {"route_binder_second_claimant_follows_the_first", (Body) RouteBinderTest::secondClaimantFollowsTheFirst},
+            {"route_binder_dead_claimants_claim_is_taken_over", (Body) RouteBinderTest::deadClaimantsClaimIsTakenOver},
+            {"route_binder_claim_overtaken_by_a_rename_follows_it", (Body) RouteBinderTest::claimOvertakenByARenameFollowsIt},
+            {"route_binder_two_requests_on_one_node_rename_once", (Body) RouteBinderTest::twoRequestsOnOneNodeRenameOnce},
+            {"route_binder_refused_rename_withdraws_the_claim", (Body) RouteBinderTest::refusedRenameWithdrawsTheClaim},
         };
         for (Object[] t : unit) {
             if (!((String) t[0]).contains(filter)) {
