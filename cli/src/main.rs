@@ -26,7 +26,8 @@ commands:
                             prints a clear and an encrypted row; --rounds N
                             runs every row N times, interleaved, and ends
                             with `#` lines: the median of the per-round
-                            ratios to the floor and the peer [min-max]
+                            ratios to the floor, the peer and (encrypted
+                            rows) clear text, with [min-max]
   help                      this text
 ";
 

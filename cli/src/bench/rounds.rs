@@ -51,7 +51,9 @@ fn figure(name: &str, mut r: Vec<f64>) -> Option<String> {
 /// row that is neither a floor nor a peer, the median message rate and,
 /// per round where its scenario has them, its rate against the floor's and
 /// the peer's (`vs_floor`, `vs_tribes`) and its p50 against the floor's
-/// (`p50_vs_floor`; lower is better), as median [min-max] over rounds.
+/// (`p50_vs_floor`; lower is better), and for an encrypted row its rate
+/// and p50 against its clear-text twin of the same round (`vs_clear`,
+/// `p50_vs_clear`), each as median [min-max] over rounds.
 pub fn summary(rounds: &[Vec<BenchLine>]) -> Vec<String> {
     let mut order: Vec<String> = Vec::new();
     for l in rounds.iter().flatten() {
@@ -65,6 +67,13 @@ pub fn summary(rounds: &[Vec<BenchLine>]) -> Vec<String> {
         .map(|k| {
             let (mut rate, mut vs_floor, mut p50_floor, mut vs_tribes) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut vs_clear, mut p50_clear) = (Vec::new(), Vec::new());
+            // An encrypted row's clear-text twin: the same key with sec=none.
+            let clear_key = k
+                .split(' ')
+                .map(|f| if f.starts_with("sec=") { "sec=none" } else { f })
+                .collect::<Vec<_>>()
+                .join(" ");
             for round in rounds {
                 let Some(l) = round.iter().find(|l| key(l) == *k) else {
                     continue;
@@ -85,6 +94,14 @@ pub fn summary(rounds: &[Vec<BenchLine>]) -> Vec<String> {
                 if let Some(t) = base(peer) {
                     vs_tribes.push(l.rate_ratio(t));
                 }
+                if clear_key != *k {
+                    if let Some(c) = round.iter().find(|c| key(c) == clear_key) {
+                        vs_clear.push(l.rate_ratio(c));
+                        if c.p50_us > 0.0 && l.p50_us > 0.0 {
+                            p50_clear.push(l.p50_us / c.p50_us);
+                        }
+                    }
+                }
             }
             let n = rate.len();
             let mut s = format!(
@@ -102,6 +119,8 @@ pub fn summary(rounds: &[Vec<BenchLine>]) -> Vec<String> {
                     },
                     vs_tribes,
                 ),
+                ("vs_clear", vs_clear),
+                ("p50_vs_clear", p50_clear),
             ] {
                 if let Some(f) = figure(name, r) {
                     s.push_str(&f);
@@ -153,6 +172,28 @@ mod tests {
             !s[2].contains("vs_tribes"),
             "no peer row in S2 here: {}",
             s[2]
+        );
+    }
+
+    #[test]
+    fn an_encrypted_row_is_compared_with_its_clear_text_twin() {
+        let r = |clear: u32, enc: u32, p50c: f64, p50e: f64| {
+            vec![
+                line(&format!("S2 sync-ack-1k impl=sessionrepl count=1 size=1 secs=1 msgs_per_s={clear} MB_per_s=1 p50_us={p50c} p99_us=0 io=mio sec=none")),
+                line(&format!("S2 sync-ack-1k impl=sessionrepl count=1 size=1 secs=1 msgs_per_s={enc} MB_per_s=1 p50_us={p50e} p99_us=0 io=mio sec=shared-key")),
+            ]
+        };
+        let s = summary(&[
+            r(100, 50, 8.0, 10.0),
+            r(200, 160, 10.0, 11.0),
+            r(100, 70, 9.0, 9.9),
+        ]);
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert!(!s[0].contains("vs_clear"), "{}", s[0]);
+        assert!(
+            s[1].ends_with("vs_clear=0.70 [0.50-0.80] p50_vs_clear=1.10 [1.10-1.25]"),
+            "{}",
+            s[1]
         );
     }
 
