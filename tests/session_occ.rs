@@ -502,3 +502,100 @@ fn a_primary_after_a_loss_outranks_the_lost_primarys_unknown_new_term() {
         assert_eq!(value(&s), "acked", "read through node {reader}");
     }
 }
+
+/// Two primaries of one session lost one after the other, each before its
+/// commit was acknowledged. P1 is cut off and commits (unknown, only on
+/// itself); P2, its backup, takes over (two terms ahead) and hands a copy
+/// to its new backup P3; P2 is cut off too and commits (unknown, only on
+/// itself); P3 takes over from the same base. P3 never held the session
+/// while P1 was its primary, so only a loss count that travels with the
+/// copy tells it that two primaries, not one, may have started terms
+/// above its base. With one jump per promotion P3's term equals P2's and
+/// P2's id orders after P3's: after the heal P2's unknown commit replaced
+/// P3's acknowledged one.
+#[test]
+fn a_primary_after_two_losses_outranks_both_lost_primaries_unknown_terms() {
+    use sessionrepl::session::Placement;
+    let session = SessionConfig {
+        primary_settle_time: ms(200),
+        min_commit_copies: 2,
+        ..backup()
+    };
+    let n = 5;
+    let mut c = SimCluster::started(SimConfig::default(), session, n);
+    let all: Vec<MemberKey> = (0..n).map(sim_key).collect();
+    // A session whose holders in rank order are P1, P2, P3 with P2's id
+    // ordering after P3's (so a tie between their terms goes to P2).
+    let (id, p1, p2, p3) = (0..1000)
+        .find_map(|k| {
+            let id = format!("two{k}");
+            let rank = Placement::holders(id.as_bytes(), &all, n);
+            let r: Vec<usize> = rank.as_slice().iter().map(|m| index_of(&c, *m)).collect();
+            (r[1] > r[2]).then(|| (id, r[0], r[1], r[2]))
+        })
+        .expect("a session id with the rank order needed");
+    let cut_off = |c: &mut SimCluster, p: usize| {
+        for x in (0..n).filter(|x| *x != p) {
+            c.partition(p, x);
+        }
+    };
+    let notice_loss = |c: &mut SimCluster, p: usize| {
+        for x in (0..n).filter(|x| *x != p) {
+            c.with(x, |nd, now| nd.member_removed(sim_key(p), now));
+            c.with(p, |nd, now| nd.member_removed(sim_key(x), now));
+        }
+    };
+    let mut t = Txn::new(id.clone());
+    t.set("k", "first");
+    let tk = c.with(p1, |nd, now| nd.create(t, 1, now)).unwrap();
+    c.run_for(ms(50));
+    assert!(matches!(outcome(&c, p1, tk), Some(Ok(2))), "create");
+    // P1 cut off before anyone notices: its commit stays on P1, unknown.
+    cut_off(&mut c, p1);
+    let s = read(&mut c, p1, &id).unwrap();
+    let mut t = Txn::on(&s);
+    t.set("k", "p1");
+    let t1 = c.with(p1, |nd, now| nd.commit(t, now)).unwrap().unwrap();
+    c.run_for(ms(300));
+    assert!(!matches!(outcome(&c, p1, t1), Some(Ok(_))), "P1's commit acked");
+    notice_loss(&mut c, p1);
+    c.run_for(ms(500));
+    assert!(c.node(p2).is_primary_for(id.as_bytes()), "P2 took over");
+    assert!(c.node(p3).peek(id.as_bytes()).is_some(), "P3 holds a copy");
+    // P2 cut off in turn: its commit (its new term) stays on P2, unknown.
+    let s = read(&mut c, p2, &id).unwrap();
+    assert_eq!(value(&s), "first");
+    cut_off(&mut c, p2);
+    let mut t = Txn::on(&s);
+    t.set("k", "p2");
+    let t2 = c.with(p2, |nd, now| nd.commit(t, now)).unwrap().unwrap();
+    c.run_for(ms(300));
+    assert!(!matches!(outcome(&c, p2, t2), Some(Ok(_))), "P2's commit acked");
+    notice_loss(&mut c, p2);
+    c.run_for(ms(500));
+    // P3, the majority's primary now, commits; acknowledged by two copies.
+    assert!(c.node(p3).is_primary_for(id.as_bytes()), "P3 took over");
+    let s = read(&mut c, p3, &id).unwrap();
+    assert_eq!(value(&s), "first");
+    let mut t = Txn::on(&s);
+    t.set("k", "acked");
+    let t3 = c.with(p3, |nd, now| nd.commit(t, now)).unwrap().unwrap();
+    c.run_for(ms(100));
+    assert!(
+        matches!(outcome(&c, p3, t3), Some(Ok(2))),
+        "{:?}",
+        outcome(&c, p3, t3)
+    );
+    // Healed: the acknowledged commit stands everywhere.
+    c.heal();
+    for a in 0..n {
+        for b in (0..n).filter(|b| *b != a) {
+            c.with(a, |nd, now| nd.member_added(sim_key(b), now));
+        }
+    }
+    c.run_for(ms(3000));
+    for reader in 0..n {
+        let s = read(&mut c, reader, &id).unwrap();
+        assert_eq!(value(&s), "acked", "read through node {reader}");
+    }
+}
