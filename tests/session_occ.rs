@@ -557,7 +557,10 @@ fn a_primary_after_two_losses_outranks_both_lost_primaries_unknown_terms() {
     t.set("k", "p1");
     let t1 = c.with(p1, |nd, now| nd.commit(t, now)).unwrap().unwrap();
     c.run_for(ms(300));
-    assert!(!matches!(outcome(&c, p1, t1), Some(Ok(_))), "P1's commit acked");
+    assert!(
+        !matches!(outcome(&c, p1, t1), Some(Ok(_))),
+        "P1's commit acked"
+    );
     notice_loss(&mut c, p1);
     c.run_for(ms(500));
     assert!(c.node(p2).is_primary_for(id.as_bytes()), "P2 took over");
@@ -570,7 +573,10 @@ fn a_primary_after_two_losses_outranks_both_lost_primaries_unknown_terms() {
     t.set("k", "p2");
     let t2 = c.with(p2, |nd, now| nd.commit(t, now)).unwrap().unwrap();
     c.run_for(ms(300));
-    assert!(!matches!(outcome(&c, p2, t2), Some(Ok(_))), "P2's commit acked");
+    assert!(
+        !matches!(outcome(&c, p2, t2), Some(Ok(_))),
+        "P2's commit acked"
+    );
     notice_loss(&mut c, p2);
     c.run_for(ms(500));
     // P3, the majority's primary now, commits; acknowledged by two copies.

@@ -254,27 +254,22 @@ impl SessionNode {
         }
         let me = self.me.id;
         let draining = self.state == NodeState::Draining;
-        let promoted = if backup {
-            self.new_term.remove(&txn.id[..])
-        } else {
-            None
-        };
+        let promoted = backup && self.new_term.remove(&txn.id[..]);
         let s = self.table.get_mut(&txn.id).ok_or(Error::NotFound)?;
         let base = s.version;
         s.apply(&txn.ops, &txn.meta);
-        s.version = if backup && (base.writer != me || promoted.is_some()) {
+        s.version = if backup && (base.writer != me || promoted || s.lost > 0) {
             // First commit of a new primary: a new term (the counter's high
             // half), so that whatever an earlier primary left on some copy
-            // without acknowledgement orders before every commit from now on
-            // (two terms ahead after the former primary was lost: see
-            // `new_term`).
-            Version {
-                counter: ((base.counter >> 32) + promoted.unwrap_or(1)) << 32,
-                writer: me,
-            }
+            // without acknowledgement orders before every commit from now
+            // on: 2^lost terms ahead when primaries of the session departed
+            // since the base was written (each may have started a term of
+            // its own that nobody acknowledged).
+            base.new_term(s.lost, me)
         } else {
             base.next(me)
         };
+        s.lost = 0;
         s.last_access = now;
         s.last_replicated = now;
         let version = s.version;

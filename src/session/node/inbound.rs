@@ -160,7 +160,8 @@ impl SessionNode {
         now: Instant,
     ) -> Result<(), Reject> {
         let (id, version) = (img.id.clone(), img.version);
-        let r = self.table.apply_image(img, now);
+        let recent = self.recent_departures(&id, now);
+        let r = self.table.apply_image(img, recent, now);
         self.after_apply(from, &id, version, r, now)
     }
 
@@ -277,7 +278,8 @@ impl SessionNode {
         let mut result = Ok(());
         if holds_new {
             let version = img.version;
-            match self.table.apply_image(img, now) {
+            let recent = self.recent_departures(&new, now);
+            match self.table.apply_image(img, recent, now) {
                 Apply::Lost { kept } => {
                     self.stats.conflicts += 1;
                     self.push_event(SessionEvent::Conflict {
