@@ -105,6 +105,10 @@ pub struct Session {
     /// primary's commit on this copy starts a term `2^lost` ahead
     /// ([`Version::new_term`]).
     pub(crate) lost: u8,
+    /// The highest `lost` that every holder acknowledged for `version`
+    /// (primary only: a repair copy all of them acknowledged). A new term
+    /// that relies on a higher count waits until they have it.
+    pub(crate) lost_on_holders: u8,
 }
 
 impl Session {
@@ -117,6 +121,7 @@ impl Session {
             last_access: now,
             last_replicated: now,
             lost: 0,
+            lost_on_holders: 0,
         }
     }
     /// The session id.

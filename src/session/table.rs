@@ -122,6 +122,7 @@ impl SessionTable {
                 // A commit of the current primary, in a term above every
                 // departed primary's: nothing departed since it.
                 s.lost = 0;
+                s.lost_on_holders = 0;
                 Apply::Done {
                     created: false,
                     displaced: None,

@@ -254,6 +254,9 @@ impl SessionNode {
         }
         let me = self.me.id;
         let draining = self.state == NodeState::Draining;
+        if backup && self.await_count_on_holders(&txn.id, now) {
+            return self.queue_commit(txn, None, origin, now);
+        }
         let promoted = backup && self.new_term.remove(&txn.id[..]);
         let s = self.table.get_mut(&txn.id).ok_or(Error::NotFound)?;
         let base = s.version;
@@ -270,6 +273,7 @@ impl SessionNode {
             base.next(me)
         };
         s.lost = 0;
+        s.lost_on_holders = 0;
         s.last_access = now;
         s.last_replicated = now;
         let version = s.version;
@@ -296,6 +300,28 @@ impl SessionNode {
             });
         }
         Ok(self.new_ticket(txn.id, CommitKind::Update, version, to, token, origin))
+    }
+
+    /// True if a commit of `id` must wait: it would start a term that
+    /// relies on departed primaries this node counted ([`Session::lost`]),
+    /// and not every holder has acknowledged a copy of this version with
+    /// that count yet. Were this node lost after such a commit, the next
+    /// primary must count at least one departure more than this node did,
+    /// or its term could equal this one's. The copy goes out as a repair
+    /// (the session is dirty until every holder acknowledged it); the
+    /// commit runs after.
+    fn await_count_on_holders(&mut self, id: &SessionId, now: Instant) -> bool {
+        let Some(s) = self.table.get(id) else {
+            return false;
+        };
+        if s.lost <= s.lost_on_holders {
+            return false;
+        }
+        if !self.dirty.contains(id) {
+            self.mark_dirty(id);
+            self.repair_dirty(now);
+        }
+        true
     }
 
     /// Records a read-only access: refreshes the last access here and, no
