@@ -505,16 +505,29 @@ fn a_primary_after_a_loss_outranks_the_lost_primarys_unknown_new_term() {
 
 /// Two primaries of one session lost one after the other, each before its
 /// commit was acknowledged. P1 is cut off and commits (unknown, only on
-/// itself); P2, its backup, takes over (two terms ahead) and hands a copy
-/// to its new backup P3; P2 is cut off too and commits (unknown, only on
-/// itself); P3 takes over from the same base. P3 never held the session
-/// while P1 was its primary, so only a loss count that travels with the
-/// copy tells it that two primaries, not one, may have started terms
-/// above its base. With one jump per promotion P3's term equals P2's and
-/// P2's id orders after P3's: after the heal P2's unknown commit replaced
-/// P3's acknowledged one.
+/// itself); P2, its backup, takes over and starts a term (unknown, only on
+/// itself) before it is cut off too; P3 takes over from the same base.
+/// With one fixed jump per promotion P3's term equals P2's, and P2's id
+/// orders after P3's: after the heal P2's unknown commit replaced P3's
+/// acknowledged one. P3 counts both departures, so its term is 2^2 ahead
+/// of the base, above P2's 2^1.
 #[test]
 fn a_primary_after_two_losses_outranks_both_lost_primaries_unknown_terms() {
+    two_primaries_lost_in_a_row(false);
+}
+
+/// As above, but P3 gets its copy only when P2's first backup crashes,
+/// long after P1's loss (past the window in which a copy's receiver adds
+/// the departures it saw): only the count the copy carries tells P3 that
+/// P1 departed too.
+#[test]
+fn a_copy_made_long_after_a_loss_carries_the_count_of_departed_primaries() {
+    two_primaries_lost_in_a_row(true);
+}
+
+/// The scenario of the two tests above; `late_copy`: P3 becomes a holder
+/// only when P2's first backup crashes, 6 s after P1's loss.
+fn two_primaries_lost_in_a_row(late_copy: bool) {
     use sessionrepl::session::Placement;
     let session = SessionConfig {
         primary_settle_time: ms(200),
@@ -524,14 +537,15 @@ fn a_primary_after_two_losses_outranks_both_lost_primaries_unknown_terms() {
     let n = 5;
     let mut c = SimCluster::started(SimConfig::default(), session, n);
     let all: Vec<MemberKey> = (0..n).map(sim_key).collect();
-    // A session whose holders in rank order are P1, P2, P3 with P2's id
-    // ordering after P3's (so a tie between their terms goes to P2).
-    let (id, p1, p2, p3) = (0..1000)
+    // A session whose members in rank order are P1, P2, (X,) P3 with P2's
+    // id ordering after P3's (so a tie between their terms goes to P2).
+    let skip = usize::from(late_copy);
+    let (id, p1, p2, p3, x) = (0..1000)
         .find_map(|k| {
             let id = format!("two{k}");
             let rank = Placement::holders(id.as_bytes(), &all, n);
             let r: Vec<usize> = rank.as_slice().iter().map(|m| index_of(&c, *m)).collect();
-            (r[1] > r[2]).then(|| (id, r[0], r[1], r[2]))
+            (r[1] > r[2 + skip]).then(|| (id, r[0], r[1], r[2 + skip], r[2]))
         })
         .expect("a session id with the rank order needed");
     let cut_off = |c: &mut SimCluster, p: usize| {
@@ -540,7 +554,7 @@ fn a_primary_after_two_losses_outranks_both_lost_primaries_unknown_terms() {
         }
     };
     let notice_loss = |c: &mut SimCluster, p: usize| {
-        for x in (0..n).filter(|x| *x != p) {
+        for x in c.alive().into_iter().filter(|x| *x != p) {
             c.with(x, |nd, now| nd.member_removed(sim_key(p), now));
             c.with(p, |nd, now| nd.member_removed(sim_key(x), now));
         }
@@ -564,6 +578,15 @@ fn a_primary_after_two_losses_outranks_both_lost_primaries_unknown_terms() {
     notice_loss(&mut c, p1);
     c.run_for(ms(500));
     assert!(c.node(p2).is_primary_for(id.as_bytes()), "P2 took over");
+    if late_copy {
+        assert!(
+            c.node(p3).peek(id.as_bytes()).is_none(),
+            "P3 holds no copy yet"
+        );
+        c.run_for(ms(6000));
+        c.kill(x);
+        c.run_for(ms(500));
+    }
     assert!(c.node(p3).peek(id.as_bytes()).is_some(), "P3 holds a copy");
     // P2 cut off in turn: its commit (its new term) stays on P2, unknown.
     let s = read(&mut c, p2, &id).unwrap();
@@ -577,6 +600,8 @@ fn a_primary_after_two_losses_outranks_both_lost_primaries_unknown_terms() {
         !matches!(outcome(&c, p2, t2), Some(Ok(_))),
         "P2's commit acked"
     );
+    let p2_version = c.node(p2).peek(id.as_bytes()).unwrap().version();
+    assert_eq!(p2_version.writer, sim_key(p2).id, "P2 applied its commit");
     notice_loss(&mut c, p2);
     c.run_for(ms(500));
     // P3, the majority's primary now, commits; acknowledged by two copies.
@@ -592,15 +617,23 @@ fn a_primary_after_two_losses_outranks_both_lost_primaries_unknown_terms() {
         "{:?}",
         outcome(&c, p3, t3)
     );
+    let p3_version = c.node(p3).peek(id.as_bytes()).unwrap().version();
+    assert!(
+        p3_version > p2_version,
+        "P3's term {:#x} not above P2's {:#x}",
+        p3_version.counter,
+        p2_version.counter
+    );
     // Healed: the acknowledged commit stands everywhere.
     c.heal();
-    for a in 0..n {
-        for b in (0..n).filter(|b| *b != a) {
-            c.with(a, |nd, now| nd.member_added(sim_key(b), now));
+    let alive = c.alive();
+    for a in &alive {
+        for b in alive.iter().filter(|b| *b != a) {
+            c.with(*a, |nd, now| nd.member_added(sim_key(*b), now));
         }
     }
     c.run_for(ms(3000));
-    for reader in 0..n {
+    for reader in alive {
         let s = read(&mut c, reader, &id).unwrap();
         assert_eq!(value(&s), "acked", "read through node {reader}");
     }
