@@ -638,3 +638,73 @@ fn two_primaries_lost_in_a_row(late_copy: bool) {
         assert_eq!(value(&s), "acked", "read through node {reader}");
     }
 }
+
+/// A new primary that missed a former primary's commit (the survivor's
+/// copy never reached it) must not start its term on the older base: a
+/// holder that has a newer version another member wrote refuses its repair
+/// copy (so the repair is not acknowledged and the commit waiting for it
+/// keeps waiting) and sends the newer copy to it. A resend of the
+/// primary's own older version (overtaken by its next commit) is still
+/// acknowledged.
+#[test]
+fn a_repair_older_than_a_holders_copy_from_another_writer_is_refused_and_answered() {
+    use sessionrepl::session::{CodecLimits, CopyReason, Dest, Message, Reject, SessionImage};
+    let mut c = SimCluster::started(SimConfig::default(), backup(), 3);
+    let id = "rep";
+    let p = primary_of(&c, id);
+    let mut t = Txn::new(id);
+    t.set("k", "v0");
+    let tk = c.with(p, |n, now| n.create(t, 1, now)).unwrap();
+    c.run_for(ms(50));
+    assert!(matches!(outcome(&c, p, tk), Some(Ok(2))));
+    let b = index_of(&c, c.node(p).placement_of(id.as_bytes()).as_slice()[1]);
+    let x = (0..3).find(|i| *i != p && *i != b).unwrap();
+    let held = c.node(b).peek(id.as_bytes()).unwrap().version();
+    assert_eq!(held.writer, sim_key(p).id);
+    let meta = c.node(b).peek(id.as_bytes()).unwrap().meta().clone();
+    let older = |writer: usize| {
+        Message::Copy {
+            reason: CopyReason::Repair,
+            session: SessionImage {
+                id: Bytes::from_static(b"rep"),
+                version: sessionrepl::session::Version {
+                    counter: held.counter - 1,
+                    writer: sim_key(writer).id,
+                },
+                meta: meta.clone(),
+                idle_ms: 0,
+                lost: 1,
+                attrs: vec![(Bytes::from_static(b"k"), Bytes::from_static(b"old"))],
+            },
+        }
+        .encode()
+    };
+    // From another member (as a new primary that missed P's commit).
+    let msg = older(x);
+    let (r, sent) = c.with(b, |n, now| {
+        let r = n.handle_message(sim_key(x), msg, now);
+        (
+            r,
+            std::iter::from_fn(|| n.poll_transmit()).collect::<Vec<_>>(),
+        )
+    });
+    assert_eq!(r, Err(Reject::Conflict));
+    let back = sent
+        .iter()
+        .find_map(
+            |t| match (&t.to, Message::decode(&t.payload, &CodecLimits::default())) {
+                (Dest::One(to), Ok(Message::Copy { session, .. })) if *to == sim_key(x) => {
+                    Some(session)
+                }
+                _ => None,
+            },
+        )
+        .expect("the newer copy sent back to the repairing member");
+    assert_eq!(back.version, held);
+    assert_eq!(value(c.node(b).peek(id.as_bytes()).unwrap()), "v0");
+    // From the writer of the held version itself: a resend overtaken.
+    let msg = older(p);
+    let r = c.with(b, |n, now| n.handle_message(sim_key(p), msg, now));
+    assert_eq!(r, Ok(()));
+    assert_eq!(c.node(b).peek(id.as_bytes()).unwrap().version(), held);
+}

@@ -1,9 +1,11 @@
 //! Messages from other members: decode, apply by the version rules, answer.
 
 use super::{NodeState, SessionEvent, SessionNode};
-use crate::session::codec::{CopyReason, DecodeError, Delta, Message, RemoveReason, SessionImage};
+use crate::session::codec::{
+    self, CopyReason, DecodeError, Delta, Message, RemoveReason, SessionImage,
+};
 use crate::session::config::SessionMode;
-use crate::session::model::{MemberKey, SessionId, Version};
+use crate::session::model::{MemberKey, Session, SessionId, Version};
 use crate::session::table::Apply;
 use bytes::Bytes;
 use std::fmt;
@@ -155,13 +157,27 @@ impl SessionNode {
     fn on_copy(
         &mut self,
         from: MemberKey,
-        _reason: CopyReason,
+        reason: CopyReason,
         img: SessionImage,
         now: Instant,
     ) -> Result<(), Reject> {
         let (id, version) = (img.id.clone(), img.version);
         let recent = self.recent_departures(&id, now);
         let r = self.table.apply_image(img, recent, now);
+        if reason == CopyReason::Repair && r == Apply::Stale {
+            let newer = |s: &&Session| s.version > version && s.version.writer != from.id;
+            if let Some(s) = self.table.get(&id).filter(newer) {
+                // The primary repairs from an older base than this copy, which
+                // another member wrote (a commit of a former primary it
+                // missed): refuse, so that it starts no term on that base,
+                // and send it this copy. (A newer version it wrote itself
+                // only overtook a resend of its own.)
+                let payload = codec::encode_copy(CopyReason::Rebalance, s, now);
+                self.stats.copies_sent += 1;
+                self.send(vec![from], payload, None);
+                return Err(Reject::Conflict);
+            }
+        }
         self.after_apply(from, &id, version, r, now)
     }
 
