@@ -708,3 +708,87 @@ fn a_repair_older_than_a_holders_copy_from_another_writer_is_refused_and_answere
     assert_eq!(r, Ok(()));
     assert_eq!(c.node(b).peek(id.as_bytes()).unwrap().version(), held);
 }
+
+/// A primary cut off with an unknown commit (Q), then its successor cut
+/// off with an unknown commit of its own term (R); Q comes back and is the
+/// session's primary again. In its own view it never stopped being the
+/// primary, so without a count it continued its old term, below R's: after
+/// R came back, R's unknown commit replaced Q's acknowledged one. The
+/// catch-up copy Q receives carries the departures the others counted
+/// (Q's and R's), so Q starts a term above R's.
+#[test]
+fn a_primary_back_from_a_partition_outranks_the_terms_started_while_it_was_away() {
+    use sessionrepl::session::Placement;
+    let session = SessionConfig {
+        primary_settle_time: ms(200),
+        min_commit_copies: 2,
+        ..backup()
+    };
+    let n = 5;
+    let mut c = SimCluster::started(SimConfig::default(), session, n);
+    let all: Vec<MemberKey> = (0..n).map(sim_key).collect();
+    let id = "back".to_string();
+    let rank = Placement::holders(id.as_bytes(), &all, n);
+    let r: Vec<usize> = rank.as_slice().iter().map(|m| index_of(&c, *m)).collect();
+    let (q, rr, h) = (r[0], r[1], r[2]);
+    let cut_off = |c: &mut SimCluster, p: usize| {
+        for x in (0..n).filter(|x| *x != p) {
+            c.partition(p, x);
+        }
+    };
+    let set_view = |c: &mut SimCluster, p: usize, seen: bool| {
+        for x in (0..n).filter(|x| *x != p) {
+            if seen {
+                c.with(x, |nd, now| nd.member_added(sim_key(p), now));
+                c.with(p, |nd, now| nd.member_added(sim_key(x), now));
+            } else {
+                c.with(x, |nd, now| nd.member_removed(sim_key(p), now));
+                c.with(p, |nd, now| nd.member_removed(sim_key(x), now));
+            }
+        }
+    };
+    let commit_on = |c: &mut SimCluster, p: usize, v: &'static str| {
+        let s = read(c, p, &id).unwrap();
+        let mut t = Txn::on(&s);
+        t.set("k", v);
+        let tk = c.with(p, |nd, now| nd.commit(t, now)).unwrap().unwrap();
+        c.run_for(ms(300));
+        outcome(c, p, tk)
+    };
+    let mut t = Txn::new(id.clone());
+    t.set("k", "first");
+    let tk = c.with(q, |nd, now| nd.create(t, 1, now)).unwrap();
+    c.run_for(ms(50));
+    assert!(matches!(outcome(&c, q, tk), Some(Ok(2))), "create");
+    // Q cut off with an unknown commit; R takes over.
+    cut_off(&mut c, q);
+    assert!(!matches!(commit_on(&mut c, q, "q"), Some(Ok(_))));
+    set_view(&mut c, q, false);
+    c.run_for(ms(500));
+    assert!(c.node(rr).is_primary_for(id.as_bytes()), "R took over");
+    // R cut off with an unknown commit in its new term; H takes over.
+    cut_off(&mut c, rr);
+    assert!(!matches!(commit_on(&mut c, rr, "r"), Some(Ok(_))));
+    set_view(&mut c, rr, false);
+    c.run_for(ms(500));
+    assert!(c.node(h).is_primary_for(id.as_bytes()), "H took over");
+    // Q comes back (R stays cut off) and is the primary again.
+    c.heal();
+    cut_off(&mut c, rr);
+    for x in (0..n).filter(|x| *x != q && *x != rr) {
+        c.with(x, |nd, now| nd.member_added(sim_key(q), now));
+        c.with(q, |nd, now| nd.member_added(sim_key(x), now));
+    }
+    c.run_for(ms(1000));
+    assert!(c.node(q).is_primary_for(id.as_bytes()), "Q primary again");
+    let acked = commit_on(&mut c, q, "acked");
+    assert!(matches!(acked, Some(Ok(2))), "{acked:?}");
+    // R comes back too: the acknowledged commit stands everywhere.
+    c.heal();
+    set_view(&mut c, rr, true);
+    c.run_for(ms(3000));
+    for reader in 0..n {
+        let s = read(&mut c, reader, &id).unwrap();
+        assert_eq!(value(&s), "acked", "read through node {reader}");
+    }
+}

@@ -141,35 +141,35 @@ impl SessionTable {
         }
     }
 
-    /// Applies a whole copy if it is newer than what is here. `recent`:
-    /// departures of the session's primary seen here while the copy may
-    /// have been in flight, added to the count it carries
-    /// ([`Session::lost`]) when it is applied; a copy of the version held
-    /// here only raises the count to the copy's.
+    /// Applies a whole copy if it is newer than what is here.
+    ///
+    /// The count of departed primaries ([`Session::lost`]) never drops
+    /// here, only a commit resets it: whatever the two versions, the
+    /// higher count bounds the departures since the newer one (over-counting
+    /// only makes a later term jump further). A copy applied as a new or
+    /// newer version also gets `recent`: departures of the session's
+    /// primary seen here while it may have been in flight.
     pub(crate) fn apply_image(&mut self, mut img: SessionImage, recent: u8, now: Instant) -> Apply {
         if self.tombstones.contains_key(&img.id) {
             return Apply::Stale;
         }
-        if let Some(s) = self.map.get_mut(&img.id) {
-            if img.version == s.version {
-                s.lost = s.lost.max(img.lost.min(MAX_LOST));
-                return Apply::Stale;
-            }
-        }
-        img.lost = img.lost.saturating_add(recent);
+        let carried = img.lost.min(MAX_LOST);
+        img.lost = carried.saturating_add(recent);
         match self.map.get_mut(&img.id) {
             Some(s) if img.version > s.version => {
                 let displaced = concurrent(img.version, s.version).then_some(s.version);
-                let access = s.last_access;
+                let (access, lost) = (s.last_access, s.lost);
                 *s = img.into_session(now);
                 // A copy never makes a session look older than seen here.
                 s.last_access = s.last_access.max(access);
+                s.lost = s.lost.max(lost);
                 Apply::Done {
                     created: false,
                     displaced,
                 }
             }
             Some(s) => {
+                s.lost = s.lost.max(carried);
                 if concurrent(img.version, s.version) {
                     Apply::Lost { kept: s.version }
                 } else {
@@ -281,7 +281,7 @@ mod tests {
     fn a_copy_carries_its_loss_count_and_a_commit_clears_it() {
         let now = Instant::now();
         let mut t = SessionTable::default();
-        let mut i = img(b"s", 1, 1, b"v1");
+        let mut i = img(b"s", 2, 1, b"v2");
         i.lost = 2;
         // Applied: the sender's count plus departures seen here meanwhile.
         t.apply_image(i.clone(), 1, now);
@@ -293,14 +293,22 @@ mod tests {
         i.lost = 0;
         t.apply_image(i, 1, now);
         assert_eq!(t.get(b"s").unwrap().lost, 5);
-        // Counts never pass the cap.
-        let mut hi = img(b"s", 2, 1, b"v2");
+        // An older copy's count bounds the departures since this version too.
+        let mut old = img(b"s", 1, 1, b"v1");
+        old.lost = 7;
+        assert_eq!(t.apply_image(old, 0, now), Apply::Stale);
+        assert_eq!(t.get(b"s").unwrap().lost, 7);
+        // A newer copy never lowers it; counts never pass the cap.
+        t.apply_image(img(b"s", 3, 1, b"v3"), 0, now);
+        assert_eq!(t.get(b"s").unwrap().lost, 7);
+        assert_eq!(&t.get(b"s").unwrap().attribute(b"a").unwrap()[..], b"v3");
+        let mut hi = img(b"s", 4, 1, b"v4");
         hi.lost = MAX_LOST;
         t.apply_image(hi, 9, now);
         assert_eq!(t.get(b"s").unwrap().lost, MAX_LOST);
         // A commit on the version held starts counting again.
         assert!(matches!(
-            t.apply_delta(&delta(2, 3, b"v3"), now),
+            t.apply_delta(&delta(4, 5, b"v5"), now),
             Apply::Done { .. }
         ));
         assert_eq!(t.get(b"s").unwrap().lost, 0);
