@@ -792,3 +792,35 @@ fn a_primary_back_from_a_partition_outranks_the_terms_started_while_it_was_away(
         assert_eq!(value(&s), "acked", "read through node {reader}");
     }
 }
+
+/// The last member standing after its session's primary was lost counts
+/// that departure, and has no other holder to announce the count to: its
+/// commit starts the new term at once (it must not wait for a repair
+/// nobody can acknowledge).
+#[test]
+fn a_primary_without_other_holders_starts_its_term_at_once() {
+    let mut c = SimCluster::started(SimConfig::default(), backup(), 2);
+    let id = "alone";
+    let p = primary_of(&c, id);
+    let b = 1 - p;
+    let mut t = Txn::new(id);
+    t.set("k", "v0");
+    let tk = c.with(p, |n, now| n.create(t, 1, now)).unwrap();
+    c.run_for(ms(50));
+    assert!(matches!(outcome(&c, p, tk), Some(Ok(2))));
+    c.kill(p);
+    c.run_for(ms(1500));
+    let s = read(&mut c, b, id).unwrap();
+    let base = s.version();
+    let mut t = Txn::on(&s);
+    t.set("k", "v1");
+    let tk = c.with(b, |n, now| n.commit(t, now)).unwrap().unwrap();
+    c.run_for(ms(50));
+    assert_eq!(outcome(&c, b, tk), Some(Ok(1)));
+    let v = c.node(b).peek(id.as_bytes()).unwrap().version();
+    assert_eq!(
+        v.counter >> 32,
+        (base.counter >> 32) + 2,
+        "one departure: 2^1"
+    );
+}

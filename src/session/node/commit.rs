@@ -231,7 +231,11 @@ impl SessionNode {
             // The former primary's last commits may still be on their way.
             return self.queue_commit(txn, None, origin, now);
         }
-        let Some(held) = self.table.get(&txn.id).map(|s| s.version) else {
+        let Some((held, unannounced)) = self
+            .table
+            .get(&txn.id)
+            .map(|s| (s.version, s.lost > s.lost_on_holders))
+        else {
             return Err(Error::NotFound);
         };
         if let Some(b) = txn.base {
@@ -254,7 +258,7 @@ impl SessionNode {
         }
         let me = self.me.id;
         let draining = self.state == NodeState::Draining;
-        if backup && self.await_count_on_holders(&txn.id, now) {
+        if backup && unannounced && self.await_count_on_holders(&txn.id, now) {
             return self.queue_commit(txn, None, origin, now);
         }
         let promoted = backup && self.new_term.remove(&txn.id[..]);
@@ -302,20 +306,17 @@ impl SessionNode {
         Ok(self.new_ticket(txn.id, CommitKind::Update, version, to, token, origin))
     }
 
-    /// True if a commit of `id` must wait: it would start a term that
-    /// relies on departed primaries this node counted ([`Session::lost`]),
-    /// and not every holder has acknowledged a copy of this version with
-    /// that count yet. Were this node lost after such a commit, the next
+    /// Called for a commit of `id` whose copy counts more departed
+    /// primaries ([`Session::lost`]) than every holder acknowledged for
+    /// this version: true if it must wait, for the term it would start
+    /// relies on that count. Were this node lost after such a commit, the next
     /// primary must count at least one departure more than this node did,
     /// or its term could equal this one's. The copy goes out as a repair
     /// (the session is dirty until every holder acknowledged it); the
     /// commit runs after.
     fn await_count_on_holders(&mut self, id: &SessionId, now: Instant) -> bool {
-        let Some(s) = self.table.get(id) else {
-            return false;
-        };
-        if s.lost <= s.lost_on_holders {
-            return false;
+        if self.required(id).is_empty() {
+            return false; // no other holder to tell
         }
         if !self.dirty.contains(id) {
             self.mark_dirty(id);

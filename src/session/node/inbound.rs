@@ -164,7 +164,7 @@ impl SessionNode {
         let (id, version) = (img.id.clone(), img.version);
         let recent = self.recent_departures(&id, now);
         let r = self.table.apply_image(img, recent, now);
-        if reason == CopyReason::Repair && r == Apply::Stale {
+        if reason == CopyReason::Repair && matches!(r, Apply::Stale | Apply::Lost { .. }) {
             let newer = |s: &&Session| s.version > version && s.version.writer != from.id;
             if let Some(s) = self.table.get(&id).filter(newer) {
                 // The primary repairs from an older base than this copy, which
