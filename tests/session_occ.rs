@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use sessionrepl::session::sim::{sim_key, SimCluster, SimConfig};
 use sessionrepl::session::{
-    CommitFailure, CommitTicket, Lookup, MemberKey, Session, SessionConfig, SessionEvent,
-    SessionMode, Txn,
+    CommitFailure, CommitTicket, Lookup, MemberKey, Placement, Session, SessionConfig,
+    SessionEvent, SessionMode, Txn,
 };
 use sessionrepl::Error;
 use std::time::Duration;
@@ -525,57 +525,106 @@ fn a_copy_made_long_after_a_loss_carries_the_count_of_departed_primaries() {
     two_primaries_lost_in_a_row(true);
 }
 
-/// The scenario of the two tests above; `late_copy`: P3 becomes a holder
-/// only when P2's first backup crashes, 6 s after P1's loss.
-fn two_primaries_lost_in_a_row(late_copy: bool) {
-    use sessionrepl::session::Placement;
+/// Five members, `minCommitCopies` 2, a short settle time: the cluster of
+/// the takeover scenarios below.
+fn five_members() -> SimCluster {
     let session = SessionConfig {
         primary_settle_time: ms(200),
         min_commit_copies: 2,
         ..backup()
     };
-    let n = 5;
-    let mut c = SimCluster::started(SimConfig::default(), session, n);
-    let all: Vec<MemberKey> = (0..n).map(sim_key).collect();
+    SimCluster::started(SimConfig::default(), session, 5)
+}
+
+/// The members of `c` in the rank order of session `id` (its primary
+/// first, then whoever takes over from it, and so on).
+fn rank_of(c: &SimCluster, id: &str) -> Vec<usize> {
+    let all: Vec<MemberKey> = (0..c.len()).map(sim_key).collect();
+    let rank = Placement::holders(id.as_bytes(), &all, c.len());
+    rank.as_slice().iter().map(|m| index_of(c, *m)).collect()
+}
+
+/// Cuts member `p` off from every other member (nobody notices yet).
+fn cut_off(c: &mut SimCluster, p: usize) {
+    for x in (0..c.len()).filter(|x| *x != p) {
+        c.partition(p, x);
+    }
+}
+
+/// Membership on both sides of `p`: every other live member and `p` see
+/// each other come back (`seen`) or leave.
+fn set_view(c: &mut SimCluster, p: usize, seen: bool) {
+    for x in c.alive().into_iter().filter(|x| *x != p) {
+        if seen {
+            c.with(x, |nd, now| nd.member_added(sim_key(p), now));
+            c.with(p, |nd, now| nd.member_added(sim_key(x), now));
+        } else {
+            c.with(x, |nd, now| nd.member_removed(sim_key(p), now));
+            c.with(p, |nd, now| nd.member_removed(sim_key(x), now));
+        }
+    }
+}
+
+/// Creates `id` with `k = first` on member `p`, acknowledged by 2 copies.
+fn create_first(c: &mut SimCluster, p: usize, id: &str) {
+    let mut t = Txn::new(id.to_string());
+    t.set("k", "first");
+    let tk = c.with(p, |nd, now| nd.create(t, 1, now)).unwrap();
+    c.run_for(ms(50));
+    assert!(matches!(outcome(c, p, tk), Some(Ok(2))), "create");
+}
+
+/// Reads `id` through `p`, sets `k = v` on what it read, commits there,
+/// and reports how the commit ended 300 ms later.
+fn commit_value(
+    c: &mut SimCluster,
+    p: usize,
+    id: &str,
+    v: &'static str,
+) -> Option<Result<usize, CommitFailure>> {
+    let s = read(c, p, id).unwrap();
+    let mut t = Txn::on(&s);
+    t.set("k", v);
+    let tk = c.with(p, |nd, now| nd.commit(t, now)).unwrap().unwrap();
+    c.run_for(ms(300));
+    outcome(c, p, tk)
+}
+
+/// Heals every cut, lets every live member see every other, and checks
+/// that a read of `id` through each of them returns `k = acked`.
+fn heal_and_read_acked(c: &mut SimCluster, id: &str) {
+    c.heal();
+    let alive = c.alive();
+    for p in &alive {
+        set_view(c, *p, true);
+    }
+    c.run_for(ms(3000));
+    for reader in alive {
+        let s = read(c, reader, id).unwrap();
+        assert_eq!(value(&s), "acked", "read through node {reader}");
+    }
+}
+
+/// The scenario of the two tests above; `late_copy`: P3 becomes a holder
+/// only when P2's first backup crashes, 6 s after P1's loss.
+fn two_primaries_lost_in_a_row(late_copy: bool) {
+    let mut c = five_members();
     // A session whose members in rank order are P1, P2, (X,) P3 with P2's
     // id ordering after P3's (so a tie between their terms goes to P2).
     let skip = usize::from(late_copy);
     let (id, p1, p2, p3, x) = (0..1000)
         .find_map(|k| {
             let id = format!("two{k}");
-            let rank = Placement::holders(id.as_bytes(), &all, n);
-            let r: Vec<usize> = rank.as_slice().iter().map(|m| index_of(&c, *m)).collect();
+            let r = rank_of(&c, &id);
             (r[1] > r[2 + skip]).then(|| (id, r[0], r[1], r[2 + skip], r[2]))
         })
         .expect("a session id with the rank order needed");
-    let cut_off = |c: &mut SimCluster, p: usize| {
-        for x in (0..n).filter(|x| *x != p) {
-            c.partition(p, x);
-        }
-    };
-    let notice_loss = |c: &mut SimCluster, p: usize| {
-        for x in c.alive().into_iter().filter(|x| *x != p) {
-            c.with(x, |nd, now| nd.member_removed(sim_key(p), now));
-            c.with(p, |nd, now| nd.member_removed(sim_key(x), now));
-        }
-    };
-    let mut t = Txn::new(id.clone());
-    t.set("k", "first");
-    let tk = c.with(p1, |nd, now| nd.create(t, 1, now)).unwrap();
-    c.run_for(ms(50));
-    assert!(matches!(outcome(&c, p1, tk), Some(Ok(2))), "create");
+    create_first(&mut c, p1, &id);
     // P1 cut off before anyone notices: its commit stays on P1, unknown.
     cut_off(&mut c, p1);
-    let s = read(&mut c, p1, &id).unwrap();
-    let mut t = Txn::on(&s);
-    t.set("k", "p1");
-    let t1 = c.with(p1, |nd, now| nd.commit(t, now)).unwrap().unwrap();
-    c.run_for(ms(300));
-    assert!(
-        !matches!(outcome(&c, p1, t1), Some(Ok(_))),
-        "P1's commit acked"
-    );
-    notice_loss(&mut c, p1);
+    let r1 = commit_value(&mut c, p1, &id, "p1");
+    assert!(!matches!(r1, Some(Ok(_))), "P1's commit acked");
+    set_view(&mut c, p1, false);
     c.run_for(ms(500));
     assert!(c.node(p2).is_primary_for(id.as_bytes()), "P2 took over");
     if late_copy {
@@ -589,34 +638,19 @@ fn two_primaries_lost_in_a_row(late_copy: bool) {
     }
     assert!(c.node(p3).peek(id.as_bytes()).is_some(), "P3 holds a copy");
     // P2 cut off in turn: its commit (its new term) stays on P2, unknown.
-    let s = read(&mut c, p2, &id).unwrap();
-    assert_eq!(value(&s), "first");
+    assert_eq!(value(&read(&mut c, p2, &id).unwrap()), "first");
     cut_off(&mut c, p2);
-    let mut t = Txn::on(&s);
-    t.set("k", "p2");
-    let t2 = c.with(p2, |nd, now| nd.commit(t, now)).unwrap().unwrap();
-    c.run_for(ms(300));
-    assert!(
-        !matches!(outcome(&c, p2, t2), Some(Ok(_))),
-        "P2's commit acked"
-    );
+    let r2 = commit_value(&mut c, p2, &id, "p2");
+    assert!(!matches!(r2, Some(Ok(_))), "P2's commit acked");
     let p2_version = c.node(p2).peek(id.as_bytes()).unwrap().version();
     assert_eq!(p2_version.writer, sim_key(p2).id, "P2 applied its commit");
-    notice_loss(&mut c, p2);
+    set_view(&mut c, p2, false);
     c.run_for(ms(500));
     // P3, the majority's primary now, commits; acknowledged by two copies.
     assert!(c.node(p3).is_primary_for(id.as_bytes()), "P3 took over");
-    let s = read(&mut c, p3, &id).unwrap();
-    assert_eq!(value(&s), "first");
-    let mut t = Txn::on(&s);
-    t.set("k", "acked");
-    let t3 = c.with(p3, |nd, now| nd.commit(t, now)).unwrap().unwrap();
-    c.run_for(ms(100));
-    assert!(
-        matches!(outcome(&c, p3, t3), Some(Ok(2))),
-        "{:?}",
-        outcome(&c, p3, t3)
-    );
+    assert_eq!(value(&read(&mut c, p3, &id).unwrap()), "first");
+    let r3 = commit_value(&mut c, p3, &id, "acked");
+    assert!(matches!(r3, Some(Ok(2))), "{r3:?}");
     let p3_version = c.node(p3).peek(id.as_bytes()).unwrap().version();
     assert!(
         p3_version > p2_version,
@@ -625,18 +659,7 @@ fn two_primaries_lost_in_a_row(late_copy: bool) {
         p2_version.counter
     );
     // Healed: the acknowledged commit stands everywhere.
-    c.heal();
-    let alive = c.alive();
-    for a in &alive {
-        for b in alive.iter().filter(|b| *b != a) {
-            c.with(*a, |nd, now| nd.member_added(sim_key(*b), now));
-        }
-    }
-    c.run_for(ms(3000));
-    for reader in alive {
-        let s = read(&mut c, reader, &id).unwrap();
-        assert_eq!(value(&s), "acked", "read through node {reader}");
-    }
+    heal_and_read_acked(&mut c, &id);
 }
 
 /// A new primary that missed a former primary's commit (the survivor's
@@ -718,79 +741,36 @@ fn a_repair_older_than_a_holders_copy_from_another_writer_is_refused_and_answere
 /// (Q's and R's), so Q starts a term above R's.
 #[test]
 fn a_primary_back_from_a_partition_outranks_the_terms_started_while_it_was_away() {
-    use sessionrepl::session::Placement;
-    let session = SessionConfig {
-        primary_settle_time: ms(200),
-        min_commit_copies: 2,
-        ..backup()
-    };
-    let n = 5;
-    let mut c = SimCluster::started(SimConfig::default(), session, n);
-    let all: Vec<MemberKey> = (0..n).map(sim_key).collect();
-    let id = "back".to_string();
-    let rank = Placement::holders(id.as_bytes(), &all, n);
-    let r: Vec<usize> = rank.as_slice().iter().map(|m| index_of(&c, *m)).collect();
+    let mut c = five_members();
+    let id = "back";
+    let r = rank_of(&c, id);
     let (q, rr, h) = (r[0], r[1], r[2]);
-    let cut_off = |c: &mut SimCluster, p: usize| {
-        for x in (0..n).filter(|x| *x != p) {
-            c.partition(p, x);
-        }
-    };
-    let set_view = |c: &mut SimCluster, p: usize, seen: bool| {
-        for x in (0..n).filter(|x| *x != p) {
-            if seen {
-                c.with(x, |nd, now| nd.member_added(sim_key(p), now));
-                c.with(p, |nd, now| nd.member_added(sim_key(x), now));
-            } else {
-                c.with(x, |nd, now| nd.member_removed(sim_key(p), now));
-                c.with(p, |nd, now| nd.member_removed(sim_key(x), now));
-            }
-        }
-    };
-    let commit_on = |c: &mut SimCluster, p: usize, v: &'static str| {
-        let s = read(c, p, &id).unwrap();
-        let mut t = Txn::on(&s);
-        t.set("k", v);
-        let tk = c.with(p, |nd, now| nd.commit(t, now)).unwrap().unwrap();
-        c.run_for(ms(300));
-        outcome(c, p, tk)
-    };
-    let mut t = Txn::new(id.clone());
-    t.set("k", "first");
-    let tk = c.with(q, |nd, now| nd.create(t, 1, now)).unwrap();
-    c.run_for(ms(50));
-    assert!(matches!(outcome(&c, q, tk), Some(Ok(2))), "create");
+    create_first(&mut c, q, id);
     // Q cut off with an unknown commit; R takes over.
     cut_off(&mut c, q);
-    assert!(!matches!(commit_on(&mut c, q, "q"), Some(Ok(_))));
+    assert!(!matches!(commit_value(&mut c, q, id, "q"), Some(Ok(_))));
     set_view(&mut c, q, false);
     c.run_for(ms(500));
     assert!(c.node(rr).is_primary_for(id.as_bytes()), "R took over");
     // R cut off with an unknown commit in its new term; H takes over.
     cut_off(&mut c, rr);
-    assert!(!matches!(commit_on(&mut c, rr, "r"), Some(Ok(_))));
+    assert!(!matches!(commit_value(&mut c, rr, id, "r"), Some(Ok(_))));
     set_view(&mut c, rr, false);
     c.run_for(ms(500));
     assert!(c.node(h).is_primary_for(id.as_bytes()), "H took over");
     // Q comes back (R stays cut off) and is the primary again.
     c.heal();
     cut_off(&mut c, rr);
-    for x in (0..n).filter(|x| *x != q && *x != rr) {
+    for x in (0..c.len()).filter(|x| *x != q && *x != rr) {
         c.with(x, |nd, now| nd.member_added(sim_key(q), now));
         c.with(q, |nd, now| nd.member_added(sim_key(x), now));
     }
     c.run_for(ms(1000));
     assert!(c.node(q).is_primary_for(id.as_bytes()), "Q primary again");
-    let acked = commit_on(&mut c, q, "acked");
+    let acked = commit_value(&mut c, q, id, "acked");
     assert!(matches!(acked, Some(Ok(2))), "{acked:?}");
     // R comes back too: the acknowledged commit stands everywhere.
-    c.heal();
-    set_view(&mut c, rr, true);
-    c.run_for(ms(3000));
-    for reader in 0..n {
-        let s = read(&mut c, reader, &id).unwrap();
-        assert_eq!(value(&s), "acked", "read through node {reader}");
-    }
+    heal_and_read_acked(&mut c, id);
 }
 
 /// The last member standing after its session's primary was lost counts
