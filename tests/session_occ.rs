@@ -503,14 +503,11 @@ fn a_primary_after_a_loss_outranks_the_lost_primarys_unknown_new_term() {
     }
 }
 
-/// Two primaries of one session lost one after the other, each before its
-/// commit was acknowledged. P1 is cut off and commits (unknown, only on
-/// itself); P2, its backup, takes over and starts a term (unknown, only on
-/// itself) before it is cut off too; P3 takes over from the same base.
-/// With one fixed jump per promotion P3's term equals P2's, and P2's id
-/// orders after P3's: after the heal P2's unknown commit replaced P3's
-/// acknowledged one. P3 counts both departures, so its term is 2^2 ahead
-/// of the base, above P2's 2^1.
+/// Two primaries lost in a row, each with an unknown commit only on itself
+/// (P1's; then P2's, in the term it started); P3 takes over from the same
+/// base. With one fixed jump per takeover P3's term equalled P2's and the
+/// tie went to P2's id: after the heal P2's commit replaced P3's
+/// acknowledged one. P3 counts both departures: 2^2 ahead, above P2's 2^1.
 #[test]
 fn a_primary_after_two_losses_outranks_both_lost_primaries_unknown_terms() {
     two_primaries_lost_in_a_row(false);
@@ -662,13 +659,11 @@ fn two_primaries_lost_in_a_row(late_copy: bool) {
     heal_and_read_acked(&mut c, &id);
 }
 
-/// A new primary that missed a former primary's commit (the survivor's
-/// copy never reached it) must not start its term on the older base: a
-/// holder that has a newer version another member wrote refuses its repair
-/// copy (so the repair is not acknowledged and the commit waiting for it
-/// keeps waiting) and sends the newer copy to it. A resend of the
-/// primary's own older version (overtaken by its next commit) is still
-/// acknowledged.
+/// A new primary that missed a former primary's commit must not start its
+/// term on the older base: a holder with a newer version another member
+/// wrote refuses its repair copy (not acknowledged, so the commit waiting
+/// for it keeps waiting) and sends it the newer copy. A resend of the
+/// primary's own older version (overtaken by its next commit) is acked.
 #[test]
 fn a_repair_older_than_a_holders_copy_from_another_writer_is_refused_and_answered() {
     use sessionrepl::session::{CodecLimits, CopyReason, Dest, Message, Reject, SessionImage};
@@ -732,13 +727,11 @@ fn a_repair_older_than_a_holders_copy_from_another_writer_is_refused_and_answere
     assert_eq!(c.node(b).peek(id.as_bytes()).unwrap().version(), held);
 }
 
-/// A primary cut off with an unknown commit (Q), then its successor cut
-/// off with an unknown commit of its own term (R); Q comes back and is the
-/// session's primary again. In its own view it never stopped being the
-/// primary, so without a count it continued its old term, below R's: after
-/// R came back, R's unknown commit replaced Q's acknowledged one. The
-/// catch-up copy Q receives carries the departures the others counted
-/// (Q's and R's), so Q starts a term above R's.
+/// Q cut off with an unknown commit, then its successor R with one in R's
+/// new term; Q comes back as primary. Primary all along in its own view, it
+/// continued its old term, below R's: when R came back, R's commit replaced
+/// Q's acknowledged one. Q's catch-up copy now carries the departures the
+/// others counted (Q's and R's), so Q starts a term above R's.
 #[test]
 fn a_primary_back_from_a_partition_outranks_the_terms_started_while_it_was_away() {
     let mut c = five_members();
