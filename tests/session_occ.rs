@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use sessionrepl::session::sim::{sim_key, SimCluster, SimConfig};
 use sessionrepl::session::{
-    CommitFailure, CommitTicket, Lookup, MemberKey, Session, SessionConfig, SessionEvent,
-    SessionMode, Txn,
+    CommitFailure, CommitTicket, Lookup, MemberKey, Placement, Session, SessionConfig,
+    SessionEvent, SessionMode, Txn,
 };
 use sessionrepl::Error;
 use std::time::Duration;
@@ -501,4 +501,299 @@ fn a_primary_after_a_loss_outranks_the_lost_primarys_unknown_new_term() {
         let s = read(&mut c, reader, &id).unwrap();
         assert_eq!(value(&s), "acked", "read through node {reader}");
     }
+}
+
+/// Two primaries lost in a row, each with an unknown commit only on itself
+/// (P1's; then P2's, in the term it started); P3 takes over from the same
+/// base. With one fixed jump per takeover P3's term equalled P2's and the
+/// tie went to P2's id: after the heal P2's commit replaced P3's
+/// acknowledged one. P3 counts both departures: 2^2 ahead, above P2's 2^1.
+#[test]
+fn a_primary_after_two_losses_outranks_both_lost_primaries_unknown_terms() {
+    two_primaries_lost_in_a_row(false);
+}
+
+/// As above, but P3 gets its copy only when P2's first backup crashes,
+/// long after P1's loss (past the window in which a copy's receiver adds
+/// the departures it saw): only the count the copy carries tells P3 that
+/// P1 departed too.
+#[test]
+fn a_copy_made_long_after_a_loss_carries_the_count_of_departed_primaries() {
+    two_primaries_lost_in_a_row(true);
+}
+
+/// Five members, `minCommitCopies` 2, a short settle time: the cluster of
+/// the takeover scenarios below.
+fn five_members() -> SimCluster {
+    let session = SessionConfig {
+        primary_settle_time: ms(200),
+        min_commit_copies: 2,
+        ..backup()
+    };
+    SimCluster::started(SimConfig::default(), session, 5)
+}
+
+/// The members of `c` in the rank order of session `id` (its primary
+/// first, then whoever takes over from it, and so on).
+fn rank_of(c: &SimCluster, id: &str) -> Vec<usize> {
+    let all: Vec<MemberKey> = (0..c.len()).map(sim_key).collect();
+    let rank = Placement::holders(id.as_bytes(), &all, c.len());
+    rank.as_slice().iter().map(|m| index_of(c, *m)).collect()
+}
+
+/// Cuts member `p` off from every other member (nobody notices yet).
+fn cut_off(c: &mut SimCluster, p: usize) {
+    for x in (0..c.len()).filter(|x| *x != p) {
+        c.partition(p, x);
+    }
+}
+
+/// Membership on both sides of `p`: every other live member and `p` see
+/// each other come back (`seen`) or leave.
+fn set_view(c: &mut SimCluster, p: usize, seen: bool) {
+    for x in c.alive().into_iter().filter(|x| *x != p) {
+        if seen {
+            c.with(x, |nd, now| nd.member_added(sim_key(p), now));
+            c.with(p, |nd, now| nd.member_added(sim_key(x), now));
+        } else {
+            c.with(x, |nd, now| nd.member_removed(sim_key(p), now));
+            c.with(p, |nd, now| nd.member_removed(sim_key(x), now));
+        }
+    }
+}
+
+/// Creates `id` with `k = first` on member `p`, acknowledged by 2 copies.
+fn create_first(c: &mut SimCluster, p: usize, id: &str) {
+    let mut t = Txn::new(id.to_string());
+    t.set("k", "first");
+    let tk = c.with(p, |nd, now| nd.create(t, 1, now)).unwrap();
+    c.run_for(ms(50));
+    assert!(matches!(outcome(c, p, tk), Some(Ok(2))), "create");
+}
+
+/// Reads `id` through `p`, sets `k = v` on what it read, commits there,
+/// and reports how the commit ended 300 ms later.
+fn commit_value(
+    c: &mut SimCluster,
+    p: usize,
+    id: &str,
+    v: &'static str,
+) -> Option<Result<usize, CommitFailure>> {
+    let s = read(c, p, id).unwrap();
+    let mut t = Txn::on(&s);
+    t.set("k", v);
+    let tk = c.with(p, |nd, now| nd.commit(t, now)).unwrap().unwrap();
+    c.run_for(ms(300));
+    outcome(c, p, tk)
+}
+
+/// Heals every cut, lets every live member see every other, and checks
+/// that a read of `id` through each of them returns `k = acked`.
+fn heal_and_read_acked(c: &mut SimCluster, id: &str) {
+    c.heal();
+    let alive = c.alive();
+    for p in &alive {
+        set_view(c, *p, true);
+    }
+    c.run_for(ms(3000));
+    for reader in alive {
+        let s = read(c, reader, id).unwrap();
+        assert_eq!(value(&s), "acked", "read through node {reader}");
+    }
+}
+
+/// The scenario of the two tests above; `late_copy`: P3 becomes a holder
+/// only when P2's first backup crashes, 6 s after P1's loss.
+fn two_primaries_lost_in_a_row(late_copy: bool) {
+    let mut c = five_members();
+    // A session whose members in rank order are P1, P2, (X,) P3 with P2's
+    // id ordering after P3's (so a tie between their terms goes to P2).
+    let skip = usize::from(late_copy);
+    let (id, p1, p2, p3, x) = (0..1000)
+        .find_map(|k| {
+            let id = format!("two{k}");
+            let r = rank_of(&c, &id);
+            (r[1] > r[2 + skip]).then(|| (id, r[0], r[1], r[2 + skip], r[2]))
+        })
+        .expect("a session id with the rank order needed");
+    create_first(&mut c, p1, &id);
+    // P1 cut off before anyone notices: its commit stays on P1, unknown.
+    cut_off(&mut c, p1);
+    let r1 = commit_value(&mut c, p1, &id, "p1");
+    assert!(!matches!(r1, Some(Ok(_))), "P1's commit acked");
+    set_view(&mut c, p1, false);
+    c.run_for(ms(500));
+    assert!(c.node(p2).is_primary_for(id.as_bytes()), "P2 took over");
+    if late_copy {
+        assert!(
+            c.node(p3).peek(id.as_bytes()).is_none(),
+            "P3 holds no copy yet"
+        );
+        c.run_for(ms(6000));
+        c.kill(x);
+        c.run_for(ms(500));
+    }
+    assert!(c.node(p3).peek(id.as_bytes()).is_some(), "P3 holds a copy");
+    // P2 cut off in turn: its commit (its new term) stays on P2, unknown.
+    assert_eq!(value(&read(&mut c, p2, &id).unwrap()), "first");
+    cut_off(&mut c, p2);
+    let r2 = commit_value(&mut c, p2, &id, "p2");
+    assert!(!matches!(r2, Some(Ok(_))), "P2's commit acked");
+    let p2_version = c.node(p2).peek(id.as_bytes()).unwrap().version();
+    assert_eq!(p2_version.writer, sim_key(p2).id, "P2 applied its commit");
+    set_view(&mut c, p2, false);
+    c.run_for(ms(500));
+    // P3, the majority's primary now, commits; acknowledged by two copies.
+    assert!(c.node(p3).is_primary_for(id.as_bytes()), "P3 took over");
+    assert_eq!(value(&read(&mut c, p3, &id).unwrap()), "first");
+    let r3 = commit_value(&mut c, p3, &id, "acked");
+    assert!(matches!(r3, Some(Ok(2))), "{r3:?}");
+    let p3_version = c.node(p3).peek(id.as_bytes()).unwrap().version();
+    assert!(
+        p3_version > p2_version,
+        "P3's term {:#x} not above P2's {:#x}",
+        p3_version.counter,
+        p2_version.counter
+    );
+    // Healed: the acknowledged commit stands everywhere.
+    heal_and_read_acked(&mut c, &id);
+}
+
+/// A new primary that missed a former primary's commit must not start its
+/// term on the older base: a holder with a newer version another member
+/// wrote refuses its repair copy (not acknowledged, so the commit waiting
+/// for it keeps waiting) and sends it the newer copy. A resend of the
+/// primary's own older version (overtaken by its next commit) is acked.
+#[test]
+fn a_repair_older_than_a_holders_copy_from_another_writer_is_refused_and_answered() {
+    use sessionrepl::session::{CodecLimits, CopyReason, Dest, Message, Reject, SessionImage};
+    let mut c = SimCluster::started(SimConfig::default(), backup(), 3);
+    let id = "rep";
+    let p = primary_of(&c, id);
+    let mut t = Txn::new(id);
+    t.set("k", "v0");
+    let tk = c.with(p, |n, now| n.create(t, 1, now)).unwrap();
+    c.run_for(ms(50));
+    assert!(matches!(outcome(&c, p, tk), Some(Ok(2))));
+    let b = index_of(&c, c.node(p).placement_of(id.as_bytes()).as_slice()[1]);
+    let x = (0..3).find(|i| *i != p && *i != b).unwrap();
+    let held = c.node(b).peek(id.as_bytes()).unwrap().version();
+    assert_eq!(held.writer, sim_key(p).id);
+    let meta = c.node(b).peek(id.as_bytes()).unwrap().meta().clone();
+    let older = |writer: usize| {
+        Message::Copy {
+            reason: CopyReason::Repair,
+            session: SessionImage {
+                id: Bytes::from_static(b"rep"),
+                version: sessionrepl::session::Version {
+                    counter: held.counter - 1,
+                    writer: sim_key(writer).id,
+                },
+                meta: meta.clone(),
+                idle_ms: 0,
+                lost: 1,
+                attrs: vec![(Bytes::from_static(b"k"), Bytes::from_static(b"old"))],
+            },
+        }
+        .encode()
+    };
+    // From another member (as a new primary that missed P's commit).
+    let msg = older(x);
+    let (r, sent) = c.with(b, |n, now| {
+        let r = n.handle_message(sim_key(x), msg, now);
+        (
+            r,
+            std::iter::from_fn(|| n.poll_transmit()).collect::<Vec<_>>(),
+        )
+    });
+    assert_eq!(r, Err(Reject::Conflict));
+    let back = sent
+        .iter()
+        .find_map(
+            |t| match (&t.to, Message::decode(&t.payload, &CodecLimits::default())) {
+                (Dest::One(to), Ok(Message::Copy { session, .. })) if *to == sim_key(x) => {
+                    Some(session)
+                }
+                _ => None,
+            },
+        )
+        .expect("the newer copy sent back to the repairing member");
+    assert_eq!(back.version, held);
+    assert_eq!(value(c.node(b).peek(id.as_bytes()).unwrap()), "v0");
+    // From the writer of the held version itself: a resend overtaken.
+    let msg = older(p);
+    let r = c.with(b, |n, now| n.handle_message(sim_key(p), msg, now));
+    assert_eq!(r, Ok(()));
+    assert_eq!(c.node(b).peek(id.as_bytes()).unwrap().version(), held);
+}
+
+/// Q cut off with an unknown commit, then its successor R with one in R's
+/// new term; Q comes back as primary. Primary all along in its own view, it
+/// continued its old term, below R's: when R came back, R's commit replaced
+/// Q's acknowledged one. Q's catch-up copy now carries the departures the
+/// others counted (Q's and R's), so Q starts a term above R's.
+#[test]
+fn a_primary_back_from_a_partition_outranks_the_terms_started_while_it_was_away() {
+    let mut c = five_members();
+    let id = "back";
+    let r = rank_of(&c, id);
+    let (q, rr, h) = (r[0], r[1], r[2]);
+    create_first(&mut c, q, id);
+    // Q cut off with an unknown commit; R takes over.
+    cut_off(&mut c, q);
+    assert!(!matches!(commit_value(&mut c, q, id, "q"), Some(Ok(_))));
+    set_view(&mut c, q, false);
+    c.run_for(ms(500));
+    assert!(c.node(rr).is_primary_for(id.as_bytes()), "R took over");
+    // R cut off with an unknown commit in its new term; H takes over.
+    cut_off(&mut c, rr);
+    assert!(!matches!(commit_value(&mut c, rr, id, "r"), Some(Ok(_))));
+    set_view(&mut c, rr, false);
+    c.run_for(ms(500));
+    assert!(c.node(h).is_primary_for(id.as_bytes()), "H took over");
+    // Q comes back (R stays cut off) and is the primary again.
+    c.heal();
+    cut_off(&mut c, rr);
+    for x in (0..c.len()).filter(|x| *x != q && *x != rr) {
+        c.with(x, |nd, now| nd.member_added(sim_key(q), now));
+        c.with(q, |nd, now| nd.member_added(sim_key(x), now));
+    }
+    c.run_for(ms(1000));
+    assert!(c.node(q).is_primary_for(id.as_bytes()), "Q primary again");
+    let acked = commit_value(&mut c, q, id, "acked");
+    assert!(matches!(acked, Some(Ok(2))), "{acked:?}");
+    // R comes back too: the acknowledged commit stands everywhere.
+    heal_and_read_acked(&mut c, id);
+}
+
+/// The last member standing after its session's primary was lost counts
+/// that departure, and has no other holder to announce the count to: its
+/// commit starts the new term at once (it must not wait for a repair
+/// nobody can acknowledge).
+#[test]
+fn a_primary_without_other_holders_starts_its_term_at_once() {
+    let mut c = SimCluster::started(SimConfig::default(), backup(), 2);
+    let id = "alone";
+    let p = primary_of(&c, id);
+    let b = 1 - p;
+    let mut t = Txn::new(id);
+    t.set("k", "v0");
+    let tk = c.with(p, |n, now| n.create(t, 1, now)).unwrap();
+    c.run_for(ms(50));
+    assert!(matches!(outcome(&c, p, tk), Some(Ok(2))));
+    c.kill(p);
+    c.run_for(ms(1500));
+    let s = read(&mut c, b, id).unwrap();
+    let base = s.version();
+    let mut t = Txn::on(&s);
+    t.set("k", "v1");
+    let tk = c.with(b, |n, now| n.commit(t, now)).unwrap().unwrap();
+    c.run_for(ms(50));
+    assert_eq!(outcome(&c, b, tk), Some(Ok(1)));
+    let v = c.node(b).peek(id.as_bytes()).unwrap().version();
+    assert_eq!(
+        v.counter >> 32,
+        (base.counter >> 32) + 2,
+        "one departure: 2^1"
+    );
 }

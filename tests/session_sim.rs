@@ -526,6 +526,67 @@ fn garbage_from_a_member_is_refused_and_counted() {
     assert_eq!(c.node(0).stats().decode_errors, 1);
 }
 
+/// A member still on codec version 1 (session copies without the count of
+/// departed primaries): its message is refused by name and counted, only
+/// that message (the delivery ack says FAIL), and nothing else changes: the
+/// copy held stays, and the next valid message still applies.
+#[test]
+fn a_version_1_store_message_is_refused_by_name_and_changes_nothing() {
+    use sessionrepl::session::{
+        CodecLimits, CopyReason, DecodeError, Message, Reject, SessionImage,
+    };
+    let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Backup), 2);
+    let p = create_on_primary(&mut c, "s", "v0");
+    let b = 1 - p;
+    c.run_for(ms(50));
+    let held = c.node(b).peek(b"s").unwrap().version();
+    // A newer whole copy as version 1 encoded it: the version-2 encoding
+    // without its count byte (the one byte that differs between counts 0
+    // and 1), with version byte 1.
+    let mut img = SessionImage::of(c.node(p).peek(b"s").unwrap(), c.now());
+    img.version.counter += 5;
+    let encode = |lost: u8| {
+        let mut img = img.clone();
+        img.lost = lost;
+        let reason = CopyReason::Rebalance;
+        Message::Copy {
+            reason,
+            session: img,
+        }
+        .encode()
+        .to_vec()
+    };
+    let (a, z) = (encode(0), encode(1));
+    let at = (0..a.len()).find(|i| a[*i] != z[*i]).unwrap();
+    let mut v1 = a.clone();
+    v1.remove(at);
+    v1[1] = 1;
+    let limits = CodecLimits::default();
+    let err = Message::decode(&Bytes::from(v1.clone()), &limits).unwrap_err();
+    assert_eq!(err, DecodeError::UnsupportedVersion(1));
+    assert!(
+        err.to_string().contains("unsupported codec version 1"),
+        "{err}"
+    );
+    let r = c.with(b, |n, now| {
+        n.handle_message(sim_key(p), Bytes::from(v1), now)
+    });
+    assert_eq!(
+        r,
+        Err(Reject::Malformed(DecodeError::UnsupportedVersion(1)))
+    );
+    assert_eq!(c.node(b).stats().decode_errors, 1);
+    assert_eq!(c.node(b).peek(b"s").unwrap().version(), held);
+    assert_eq!(val(&c, b, "s").as_deref(), Some(&b"v0"[..]));
+    // The same member's next message (version 2) is taken as usual.
+    let r = c.with(b, |n, now| {
+        n.handle_message(sim_key(p), Bytes::from(a), now)
+    });
+    assert_eq!(r, Ok(()));
+    assert_eq!(c.node(b).peek(b"s").unwrap().version(), img.version);
+    assert_eq!(c.node(b).stats().decode_errors, 1);
+}
+
 /// The core promise: with N backups and at most N members lost at once, no
 /// acknowledged commit is lost.
 #[test]

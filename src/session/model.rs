@@ -39,7 +39,31 @@ pub struct Version {
     pub writer: [u8; 16],
 }
 
+/// The most departed primaries a copy counts ([`Session::lost`]); a new
+/// term starts at most `2^MAX_LOST` terms ahead of its base.
+pub(crate) const MAX_LOST: u8 = 16;
+
 impl Version {
+    /// The first version of a new term (the counter's high 32 bits) that a
+    /// primary `writer` starts on top of `self`, `lost` primaries of the
+    /// session having left the view since `self` was written: `2^lost`
+    /// terms ahead (`lost` capped at [`MAX_LOST`]), so it outranks every
+    /// term those primaries may have started without anyone knowing (each
+    /// jumped by less than `2^i` after `i` losses, and `2^lost` exceeds
+    /// `1 + 2 + ... + 2^(lost-1)`). Past the last term (2^32 - 1) it only
+    /// counts up within it, as [`Version::next`].
+    pub(crate) fn new_term(self, lost: u8, writer: [u8; 16]) -> Version {
+        let jump = 1u64 << lost.min(MAX_LOST);
+        let term = (self.counter >> 32)
+            .saturating_add(jump)
+            .min(u64::from(u32::MAX));
+        let counter = term << 32;
+        if counter <= self.counter {
+            return self.next(writer);
+        }
+        Version { counter, writer }
+    }
+
     /// The version a commit by `writer` on top of `self` produces.
     pub fn next(self, writer: [u8; 16]) -> Version {
         Version {
@@ -73,6 +97,18 @@ pub struct Session {
     pub(crate) last_access: Instant,
     /// When this node last told others about an access (refresh throttle).
     pub(crate) last_replicated: Instant,
+    /// How many primaries of the session left the placement set (lost or
+    /// drained) since `version` was written, as far as this node knows:
+    /// counted here, or carried by the copy it came in (plus departures
+    /// seen here while a copy may have been in flight). An upper bound, at
+    /// most [`MAX_LOST`]; 0 again once a commit advances the version. A
+    /// primary's commit on this copy starts a term `2^lost` ahead
+    /// ([`Version::new_term`]).
+    pub(crate) lost: u8,
+    /// The highest `lost` that every holder acknowledged for `version`
+    /// (primary only: a repair copy all of them acknowledged). A new term
+    /// that relies on a higher count waits until they have it.
+    pub(crate) lost_on_holders: u8,
 }
 
 impl Session {
@@ -84,6 +120,8 @@ impl Session {
             version,
             last_access: now,
             last_replicated: now,
+            lost: 0,
+            lost_on_holders: 0,
         }
     }
     /// The session id.

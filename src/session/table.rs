@@ -5,7 +5,7 @@
 //! that late copies cannot resurrect it.
 
 use super::codec::{Delta, SessionImage};
-use super::model::{Session, SessionId, Version};
+use super::model::{Session, SessionId, Version, MAX_LOST};
 use crate::session::hash::HashMap;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -68,6 +68,9 @@ impl SessionTable {
     pub fn iter(&self) -> impl Iterator<Item = &Session> {
         self.map.values()
     }
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Session> {
+        self.map.values_mut()
+    }
     /// All session ids (a snapshot).
     pub(crate) fn ids(&self) -> Vec<SessionId> {
         self.map.keys().cloned().collect()
@@ -116,6 +119,10 @@ impl SessionTable {
                 s.apply(&d.ops, &d.meta);
                 s.version = d.version;
                 s.last_access = now;
+                // A commit of the current primary, in a term above every
+                // departed primary's: nothing departed since it.
+                s.lost = 0;
+                s.lost_on_holders = 0;
                 Apply::Done {
                     created: false,
                     displaced: None,
@@ -135,23 +142,34 @@ impl SessionTable {
     }
 
     /// Applies a whole copy if it is newer than what is here.
-    pub(crate) fn apply_image(&mut self, img: SessionImage, now: Instant) -> Apply {
+    ///
+    /// The count of departed primaries ([`Session::lost`]) never drops
+    /// here, only a commit resets it: whatever the two versions, the
+    /// higher count bounds the departures since the newer one (over-counting
+    /// only makes a later term jump further). A copy applied as a new or
+    /// newer version also gets `recent`: departures of the session's
+    /// primary seen here while it may have been in flight.
+    pub(crate) fn apply_image(&mut self, mut img: SessionImage, recent: u8, now: Instant) -> Apply {
         if self.tombstones.contains_key(&img.id) {
             return Apply::Stale;
         }
+        let carried = img.lost.min(MAX_LOST);
+        img.lost = carried.saturating_add(recent);
         match self.map.get_mut(&img.id) {
             Some(s) if img.version > s.version => {
                 let displaced = concurrent(img.version, s.version).then_some(s.version);
-                let access = s.last_access;
+                let (access, lost) = (s.last_access, s.lost);
                 *s = img.into_session(now);
                 // A copy never makes a session look older than seen here.
                 s.last_access = s.last_access.max(access);
+                s.lost = s.lost.max(lost);
                 Apply::Done {
                     created: false,
                     displaced,
                 }
             }
             Some(s) => {
+                s.lost = s.lost.max(carried);
                 if concurrent(img.version, s.version) {
                     Apply::Lost { kept: s.version }
                 } else {
@@ -185,6 +203,7 @@ mod tests {
             },
             meta: SessionMeta::default(),
             idle_ms: 0,
+            lost: 0,
             attrs: vec![(Bytes::from_static(b"a"), Bytes::from_static(val))],
         }
     }
@@ -213,10 +232,10 @@ mod tests {
         let now = Instant::now();
         let mut t = SessionTable::default();
         assert!(matches!(
-            t.apply_image(img(b"s", 5, 1, b"new"), now),
+            t.apply_image(img(b"s", 5, 1, b"new"), 0, now),
             Apply::Done { created: true, .. }
         ));
-        assert_eq!(t.apply_image(img(b"s", 3, 1, b"old"), now), Apply::Stale);
+        assert_eq!(t.apply_image(img(b"s", 3, 1, b"old"), 0, now), Apply::Stale);
         assert_eq!(&t.get(b"s").unwrap().attribute(b"a").unwrap()[..], b"new");
     }
 
@@ -224,7 +243,7 @@ mod tests {
     fn delta_applies_only_on_its_base() {
         let now = Instant::now();
         let mut t = SessionTable::default();
-        t.apply_image(img(b"s", 1, 1, b"v1"), now);
+        t.apply_image(img(b"s", 1, 1, b"v1"), 0, now);
         assert_eq!(t.apply_delta(&delta(2, 3, b"v3"), now), Apply::Gap);
         assert!(matches!(
             t.apply_delta(&delta(1, 2, b"v2"), now),
@@ -238,18 +257,18 @@ mod tests {
     fn concurrent_versions_resolve_to_the_higher_writer_on_every_node() {
         let now = Instant::now();
         let (mut a, mut b) = (SessionTable::default(), SessionTable::default());
-        a.apply_image(img(b"s", 6, 1, b"from-1"), now);
-        b.apply_image(img(b"s", 6, 2, b"from-2"), now);
+        a.apply_image(img(b"s", 6, 1, b"from-1"), 0, now);
+        b.apply_image(img(b"s", 6, 2, b"from-2"), 0, now);
         // Each receives the other's version.
         assert!(matches!(
-            a.apply_image(img(b"s", 6, 2, b"from-2"), now),
+            a.apply_image(img(b"s", 6, 2, b"from-2"), 0, now),
             Apply::Done {
                 displaced: Some(_),
                 ..
             }
         ));
         assert!(matches!(
-            b.apply_image(img(b"s", 6, 1, b"from-1"), now),
+            b.apply_image(img(b"s", 6, 1, b"from-1"), 0, now),
             Apply::Lost { .. }
         ));
         assert_eq!(
@@ -259,12 +278,49 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_carries_its_loss_count_and_a_commit_clears_it() {
+        let now = Instant::now();
+        let mut t = SessionTable::default();
+        let mut i = img(b"s", 2, 1, b"v2");
+        i.lost = 2;
+        // Applied: the sender's count plus departures seen here meanwhile.
+        t.apply_image(i.clone(), 1, now);
+        assert_eq!(t.get(b"s").unwrap().lost, 3);
+        // The same version with a higher count raises it, a lower one not.
+        i.lost = 5;
+        assert_eq!(t.apply_image(i.clone(), 1, now), Apply::Stale);
+        assert_eq!(t.get(b"s").unwrap().lost, 5);
+        i.lost = 0;
+        t.apply_image(i, 1, now);
+        assert_eq!(t.get(b"s").unwrap().lost, 5);
+        // An older copy's count bounds the departures since this version too.
+        let mut old = img(b"s", 1, 1, b"v1");
+        old.lost = 7;
+        assert_eq!(t.apply_image(old, 0, now), Apply::Stale);
+        assert_eq!(t.get(b"s").unwrap().lost, 7);
+        // A newer copy never lowers it; counts never pass the cap.
+        t.apply_image(img(b"s", 3, 1, b"v3"), 0, now);
+        assert_eq!(t.get(b"s").unwrap().lost, 7);
+        assert_eq!(&t.get(b"s").unwrap().attribute(b"a").unwrap()[..], b"v3");
+        let mut hi = img(b"s", 4, 1, b"v4");
+        hi.lost = MAX_LOST;
+        t.apply_image(hi, 9, now);
+        assert_eq!(t.get(b"s").unwrap().lost, MAX_LOST);
+        // A commit on the version held starts counting again.
+        assert!(matches!(
+            t.apply_delta(&delta(4, 5, b"v5"), now),
+            Apply::Done { .. }
+        ));
+        assert_eq!(t.get(b"s").unwrap().lost, 0);
+    }
+
+    #[test]
     fn removed_ids_are_not_resurrected_until_the_tombstone_expires() {
         let now = Instant::now();
         let mut t = SessionTable::default();
-        t.apply_image(img(b"s", 1, 1, b"x"), now);
+        t.apply_image(img(b"s", 1, 1, b"x"), 0, now);
         t.remove(&Bytes::from_static(b"s"), now);
-        assert_eq!(t.apply_image(img(b"s", 9, 1, b"x"), now), Apply::Stale);
+        assert_eq!(t.apply_image(img(b"s", 9, 1, b"x"), 0, now), Apply::Stale);
         t.purge_tombstones(now + Duration::from_secs(10), Duration::from_secs(5));
         assert!(!t.is_tombstoned(b"s"));
     }

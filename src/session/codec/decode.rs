@@ -268,6 +268,7 @@ impl Reader<'_> {
         let version = self.version()?;
         let meta = self.meta()?;
         let idle_ms = self.varint()?;
+        let lost = self.u8()?.min(MAX_LOST);
         let n = self.count("attributes", self.lim.max_attrs, 2)?;
         let mut attrs = Vec::with_capacity(n);
         for _ in 0..n {
@@ -280,6 +281,7 @@ impl Reader<'_> {
             version,
             meta,
             idle_ms,
+            lost,
             attrs,
         })
     }

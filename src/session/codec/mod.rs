@@ -1,7 +1,7 @@
 //! The compact binary codec of the store's own messages (not Java
 //! serialization).
 //!
-//! Every message starts with `0xD5`, the codec version (1) and a type byte.
+//! Every message starts with `0xD5`, the codec version (2) and a type byte.
 //! Integers are LEB128 varints (signed ones zigzag), byte strings are a
 //! varint length then the bytes, a version is a varint counter then the
 //! 16-byte writer id. Decoding treats input as hostile: every length and
@@ -10,13 +10,13 @@
 //! nothing panics. Decoded attribute values are slices of the input
 //! [`Bytes`] (no copy).
 
-use super::model::{AttrOp, MetaChange, Session, SessionId, SessionMeta, Version};
+use super::model::{AttrOp, MetaChange, Session, SessionId, SessionMeta, Version, MAX_LOST};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
 use std::time::Instant;
 
 const MAGIC: u8 = 0xD5;
-const CODEC_VERSION: u8 = 1;
+const CODEC_VERSION: u8 = 2;
 
 const T_DELTA: u8 = 1;
 const T_ACCESS: u8 = 2;
@@ -74,6 +74,10 @@ pub struct SessionImage {
     pub meta: SessionMeta,
     /// Milliseconds since the last access, as the sender saw it.
     pub idle_ms: u64,
+    /// Primaries of the session the sender saw leave the view since
+    /// `version` was written (decoded values above 16 read as 16). A new
+    /// primary's first commit on this copy starts a term `2^lost` ahead.
+    pub lost: u8,
     /// Attributes.
     pub attrs: Vec<(Bytes, Bytes)>,
 }
@@ -86,6 +90,7 @@ impl SessionImage {
             version: s.version,
             meta: s.meta.clone(),
             idle_ms: s.idle_ms(now),
+            lost: s.lost,
             attrs: s
                 .attrs
                 .iter()
@@ -99,6 +104,7 @@ impl SessionImage {
             .checked_sub(std::time::Duration::from_millis(self.idle_ms))
             .unwrap_or(now);
         let mut s = Session::new(self.id, self.meta, self.version, last);
+        s.lost = self.lost.min(MAX_LOST);
         s.attrs.reserve(self.attrs.len());
         s.attrs.extend(self.attrs);
         s
@@ -376,7 +382,7 @@ fn session_len<'a>(
     attrs: impl Iterator<Item = (&'a Bytes, &'a Bytes)>,
 ) -> usize {
     let a: usize = attrs.map(|(k, v)| k.len() + v.len() + 20).sum();
-    id.len() + 10 + 27 + meta_len(meta) + 10 + 10 + a
+    id.len() + 10 + 27 + meta_len(meta) + 10 + 1 + 10 + a
 }
 
 fn put_session<'a>(
@@ -384,7 +390,7 @@ fn put_session<'a>(
     id: &[u8],
     version: Version,
     meta: &SessionMeta,
-    idle_ms: u64,
+    (idle_ms, lost): (u64, u8),
     count: usize,
     attrs: impl Iterator<Item = (&'a Bytes, &'a Bytes)>,
 ) {
@@ -392,6 +398,7 @@ fn put_session<'a>(
     put_version(b, version);
     put_meta(b, meta);
     put_varint(b, idle_ms);
+    b.put_u8(lost);
     put_varint(b, count as u64);
     for (k, v) in attrs {
         put_bytes(b, k);
@@ -405,7 +412,7 @@ fn put_image(b: &mut BytesMut, s: &SessionImage) {
         &s.id,
         s.version,
         &s.meta,
-        s.idle_ms,
+        (s.idle_ms, s.lost),
         s.attrs.len(),
         s.attrs.iter().map(|(k, v)| (k, v)),
     );
@@ -421,7 +428,7 @@ fn put_live(b: &mut BytesMut, s: &Session, now: Instant) {
         &s.id,
         s.version,
         &s.meta,
-        s.idle_ms(now),
+        (s.idle_ms(now), s.lost),
         s.attrs.len(),
         s.attrs.iter(),
     );

@@ -35,14 +35,15 @@ fn arb_image() -> impl Strategy<Value = SessionImage> {
         arb_bytes(40),
         arb_version(),
         arb_meta(),
-        any::<u64>(),
+        (any::<u64>(), 0..=crate::session::model::MAX_LOST),
         proptest::collection::vec((arb_bytes(16), arb_bytes(64)), 0..6),
     )
-        .prop_map(|(id, version, meta, idle_ms, attrs)| SessionImage {
+        .prop_map(|(id, version, meta, (idle_ms, lost), attrs)| SessionImage {
             id,
             version,
             meta,
             idle_ms,
+            lost,
             attrs,
         })
 }
@@ -219,8 +220,13 @@ fn bad_magic_version_and_type_are_named() {
         Err(DecodeError::UnsupportedVersion(9))
     );
     assert_eq!(
-        Message::decode(&Bytes::from_static(&[MAGIC, 1, 200]), &l),
+        Message::decode(&Bytes::from_static(&[MAGIC, CODEC_VERSION, 200]), &l),
         Err(DecodeError::UnknownType(200))
+    );
+    // Version 1 had no loss count in a session image: refused by name.
+    assert_eq!(
+        Message::decode(&Bytes::from_static(&[MAGIC, 1, 3]), &l),
+        Err(DecodeError::UnsupportedVersion(1))
     );
     assert_eq!(
         Message::decode(&Bytes::new(), &l),
@@ -330,6 +336,7 @@ fn live_encoders_match_the_generic_encoder() {
     );
     s.attrs
         .insert(Bytes::from_static(b"k"), Bytes::from_static(b"v"));
+    s.lost = 3;
     let img = SessionImage::of(&s, now);
     assert_eq!(
         encode_copy(CopyReason::Handoff, &s, now),
@@ -364,5 +371,26 @@ fn live_encoders_match_the_generic_encoder() {
             session: Some(img)
         }
         .encode()
+    );
+}
+
+#[test]
+fn a_loss_count_above_the_cap_decodes_as_the_cap() {
+    let now = Instant::now();
+    let mut s = Session::new(
+        Bytes::from_static(b"abc"),
+        SessionMeta::default(),
+        Version::default().next([3; 16]),
+        now,
+    );
+    s.lost = 200; // not a count this node makes: a hostile or newer sender
+    let enc = encode_copy(CopyReason::Rebalance, &s, now);
+    let Ok(Message::Copy { session, .. }) = Message::decode(&enc, &CodecLimits::default()) else {
+        panic!("copy did not decode");
+    };
+    assert_eq!(session.lost, crate::session::model::MAX_LOST);
+    assert_eq!(
+        session.into_session(now).lost,
+        crate::session::model::MAX_LOST
     );
 }

@@ -231,7 +231,11 @@ impl SessionNode {
             // The former primary's last commits may still be on their way.
             return self.queue_commit(txn, None, origin, now);
         }
-        let Some(held) = self.table.get(&txn.id).map(|s| s.version) else {
+        let Some((held, unannounced)) = self
+            .table
+            .get(&txn.id)
+            .map(|s| (s.version, s.lost > s.lost_on_holders))
+        else {
             return Err(Error::NotFound);
         };
         if let Some(b) = txn.base {
@@ -254,27 +258,26 @@ impl SessionNode {
         }
         let me = self.me.id;
         let draining = self.state == NodeState::Draining;
-        let promoted = if backup {
-            self.new_term.remove(&txn.id[..])
-        } else {
-            None
-        };
+        if backup && unannounced && self.await_count_on_holders(&txn.id, now) {
+            return self.queue_commit(txn, None, origin, now);
+        }
+        let promoted = backup && self.new_term.remove(&txn.id[..]);
         let s = self.table.get_mut(&txn.id).ok_or(Error::NotFound)?;
         let base = s.version;
         s.apply(&txn.ops, &txn.meta);
-        s.version = if backup && (base.writer != me || promoted.is_some()) {
+        s.version = if backup && (base.writer != me || promoted || s.lost > 0) {
             // First commit of a new primary: a new term (the counter's high
             // half), so that whatever an earlier primary left on some copy
-            // without acknowledgement orders before every commit from now on
-            // (two terms ahead after the former primary was lost: see
-            // `new_term`).
-            Version {
-                counter: ((base.counter >> 32) + promoted.unwrap_or(1)) << 32,
-                writer: me,
-            }
+            // without acknowledgement orders before every commit from now
+            // on: 2^lost terms ahead when primaries of the session departed
+            // since the base was written (each may have started a term of
+            // its own that nobody acknowledged).
+            base.new_term(s.lost, me)
         } else {
             base.next(me)
         };
+        s.lost = 0;
+        s.lost_on_holders = 0;
         s.last_access = now;
         s.last_replicated = now;
         let version = s.version;
@@ -301,6 +304,25 @@ impl SessionNode {
             });
         }
         Ok(self.new_ticket(txn.id, CommitKind::Update, version, to, token, origin))
+    }
+
+    /// Called for a commit of `id` whose copy counts more departed
+    /// primaries ([`Session::lost`]) than every holder acknowledged for
+    /// this version: true if it must wait, for the term it would start
+    /// relies on that count. Were this node lost after such a commit, the next
+    /// primary must count at least one departure more than this node did,
+    /// or its term could equal this one's. The copy goes out as a repair
+    /// (the session is dirty until every holder acknowledged it); the
+    /// commit runs after.
+    fn await_count_on_holders(&mut self, id: &SessionId, now: Instant) -> bool {
+        if self.required(id).is_empty() {
+            return false; // no other holder to tell
+        }
+        if !self.dirty.contains(id) {
+            self.mark_dirty(id);
+            self.repair_dirty(now);
+        }
+        true
     }
 
     /// Records a read-only access: refreshes the last access here and, no

@@ -543,19 +543,20 @@ impl SessionNode {
                 self.dirty.remove(&id);
                 continue;
             }
-            let version = s.version;
+            let (version, lost) = (s.version, s.lost);
             let payload = codec::encode_copy(codec::CopyReason::Repair, s, now);
             self.stats.copies_sent += 1;
             self.repairing.insert(id.clone());
-            self.send(to, payload, Some(Purpose::Repair { id, version }));
+            self.send(to, payload, Some(Purpose::Repair { id, version, lost }));
         }
     }
 
-    /// One holder's answer to a repair copy.
+    /// One holder's answer to a repair copy of `version` that carried the
+    /// count of departed primaries `lost`.
     pub(crate) fn repair_outcome(
         &mut self,
         id: SessionId,
-        version: Version,
+        (version, lost): (Version, u8),
         ok: bool,
         last: bool,
         now: Instant,
@@ -566,7 +567,16 @@ impl SessionNode {
         if last {
             self.repairing.remove(&id);
             let failed = self.failed_repairs.remove(&id);
-            let current = self.table.get(&id).is_some_and(|s| s.version == version);
+            let current = match self.table.get_mut(&id) {
+                Some(s) if s.version == version => {
+                    if !failed {
+                        // Every holder has this version, counting at least `lost`.
+                        s.lost_on_holders = s.lost_on_holders.max(lost);
+                    }
+                    true
+                }
+                _ => false,
+            };
             if !failed && current {
                 self.dirty.remove(&id);
                 self.run_queued(&id, now);

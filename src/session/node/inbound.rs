@@ -1,9 +1,11 @@
 //! Messages from other members: decode, apply by the version rules, answer.
 
 use super::{NodeState, SessionEvent, SessionNode};
-use crate::session::codec::{CopyReason, DecodeError, Delta, Message, RemoveReason, SessionImage};
+use crate::session::codec::{
+    self, CopyReason, DecodeError, Delta, Message, RemoveReason, SessionImage,
+};
 use crate::session::config::SessionMode;
-use crate::session::model::{MemberKey, SessionId, Version};
+use crate::session::model::{MemberKey, Session, SessionId, Version};
 use crate::session::table::Apply;
 use bytes::Bytes;
 use std::fmt;
@@ -155,12 +157,27 @@ impl SessionNode {
     fn on_copy(
         &mut self,
         from: MemberKey,
-        _reason: CopyReason,
+        reason: CopyReason,
         img: SessionImage,
         now: Instant,
     ) -> Result<(), Reject> {
         let (id, version) = (img.id.clone(), img.version);
-        let r = self.table.apply_image(img, now);
+        let recent = self.recent_departures(&id, now);
+        let r = self.table.apply_image(img, recent, now);
+        if reason == CopyReason::Repair && matches!(r, Apply::Stale | Apply::Lost { .. }) {
+            let newer = |s: &&Session| s.version > version && s.version.writer != from.id;
+            if let Some(s) = self.table.get(&id).filter(newer) {
+                // The primary repairs from an older base than this copy, which
+                // another member wrote (a commit of a former primary it
+                // missed): refuse, so that it starts no term on that base,
+                // and send it this copy. (A newer version it wrote itself
+                // only overtook a resend of its own.)
+                let payload = codec::encode_copy(CopyReason::Rebalance, s, now);
+                self.stats.copies_sent += 1;
+                self.send(vec![from], payload, None);
+                return Err(Reject::Conflict);
+            }
+        }
         self.after_apply(from, &id, version, r, now)
     }
 
@@ -277,7 +294,8 @@ impl SessionNode {
         let mut result = Ok(());
         if holds_new {
             let version = img.version;
-            match self.table.apply_image(img, now) {
+            let recent = self.recent_departures(&new, now);
+            match self.table.apply_image(img, recent, now) {
                 Apply::Lost { kept } => {
                     self.stats.conflicts += 1;
                     self.push_event(SessionEvent::Conflict {

@@ -21,7 +21,7 @@ mod types;
 
 use super::codec::{CodecLimits, Message, RemoveReason};
 use super::config::{SessionConfig, SessionMode};
-use super::model::{MemberKey, Session, SessionId, Txn};
+use super::model::{MemberKey, Session, SessionId, Txn, MAX_LOST};
 use super::placement::{Holders, Placement};
 use super::table::SessionTable;
 use crate::session::hash::{HashMap, HashSet};
@@ -34,6 +34,9 @@ pub use inbound::Reject;
 use outcome::{CommitKind, Inflight, PendingCommit, Purpose};
 use transfer::{Donation, Fetch, Join};
 pub use types::*;
+
+/// Replaced placement sets kept ([`SessionNode::recent_views`]).
+const MAX_RECENT_VIEWS: usize = 64;
 
 /// The state of a drain.
 #[derive(Debug, Default)]
@@ -115,12 +118,9 @@ pub struct SessionNode {
     /// Sessions this node became the primary of again: its next commit
     /// starts a new term even if it wrote the last version itself (a
     /// primary in between may have left a higher version on some copy).
-    /// The value is how many terms that commit skips ahead: 2 when the
-    /// former primary left the view (it may itself have started a term on
-    /// the same base without anyone acknowledging it: a member just
-    /// restarted, then cut off by a partition before it was found out), 1
-    /// otherwise.
-    pub(crate) new_term: HashMap<SessionId, u64>,
+    /// How far ahead is the copy's count of departed primaries
+    /// ([`Session::lost`], [`Version::new_term`](crate::session::model::Version::new_term)).
+    pub(crate) new_term: HashSet<SessionId>,
     /// Commits whose base is not the current version while an earlier
     /// commit of the session is unacknowledged: decided once it settles
     /// (a conflict with a change that may still vanish is no conflict).
@@ -177,7 +177,7 @@ impl SessionNode {
             dirty: HashSet::default(),
             failed_repairs: HashSet::default(),
             repairing: HashSet::default(),
-            new_term: HashMap::default(),
+            new_term: HashSet::default(),
             queued: HashMap::default(),
             reuse_ticket: None,
             ready_at: None,
@@ -278,33 +278,77 @@ impl SessionNode {
         }
         live.sort();
         if live != old {
-            if self.cfg.mode == SessionMode::Backup && self.state == NodeState::Ready {
-                // Sessions this node is the new primary of: its copy may be
-                // newer than another holder's (a commit the former primary
-                // had not finished); repair them before serving reads.
-                let copies = self.copies();
-                let promoted: Vec<(SessionId, u64)> = self
-                    .table
-                    .iter()
-                    .filter_map(|s| {
-                        let was = Placement::holders(&s.id, &old, copies).primary();
-                        (Placement::holders(&s.id, &live, copies).primary() == Some(self.me)
-                            && was != Some(self.me))
-                        .then(|| {
-                            let lost = was.is_some_and(|p| !live.contains(&p));
-                            (s.id.clone(), if lost { 2 } else { 1 })
-                        })
-                    })
-                    .collect();
-                self.dirty.extend(promoted.iter().map(|(id, _)| id.clone()));
-                self.new_term.extend(promoted);
+            if self.cfg.mode == SessionMode::Backup {
+                self.primaries_changed(&old, &live);
             }
             self.recent_views.push_back((now, old));
-            while self.recent_views.len() > 64 {
+            while self.recent_views.len() > MAX_RECENT_VIEWS {
                 self.recent_views.pop_front();
             }
         }
         self.live = live;
+    }
+
+    /// The placement set went from `old` to `live` (backup mode). Every
+    /// copy whose primary left it (lost, cut off or drained: this node
+    /// cannot tell) counts one more departure ([`Session::lost`]): that
+    /// primary may have started a term nobody acknowledged. Sessions this
+    /// node is the new primary of: its copy may be newer than another
+    /// holder's (a commit the former primary had not finished); repair
+    /// them before serving reads, and start a new term on the next commit.
+    fn primaries_changed(&mut self, old: &[MemberKey], live: &[MemberKey]) {
+        let copies = self.copies();
+        let ready = self.state == NodeState::Ready;
+        let me = self.me;
+        let mut promoted = Vec::new();
+        for s in self.table.iter_mut() {
+            let was = Placement::holders(&s.id, old, copies).primary();
+            if was.is_some_and(|p| !live.contains(&p)) {
+                s.lost = s.lost.saturating_add(1).min(MAX_LOST);
+            }
+            if ready
+                && was != Some(me)
+                && Placement::holders(&s.id, live, copies).primary() == Some(me)
+            {
+                promoted.push(s.id.clone());
+            }
+        }
+        self.dirty.extend(promoted.iter().cloned());
+        self.new_term.extend(promoted);
+    }
+
+    /// Departures of `id`'s primary from the placement set seen here in
+    /// the last `accessTimeout` (`primarySettleTime` if longer): a copy of
+    /// `id` sent before one of them may not count it, so it is added to
+    /// the copy's count when the copy is applied. [`MAX_LOST`] if the
+    /// views kept do not reach back that far.
+    pub(crate) fn recent_departures(&self, id: &[u8], now: Instant) -> u8 {
+        if self.cfg.mode != SessionMode::Backup {
+            return 0;
+        }
+        let window = self.cfg.access_timeout.max(self.cfg.primary_settle_time);
+        let within = |t: &Instant| now.saturating_duration_since(*t) < window;
+        if self.recent_views.len() >= MAX_RECENT_VIEWS
+            && self.recent_views.front().is_some_and(|(t, _)| within(t))
+        {
+            return MAX_LOST;
+        }
+        let copies = self.copies();
+        let mut n = 0u8;
+        for (i, (t, old)) in self.recent_views.iter().enumerate() {
+            if !within(t) {
+                continue;
+            }
+            let next = self.recent_views.get(i + 1).map_or(&self.live, |(_, v)| v);
+            if old.iter().all(|m| next.contains(m)) {
+                continue; // only joins: nobody departed
+            }
+            let was = Placement::holders(id, old, copies).primary();
+            if was.is_some_and(|p| !next.contains(&p)) {
+                n = n.saturating_add(1);
+            }
+        }
+        n.min(MAX_LOST)
     }
 
     pub(crate) fn push_event(&mut self, e: SessionEvent) {

@@ -38,7 +38,12 @@ pub(crate) enum Purpose {
     /// A copy released to the session's holders (hand-off before release).
     Release { id: SessionId },
     /// A whole copy of a dirty session (a commit failed after it was applied).
-    Repair { id: SessionId, version: Version },
+    Repair {
+        id: SessionId,
+        version: Version,
+        /// The count of departed primaries the copy carried.
+        lost: u8,
+    },
 }
 
 /// A tracked transmit: its purpose and the members whose outcome is due.
@@ -159,8 +164,8 @@ impl SessionNode {
             }
             Some(Purpose::Forward { ticket }) => self.forward_outcome(ticket, outcome),
             Some(Purpose::Release { id }) => self.release_outcome(id, member, ok),
-            Some(Purpose::Repair { id, version }) => {
-                self.repair_outcome(id, version, ok, last, now)
+            Some(Purpose::Repair { id, version, lost }) => {
+                self.repair_outcome(id, (version, lost), ok, last, now)
             }
         }
     }

@@ -493,7 +493,8 @@ impl SessionNode {
         now: Instant,
     ) {
         for img in sessions {
-            match self.table.apply_image(img, now) {
+            let recent = self.recent_departures(&img.id, now);
+            match self.table.apply_image(img, recent, now) {
                 Apply::Done { .. } => {
                     self.stats.applied += 1;
                     self.stats.sessions_transferred += 1;

@@ -226,6 +226,9 @@ fn result_of(r: SlotResult) -> Result<usize> {
 ///
 /// [`SessionStore::lookup_step`]: super::SessionStore::lookup_step
 #[derive(Debug)]
+// `Done` carries the session by value, moved once per lookup step; boxing
+// it would cost an allocation per read.
+#[allow(clippy::large_enum_variant)]
 pub enum LookupStep {
     /// The answer.
     Done(super::StoreLookup),
