@@ -99,7 +99,7 @@ TOMCAT_BENCH_CLIENTS  ?= 4
 bench-tomcat: jvm-lib jvm-jar
 	@rm -rf $(JVM_BUILD)/tbench && mkdir -p $(JVM_BUILD)/tbench
 	$(JAVAC) --release 11 -encoding UTF-8 -cp $(JVM_BUILD)/sessionrepl.jar:$(TOMCAT_CP) -d $(JVM_BUILD)/tbench \
-	  $(wildcard java/test/io/sessionrepl/tomcat/*.java) bench/jvm/TomcatBench.java
+	  $(JVM_TESTS) bench/jvm/TomcatBench.java
 	$(JAVA) -Djava.net.preferIPv4Stack=true -cp $(JVM_BUILD)/sessionrepl.jar:$(TOMCAT_CP):$(JVM_BUILD)/tbench \
 	  io.sessionrepl.tomcat.TomcatBench $(abspath $(JVM_BUILD)/sessionrepl.jar) $(abspath $(FFI_REL)) $(TOMCAT_CP) \
 	  $(JVM_BUILD)/tbench $(JVM_BUILD)/tomcat-bench $(TOMCAT_BENCH_REQUESTS) $(TOMCAT_BENCH_CLIENTS)
