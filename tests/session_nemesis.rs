@@ -131,6 +131,8 @@ struct Run {
     drains: usize,
     pauses: usize,
     partitions: usize,
+    /// Last line printed by [`Run::watch`].
+    watched: Option<String>,
 }
 
 impl Run {
@@ -177,6 +179,7 @@ impl Run {
             drains: 0,
             pauses: 0,
             partitions: 0,
+            watched: None,
         }
     }
 
@@ -514,6 +517,44 @@ impl Run {
         }
     }
 
+    /// Debugging aid (`SIM_WATCH=s2`): prints each change of who holds
+    /// the session, at which version, and whom each node places it on.
+    fn watch(&mut self) {
+        let Ok(id) = std::env::var("SIM_WATCH") else {
+            return;
+        };
+        let mut line = String::new();
+        for i in self.c.alive() {
+            let n = self.c.node(i);
+            let v = n.peek(id.as_bytes()).map(|s| {
+                let v = s.version();
+                format!("{}/w{}", v.counter, v.writer[0] as i32 - 1)
+            });
+            let pl = n.placement_of(id.as_bytes());
+            let pl: Vec<String> = (0..self.c.len())
+                .filter(|j| pl.contains(&sessionrepl::session::sim::sim_key(*j)))
+                .map(|j| j.to_string())
+                .collect();
+            line.push_str(&format!(
+                " n{i}{}[{:?} u={} place={}{} v={}]",
+                if self.c.is_paused(i) { "(P)" } else { "" },
+                n.state(),
+                n.stats().under_replicated,
+                pl.join(","),
+                if n.is_primary_for(id.as_bytes()) {
+                    " PRIM"
+                } else {
+                    ""
+                },
+                v.unwrap_or_else(|| "-".into())
+            ));
+        }
+        if Some(&line) != self.watched.as_ref() {
+            eprintln!("{:>7}us{line}", self.ns() / 1000);
+            self.watched = Some(line);
+        }
+    }
+
     fn run(&mut self) {
         let end_chaos = self.t0 + self.plan.chaos;
         let mut next_nemesis = self.t0 + ms(50);
@@ -525,6 +566,7 @@ impl Run {
             self.drive_clients();
             self.c.run_for(Duration::from_micros(500));
             self.dispatch();
+            self.watch();
         }
         // Heal, let the cluster settle, then let every client finish.
         self.c.heal();
