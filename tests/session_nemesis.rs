@@ -745,6 +745,7 @@ const FIXED_SEEDS: &[(u64, &str)] = &[
     (2385, "primary promoted after a crash served a state another holder lacked; a later drain lost it"),
     (9390, "a member primary again after a drain reused its old term: a holder kept the drained primary's unknown commit over a later acknowledged one"),
     (14832, "a re-replication copy to a cut-off new holder was dropped after its retries and under_replicated fell to 0: the nemesis crashed the last holder, an acked session lost"),
+    (10703, "a donor gave up on a joiner cut off mid-transfer: the joiner stayed Joining until stateTransferTimeout, a final read never answered"),
     (16467, "the same as 14832 (a dropped re-replication copy, under_replicated 0 with one copy left): acked appends lost"),
 ];
 

@@ -726,3 +726,44 @@ fn a_re_replication_copy_cut_off_stays_under_replicated_and_lands_after_the_heal
         assert_eq!(val(&c, h, "r").as_deref(), Some(&b"acked"[..]));
     }
 }
+
+/// The nemesis' seed 10703: a joiner's link to one donor was cut in the
+/// middle of its state transfer for longer than the donor retries a chunk,
+/// so the donor gave up; the joiner waited for it until
+/// `stateTransferTimeout` (30 s), in `Joining`, also after the heal. Now a
+/// transfer that made no progress for a sweep interval asks the donors not
+/// done again, and the joiner is ready soon after the heal.
+#[test]
+fn a_joiner_cut_off_from_a_donor_mid_transfer_asks_again_and_is_ready_after_the_heal() {
+    let session = SessionConfig {
+        expire_check_interval: ms(100),
+        state_transfer_timeout: Some(Duration::from_secs(30)),
+        state_transfer_window: 1,
+        send_all_sessions_size: 1,
+        ..cfg(SessionMode::Backup)
+    };
+    let mut c = SimCluster::started(SimConfig::default(), session, 3);
+    for i in 0..300 {
+        create_on_primary(&mut c, &format!("j{i}"), &format!("v{i}"));
+    }
+    c.run_for(ms(200));
+    let j = c.add_node();
+    c.run_for(ms(10));
+    assert_eq!(c.node(j).state(), NodeState::Joining, "transfer too short");
+    // Cut from donor 0 well past its chunk retries (8 × ackTimeout).
+    c.partition(j, 0);
+    c.run_for(ms(1500));
+    assert_eq!(c.node(j).state(), NodeState::Joining);
+    c.heal();
+    assert!(
+        c.run_until(ms(3000), |c| c.node(j).is_ready()),
+        "joiner still {:?} 3 s after the heal",
+        c.node(j).state()
+    );
+    for i in 0..300 {
+        let id = format!("j{i}");
+        if c.node(j).placement_of(id.as_bytes()).contains(&sim_key(j)) {
+            assert_eq!(val(&c, j, &id), Some(Bytes::from(format!("v{i}"))), "{id}");
+        }
+    }
+}

@@ -568,6 +568,7 @@ impl SessionNode {
         self.run_settled(now);
         if now >= self.next_sweep {
             self.next_sweep = now + self.cfg.expire_check_interval;
+            self.check_transfer_stall(now);
             self.sweep(now);
         }
     }
