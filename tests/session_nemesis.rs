@@ -32,7 +32,7 @@ mod listappend;
 
 use bytes::Bytes;
 use listappend::{AppendResult, Elem, Event, OpKind};
-use sessionrepl::session::sim::{SimCluster, SimConfig};
+use sessionrepl::session::sim::{sim_key, SimCluster, SimConfig};
 use sessionrepl::session::{
     CommitFailure, CommitTicket, Lookup, NodeState, Session, SessionConfig, SessionEvent,
     SessionMode, Txn,
@@ -523,31 +523,19 @@ impl Run {
         let Ok(id) = std::env::var("SIM_WATCH") else {
             return;
         };
-        let mut line = String::new();
+        let (id, mut line) = (id.as_bytes(), String::new());
         for i in self.c.alive() {
             let n = self.c.node(i);
-            let v = n.peek(id.as_bytes()).map(|s| {
-                let v = s.version();
-                format!("{}/w{}", v.counter, v.writer[0] as i32 - 1)
+            let v = n.peek(id).map(|s| s.version());
+            let v = v.map_or("-".into(), |v| {
+                format!("{}/w{}", v.counter, v.writer[0] - 1)
             });
-            let pl = n.placement_of(id.as_bytes());
-            let pl: Vec<String> = (0..self.c.len())
-                .filter(|j| pl.contains(&sessionrepl::session::sim::sim_key(*j)))
-                .map(|j| j.to_string())
+            let (pl, paused) = (n.placement_of(id), self.c.is_paused(i));
+            let pl: Vec<usize> = (0..self.c.len())
+                .filter(|j| pl.contains(&sim_key(*j)))
                 .collect();
-            line.push_str(&format!(
-                " n{i}{}[{:?} u={} place={}{} v={}]",
-                if self.c.is_paused(i) { "(P)" } else { "" },
-                n.state(),
-                n.stats().under_replicated,
-                pl.join(","),
-                if n.is_primary_for(id.as_bytes()) {
-                    " PRIM"
-                } else {
-                    ""
-                },
-                v.unwrap_or_else(|| "-".into())
-            ));
+            let (st, u, prim) = (n.state(), n.stats().under_replicated, n.is_primary_for(id));
+            line += &format!(" n{i}[{st:?} paused={paused} u={u} place={pl:?} prim={prim} v={v}]");
         }
         if Some(&line) != self.watched.as_ref() {
             eprintln!("{:>7}us{line}", self.ns() / 1000);
