@@ -32,7 +32,7 @@ mod listappend;
 
 use bytes::Bytes;
 use listappend::{AppendResult, Elem, Event, OpKind};
-use sessionrepl::session::sim::{SimCluster, SimConfig};
+use sessionrepl::session::sim::{sim_key, SimCluster, SimConfig};
 use sessionrepl::session::{
     CommitFailure, CommitTicket, Lookup, NodeState, Session, SessionConfig, SessionEvent,
     SessionMode, Txn,
@@ -131,6 +131,8 @@ struct Run {
     drains: usize,
     pauses: usize,
     partitions: usize,
+    /// Last line printed by [`Run::watch`].
+    watched: Option<String>,
 }
 
 impl Run {
@@ -177,6 +179,7 @@ impl Run {
             drains: 0,
             pauses: 0,
             partitions: 0,
+            watched: None,
         }
     }
 
@@ -514,6 +517,32 @@ impl Run {
         }
     }
 
+    /// Debugging aid (`SIM_WATCH=s2`): prints each change of who holds
+    /// the session, at which version, and whom each node places it on.
+    fn watch(&mut self) {
+        let Ok(id) = std::env::var("SIM_WATCH") else {
+            return;
+        };
+        let (id, mut line) = (id.as_bytes(), String::new());
+        for i in self.c.alive() {
+            let n = self.c.node(i);
+            let v = n.peek(id).map(|s| s.version());
+            let v = v.map_or("-".into(), |v| {
+                format!("{}/w{}", v.counter, v.writer[0] - 1)
+            });
+            let (pl, paused) = (n.placement_of(id), self.c.is_paused(i));
+            let pl: Vec<usize> = (0..self.c.len())
+                .filter(|j| pl.contains(&sim_key(*j)))
+                .collect();
+            let (st, u, prim) = (n.state(), n.stats().under_replicated, n.is_primary_for(id));
+            line += &format!(" n{i}[{st:?} paused={paused} u={u} place={pl:?} prim={prim} v={v}]");
+        }
+        if Some(&line) != self.watched.as_ref() {
+            eprintln!("{:>7}us{line}", self.ns() / 1000);
+            self.watched = Some(line);
+        }
+    }
+
     fn run(&mut self) {
         let end_chaos = self.t0 + self.plan.chaos;
         let mut next_nemesis = self.t0 + ms(50);
@@ -525,6 +554,7 @@ impl Run {
             self.drive_clients();
             self.c.run_for(Duration::from_micros(500));
             self.dispatch();
+            self.watch();
         }
         // Heal, let the cluster settle, then let every client finish.
         self.c.heal();
@@ -702,6 +732,9 @@ const FIXED_SEEDS: &[(u64, &str)] = &[
     (2379, "drain raced a forwarded commit: the new primary started a term on an older base, an acked append lost"),
     (2385, "primary promoted after a crash served a state another holder lacked; a later drain lost it"),
     (9390, "a member primary again after a drain reused its old term: a holder kept the drained primary's unknown commit over a later acknowledged one"),
+    (14832, "a re-replication copy to a cut-off new holder was dropped after its retries and under_replicated fell to 0: the nemesis crashed the last holder, an acked session lost"),
+    (10703, "a donor gave up on a joiner cut off mid-transfer: the joiner stayed Joining until stateTransferTimeout, a final read never answered"),
+    (16467, "the same as 14832 (a dropped re-replication copy, under_replicated 0 with one copy left): acked appends lost"),
 ];
 
 #[test]

@@ -674,3 +674,96 @@ fn run_durability(seed: u64, backups: usize) {
         );
     }
 }
+
+/// The nemesis' seeds 14832 and 16467: the primary of a session crashed
+/// while the link between its backup and the member that placement picks
+/// as the new second holder was cut. The backup's re-replication copy
+/// timed out `commitRetries` times and was dropped; `under_replicated`
+/// (copies in flight only) fell back to 0 with one copy left, so the
+/// documented precondition let the next crash take the last holder and an
+/// acknowledged session was lost. Now the session stays under-replicated
+/// and each sweep resends the copy until the new holder acknowledges it.
+#[test]
+fn a_re_replication_copy_cut_off_stays_under_replicated_and_lands_after_the_heal() {
+    let session = SessionConfig {
+        backup_count: 1,
+        expire_check_interval: ms(100),
+        ..cfg(SessionMode::Backup)
+    };
+    let mut c = SimCluster::started(SimConfig::default(), session, 4);
+    let p = create_on_primary(&mut c, "r", "acked");
+    c.run_for(ms(50));
+    let index = |k| (0..4).find(|i| sim_key(*i) == k).unwrap();
+    let b = index(c.node(p).placement_of(b"r").others(&sim_key(p))[0]);
+    assert_eq!(val(&c, b, "r").as_deref(), Some(&b"acked"[..]));
+    // Every link of `b` but the one to `p` is cut, then `p` crashes.
+    for x in (0..4).filter(|x| *x != p && *x != b) {
+        c.partition(b, x);
+    }
+    c.kill(p);
+    c.run_for(ms(1000));
+    // `r`'s holders now: `b` and `n`, which has no copy.
+    let n = index(c.node(b).placement_of(b"r").others(&sim_key(b))[0]);
+    assert_eq!(c.holders_of(b"r"), vec![b], "only the backup holds it");
+    assert!(
+        c.node(b).stats().under_replicated >= 1,
+        "one copy left, but under_replicated is {}",
+        c.node(b).stats().under_replicated
+    );
+    // Healed: the next sweeps deliver the copy and the gauge returns to 0.
+    c.heal();
+    c.run_for(ms(1000));
+    assert_eq!(val(&c, n, "r").as_deref(), Some(&b"acked"[..]));
+    for i in c.alive() {
+        assert_eq!(c.node(i).stats().under_replicated, 0, "node {i}");
+    }
+    // Now the precondition allows losing `b`: the session survives on `n`.
+    c.kill(b);
+    c.run_for(ms(1000));
+    let holders = c.holders_of(b"r");
+    assert!(holders.contains(&n) && holders.len() == 2, "{holders:?}");
+    for h in holders {
+        assert_eq!(val(&c, h, "r").as_deref(), Some(&b"acked"[..]));
+    }
+}
+
+/// The nemesis' seed 10703: a joiner's link to one donor was cut in the
+/// middle of its state transfer for longer than the donor retries a chunk,
+/// so the donor gave up; the joiner waited for it until
+/// `stateTransferTimeout` (30 s), in `Joining`, also after the heal. Now a
+/// transfer that made no progress for a sweep interval asks the donors not
+/// done again, and the joiner is ready soon after the heal.
+#[test]
+fn a_joiner_cut_off_from_a_donor_mid_transfer_asks_again_and_is_ready_after_the_heal() {
+    let session = SessionConfig {
+        expire_check_interval: ms(100),
+        state_transfer_timeout: Some(Duration::from_secs(30)),
+        state_transfer_window: 1,
+        send_all_sessions_size: 1,
+        ..cfg(SessionMode::Backup)
+    };
+    let mut c = SimCluster::started(SimConfig::default(), session, 3);
+    for i in 0..300 {
+        create_on_primary(&mut c, &format!("j{i}"), &format!("v{i}"));
+    }
+    c.run_for(ms(200));
+    let j = c.add_node();
+    c.run_for(ms(10));
+    assert_eq!(c.node(j).state(), NodeState::Joining, "transfer too short");
+    // Cut from donor 0 well past its chunk retries (8 × ackTimeout).
+    c.partition(j, 0);
+    c.run_for(ms(1500));
+    assert_eq!(c.node(j).state(), NodeState::Joining);
+    c.heal();
+    assert!(
+        c.run_until(ms(3000), |c| c.node(j).is_ready()),
+        "joiner still {:?} 3 s after the heal",
+        c.node(j).state()
+    );
+    for i in 0..300 {
+        let id = format!("j{i}");
+        if c.node(j).placement_of(id.as_bytes()).contains(&sim_key(j)) {
+            assert_eq!(val(&c, j, &id), Some(Bytes::from(format!("v{i}"))), "{id}");
+        }
+    }
+}

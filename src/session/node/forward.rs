@@ -15,6 +15,7 @@ use super::outcome::Purpose;
 use super::{CommitFailure, CommitTicket, NodeState, SendOutcome, SessionEvent, SessionNode};
 use crate::error::{Error, Result};
 use crate::session::codec::{self, Delta, ForwardOutcome, Message};
+use crate::session::hash::HashSet;
 use crate::session::model::{MemberKey, Session, SessionId, Txn, Version};
 use crate::session::placement::Placement;
 use bytes::Bytes;
@@ -592,9 +593,28 @@ impl SessionNode {
         if self.live.len() < self.copies() {
             return self.table.len();
         }
-        self.inflight
-            .values()
-            .filter(|i| matches!(i.purpose, Purpose::Rebalance { .. }))
-            .count()
+        let mut ids: HashSet<&SessionId> = self.lagging.iter().map(|(id, _)| id).collect();
+        for i in self.inflight.values() {
+            if let Purpose::Rebalance { id, .. } = &i.purpose {
+                ids.insert(id);
+            }
+        }
+        ids.len()
+    }
+
+    /// Sends the re-replication copies that failed every quick retry once
+    /// more (one per session and member, from the sweep); a member that no
+    /// longer holds the session by placement, or a session gone from
+    /// here, needs none.
+    pub(crate) fn retry_lagging(&mut self, now: Instant) {
+        if self.lagging.is_empty() {
+            return;
+        }
+        let lagging: Vec<(SessionId, MemberKey)> = self.lagging.drain().collect();
+        for (id, m) in lagging {
+            if self.table.get(&id).is_some() && self.required(&id).contains(&m) {
+                self.send_rebalance(id, vec![m], 0, now);
+            }
+        }
     }
 }

@@ -101,6 +101,11 @@ pub struct SessionNode {
     /// holders: dropped once every holder acknowledged (hand-off before
     /// release). Id → members still to acknowledge.
     pub(crate) releasing: HashMap<SessionId, Vec<MemberKey>>,
+    /// Re-replication copies that failed every quick retry (the link to
+    /// the new holder is cut, it refused): the session stays counted
+    /// under-replicated and each sweep sends the copy again until the
+    /// member acknowledges it or no longer holds the session by placement.
+    pub(crate) lagging: HashSet<(SessionId, MemberKey)>,
     /// Whether the last [`SessionEvent::Health`] reported a risk.
     pub(crate) at_risk: bool,
     /// Forwards already run (member, request id), oldest first in
@@ -171,6 +176,7 @@ impl SessionNode {
             deferred: HashMap::default(),
             fetched: HashMap::default(),
             releasing: HashMap::default(),
+            lagging: HashSet::default(),
             at_risk: false,
             seen_forwards: HashSet::default(),
             seen_order: VecDeque::new(),
@@ -562,6 +568,7 @@ impl SessionNode {
         self.run_settled(now);
         if now >= self.next_sweep {
             self.next_sweep = now + self.cfg.expire_check_interval;
+            self.check_transfer_stall(now);
             self.sweep(now);
         }
     }
@@ -620,6 +627,7 @@ impl SessionNode {
             self.release(id, now);
         }
         self.repair_dirty(now);
+        self.retry_lagging(now);
         let at_risk = self.under_replicated() > 0;
         if at_risk != self.at_risk {
             self.health_changed();

@@ -135,9 +135,13 @@ impl SessionNode {
                 self.complete_outcome(to, transfer, ok, now)
             }
             Some(Purpose::Rebalance { id, attempt }) => {
-                if !ok && attempt < self.cfg.commit_retries && self.required(&id).contains(&member)
-                {
-                    self.send_rebalance(id, vec![member], attempt + 1, now);
+                if !ok && self.required(&id).contains(&member) {
+                    if attempt < self.cfg.commit_retries {
+                        self.send_rebalance(id, vec![member], attempt + 1, now);
+                    } else {
+                        // Still one copy short: the next sweeps retry.
+                        self.lagging.insert((id, member));
+                    }
                 }
             }
             Some(Purpose::Handoff { id }) => self.handoff_outcome(id, member, ok, now),

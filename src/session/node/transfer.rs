@@ -42,6 +42,17 @@ pub(crate) struct Join {
     transfer: u64,
     pub(crate) deadline: Option<Instant>,
     donors: HashMap<MemberKey, DonorProgress>,
+    /// When a chunk or completion of this transfer last arrived (or it
+    /// started): a transfer stalled for a sweep interval is asked again.
+    progress_at: Instant,
+}
+
+impl DonorProgress {
+    /// Every chunk the donor announced arrived.
+    fn done(&self) -> bool {
+        self.complete
+            .is_some_and(|n| self.seen.iter().filter(|s| **s < n).count() == n as usize)
+    }
 }
 
 /// The donor's side of a state transfer to one joiner.
@@ -87,6 +98,7 @@ impl SessionNode {
             transfer,
             deadline: self.cfg.state_transfer_timeout.map(|t| now + t),
             donors: HashMap::default(),
+            progress_at: now,
         });
         for d in donors {
             self.request_from(d, now);
@@ -103,6 +115,7 @@ impl SessionNode {
                 transfer,
                 deadline: self.cfg.state_transfer_timeout.map(|t| now + t),
                 donors: HashMap::default(),
+                progress_at: now,
             });
         }
         self.request_from(m, now);
@@ -179,10 +192,7 @@ impl SessionNode {
         let Some(j) = &self.join else {
             return;
         };
-        let done = j.donors.values().all(|p| {
-            p.complete
-                .is_some_and(|n| p.seen.iter().filter(|s| **s < n).count() == n as usize)
-        });
+        let done = j.donors.values().all(DonorProgress::done);
         if !done {
             return;
         }
@@ -210,6 +220,38 @@ impl SessionNode {
             // ready, even when its view formed before it opened (no member
             // change follows then).
             self.health_changed();
+        }
+    }
+
+    /// A transfer with no chunk or completion for `expireCheckInterval`:
+    /// the donors not done yet are asked again, under a new transfer id (a
+    /// donor gives up on a joiner it could not reach `MAX_TRANSFER_RETRIES`
+    /// times; without asking again the joiner waited for it until
+    /// `stateTransferTimeout`, also after the link healed). Donors done
+    /// already are not asked again. Runs from the sweep.
+    pub(crate) fn check_transfer_stall(&mut self, now: Instant) {
+        let Some(j) = &self.join else {
+            return;
+        };
+        if now.saturating_duration_since(j.progress_at) < self.cfg.expire_check_interval {
+            return;
+        }
+        let stalled: Vec<MemberKey> = j
+            .donors
+            .iter()
+            .filter(|(m, p)| !p.done() && self.members.binary_search(m).is_ok())
+            .map(|(m, _)| *m)
+            .collect();
+        if stalled.is_empty() {
+            return;
+        }
+        let transfer = self.nonce();
+        if let Some(j) = &mut self.join {
+            j.transfer = transfer;
+            j.progress_at = now;
+        }
+        for m in stalled {
+            self.request_from(m, now);
         }
     }
 
@@ -506,6 +548,7 @@ impl SessionNode {
             if j.transfer == transfer {
                 if let Some(p) = j.donors.get_mut(&from) {
                     p.seen.insert(seq);
+                    j.progress_at = now;
                 }
             }
         }
@@ -522,12 +565,13 @@ impl SessionNode {
         from: MemberKey,
         transfer: u64,
         chunks: u32,
-        _now: Instant,
+        now: Instant,
     ) {
         if let Some(j) = &mut self.join {
             if j.transfer == transfer {
                 if let Some(p) = j.donors.get_mut(&from) {
                     p.complete = Some(chunks);
+                    j.progress_at = now;
                 }
             }
         }
