@@ -123,8 +123,9 @@ pub struct SessionNode {
     /// Sessions this node became the primary of again: its next commit
     /// starts a new term even if it wrote the last version itself (a
     /// primary in between may have left a higher version on some copy).
-    /// How far ahead is the copy's count of departed primaries
-    /// ([`Session::lost`], [`Version::new_term`](crate::session::model::Version::new_term)).
+    /// The term starts `2^lost` ahead, `lost` being the copy's count of
+    /// departed primaries ([`Session::lost`],
+    /// [`Version::new_term`](crate::session::model::Version::new_term)).
     pub(crate) new_term: HashSet<SessionId>,
     /// Commits whose base is not the current version while an earlier
     /// commit of the session is unacknowledged: decided once it settles
