@@ -315,3 +315,125 @@ fn buffer_ring_refills_with_the_buffer_returned_last() {
     drop(ring);
     drop((c, d, bufs));
 }
+
+/// A send on a socket with nothing in flight goes out at once (the
+/// driver reports the bytes, no completion follows); when the socket is
+/// full the driver waits for room with a poll and reports `Sent(0)`, after
+/// which writes go on; every byte arrives once and in order.
+#[test]
+fn direct_sends_wait_for_room_when_the_socket_is_full_and_lose_nothing() {
+    use sessionrepl::__internal::driver::{Driver, Event, Frame, SockOpts};
+    use std::io::Read;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !available() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut d = uring::UringDriver::new(64, uring::UringTuning::default()).unwrap();
+    d.connect(1, addr, &SockOpts::default()).unwrap();
+    let mut events = Vec::new();
+    // The connect is submitted by the next poll.
+    d.poll(Duration::ZERO, &mut events).unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    assert!(
+        wait_for(
+            || {
+                d.poll(Duration::from_millis(10), &mut events).unwrap();
+                events.drain(..).any(|e| {
+                    matches!(
+                        e,
+                        Event::Connected {
+                            token: 1,
+                            res: Ok(())
+                        }
+                    )
+                })
+            },
+            5
+        ),
+        "no connect completion"
+    );
+    // Frames of 64 KiB, each byte telling its offset in the stream.
+    let frame = |k: usize| -> Bytes {
+        (0..64 * 1024)
+            .map(|i| ((k * 64 * 1024 + i) % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into()
+    };
+    let (mut sent, mut k, mut direct) = (0usize, 0usize, 0usize);
+    let mut body = frame(0);
+    let mut skip = 0;
+    let full = loop {
+        let f = Frame {
+            head: &[],
+            body: &body,
+            skip,
+        };
+        match d.send(1, &[], std::iter::once(f)).unwrap() {
+            Some(n) => {
+                assert!(n > 0, "a direct send took nothing");
+                direct += 1;
+                sent += n;
+                skip += n;
+                if skip == body.len() {
+                    k += 1;
+                    body = frame(k);
+                    skip = 0;
+                }
+            }
+            None => break true,
+        }
+        assert!(direct < 100_000, "the socket never filled");
+    };
+    assert!(
+        full && direct > 1 && sent > 0,
+        "direct {direct} sent {sent}"
+    );
+    // Nothing comes back while the peer reads nothing.
+    d.poll(Duration::from_millis(50), &mut events).unwrap();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Sent { .. })),
+        "room reported while the socket is still full"
+    );
+    // The peer reads everything so far: room, reported as `Sent(0)`.
+    let mut got = vec![0u8; sent];
+    peer.read_exact(&mut got).unwrap();
+    assert!(
+        wait_for(
+            || {
+                d.poll(Duration::from_millis(10), &mut events).unwrap();
+                events.drain(..).any(|e| {
+                    matches!(
+                        e,
+                        Event::Sent {
+                            token: 1,
+                            res: Ok(0)
+                        }
+                    )
+                })
+            },
+            5
+        ),
+        "no room reported after the peer read"
+    );
+    // Writes go on from where they stopped.
+    let f = Frame {
+        head: &[],
+        body: &body,
+        skip,
+    };
+    let n = d
+        .send(1, &[], std::iter::once(f))
+        .unwrap()
+        .expect("direct again");
+    assert!(n > 0);
+    let mut more = vec![0u8; n];
+    peer.read_exact(&mut more).unwrap();
+    got.extend_from_slice(&more);
+    for (i, b) in got.iter().enumerate() {
+        assert_eq!(*b, (i % 251) as u8, "byte {i} of the stream");
+    }
+    d.close(1, &[]);
+    d.shutdown();
+}

@@ -72,13 +72,22 @@ const SEND_FLAGS: libc::c_int = 0;
 /// One gathered `sendmsg` with [`SEND_FLAGS`] (`writev` would raise SIGPIPE
 /// on a socket whose peer closed).
 fn sendmsg_iov(fd: RawFd, iov: *const libc::iovec, cnt: usize) -> io::Result<usize> {
+    sendmsg_iov_flags(fd, iov, cnt, SEND_FLAGS)
+}
+
+fn sendmsg_iov_flags(
+    fd: RawFd,
+    iov: *const libc::iovec,
+    cnt: usize,
+    flags: libc::c_int,
+) -> io::Result<usize> {
     // SAFETY: an all-zero msghdr is valid (no name, no control data).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov as *mut libc::iovec;
     msg.msg_iovlen = cnt as _;
     // SAFETY: `msg` points at `cnt` iovecs the caller keeps alive and
     // borrowed for the duration of the call; the kernel only reads them.
-    let n = unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) };
+    let n = unsafe { libc::sendmsg(fd, &msg, flags) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -143,6 +152,22 @@ pub(crate) fn iovec(b: &[u8]) -> libc::iovec {
 /// The OS error (including `WouldBlock`, `BrokenPipe`).
 pub(crate) fn writev_iovecs(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     sendmsg_iov(fd, iov.as_ptr(), iov.len().min(IOV_MAX))
+}
+
+/// [`writev_iovecs`] that never blocks, whatever the socket's mode
+/// (`MSG_DONTWAIT`): a full socket is `WouldBlock`. For sockets left in
+/// blocking mode because io_uring operations run on them too.
+///
+/// # Errors
+/// The OS error (including `WouldBlock`, `BrokenPipe`).
+#[cfg(target_os = "linux")]
+pub(crate) fn writev_iovecs_nonblocking(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    sendmsg_iov_flags(
+        fd,
+        iov.as_ptr(),
+        iov.len().min(IOV_MAX),
+        SEND_FLAGS | libc::MSG_DONTWAIT,
+    )
 }
 
 /// The signals a library thread leaves unblocked: the synchronous fault

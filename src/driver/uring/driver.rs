@@ -1,8 +1,11 @@
 //! The completion driver: [`Driver`] over a [`Ring`]. Each token has at
-//! most one connect, one send and one receive in flight; a send gathers
-//! its frames into one `sendmsg` (headers copied, payloads shared), and a
-//! frame whose payload reaches [`UringTuning::zc_min`] goes alone as
-//! `SENDMSG_ZC`, its buffers held until the notification. With a
+//! most one connect, one send and one receive in flight. A send on a
+//! socket with none in flight is written at once with a non-blocking
+//! `sendmsg` (see `direct_send`); when the socket is full a one-shot poll
+//! waits for room. A frame whose payload reaches
+//! [`UringTuning::zc_min`] goes alone as `SENDMSG_ZC`, gathered with its
+//! header (headers copied, payloads shared) and held until the
+//! notification. With a
 //! provided-buffer ring, receives are multishot and hand out zero-copy
 //! chunks; when the ring runs low they fall back to plain receives into
 //! the engine's buffer, so nothing is lost and nothing waits.
@@ -24,12 +27,6 @@ const COPY_MAX: usize = 4 * 1024;
 /// Most payload bytes one send copies (the rest of its frames are shared):
 /// bounds what a pooled send buffer keeps.
 const COPY_BUDGET: usize = 256 * 1024;
-
-/// Control-only sends (acks) up to this size, on a socket with no send in
-/// flight, are tried at once with a non-blocking `send`: one system call
-/// either way, but the ack leaves now instead of at the next submit, and
-/// no completion follows.
-const DIRECT_CTL_MAX: usize = 4 * 1024;
 
 /// The accept's tag (`u64::MAX` and `u64::MAX - 1` are the ring's own).
 const ACCEPT_TAG: u64 = u64::MAX - 2;
@@ -213,6 +210,10 @@ impl UringDriver {
             s.send = None;
             let res = if c.res < 0 {
                 Err(err())
+            } else if matches!(c.op, Some(Op::PollOut { .. })) {
+                // Room again after a direct write found the socket full:
+                // nothing was written, the engine writes anew.
+                Ok(0)
             } else {
                 Ok(c.res as usize)
             };
@@ -275,6 +276,53 @@ impl UringDriver {
         };
         if last || !matches!(how, Ended::Rearm) {
             out.push(Event::RecvEnded { token, how });
+        }
+    }
+}
+
+/// A send on a socket with no send in flight goes at once as one
+/// `MSG_DONTWAIT` gathered `sendmsg` (the socket itself stays blocking for
+/// the ring's operations): the same system call a submission would make,
+/// issued now. The kernel copies the bytes before it returns, so no header
+/// is copied, no payload's reference count is touched and no completion
+/// follows. It takes the control bytes and the frames up to the first one
+/// that should go zero-copy; `None` when there is nothing to take (the
+/// zero-copy path goes on). `WouldBlock`: nothing was written.
+fn direct_send<'a, I: Iterator<Item = Frame<'a>>>(
+    s: &Slot,
+    ctl: &[u8],
+    frames: &mut std::iter::Peekable<I>,
+    zc_min: usize,
+) -> Option<io::Result<usize>> {
+    let mut iov = [sys::EMPTY_IOVEC; sys::IOV_MAX];
+    let mut n = 0;
+    if !ctl.is_empty() {
+        iov[n] = sys::iovec(ctl);
+        n += 1;
+    }
+    let mut k = 0;
+    while k < crate::driver::FRAMES_PER_SEND {
+        if frames.peek().is_none_or(|f| f.body.len() >= zc_min) {
+            break;
+        }
+        let Some(f) = frames.next() else { break };
+        k += 1;
+        if !f.head.is_empty() {
+            iov[n] = sys::iovec(f.head);
+            n += 1;
+        }
+        if f.body.len() > f.skip {
+            iov[n] = sys::iovec(&f.body[f.skip..]);
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return if k > 0 { Some(Ok(0)) } else { None };
+    }
+    loop {
+        match sys::writev_iovecs_nonblocking(s.sock.as_raw_fd(), &iov[..n]) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return Some(r),
         }
     }
 }
@@ -402,28 +450,28 @@ impl Driver for UringDriver {
         let zc_loopback = self.tuning.zc_loopback;
         let mut frames = frames.peekable();
         let s = self.slot(token)?;
-        if s.send.is_none()
-            && !ctl.is_empty()
-            && ctl.len() <= DIRECT_CTL_MAX
-            && frames.peek().is_none()
-        {
-            match s
-                .sock
-                .send_with_flags(ctl, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-            {
-                Ok(n) => return Ok(Some(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let mut g = self.gathers.pop().unwrap_or_default();
-        let s = self.slot(token)?;
         let zc_min = if s.loopback && !zc_loopback {
             usize::MAX
         } else {
             zc_default
         };
+        if s.send.is_none() {
+            if let Some(r) = direct_send(s, ctl, &mut frames, zc_min) {
+                return match r {
+                    Ok(n) => Ok(Some(n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Full: wait for room, then the engine writes anew.
+                        let fd = s.sock.as_raw_fd();
+                        let id = self.ring.push(Op::PollOut { fd }, token as u64)?;
+                        self.slot(token)?.send = Some(id);
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+        }
+        let mut g = self.gathers.pop().unwrap_or_default();
+        let s = self.slot(token)?;
         let fd = s.sock.as_raw_fd();
         g.push_copy(ctl);
         let mut zc = false;

@@ -62,6 +62,12 @@ pub enum Op {
         /// Destination (boxed so its address is stable).
         addr: Box<socket2::SockAddr>,
     },
+    /// One-shot wait until the socket can take bytes (a direct write found
+    /// it full); the completion's result is the poll mask.
+    PollOut {
+        /// Connected socket.
+        fd: RawFd,
+    },
     /// Read of an eventfd (the ring's wake-up).
     ReadEvent {
         /// The eventfd.
@@ -102,6 +108,9 @@ impl Op {
             }
             Op::Connect { fd, addr } => {
                 opcode::Connect::new(types::Fd(*fd), addr.as_ptr().cast(), addr.len()).build()
+            }
+            Op::PollOut { fd } => {
+                opcode::PollAdd::new(types::Fd(*fd), libc::POLLOUT as u32).build()
             }
             Op::ReadEvent { fd, buf } => {
                 opcode::Read::new(types::Fd(*fd), buf.as_mut_ptr(), 8).build()
