@@ -22,6 +22,12 @@ pub fn force_unavailable(on: bool) {
 /// Checks (once per process, plus the per-thread test hook) that io_uring
 /// can run this driver.
 ///
+/// The trial ring is made on a short-lived thread of its own, never on the
+/// caller's: when a ring is torn down the kernel tells every task that
+/// used it with task work that interrupts that task's blocking system
+/// call, so a caller (a host thread starting a channel) blocked in a read
+/// with a timeout shortly after would get a spurious `EINTR`.
+///
 /// # Errors
 /// Why it cannot: the failing step and the OS error.
 pub fn probe() -> Result<(), String> {
@@ -29,7 +35,16 @@ pub fn probe() -> Result<(), String> {
         return Err("io_uring disabled by test hook".into());
     }
     static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
-    RESULT.get_or_init(probe_kernel).clone()
+    RESULT
+        .get_or_init(|| {
+            crate::driver::sys::ThreadBuilder::new()
+                .name("sr-uring-probe".into())
+                .spawn(probe_kernel)
+                .map_err(|e| format!("cannot start the probe thread: {e}"))?
+                .join()
+                .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
+        })
+        .clone()
 }
 
 fn probe_kernel() -> Result<(), String> {
@@ -48,6 +63,7 @@ fn probe_kernel() -> Result<(), String> {
         ("CONNECT", opcode::Connect::CODE),
         ("READ", opcode::Read::CODE),
         ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
+        ("POLL_ADD", opcode::PollAdd::CODE),
     ];
     for (name, code) in need {
         if !p.is_supported(code) {
