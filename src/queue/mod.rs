@@ -175,9 +175,14 @@ impl<T> SendQueue<T> {
         true
     }
 
-    /// Consumer: woke up (for whatever reason).
+    /// Consumer: woke up (for whatever reason). Writes the flag only when
+    /// it is set: producers read it on every push, and a store on every
+    /// turn of a busy consumer would take the line from them each time.
+    #[inline]
     pub fn awake(&self) {
-        self.sleeping.store(false, Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) {
+            self.sleeping.store(false, Ordering::SeqCst);
+        }
     }
 }
 

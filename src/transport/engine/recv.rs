@@ -149,7 +149,11 @@ impl<D: Driver> RecvEngine<D> {
             sr_log!(Error, "receiver driver failed: {e}");
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.core.rx.sleeping.store(false, Ordering::SeqCst);
+        if may_sleep {
+            // Only a turn that may have slept set it: a store on every
+            // busy turn would take the line from the workers reading it.
+            self.core.rx.sleeping.store(false, Ordering::SeqCst);
+        }
         let mut did = !events.is_empty();
         if did || !timeout.is_zero() || idle_since.is_none() {
             let now = self.d.now();
