@@ -82,8 +82,33 @@ impl MemberProc {
         let r = unsafe { libc::kill(self.child.id() as i32, sig) };
         assert_eq!(r, 0, "kill({sig})");
     }
+    /// SIGSTOP, and returns once every thread of the member is stopped: the
+    /// signal only asks, and a receiver thread running on the other core
+    /// once acked the first send 3 ms after it (a loaded `make test`).
     fn freeze(&self) {
         self.signal(libc::SIGSTOP);
+        let dir = format!("/proc/{}/task", self.child.id());
+        let t0 = Instant::now();
+        loop {
+            let all_stopped = std::fs::read_dir(&dir)
+                .expect("the member's threads")
+                .flatten()
+                .all(|t| {
+                    let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                    // The state follows the parenthesised name.
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.trim_start().chars().next())
+                        .is_some_and(|c| c == 'T' || c == 't')
+                });
+            if all_stopped {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the member never stopped"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     fn thaw(&self) {
         self.signal(libc::SIGCONT);
