@@ -767,3 +767,65 @@ fn a_joiner_cut_off_from_a_donor_mid_transfer_asks_again_and_is_ready_after_the_
         }
     }
 }
+
+/// A donor that gives up serving a joiner (its chunks failed past their
+/// retries) stops forwarding updates to that joiner `accessTimeout` later,
+/// as after a transfer that completed. Before, the entry set "until further
+/// notice" when the transfer started stayed until the joiner left the
+/// cluster: every update the donor applied went to the joiner a second
+/// time, for good.
+#[test]
+fn a_donor_that_gave_up_on_a_joiner_stops_forwarding_to_it() {
+    let session = SessionConfig {
+        expire_check_interval: ms(100),
+        // The joiner gives up on the cut donor and serves without it.
+        state_transfer_timeout: Some(ms(800)),
+        state_transfer_window: 1,
+        send_all_sessions_size: 1,
+        access_timeout: ms(500),
+        ..cfg(SessionMode::Delta)
+    };
+    let mut c = SimCluster::started(SimConfig::default(), session, 3);
+    for i in 0..300 {
+        create_on_primary(&mut c, &format!("f{i}"), &format!("v{i}"));
+    }
+    c.run_for(ms(200));
+    let j = c.add_node();
+    c.run_for(ms(10));
+    assert_eq!(c.node(j).state(), NodeState::Joining, "transfer too short");
+    // Cut from donor 0 past its chunk retries and the joiner's timeout.
+    c.partition(j, 0);
+    c.run_for(ms(2000));
+    // It gave up on the transfer (TransferFailed, not Joining).
+    assert_ne!(c.node(j).state(), NodeState::Joining);
+    c.heal();
+    // Well past accessTimeout, and settled.
+    c.run_for(ms(3000));
+    // Updates on node 1 reach node 0 and the joiner directly; node 0
+    // sends nothing for them unless it forwards.
+    let ids: Vec<String> = (0..300)
+        .map(|i| format!("f{i}"))
+        .filter(|id| c.node(0).placement_of(id.as_bytes()).primary() == Some(sim_key(1)))
+        .take(20)
+        .collect();
+    assert!(!ids.is_empty(), "no session with node 1 as primary");
+    let before = c.node(0).stats().copies_sent;
+    for id in &ids {
+        let _ = commit(&mut c, 1, id, "late");
+    }
+    c.run_for(ms(500));
+    let sent = c.node(0).stats().copies_sent - before;
+    assert_eq!(
+        sent,
+        0,
+        "node 0 still forwards to the joiner it gave up on ({sent} copies for {} updates)",
+        ids.len()
+    );
+    for id in &ids {
+        assert_eq!(
+            val(&c, j, id),
+            Some(Bytes::from("late")),
+            "{id} at the joiner"
+        );
+    }
+}

@@ -462,7 +462,7 @@ impl SessionNode {
             return;
         };
         if d.retries >= MAX_TRANSFER_RETRIES {
-            self.donations.remove(&key);
+            self.donation_given_up(key, now);
             return;
         }
         d.retries += 1;
@@ -491,6 +491,18 @@ impl SessionNode {
         }
     }
 
+    /// The transfer `key` failed past its retries: the donation ends, and
+    /// updates are forwarded to the joiner for one more `accessTimeout`
+    /// (as after a transfer that completed), not "until further notice"
+    /// for as long as it stays a member. It asks again under a new transfer
+    /// if it still waits.
+    fn donation_given_up(&mut self, key: (MemberKey, u64), now: Instant) {
+        self.donations.remove(&key);
+        if !self.donations.keys().any(|(to, _)| *to == key.0) {
+            self.forward.insert(key.0, now + self.cfg.access_timeout);
+        }
+    }
+
     pub(crate) fn complete_outcome(
         &mut self,
         to: MemberKey,
@@ -510,7 +522,7 @@ impl SessionNode {
             return;
         }
         if d.retries >= MAX_TRANSFER_RETRIES {
-            self.donations.remove(&key);
+            self.donation_given_up(key, now);
             return;
         }
         d.retries += 1;
