@@ -316,6 +316,22 @@ fn buffer_ring_refills_with_the_buffer_returned_last() {
     drop((c, d, bufs));
 }
 
+/// Polls `d` until an event passes `f` (5 s at most).
+fn poll_for(
+    d: &mut uring::UringDriver,
+    events: &mut Vec<sessionrepl::__internal::driver::Event>,
+    f: impl Fn(&sessionrepl::__internal::driver::Event) -> bool,
+) -> bool {
+    use sessionrepl::__internal::driver::Driver;
+    wait_for(
+        || {
+            d.poll(Duration::from_millis(10), events).unwrap();
+            events.drain(..).any(|e| f(&e))
+        },
+        5,
+    )
+}
+
 /// A send on a socket with nothing in flight goes out at once (the
 /// driver reports the bytes, no completion follows); when the socket is
 /// full the driver waits for room with a poll and reports `Sent(0)`, after
@@ -337,21 +353,13 @@ fn direct_sends_wait_for_room_when_the_socket_is_full_and_lose_nothing() {
     d.poll(Duration::ZERO, &mut events).unwrap();
     let (mut peer, _) = listener.accept().unwrap();
     assert!(
-        wait_for(
-            || {
-                d.poll(Duration::from_millis(10), &mut events).unwrap();
-                events.drain(..).any(|e| {
-                    matches!(
-                        e,
-                        Event::Connected {
-                            token: 1,
-                            res: Ok(())
-                        }
-                    )
-                })
-            },
-            5
-        ),
+        poll_for(&mut d, &mut events, |e| matches!(
+            e,
+            Event::Connected {
+                token: 1,
+                res: Ok(())
+            }
+        )),
         "no connect completion"
     );
     // Frames of 64 KiB, each byte telling its offset in the stream.
@@ -400,21 +408,13 @@ fn direct_sends_wait_for_room_when_the_socket_is_full_and_lose_nothing() {
     let mut got = vec![0u8; sent];
     peer.read_exact(&mut got).unwrap();
     assert!(
-        wait_for(
-            || {
-                d.poll(Duration::from_millis(10), &mut events).unwrap();
-                events.drain(..).any(|e| {
-                    matches!(
-                        e,
-                        Event::Sent {
-                            token: 1,
-                            res: Ok(0)
-                        }
-                    )
-                })
-            },
-            5
-        ),
+        poll_for(&mut d, &mut events, |e| matches!(
+            e,
+            Event::Sent {
+                token: 1,
+                res: Ok(0)
+            }
+        )),
         "no room reported after the peer read"
     );
     // Writes go on from where they stopped.

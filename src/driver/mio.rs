@@ -2,7 +2,7 @@
 //! once with a non-blocking system call; one the socket is not ready for
 //! is kept and performed on the socket's next readiness edge.
 
-use super::contract::{Driver, Event, Frame, SockOpts, Token, FRAMES_PER_SEND};
+use super::contract::{Driver, Event, Frame, SockOpts, Token};
 use super::{sys, TokenMap};
 use bytes::BytesMut;
 use mio::unix::SourceFd;
@@ -288,21 +288,7 @@ impl Driver for MioDriver {
             return Ok(None);
         }
         let mut iov = [sys::EMPTY_IOVEC; sys::IOV_MAX];
-        let mut n = 0;
-        if !ctl.is_empty() {
-            iov[n] = sys::iovec(ctl);
-            n += 1;
-        }
-        for f in frames.take(FRAMES_PER_SEND) {
-            if !f.head.is_empty() {
-                iov[n] = sys::iovec(f.head);
-                n += 1;
-            }
-            if f.body.len() > f.skip {
-                iov[n] = sys::iovec(&f.body[f.skip..]);
-                n += 1;
-            }
-        }
+        let (n, _) = sys::gather_frames(ctl, &mut frames.peekable(), &mut iov, |_| false);
         if n == 0 {
             return Ok(Some(0));
         }

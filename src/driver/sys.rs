@@ -144,6 +144,42 @@ pub(crate) fn iovec(b: &[u8]) -> libc::iovec {
     }
 }
 
+/// Fills `iov` for one gathered write: `ctl`, then the header and the
+/// unsent payload of each frame, at most
+/// [`FRAMES_PER_SEND`](crate::driver::FRAMES_PER_SEND) frames, stopping
+/// before the first frame `stop` refuses (left in `frames`). Returns the
+/// iovecs filled and the frames taken. The iovecs point into `ctl` and the
+/// frames' buffers: keep those borrowed until the write returns.
+pub(crate) fn gather_frames<'a, I: Iterator<Item = crate::driver::Frame<'a>>>(
+    ctl: &[u8],
+    frames: &mut std::iter::Peekable<I>,
+    iov: &mut [libc::iovec; IOV_MAX],
+    stop: impl Fn(&crate::driver::Frame<'a>) -> bool,
+) -> (usize, usize) {
+    let mut n = 0;
+    if !ctl.is_empty() {
+        iov[n] = iovec(ctl);
+        n += 1;
+    }
+    let mut k = 0;
+    while k < crate::driver::FRAMES_PER_SEND {
+        if frames.peek().is_none_or(&stop) {
+            break;
+        }
+        let Some(f) = frames.next() else { break };
+        k += 1;
+        if !f.head.is_empty() {
+            iov[n] = iovec(f.head);
+            n += 1;
+        }
+        if f.body.len() > f.skip {
+            iov[n] = iovec(&f.body[f.skip..]);
+            n += 1;
+        }
+    }
+    (n, k)
+}
+
 /// A gathered write to a socket over iovecs built with [`iovec`] from
 /// buffers the caller keeps borrowed for the duration of the call (a
 /// `sendmsg` with `MSG_NOSIGNAL`, like [`writev`]).

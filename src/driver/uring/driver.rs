@@ -295,27 +295,7 @@ fn direct_send<'a, I: Iterator<Item = Frame<'a>>>(
     zc_min: usize,
 ) -> Option<io::Result<usize>> {
     let mut iov = [sys::EMPTY_IOVEC; sys::IOV_MAX];
-    let mut n = 0;
-    if !ctl.is_empty() {
-        iov[n] = sys::iovec(ctl);
-        n += 1;
-    }
-    let mut k = 0;
-    while k < crate::driver::FRAMES_PER_SEND {
-        if frames.peek().is_none_or(|f| f.body.len() >= zc_min) {
-            break;
-        }
-        let Some(f) = frames.next() else { break };
-        k += 1;
-        if !f.head.is_empty() {
-            iov[n] = sys::iovec(f.head);
-            n += 1;
-        }
-        if f.body.len() > f.skip {
-            iov[n] = sys::iovec(&f.body[f.skip..]);
-            n += 1;
-        }
-    }
+    let (n, k) = sys::gather_frames(ctl, frames, &mut iov, |f| f.body.len() >= zc_min);
     if n == 0 {
         return if k > 0 { Some(Ok(0)) } else { None };
     }
