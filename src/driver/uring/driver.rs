@@ -2,13 +2,12 @@
 //! most one connect, one send and one receive in flight. A send on a
 //! socket with none in flight is written at once with a non-blocking
 //! `sendmsg` (see `direct_send`); when the socket is full a one-shot poll
-//! waits for room. A frame whose payload reaches
-//! [`UringTuning::zc_min`] goes alone as `SENDMSG_ZC`, gathered with its
-//! header (headers copied, payloads shared) and held until the
-//! notification. With a
-//! provided-buffer ring, receives are multishot and hand out zero-copy
-//! chunks; when the ring runs low they fall back to plain receives into
-//! the engine's buffer, so nothing is lost and nothing waits.
+//! waits for room. A frame whose payload reaches [`UringTuning::zc_min`]
+//! goes alone as `SENDMSG_ZC`, gathered with its header (headers copied,
+//! payloads shared) and held until the notification. With a provided-buffer
+//! ring, receives are multishot and hand out zero-copy chunks; when the
+//! ring runs low they fall back to plain receives into the engine's buffer,
+//! so nothing is lost and nothing waits.
 
 use super::{recv_filled, BufRing, Completion, Gather, Op, OpId, Ring, RingWaker};
 use crate::driver::contract::{Driver, Ended, Event, Frame, SockOpts, Token};
