@@ -89,17 +89,11 @@ impl SessionNode {
         // Views before the start do not matter: the donors send what the
         // placement gives this node now.
         self.recent_views.clear();
-        let transfer = self.nonce();
         let donors: Vec<MemberKey> = match self.cfg.mode {
             SessionMode::Delta => self.peers().into_iter().take(1).collect(),
             SessionMode::Backup => self.peers(),
         };
-        self.join = Some(Join {
-            transfer,
-            deadline: self.cfg.state_transfer_timeout.map(|t| now + t),
-            donors: HashMap::default(),
-            progress_at: now,
-        });
+        self.join = Some(self.new_join(now));
         for d in donors {
             self.request_from(d, now);
         }
@@ -110,15 +104,19 @@ impl SessionNode {
     /// node that `m` holds (after a partition healed, or a member appeared).
     pub(crate) fn catch_up_from(&mut self, m: MemberKey, now: Instant) {
         if self.join.is_none() {
-            let transfer = self.nonce();
-            self.join = Some(Join {
-                transfer,
-                deadline: self.cfg.state_transfer_timeout.map(|t| now + t),
-                donors: HashMap::default(),
-                progress_at: now,
-            });
+            self.join = Some(self.new_join(now));
         }
         self.request_from(m, now);
+    }
+
+    /// A transfer starting at `now`, under a fresh id, with no donor yet.
+    fn new_join(&mut self, now: Instant) -> Join {
+        Join {
+            transfer: self.nonce(),
+            deadline: self.cfg.state_transfer_timeout.map(|t| now + t),
+            donors: HashMap::default(),
+            progress_at: now,
+        }
     }
 
     pub(crate) fn request_from(&mut self, m: MemberKey, _now: Instant) {
@@ -462,7 +460,7 @@ impl SessionNode {
             return;
         };
         if d.retries >= MAX_TRANSFER_RETRIES {
-            self.donation_given_up(key, now);
+            self.donation_ended(key, now);
             return;
         }
         d.retries += 1;
@@ -491,16 +489,14 @@ impl SessionNode {
         }
     }
 
-    /// The transfer `key` failed past its retries: the donation ends, and
-    /// updates are forwarded to the joiner for one more `accessTimeout`
-    /// (as after a transfer that completed), not "until further notice"
-    /// for as long as it stays a member. It asks again under a new transfer
-    /// if it still waits.
-    fn donation_given_up(&mut self, key: (MemberKey, u64), now: Instant) {
+    /// The transfer `key` ended, completed or given up past its retries:
+    /// updates are forwarded to the joiner for one more `accessTimeout`,
+    /// not "until further notice" for as long as it stays a member (a
+    /// joiner has one donation per donor; if it still waits it asks again
+    /// under a new transfer).
+    fn donation_ended(&mut self, key: (MemberKey, u64), now: Instant) {
         self.donations.remove(&key);
-        if !self.donations.keys().any(|(to, _)| *to == key.0) {
-            self.forward.insert(key.0, now + self.cfg.access_timeout);
-        }
+        self.forward.insert(key.0, now + self.cfg.access_timeout);
     }
 
     pub(crate) fn complete_outcome(
@@ -515,14 +511,12 @@ impl SessionNode {
             return;
         };
         if ok {
-            self.donations.remove(&key);
+            self.donation_ended(key, now);
             self.stats.transfers_served += 1;
-            let until = now + self.cfg.access_timeout;
-            self.forward.insert(to, until);
             return;
         }
         if d.retries >= MAX_TRANSFER_RETRIES {
-            self.donation_given_up(key, now);
+            self.donation_ended(key, now);
             return;
         }
         d.retries += 1;
