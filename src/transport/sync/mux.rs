@@ -27,7 +27,7 @@
 //! state that a reader and a writer cannot share).
 
 use super::conn::{send_some, SyncConn, Wait};
-use super::{Pool, SyncSender};
+use super::{Pool, Spin, SyncSender};
 use crate::error::{Error, Result};
 use crate::proto::outbound::Reply;
 use crate::stats::Stats;
@@ -426,16 +426,16 @@ impl SyncSender {
 
     /// The reader: applies the replies that arrive until caller `me` has
     /// its outcome or `deadline` passes. Polls the socket for
-    /// `idleSpinMicros` first (if a spin slot is free), then sleeps in one
+    /// `idleSpinMicros` first (as `SyncSender::spin_kind` allows), then sleeps in one
     /// blocking `read` bounded by `deadline`.
     fn read_acks(&self, mux: &Mux, me: u64, deadline: Instant) {
         let mut guard = mux.reader.lock().unwrap_or_else(|e| e.into_inner());
         let Some(c) = guard.as_mut() else { return };
         let n = self.waiting.fetch_add(1, Ordering::Relaxed);
-        let spin = if n < self.spin_slots && self.spin_allowed() {
-            self.shared.cfg.idle.spin
-        } else {
-            Duration::ZERO
+        let how = self.spin_kind(n);
+        let spin = match how {
+            Spin::No => Duration::ZERO,
+            Spin::Pure | Spin::Yield => self.shared.cfg.idle.spin,
         };
         let spin_until = Instant::now() + spin;
         let mut spinning = !spin.is_zero();
@@ -454,6 +454,9 @@ impl SyncSender {
                 }
                 if spinning && now < spin_until {
                     if !c.read_some()? {
+                        if how == Spin::Yield {
+                            thread::yield_now();
+                        }
                         std::hint::spin_loop();
                     }
                     continue;

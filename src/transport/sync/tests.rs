@@ -294,3 +294,28 @@ fn a_preface_never_answered_fails_at_connect_timeout_and_is_retried() {
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "one retry expected");
 }
+
+#[test]
+fn callers_waiting_for_acks_spin_then_yield_then_block_and_a_missed_spin_stops_all_polling() {
+    use super::Spin;
+    let s = sender(4);
+    let (pure, yielding) = (s.spin_slots, s.yield_slots);
+    assert!(pure >= 1 && yielding > pure, "slots {pure} / {yielding}");
+    let kinds: Vec<Spin> = (0..yielding + 2).map(|n| s.spin_kind(n)).collect();
+    assert!(kinds[..pure].iter().all(|&k| k == Spin::Pure), "{kinds:?}");
+    assert!(
+        kinds[pure..yielding].iter().all(|&k| k == Spin::Yield),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds[yielding..].iter().all(|&k| k == Spin::No),
+        "{kinds:?}"
+    );
+    // A spin that ran out before its ack: the next two waits (pure or
+    // yielding alike) block at once, then polling resumes.
+    s.spin_missed();
+    assert_eq!(s.spin_kind(0), Spin::No);
+    assert_eq!(s.spin_kind(pure), Spin::No);
+    assert_eq!(s.spin_kind(pure), Spin::Yield);
+    assert_eq!(s.spin_kind(0), Spin::Pure);
+}
