@@ -530,6 +530,11 @@ impl SessionNode {
         self.transmits.pop_front()
     }
 
+    /// Messages are waiting for [`SessionNode::poll_transmit`].
+    pub fn has_transmits(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
     /// The next event.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()

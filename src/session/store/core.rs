@@ -9,11 +9,21 @@
 //! * Host calls (`commit`, `get`, ...) also run on the caller's thread under
 //!   the mutex.
 //! * Send outcomes (on the channel's sender thread) and membership events
-//!   (on membership's thread) never take the mutex: they are pushed to a
-//!   lock-free inbox that whoever next holds the mutex applies first, and
-//!   the driver thread is woken to do so if nobody else comes. The sender
-//!   thread therefore never blocks on the node, and a node holding the mutex
-//!   while it queues a send can never wait on a sender blocked on the mutex.
+//!   (on membership's thread) never wait for the mutex: they are pushed to a
+//!   lock-free inbox that whoever next holds the mutex applies first. The
+//!   sender thread therefore never blocks on the node, and a node holding
+//!   the mutex while it queues a send can never wait on a sender blocked on
+//!   the mutex.
+//! * After pushing an outcome the sender thread tries the mutex (never
+//!   waits for it): if free, it applies the inbox and resolves the commit
+//!   handles that completes, but sends nothing (a send from the sender
+//!   thread could wait on its own full queue; the driver thread is woken to
+//!   send what is left). If the mutex is held, its holder applies the inbox
+//!   after letting go ([`Core::settle`]). So an acknowledged commit wakes
+//!   its waiter directly, not the driver thread first (S6 one commit at a
+//!   time, p50 15–25 µs against 24–96 µs in interleaved runs on 2 vCPUs,
+//!   both drivers), and a host listener that takes long on the driver
+//!   thread does not hold acknowledgements back.
 //! * Every holder of the mutex ends with [`Core::flush`]: transmits go to
 //!   the channel in the order the node produced them (still under the
 //!   mutex, so two threads cannot reorder one member's messages), and events
@@ -189,6 +199,8 @@ impl Core {
         self.absorb(&mut g, now);
         let r = f(&mut g, now);
         self.flush(&mut g, now);
+        drop(g);
+        self.settle(true);
         r
     }
 
@@ -330,13 +342,11 @@ impl Core {
             .node
             .handle_message(member_key(m.from), m.payload.clone(), now);
         self.flush(&mut g, now);
+        let me = g.node.me().addr;
+        drop(g);
+        self.settle(true);
         if let Err(e) = &r {
-            crate::sr_log!(
-                Debug,
-                "{} rejects a message from {}: {e}",
-                g.node.me().addr,
-                m.from
-            );
+            crate::sr_log!(Debug, "{me} rejects a message from {}: {e}", m.from);
         }
         r.map_err(|e| e.to_string())
     }
@@ -352,7 +362,49 @@ impl Core {
         if let Err(e) = o {
             crate::sr_log!(Debug, "outcome of message {id} to {to}: {e}");
         }
-        self.push(Input::Outcome(id, to, so));
+        self.inbox.push(Input::Outcome(id, to, so));
+        self.settle(false);
+    }
+
+    /// Applies the inbox if the node is free (never waits for it), and
+    /// again while more arrived meanwhile. Called by whoever pushed an
+    /// input, and by every holder of the mutex after it let go: an input
+    /// pushed while the mutex was held is applied by its holder on the way
+    /// out, so none waits for the driver thread (which may be busy in the
+    /// host's listener). `send`: hand the node's transmits to the channel
+    /// too; the sender thread passes false (a send from it could wait on
+    /// its own full queue) and wakes the driver thread to send them.
+    fn settle(&self, send: bool) {
+        let Some(m) = self.state.get() else {
+            return;
+        };
+        loop {
+            // Orders the push (or the unlock) before the look at the inbox
+            // (or the try below): of a pusher and a holder letting go, at
+            // least one sees the other.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if self.inbox.is_empty() {
+                return;
+            }
+            let mut g = match m.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                // Its holder settles after letting go.
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            let now = Instant::now();
+            self.absorb(&mut g, now);
+            if send {
+                self.flush(&mut g, now);
+            } else {
+                while let Some(e) = g.node.poll_event() {
+                    self.on_event(&mut g, e, now);
+                }
+                if g.node.has_transmits() {
+                    self.wake();
+                }
+            }
+        }
     }
 
     /// The driver thread: timers, the deferred start, inbox work nobody
