@@ -15,12 +15,11 @@
 //!   the mutex while it queues a send can never wait on a sender blocked on
 //!   the mutex.
 //! * After pushing an outcome the sender thread tries the mutex (never
-//!   waits for it): if free, it applies the inbox, resolves the commit
-//!   handles that completes and sends what that produced (a reply to a
-//!   member whose commit this node ran for it, a retry). Its sends never
-//!   wait for room in its own queue: they fail with `QueueFull` at once.
-//!   If the mutex is held, its holder applies the inbox after letting go
-//!   ([`Core::settle`]). So an acknowledged commit wakes
+//!   waits for it): if free, it applies the inbox and resolves the commit
+//!   handles that completes, but sends nothing (a send from the sender
+//!   thread could wait on its own full queue; the driver thread is woken to
+//!   send what is left). If the mutex is held, its holder applies the inbox
+//!   after letting go ([`Core::settle`]). So an acknowledged commit wakes
 //!   its waiter directly, not the driver thread first (S6 one commit at a
 //!   time, p50 15–25 µs against 24–96 µs in interleaved runs on 2 vCPUs,
 //!   both drivers), and a host listener that takes long on the driver
@@ -364,7 +363,7 @@ impl Core {
             crate::sr_log!(Debug, "outcome of message {id} to {to}: {e}");
         }
         self.inbox.push(Input::Outcome(id, to, so));
-        self.settle(true);
+        self.settle(false);
     }
 
     /// Applies the inbox if the node is free (never waits for it), and
@@ -373,10 +372,8 @@ impl Core {
     /// pushed while the mutex was held is applied by its holder on the way
     /// out, so none waits for the driver thread (which may be busy in the
     /// host's listener). `send`: hand the node's transmits to the channel
-    /// too (else wake the driver thread to). The channel's sender thread
-    /// sends too: a send from it never waits for room in its own queue
-    /// (it fails with `QueueFull` at once, which the node handles as a
-    /// failed send).
+    /// too; the sender thread passes false (a send from it could wait on
+    /// its own full queue) and wakes the driver thread to send them.
     fn settle(&self, send: bool) {
         let Some(m) = self.state.get() else {
             return;
