@@ -242,9 +242,10 @@ fn a_blocked_event_listener_does_not_hold_back_commit_acknowledgements() {
     }
     let opener = Opener(gate.clone());
     armed.store(true, Ordering::SeqCst);
-    // A session b creates, a keeps the backup of: a's listener hears of it
-    // and blocks the driver thread. (Its acknowledgement is not waited for:
-    // see "Noticed" in the session notes.)
+    // A session b creates, a keeps a copy of: a's listener hears of it and
+    // blocks the driver thread. Its acknowledgement is not waited for: when
+    // a is that session's primary, a's reply to b still goes out on a's
+    // driver thread.
     let mut t = b.store.begin(&b"made-on-b"[..]);
     t.set(&b"k"[..], &b"v"[..]);
     let _pending = b.store.create(t).unwrap();

@@ -75,6 +75,16 @@ enum Spin {
     Yield,
 }
 
+impl Spin {
+    /// Between two polls: yields the CPU if polling as [`Spin::Yield`].
+    fn pause(self) {
+        if self == Spin::Yield {
+            std::thread::yield_now();
+        }
+        std::hint::spin_loop();
+    }
+}
+
 /// How long a caller that also waits on sockets rechecks an exhausted pool.
 const POOL_RECHECK: Duration = Duration::from_millis(1);
 
@@ -410,20 +420,17 @@ impl SyncSender {
                 let n = self.waiting.fetch_add(1, Ordering::Relaxed);
                 spinning = true;
                 how = self.spin_kind(n);
-                let spin = match how {
-                    Spin::No => Duration::ZERO,
-                    Spin::Pure | Spin::Yield => self.shared.cfg.idle.spin,
-                };
+                let spin = self.spin_time(how);
                 spun = !spin.is_zero();
                 spin_until = Some(now + spin);
             }
             if let Some(until) = spin_until.filter(|&u| wait_in && now < u) {
                 if let [d] = &mut *ds {
                     spin_for_ack(d, until, how);
-                } else if how == Spin::Yield {
-                    std::thread::yield_now();
+                    std::hint::spin_loop();
+                } else {
+                    how.pause();
                 }
-                std::hint::spin_loop();
                 continue;
             }
             if std::mem::take(&mut spun) {
@@ -493,8 +500,6 @@ impl SyncSender {
         }
     }
 
-    /// False while recent spins went unanswered (each skipped send counts
-    /// down once; then one send tries again).
     /// How the `n`th caller now waiting for an ack (from 0) polls for it.
     fn spin_kind(&self, n: usize) -> Spin {
         if n >= self.yield_slots || !self.spin_allowed() {
@@ -506,6 +511,16 @@ impl SyncSender {
         }
     }
 
+    /// How long a caller waiting as `how` polls before it blocks.
+    fn spin_time(&self, how: Spin) -> Duration {
+        match how {
+            Spin::No => Duration::ZERO,
+            Spin::Pure | Spin::Yield => self.shared.cfg.idle.spin,
+        }
+    }
+
+    /// False while recent spins went unanswered (each skipped send counts
+    /// down once; then one send tries again).
     fn spin_allowed(&self) -> bool {
         let skip = self.spin_skip.load(Ordering::Relaxed);
         if skip == 0 {
@@ -719,10 +734,7 @@ fn spin_for_ack(d: &mut Dest, until: Instant, how: Spin) {
         if n % 8 == 0 && Instant::now() >= until {
             return;
         }
-        if how == Spin::Yield {
-            std::thread::yield_now();
-        }
-        std::hint::spin_loop();
+        how.pause();
     }
 }
 

@@ -27,7 +27,7 @@
 //! state that a reader and a writer cannot share).
 
 use super::conn::{send_some, SyncConn, Wait};
-use super::{Pool, Spin, SyncSender};
+use super::{Pool, SyncSender};
 use crate::error::{Error, Result};
 use crate::proto::outbound::Reply;
 use crate::stats::Stats;
@@ -433,10 +433,7 @@ impl SyncSender {
         let Some(c) = guard.as_mut() else { return };
         let n = self.waiting.fetch_add(1, Ordering::Relaxed);
         let how = self.spin_kind(n);
-        let spin = match how {
-            Spin::No => Duration::ZERO,
-            Spin::Pure | Spin::Yield => self.shared.cfg.idle.spin,
-        };
+        let spin = self.spin_time(how);
         let spin_until = Instant::now() + spin;
         let mut spinning = !spin.is_zero();
         let r = (|| -> Result<()> {
@@ -454,10 +451,7 @@ impl SyncSender {
                 }
                 if spinning && now < spin_until {
                     if !c.read_some()? {
-                        if how == Spin::Yield {
-                            thread::yield_now();
-                        }
-                        std::hint::spin_loop();
+                        how.pause();
                     }
                     continue;
                 }
