@@ -14,10 +14,13 @@
 //! holders lost at once. A crash or drain is allowed only when the cluster
 //! has been whole for a while (every node ready, nobody under-replicated,
 //! the last loss detected). Pauses stay shorter than failure detection,
-//! and partitions cut links without changing membership (a partition that
-//! membership turns into two views is outside the guarantee; see
-//! `a_member_back_from_a_partition_gets_the_sessions_created_meanwhile` in
-//! `tests/session_occ.rs` for the heal side).
+//! and partitions cut links without changing membership, but for one kind:
+//! in half of the schedules (`minCommitCopies=2`), a member is cut off and
+//! membership notices on both sides (a minority of one, which takes no
+//! commit), like a crash only when the cluster is whole, with no join
+//! until it is back in every view (a joiner on its side would make two
+//! views with two members each, outside the guarantee). Those schedules
+//! create sessions throughout (new names every simulated second).
 //!
 //! After the final reads, every node's `under_replicated` (when enough
 //! members are left) and `handoffs_in_progress` must return to 0.
@@ -73,6 +76,9 @@ struct Plan {
     sessions: usize,
     clients: usize,
     chaos: Duration,
+    /// `minCommitCopies=2`, and the nemesis also cuts one member off with
+    /// membership noticing on both sides (a minority of one).
+    isolate: bool,
 }
 
 impl Plan {
@@ -85,6 +91,7 @@ impl Plan {
             sessions: 3 + r.below(6) as usize,
             clients: 3 + r.below(6) as usize,
             chaos: ms(1500 + r.below(1500)),
+            isolate: r.chance(0.5),
         }
     }
 }
@@ -131,6 +138,10 @@ struct Run {
     drains: usize,
     pauses: usize,
     partitions: usize,
+    isolations: usize,
+    /// When an isolated member was last let back in: membership sees it
+    /// again only after failure detection, so no join until then.
+    rejoined: Option<Instant>,
     /// Last line printed by [`Run::watch`].
     watched: Option<String>,
 }
@@ -154,6 +165,7 @@ impl Run {
             expire_check_interval: ms(100),
             max_inactive_interval: -1,
             state_transfer_timeout: Some(Duration::from_secs(30)),
+            min_commit_copies: if plan.isolate { 2 } else { 1 },
             ..SessionConfig::default()
         };
         let c = SimCluster::started(net, session, plan.nodes);
@@ -179,6 +191,8 @@ impl Run {
             drains: 0,
             pauses: 0,
             partitions: 0,
+            isolations: 0,
+            rejoined: None,
             watched: None,
         }
     }
@@ -202,7 +216,35 @@ impl Run {
 
     fn session_name(&mut self) -> String {
         let k = self.c.rng().below(self.plan.sessions as u64);
+        if self.plan.isolate {
+            // New sessions every second: creates happen throughout, also
+            // while a member is cut off; and cold ones, where a create may
+            // be the last commit before a heal.
+            let epoch = self.ns() / 1_000_000_000;
+            if self.c.rng().chance(0.3) {
+                let cold = self.c.rng().below(30);
+                return format!("e{epoch}c{cold}");
+            }
+            return format!("e{epoch}s{k}");
+        }
         format!("s{k}")
+    }
+
+    /// The sessions the final reads cover.
+    fn final_sessions(&self) -> Vec<String> {
+        if !self.plan.isolate {
+            return (0..self.plan.sessions).map(|k| format!("s{k}")).collect();
+        }
+        let mut v: Vec<String> = self
+            .history
+            .iter()
+            .map(|e| match &e.op {
+                OpKind::Append { session, .. } | OpKind::Read { session, .. } => session.clone(),
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     fn record_append(
@@ -460,6 +502,7 @@ impl Run {
     fn whole(&self) -> bool {
         let settle = ms(150 * 3 + 300);
         self.draining.is_none()
+            && self.c.isolated().is_empty()
             && self.c.now().saturating_duration_since(self.last_disruption) > settle
             && self.c.alive().iter().all(|i| {
                 let n = self.c.node(*i);
@@ -468,6 +511,16 @@ impl Run {
                     && n.stats().handoffs_in_progress == 0
             })
             && self.c.alive().len() > self.plan.backups
+    }
+
+    /// A join would see an isolated member (or one let back in before the
+    /// others saw it again) as its own side: two views, each with
+    /// `minCommitCopies` members, outside the guarantee. No join then.
+    fn joins_allowed(&self) -> bool {
+        self.c.isolated().is_empty()
+            && self.rejoined.is_none_or(|t| {
+                self.c.now().saturating_duration_since(t) > self.c.cfg.detect_delay * 3
+            })
     }
 
     fn nemesis(&mut self) {
@@ -486,7 +539,7 @@ impl Run {
                     self.joins += 1;
                 }
             }
-            15..=29 if alive.len() < 7 => {
+            15..=29 if alive.len() < 7 && self.joins_allowed() => {
                 self.c.add_node();
                 self.joins += 1;
             }
@@ -512,7 +565,21 @@ impl Run {
                     self.partitions += 1;
                 }
             }
-            75..=89 => self.c.heal(),
+            75..=89 => {
+                if !self.c.isolated().is_empty() {
+                    self.last_disruption = self.c.now();
+                    self.rejoined = Some(self.c.now());
+                }
+                self.c.heal();
+            }
+            90..=94 if self.plan.isolate && self.whole() && alive.len() > 2 => {
+                // A partition membership notices: one member cut off, a
+                // minority that minCommitCopies=2 keeps from committing.
+                let v = alive[self.c.rng().below(alive.len() as u64) as usize];
+                self.c.isolate(v);
+                self.isolations += 1;
+                self.last_disruption = self.c.now();
+            }
             _ => {}
         }
     }
@@ -581,8 +648,7 @@ impl Run {
         }
         self.dispatch();
         // A final read of every session, retried until a primary answers.
-        for s in 0..self.plan.sessions {
-            let name = format!("s{s}");
+        for name in self.final_sessions() {
             let deadline = self.c.now() + Duration::from_secs(20);
             let mut done = false;
             while !done && self.c.now() < deadline {
@@ -691,12 +757,13 @@ fn run_seed(seed: u64) -> (listappend::Report, usize) {
         Ok(rep) => (rep, ops),
         Err(anomalies) => {
             let mut msg = format!(
-                "seed {seed} ({plan:?}; crashes {} joins {} drains {} pauses {} partitions {}): {} anomalies\n",
+                "seed {seed} ({plan:?}; crashes {} joins {} drains {} pauses {} partitions {} isolations {}): {} anomalies\n",
                 r.crashes,
                 r.joins,
                 r.drains,
                 r.pauses,
                 r.partitions,
+                r.isolations,
                 anomalies.len()
             );
             for a in anomalies.iter().take(8) {
@@ -722,7 +789,8 @@ fn seeds_from_env(default: u64) -> Vec<u64> {
 
 /// Seeds that found a bug, each run on every `make test`. (A seed's
 /// schedule shifts when the code changes; each bug also has a named test
-/// in `tests/session_occ.rs` or a rule in `docs/SESSIONS.md`.)
+/// in `tests/session_occ.rs` / `tests/session_terms.rs` or a rule in
+/// `docs/SESSIONS.md`.)
 const FIXED_SEEDS: &[(u64, &str)] = &[
     (1000, "stale copy taken over as primary: divergent lists; a forward delivered twice ran twice and answered Conflict"),
     (1004, "append invoke recorded at commit instead of read: checker saw a stale read (harness bug)"),
@@ -735,6 +803,8 @@ const FIXED_SEEDS: &[(u64, &str)] = &[
     (14832, "a re-replication copy to a cut-off new holder was dropped after its retries and under_replicated fell to 0: the nemesis crashed the last holder, an acked session lost"),
     (10703, "a donor gave up on a joiner cut off mid-transfer: the joiner stayed Joining until stateTransferTimeout, a final read never answered"),
     (16467, "the same as 14832 (a dropped re-replication copy, under_replicated 0 with one copy left): acked appends lost"),
+    (2249, "a primary cut off (membership noticed) created a session nobody acknowledged; the majority's create of the same id was in the same term and lost the tie after the heal: an acked append lost"),
+    (2391, "a member joined while another drained and never heard its leaving notice: it released its copy to the draining member and the primary counted it as a holder; the next drain lost the session"),
 ];
 
 #[test]

@@ -127,6 +127,8 @@ pub struct SimCluster {
     queue: BTreeMap<(Instant, u64), Action>,
     seq: u64,
     cut: HashSet<(usize, usize)>,
+    /// Nodes cut off with membership noticing ([`SimCluster::isolate`]).
+    isolated: HashSet<usize>,
     /// Paused nodes, until when: their inputs wait, their timers do not run.
     paused: HashMap<usize, Instant>,
     /// Messages delivered so far.
@@ -160,6 +162,7 @@ impl SimCluster {
             queue: BTreeMap::new(),
             seq: 0,
             cut: HashSet::new(),
+            isolated: HashSet::new(),
             paused: HashMap::new(),
             delivered: 0,
             trace: std::env::var_os("SIM_TRACE").is_some(),
@@ -252,7 +255,8 @@ impl SimCluster {
     }
 
     /// Adds a node; membership reports it to the others after `detect_delay`
-    /// (and them to it at once), then it starts its state transfer.
+    /// (and them to it at once), then it starts its state transfer. It
+    /// joins the majority side: isolated nodes and it never see each other.
     pub fn add_node(&mut self) -> usize {
         let i = self.nodes.len();
         if self.trace {
@@ -264,6 +268,11 @@ impl SimCluster {
         let key = sim_key(i);
         let mut node = SessionNode::new(self.session.clone(), key, self.now);
         for j in self.alive() {
+            if self.isolated.contains(&j) {
+                // It joins the majority side: cut off from `j`, unseen.
+                self.partition(i, j);
+                continue;
+            }
             node.member_added(sim_key(j), self.now);
             let at = self.now + self.cfg.detect_delay;
             self.schedule(at, Action::Added { at: j, member: key });
@@ -288,6 +297,7 @@ impl SimCluster {
             );
         }
         self.nodes[i].alive = false;
+        self.isolated.remove(&i);
         let key = sim_key(i);
         for j in self.alive() {
             let at = self.now + self.cfg.detect_delay;
@@ -319,9 +329,56 @@ impl SimCluster {
         self.cut.insert((b, a));
     }
 
-    /// Restores every cut link.
+    /// Cuts node `i` off from every other node, and membership notices on
+    /// both sides after `detect_delay`: a partition that leaves `i` a
+    /// minority of one, each side seeing the other depart.
+    pub fn isolate(&mut self, i: usize) {
+        let key = sim_key(i);
+        let at = self.now + self.cfg.detect_delay;
+        for j in self.alive().into_iter().filter(|j| *j != i) {
+            self.partition(i, j);
+            self.schedule(at, Action::Removed { at: j, member: key });
+            self.schedule(
+                at,
+                Action::Removed {
+                    at: i,
+                    member: sim_key(j),
+                },
+            );
+        }
+        self.isolated.insert(i);
+    }
+
+    /// Nodes cut off by [`SimCluster::isolate`] and not healed yet.
+    pub fn isolated(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self.isolated.iter().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Restores every cut link; membership sees every isolated node (and
+    /// it the others) again after `detect_delay`.
     pub fn heal(&mut self) {
         self.cut.clear();
+        let at = self.now + self.cfg.detect_delay;
+        for i in std::mem::take(&mut self.isolated) {
+            for j in self.alive().into_iter().filter(|j| *j != i) {
+                self.schedule(
+                    at,
+                    Action::Added {
+                        at: j,
+                        member: sim_key(i),
+                    },
+                );
+                self.schedule(
+                    at,
+                    Action::Added {
+                        at: i,
+                        member: sim_key(j),
+                    },
+                );
+            }
+        }
     }
 
     /// Moves every queued transmit and event of every live node into the

@@ -69,7 +69,11 @@ impl Message {
                 for _ in 0..n {
                     view.push(r.id16()?);
                 }
-                Message::StateRequest { transfer, view }
+                Message::StateRequest {
+                    transfer,
+                    view,
+                    departures: r.u32()?,
+                }
             }
             T_STATE_CHUNK => {
                 let transfer = r.varint()?;
@@ -91,6 +95,8 @@ impl Message {
                 transfer: r.varint()?,
                 chunks: r.u32()?,
                 sessions: r.varint()?,
+                departures: r.u32()?,
+                leaving: r.flag()?,
             },
             T_CHUNK_ACK => Message::ChunkAck {
                 transfer: r.varint()?,
@@ -171,6 +177,13 @@ impl Reader<'_> {
         let b = *self.buf.get(self.pos).ok_or(DecodeError::Truncated)?;
         self.pos += 1;
         Ok(b)
+    }
+    fn flag(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Invalid("flag not 0 or 1")),
+        }
     }
     fn varint(&mut self) -> Result<u64, DecodeError> {
         let mut v: u64 = 0;

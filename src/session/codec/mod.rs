@@ -16,7 +16,7 @@ use std::fmt;
 use std::time::Instant;
 
 const MAGIC: u8 = 0xD5;
-const CODEC_VERSION: u8 = 2;
+const CODEC_VERSION: u8 = 3;
 
 const T_DELTA: u8 = 1;
 const T_ACCESS: u8 = 2;
@@ -189,6 +189,9 @@ pub enum Message {
         /// a donor sends every session the joiner holds by this view too,
         /// since it may lack members that died unnoticed.
         view: Vec<[u8; 16]>,
+        /// Departures from the placement set the joiner has counted
+        /// ([`crate::session::SessionNode::departures`]).
+        departures: u32,
     },
     /// One chunk of a state transfer.
     StateChunk {
@@ -207,6 +210,11 @@ pub enum Message {
         chunks: u32,
         /// Number of sessions sent.
         sessions: u64,
+        /// Departures from the placement set the donor has counted
+        /// ([`crate::session::SessionNode::departures`]).
+        departures: u32,
+        /// The donor is draining: the joiner must not place sessions on it.
+        leaving: bool,
     },
     /// The joiner applied a chunk (flow control).
     ChunkAck {
@@ -545,13 +553,18 @@ impl Message {
                 put_bytes(b, old);
                 put_image(b, session);
             }
-            Message::StateRequest { transfer, view } => {
+            Message::StateRequest {
+                transfer,
+                view,
+                departures,
+            } => {
                 header(b, T_STATE_REQUEST);
                 put_varint(b, *transfer);
                 put_varint(b, view.len() as u64);
                 for id in view {
                     b.put_slice(id);
                 }
+                put_varint(b, u64::from(*departures));
             }
             Message::StateChunk {
                 transfer,
@@ -570,11 +583,15 @@ impl Message {
                 transfer,
                 chunks,
                 sessions,
+                departures,
+                leaving,
             } => {
                 header(b, T_STATE_COMPLETE);
                 put_varint(b, *transfer);
                 put_varint(b, *chunks as u64);
                 put_varint(b, *sessions);
+                put_varint(b, u64::from(*departures));
+                b.put_u8(u8::from(*leaving));
             }
             Message::ChunkAck { transfer, seq } => {
                 header(b, T_CHUNK_ACK);

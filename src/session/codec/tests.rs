@@ -103,9 +103,14 @@ fn arb_message() -> impl Strategy<Value = Message> {
         (arb_bytes(40), arb_image()).prop_map(|(old, session)| Message::ChangeId { old, session }),
         (
             any::<u64>(),
-            proptest::collection::vec(any::<[u8; 16]>(), 0..4)
+            proptest::collection::vec(any::<[u8; 16]>(), 0..4),
+            any::<u32>()
         )
-            .prop_map(|(transfer, view)| Message::StateRequest { transfer, view }),
+            .prop_map(|(transfer, view, departures)| Message::StateRequest {
+                transfer,
+                view,
+                departures
+            }),
         (
             any::<u64>(),
             any::<u32>(),
@@ -116,13 +121,22 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 seq,
                 sessions
             }),
-        (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(transfer, chunks, sessions)| {
-            Message::StateComplete {
-                transfer,
-                chunks,
-                sessions,
-            }
-        }),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<bool>()
+        )
+            .prop_map(|(transfer, chunks, sessions, departures, leaving)| {
+                Message::StateComplete {
+                    transfer,
+                    chunks,
+                    sessions,
+                    departures,
+                    leaving,
+                }
+            }),
         (any::<u64>(), any::<u32>())
             .prop_map(|(transfer, seq)| Message::ChunkAck { transfer, seq }),
         (any::<u64>(), arb_bytes(40)).prop_map(|(fetch, id)| Message::FetchRequest { fetch, id }),

@@ -154,12 +154,18 @@ impl SessionNode {
             principal: None,
             auth_type: None,
         };
-        let mut s = Session::new(
-            txn.id.clone(),
-            meta,
-            Version::default().next(self.me.id),
-            now,
-        );
+        // Backup mode: the first version of the term of the departures
+        // counted here, above a create that a departed primary may have
+        // left unacknowledged (it counted fewer).
+        let term = match self.cfg.mode {
+            SessionMode::Backup => u64::from(self.departures) << 32,
+            SessionMode::Delta => 0,
+        };
+        let first = Version {
+            counter: term,
+            writer: self.me.id,
+        };
+        let mut s = Session::new(txn.id.clone(), meta, first.next(self.me.id), now);
         s.apply(&txn.ops, &txn.meta);
         let to = self.required(&s.id);
         let payload = codec::encode_copy(CopyReason::Create, &s, now);

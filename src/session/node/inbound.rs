@@ -92,8 +92,12 @@ impl SessionNode {
                 Ok(())
             }
             Message::ChangeId { old, session } => self.on_change_id(from, old, session, now),
-            Message::StateRequest { transfer, view } => {
-                self.on_state_request(from, transfer, view, now);
+            Message::StateRequest {
+                transfer,
+                view,
+                departures,
+            } => {
+                self.on_state_request(from, transfer, view, departures, now);
                 Ok(())
             }
             Message::StateChunk {
@@ -105,9 +109,13 @@ impl SessionNode {
                 Ok(())
             }
             Message::StateComplete {
-                transfer, chunks, ..
+                transfer,
+                chunks,
+                departures,
+                leaving,
+                ..
             } => {
-                self.on_complete(from, transfer, chunks, now);
+                self.on_complete(from, transfer, chunks, departures, leaving, now);
                 Ok(())
             }
             Message::ChunkAck { transfer, seq } => {
@@ -138,12 +146,7 @@ impl SessionNode {
                 Ok(())
             }
             Message::Leaving => {
-                if self.members.binary_search(&from).is_ok() && self.leaving.insert(from) {
-                    self.recompute_live(now);
-                    self.view_changed = Some(now);
-                    self.repair_dirty(now);
-                    self.health_changed();
-                }
+                self.member_leaving(from, now);
                 Ok(())
             }
         }

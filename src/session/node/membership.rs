@@ -4,7 +4,7 @@
 
 use super::outcome::Purpose;
 use super::{NodeState, SessionEvent, SessionNode};
-use crate::session::codec::{self, CopyReason};
+use crate::session::codec::{self, CopyReason, Message};
 use crate::session::config::SessionMode;
 use crate::session::model::{MemberKey, SessionId};
 use crate::session::placement::Placement;
@@ -28,10 +28,36 @@ impl SessionNode {
                 // nobody else sends them: ask it, as a joiner would. Until it
                 // answered, this node answers for no session.
                 NodeState::Ready => self.catch_up_from(m, now),
-                _ => {}
+                // A member that joined after the leaving notice went out
+                // would place sessions here (and release its copies of
+                // them to this node) after this node is gone: tell it too.
+                NodeState::Draining | NodeState::Drained => self.tell_leaving(m),
+                NodeState::Idle | NodeState::TransferFailed => {}
             }
         }
         self.health_changed();
+    }
+
+    /// Member `m` announced that it drains: it leaves the placement set.
+    pub(crate) fn member_leaving(&mut self, m: MemberKey, now: Instant) {
+        if self.members.binary_search(&m).is_ok() && self.leaving.insert(m) {
+            self.recompute_live(now);
+            self.view_changed = Some(now);
+            self.repair_dirty(now);
+            self.health_changed();
+        }
+    }
+
+    /// Sends the leaving notice of this node's drain to `m` (resent until
+    /// it acknowledged, or left).
+    fn tell_leaving(&mut self, m: MemberKey) {
+        let Some(d) = &mut self.drain else {
+            return;
+        };
+        if !d.notice.contains(&m) {
+            d.notice.push(m);
+        }
+        self.send(vec![m], Message::Leaving.encode(), Some(Purpose::Leaving));
     }
 
     /// Reports the cluster's health after a change, and logs the first

@@ -86,6 +86,12 @@ pub struct SessionNode {
     /// Placement sets replaced within the last `accessTimeout`, with when
     /// they were replaced: copies made under them may still be in flight.
     pub(crate) recent_views: VecDeque<(Instant, Vec<MemberKey>)>,
+    /// Members that left the placement set (lost, cut off or drained), as
+    /// this node counted them, raised to the highest count a donor or a
+    /// joiner reported. A create starts in this term, so that it outranks
+    /// a create an earlier primary made before it departed, which nobody
+    /// acknowledged ([`SessionNode::departures`]).
+    pub(crate) departures: u32,
     /// Commits handed to their primary, by ticket.
     pub(crate) forwards: HashMap<u64, Forwarded>,
     /// Commits this node (as primary) runs for another member: ticket →
@@ -171,6 +177,7 @@ impl SessionNode {
             orphans: HashSet::default(),
             view_changed: None,
             recent_views: VecDeque::new(),
+            departures: 0,
             forwards: HashMap::default(),
             served: HashMap::default(),
             pending_ids: HashMap::default(),
@@ -209,6 +216,22 @@ impl SessionNode {
     pub fn state(&self) -> NodeState {
         self.state
     }
+    /// Departures from the placement set this node has counted (its own
+    /// count, raised to the highest that a donor or joiner reported in a
+    /// state transfer). A create in backup mode is the first version of
+    /// this term: a create that an earlier primary made before it departed,
+    /// and that nobody acknowledged, is in a lower term (that departure was
+    /// counted here after it), so it never replaces this one when a
+    /// partition heals.
+    pub fn departures(&self) -> u32 {
+        self.departures
+    }
+
+    /// Raises the departure count to `n` if that is higher.
+    pub(crate) fn heard_departures(&mut self, n: u32) {
+        self.departures = self.departures.max(n);
+    }
+
     /// True once state transfer completed (or the node started alone).
     pub fn is_ready(&self) -> bool {
         self.state == NodeState::Ready
@@ -285,6 +308,10 @@ impl SessionNode {
         }
         live.sort();
         if live != old {
+            let departed = old.iter().filter(|m| !live.contains(m)).count();
+            self.departures = self
+                .departures
+                .saturating_add(u32::try_from(departed).unwrap_or(u32::MAX));
             if self.cfg.mode == SessionMode::Backup {
                 self.primaries_changed(&old, &live);
             }

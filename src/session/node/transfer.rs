@@ -130,6 +130,7 @@ impl SessionNode {
             Message::StateRequest {
                 transfer,
                 view: self.live.iter().map(|m| m.id).collect(),
+                departures: self.departures,
             }
             .encode(),
             Some(Purpose::Request { transfer }),
@@ -148,6 +149,7 @@ impl SessionNode {
                 Message::StateRequest {
                     transfer,
                     view: self.live.iter().map(|m| m.id).collect(),
+                    departures: self.departures,
                 }
                 .encode(),
                 Some(Purpose::Request { transfer }),
@@ -314,8 +316,10 @@ impl SessionNode {
         from: MemberKey,
         transfer: u64,
         view: Vec<[u8; 16]>,
+        departures: u32,
         now: Instant,
     ) {
+        self.heard_departures(departures);
         // The request may overtake the membership event of the joiner
         // (which then changes nothing): report the health change here.
         if self.add_member(from, now) {
@@ -428,6 +432,8 @@ impl SessionNode {
                 transfer,
                 chunks: d.next_seq,
                 sessions: d.sent,
+                departures: self.departures,
+                leaving: self.drain.is_some(),
             };
             self.send(
                 vec![to],
@@ -524,6 +530,8 @@ impl SessionNode {
             transfer,
             chunks: d.next_seq,
             sessions: d.sent,
+            departures: self.departures,
+            leaving: self.drain.is_some(),
         };
         self.send(
             vec![to],
@@ -571,8 +579,16 @@ impl SessionNode {
         from: MemberKey,
         transfer: u64,
         chunks: u32,
+        departures: u32,
+        leaving: bool,
         now: Instant,
     ) {
+        self.heard_departures(departures);
+        if leaving {
+            // A donor that drains (its leaving notice may be overtaken by
+            // this message, or have gone out before this node was known).
+            self.member_leaving(from, now);
+        }
         if let Some(j) = &mut self.join {
             if j.transfer == transfer {
                 if let Some(p) = j.donors.get_mut(&from) {
