@@ -33,8 +33,11 @@
 #[path = "support/listappend.rs"]
 mod listappend;
 
-use bytes::Bytes;
+#[path = "support/nemesis_model.rs"]
+mod nemesis_model;
+
 use listappend::{AppendResult, Elem, Event, OpKind};
+use nemesis_model::*;
 use sessionrepl::session::sim::{sim_key, SimCluster, SimConfig};
 use sessionrepl::session::{
     CommitFailure, CommitTicket, Lookup, NodeState, Session, SessionConfig, SessionEvent,
@@ -42,85 +45,6 @@ use sessionrepl::session::{
 };
 use sessionrepl::Error;
 use std::time::{Duration, Instant};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-const ATTR: &[u8] = b"l";
-
-/// The list stored in a session's attribute `l`: elements, comma-separated.
-fn list_of(s: &Session) -> Vec<Elem> {
-    match s.attribute(ATTR) {
-        None => Vec::new(),
-        Some(b) if b.is_empty() => Vec::new(),
-        Some(b) => std::str::from_utf8(b)
-            .expect("utf-8 list")
-            .split(',')
-            .map(|x| x.parse().expect("element"))
-            .collect(),
-    }
-}
-
-fn encode(l: &[Elem]) -> Bytes {
-    let v: Vec<String> = l.iter().map(|e| e.to_string()).collect();
-    Bytes::from(v.join(","))
-}
-
-/// One nemesis schedule's knobs.
-#[derive(Debug, Clone)]
-struct Plan {
-    seed: u64,
-    nodes: usize,
-    backups: usize,
-    sessions: usize,
-    clients: usize,
-    chaos: Duration,
-    /// `minCommitCopies=2`, and the nemesis also cuts one member off with
-    /// membership noticing on both sides (a minority of one).
-    isolate: bool,
-}
-
-impl Plan {
-    fn of(seed: u64) -> Plan {
-        let mut r = sessionrepl::session::sim::SimRng::new(seed ^ 0x5eed);
-        Plan {
-            seed,
-            nodes: 3 + r.below(3) as usize,
-            backups: 1 + r.below(2) as usize,
-            sessions: 3 + r.below(6) as usize,
-            clients: 3 + r.below(6) as usize,
-            chaos: ms(1500 + r.below(1500)),
-            isolate: r.chance(0.5),
-        }
-    }
-}
-
-#[derive(Debug)]
-enum Step {
-    /// Waiting until `at` to start the next operation.
-    Idle { at: Instant },
-    /// A read (for an append: `elem`) waiting for the node's answer.
-    Reading {
-        session: String,
-        elem: Option<Elem>,
-        invoke: u64,
-    },
-    /// A commit waiting for its ticket's outcome.
-    Committing {
-        session: String,
-        elem: Elem,
-        base: Vec<Elem>,
-        ticket: CommitTicket,
-        invoke: u64,
-    },
-}
-
-struct Client {
-    process: u32,
-    node: usize,
-    step: Step,
-}
 
 struct Run {
     c: SimCluster,
@@ -774,38 +698,6 @@ fn run_seed(seed: u64) -> (listappend::Report, usize) {
         }
     }
 }
-
-/// The seeds to run besides the fixed ones: `SIM_SEEDS=N` (N random
-/// seeds from 1000) or `SIM_SEEDS=A-B`.
-fn seeds_from_env(default: u64) -> Vec<u64> {
-    match std::env::var("SIM_SEEDS") {
-        Ok(v) => match v.split_once('-') {
-            Some((a, b)) => (a.trim().parse().unwrap()..=b.trim().parse().unwrap()).collect(),
-            None => (1000..1000 + v.trim().parse::<u64>().unwrap()).collect(),
-        },
-        Err(_) => (1000..1000 + default).collect(),
-    }
-}
-
-/// Seeds that found a bug, each run on every `make test`. (A seed's
-/// schedule shifts when the code changes; each bug also has a named test
-/// in `tests/session_occ.rs` / `tests/session_terms.rs` or a rule in
-/// `docs/SESSIONS.md`.)
-const FIXED_SEEDS: &[(u64, &str)] = &[
-    (1000, "stale copy taken over as primary: divergent lists; a forward delivered twice ran twice and answered Conflict"),
-    (1004, "append invoke recorded at commit instead of read: checker saw a stale read (harness bug)"),
-    (1005, "conflict decided against an unacknowledged commit that later vanished: spurious conflict"),
-    (2000, "a read joining a fetch already in flight got an answer older than itself: stale read"),
-    (2112, "drain notice lost and never resent: a member kept placing sessions on a drained node"),
-    (2379, "drain raced a forwarded commit: the new primary started a term on an older base, an acked append lost"),
-    (2385, "primary promoted after a crash served a state another holder lacked; a later drain lost it"),
-    (9390, "a member primary again after a drain reused its old term: a holder kept the drained primary's unknown commit over a later acknowledged one"),
-    (14832, "a re-replication copy to a cut-off new holder was dropped after its retries and under_replicated fell to 0: the nemesis crashed the last holder, an acked session lost"),
-    (10703, "a donor gave up on a joiner cut off mid-transfer: the joiner stayed Joining until stateTransferTimeout, a final read never answered"),
-    (16467, "the same as 14832 (a dropped re-replication copy, under_replicated 0 with one copy left): acked appends lost"),
-    (2249, "a primary cut off (membership noticed) created a session nobody acknowledged; the majority's create of the same id was in the same term and lost the tie after the heal: an acked append lost"),
-    (2391, "a member joined while another drained and never heard its leaving notice: it released its copy to the draining member and the primary counted it as a holder; the next drain lost the session"),
-];
 
 #[test]
 fn list_append_under_the_nemesis_keeps_every_acknowledged_append() {
