@@ -24,6 +24,7 @@ on_both_drivers!(
     asynchronous_send_to_several_is_all_or_nothing,
     asynchronous_sends_to_200_dead_members_cost_no_threads,
     resend_after_reconnect_is_delivered_once,
+    a_send_from_the_sender_thread_never_waits_for_its_own_queue,
 );
 
 /// A member that accepts connections and never reads them.
@@ -423,4 +424,70 @@ fn resend_after_reconnect_is_delivered_once() {
     drop(seen);
     tx.stop();
     rx.stop();
+}
+
+/// A send made from a listener the sender thread calls (here the outcome
+/// listener, as the session store's does) never waits for room in that
+/// thread's own queue, which only that thread empties: it fails with
+/// `QueueFull` at once instead of holding the thread for
+/// `queueAddWaitTimeout` per send.
+fn a_send_from_the_sender_thread_never_waits_for_its_own_queue() {
+    let _g = serial();
+    let (rx, _n) = counting_receiver();
+    let dead = deaf();
+    let to_dead = dead.addr;
+    let slot: Arc<std::sync::OnceLock<Channel>> = Arc::default();
+    let tries: Arc<Mutex<Vec<(Duration, String)>>> = Arc::default();
+    let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s2, t2, f2) = (slot.clone(), tries.clone(), fired.clone());
+    let mut cfg = io_cfg();
+    cfg.replication_mode = ReplicationMode::FastAsyncQueue;
+    cfg.max_queue_length = 2;
+    cfg.queue_add_wait_timeout = Duration::from_millis(5000);
+    let none = SendOptions {
+        ack: AckMode::None,
+        compress: false,
+    };
+    let ch = Channel::builder(cfg)
+        .outcome_listener(move |_, _, _| {
+            if f2.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            let Some(c) = s2.get() else { return };
+            for _ in 0..6 {
+                let t0 = Instant::now();
+                let r = c.send(&[to_dead], Bytes::from_static(b"x"), none);
+                t2.lock().unwrap().push((t0.elapsed(), format!("{r:?}")));
+            }
+        })
+        .start()
+        .unwrap();
+    assert!(slot.set(ch.clone()).is_ok());
+    let acked = SendOptions {
+        ack: AckMode::Delivery,
+        compress: false,
+    };
+    ch.send(&[rx.local_addr()], Bytes::from_static(b"go"), acked)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tries.lock().unwrap().len() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "the listener's sends did not end"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let tries = tries.lock().unwrap().clone();
+    eprintln!("figure: sends from the sender thread: {tries:?}");
+    assert!(
+        tries.iter().all(|(d, _)| *d < Duration::from_millis(1000)),
+        "a send from the sender thread waited: {tries:?}"
+    );
+    assert!(
+        tries.iter().any(|(_, r)| r.contains("QueueFull")),
+        "the queue of 2 never filled: {tries:?}"
+    );
+    ch.stop();
+    rx.stop();
+    drop(dead);
 }

@@ -242,14 +242,19 @@ fn a_blocked_event_listener_does_not_hold_back_commit_acknowledgements() {
     }
     let opener = Opener(gate.clone());
     armed.store(true, Ordering::SeqCst);
-    // A session b creates, a keeps a copy of: a's listener hears of it and
-    // blocks the driver thread. Its acknowledgement is not waited for: when
-    // a is that session's primary, a's reply to b still goes out on a's
-    // driver thread.
-    let mut t = b.store.begin(&b"made-on-b"[..]);
+    // A session b creates whose primary is a: b hands the create to a,
+    // a applies it (its listener hears of it and blocks the driver
+    // thread), copies it to b, and once b acknowledged the copy, replies to
+    // b. That reply goes out on a's sender thread, not its driver thread.
+    let on_a = (0..)
+        .map(|i| format!("made-on-b-{i}"))
+        .find(|id| !b.store.is_primary_for(id.as_bytes()))
+        .unwrap();
+    let mut t = b.store.begin(on_a.as_bytes().to_vec());
     t.set(&b"k"[..], &b"v"[..]);
-    let _pending = b.store.create(t).unwrap();
+    let handed = b.store.create(t).unwrap();
     wait_for("a's listener to block", || blocked.load(Ordering::SeqCst));
+    let handed = handed.wait(Duration::from_secs(5));
     let id = (0..)
         .map(|i| format!("made-on-a-{i}"))
         .find(|id| a.is_primary_for(id.as_bytes()))
@@ -258,6 +263,10 @@ fn a_blocked_event_listener_does_not_hold_back_commit_acknowledgements() {
     t.set(&b"k"[..], &b"v"[..]);
     let copies = a.create(t).unwrap().wait(Duration::from_secs(5));
     drop(opener);
+    assert_eq!(
+        handed.expect("the reply to a commit a ran for b waited for the blocked listener"),
+        2
+    );
     assert_eq!(
         copies.expect("the commit's acknowledgement waited for the blocked listener"),
         2

@@ -14,6 +14,17 @@ use crate::wire::frame::{FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_INTERNAL_DEFL
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+thread_local! {
+    /// This thread runs a sender engine (see [`PumpHandle::send`]).
+    static ENGINE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as a sender engine's: its sends never wait
+/// for room in a queue.
+pub(crate) fn mark_engine_thread() {
+    ENGINE_THREAD.with(|t| t.set(true));
+}
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -132,7 +143,14 @@ impl PumpHandle {
         if self.stop.load(Ordering::Relaxed) {
             return Err(Error::NotRunning);
         }
-        let wait = self.shared.cfg.queue_add_wait_timeout;
+        // A send from a sender engine's own thread (a listener it calls)
+        // never waits for room: the room would have to come from that
+        // thread. It fails with `QueueFull` at once instead.
+        let wait = if ENGINE_THREAD.with(|t| t.get()) {
+            std::time::Duration::ZERO
+        } else {
+            self.shared.cfg.queue_add_wait_timeout
+        };
         if let Some(adm) = &self.admission {
             if let Err(e) = adm.reserve(item.dest.as_slice(), wait) {
                 Stats::add(&self.shared.stats.queue_full, 1);

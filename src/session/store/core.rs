@@ -15,11 +15,12 @@
 //!   the mutex while it queues a send can never wait on a sender blocked on
 //!   the mutex.
 //! * After pushing an outcome the sender thread tries the mutex (never
-//!   waits for it): if free, it applies the inbox and resolves the commit
-//!   handles that completes, but sends nothing (a send from the sender
-//!   thread could wait on its own full queue; the driver thread is woken to
-//!   send what is left). If the mutex is held, its holder applies the inbox
-//!   after letting go ([`Core::settle`]). So an acknowledged commit wakes
+//!   waits for it): if free, it applies the inbox, resolves the commit
+//!   handles that completes and sends what that produced (a reply to a
+//!   member whose commit this node ran for it, a retry). Its sends never
+//!   wait for room in its own queue: they fail with `QueueFull` at once.
+//!   If the mutex is held, its holder applies the inbox after letting go
+//!   ([`Core::settle`]). So an acknowledged commit wakes
 //!   its waiter directly, not the driver thread first (S6 one commit at a
 //!   time, p50 15–25 µs against 24–96 µs in interleaved runs on 2 vCPUs,
 //!   both drivers), and a host listener that takes long on the driver
@@ -48,6 +49,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
+
+/// Rounds of "send, handle the refusals as failed sends, send what that
+/// queued" in one flush. The rest stays queued in the node for the next
+/// flush (the driver's next turn), so a channel that refuses everything
+/// (stopping) costs a bounded amount of work per turn, not a loop.
+const MAX_REFUSED_ROUNDS: usize = 4;
 
 /// The host's listener of session events.
 pub type EventListener = Arc<dyn Fn(&SessionEvent) + Send + Sync>;
@@ -227,12 +234,17 @@ impl Core {
     /// Hands the node's transmits to the channel, in order, and handles its
     /// events. A send the channel refuses outright counts as failed for each
     /// destination, which may make the node send again: loop until quiet.
+    /// Sends what the node queued; see [`MAX_REFUSED_ROUNDS`].
     fn flush(&self, st: &mut State, now: Instant) {
         let Some(ch) = self.channel.get() else {
             return;
         };
         let mut addrs: Vec<SocketAddr> = Vec::new();
-        loop {
+        // A refused send fails at once, and the node may answer that with
+        // another send (a resent notice, a retry): a few rounds, then what
+        // is left waits for the next turn (a channel that stops refuses
+        // every send, and this thread must get back to its stop flag).
+        for _ in 0..MAX_REFUSED_ROUNDS {
             let mut refused: Vec<(SendToken, MemberKey)> = Vec::new();
             while let Some(t) = st.node.poll_transmit() {
                 addrs.clear();
@@ -363,7 +375,7 @@ impl Core {
             crate::sr_log!(Debug, "outcome of message {id} to {to}: {e}");
         }
         self.inbox.push(Input::Outcome(id, to, so));
-        self.settle(false);
+        self.settle(true);
     }
 
     /// Applies the inbox if the node is free (never waits for it), and
@@ -372,8 +384,10 @@ impl Core {
     /// pushed while the mutex was held is applied by its holder on the way
     /// out, so none waits for the driver thread (which may be busy in the
     /// host's listener). `send`: hand the node's transmits to the channel
-    /// too; the sender thread passes false (a send from it could wait on
-    /// its own full queue) and wakes the driver thread to send them.
+    /// too (else wake the driver thread to). The channel's sender thread
+    /// sends too: a send from it never waits for room in its own queue
+    /// (it fails with `QueueFull` at once, which the node handles as a
+    /// failed send).
     fn settle(&self, send: bool) {
         let Some(m) = self.state.get() else {
             return;
@@ -400,9 +414,11 @@ impl Core {
                 while let Some(e) = g.node.poll_event() {
                     self.on_event(&mut g, e, now);
                 }
-                if g.node.has_transmits() {
-                    self.wake();
-                }
+            }
+            if g.node.has_transmits() {
+                // Left over by the flush's bound (or not flushed here):
+                // the driver thread's next turn sends it.
+                self.wake();
             }
         }
     }

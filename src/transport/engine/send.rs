@@ -91,6 +91,7 @@ impl<D: Driver> SendEngine<D> {
     /// Runs until the handle's stop flag is set, then reports whatever
     /// has no outcome and lets the driver drain.
     pub(crate) fn run(mut self) {
+        crate::transport::link::mark_engine_thread();
         let mut busy = true;
         while !self.stop.load(Ordering::Relaxed) {
             busy = self.turn(busy);
