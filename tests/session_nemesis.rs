@@ -159,16 +159,7 @@ impl Run {
         if !self.plan.isolate {
             return (0..self.plan.sessions).map(|k| format!("s{k}")).collect();
         }
-        let mut v: Vec<String> = self
-            .history
-            .iter()
-            .map(|e| match &e.op {
-                OpKind::Append { session, .. } | OpKind::Read { session, .. } => session.clone(),
-            })
-            .collect();
-        v.sort();
-        v.dedup();
-        v
+        listappend::sessions_of(&self.history)
     }
 
     fn record_append(

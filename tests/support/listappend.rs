@@ -135,6 +135,19 @@ struct Append<'a> {
     result: AppendResult,
 }
 
+/// Every session named in `history`, sorted, each once.
+pub fn sessions_of(history: &[Event]) -> Vec<String> {
+    let mut v: Vec<String> = history
+        .iter()
+        .map(|e| match &e.op {
+            OpKind::Append { session, .. } | OpKind::Read { session, .. } => session.clone(),
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// Checks a history. `Err` lists every anomaly found, each naming the
 /// session, the operations and the lists involved.
 pub fn check(history: &[Event]) -> Result<Report, Vec<String>> {

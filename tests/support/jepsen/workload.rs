@@ -61,18 +61,7 @@ impl History {
 
     /// Every session named in the history, sorted.
     pub fn sessions(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .events
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|e| match &e.op {
-                OpKind::Append { session, .. } | OpKind::Read { session, .. } => session.clone(),
-            })
-            .collect();
-        v.sort();
-        v.dedup();
-        v
+        crate::listappend::sessions_of(&self.events.lock().unwrap())
     }
 }
 
