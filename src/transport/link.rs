@@ -14,6 +14,8 @@ use crate::wire::frame::{FLAG_ACK_DELIVERY, FLAG_ACK_RECEIPT, FLAG_INTERNAL_DEFL
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 thread_local! {
     /// This thread runs a sender engine (see [`PumpHandle::send`]).
@@ -25,8 +27,6 @@ thread_local! {
 pub(crate) fn mark_engine_thread() {
     ENGINE_THREAD.with(|t| t.set(true));
 }
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
 
 /// The per-message handle a member's sender carries: the caller's ticket.
 pub(crate) type Tok = Option<Arc<Ticket>>;
@@ -147,7 +147,7 @@ impl PumpHandle {
         // never waits for room: the room would have to come from that
         // thread. It fails with `QueueFull` at once instead.
         let wait = if ENGINE_THREAD.with(|t| t.get()) {
-            std::time::Duration::ZERO
+            Duration::ZERO
         } else {
             self.shared.cfg.queue_add_wait_timeout
         };

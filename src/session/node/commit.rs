@@ -162,10 +162,10 @@ impl SessionNode {
             SessionMode::Delta => 0,
         };
         let first = Version {
-            counter: term,
+            counter: term + 1,
             writer: self.me.id,
         };
-        let mut s = Session::new(txn.id.clone(), meta, first.next(self.me.id), now);
+        let mut s = Session::new(txn.id.clone(), meta, first, now);
         s.apply(&txn.ops, &txn.meta);
         let to = self.required(&s.id);
         let payload = codec::encode_copy(CopyReason::Create, &s, now);

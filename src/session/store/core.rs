@@ -207,7 +207,7 @@ impl Core {
         let r = f(&mut g, now);
         self.flush(&mut g, now);
         drop(g);
-        self.settle(true);
+        self.settle();
         r
     }
 
@@ -233,17 +233,13 @@ impl Core {
 
     /// Hands the node's transmits to the channel, in order, and handles its
     /// events. A send the channel refuses outright counts as failed for each
-    /// destination, which may make the node send again: loop until quiet.
-    /// Sends what the node queued; see [`MAX_REFUSED_ROUNDS`].
+    /// destination, which may make the node send again: at most
+    /// [`MAX_REFUSED_ROUNDS`] rounds of that.
     fn flush(&self, st: &mut State, now: Instant) {
         let Some(ch) = self.channel.get() else {
             return;
         };
         let mut addrs: Vec<SocketAddr> = Vec::new();
-        // A refused send fails at once, and the node may answer that with
-        // another send (a resent notice, a retry): a few rounds, then what
-        // is left waits for the next turn (a channel that stops refuses
-        // every send, and this thread must get back to its stop flag).
         for _ in 0..MAX_REFUSED_ROUNDS {
             let mut refused: Vec<(SendToken, MemberKey)> = Vec::new();
             while let Some(t) = st.node.poll_transmit() {
@@ -356,7 +352,7 @@ impl Core {
         self.flush(&mut g, now);
         let me = g.node.me().addr;
         drop(g);
-        self.settle(true);
+        self.settle();
         if let Err(e) = &r {
             crate::sr_log!(Debug, "{me} rejects a message from {}: {e}", m.from);
         }
@@ -375,7 +371,7 @@ impl Core {
             crate::sr_log!(Debug, "outcome of message {id} to {to}: {e}");
         }
         self.inbox.push(Input::Outcome(id, to, so));
-        self.settle(true);
+        self.settle();
     }
 
     /// Applies the inbox if the node is free (never waits for it), and
@@ -383,12 +379,11 @@ impl Core {
     /// input, and by every holder of the mutex after it let go: an input
     /// pushed while the mutex was held is applied by its holder on the way
     /// out, so none waits for the driver thread (which may be busy in the
-    /// host's listener). `send`: hand the node's transmits to the channel
-    /// too (else wake the driver thread to). The channel's sender thread
-    /// sends too: a send from it never waits for room in its own queue
-    /// (it fails with `QueueFull` at once, which the node handles as a
-    /// failed send).
-    fn settle(&self, send: bool) {
+    /// host's listener). It hands the node's transmits to the channel too,
+    /// also on the channel's sender thread: a send from it never waits for
+    /// room in its own queue (it fails with `QueueFull` at once, which the
+    /// node handles as a failed send).
+    fn settle(&self) {
         let Some(m) = self.state.get() else {
             return;
         };
@@ -408,16 +403,10 @@ impl Core {
             };
             let now = Instant::now();
             self.absorb(&mut g, now);
-            if send {
-                self.flush(&mut g, now);
-            } else {
-                while let Some(e) = g.node.poll_event() {
-                    self.on_event(&mut g, e, now);
-                }
-            }
+            self.flush(&mut g, now);
             if g.node.has_transmits() {
-                // Left over by the flush's bound (or not flushed here):
-                // the driver thread's next turn sends it.
+                // Left over by the flush's bound: the driver thread's next
+                // turn sends it.
                 self.wake();
             }
         }
