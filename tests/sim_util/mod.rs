@@ -1,5 +1,6 @@
 //! Helpers shared by the simulated-cluster tests of the session store
-//! (`session_occ.rs`, `session_terms.rs`): outcomes, reads as a request
+//! (`session_sim.rs`, `session_sim_faults.rs`, `session_occ.rs`,
+//! `session_terms.rs`): outcomes, reads as a request
 //! makes them, cuts and views.
 
 #![allow(dead_code)]
@@ -142,4 +143,53 @@ pub fn heal_and_read_acked(c: &mut SimCluster, id: &str) {
         let s = read(c, reader, id).unwrap();
         assert_eq!(value(&s), "acked", "read through node {reader}");
     }
+}
+
+pub fn cfg(mode: SessionMode) -> SessionConfig {
+    SessionConfig {
+        mode,
+        ..SessionConfig::default()
+    }
+}
+
+/// Creates session `id` on its primary (as seen by node 0) with `k = v`.
+pub fn create_on_primary(c: &mut SimCluster, id: &str, v: &str) -> usize {
+    let p = c
+        .node(c.alive()[0])
+        .placement_of(id.as_bytes())
+        .primary()
+        .unwrap();
+    let i = (0..c.len()).find(|i| sim_key(*i) == p).unwrap();
+    let mut t = Txn::new(id.to_string());
+    t.set("k", v.to_string());
+    c.with(i, |n, now| n.create(t, 1, now)).unwrap();
+    i
+}
+
+pub fn commit(c: &mut SimCluster, i: usize, id: &str, v: &str) -> CommitTicket {
+    let mut t = Txn::new(id.to_string());
+    t.set("k", v.to_string());
+    c.with(i, |n, now| n.commit(t, now)).unwrap().unwrap()
+}
+
+pub fn acked(c: &SimCluster, i: usize, ticket: CommitTicket) -> Option<usize> {
+    c.events(i).iter().find_map(|e| match e {
+        SessionEvent::CommitAcked {
+            ticket: t, copies, ..
+        } if *t == ticket => Some(*copies),
+        _ => None,
+    })
+}
+
+pub fn failed(c: &SimCluster, i: usize, ticket: CommitTicket) -> Option<CommitFailure> {
+    c.events(i).iter().find_map(|e| match e {
+        SessionEvent::CommitFailed {
+            ticket: t, reason, ..
+        } if *t == ticket => Some(*reason),
+        _ => None,
+    })
+}
+
+pub fn val(c: &SimCluster, i: usize, id: &str) -> Option<bytes::Bytes> {
+    c.value(i, id.as_bytes(), b"k")
 }
