@@ -166,14 +166,7 @@ fn a_joiner_cut_off_from_a_donor_mid_transfer_asks_again_and_is_ready_after_the_
         send_all_sessions_size: 1,
         ..cfg(SessionMode::Backup)
     };
-    let mut c = SimCluster::started(SimConfig::default(), session, 3);
-    for i in 0..300 {
-        create_on_primary(&mut c, &format!("j{i}"), &format!("v{i}"));
-    }
-    c.run_for(ms(200));
-    let j = c.add_node();
-    c.run_for(ms(10));
-    assert_eq!(c.node(j).state(), NodeState::Joining, "transfer too short");
+    let (mut c, j) = joining_mid_transfer(session, "j");
     // Cut from donor 0 well past its chunk retries (8 × ackTimeout).
     c.partition(j, 0);
     c.run_for(ms(1500));
@@ -209,14 +202,7 @@ fn a_donor_that_gave_up_on_a_joiner_stops_forwarding_to_it() {
         access_timeout: ms(500),
         ..cfg(SessionMode::Delta)
     };
-    let mut c = SimCluster::started(SimConfig::default(), session, 3);
-    for i in 0..300 {
-        create_on_primary(&mut c, &format!("f{i}"), &format!("v{i}"));
-    }
-    c.run_for(ms(200));
-    let j = c.add_node();
-    c.run_for(ms(10));
-    assert_eq!(c.node(j).state(), NodeState::Joining, "transfer too short");
+    let (mut c, j) = joining_mid_transfer(session, "f");
     // Cut from donor 0 past its chunk retries and the joiner's timeout.
     c.partition(j, 0);
     c.run_for(ms(2000));
@@ -252,4 +238,18 @@ fn a_donor_that_gave_up_on_a_joiner_stops_forwarding_to_it() {
             "{id} at the joiner"
         );
     }
+}
+
+/// Three members holding 300 sessions (`{prefix}0`.. with `v0`..), and a
+/// fourth, returned, that has begun its state transfer and is joining.
+fn joining_mid_transfer(session: SessionConfig, prefix: &str) -> (SimCluster, usize) {
+    let mut c = SimCluster::started(SimConfig::default(), session, 3);
+    for i in 0..300 {
+        create_on_primary(&mut c, &format!("{prefix}{i}"), &format!("v{i}"));
+    }
+    c.run_for(ms(200));
+    let j = c.add_node();
+    c.run_for(ms(10));
+    assert_eq!(c.node(j).state(), NodeState::Joining, "transfer too short");
+    (c, j)
 }

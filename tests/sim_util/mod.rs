@@ -145,6 +145,7 @@ pub fn heal_and_read_acked(c: &mut SimCluster, id: &str) {
     }
 }
 
+/// The default session config in `mode`.
 pub fn cfg(mode: SessionMode) -> SessionConfig {
     SessionConfig {
         mode,
@@ -166,30 +167,24 @@ pub fn create_on_primary(c: &mut SimCluster, id: &str, v: &str) -> usize {
     i
 }
 
+/// Commits `k = v` to `id` on node `i`; its ticket.
 pub fn commit(c: &mut SimCluster, i: usize, id: &str, v: &str) -> CommitTicket {
     let mut t = Txn::new(id.to_string());
     t.set("k", v.to_string());
     c.with(i, |n, now| n.commit(t, now)).unwrap().unwrap()
 }
 
+/// The copies of an acknowledged commit (see [`outcome`]).
 pub fn acked(c: &SimCluster, i: usize, ticket: CommitTicket) -> Option<usize> {
-    c.events(i).iter().find_map(|e| match e {
-        SessionEvent::CommitAcked {
-            ticket: t, copies, ..
-        } if *t == ticket => Some(*copies),
-        _ => None,
-    })
+    outcome(c, i, ticket)?.ok()
 }
 
+/// Why a commit failed (see [`outcome`]).
 pub fn failed(c: &SimCluster, i: usize, ticket: CommitTicket) -> Option<CommitFailure> {
-    c.events(i).iter().find_map(|e| match e {
-        SessionEvent::CommitFailed {
-            ticket: t, reason, ..
-        } if *t == ticket => Some(*reason),
-        _ => None,
-    })
+    outcome(c, i, ticket)?.err()
 }
 
+/// Node `i`'s value of `k` in `id`.
 pub fn val(c: &SimCluster, i: usize, id: &str) -> Option<bytes::Bytes> {
     c.value(i, id.as_bytes(), b"k")
 }
