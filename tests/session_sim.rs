@@ -379,6 +379,68 @@ fn id_change_leaves_no_node_with_both_or_neither() {
     }
 }
 
+/// Found by `make demo` (about half of its runs stopped at "node1: err not
+/// found"): a rename asked on a member that holds no copy of the session
+/// failed with NotFound, although any member can commit to it (the commit
+/// goes to the primary). A Tomcat node that serves a login for a session it
+/// does not hold lost the session: its container had the new id, the
+/// cluster the old one. Now the rename goes to the primary too.
+#[test]
+fn a_member_without_a_copy_renames_a_session_through_its_primary() {
+    let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Backup), 4);
+    create_on_primary(&mut c, "old", "x");
+    c.run_for(ms(50));
+    let outsider = (0..4).find(|i| c.node(*i).peek(b"old").is_none()).unwrap();
+    let t = c
+        .with(outsider, |n, now| n.change_id(b"old", "new", now))
+        .unwrap();
+    c.run_for(ms(500));
+    // Acknowledged by the holders of both ids (the old id's go away).
+    let copies = acked(&c, outsider, t).expect("the rename is acknowledged");
+    assert!(copies >= 2, "{copies} copies");
+    assert!(c.holders_of(b"old").is_empty(), "old id survives");
+    let holders = c.holders_of(b"new");
+    assert!(holders.len() >= 2, "{holders:?}");
+    for i in 0..4 {
+        assert!(read(&mut c, i, "old").is_none(), "node {i} still reads old");
+        let s = read(&mut c, i, "new").unwrap_or_else(|| panic!("node {i} cannot read new"));
+        assert_eq!(value(&s), "x", "node {i}");
+    }
+    // An id nobody holds, asked on a member that is not its primary: the
+    // primary answers NotFound.
+    let asker = (0..4)
+        .find(|i| c.node(*i).placement_of(b"nobody").primary() != Some(sim_key(*i)))
+        .unwrap();
+    let t = c
+        .with(asker, |n, now| n.change_id(b"nobody", "other", now))
+        .unwrap();
+    c.run_for(ms(200));
+    assert_eq!(failed(&c, asker, t), Some(CommitFailure::NotFound));
+}
+
+/// A forwarded rename whose primary is cut off ends, unacknowledged, by
+/// its deadline; after the heal the session has exactly one of its ids.
+#[test]
+fn a_forwarded_rename_cut_off_from_the_primary_ends_and_leaves_one_id() {
+    let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Backup), 4);
+    let p = create_on_primary(&mut c, "old", "x");
+    c.run_for(ms(50));
+    let outsider = (0..4).find(|i| c.node(*i).peek(b"old").is_none()).unwrap();
+    c.partition(outsider, p);
+    let t = c
+        .with(outsider, |n, now| n.change_id(b"old", "new", now))
+        .unwrap();
+    c.run_for(ms(5000));
+    assert_eq!(failed(&c, outsider, t), Some(CommitFailure::Unacknowledged));
+    c.heal();
+    c.run_for(ms(500));
+    let (old, new) = (c.holders_of(b"old").len(), c.holders_of(b"new").len());
+    assert!(
+        (old, new) == (2, 0) || (old, new) == (0, 2),
+        "old on {old} members, new on {new}"
+    );
+}
+
 #[test]
 fn expiry_propagates_and_access_keeps_sessions_alive() {
     let session = SessionConfig {

@@ -234,7 +234,9 @@ public final class SessionStore implements AutoCloseable {
     }
 
     /**
-     * Renames a session cluster-wide (session-fixation protection).
+     * Renames a session cluster-wide (session-fixation protection). Any
+     * member may ask: one without a copy hands the rename to the session's
+     * primary, as it does a commit.
      *
      * @param oldId the current id
      * @param newId the new id

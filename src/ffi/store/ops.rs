@@ -310,8 +310,11 @@ pub unsafe extern "C" fn sr_session_store_invalidate(
 /// (session-fixation protection after a login); every member applies it
 /// as one step. Waits as `sr_session_store_commit`.
 ///
-/// Returns as `sr_session_store_commit` (`SR_NOT_FOUND`: `old` not held
-/// here; `SR_CONFLICT`: `new_id` in use or removed recently), plus
+/// Any member may ask: one without a copy hands the rename to the
+/// session's primary, as it does a commit.
+///
+/// Returns as `sr_session_store_commit` (`SR_NOT_FOUND`: no member holds
+/// `old`; `SR_CONFLICT`: `new_id` in use or removed recently), plus
 /// `SR_INVALID_ARGUMENT` (an empty id).
 ///
 /// Thread safety: any thread.

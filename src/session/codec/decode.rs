@@ -131,6 +131,11 @@ impl Message {
                     txn: r.delta()?,
                 }
             }
+            T_FORWARD_CHANGE_ID => Message::ForwardChangeId {
+                req: r.varint()?,
+                old: r.id()?,
+                new: r.id()?,
+            },
             T_COMMIT_RESULT => {
                 let req = r.varint()?;
                 let outcome = match r.u8()? {

@@ -32,6 +32,7 @@ const T_FETCH_REPLY: u8 = 11;
 const T_LEAVING: u8 = 12;
 const T_FORWARD: u8 = 13;
 const T_COMMIT_RESULT: u8 = 14;
+const T_FORWARD_CHANGE_ID: u8 = 15;
 
 /// Bounds the decoder enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,7 +257,18 @@ pub enum Message {
         /// The session id, the base version, the changes (`version` unused).
         txn: Delta,
     },
-    /// The outcome of a [`Message::Forward`].
+    /// A rename asked on a node that holds no copy of the session, handed
+    /// to the session's primary (as [`Message::Forward`] hands a commit).
+    /// The primary answers with a [`Message::CommitResult`].
+    ForwardChangeId {
+        /// Request id chosen by the sender.
+        req: u64,
+        /// The session's id now.
+        old: SessionId,
+        /// Its new id.
+        new: SessionId,
+    },
+    /// The outcome of a [`Message::Forward`] or [`Message::ForwardChangeId`].
     CommitResult {
         /// The request id of the forward.
         req: u64,
@@ -518,6 +530,7 @@ impl Message {
             Message::Access { id }
             | Message::Remove { id, .. }
             | Message::FetchRequest { id, .. } => 50 + id.len(),
+            Message::ForwardChangeId { old, new, .. } => 30 + old.len() + new.len(),
             _ => 32,
         }
     }
@@ -628,6 +641,12 @@ impl Message {
                 b.put_u8((*create as u8) | ((*check_base as u8) << 1));
                 put_varint(b, *creation_time);
                 put_delta(b, txn);
+            }
+            Message::ForwardChangeId { req, old, new } => {
+                header(b, T_FORWARD_CHANGE_ID);
+                put_varint(b, *req);
+                put_bytes(b, old);
+                put_bytes(b, new);
             }
             Message::CommitResult {
                 req,

@@ -166,6 +166,8 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     txn,
                 }
             }),
+        (any::<u64>(), arb_bytes(40), arb_bytes(40))
+            .prop_map(|(req, old, new)| Message::ForwardChangeId { req, old, new }),
         (any::<u64>(), 0u8..5, any::<u32>()).prop_map(|(req, o, copies)| {
             let outcome = [
                 ForwardOutcome::Acked,

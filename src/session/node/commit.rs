@@ -398,11 +398,15 @@ impl SessionNode {
 
     /// Renames a session cluster-wide (Tomcat's JvmRouteBinderValve
     /// takeover). Each member applies the rename as one step, so none ends
-    /// with both ids or neither.
+    /// with both ids or neither. On a member without a copy (backup mode)
+    /// the session's primary renames it ([`Message::ForwardChangeId`]), as
+    /// it runs a commit made there; the ticket ends with its answer.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if `old` is not here, [`Error::Conflict`] if `new`
-    /// is in use or was removed recently.
+    /// [`Error::NotFound`] if `old` is not here and this member is its
+    /// primary (a forwarded rename of an unknown id fails its ticket with
+    /// [`CommitFailure::NotFound`](super::CommitFailure::NotFound)), [`Error::Conflict`] if `new` is in use
+    /// here or was removed recently.
     pub fn change_id(
         &mut self,
         old: &[u8],
@@ -415,6 +419,22 @@ impl SessionNode {
         if new.len() > self.limits.max_id_len {
             return Err(Error::InvalidArgument("session id too long".into()));
         }
+        if self.table.get(old).is_none() && self.forwards_to_primary(old) {
+            // No copy here: the session's primary renames it.
+            return self.forward_change_id(old, new, now);
+        }
+        self.change_id_at(old, new, now, None)
+    }
+
+    /// Renames `old` to `new` here and on every holder of either; the
+    /// outcome goes to `origin` (a forwarded rename) or to this node's host.
+    pub(crate) fn change_id_at(
+        &mut self,
+        old: &[u8],
+        new: SessionId,
+        now: Instant,
+        origin: Option<(MemberKey, u64)>,
+    ) -> Result<CommitTicket> {
         if self.table.get(&new).is_some() || self.table.is_tombstoned(&new) {
             return Err(Error::Conflict("new session id in use".into()));
         }
@@ -433,6 +453,13 @@ impl SessionNode {
         let version = s.version;
         self.table.insert_local(s);
         let token = self.send(to.clone(), payload, Some(Purpose::Other));
-        Ok(self.new_ticket(new, CommitKind::ChangeId { old }, version, to, token, None))
+        Ok(self.new_ticket(
+            new,
+            CommitKind::ChangeId { old },
+            version,
+            to,
+            token,
+            origin,
+        ))
     }
 }

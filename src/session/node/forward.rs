@@ -117,6 +117,65 @@ impl SessionNode {
         Ok(CommitTicket(t))
     }
 
+    /// Hands a rename of `old` (not held here) to the session's primary.
+    pub(crate) fn forward_change_id(
+        &mut self,
+        old: &[u8],
+        new: SessionId,
+        now: Instant,
+    ) -> Result<CommitTicket> {
+        let Some(primary) = self.placement_of(old).primary().filter(|p| *p != self.me) else {
+            return Err(Error::Unreachable("no primary for this session".into()));
+        };
+        let t = self.next_ticket();
+        self.stats.commits += 1;
+        self.stats.forwarded += 1;
+        let msg = Message::ForwardChangeId {
+            req: t,
+            old: SessionId::copy_from_slice(old),
+            new: new.clone(),
+        };
+        self.forwards.insert(
+            t,
+            Forwarded {
+                id: new,
+                primary,
+                deadline: now + self.cfg.access_timeout * 2,
+            },
+        );
+        self.send(
+            vec![primary],
+            msg.encode(),
+            Some(Purpose::Forward { ticket: t }),
+        );
+        Ok(CommitTicket(t))
+    }
+
+    /// A rename forwarded by `from`: run here if this node is the ready
+    /// primary of `old`; the result goes back when it settles.
+    pub(crate) fn on_forward_change_id(
+        &mut self,
+        from: MemberKey,
+        req: u64,
+        old: SessionId,
+        new: SessionId,
+        now: Instant,
+    ) {
+        if !self.first_forward(from, req) {
+            return;
+        }
+        let r = if self.state != NodeState::Ready || !self.is_primary_for(&old) {
+            Err(Error::Unreachable("not the session's ready primary".into()))
+        } else if new.len() > self.limits.max_id_len {
+            Err(Error::InvalidArgument("session id too long".into()))
+        } else {
+            self.change_id_at(&old, new, now, Some((from, req)))
+        };
+        if let Err(e) = r {
+            self.refuse_forward(from, req, &e);
+        }
+    }
+
     /// The delivery outcome of a forward: without an ack the primary may or
     /// may not have applied it.
     pub(crate) fn forward_outcome(&mut self, ticket: u64, outcome: SendOutcome) {
@@ -234,16 +293,8 @@ impl SessionNode {
         d: Delta,
         now: Instant,
     ) {
-        // A forward delivered twice (a duplicate, a resend) runs once.
-        if self.seen_forwards.contains(&(from, req)) {
+        if !self.first_forward(from, req) {
             return;
-        }
-        self.seen_forwards.insert((from, req));
-        self.seen_order.push_back((from, req));
-        while self.seen_order.len() > MAX_SEEN_FORWARDS {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen_forwards.remove(&old);
-            }
         }
         let r = if self.state != NodeState::Ready || !self.is_primary_for(&d.id) {
             Err(Error::Unreachable("not the session's ready primary".into()))
@@ -263,18 +314,38 @@ impl SessionNode {
             }
         };
         if let Err(e) = r {
-            let outcome = match e {
-                Error::Conflict(_) => ForwardOutcome::Conflict,
-                Error::NotFound => ForwardOutcome::NotFound,
-                _ => ForwardOutcome::Unavailable,
-            };
-            let msg = Message::CommitResult {
-                req,
-                outcome,
-                copies: 0,
-            };
-            self.send(vec![from], msg.encode(), None);
+            self.refuse_forward(from, req, &e);
         }
+    }
+
+    /// True the first time forward `req` of `from` arrives: a forward
+    /// delivered twice (a duplicate, a resend) runs once.
+    fn first_forward(&mut self, from: MemberKey, req: u64) -> bool {
+        if !self.seen_forwards.insert((from, req)) {
+            return false;
+        }
+        self.seen_order.push_back((from, req));
+        while self.seen_order.len() > MAX_SEEN_FORWARDS {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen_forwards.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Answers forward `req` of `from` that failed before it was applied.
+    fn refuse_forward(&mut self, from: MemberKey, req: u64, e: &Error) {
+        let outcome = match e {
+            Error::Conflict(_) => ForwardOutcome::Conflict,
+            Error::NotFound => ForwardOutcome::NotFound,
+            _ => ForwardOutcome::Unavailable,
+        };
+        let msg = Message::CommitResult {
+            req,
+            outcome,
+            copies: 0,
+        };
+        self.send(vec![from], msg.encode(), None);
     }
 
     /// True while a commit of `id` made here is unacknowledged, or failed

@@ -137,6 +137,10 @@ impl SessionNode {
                 self.on_forward(from, req, create, check_base, creation_time, txn, now);
                 Ok(())
             }
+            Message::ForwardChangeId { req, old, new } => {
+                self.on_forward_change_id(from, req, old, new, now);
+                Ok(())
+            }
             Message::CommitResult {
                 req,
                 outcome,

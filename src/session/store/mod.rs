@@ -463,11 +463,14 @@ impl SessionStore {
     }
 
     /// Renames a session cluster-wide (session-fixation protection after
-    /// login); every member applies it as one step.
+    /// login); every member applies it as one step. Any member may ask: one
+    /// without a copy hands the rename to the session's primary, as it does
+    /// a commit.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if `old` is not held here, [`Error::Conflict`] if
-    /// `new` is in use or was removed recently.
+    /// [`Error::NotFound`] if no member holds `old` (from the handle's wait
+    /// when the primary answers it), [`Error::Conflict`] if `new` is in use
+    /// or was removed recently.
     pub fn change_id(&self, old: &[u8], new: impl Into<SessionId>) -> Result<CommitHandle> {
         let new = new.into();
         self.core.with(|st, now| {
