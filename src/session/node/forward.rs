@@ -77,44 +77,20 @@ impl SessionNode {
         creation_time: u64,
         now: Instant,
     ) -> Result<CommitTicket> {
-        let Some(primary) = self
-            .placement_of(&txn.id)
-            .primary()
-            .filter(|p| *p != self.me)
-        else {
-            return Err(Error::Unreachable("no primary for this session".into()));
-        };
-        let t = self.next_ticket();
-        self.stats.commits += 1;
-        self.stats.forwarded += 1;
-        let msg = Message::Forward {
-            req: t,
+        let id = txn.id.clone();
+        self.forward(&id, id.clone(), now, |req| Message::Forward {
+            req,
             create,
             check_base: txn.base.is_some(),
             creation_time,
             txn: Delta {
-                id: txn.id.clone(),
+                id: txn.id,
                 base: txn.base.unwrap_or_default(),
                 version: Version::default(),
                 ops: txn.ops,
                 meta: txn.meta,
             },
-        };
-        self.forwards.insert(
-            t,
-            Forwarded {
-                id: txn.id,
-                primary,
-                // The primary's own replication may take its retries.
-                deadline: now + self.cfg.access_timeout * 2,
-            },
-        );
-        self.send(
-            vec![primary],
-            msg.encode(),
-            Some(Purpose::Forward { ticket: t }),
-        );
-        Ok(CommitTicket(t))
+        })
     }
 
     /// Hands a rename of `old` (not held here) to the session's primary.
@@ -124,22 +100,35 @@ impl SessionNode {
         new: SessionId,
         now: Instant,
     ) -> Result<CommitTicket> {
-        let Some(primary) = self.placement_of(old).primary().filter(|p| *p != self.me) else {
+        self.forward(old, new.clone(), now, |req| Message::ForwardChangeId {
+            req,
+            old: SessionId::copy_from_slice(old),
+            new,
+        })
+    }
+
+    /// Sends `msg(ticket)` to the primary of `key`; the ticket (for session
+    /// `id`) ends with its [`Message::CommitResult`], or unacknowledged.
+    fn forward(
+        &mut self,
+        key: &[u8],
+        id: SessionId,
+        now: Instant,
+        msg: impl FnOnce(u64) -> Message,
+    ) -> Result<CommitTicket> {
+        let Some(primary) = self.placement_of(key).primary().filter(|p| *p != self.me) else {
             return Err(Error::Unreachable("no primary for this session".into()));
         };
         let t = self.next_ticket();
         self.stats.commits += 1;
         self.stats.forwarded += 1;
-        let msg = Message::ForwardChangeId {
-            req: t,
-            old: SessionId::copy_from_slice(old),
-            new: new.clone(),
-        };
+        let msg = msg(t);
         self.forwards.insert(
             t,
             Forwarded {
-                id: new,
+                id,
                 primary,
+                // The primary's own replication may take its retries.
                 deadline: now + self.cfg.access_timeout * 2,
             },
         );
