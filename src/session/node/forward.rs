@@ -150,19 +150,10 @@ impl SessionNode {
         new: SessionId,
         now: Instant,
     ) {
-        if !self.first_forward(from, req) {
-            return;
-        }
-        let r = if self.state != NodeState::Ready || !self.is_primary_for(&old) {
-            Err(Error::Unreachable("not the session's ready primary".into()))
-        } else if new.len() > self.limits.max_id_len {
-            Err(Error::InvalidArgument("session id too long".into()))
-        } else {
-            self.change_id_at(&old, new, now, Some((from, req)))
-        };
-        if let Err(e) = r {
-            self.refuse_forward(from, req, &e);
-        }
+        // `new` is no longer than `max_id_len`: the decoder checked it.
+        self.serve_forward(from, req, &old, |n| {
+            n.change_id_at(&old, new, now, Some((from, req)))
+        });
     }
 
     /// The delivery outcome of a forward: without an ack the primary may or
@@ -282,12 +273,7 @@ impl SessionNode {
         d: Delta,
         now: Instant,
     ) {
-        if !self.first_forward(from, req) {
-            return;
-        }
-        let r = if self.state != NodeState::Ready || !self.is_primary_for(&d.id) {
-            Err(Error::Unreachable("not the session's ready primary".into()))
-        } else {
+        self.serve_forward(from, req, &d.id.clone(), |n| {
             let txn = Txn {
                 id: d.id,
                 ops: d.ops,
@@ -295,23 +281,28 @@ impl SessionNode {
                 base: check_base.then_some(d.base),
             };
             if create {
-                self.create_at(txn, creation_time, now, Some((from, req)))
+                n.create_at(txn, creation_time, now, Some((from, req)))
             } else if txn.is_empty() {
                 Err(Error::InvalidArgument("empty forwarded commit".into()))
             } else {
-                self.commit_at(txn, now, Some((from, req)))
+                n.commit_at(txn, now, Some((from, req)))
             }
-        };
-        if let Err(e) = r {
-            self.refuse_forward(from, req, &e);
-        }
+        });
     }
 
-    /// True the first time forward `req` of `from` arrives: a forward
-    /// delivered twice (a duplicate, a resend) runs once.
-    fn first_forward(&mut self, from: MemberKey, req: u64) -> bool {
+    /// Serves forward `req` of `from` (for session `id`) once: a forward
+    /// delivered twice (a duplicate, a resend) runs once. `run` applies it
+    /// if this node is the session's ready primary; a forward refused, or
+    /// failed before it was applied, is answered at once.
+    fn serve_forward(
+        &mut self,
+        from: MemberKey,
+        req: u64,
+        id: &[u8],
+        run: impl FnOnce(&mut Self) -> Result<CommitTicket>,
+    ) {
         if !self.seen_forwards.insert((from, req)) {
-            return false;
+            return;
         }
         self.seen_order.push_back((from, req));
         while self.seen_order.len() > MAX_SEEN_FORWARDS {
@@ -319,11 +310,14 @@ impl SessionNode {
                 self.seen_forwards.remove(&old);
             }
         }
-        true
-    }
-
-    /// Answers forward `req` of `from` that failed before it was applied.
-    fn refuse_forward(&mut self, from: MemberKey, req: u64, e: &Error) {
+        let r = if self.state != NodeState::Ready || !self.is_primary_for(id) {
+            Err(Error::Unreachable("not the session's ready primary".into()))
+        } else {
+            run(self)
+        };
+        let Err(e) = r else {
+            return;
+        };
         let outcome = match e {
             Error::Conflict(_) => ForwardOutcome::Conflict,
             Error::NotFound => ForwardOutcome::NotFound,
