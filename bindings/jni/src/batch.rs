@@ -23,6 +23,7 @@ use crate::dests::To;
 use crate::enc::Enc;
 use crate::intake::{direct, span};
 use crate::refs;
+use bytes::Bytes;
 use jni::objects::{GlobalRef, JByteArray, JByteBuffer, JClass, JObjectArray, JString, JValue};
 use jni::signature::ReturnType;
 use jni::sys::{jint, jlong};
@@ -261,9 +262,15 @@ extern "system" fn channel_send_batch(
         let max = c.config().max_frame_size;
         let o = options(c, opts);
         let (mut count, mut at) = (0i64, 0usize);
+        // The messages are copied out of Java's buffer a group at a time
+        // (up to GROUP bytes, or one larger message): one copy and one
+        // allocation per group, each message a slice of it. Per message,
+        // a copy into the pooled intake took its lock and drained the
+        // store buffer on a shared reference count; per group that cost
+        // is paid once.
+        let mut group = Bytes::new();
+        let mut group_at = 0usize;
         while at < all.len() {
-            // Each message is copied from Java's buffer into the pooled
-            // intake (no allocation) and queued as its own frame.
             let r = frame_at(all, at).and_then(|(s, end)| {
                 if end - s > max {
                     return Err(Fail::arg(format!(
@@ -271,7 +278,11 @@ extern "system" fn channel_send_batch(
                         end - s
                     )));
                 }
-                c.send(to.as_slice(), c.copy_payload(&all[s..end]), o)?;
+                if end > group_at + group.len() {
+                    group_at = at;
+                    group = Bytes::copy_from_slice(&all[at..group_end(all, at, end)]);
+                }
+                c.send(to.as_slice(), group.slice(s - group_at..end - group_at), o)?;
                 Ok(end)
             });
             match r {
@@ -285,6 +296,24 @@ extern "system" fn channel_send_batch(
         }
         Ok(count << 32 | at as i64)
     })
+}
+
+/// Bytes copied per group of a batch (see `channel_send_batch`).
+const GROUP: usize = 64 * 1024;
+
+/// Where the group that starts with the message at `at` (ending at
+/// `first_end`) ends: after as many whole messages as fit in [`GROUP`]
+/// bytes, at least the first. A malformed length ends the group before
+/// it (the loop then meets and reports it).
+fn group_end(all: &[u8], at: usize, first_end: usize) -> usize {
+    let mut end = first_end;
+    while let Ok((_, next)) = frame_at(all, end) {
+        if next - at > GROUP {
+            break;
+        }
+        end = next;
+    }
+    end
 }
 
 /// The message at `at`: its bytes' range, checked against `all`.

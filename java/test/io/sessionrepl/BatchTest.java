@@ -134,6 +134,50 @@ final class BatchTest {
     }
 
     /**
+     * A batch far larger than the native side's copy group (64 KiB), with
+     * messages of 10 bytes to 70 KiB (one larger than a group by itself),
+     * arrives whole and in order in every mode; a malformed length after
+     * good messages ends the call at them, and the next call refuses it.
+     */
+    static void largeMixedBatchesArriveWhole() throws Exception {
+        int[] sizes = {200, 3000, 70_000, 10, 65_532, 65_533, 1};
+        for (String mode : ApiTest.MODES) {
+            List<byte[]> got = new CopyOnWriteArrayList<>();
+            try (Channel b = ApiTest.receiver(mode, got); Channel a = Channel.builder(plain(mode)).start()) {
+                int n = 70;
+                List<byte[]> sent = new ArrayList<>();
+                int total = 0;
+                for (int i = 0; i < n; i++) {
+                    sent.add(msg(i, Math.max(4, sizes[i % sizes.length])));
+                    total += 4 + sent.get(i).length;
+                }
+                ByteBuffer buf = ByteBuffer.allocateDirect(total + 8);
+                for (byte[] m : sent) {
+                    check(Channel.putMessage(buf, m, 0, m.length), "message fits");
+                }
+                // a length that claims more than the buffer holds
+                buf.putInt(1_000_000).putInt(7).flip();
+                SendOptions o = SendOptions.ack(SendOptions.Ack.NONE).compress(false);
+                int done = 0;
+                while (done < n) {
+                    int k = a.sendBatch(to(b), buf, o);
+                    check(k >= 1, mode + ": sendBatch sends at least one");
+                    done += k;
+                }
+                eq(n, done, mode + ": every good message taken, not the malformed one");
+                eq(total, buf.position(), mode + ": position at the malformed length");
+                SessionReplException e = expect("SR_INVALID_ARGUMENT", () -> a.sendBatch(to(b), buf, o));
+                check(e.detail().contains("claims"), mode + ": detail " + e.detail());
+                waitFor(() -> got.size() >= n, mode + " delivery of all");
+                eq(n, got.size(), mode + ": delivered exactly once");
+                for (int i = 0; i < n; i++) {
+                    check(Arrays.equals(sent.get(i), got.get(i)), mode + ": message " + i + " intact and in order");
+                }
+            }
+        }
+    }
+
+    /**
      * sendBatch in synchronous mode stops at a refused message: the call
      * returns the messages before it, the next call throws its failure.
      */
@@ -195,6 +239,7 @@ final class BatchTest {
     static List<Object[]> tests() {
         List<Object[]> t = new ArrayList<>();
         t.add(new Object[] {"batch_send_and_batch_listener_deliver_in_order", (ApiTest.Body) BatchTest::batchesArriveInOrder});
+        t.add(new Object[] {"large_mixed_batches_arrive_whole", (ApiTest.Body) BatchTest::largeMixedBatchesArriveWhole});
         t.add(new Object[] {"batch_listener_failures_reach_senders", (ApiTest.Body) BatchTest::batchFailuresReachSenders});
         t.add(new Object[] {"sync_send_batch_stops_at_a_refused_message", (ApiTest.Body) BatchTest::syncBatchStopsAtFailure});
         t.add(new Object[] {"bad_batches_are_refused", (ApiTest.Body) BatchTest::badBatchesRefused});
