@@ -30,13 +30,14 @@ test-rust:
 	$(CARGO) test --workspace --benches
 	$(CARGO) test --workspace --doc
 
-## The fuzz targets (frame decoder, secure handshake): built, then each run briefly (FUZZ_SECS).
+## The fuzz targets (frame decoder, secure handshake, peer messages): built, then each run briefly (FUZZ_SECS).
 ## cargo-fuzz wants nightly for its sanitizer flags; with `-s none` only
 ## unstable-option parsing remains, which RUSTC_BOOTSTRAP=1 allows on stable.
-FUZZ_SECS ?= 20
+FUZZ_SECS ?= 15
 fuzz-smoke:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none frame_decoder
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none secure_handshake
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none peer_messages
 	@mkdir -p build
 	@cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none frame_decoder -- \
 	  -max_total_time=$(FUZZ_SECS) -rss_limit_mb=2048 -print_final_stats=1 \
@@ -44,6 +45,9 @@ fuzz-smoke:
 	@cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none secure_handshake -- \
 	  -max_total_time=$(FUZZ_SECS) -rss_limit_mb=2048 -print_final_stats=1 \
 	  > ../build/fuzz-secure.log 2>&1; rc=$$?; tail -n 8 ../build/fuzz-secure.log; exit $$rc
+	@cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none peer_messages -- \
+	  -max_total_time=$(FUZZ_SECS) -rss_limit_mb=2048 -print_final_stats=1 \
+	  > ../build/fuzz-peer.log 2>&1; rc=$$?; tail -n 8 ../build/fuzz-peer.log; exit $$rc
 
 bench: release
 	$(RELEASE_BIN) bench $(BENCH_ARGS)
