@@ -116,4 +116,6 @@ pub const FIXED_SEEDS: &[(u64, &str)] = &[
     (16467, "the same as 14832 (a dropped re-replication copy, under_replicated 0 with one copy left): acked appends lost"),
     (2249, "a primary cut off (membership noticed) created a session nobody acknowledged; the majority's create of the same id was in the same term and lost the tie after the heal: an acked append lost"),
     (2391, "a member joined while another drained and never heard its leaving notice: it released its copy to the draining member and the primary counted it as a holder; the next drain lost the session"),
+    (61470, "a member released its copy while the new primary, whose placement had it as a holder again, sent it a re-replication copy: the member acknowledged that copy, the primary acknowledged the release, and the member dropped a copy the primary counted; the primary crashed and acked appends were lost"),
+    (80985, "a holder acknowledged the release of a copy by a member its own placement still counted as a holder (views one drain apart): the copy was dropped, the member that held the other copy drained, and the new primary had none: acked appends lost"),
 ];

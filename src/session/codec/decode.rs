@@ -34,6 +34,7 @@ impl Message {
                     1 => CopyReason::Repair,
                     2 => CopyReason::Rebalance,
                     3 => CopyReason::Handoff,
+                    4 => CopyReason::Release,
                     _ => return Err(DecodeError::Invalid("copy reason")),
                 };
                 Message::Copy {

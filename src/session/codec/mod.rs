@@ -138,6 +138,11 @@ pub enum CopyReason {
     Rebalance = 2,
     /// Drain before shutdown: the sender hands the session over.
     Handoff = 3,
+    /// The sender no longer holds the session by its placement and drops
+    /// its copy once every holder acknowledged this one (hand-off before
+    /// release). A receiver whose placement still has the sender as a
+    /// holder refuses it, and the sender keeps its copy.
+    Release = 4,
 }
 
 /// Why a session is removed.

@@ -83,7 +83,8 @@ fn arb_message() -> impl Strategy<Value = Message> {
         Just(CopyReason::Create),
         Just(CopyReason::Repair),
         Just(CopyReason::Rebalance),
-        Just(CopyReason::Handoff)
+        Just(CopyReason::Handoff),
+        Just(CopyReason::Release)
     ];
     prop_oneof![
         delta.clone(),

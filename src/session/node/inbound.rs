@@ -26,6 +26,9 @@ pub enum Reject {
     Moved,
     /// Not the session's ready primary: ask the primary.
     NotPrimary,
+    /// A release of a copy whose sender this node's placement still has
+    /// as a holder: the sender keeps it.
+    StillHolder,
 }
 
 impl fmt::Display for Reject {
@@ -36,6 +39,10 @@ impl fmt::Display for Reject {
             Reject::Conflict => write!(f, "concurrent newer version held"),
             Reject::Moved => write!(f, "node has drained"),
             Reject::NotPrimary => write!(f, "not the session's ready primary"),
+            Reject::StillHolder => write!(
+                f,
+                "the sender still holds the session by this member's placement"
+            ),
         }
     }
 }
@@ -169,6 +176,15 @@ impl SessionNode {
         now: Instant,
     ) -> Result<(), Reject> {
         let (id, version) = (img.id.clone(), img.version);
+        if reason == CopyReason::Release && self.placement_of(&id).contains(&from) {
+            // The two placements differ (a view change one of the two has
+            // not seen yet). This node may already count the sender's copy
+            // (it sent it a copy or a delta that was acknowledged): the
+            // copy stays until both agree (nemesis seed 80985: the copy
+            // was dropped, the member that counted it drained, and the
+            // session was gone).
+            return Err(Reject::StillHolder);
+        }
         let recent = self.recent_departures(&id, now);
         let r = self.table.apply_image(img, recent, now);
         if reason == CopyReason::Repair && matches!(r, Apply::Stale | Apply::Lost { .. }) {
@@ -196,6 +212,9 @@ impl SessionNode {
         r: Apply,
         now: Instant,
     ) -> Result<(), Reject> {
+        if matches!(r, Apply::Done { .. } | Apply::Stale) {
+            self.keep_released(id);
+        }
         match r {
             Apply::Done { created, displaced } => {
                 self.stats.applied += 1;
@@ -247,6 +266,20 @@ impl SessionNode {
                 });
                 Err(Reject::Conflict)
             }
+        }
+    }
+
+    /// A member just counted this node's copy of `id` (it sent a copy or
+    /// a delta, which the ack confirms): a release of `id` in progress here
+    /// stops and the copy stays. Its placement, unlike this node's, has
+    /// this node as a holder (a view change one of the two has not seen
+    /// yet); dropping the copy once the release's holders acknowledge would
+    /// leave that member counting a copy that no longer exists (nemesis
+    /// seed 61470: the primary then crashed and the session was gone). The
+    /// sweep releases the copy again if it still should.
+    fn keep_released(&mut self, id: &SessionId) {
+        if self.releasing.remove(id).is_some() {
+            self.orphans.remove(id);
         }
     }
 

@@ -182,7 +182,7 @@ impl SessionNode {
         if to.is_empty() {
             return; // nobody to hand it to: keep it
         }
-        let payload = codec::encode_copy(CopyReason::Rebalance, s, now);
+        let payload = codec::encode_copy(CopyReason::Release, s, now);
         self.stats.copies_sent += 1;
         self.releasing.insert(id.clone(), to.clone());
         self.send(to, payload, Some(Purpose::Release { id }));
