@@ -26,12 +26,6 @@ fn three() -> SimCluster {
     SimCluster::started(SimConfig::default(), backup(), 3)
 }
 
-/// The member of `c` that does not hold `id` by placement.
-fn outsider(c: &SimCluster, id: &str) -> usize {
-    let h = c.node(0).placement_of(id.as_bytes());
-    (0..c.len()).find(|i| !h.contains(&sim_key(*i))).unwrap()
-}
-
 /// A holder refuses a release from a member that its own placement still
 /// has as a holder of the session (it may already count that copy): the
 /// sender keeps the copy. From a member that is no holder, the release is
@@ -45,7 +39,7 @@ fn a_release_from_a_member_this_placement_counts_as_holder_is_refused() {
     let backup_i = (0..3)
         .find(|i| *i != p && h.contains(&sim_key(*i)))
         .unwrap();
-    let out = outsider(&c, "s");
+    let out = without_copy(&c, "s");
     let s = c.node(p).peek(b"s").unwrap().clone();
 
     let from_holder = copy_message(CopyReason::Release, &s, c.now());
@@ -74,7 +68,7 @@ fn a_copy_counted_by_another_member_during_its_release_is_kept() {
     let mut c = three();
     let p = create_on_primary(&mut c, "s", "v1");
     c.run_for(ms(300));
-    let out = outsider(&c, "s");
+    let out = without_copy(&c, "s");
     let s = c.node(p).peek(b"s").unwrap().clone();
     // The outsider gets a copy (as a member whose view placed it there
     // would send it), then holds one it does not hold by placement.

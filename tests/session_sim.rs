@@ -390,7 +390,7 @@ fn a_member_without_a_copy_renames_a_session_through_its_primary() {
     let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Backup), 4);
     create_on_primary(&mut c, "old", "x");
     c.run_for(ms(50));
-    let outsider = (0..4).find(|i| c.node(*i).peek(b"old").is_none()).unwrap();
+    let outsider = without_copy(&c, "old");
     let t = c
         .with(outsider, |n, now| n.change_id(b"old", "new", now))
         .unwrap();
@@ -425,7 +425,7 @@ fn a_forwarded_rename_cut_off_from_the_primary_ends_and_leaves_one_id() {
     let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Backup), 4);
     let p = create_on_primary(&mut c, "old", "x");
     c.run_for(ms(50));
-    let outsider = (0..4).find(|i| c.node(*i).peek(b"old").is_none()).unwrap();
+    let outsider = without_copy(&c, "old");
     c.partition(outsider, p);
     let t = c
         .with(outsider, |n, now| n.change_id(b"old", "new", now))
@@ -490,7 +490,7 @@ fn non_holder_fetches_the_session_from_its_owner() {
     let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Backup), 4);
     create_on_primary(&mut c, "s", "hello");
     c.run_for(ms(50));
-    let outsider = (0..4).find(|i| c.node(*i).peek(b"s").is_none()).unwrap();
+    let outsider = without_copy(&c, "s");
     let owner = c.with(outsider, |n, now| match n.get(b"s", now) {
         Lookup::Fetching { owner } => owner,
         other => panic!("expected a fetch, got {other:?}"),

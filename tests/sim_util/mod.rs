@@ -64,6 +64,13 @@ pub fn read(c: &mut SimCluster, i: usize, id: &str) -> Option<Session> {
     panic!("read of {id} through node {i} never answered");
 }
 
+/// The first member of `c` that holds no copy of `id`.
+pub fn without_copy(c: &SimCluster, id: &str) -> usize {
+    (0..c.len())
+        .find(|i| c.node(*i).peek(id.as_bytes()).is_none())
+        .unwrap()
+}
+
 pub fn value(s: &Session) -> String {
     String::from_utf8(s.attribute(b"k").unwrap().to_vec()).unwrap()
 }
