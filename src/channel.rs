@@ -200,6 +200,7 @@ impl ChannelBuilder {
                 }
             }));
         }
+        let intake = crate::queue::Intake::new(shared.cfg.send_pool_keep_bytes);
         Ok(Channel {
             inner: Arc::new(Inner {
                 tribes: TribesSender::new(shared.clone()),
@@ -217,7 +218,7 @@ impl ChannelBuilder {
                 fast_ref: OnceArc::default(),
                 running: AtomicBool::new(true),
                 next_id: AtomicU64::new(1),
-                intake: Default::default(),
+                intake,
             }),
         })
     }

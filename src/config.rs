@@ -114,6 +114,11 @@ pub struct Config {
     /// `queueAddWaitTimeout`: how long a producer waits on a full queue
     /// before the send fails with `QueueFull` (default 10 s; 0 = fail at once).
     pub queue_add_wait_timeout: Duration,
+    /// `sendPoolKeepBytes`: free memory the pooled send intake
+    /// ([`Channel::copy_payload`](crate::Channel::copy_payload), C's
+    /// `sr_channel_send`, Java's `send`) keeps for reuse instead of freeing
+    /// it, in 64 KiB chunks (default 16 MiB; 0 keeps none).
+    pub send_pool_keep_bytes: usize,
     /// `maxPoolSocketLimit`: connections per member in pooled mode (default 25).
     pub max_pool_socket_limit: usize,
     /// `poolSharedConnection`: in pooled mode, concurrent sends to one
@@ -193,6 +198,7 @@ impl Default for Config {
             max_frame_size: 16 << 20,
             max_decompressed_size: 16 << 20,
             max_queue_length: 16384,
+            send_pool_keep_bytes: 16 << 20,
             queue_add_wait_timeout: Duration::from_millis(10_000),
             max_pool_socket_limit: 25,
             pool_shared_connection: false,
@@ -311,6 +317,9 @@ impl Config {
                 self.max_decompressed_size = parse_u64(k, v, 1024, 1 << 30)? as usize
             }
             "maxQueueLength" => self.max_queue_length = parse_u64(k, v, 1, 1 << 24)? as usize,
+            "sendPoolKeepBytes" => {
+                self.send_pool_keep_bytes = parse_u64(k, v, 0, 1 << 30)? as usize
+            }
             "queueAddWaitTimeout" => self.queue_add_wait_timeout = parse_ms(k, v, 0, MAX_MS)?,
             "maxPoolSocketLimit" => self.max_pool_socket_limit = parse_u64(k, v, 1, 1024)? as usize,
             "poolSharedConnection" => self.pool_shared_connection = parse_bool(k, v)?,
@@ -558,6 +567,17 @@ mod tests {
         assert!(c.set("memberIdleRelease", "0").is_err());
         assert!(c.set("memberIdleRelease", "soon").is_err());
         assert_eq!(c.member_idle_release, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn send_pool_keep_bytes_parses_and_is_checked() {
+        let mut c = Config::default();
+        assert_eq!(c.send_pool_keep_bytes, 16 << 20);
+        c.set("sendPoolKeepBytes", "0").unwrap();
+        assert_eq!(c.send_pool_keep_bytes, 0);
+        assert!(c.set("sendPoolKeepBytes", "-1").is_err());
+        assert!(c.set("sendPoolKeepBytes", "2147483648").is_err());
+        assert_eq!(c.send_pool_keep_bytes, 0);
     }
 
     #[test]
