@@ -240,6 +240,11 @@ public final class TomcatTest {
         NativeMembershipService m = new NativeMembershipService();
         check(m.setProperty("recoveryEnabled", "true") && m.setProperty("dropTime", "3000"),
             "stock McastService attributes accepted");
+        check("0".equals(NativeCluster.config(r, s, m).get("idleSpinMicros")),
+            "the Tomcat classes do not poll by default");
+        check(s.setProperty("idleSpinMicros", "20")
+                && "20".equals(NativeCluster.config(r, s, m).get("idleSpinMicros")),
+            "an idleSpinMicros attribute wins over the Tomcat default");
         String[][] bad = {
             {"receiver", "selectorTimeout", "soon"},
             {"receiver", "replicationMode", "carrier-pigeon"},
