@@ -92,7 +92,8 @@ bench-jvm: release jvm-lib jvm-jar
 	  $$(sed -n 's/^S2 .* p50_us=\([0-9.]*\) .*/\1/p' $(JVM_BUILD)/bench/s2.txt | head -1)
 
 ## S8's Tomcat end-to-end figure: two Tomcat nodes (DeltaManager, sync-ack
-## replication), stock Tribes then the native classes, same load generator.
+## replication), stock Tribes then the native classes, then NativeSessionManager
+## (backup mode, one backup); same load generator.
 TOMCAT_BENCH_REQUESTS ?= 20000
 TOMCAT_BENCH_CLIENTS  ?= 4
 .PHONY: bench-tomcat

@@ -17,8 +17,11 @@ import java.util.Locale;
  * channelSendOptions=6 so every request waits for its replication to be
  * acknowledged after delivery) serving the counter servlet, driven by the
  * same load generator (CLIENTS threads, each its own session, on node a),
- * once with stock Tribes and once with the native classes, in one run.
- * Prints one line per implementation in the format of bench/SCENARIOS.md.
+ * once with stock Tribes and once with the native transport classes, in
+ * one run; then the same servlet and load on two nodes whose context uses
+ * NativeSessionManager (phase 2, backup mode, one backup, a commit per
+ * request acknowledged by the backup). Prints one line per implementation
+ * in the format of bench/SCENARIOS.md.
  *
  * Usage (from make bench-tomcat): java -cp testclasses:benchclasses
  * io.sessionrepl.tomcat.TomcatBench JAR LIBDIR TOMCAT_CP TESTCLASSES WORKDIR [REQUESTS] [CLIENTS]
@@ -32,14 +35,22 @@ public final class TomcatBench {
         TomcatTest.work = Path.of(args[4]).toAbsolutePath();
         int requests = args.length > 5 ? Integer.parseInt(args[5]) : 20_000;
         int clients = args.length > 6 ? Integer.parseInt(args[6]) : 4;
-        for (boolean stock : new boolean[] {true, false}) {
-            run(stock, requests, clients);
+        for (String impl : new String[] {"tribes", "sessionrepl-jni", "sessionrepl-store"}) {
+            run(impl, requests, clients);
         }
         System.exit(0);
     }
 
-    static void run(boolean stock, int requests, int clients) throws Exception {
-        String name = stock ? "bench-stock" : "bench-native";
+    /**
+     * One implementation: "tribes" (stock SimpleTcpCluster, DeltaManager),
+     * "sessionrepl-jni" (the same with the native transport classes) or
+     * "sessionrepl-store" (NativeSessionManager, backup mode, one backup;
+     * -Dbench.nsm.attrs adds Manager attributes).
+     */
+    static void run(String impl, int requests, int clients) throws Exception {
+        boolean stock = impl.equals("tribes");
+        boolean store = impl.equals("sessionrepl-store");
+        String name = "bench-" + impl;
         int c = ++TomcatTest.clusterNo + 100;
         long pid = ProcessHandle.current().pid();
         String mcast = "239.251." + (pid % 250) + "." + (c % 250 + 1);
@@ -48,7 +59,8 @@ public final class TomcatBench {
         Path dir = TomcatTest.work.resolve(name);
         TomcatTest.deleteTree(dir);
         Path app = TomcatTest.writeApp(dir.resolve("app"));
-        String mgr = "org.apache.catalina.ha.session.DeltaManager";
+        String mgr = store ? "NSM:|" + System.getProperty("bench.nsm.attrs", "")
+            : "org.apache.catalina.ha.session.DeltaManager";
         List<TomcatTest.Node> nodes = new ArrayList<>();
         try {
             TomcatTest.Node a = TomcatTest.start(dir, "a", mgr, mcast, mport, domain, app, stock);
@@ -103,8 +115,8 @@ public final class TomcatBench {
             double secs = (System.nanoTime() - t0[0]) / 1e9;
             long[] all = Arrays.stream(lat).flatMapToLong(Arrays::stream).sorted().toArray();
             System.out.printf(Locale.ROOT,
-                "S8 tomcat-delta-e2e impl=%s count=%d size=0 secs=%.3f msgs_per_s=%.0f MB_per_s=0.0 p50_us=%.1f p99_us=%.1f threads=%d nodes=2%n",
-                stock ? "tribes" : "sessionrepl-jni", all.length, secs, all.length / secs,
+                "S8 %s impl=%s count=%d size=0 secs=%.3f msgs_per_s=%.0f MB_per_s=0.0 p50_us=%.1f p99_us=%.1f threads=%d nodes=2%n",
+                store ? "tomcat-store-e2e" : "tomcat-delta-e2e", impl, all.length, secs, all.length / secs,
                 all[all.length / 2] / 1000.0, all[(int) Math.min(all.length - 1, Math.ceil(all.length * 0.99) - 1)] / 1000.0,
                 clients);
             System.out.flush();

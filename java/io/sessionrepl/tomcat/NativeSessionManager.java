@@ -73,6 +73,11 @@ public class NativeSessionManager extends ManagerBase {
     public NativeSessionManager() {
         keys.put("sessionMode", "backup");
         keys.put("backupCount", "1");
+        // A Tomcat node's cores serve requests: no polling for acks or input
+        // (an idleSpinMicros attribute still sets it). make bench-tomcat's
+        // store line (2 nodes, 4 clients, 2 vCPUs): 4,876-6,039 requests/s
+        // without it, 4,469-4,479 with the library's 50 us.
+        keys.put("idleSpinMicros", "0");
     }
 
     /**
@@ -123,21 +128,30 @@ public class NativeSessionManager extends ManagerBase {
         return store;
     }
 
+    /**
+     * The store's settings: the attributes, over this manager's defaults.
+     *
+     * @throws LifecycleException an attribute with a bad value, named
+     */
+    Config config() throws LifecycleException {
+        Config cfg = new Config();
+        cfg.set("notifyListenersOnReplication", "true");
+        for (Map.Entry<String, String> e : keys.entrySet()) {
+            try {
+                cfg.set(e.getKey(), e.getValue());
+            } catch (SessionReplException x) {
+                throw new LifecycleException("NativeSessionManager attribute '" + e.getKey() + "'=\""
+                    + e.getValue() + "\": " + x.detail(), x);
+            }
+        }
+        return cfg;
+    }
+
     @Override
     protected synchronized void startInternal() throws LifecycleException {
         super.startInternal();
-        Config cfg = new Config();
         try {
-            cfg.set("notifyListenersOnReplication", "true");
-            for (Map.Entry<String, String> e : keys.entrySet()) {
-                try {
-                    cfg.set(e.getKey(), e.getValue());
-                } catch (SessionReplException x) {
-                    throw new LifecycleException("NativeSessionManager attribute '" + e.getKey() + "'=\""
-                        + e.getValue() + "\": " + x.detail(), x);
-                }
-            }
-            store = SessionStore.open(cfg, this::event);
+            store = SessionStore.open(config(), this::event);
         } catch (SessionReplException e) {
             throw new LifecycleException("NativeSessionManager: " + e.getMessage(), e);
         }

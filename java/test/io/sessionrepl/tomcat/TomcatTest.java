@@ -245,6 +245,10 @@ public final class TomcatTest {
         check(s.setProperty("idleSpinMicros", "20")
                 && "20".equals(NativeCluster.config(r, s, m).get("idleSpinMicros")),
             "an idleSpinMicros attribute wins over the Tomcat default");
+        NativeSessionManager nsm = new NativeSessionManager();
+        check("0".equals(nsm.config().get("idleSpinMicros")), "NativeSessionManager does not poll by default");
+        check(nsm.setProperty("idleSpinMicros", "20") && "20".equals(nsm.config().get("idleSpinMicros")),
+            "an idleSpinMicros attribute wins over NativeSessionManager's default");
         String[][] bad = {
             {"receiver", "selectorTimeout", "soon"},
             {"receiver", "replicationMode", "carrier-pigeon"},
