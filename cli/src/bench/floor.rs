@@ -15,8 +15,16 @@
 //!   shared payload, read by a receiver that walks every header; run with
 //!   each of [`STREAM_READ_BUFFERS`] and the best taken; the floor of S1 and
 //!   S5. Lines carry `floor=stream_max`, `batch=` and `rbuf=`.
+//! * [`pooled`]: S3's shape: `threads` callers, each on its own connection,
+//!   send a SIZE-byte request and wait for its reply; the other side runs a
+//!   thread per connection in blocking reads (the kernel wakes exactly the
+//!   thread whose data arrived; no selector in the way). Once with the
+//!   callers blocking in `read` and once polling with a `sched_yield`
+//!   between polls (as sessionrepl's pooled callers do); the faster run is
+//!   the floor. Lines carry `floor=pooled_pingpong`, `threads=` and
+//!   `wait=block|yield`.
 //!
-//! Both bind 127.0.0.1 on an ephemeral port, warm up with
+//! All bind 127.0.0.1 on an ephemeral port, warm up with
 //! [`warmup_count`](super::warmup_count()) messages, and time from the first
 //! timed send until the last message has been received.
 
@@ -39,18 +47,164 @@ pub const ACK: &[u8; 3] = b"ACK";
 /// How long either side waits on a socket before giving up.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The floor line for `scenario`, or `None` where the scenarios define no
-/// floor (S3, S6, S7): [`stream`] for S1 and S5, [`ping_pong`] for S2 and S4.
+/// The floor line for `scenario`, or `None` where there is none (S6, S7):
+/// [`stream`] for S1 and S5, [`ping_pong`] for S2 and S4, [`pooled`] for S3
+/// (the scenarios define S3's goal against Tribes; its floor shows what
+/// the kernel allows on the same machine).
 ///
 /// # Errors
 ///
-/// As [`stream`] and [`ping_pong`].
+/// As [`stream`], [`ping_pong`] and [`pooled`].
 pub fn for_scenario(scenario: Scenario, count: u64, size: usize) -> io::Result<Option<BenchLine>> {
     match scenario {
         Scenario::S1 | Scenario::S5 => stream(scenario, count, size).map(Some),
         Scenario::S2 | Scenario::S4 => ping_pong(scenario, count, size).map(Some),
-        Scenario::S3 | Scenario::S6 | Scenario::S7 => Ok(None),
+        Scenario::S3 => pooled(scenario, count, size, scenario.threads()).map(Some),
+        Scenario::S6 | Scenario::S7 => Ok(None),
     }
+}
+
+/// S3's floor (see the module's notes): the faster of a run with blocking
+/// callers and one with yielding pollers. The line has `impl=floor`, the
+/// message rate over all callers, and p50/p99 of the round trips.
+///
+/// # Errors
+///
+/// Any socket error on either side, a side stalling for a minute, or a
+/// request arriving corrupted.
+pub fn pooled(
+    scenario: Scenario,
+    count: u64,
+    size: usize,
+    threads: usize,
+) -> io::Result<BenchLine> {
+    let threads = threads.max(1);
+    let per = count / threads as u64;
+    let mut best: Option<(Duration, LatencyRecorder, &str)> = None;
+    for (wait, poll) in [("block", false), ("yield", true)] {
+        let (took, lat) = pooled_once(count, size, threads, poll)?;
+        if best.as_ref().is_none_or(|(b, _, _)| took < *b) {
+            best = Some((took, lat, wait));
+        }
+    }
+    let (took, mut lat, wait) = best.expect("two runs");
+    Ok(
+        BenchLine::measured(scenario, "floor", per * threads as u64, size as u64, took)
+            .with_latency(lat.percentiles())
+            .with_extra("threads", threads)
+            .with_extra("wait", wait)
+            .with_extra("floor", "pooled_pingpong"),
+    )
+}
+
+fn pooled_once(
+    count: u64,
+    size: usize,
+    threads: usize,
+    poll: bool,
+) -> io::Result<(Duration, LatencyRecorder)> {
+    let per = count / threads as u64;
+    let warm = warmup_count(count) / threads as u64;
+    let mut callers = Vec::with_capacity(threads);
+    let mut answerers = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let (client, server) = loopback_pair()?;
+        client.set_nonblocking(poll)?;
+        callers.push(client);
+        answerers.push(thread::Builder::new().name("floor-answer".into()).spawn(
+            move || -> io::Result<()> {
+                let mut server = server;
+                let mut request = vec![0; size];
+                for _ in 0..warm + per {
+                    server.read_exact(&mut request)?;
+                    server.write_all(ACK)?;
+                }
+                if request != payload(size) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "request corrupted",
+                    ));
+                }
+                Ok(())
+            },
+        )?);
+    }
+    let barrier = std::sync::Barrier::new(threads + 1);
+    let request = payload(size);
+    let (took, lats) = thread::scope(|sc| -> io::Result<(Duration, Vec<LatencyRecorder>)> {
+        let hs: Vec<_> = callers
+            .into_iter()
+            .map(|mut c| {
+                let (barrier, request) = (&barrier, &request);
+                sc.spawn(move || -> io::Result<LatencyRecorder> {
+                    let mut ack = [0u8; ACK.len()];
+                    let mut one = |c: &mut TcpStream| -> io::Result<()> {
+                        if poll {
+                            spin_write_all(c, request)?;
+                            yield_read_exact(c, &mut ack)
+                        } else {
+                            c.write_all(request)?;
+                            c.read_exact(&mut ack)
+                        }
+                    };
+                    let r = (0..warm).try_for_each(|_| one(&mut c));
+                    barrier.wait();
+                    let mut lat = LatencyRecorder::with_capacity(per as usize);
+                    let r = r.and_then(|()| {
+                        (0..per).try_for_each(|_| {
+                            let t = Instant::now();
+                            one(&mut c)?;
+                            lat.record(t.elapsed());
+                            Ok(())
+                        })
+                    });
+                    barrier.wait();
+                    r.map(|()| lat)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let t0 = Instant::now();
+        barrier.wait();
+        let took = t0.elapsed();
+        let mut lats = Vec::with_capacity(threads);
+        for h in hs {
+            lats.push(
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("floor caller panicked")))?,
+            );
+        }
+        Ok((took, lats))
+    })?;
+    for a in answerers {
+        join(a)?;
+    }
+    let mut all = LatencyRecorder::with_capacity(count as usize);
+    for l in &lats {
+        all.merge(l);
+    }
+    Ok((took, all))
+}
+
+/// Reads until `buf` is full from a non-blocking socket, yielding the CPU
+/// between polls, giving up after [`IO_TIMEOUT`].
+fn yield_read_exact(s: &mut TcpStream, buf: &mut [u8]) -> io::Result<()> {
+    let mut got = 0;
+    let mut since: Option<Instant> = None;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if would_block(&e) => {
+                thread::yield_now();
+                if since.get_or_insert_with(Instant::now).elapsed() > IO_TIMEOUT {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Busy-polling TCP ping-pong: `count` timed requests of `size` bytes, each
@@ -445,9 +599,25 @@ mod tests {
     }
 
     #[test]
-    fn floor_exists_only_where_the_scenarios_define_one() {
-        for s in [Scenario::S3, Scenario::S6, Scenario::S7] {
+    fn floor_exists_only_where_there_is_one() {
+        for s in [Scenario::S6, Scenario::S7] {
             assert!(for_scenario(s, 10, 16).unwrap().is_none());
         }
+    }
+
+    #[test]
+    fn pooled_floor_counts_every_callers_round_trips() {
+        let l = for_scenario(Scenario::S3, 400, 1024).unwrap().unwrap();
+        let text = l.to_string();
+        assert!(
+            text.starts_with("S3 pooled-ack-1k-4t impl=floor count=400 size=1024 "),
+            "{text}"
+        );
+        assert!(text.contains(" threads=4 "), "{text}");
+        assert!(text.contains(" floor=pooled_pingpong"), "{text}");
+        assert!(
+            text.contains(" wait=block ") || text.contains(" wait=yield "),
+            "{text}"
+        );
     }
 }
