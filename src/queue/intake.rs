@@ -74,6 +74,9 @@ struct Chunks {
     full: VecDeque<BytesMut>,
     /// Free chunks kept at most.
     spares: usize,
+    /// `open` is a chunk (before the first copy it is an empty view of
+    /// none, not kept).
+    started: bool,
 }
 
 impl Chunks {
@@ -82,8 +85,10 @@ impl Chunks {
         if self.open.capacity() >= len {
             return;
         }
-        // (The first time, an empty view of no chunk, released below.)
-        self.full.push_back(std::mem::take(&mut self.open));
+        let old = std::mem::take(&mut self.open);
+        if std::mem::replace(&mut self.started, true) {
+            self.full.push_back(old);
+        }
         let mut found = None;
         for _ in 0..self.full.len().min(SCAN) {
             let Some(mut c) = self.full.pop_front() else {
@@ -257,6 +262,13 @@ mod tests {
         let pool = Intake::new(SPARES * CHUNK);
         let kept = || pool.0.lock().unwrap().full.len();
         // Every message held: no chunk can be taken back.
+        let first = pool.copy(&[9; 10]);
+        assert_eq!(
+            kept(),
+            0,
+            "the empty view before the first chunk is not kept"
+        );
+        drop(first);
         let held = fill(&pool, MAX_KEPT + 8);
         assert!(kept() <= MAX_KEPT, "{} chunks kept", kept());
         assert!(held

@@ -9,8 +9,10 @@
 //! get <id>                            -> found <id> <name>=<value>... | moved <addr> | notfound <id>
 //! chid <old> <new>                    -> ok copies=<n> | err <why>
 //! invalidate <id>                     -> ok copies=<n> | err <why>
-//! bulk <create|set> <prefix> <from> <to> <name> <value> <size>
-//!                                     -> bulk n=<n> acked=<a> failed=<f> secs=<s>
+//! bulk <create|set> <prefix> <from> <to> <name> <value> <size> [retry]
+//!                                     -> bulk n=<n> acked=<a> failed=<f> retried=<r> secs=<s>
+//!                                        (retry: a set answered "not applied" is tried
+//!                                        again, up to 3 times)
 //! check <prefix> <from> <to> <name> <value>
 //!                                     -> check ok=<n> missing=<m> wrong=<w>
 //! waitmembers <n> <timeout_ms>        -> members n=<count>
@@ -38,6 +40,8 @@ use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
+/// Times `bulk set` tries a commit again that was answered "not applied".
+const RETRIES: u32 = 3;
 /// Tagged commands running at once; more wait in [`TAGGED_QUEUE`].
 const WORKERS: usize = 32;
 /// Tagged commands read but not started; reading stdin waits beyond this.
@@ -119,8 +123,12 @@ fn one(store: &SessionStore, what: &str, id: &str, attr: Option<&str>) -> Result
 }
 
 fn bulk(store: &SessionStore, w: &[&str]) -> Result<String, String> {
+    let (w, retry) = match w {
+        [rest @ .., "retry"] => (rest, true),
+        _ => (w, false),
+    };
     let [what, prefix, from, to, name, value, size] = w else {
-        return Err("bulk <create|set> <prefix> <from> <to> <name> <value> <size>".into());
+        return Err("bulk <create|set> <prefix> <from> <to> <name> <value> <size> [retry]".into());
     };
     let num = |s: &str| s.parse::<usize>().map_err(|_| format!("bad number {s}"));
     let (from, to, size) = (num(from)?, num(to)?, num(size)?);
@@ -159,8 +167,27 @@ fn bulk(store: &SessionStore, w: &[&str]) -> Result<String, String> {
         }
     }
     let mut acked = 0;
+    let mut retried = 0;
     for (id, h) in handles {
-        match h.wait(WAIT) {
+        let mut r = h.wait(WAIT);
+        // With `retry`: a commit answered "not applied" (no ready primary
+        // took it: the placement was moving, e.g. its primary had begun to
+        // drain) is safe to try again, as an application would: up to
+        // RETRIES times.
+        let mut tries = 0;
+        while retry
+            && *what == "set"
+            && tries < RETRIES
+            && matches!(r, Err(sessionrepl::Error::Unreachable(_)))
+        {
+            tries += 1;
+            retried += 1;
+            std::thread::sleep(Duration::from_millis(20));
+            let mut txn = store.begin(id.clone().into_bytes());
+            txn.set(name.as_bytes().to_vec(), val.clone());
+            r = store.commit(txn).and_then(|h| h.wait(WAIT));
+        }
+        match r {
             Ok(_) => acked += 1,
             Err(e) => {
                 note(format!("{id}:{}", e.to_string().replace(' ', "_")));
@@ -172,7 +199,7 @@ fn bulk(store: &SessionStore, w: &[&str]) -> Result<String, String> {
         .map(|e| format!(" first_error={e}"))
         .unwrap_or_default();
     Ok(format!(
-        "bulk n={} acked={acked} failed={failed} secs={:.3}{first}",
+        "bulk n={} acked={acked} failed={failed} retried={retried} secs={:.3}{first}",
         to - from,
         t0.elapsed().as_secs_f64()
     ))
