@@ -11,8 +11,8 @@
 //! Each channel keeps one chunk of [`CHUNK`] bytes. A message is written at
 //! its end and split off. When the chunk is full it is kept, and a kept
 //! chunk whose messages have all been dropped (sent) is taken back; only
-//! when none is free is a new chunk allocated. At most [`SPARES`] free
-//! chunks stay kept (more are freed on the next fill), and at most
+//! when none is free is a new chunk allocated. Free chunks up to
+//! `sendPoolKeepBytes` stay kept (more are freed on the next fills), and at most
 //! [`MAX_KEPT`] chunks in all (a chunk beyond it is freed with its last
 //! message). In a steady stream no memory is allocated or freed at all. A
 //! payload over [`OWN`] bytes gets an allocation of its own, and so does a

@@ -141,7 +141,7 @@ fn pooled_once(
                     let mut one = |c: &mut TcpStream| -> io::Result<()> {
                         if poll {
                             spin_write_all(c, request)?;
-                            yield_read_exact(c, &mut ack)
+                            poll_read_exact(c, &mut ack, thread::yield_now)
                         } else {
                             c.write_all(request)?;
                             c.read_exact(&mut ack)
@@ -184,27 +184,6 @@ fn pooled_once(
         all.merge(l);
     }
     Ok((took, all))
-}
-
-/// Reads until `buf` is full from a non-blocking socket, yielding the CPU
-/// between polls, giving up after [`IO_TIMEOUT`].
-fn yield_read_exact(s: &mut TcpStream, buf: &mut [u8]) -> io::Result<()> {
-    let mut got = 0;
-    let mut since: Option<Instant> = None;
-    while got < buf.len() {
-        match s.read(&mut buf[got..]) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            Err(e) if would_block(&e) => {
-                thread::yield_now();
-                if since.get_or_insert_with(Instant::now).elapsed() > IO_TIMEOUT {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Busy-polling TCP ping-pong: `count` timed requests of `size` bytes, each
@@ -283,6 +262,12 @@ pub fn ping_pong(scenario: Scenario, count: u64, size: usize) -> io::Result<Benc
 /// Spins until `buf` is full (a non-blocking socket), giving up after
 /// [`IO_TIMEOUT`].
 fn spin_read_exact(s: &mut TcpStream, buf: &mut [u8]) -> io::Result<()> {
+    poll_read_exact(s, buf, std::hint::spin_loop)
+}
+
+/// Polls a non-blocking socket until `buf` is full, running `pause`
+/// between polls, giving up after [`IO_TIMEOUT`].
+fn poll_read_exact(s: &mut TcpStream, buf: &mut [u8], pause: fn()) -> io::Result<()> {
     let mut got = 0;
     let mut spins = 0u32;
     let mut since: Option<Instant> = None;
@@ -290,7 +275,7 @@ fn spin_read_exact(s: &mut TcpStream, buf: &mut [u8]) -> io::Result<()> {
         match s.read(&mut buf[got..]) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => got += n,
-            Err(e) if would_block(&e) => idle(&mut spins, &mut since)?,
+            Err(e) if would_block(&e) => idle(&mut spins, &mut since, pause)?,
             Err(e) => return Err(e),
         }
     }
@@ -306,7 +291,7 @@ fn spin_write_all(s: &mut TcpStream, buf: &[u8]) -> io::Result<()> {
         match s.write(&buf[done..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => done += n,
-            Err(e) if would_block(&e) => idle(&mut spins, &mut since)?,
+            Err(e) if would_block(&e) => idle(&mut spins, &mut since, std::hint::spin_loop)?,
             Err(e) => return Err(e),
         }
     }
@@ -320,9 +305,10 @@ fn would_block(e: &io::Error) -> bool {
     )
 }
 
-/// One turn of a busy wait; reads the clock only every 4096 turns.
-fn idle(spins: &mut u32, since: &mut Option<Instant>) -> io::Result<()> {
-    std::hint::spin_loop();
+/// One turn of a busy wait (`pause`); reads the clock only every 4096
+/// turns.
+fn idle(spins: &mut u32, since: &mut Option<Instant>, pause: fn()) -> io::Result<()> {
+    pause();
     *spins = spins.wrapping_add(1);
     if *spins % 4096 == 0 {
         let t0 = *since.get_or_insert_with(Instant::now);

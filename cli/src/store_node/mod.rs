@@ -142,10 +142,14 @@ fn bulk(store: &SessionStore, w: &[&str]) -> Result<String, String> {
             first = Some(e);
         }
     };
+    let txn_for = |id: &str| {
+        let mut txn = store.begin(id.as_bytes().to_vec());
+        txn.set(name.as_bytes().to_vec(), val.clone());
+        txn
+    };
     for i in from..to {
         let id = format!("{prefix}{i}");
-        let mut txn = store.begin(id.clone().into_bytes());
-        txn.set(name.as_bytes().to_vec(), val.clone());
+        let txn = txn_for(&id);
         let r = if *what == "create" {
             store.create(txn)
         } else {
@@ -183,9 +187,7 @@ fn bulk(store: &SessionStore, w: &[&str]) -> Result<String, String> {
             tries += 1;
             retried += 1;
             std::thread::sleep(Duration::from_millis(20));
-            let mut txn = store.begin(id.clone().into_bytes());
-            txn.set(name.as_bytes().to_vec(), val.clone());
-            r = store.commit(txn).and_then(|h| h.wait(WAIT));
+            r = store.commit(txn_for(&id)).and_then(|h| h.wait(WAIT));
         }
         match r {
             Ok(_) => acked += 1,
