@@ -10,6 +10,7 @@ mod store_util;
 
 use proc_util::{field, Proc};
 use std::net::TcpListener;
+use std::time::{Duration, Instant};
 use store_util::{cluster_settings, create, open, value, wait_members};
 
 /// `n` free loopback ports (bound to port 0, then released).
@@ -114,4 +115,39 @@ fn sigkill_of_a_static_member_loses_no_acknowledged_commit() {
     assert_eq!(field(&r, "acked"), per as u64, "{r}");
     let r = procs[1].ask(&format!("check p1- 0 {per} v 3"));
     assert_eq!(field(&r, "ok"), per as u64, "{r}");
+}
+
+/// A member whose state request reached a node that had found it down
+/// (its first ping came before the member started), and that is killed
+/// before the node's next ping, leaves that node's session view anyway:
+/// the membership layer never reports it again (it is already down), so
+/// the store drops it once membership has not listed it for its grace
+/// (2 × tcpPingInterval + failureConnectTimeout here). Before, the node
+/// kept it for good, and `waitmembers` in the test above failed now and
+/// then with `n=2`.
+#[test]
+fn a_member_known_only_from_its_join_is_dropped_when_it_dies() {
+    let ports = free_ports(2);
+    let shared = cluster_settings(&[]);
+    let domain = shared.iter().find(|s| s.starts_with("domain=")).unwrap();
+    let settings = |i: usize| {
+        let mut s = static_settings(&ports, i, &["backupCount=1"]);
+        s.retain(|x| !x.starts_with("tcpPingInterval") && !x.starts_with("domain="));
+        s.push("tcpPingInterval=3000".into());
+        s.push(domain.clone());
+        s
+    };
+    let mut a = Proc::store_node(&settings(0));
+    // A's first ping (3 s after its start) finds B down.
+    std::thread::sleep(Duration::from_millis(3500));
+    let b = Proc::store_node(&settings(1));
+    // B's join reaches A's node well before A's next ping (at 6 s).
+    let m = a.ask("waitmembers 1 2000");
+    assert_eq!(field(&m, "n"), 1, "B's state request added it: {m}");
+    drop(b); // SIGKILL and reap
+    let t0 = Instant::now();
+    let m = a.ask("waitmembers 0 20000");
+    assert_eq!(field(&m, "n"), 0, "the dead member stays in the view: {m}");
+    // The grace is 2 × 3 s + 1 s after it was first missed.
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
 }

@@ -420,6 +420,7 @@ impl Core {
                     self.shared.table().handle_datagram(&d, now)
                 }
                 Cmd::ProbeResult(token, ok) => {
+                    crate::sr_log!(Debug, "{}: probe {token} reachable={ok}", self.local.addr);
                     self.shared.table().handle_probe_result(token, ok, now)
                 }
                 Cmd::Dns(addrs) => self.shared.table().set_dns_members(&addrs, now),
@@ -438,6 +439,13 @@ impl Core {
             (ev, pr)
         };
         for p in probes {
+            crate::sr_log!(
+                Debug,
+                "{}: probe {} of {}",
+                self.local.addr,
+                p.token,
+                p.addr
+            );
             let _ = self.jobs.send(Job::Probe {
                 token: p.token,
                 addr: p.addr,
@@ -446,11 +454,20 @@ impl Core {
         }
         for e in &events {
             match e {
-                MemberEvent::Added(m) => crate::sr_log!(Info, "member added {m}"),
-                MemberEvent::Removed(m, r) => {
-                    crate::sr_log!(Info, "member removed {m} ({})", r.as_str())
+                MemberEvent::Added(m) => {
+                    crate::sr_log!(Info, "{}: member added {m}", self.local.addr)
                 }
-                MemberEvent::Suspect(m) => crate::sr_log!(Warn, "member suspect {m}"),
+                MemberEvent::Removed(m, r) => {
+                    crate::sr_log!(
+                        Info,
+                        "{}: member removed {m} ({})",
+                        self.local.addr,
+                        r.as_str()
+                    )
+                }
+                MemberEvent::Suspect(m) => {
+                    crate::sr_log!(Warn, "{}: member suspect {m}", self.local.addr)
+                }
             }
             let l = &self.listener;
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l(e))).is_err() {

@@ -76,6 +76,9 @@ pub fn member_key(addr: SocketAddr) -> MemberKey {
     MemberKey::new(derived_id(&addr), addr)
 }
 
+/// How often the node's view is compared with the membership layer's.
+const RECONCILE_EVERY: Duration = Duration::from_millis(250);
+
 /// Inputs that reach the node through the inbox.
 #[derive(Debug)]
 pub(crate) enum Input {
@@ -95,6 +98,12 @@ pub(crate) struct State {
     start_at: Option<Instant>,
     join_started: Option<Instant>,
     next_timer: Instant,
+    /// How long a member of the node's view may be missing from the
+    /// membership layer's before it is dropped (`None`: no membership).
+    member_grace: Option<Duration>,
+    /// Members of the node's view the membership layer does not list, and
+    /// since when.
+    unconfirmed: HashMap<MemberKey, Instant>,
 }
 
 /// Life-cycle flags host threads wait on.
@@ -153,8 +162,14 @@ impl Core {
         }
     }
 
-    /// Installs the node, to be started at `start_at`.
-    pub(crate) fn install(&self, node: SessionNode, start_at: Instant) {
+    /// Installs the node, to be started at `start_at`; `member_grace` as
+    /// in [`Core::reconcile_members`].
+    pub(crate) fn install(
+        &self,
+        node: SessionNode,
+        start_at: Instant,
+        member_grace: Option<Duration>,
+    ) {
         let now = Instant::now();
         let _ = self.state.set(Mutex::new(State {
             node,
@@ -164,6 +179,8 @@ impl Core {
             start_at: Some(start_at),
             join_started: None,
             next_timer: now,
+            member_grace,
+            unconfirmed: HashMap::new(),
         }));
     }
 
@@ -412,11 +429,56 @@ impl Core {
         }
     }
 
+    /// Drops from the node's view a member the membership layer has not
+    /// listed for `member_grace`. The node also adds a member whose state
+    /// request overtook its membership event; if that member then fails
+    /// before the membership layer saw it up (a static member found down
+    /// by its last ping and killed before the next one), no removal
+    /// would ever come, and the node would wait for it forever.
+    fn reconcile_members(&self) {
+        let Some(ch) = self.channel.get() else {
+            return;
+        };
+        let listed: Vec<SocketAddr> = ch.members().iter().map(|m| m.addr).collect();
+        self.with(|st, now| {
+            let Some(grace) = st.member_grace else {
+                return;
+            };
+            let missing: Vec<MemberKey> = st
+                .node
+                .members
+                .iter()
+                .filter(|m| !listed.contains(&m.addr))
+                .copied()
+                .collect();
+            st.unconfirmed.retain(|m, _| missing.contains(m));
+            for m in missing {
+                let since = *st.unconfirmed.entry(m).or_insert(now);
+                if now.saturating_duration_since(since) >= grace {
+                    crate::sr_log!(
+                        Info,
+                        "{}: {} dropped from the session view: not a member for {} ms",
+                        st.node.me().addr,
+                        m.addr,
+                        grace.as_millis()
+                    );
+                    st.unconfirmed.remove(&m);
+                    st.node.member_removed(m, now);
+                }
+            }
+        });
+    }
+
     /// The driver thread: timers, the deferred start, inbox work nobody
     /// else picked up, and the host's event listener.
     pub(crate) fn drive(self: Arc<Self>) {
+        let mut next_reconcile = Instant::now();
         while !self.stopping.load(Ordering::Acquire) {
             self.wake.store(false, Ordering::Release);
+            if Instant::now() >= next_reconcile {
+                next_reconcile = Instant::now() + RECONCILE_EVERY;
+                self.reconcile_members();
+            }
             let next = self.with(|st, now| {
                 if let Some(at) = st.start_at {
                     if now >= at {

@@ -120,6 +120,14 @@ impl SessionStoreBuilder {
                     MembershipType::Static | MembershipType::None => Duration::ZERO,
                 });
         let access_timeout = cfg.session.access_timeout;
+        // A member the node knows but the membership layer has not listed
+        // for this long is dropped (see `Core::reconcile_members`): longer
+        // than discovery and than a failed ping's round.
+        let member_grace = (cfg.membership.membership_type != MembershipType::None).then(|| {
+            (discovery * 2)
+                .max(cfg.membership.tcp_ping_interval * 2 + cfg.membership.failure_connect_timeout)
+                .max(Duration::from_secs(1))
+        });
         let static_probe = (cfg.membership.membership_type == MembershipType::Static).then(|| {
             (
                 cfg.membership
@@ -178,7 +186,7 @@ impl SessionStoreBuilder {
         let me = member_key(channel.local_addr());
         let now = Instant::now();
         let node = super::SessionNode::new(session_cfg, me, now);
-        core.install(node, now + discovery);
+        core.install(node, now + discovery, member_grace);
         let _ = core.channel.set(channel);
         let c = core.clone();
         let driver = crate::driver::sys::ThreadBuilder::new()
