@@ -35,6 +35,7 @@ fn run(size: usize, zc_min: usize, total_bytes: usize) -> f64 {
         UringTuning {
             zc_min,
             zc_loopback: true,
+            hot_reads: false,
         },
         false,
     )

@@ -82,10 +82,23 @@ impl Receiver {
         listener: MessageListener,
         tuning: UringRxTuning,
     ) -> Result<Receiver> {
-        use crate::driver::uring::{BufRing, Provided, UringDriver};
+        use crate::driver::uring::{BufRing, Provided, UringDriver, UringTuning};
         let tuning = tuning::fit_pool(tuning, &shared.cfg);
+        let driver_tuning = UringTuning {
+            // A busy-polling engine reads its hot connection directly
+            // (plain receives, no provided buffers).
+            hot_reads: !shared.cfg.idle.spin.is_zero(),
+            ..UringTuning::default()
+        };
         let make = move || -> io::Result<UringDriver> {
-            let mut d = UringDriver::new(256, Default::default())?;
+            let mut d = UringDriver::new(256, driver_tuning)?;
+            if driver_tuning.hot_reads {
+                sr_log!(
+                    Info,
+                    "io_uring receiver: plain receives, the hot connection read directly while busy-polling"
+                );
+                return Ok(d);
+            }
             let bufs = BufRing::with_mode(
                 d.ring(),
                 1,
