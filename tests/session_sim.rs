@@ -343,6 +343,43 @@ fn drain_hands_everything_over_while_commits_race() {
     }
 }
 
+/// A commit forwarded to a primary that has just begun to drain is
+/// refused there ("not applied"); the node that made it routes it again
+/// to the session's new primary, under the same ticket, and it is acked
+/// there. Before, the host got `Unavailable` (a demo run and a CI run
+/// each saw one such commit during a drain).
+#[test]
+fn a_commit_refused_by_a_draining_primary_is_routed_to_the_new_one() {
+    let mut c = SimCluster::started(SimConfig::default(), cfg(SessionMode::Backup), 4);
+    let p = create_on_primary(&mut c, "s", "v0");
+    c.run_for(ms(50));
+    let o = (0..c.len()).find(|i| *i != p).unwrap();
+    let forwarded = c.node(o).stats().forwarded;
+    c.with(p, |n, now| n.drain(now));
+    // Made before `o` heard of the drain: it goes to `p`, which refuses.
+    let t = commit(&mut c, o, "s", "v1");
+    assert!(c.run_until(ms(2000), |c| outcome(c, o, t).is_some()));
+    assert_eq!(failed(&c, o, t), None, "routed again, not failed");
+    assert!(acked(&c, o, t).is_some());
+    assert!(
+        c.node(o).stats().forwarded >= forwarded + 2,
+        "sent to the old primary, then to the new one"
+    );
+    let np = primary_of(&c, "s");
+    assert_ne!(np, p);
+    assert_eq!(val(&c, np, "s").as_deref(), Some(&b"v1"[..]));
+    // One outcome per ticket.
+    let outcomes = c
+        .events(o)
+        .iter()
+        .filter(|e| {
+            matches!(e, SessionEvent::CommitAcked { ticket, .. }
+                | SessionEvent::CommitFailed { ticket, .. } if *ticket == t)
+        })
+        .count();
+    assert_eq!(outcomes, 1);
+}
+
 #[test]
 fn id_change_leaves_no_node_with_both_or_neither() {
     for mode in [SessionMode::Delta, SessionMode::Backup] {

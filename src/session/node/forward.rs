@@ -12,6 +12,7 @@
 //! could still be lost.
 
 use super::outcome::Purpose;
+use super::reroute::Again;
 use super::{CommitFailure, CommitTicket, NodeState, SendOutcome, SessionEvent, SessionNode};
 use crate::error::{Error, Result};
 use crate::session::codec::{self, Delta, ForwardOutcome, Message};
@@ -28,12 +29,21 @@ const MAX_FETCHED: usize = 4096;
 /// Forwards remembered to run each once (per node, over all members).
 const MAX_SEEN_FORWARDS: usize = 1 << 16;
 
-/// A commit handed to the session's primary, waiting for its result.
+/// A commit handed to the session's primary, waiting for its result;
+/// keyed by its request number (a new one per attempt).
 #[derive(Debug)]
 pub(crate) struct Forwarded {
     pub(crate) id: SessionId,
     pub(crate) primary: MemberKey,
     pub(crate) deadline: Instant,
+    /// The host's ticket (the first attempt's request number).
+    pub(crate) ticket: u64,
+    /// The change, to route it again (see `reroute.rs`).
+    pub(crate) again: Option<Again>,
+    /// Answered "not applied": routed again at this time.
+    pub(crate) retry_at: Option<Instant>,
+    /// Attempts routed again so far.
+    pub(crate) attempts: u32,
 }
 
 /// A commit waiting for the session's unacknowledged commits to settle.
@@ -78,19 +88,12 @@ impl SessionNode {
         now: Instant,
     ) -> Result<CommitTicket> {
         let id = txn.id.clone();
-        self.forward(&id, id.clone(), now, |req| Message::Forward {
-            req,
+        let again = Again::Commit {
+            txn,
             create,
-            check_base: txn.base.is_some(),
             creation_time,
-            txn: Delta {
-                id: txn.id,
-                base: txn.base.unwrap_or_default(),
-                version: Version::default(),
-                ops: txn.ops,
-                meta: txn.meta,
-            },
-        })
+        };
+        self.forward(&id, id.clone(), again, now)
     }
 
     /// Hands a rename of `old` (not held here) to the session's primary.
@@ -100,21 +103,22 @@ impl SessionNode {
         new: SessionId,
         now: Instant,
     ) -> Result<CommitTicket> {
-        self.forward(old, new.clone(), now, |req| Message::ForwardChangeId {
-            req,
+        let again = Again::ChangeId {
             old: SessionId::copy_from_slice(old),
-            new,
-        })
+            new: new.clone(),
+        };
+        self.forward(old, new, again, now)
     }
 
-    /// Sends `msg(ticket)` to the primary of `key`; the ticket (for session
-    /// `id`) ends with its [`Message::CommitResult`], or unacknowledged.
+    /// Sends `again` to the primary of `key`; the ticket (for session `id`)
+    /// ends with its [`Message::CommitResult`] (routed again while that
+    /// says "not applied" and the deadline allows), or unacknowledged.
     fn forward(
         &mut self,
         key: &[u8],
         id: SessionId,
+        again: Again,
         now: Instant,
-        msg: impl FnOnce(u64) -> Message,
     ) -> Result<CommitTicket> {
         let Some(primary) = self.placement_of(key).primary().filter(|p| *p != self.me) else {
             return Err(Error::Unreachable("no primary for this session".into()));
@@ -122,7 +126,7 @@ impl SessionNode {
         let t = self.next_ticket();
         self.stats.commits += 1;
         self.stats.forwarded += 1;
-        let msg = msg(t);
+        let msg = again.message(t).encode();
         self.forwards.insert(
             t,
             Forwarded {
@@ -130,13 +134,13 @@ impl SessionNode {
                 primary,
                 // The primary's own replication may take its retries.
                 deadline: now + self.cfg.access_timeout * 2,
+                ticket: t,
+                again: Some(again),
+                retry_at: None,
+                attempts: 0,
             },
         );
-        self.send(
-            vec![primary],
-            msg.encode(),
-            Some(Purpose::Forward { ticket: t }),
-        );
+        self.send(vec![primary], msg, Some(Purpose::Forward { ticket: t }));
         Ok(CommitTicket(t))
     }
 
@@ -156,17 +160,26 @@ impl SessionNode {
         });
     }
 
-    /// The delivery outcome of a forward: without an ack the primary may or
-    /// may not have applied it.
-    pub(crate) fn forward_outcome(&mut self, ticket: u64, outcome: SendOutcome) {
-        if outcome != SendOutcome::Acked {
-            self.finish_forward(ticket, Err(CommitFailure::Unacknowledged));
+    /// The delivery outcome of forward `req`: without an ack the primary
+    /// may or may not have applied it (unless it answered already that it
+    /// did not).
+    pub(crate) fn forward_outcome(&mut self, req: u64, outcome: SendOutcome) {
+        if outcome != SendOutcome::Acked && !self.retrying(req) {
+            self.finish_forward(req, Err(CommitFailure::Unacknowledged));
         }
     }
 
-    fn finish_forward(&mut self, ticket: u64, r: std::result::Result<usize, CommitFailure>) {
-        if let Some(f) = self.forwards.remove(&ticket) {
-            self.resolve(ticket, f.id, r);
+    /// True if forward `req` was answered "not applied" and waits to be
+    /// routed again.
+    fn retrying(&self, req: u64) -> bool {
+        self.forwards
+            .get(&req)
+            .is_some_and(|f| f.retry_at.is_some())
+    }
+
+    fn finish_forward(&mut self, req: u64, r: std::result::Result<usize, CommitFailure>) {
+        if let Some(f) = self.forwards.remove(&req) {
+            self.resolve(f.ticket, f.id, r);
         }
     }
 
@@ -178,7 +191,11 @@ impl SessionNode {
         outcome: ForwardOutcome,
         copies: u32,
     ) {
-        if self.forwards.get(&req).is_none_or(|f| f.primary != from) {
+        if self
+            .forwards
+            .get(&req)
+            .is_none_or(|f| f.primary != from || f.retry_at.is_some())
+        {
             return;
         }
         let r = match outcome {
@@ -191,15 +208,19 @@ impl SessionNode {
         if r == Err(CommitFailure::Conflict) {
             self.stats.conflicts += 1;
         }
+        if r == Err(CommitFailure::Unavailable) && self.retry_later(req) {
+            return;
+        }
         self.finish_forward(req, r);
     }
 
-    /// The primary `m` of forwarded commits is gone: their fate is unknown.
+    /// The primary `m` of forwarded commits is gone: their fate is unknown
+    /// (those it answered "not applied" are routed again as planned).
     pub(crate) fn forwards_lost(&mut self, m: &MemberKey) {
         let lost: Vec<u64> = self
             .forwards
             .iter()
-            .filter(|(_, f)| f.primary == *m)
+            .filter(|(_, f)| f.primary == *m && f.retry_at.is_none())
             .map(|(t, _)| *t)
             .collect();
         for t in lost {
@@ -211,7 +232,7 @@ impl SessionNode {
         let due: Vec<u64> = self
             .forwards
             .iter()
-            .filter(|(_, f)| now >= f.deadline)
+            .filter(|(_, f)| now >= f.deadline && f.retry_at.is_none())
             .map(|(t, _)| *t)
             .collect();
         for t in due {
@@ -408,6 +429,25 @@ impl SessionNode {
             };
             let (ticket, sid) = (q.ticket, q.txn.id.clone());
             let primary = self.state == NodeState::Ready && self.is_primary_for(id);
+            if !primary && q.origin.is_none() && self.forwards_to_primary(id) {
+                // This node's own commit, and placement moved: to the
+                // session's primary now, under the same ticket.
+                let f = Forwarded {
+                    id: sid,
+                    primary: self.me,
+                    deadline: q.deadline,
+                    ticket,
+                    again: Some(Again::Commit {
+                        txn: q.txn,
+                        create: q.create.is_some(),
+                        creation_time: q.create.unwrap_or(0),
+                    }),
+                    retry_at: None,
+                    attempts: 0,
+                };
+                self.route_again(f, now);
+                continue;
+            }
             let r = if primary {
                 self.rerun(ticket, q.txn, q.create, q.origin, now)
             } else {

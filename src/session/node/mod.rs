@@ -16,6 +16,7 @@ mod forward;
 mod inbound;
 mod membership;
 mod outcome;
+mod reroute;
 mod transfer;
 mod types;
 
@@ -577,7 +578,7 @@ impl SessionNode {
             t = t.min(f.deadline);
         }
         for f in self.forwards.values() {
-            t = t.min(f.deadline);
+            t = t.min(f.retry_at.unwrap_or(f.deadline));
         }
         for q in self.queued.values() {
             if let Some(q) = q.front() {
@@ -596,6 +597,7 @@ impl SessionNode {
         self.clock = self.clock.max(now);
         self.check_transfer_timeout(now);
         self.check_fetch_timeouts(now);
+        self.run_retries(now);
         self.check_forward_timeouts(now);
         self.check_queue_timeouts(now);
         self.run_settled(now);

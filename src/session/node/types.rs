@@ -77,8 +77,10 @@ pub enum CommitFailure {
     /// version (or, for a create, the id exists), or a concurrent commit
     /// of the same session won.
     Conflict,
-    /// Not applied: no ready primary could take the commit (it is joining,
-    /// or placement moved while the commit was on its way), or fewer than
+    /// Not applied: no ready primary took the commit within its deadline
+    /// (it is joining or draining, or placement moved while the commit was
+    /// on its way; a refused forward is routed again to the current
+    /// primary while the deadline allows), or fewer than
     /// `minCommitCopies` holders are up. Retry later.
     Unavailable,
     /// Not applied: the session does not exist.
