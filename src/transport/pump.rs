@@ -99,7 +99,15 @@ impl Pump {
     ) -> crate::Result<Pump> {
         match backend {
             #[cfg(target_os = "linux")]
-            Backend::Uring => Self::start_uring(shared, name, Default::default(), admission),
+            Backend::Uring => {
+                let tuning = crate::driver::uring::UringTuning {
+                    // A busy-polling engine reads its hot member's replies
+                    // directly, as the receiver reads its hot connection.
+                    hot_reads: !shared.cfg.idle.spin.is_zero(),
+                    ..Default::default()
+                };
+                Self::start_uring(shared, name, tuning, admission)
+            }
             _ => Self::start_on(shared, name, admission, MioDriver::new),
         }
     }
