@@ -2,40 +2,9 @@
 //! and every other socket is still served within [`HOT_POLLS`] polls.
 
 use super::*;
+use crate::driver::test_pairs::{pair, received_within};
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-
-/// A connected pair: the driver's side registered as `token`, and the
-/// peer's side.
-fn pair(d: &mut MioDriver, token: Token) -> TcpStream {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let peer = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
-    let (ours, _) = l.accept().expect("accept");
-    d.register(token, Socket::from(ours)).expect("register");
-    peer
-}
-
-/// Polls (zero timeout, at most `polls` times) until `token` received;
-/// returns its bytes and how many polls it took.
-fn received_within(d: &mut MioDriver, token: Token, polls: u32) -> Option<(Vec<u8>, u32)> {
-    let mut out = Vec::new();
-    for k in 1..=polls {
-        d.poll(Duration::ZERO, &mut out).expect("poll");
-        for ev in out.drain(..) {
-            if let Event::Received {
-                token: t,
-                res: Ok(_),
-                buf,
-            } = ev
-            {
-                if t == token {
-                    return Some((buf.to_vec(), k));
-                }
-            }
-        }
-    }
-    None
-}
+use std::net::TcpStream;
 
 /// Makes `token` the hot socket: one receive served on its readable edge;
 /// then arms the next receive, which waits (the socket was emptied).

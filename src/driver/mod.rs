@@ -39,6 +39,8 @@ mod contract;
 pub(crate) mod fake;
 pub mod mio;
 pub mod sys;
+#[cfg(test)]
+mod test_pairs;
 #[cfg(target_os = "linux")]
 pub mod uring;
 

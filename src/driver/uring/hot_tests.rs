@@ -4,8 +4,8 @@
 //! connection is still served by the ring.
 
 use super::*;
+use crate::driver::test_pairs::{pair, received_within};
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
 /// A driver that reads its hot connection directly, or `None` when
@@ -24,39 +24,6 @@ fn driver() -> Option<UringDriver> {
         ..UringTuning::default()
     };
     Some(UringDriver::new(64, t).expect("ring"))
-}
-
-/// A connected pair: the driver's side registered as `token`, and the
-/// peer's side.
-fn pair(d: &mut UringDriver, token: Token) -> TcpStream {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let peer = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
-    let (ours, _) = l.accept().expect("accept");
-    d.register(token, Socket::from(ours)).expect("register");
-    peer
-}
-
-/// Zero-timeout polls (at most `polls`) until `token` received; its bytes
-/// and how many polls it took.
-fn received_within(d: &mut UringDriver, token: Token, polls: u32) -> Option<(Vec<u8>, u32)> {
-    let mut out = Vec::new();
-    for k in 1..=polls {
-        d.poll(Duration::ZERO, &mut out).expect("poll");
-        for ev in out.drain(..) {
-            if let Event::Received {
-                token: t,
-                res: Ok(n),
-                buf,
-            } = ev
-            {
-                assert!(n > 0, "no end of stream here");
-                if t == token {
-                    return Some((buf.to_vec(), k));
-                }
-            }
-        }
-    }
-    None
 }
 
 fn arm(d: &mut UringDriver, token: Token) {
