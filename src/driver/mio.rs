@@ -10,7 +10,7 @@ use mio::{Events, Interest, Poll, Waker};
 use socket2::Socket;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,7 +185,7 @@ impl Slot {
         let Some((mut buf, want)) = self.recv_wait.take() else {
             return false;
         };
-        let res = match read(self.sock.as_raw_fd(), &mut buf, want) {
+        let res = match sys::read_now(self.sock.as_raw_fd(), &mut buf, want) {
             Ok(None) => {
                 self.recv_wait = Some((buf, want));
                 return false;
@@ -211,18 +211,6 @@ fn connect_result(s: &Socket) -> Option<io::Result<()>> {
         Ok(_) => Some(Ok(())),
         Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
         Err(e) => Some(Err(e)),
-    }
-}
-
-/// One read: `Ok(None)` when the socket has nothing yet.
-fn read(fd: RawFd, buf: &mut BytesMut, want: usize) -> io::Result<Option<usize>> {
-    loop {
-        match sys::read_into(fd, buf, want) {
-            Ok(n) => return Ok(Some(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
     }
 }
 
@@ -269,7 +257,7 @@ impl Driver for MioDriver {
             s.recv_wait = Some((std::mem::take(buf), want));
             return Ok(None);
         }
-        let r = read(s.sock.as_raw_fd(), buf, want)?;
+        let r = sys::read_now(s.sock.as_raw_fd(), buf, want)?;
         if r.is_none() {
             s.recv_wait = Some((std::mem::take(buf), want));
         }

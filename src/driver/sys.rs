@@ -56,6 +56,22 @@ pub(crate) fn try_read_into(fd: RawFd, buf: &mut BytesMut, min_spare: usize) -> 
     Ok(n as usize)
 }
 
+/// One read that never blocks ([`try_read_into`]), retried on `EINTR`:
+/// `Ok(None)` when the socket has nothing yet.
+///
+/// # Errors
+/// The OS error.
+pub(crate) fn read_now(fd: RawFd, buf: &mut BytesMut, want: usize) -> io::Result<Option<usize>> {
+    loop {
+        match try_read_into(fd, buf, want) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Most iovecs one `writev` takes on Linux.
 pub const IOV_MAX: usize = 1024;
 

@@ -652,17 +652,11 @@ impl UringDriver {
 /// One non-blocking read into `buf`; `None` when the socket has nothing
 /// yet. Notes whether the read emptied the socket.
 fn direct_read(s: &mut Slot, buf: &mut BytesMut, want: usize) -> Option<io::Result<usize>> {
-    loop {
-        match sys::try_read_into(s.sock.as_raw_fd(), buf, want) {
-            Ok(n) => {
-                s.drained = n > 0 && buf.len() < buf.capacity();
-                return Some(Ok(n));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Some(Err(e)),
-        }
+    let r = sys::read_now(s.sock.as_raw_fd(), buf, want).transpose()?;
+    if let Ok(n) = r {
+        s.drained = n > 0 && buf.len() < buf.capacity();
     }
+    Some(r)
 }
 
 #[cfg(test)]
